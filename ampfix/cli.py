@@ -1,0 +1,290 @@
+"""The command line: a thin layer over ampfix.runner and ampfix.report.
+
+    ampfix check [PATHS]...     report (default command: `ampfix src/`, `ampfix --apply`)
+    ampfix rule CODE | --all    print a rule's document / list the rules
+    ampfix verify SCRIPT        run original and rewrite under a harness (needs ampfix[verify])
+
+Exit codes: 0 nothing left to report; 1 problems remain (or --diff would change something);
+2 usage, configuration or internal error, or a file that cannot be read.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+import click
+
+from ampfix import __version__
+from ampfix.docs import rule_doc
+from ampfix.engine import FixError, check_source, fix_source
+from ampfix.report import (
+    FORMATS,
+    WRITERS,
+    SourceCache,
+    summary,
+    unified_diff,
+    write_fixes,
+    write_statistics,
+    write_text,
+)
+from ampfix.rules import RULES
+from ampfix.runner import CHECK, DIFF, FIX, Job, all_diagnostics, run
+from ampfix.settings import CliOverrides, ConfigError, FileConfig, build_settings, find_config, load_config
+from ampfix.source import SourceError, SourceText
+
+COMMANDS = ("check", "rule", "verify")
+PROGRESS_THRESHOLD = 300
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+class UsageFailure(click.ClickException):
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"ampfix: error: {self.format_message()}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ampfix")
+def cli() -> None:
+    """Find and fix PyTorch mixed-precision (AMP) mistakes.
+
+    `ampfix PATHS` and `ampfix --apply PATHS` are shorthands for `ampfix check ...`.
+    `ampfix check` only reads code; it never imports or executes it.
+    """
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--apply", "--fix", "apply", is_flag=True, help="Apply safe fixes in place.")
+@click.option("--unsafe-fixes/--no-unsafe-fixes", default=None, help="Also apply (or offer) fixes that may change behaviour.")
+@click.option("--diff", is_flag=True, help="Print the diffs fixes would make; write nothing. Exit 1 if any.")
+@click.option("--select", multiple=True, help="Rule codes or prefixes to enable (AMP1, AMP101, ALL). Replaces the configured set.")
+@click.option("--ignore", multiple=True, help="Rule codes or prefixes to disable.")
+@click.option("--extend-select", multiple=True, help="Rule codes or prefixes to enable in addition.")
+@click.option(
+    "--output-format",
+    type=click.Choice(FORMATS),
+    default=None,
+    envvar="AMPFIX_OUTPUT_FORMAT",
+    help="How to print findings [default: text].",
+)
+@click.option("--statistics", is_flag=True, help="Print a count per rule instead of each finding.")
+@click.option("--show-fixes", is_flag=True, help="List the fixes applied, per file.")
+@click.option("--exit-zero", is_flag=True, help="Exit 0 even if problems remain.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Configuration file to use.")
+@click.option("--isolated", is_flag=True, help="Ignore all configuration files.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Worker processes [default: CPU count].")
+@click.option("--target-torch", default=None, metavar="X.Y", help="Oldest torch the code must run on.")
+@click.option("--force-exclude", is_flag=True, help="Apply exclusions even to files named explicitly.")
+@click.option("--quiet", "-q", is_flag=True, help="Print findings only: no summary, no progress.")
+@click.option("--stdin-filename", default=None, help="The path of the code read from stdin ('-').")
+@click.option("--default-device", default=None, help="Device for conversions when the code does not say.")
+@click.option("--amp-dtype", type=click.Choice(["float16", "bfloat16"]), default=None, help="Low-precision dtype for conversions.")
+def check(
+    paths: tuple[str, ...],
+    apply: bool,
+    unsafe_fixes: Optional[bool],
+    diff: bool,
+    select: tuple[str, ...],
+    ignore: tuple[str, ...],
+    extend_select: tuple[str, ...],
+    output_format: Optional[str],
+    statistics: bool,
+    show_fixes: bool,
+    exit_zero: bool,
+    config_file: Optional[str],
+    isolated: bool,
+    jobs: Optional[int],
+    target_torch: Optional[str],
+    force_exclude: bool,
+    quiet: bool,
+    stdin_filename: Optional[str],
+    default_device: Optional[str],
+    amp_dtype: Optional[str],
+) -> None:
+    """Check PATHS (default: .) for AMP mistakes; `-` reads stdin."""
+    paths = paths or (".",)
+    overrides = CliOverrides(
+        select=_split(select) or None,
+        ignore=_split(ignore),
+        extend_select=_split(extend_select),
+        target_torch=target_torch,
+        unsafe_fixes=unsafe_fixes,
+        default_device=default_device,
+        amp_dtype=amp_dtype,
+    )
+    anchor = stdin_filename if paths == ("-",) and stdin_filename else paths[0]
+    try:
+        if isolated:
+            config = FileConfig(root=os.getcwd())
+        elif config_file:
+            config = load_config(config_file)
+        else:
+            config = find_config(anchor if os.path.exists(anchor) else ".")
+        settings = build_settings(config, overrides)
+    except ConfigError as exc:
+        raise UsageFailure(str(exc)) from None
+    mode = DIFF if diff else FIX if apply else CHECK
+    fmt = output_format or "text"
+
+    if paths == ("-",):
+        sys.exit(_check_stdin(settings, mode, fmt, stdin_filename, force_exclude, statistics, quiet, exit_zero))
+
+    from ampfix.discovery import discover
+
+    found = discover(list(paths), settings, force_exclude=force_exclude)
+    for missing in found.missing:
+        click.echo(f"ampfix: error: {missing}: no such file or directory", err=True)
+    progress = _progress_bar(len(found.files), quiet)
+    try:
+        results = run(found.files, Job(mode, settings, settings.unsafe_fixes), jobs, progress.update if progress else None)
+    finally:
+        if progress:
+            progress.close()
+    errors = [r for r in results if r.error]
+    for result in errors:
+        click.echo(f"ampfix: error: {result.path}: {result.error}", err=True)
+    remaining = all_diagnostics(results)
+    fixed = sum(len(r.fixed) for r in results)
+    out = click.get_text_stream("stdout")
+
+    if mode == DIFF:
+        for result in results:
+            if result.fixed_source is not None:
+                out.write(unified_diff(result.path, result.original, result.fixed_source))
+        if not quiet:
+            click.echo(summary(remaining, fixed, settings.unsafe_fixes, "diff"), err=True)
+        code = 2 if errors or found.missing else 1 if fixed else 0
+        sys.exit(code)
+
+    _emit(out, remaining, settings.unsafe_fixes, fmt, statistics, SourceCache())
+    if show_fixes and mode == FIX:
+        write_fixes(out, ((r.path, r.fixed) for r in results))
+    if fmt in ("text", "concise") and not quiet:
+        line = summary(remaining, fixed, settings.unsafe_fixes, "fix" if mode == FIX else "check")
+        if line:
+            out.write(line + "\n")
+    sys.exit(_exit_code(remaining, bool(errors or found.missing), exit_zero))
+
+
+def _check_stdin(settings, mode, fmt, stdin_filename, force_exclude, statistics, quiet, exit_zero) -> int:
+    data = click.get_binary_stream("stdin").read()
+    path = stdin_filename or "-"
+    if force_exclude and stdin_filename:
+        from ampfix.discovery import _Ignorer
+
+        if _Ignorer(settings).excluded(stdin_filename, False):
+            if mode == FIX:
+                click.get_binary_stream("stdout").write(data)
+            return 0
+    try:
+        source = SourceText.decode(data)
+    except SourceError as exc:
+        click.echo(f"ampfix: error: {path}: {exc}", err=True)
+        return 2
+    sources = SourceCache({path: source.text})
+    out = click.get_text_stream("stdout")
+    if mode == CHECK:
+        remaining = check_source(source.text, path, settings)
+        _emit(out, remaining, settings.unsafe_fixes, fmt, statistics, sources)
+        if fmt in ("text", "concise") and not quiet:
+            out.write(summary(remaining, 0, settings.unsafe_fixes, "check") + "\n")
+        return _exit_code(remaining, False, exit_zero)
+    try:
+        result = fix_source(source.text, path, settings)
+    except FixError as exc:
+        click.echo(f"ampfix: error: {path}: {exc}", err=True)
+        if mode == FIX:
+            click.get_binary_stream("stdout").write(data)
+        return 2
+    if mode == DIFF:
+        out.write(unified_diff(path, source.text, result.source) if result.changed else "")
+        if not quiet:
+            click.echo(summary(result.remaining, len(result.fixed), settings.unsafe_fixes, "diff"), err=True)
+        return 1 if result.changed else 0
+    # --apply on stdin: stdout is exactly the fixed source; the report goes to stderr.
+    click.get_binary_stream("stdout").write(source.encode(result.source))
+    err = click.get_text_stream("stderr")
+    _emit(err, result.remaining, settings.unsafe_fixes, fmt, statistics, SourceCache({path: result.source}))
+    if not quiet:
+        err.write(summary(result.remaining, len(result.fixed), settings.unsafe_fixes, "fix") + "\n")
+    return _exit_code(result.remaining, False, exit_zero)
+
+
+def _emit(out, diagnostics, unsafe_fixes, fmt, statistics, sources) -> None:
+    if statistics:
+        write_statistics(out, diagnostics, unsafe_fixes)
+    elif fmt in WRITERS:
+        WRITERS[fmt](out, diagnostics)
+    else:
+        write_text(out, diagnostics, unsafe_fixes, sources, concise=fmt == "concise")
+
+
+def _exit_code(remaining, had_errors: bool, exit_zero: bool) -> int:
+    if had_errors:
+        return 2
+    if remaining and not exit_zero:
+        return 1
+    return 0
+
+
+class _Progress:
+    def __init__(self, total: int):
+        self.total, self.done = total, 0
+        self.stream = sys.stderr
+
+    def update(self, n: int) -> None:
+        self.done += n
+        width = 30
+        filled = int(width * self.done / max(1, self.total))
+        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} files")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.write("\r" + " " * 60 + "\r")
+        self.stream.flush()
+
+
+def _progress_bar(total: int, quiet: bool) -> Optional[_Progress]:
+    """A progress bar on a terminal only: never in pipes or CI logs."""
+    if quiet or total <= PROGRESS_THRESHOLD or os.environ.get("CI") or not sys.stderr.isatty():
+        return None
+    return _Progress(total)
+
+
+@cli.command()
+@click.argument("code", required=False)
+@click.option("--all", "show_all", is_flag=True, help="List every rule with its fix safety.")
+def rule(code: Optional[str], show_all: bool) -> None:
+    """Print the documentation of rule CODE, or list all rules."""
+    if show_all or not code:
+        rows = [(r.code, r.name, r.fix_safety, r.summary) for r in RULES.values()]
+        click.echo(f"{'code':<8}{'name':<34}{'fix':<11}summary")
+        for row in rows:
+            click.echo(f"{row[0]:<8}{row[1]:<34}{row[2]:<11}{row[3]}")
+        return
+    rule_obj = RULES.get(code.upper())
+    if rule_obj is None:
+        raise UsageFailure(f"unknown rule code `{code}` (see `ampfix rule --all`)")
+    doc = rule_doc(rule_obj.code)
+    if doc is None:
+        raise UsageFailure(f"no documentation found for {rule_obj.code}")
+    click.echo(doc.rstrip("\n"))
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in args), None)
+    if first is None or (first not in COMMANDS and first not in ("-h", "--help", "--version")):
+        args.insert(0, "check")
+    try:
+        cli.main(args=args, prog_name="ampfix", standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("ampfix: interrupted", err=True)
+        sys.exit(130)

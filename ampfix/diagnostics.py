@@ -1,0 +1,82 @@
+"""What a rule reports: a diagnostic, optionally with a fix made of text edits.
+
+Edits are character offsets into the decoded source (ruff's model): a fix replaces exactly the
+bytes it must and leaves every other byte, comment and blank line alone.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+class Applicability(enum.Enum):
+    """How safe a fix is. Ordered: a run that allows UNSAFE also applies SAFE."""
+
+    SAFE = "safe"  # keeps behaviour: applied by --apply
+    UNSAFE = "unsafe"  # changes numerics or semantics: needs --unsafe-fixes
+
+    @property
+    def rank(self) -> int:
+        return 0 if self is Applicability.SAFE else 1
+
+
+@dataclass(frozen=True, order=True)
+class Edit:
+    """Replace source[start:end] with content (character offsets)."""
+
+    start: int
+    end: int
+    content: str
+
+    @classmethod
+    def insert(cls, at: int, content: str) -> "Edit":
+        return cls(at, at, content)
+
+    @classmethod
+    def delete(cls, start: int, end: int) -> "Edit":
+        return cls(start, end, "")
+
+
+@dataclass(frozen=True)
+class Fix:
+    message: str
+    edits: tuple[Edit, ...]
+    applicability: Applicability
+    # Local names bound by an import that this fix may leave unused; the fixer removes them
+    # after the pass if nothing else uses them.
+    orphaned_imports: frozenset[str] = frozenset()
+
+    def span(self) -> tuple[int, int]:
+        return min(e.start for e in self.edits), max(e.end for e in self.edits)
+
+
+@dataclass(frozen=True)
+class Position:
+    row: int  # 1-based
+    column: int  # 1-based, in characters
+
+
+@dataclass
+class Diagnostic:
+    code: str
+    name: str
+    message: str
+    start: int  # character offsets into the source
+    end: int
+    fix: Optional[Fix] = None
+    # Filled in by the engine once per file (rows and columns are 1-based).
+    filename: str = ""
+    location: Position = field(default_factory=lambda: Position(1, 1))
+    end_location: Position = field(default_factory=lambda: Position(1, 1))
+    # (start, end) positions of each fix edit, for JSON and SARIF output
+    edit_locations: tuple[tuple[Position, Position], ...] = ()
+    cell: Optional[int] = None
+
+    @property
+    def fixable(self) -> bool:
+        return self.fix is not None
+
+    def sort_key(self) -> tuple:
+        return (self.filename, self.cell or 0, self.location.row, self.location.column, self.code)

@@ -1,0 +1,126 @@
+"""Finding the files to check.
+
+- ``.py`` and ``.pyi`` files under the given directories, sorted;
+- ``.gitignore`` files at every level (and ``.git/info/exclude``) are honoured, with git's
+  pattern semantics (pathspec);
+- default excludes (``.git``, virtual environments, ``build``, ``dist``, ``__pycache__``,
+  ``site-packages`` ...) plus ``exclude``/``extend-exclude`` from the settings;
+- a file named explicitly is always checked, unless ``--force-exclude`` (as pre-commit passes
+  every staged file by name);
+- symlinked directories are not followed (no loops); symlinked files are checked.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
+
+import pathspec
+
+from ampfix.settings import Settings
+
+SOURCE_SUFFIXES = (".py", ".pyi")
+
+
+@dataclass
+class Discovery:
+    files: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+def _spec(patterns) -> Optional[pathspec.PathSpec]:
+    patterns = [p for p in patterns if p and not p.startswith("#")]
+    return pathspec.PathSpec.from_lines("gitwildmatch", patterns) if patterns else None
+
+
+class _Ignorer:
+    def __init__(self, settings: Settings):
+        self.root = os.path.abspath(settings.project_root)
+        self.excludes = _spec([*settings.exclude, *settings.extend_exclude])
+        self._gitignores: dict[str, Optional[pathspec.PathSpec]] = {}
+
+    def excluded(self, path: str, is_dir: bool) -> bool:
+        path = os.path.abspath(path)
+        if self.excludes is not None:
+            rel = os.path.relpath(path, self.root) if _inside(path, self.root) else os.path.basename(path)
+            rel = rel.replace(os.sep, "/") + ("/" if is_dir else "")
+            if self.excludes.match_file(rel) or self.excludes.match_file(os.path.basename(path) + ("/" if is_dir else "")):
+                return True
+        return self._gitignored(path, is_dir)
+
+    def _gitignored(self, path: str, is_dir: bool) -> bool:
+        directory = os.path.dirname(path)
+        while True:
+            spec = self._gitignore(directory)
+            if spec is not None:
+                rel = os.path.relpath(path, directory).replace(os.sep, "/") + ("/" if is_dir else "")
+                if spec.match_file(rel):
+                    return True
+            if os.path.isdir(os.path.join(directory, ".git")):
+                return False  # the repository's root: outer .gitignore files do not apply
+            parent = os.path.dirname(directory)
+            if parent == directory:
+                return False
+            directory = parent
+
+    def _gitignore(self, directory: str) -> Optional[pathspec.PathSpec]:
+        if directory not in self._gitignores:
+            lines: list[str] = []
+            for name in (".gitignore", os.path.join(".git", "info", "exclude")):
+                try:
+                    with open(os.path.join(directory, name), encoding="utf-8", errors="replace") as handle:
+                        lines.extend(handle.read().splitlines())
+                except OSError:
+                    pass
+            self._gitignores[directory] = _spec(lines)
+        return self._gitignores[directory]
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def discover(paths: list[str], settings: Settings, force_exclude: bool = False) -> Discovery:
+    ignorer = _Ignorer(settings)
+    result = Discovery()
+    seen: set[str] = set()
+    for given in paths:
+        if not os.path.lexists(given):
+            result.missing.append(given)
+            continue
+        if os.path.isdir(given):
+            candidates: Iterator[str] = _walk(given, ignorer)
+        else:
+            if force_exclude and ignorer.excluded(given, False):
+                continue
+            candidates = iter([given])
+        for path in candidates:
+            key = os.path.normpath(os.path.abspath(path))
+            if key not in seen:
+                seen.add(key)
+                result.files.append(os.path.normpath(path))
+    result.files.sort()
+    return result
+
+
+def _walk(top: str, ignorer: _Ignorer) -> Iterator[str]:
+    stack = [top]
+    while stack:
+        directory = stack.pop()
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+                is_file = entry.is_file()
+            except OSError:
+                continue
+            if is_dir:
+                if not ignorer.excluded(entry.path, True):
+                    stack.append(entry.path)
+            elif is_file and entry.name.endswith(SOURCE_SUFFIXES):
+                if not ignorer.excluded(entry.path, False):
+                    yield entry.path

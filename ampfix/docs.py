@@ -1,0 +1,33 @@
+"""Rule documents: ``rules/<CODE>.md`` in a checkout, ``ampfix/_rule_docs`` in a wheel."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Optional
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_CANDIDATES = (
+    os.path.join(_PACKAGE_DIR, "_rule_docs"),  # installed wheel (force-included)
+    os.path.join(os.path.dirname(_PACKAGE_DIR), "rules"),  # source checkout / editable install
+)
+
+
+def docs_dir() -> Optional[str]:
+    for candidate in _CANDIDATES:
+        if os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+@lru_cache(maxsize=None)
+def rule_doc(code: str) -> Optional[str]:
+    directory = docs_dir()
+    if directory is None:
+        return None
+    path = os.path.join(directory, f"{code.upper()}.md")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError:
+        return None

@@ -1,0 +1,161 @@
+"""Checking and fixing one source text: the core the CLI, the runner and the verifier share.
+
+The pipeline for one file:
+
+1. prefilter: a file that contains none of the selected rules' trigger strings is not parsed;
+2. parse with CPython's ``ast`` (a syntax error becomes an AMP001 diagnostic);
+3. every selected rule whose triggers occur runs against one shared ``ModuleContext``;
+4. suppressions (``# noqa``, ``# ampfix: ignore[...]``) filter the result; unknown AMP codes in
+   them are AMP002;
+5. fixing applies the allowed fixes, tidies imports, re-parses, and repeats to a fixed point.
+   Output that does not parse is never returned: the file is left as it was.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ampfix.context import ModuleContext
+from ampfix.diagnostics import Applicability, Diagnostic
+from ampfix.fixer import apply_fixes
+from ampfix.imports import remove_unused_imports
+from ampfix.rules import ENGINE_CODES, RULES
+from ampfix.settings import Settings
+from ampfix.source import Locator
+from ampfix.suppression import parse_suppressions
+
+MAX_FIX_PASSES = 10
+
+
+class FixError(Exception):
+    """A fix produced code that does not parse, or fixes did not converge. File left unchanged."""
+
+
+@dataclass
+class FixResult:
+    source: str
+    fixed: list[Diagnostic] = field(default_factory=list)
+    remaining: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.fixed)
+
+
+def trigger_pattern(codes) -> Optional[re.Pattern]:
+    """One regex over the trigger strings of the given rules (None: nothing can fire)."""
+    triggers = sorted({t for code in codes for t in RULES[code].triggers})
+    if not triggers:
+        return None
+    return re.compile(b"|".join(re.escape(t) for t in triggers))
+
+
+_PATTERNS: dict[frozenset, Optional[re.Pattern]] = {}
+
+
+def may_fire(data: bytes, codes: frozenset) -> bool:
+    """The byte prefilter: False when no selected rule can possibly fire on this file."""
+    if "AMP001" in codes:
+        return True  # syntax errors are reported whatever the file contains
+    pattern = _PATTERNS.get(codes)
+    if pattern is None and codes not in _PATTERNS:
+        pattern = _PATTERNS[codes] = trigger_pattern(codes)
+    return pattern is not None and pattern.search(data) is not None
+
+
+def check_source(source: str, path: str = "<stdin>", settings: Optional[Settings] = None) -> list[Diagnostic]:
+    """Diagnostics for one source text, sorted by position."""
+    settings = settings or Settings()
+    return _analyse(source, path, settings, settings.enabled(path))
+
+
+def fix_source(
+    source: str,
+    path: str = "<stdin>",
+    settings: Optional[Settings] = None,
+    unsafe_fixes: Optional[bool] = None,
+) -> FixResult:
+    """Apply fixes to a fixed point. Raises FixError if a fix would break the code."""
+    settings = settings or Settings()
+    codes = settings.enabled(path)
+    allow_unsafe = settings.unsafe_fixes if unsafe_fixes is None else unsafe_fixes
+    limit = (Applicability.UNSAFE if allow_unsafe else Applicability.SAFE).rank
+    text = source
+    fixed: list[Diagnostic] = []
+    for _ in range(MAX_FIX_PASSES):
+        diagnostics = _analyse(text, path, settings, codes)
+        fixable = [d for d in diagnostics if d.fix is not None and d.fix.applicability.rank <= limit]
+        new_text, applied = apply_fixes(text, fixable)
+        if not applied:
+            return FixResult(text, fixed, diagnostics)
+        orphans = set().union(*(d.fix.orphaned_imports for d in applied))
+        try:
+            ast.parse(new_text)
+            new_text = remove_unused_imports(new_text, orphans)
+            ast.parse(new_text)
+        except (SyntaxError, ValueError, RecursionError) as exc:
+            codes_used = ", ".join(sorted({d.code for d in applied}))
+            raise FixError(f"fix for {codes_used} produced invalid code ({exc}); file left unchanged") from None
+        text = new_text
+        fixed.extend(applied)
+    raise FixError(f"fixes did not converge after {MAX_FIX_PASSES} passes; file left unchanged")
+
+
+def _analyse(text: str, path: str, settings: Settings, codes: frozenset) -> list[Diagnostic]:
+    if not may_fire(text.encode("utf-8", "surrogatepass"), codes):
+        return []
+    locator = Locator(text)
+    diagnostics: list[Diagnostic] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # invalid escape sequences etc. are not our business
+            tree = ast.parse(text, filename=path)
+    except SyntaxError as exc:
+        if "AMP001" in codes:
+            diagnostics.append(_syntax_error(exc, locator))
+        tree = None
+    except (RecursionError, MemoryError):
+        if "AMP001" in codes:
+            diagnostics.append(_syntax_error(SyntaxError("too deeply nested to parse", (path, 1, 1, "")), locator))
+        tree = None
+    if tree is not None:
+        ctx = ModuleContext(path, text, tree, settings)
+        for code in sorted(codes - ENGINE_CODES):
+            rule = RULES[code]
+            if any(t.decode() in text for t in rule.triggers):
+                diagnostics.extend(rule.check(ctx))
+    suppressions = parse_suppressions(text, locator, set(RULES))
+    kept = []
+    for diag in diagnostics:
+        start, end = locator.position(diag.start), locator.position(diag.end)
+        diag.filename = path
+        diag.location, diag.end_location = start, end
+        if diag.fix is not None:
+            diag.edit_locations = tuple(
+                (locator.position(e.start), locator.position(e.end)) for e in diag.fix.edits
+            )
+        if diag.code != "AMP001" and suppressions.suppresses(diag.code, (start.row, end.row)):
+            continue
+        kept.append(diag)
+    if "AMP002" in codes:
+        rule = RULES["AMP002"]
+        for invalid in suppressions.invalid:
+            diag = Diagnostic(rule.code, rule.name, f"unknown rule code `{invalid.code}` in suppression comment", invalid.start, invalid.end)
+            diag.filename = path
+            diag.location, diag.end_location = locator.position(invalid.start), locator.position(invalid.end)
+            kept.append(diag)
+    kept.sort(key=Diagnostic.sort_key)
+    return kept
+
+
+def _syntax_error(exc: SyntaxError, locator: Locator) -> Diagnostic:
+    rule = RULES["AMP001"]
+    row = max(1, min(exc.lineno or 1, len(locator.line_starts)))
+    line = locator.line_text(row)
+    column = max(0, min((exc.offset or 1) - 1, len(line)))
+    start = locator.line_start(row) + column
+    return Diagnostic(rule.code, rule.name, f"SyntaxError: {exc.msg}", start, start)

@@ -1,0 +1,129 @@
+"""Removing the imports a fix left unused, and nothing else.
+
+Only names that a fix declared as possibly orphaned are candidates, and a candidate is removed
+only when no ``Name`` anywhere in the module (nor ``__all__``) still uses it: an import that is
+still used is never removed. Statements are rewritten with LibCST on the statement's own source,
+so comments, parentheses and layout of the remaining names survive.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Iterable, Optional
+
+import libcst as cst
+
+from ampfix.diagnostics import Edit
+from ampfix.source import Locator
+
+
+def used_names(tree: ast.Module) -> set[str]:
+    names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Store)}
+    for node in tree.body:
+        if isinstance(node, (ast.Assign, ast.AugAssign)) and isinstance(node.value, (ast.List, ast.Tuple)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
+                names.update(
+                    elt.value for elt in node.value.elts if isinstance(elt, ast.Constant) and isinstance(elt.value, str)
+                )
+    return names
+
+
+def remove_unused_imports(text: str, candidates: Iterable[str]) -> str:
+    candidates = set(candidates)
+    if not candidates:
+        return text
+    tree = ast.parse(text)
+    unused = candidates - used_names(tree)
+    if not unused:
+        return text
+    locator = Locator(text)
+    edits = []
+    for stmt, parent_body in _import_statements(tree):
+        bound = {_bound_name(alias) for alias in stmt.names}
+        drop = bound & unused
+        if drop:
+            edit = _removal_edit(text, locator, stmt, drop, parent_body)
+            if edit is not None:
+                edits.append(edit)
+    for edit in sorted(edits, key=lambda e: e.start, reverse=True):
+        text = text[: edit.start] + edit.content + text[edit.end :]
+    return text
+
+
+def _bound_name(alias: ast.alias) -> str:
+    return alias.asname or alias.name.split(".", 1)[0]
+
+
+def _import_statements(tree: ast.AST):
+    for node in ast.walk(tree):
+        for field in ("body", "orelse", "finalbody", "handlers"):
+            body = getattr(node, field, None)
+            if isinstance(body, list):
+                for stmt in body:
+                    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                        yield stmt, body
+
+
+def _removal_edit(
+    text: str, locator: Locator, stmt: ast.stmt, drop: set[str], parent_body: list
+) -> Optional[Edit]:
+    start, end = locator.node_range(stmt)
+    if all(_bound_name(alias) in drop for alias in stmt.names):
+        if len(parent_body) == 1:
+            return Edit(start, end, "pass")  # keep the block syntactically non-empty
+        line_start = locator.line_start(stmt.lineno)
+        line_end = locator.line_end(stmt.end_lineno)
+        alone = not text[line_start:start].strip() and _only_comment(text[end:line_end])
+        if alone:
+            next_line = locator.line_starts[stmt.end_lineno] if stmt.end_lineno < len(locator.line_starts) else len(text)
+            return Edit.delete(line_start, next_line)
+        return Edit(start, end, "pass")
+    return _rewrite_statement(text[start:end], start, end, drop)
+
+
+def _only_comment(rest: str) -> bool:
+    rest = rest.strip()
+    return not rest or rest.startswith("#")
+
+
+class _DropNames(cst.CSTTransformer):
+    def __init__(self, drop: set[str]):
+        self.drop = drop
+
+    def _keep(self, names):
+        kept = [a for a in names if _cst_bound_name(a) not in self.drop]
+        if kept and kept[-1].comma is not cst.MaybeSentinel.DEFAULT:
+            last = kept[-1]
+            comma = last.comma
+            # A trailing comma is only legal inside parentheses; keep its whitespace there.
+            kept[-1] = last.with_changes(comma=cst.MaybeSentinel.DEFAULT if not self._parenthesized else comma)
+        return kept
+
+    def leave_Import(self, original, updated):
+        self._parenthesized = False
+        return updated.with_changes(names=self._keep(updated.names))
+
+    def leave_ImportFrom(self, original, updated):
+        self._parenthesized = updated.lpar is not None
+        if isinstance(updated.names, cst.ImportStar):
+            return updated
+        return updated.with_changes(names=self._keep(updated.names))
+
+
+def _cst_bound_name(alias: cst.ImportAlias) -> str:
+    if alias.asname is not None:
+        return alias.asname.name.value  # type: ignore[union-attr]
+    node = alias.name
+    while isinstance(node, cst.Attribute):
+        node = node.value
+    return node.value  # type: ignore[union-attr]
+
+
+def _rewrite_statement(source: str, start: int, end: int, drop: set[str]) -> Optional[Edit]:
+    try:
+        module = cst.parse_module(source)
+    except cst.ParserSyntaxError:
+        return None
+    new = module.visit(_DropNames(drop)).code
+    return Edit(start, end, new)

@@ -1,0 +1,286 @@
+"""Output formats: text (with source excerpts), concise, json, sarif, github; statistics; diffs.
+
+Findings and the summary go to stdout; errors and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections import Counter
+from typing import Callable, Iterable, Optional, TextIO
+
+from ampfix import __version__
+from ampfix.diagnostics import Applicability, Diagnostic
+from ampfix.docs import rule_doc
+from ampfix.rules import RULES
+from ampfix.source import Locator, SourceError, read_source
+
+FORMATS = ("text", "concise", "json", "sarif", "github")
+SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
+
+
+def applicable(diag: Diagnostic, unsafe_fixes: bool) -> bool:
+    return diag.fix is not None and (unsafe_fixes or diag.fix.applicability is Applicability.SAFE)
+
+
+def _header(diag: Diagnostic, unsafe_fixes: bool) -> str:
+    mark = " [*]" if applicable(diag, unsafe_fixes) else ""
+    cell = f"cell {diag.cell}:" if diag.cell is not None else ""
+    return f"{diag.filename}:{cell}{diag.location.row}:{diag.location.column}: {diag.code}{mark} {diag.message}"
+
+
+class SourceCache:
+    """Reads a file's current text once, for excerpts. Missing or undecodable: no excerpt."""
+
+    def __init__(self, overrides: Optional[dict[str, str]] = None):
+        self._texts: dict[str, Optional[Locator]] = {}
+        self._overrides = overrides or {}
+
+    def locator(self, path: str) -> Optional[Locator]:
+        if path not in self._texts:
+            text = self._overrides.get(path)
+            if text is None:
+                try:
+                    text = read_source(path).text
+                except SourceError:
+                    text = None
+            self._texts[path] = Locator(text) if text is not None else None
+        return self._texts[path]
+
+
+def write_text(
+    out: TextIO, diagnostics: list[Diagnostic], unsafe_fixes: bool, sources: SourceCache, concise: bool
+) -> None:
+    for diag in diagnostics:
+        out.write(_header(diag, unsafe_fixes) + "\n")
+        if concise:
+            continue
+        excerpt = _excerpt(diag, sources)
+        if excerpt:
+            out.write(excerpt)
+        if diag.fix is not None:
+            note = "" if diag.fix.applicability is Applicability.SAFE else " (unsafe fix: may change runtime behavior)"
+            out.write(f"  = help: {diag.fix.message}{note}\n")
+        out.write("\n")
+
+
+def _excerpt(diag: Diagnostic, sources: SourceCache) -> str:
+    locator = sources.locator(diag.filename)
+    if locator is None or diag.location.row > len(locator.line_starts):
+        return ""
+    row = diag.location.row
+    line = locator.line_text(row).expandtabs(1).rstrip()
+    if len(line) > 200:
+        return ""
+    width = len(str(row))
+    start = diag.location.column - 1
+    end = diag.end_location.column - 1 if diag.end_location.row == row else len(line)
+    carets = "^" * max(1, end - start)
+    pad = " " * width
+    return f"{pad} |\n{row} | {line}\n{pad} | {' ' * start}{carets} {diag.code}\n"
+
+
+def write_json(out: TextIO, diagnostics: list[Diagnostic]) -> None:
+    json.dump([_json_record(d) for d in diagnostics], out, indent=2)
+    out.write("\n")
+
+
+def _json_record(diag: Diagnostic) -> dict:
+    fix = None
+    if diag.fix is not None:
+        fix = {
+            "applicability": diag.fix.applicability.value,
+            "message": diag.fix.message,
+            "edits": [
+                {
+                    "content": edit.content,
+                    "location": {"row": start.row, "column": start.column},
+                    "end_location": {"row": end.row, "column": end.column},
+                }
+                for edit, (start, end) in zip(diag.fix.edits, diag.edit_locations)
+            ],
+        }
+    return {
+        "cell": diag.cell,
+        "code": diag.code,
+        "name": diag.name,
+        "message": diag.message,
+        "filename": os.path.abspath(diag.filename) if diag.filename != "-" else "-",
+        "location": {"row": diag.location.row, "column": diag.location.column},
+        "end_location": {"row": diag.end_location.row, "column": diag.end_location.column},
+        "fix": fix,
+        "noqa_row": diag.location.row,
+        "url": None,
+    }
+
+
+def write_github(out: TextIO, diagnostics: list[Diagnostic]) -> None:
+    for d in diagnostics:
+        props = ",".join(
+            [
+                f"title={_gh_prop(f'ampfix ({d.code})')}",
+                f"file={_gh_prop(d.filename)}",
+                f"line={d.location.row}",
+                f"col={d.location.column}",
+                f"endLine={d.end_location.row}",
+                f"endColumn={d.end_location.column}",
+            ]
+        )
+        out.write(f"::error {props}::{_gh_data(f'{d.code} {d.message}')}\n")
+
+
+def _gh_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _gh_prop(text: str) -> str:
+    return _gh_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def sarif_document(diagnostics: list[Diagnostic]) -> dict:
+    rules = [
+        {
+            "id": rule.code,
+            "name": rule.name,
+            "shortDescription": {"text": rule.summary},
+            "fullDescription": {"text": rule.summary},
+            "help": {"text": rule_doc(rule.code) or rule.summary, "markdown": rule_doc(rule.code) or rule.summary},
+            "properties": {"fixSafety": rule.fix_safety},
+        }
+        for rule in RULES.values()
+    ]
+    index = {code: i for i, code in enumerate(RULES)}
+    results = []
+    for d in diagnostics:
+        uri = _uri(d.filename)
+        result = {
+            "ruleId": d.code,
+            "ruleIndex": index[d.code],
+            "level": "error",
+            "message": {"text": d.message},
+            "locations": [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": uri},
+                        "region": _region(d.location, d.end_location),
+                    }
+                }
+            ],
+        }
+        if d.fix is not None:
+            result["fixes"] = [
+                {
+                    "description": {"text": d.fix.message},
+                    "artifactChanges": [
+                        {
+                            "artifactLocation": {"uri": uri},
+                            "replacements": [
+                                {
+                                    "deletedRegion": _region(start, end),
+                                    "insertedContent": {"text": edit.content},
+                                }
+                                for edit, (start, end) in zip(d.fix.edits, d.edit_locations)
+                            ],
+                        }
+                    ],
+                }
+            ]
+        results.append(result)
+    return {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "ampfix",
+                        "version": __version__,
+                        "informationUri": "https://pypi.org/project/ampfix/",
+                        "rules": rules,
+                    }
+                },
+                "results": results,
+            }
+        ],
+    }
+
+
+def _region(start, end) -> dict:
+    return {"startLine": start.row, "startColumn": start.column, "endLine": end.row, "endColumn": end.column}
+
+
+def _uri(path: str) -> str:
+    if path == "-":
+        return "stdin"
+    return path.replace(os.sep, "/")
+
+
+def write_sarif(out: TextIO, diagnostics: list[Diagnostic]) -> None:
+    json.dump(sarif_document(diagnostics), out, indent=2)
+    out.write("\n")
+
+
+def write_statistics(out: TextIO, diagnostics: list[Diagnostic], unsafe_fixes: bool) -> None:
+    counts = Counter(d.code for d in diagnostics)
+    fixable = {d.code for d in diagnostics if applicable(d, unsafe_fixes)}
+    width = max((len(str(n)) for n in counts.values()), default=1)
+    for code, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        mark = "[*]" if code in fixable else "[ ]"
+        out.write(f"{count:>{width}}\t{code}\t{mark} {RULES[code].name}\n")
+
+
+def summary(
+    remaining: list[Diagnostic], fixed: int, unsafe_fixes: bool, mode: str
+) -> Optional[str]:
+    def plural(n: int) -> str:
+        return f"{n} problem{'s' if n != 1 else ''}"
+
+    safe = sum(1 for d in remaining if d.fix is not None and d.fix.applicability is Applicability.SAFE)
+    unsafe = sum(1 for d in remaining if d.fix is not None and d.fix.applicability is Applicability.UNSAFE)
+    if mode == "diff":
+        if not fixed:
+            return "No fixes available." + (f" ({unsafe} hidden fixes can be enabled with --unsafe-fixes)" if unsafe else "")
+        extra = f" ({unsafe} additional fixes available with --unsafe-fixes)" if unsafe and not unsafe_fixes else ""
+        return f"Would fix {plural(fixed)}{extra}."
+    if mode == "fix":
+        total = fixed + len(remaining)
+        if total == 0:
+            return "All checks passed!"
+        extra = f" ({unsafe} more fixable with --unsafe-fixes)" if unsafe and not unsafe_fixes else ""
+        return f"Found {plural(total)} ({fixed} fixed, {len(remaining)} remaining){extra}."
+    if not remaining:
+        return "All checks passed!"
+    parts = []
+    if unsafe_fixes:
+        if safe + unsafe:
+            parts.append(f"{safe + unsafe} fixable with --apply --unsafe-fixes" if unsafe else f"{safe} fixable with --apply")
+    else:
+        if safe:
+            parts.append(f"{safe} fixable with --apply")
+        if unsafe:
+            parts.append(f"{unsafe} with --unsafe-fixes")
+    return f"Found {plural(len(remaining))}" + (f" ({', '.join(parts)})" if parts else "") + "."
+
+
+def unified_diff(path: str, before: str, after: str) -> str:
+    lines = difflib.unified_diff(
+        before.splitlines(keepends=True), after.splitlines(keepends=True), fromfile=f"a/{path}", tofile=f"b/{path}"
+    )
+    text = "".join(line if line.endswith(("\n", "\r")) else line + "\n\\ No newline at end of file\n" for line in lines)
+    return text
+
+
+def write_fixes(out: TextIO, fixed_by_file: Iterable[tuple[str, list[Diagnostic]]]) -> None:
+    rows = [(path, Counter(d.code for d in fixed)) for path, fixed in fixed_by_file if fixed]
+    if not rows:
+        return
+    out.write("\nFixed:\n")
+    for path, counts in rows:
+        out.write(f"{path}:\n")
+        for code, count in sorted(counts.items()):
+            out.write(f"    {count} × {code} ({RULES[code].name})\n")
+
+
+WRITERS: dict[str, Callable] = {"json": write_json, "sarif": write_sarif, "github": write_github}

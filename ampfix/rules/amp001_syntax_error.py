@@ -1,0 +1,29 @@
+"""AMP001 (syntax-error) and AMP002 (invalid-suppression): the engine's own findings.
+
+They are rules so that selection, suppression and `ampfix rule` treat them like any other;
+the engine, not ``check``, produces them.
+"""
+
+from ampfix.rules.base import FIX_NONE, Rule
+
+
+class SyntaxErrorRule(Rule):
+    code = "AMP001"
+    name = "syntax-error"
+    summary = "The file cannot be parsed, so it is not checked"
+    triggers = ()
+    fix_safety = FIX_NONE
+
+    def check(self, ctx):
+        return iter(())
+
+
+class InvalidSuppression(Rule):
+    code = "AMP002"
+    name = "invalid-suppression"
+    summary = "A suppression comment names an AMP code that does not exist"
+    triggers = (b"AMP",)
+    fix_safety = FIX_NONE
+
+    def check(self, ctx):
+        return iter(())

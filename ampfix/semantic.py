@@ -1,0 +1,298 @@
+"""A light semantic model: scopes, import aliases and qualified names, on CPython's `ast`.
+
+LibCST's ScopeProvider/QualifiedNameProvider cost ~11x a parse per file (see
+../shared/reference/linter-conventions.md); what AMP rules need is much less. This module builds,
+in one walk, a table of which names each scope binds and how:
+
+- ``import torch.cuda.amp as A``          A       -> torch.cuda.amp       (import)
+- ``from torch.cuda import amp``          amp     -> torch.cuda.amp       (import)
+- ``from torch.cuda.amp import autocast`` autocast -> torch.cuda.amp.autocast (import)
+- ``ac = torch.cuda.amp.autocast``        ac      -> whatever the value resolves to (alias)
+- ``amp = None`` (the usual except-ImportError fallback) binds nothing that shadows
+- any other binding (a def, a parameter, an assignment, a loop target) shadows the name
+
+``qualified_name(expr)`` resolves a Name/Attribute chain with Python's scoping rules (class
+bodies are skipped for nested functions, ``global`` is honoured). A name bound to different
+things in one scope resolves to nothing: the checker stays silent rather than guess.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
+
+IMPORT, ALIAS, NONE, OTHER = "import", "alias", "none", "other"
+
+
+@dataclass
+class Binding:
+    kind: str
+    qualified: Optional[str]  # for imports
+    node: ast.AST  # the statement that binds
+    value: Optional[ast.expr] = None  # for aliases
+    scope: Optional["Scope"] = None
+
+
+@dataclass(eq=False)
+class Scope:
+    node: ast.AST
+    kind: str  # module | function | class | comprehension
+    parent: Optional["Scope"]
+    bindings: dict[str, list[Binding]] = field(default_factory=dict)
+    global_names: set[str] = field(default_factory=set)
+
+    def bind(self, name: str, binding: Binding) -> None:
+        binding.scope = self
+        self.bindings.setdefault(name, []).append(binding)
+
+
+_SCOPE_NODES = (
+    ast.FunctionDef,
+    ast.AsyncFunctionDef,
+    ast.Lambda,
+    ast.ClassDef,
+    ast.ListComp,
+    ast.SetComp,
+    ast.DictComp,
+    ast.GeneratorExp,
+)
+
+
+def dotted_parts(expr: ast.AST) -> Optional[list[str]]:
+    """['torch', 'cuda', 'amp'] for ``torch.cuda.amp``; None for anything but a Name chain."""
+    parts: list[str] = []
+    while isinstance(expr, ast.Attribute):
+        parts.append(expr.attr)
+        expr = expr.value
+    if not isinstance(expr, ast.Name):
+        return None
+    parts.append(expr.id)
+    parts.reverse()
+    return parts
+
+
+def dotted_name(expr: ast.AST) -> Optional[str]:
+    parts = dotted_parts(expr)
+    return ".".join(parts) if parts else None
+
+
+class SemanticModel:
+    def __init__(self, tree: ast.Module):
+        self.tree = tree
+        self.module_scope = Scope(tree, "module", None)
+        self.scopes: dict[ast.AST, Scope] = {tree: self.module_scope}
+        self.parents: dict[ast.AST, ast.AST] = {}
+        _Binder(self).visit_module(tree)
+
+    # -- structure --------------------------------------------------------------------------
+
+    def parent(self, node: ast.AST) -> Optional[ast.AST]:
+        return self.parents.get(node)
+
+    def ancestors(self, node: ast.AST) -> Iterator[ast.AST]:
+        node = self.parents.get(node)
+        while node is not None:
+            yield node
+            node = self.parents.get(node)
+
+    def scope_of(self, node: ast.AST) -> Scope:
+        """The scope in which node is evaluated (decorators and defaults: the enclosing one)."""
+        child = node
+        for ancestor in self.ancestors(node):
+            scope = self.scopes.get(ancestor)
+            if scope is not None and _evaluated_inside(ancestor, child):
+                return scope
+            child = ancestor
+        return self.module_scope
+
+    # -- names ------------------------------------------------------------------------------
+
+    def lookup(self, name: str, scope: Scope, _seen: Optional[set] = None) -> Optional[str]:
+        """Qualified name that ``name`` refers to in ``scope``, or None (unknown or shadowed)."""
+        current: Optional[Scope] = scope
+        first = True
+        while current is not None:
+            if current.kind == "class" and not first:
+                current = current.parent
+                continue
+            if name in current.global_names:
+                current = self.module_scope
+            bindings = current.bindings.get(name)
+            if bindings:
+                return self._resolve_bindings(bindings, _seen or set())
+            first = False
+            current = current.parent
+        return None
+
+    def is_bound(self, name: str, scope: Scope) -> bool:
+        current: Optional[Scope] = scope
+        while current is not None:
+            if name in current.bindings:
+                return True
+            current = current.parent
+        return False
+
+    def _resolve_bindings(self, bindings: list[Binding], seen: set) -> Optional[str]:
+        names: set[str] = set()
+        for binding in bindings:
+            if binding.kind == NONE:
+                continue
+            if binding.kind == IMPORT:
+                if binding.qualified is None:
+                    return None
+                names.add(binding.qualified)
+            elif binding.kind == ALIAS:
+                if id(binding) in seen:
+                    return None
+                seen.add(id(binding))
+                target = self.qualified_name(binding.value, binding.scope, seen)
+                if target is None:
+                    return None
+                names.add(target)
+            else:
+                return None
+        return names.pop() if len(names) == 1 else None
+
+    def qualified_name(
+        self, expr: ast.AST, scope: Optional[Scope] = None, _seen: Optional[set] = None
+    ) -> Optional[str]:
+        parts = dotted_parts(expr)
+        if parts is None:
+            return None
+        base = self.lookup(parts[0], scope or self.scope_of(expr), _seen)
+        if base is None:
+            return None
+        return ".".join([base, *parts[1:]])
+
+    def module_alias(self, module: str, scope: Scope) -> Optional[str]:
+        """A local name that refers to ``module`` at scope (``torch`` for ``import torch``)."""
+        short = module.rsplit(".", 1)[-1]
+        if self.lookup(short, scope) == module:
+            return short
+        for name, bindings in self.module_scope.bindings.items():
+            if any(b.kind == IMPORT and b.qualified == module for b in bindings):
+                if self.lookup(name, scope) == module:
+                    return name
+        return None
+
+    def import_bindings(self, name: str) -> list[Binding]:
+        """Every import statement, in any scope, that binds ``name``."""
+        found = []
+        for scope in self.scopes.values():
+            found.extend(b for b in scope.bindings.get(name, ()) if b.kind == IMPORT)
+        return found
+
+
+def _evaluated_inside(scope_node: ast.AST, child: ast.AST) -> bool:
+    """Whether ``child`` (a direct child of a scope-creating node) runs inside its scope."""
+    if isinstance(scope_node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return child in scope_node.body
+    if isinstance(scope_node, ast.ClassDef):
+        return child in scope_node.body
+    if isinstance(scope_node, ast.Lambda):
+        return child is scope_node.body
+    if isinstance(scope_node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+        # The first iterable is evaluated outside; close enough to treat all generators alike.
+        return not (scope_node.generators and child is scope_node.generators[0].iter)
+    return True
+
+
+class _Binder:
+    """Fills scopes and parent links in one walk."""
+
+    def __init__(self, model: SemanticModel):
+        self.model = model
+
+    def visit_module(self, tree: ast.Module) -> None:
+        self._walk(tree, self.model.module_scope)
+
+    def _walk(self, root: ast.AST, scope: Scope) -> None:
+        parents = self.model.parents
+        stack: list[tuple[ast.AST, Scope]] = [(root, scope)]
+        while stack:
+            node, scope = stack.pop()
+            inner = scope
+            if isinstance(node, _SCOPE_NODES) and node is not root:
+                inner = self._open_scope(node, scope)
+            else:
+                self._bind(node, scope)
+            for child in ast.iter_child_nodes(node):
+                parents[child] = node
+                child_scope = inner if (inner is scope or _evaluated_inside(node, child)) else scope
+                stack.append((child, child_scope))
+
+    def _open_scope(self, node: ast.AST, outer: Scope) -> Scope:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            outer.bind(node.name, Binding(OTHER, None, node))
+        kind = (
+            "class"
+            if isinstance(node, ast.ClassDef)
+            else "function"
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            else "comprehension"
+        )
+        scope = Scope(node, kind, outer)
+        self.model.scopes[node] = scope
+        args = getattr(node, "args", None)
+        if isinstance(args, ast.arguments):
+            for arg in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]:
+                if arg is not None:
+                    scope.bind(arg.arg, Binding(OTHER, None, node))
+        return scope
+
+    def _bind(self, node: ast.AST, scope: Scope) -> None:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    scope.bind(alias.asname, Binding(IMPORT, alias.name, node))
+                else:
+                    top = alias.name.split(".", 1)[0]
+                    scope.bind(top, Binding(IMPORT, top, node))
+        elif isinstance(node, ast.ImportFrom):
+            module = None if node.level else node.module
+            for alias in node.names:
+                if alias.name == "*":
+                    continue
+                qualified = f"{module}.{alias.name}" if module else None
+                scope.bind(alias.asname or alias.name, Binding(IMPORT, qualified, node))
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            value = node.value
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    scope.bind(target.id, self._assignment_binding(node, value, len(targets)))
+                else:
+                    self._bind_targets(target, scope, node)
+        elif isinstance(node, (ast.AugAssign,)):
+            self._bind_targets(node.target, scope, node)
+        elif isinstance(node, (ast.For, ast.AsyncFor)):
+            self._bind_targets(node.target, scope, node)
+        elif isinstance(node, ast.comprehension):
+            self._bind_targets(node.target, scope, node)
+        elif isinstance(node, ast.withitem):
+            if node.optional_vars is not None:
+                self._bind_targets(node.optional_vars, scope, node)
+        elif isinstance(node, ast.ExceptHandler):
+            if node.name:
+                scope.bind(node.name, Binding(OTHER, None, node))
+        elif isinstance(node, ast.NamedExpr):
+            self._bind_targets(node.target, scope, node)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            if isinstance(node, ast.Global):
+                scope.global_names.update(node.names)
+        elif type(node).__name__ in ("MatchAs", "MatchStar") and getattr(node, "name", None):
+            scope.bind(node.name, Binding(OTHER, None, node))
+
+    def _assignment_binding(self, node: ast.AST, value: Optional[ast.expr], n_targets: int):
+        if isinstance(value, ast.Constant) and value.value is None:
+            return Binding(NONE, None, node)
+        if n_targets == 1 and isinstance(value, (ast.Name, ast.Attribute)):
+            if dotted_parts(value) is not None:
+                return Binding(ALIAS, None, node, value=value)
+        return Binding(OTHER, None, node)
+
+    def _bind_targets(self, target: ast.AST, scope: Scope, node: ast.AST) -> None:
+        for sub in ast.walk(target):
+            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+                scope.bind(sub.id, Binding(OTHER, None, node))

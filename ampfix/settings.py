@@ -1,0 +1,349 @@
+"""Settings: rule selection, configuration files and their validation, target torch version.
+
+Configuration lives in ``[tool.ampfix]`` of the nearest ``pyproject.toml`` (or ``--config``).
+Command-line options override it. Every unknown key or bad value is an error naming the file
+and the key.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import sys
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Optional
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from ampfix.rules import ENGINE_CODES, RULES
+
+DEFAULT_TARGET_TORCH = (2, 4)
+DEFAULT_EXCLUDES = (
+    ".git",
+    ".hg",
+    ".svn",
+    ".venv",
+    "venv",
+    ".direnv",
+    ".pyenv",
+    ".ipynb_checkpoints",
+    ".tox",
+    ".nox",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".ampfix_cache",
+    "__pycache__",
+    "__pypackages__",
+    "build",
+    "dist",
+    "site-packages",
+    "node_modules",
+    "_build",
+    "buck-out",
+    ".eggs",
+    "*.egg-info",
+)
+
+
+class ConfigError(Exception):
+    """A usage or configuration error: exit code 2."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    select: frozenset[str] = frozenset(RULES)
+    per_file_ignores: tuple[tuple[str, frozenset[str]], ...] = ()
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDES
+    extend_exclude: tuple[str, ...] = ()
+    target_torch: tuple[int, int] = DEFAULT_TARGET_TORCH
+    unsafe_fixes: bool = False
+    project_root: str = "."
+    config_path: Optional[str] = None
+    # Options for the loop conversions (AMP501): device when the code does not say, and dtype.
+    default_device: str = "cuda"
+    amp_dtype: Optional[str] = None
+
+    def enabled(self, path: str) -> frozenset[str]:
+        """Codes selected for path once per-file ignores apply."""
+        if not self.per_file_ignores:
+            return self.select
+        rel = _relative(path, self.project_root)
+        codes = set(self.select)
+        for pattern, ignored in self.per_file_ignores:
+            if _glob_match(rel, pattern):
+                codes -= ignored
+        return frozenset(codes)
+
+    def cache_key(self) -> str:
+        return repr(
+            (
+                sorted(self.select),
+                self.per_file_ignores,
+                self.target_torch,
+                self.default_device,
+                self.amp_dtype,
+            )
+        )
+
+
+# -- selectors --------------------------------------------------------------------------------
+
+
+def _matching(selector: str) -> list[str]:
+    selector = selector.strip().upper()
+    if selector == "ALL":
+        return list(RULES)
+    return [code for code in RULES if code.startswith(selector)]
+
+
+def validate_selectors(selectors: Iterable[str], where: str) -> list[str]:
+    out = []
+    for selector in selectors:
+        selector = selector.strip()
+        if not selector:
+            continue
+        if not re.fullmatch(r"(?i)ALL|AMP\d{0,3}", selector) or not _matching(selector):
+            raise ConfigError(f"{where}: unknown rule selector `{selector}`")
+        out.append(selector.upper())
+    return out
+
+
+def resolve_selection(
+    select: Iterable[str], extend_select: Iterable[str], ignore: Iterable[str]
+) -> frozenset[str]:
+    """Ruff's semantics: for each code the most specific selector decides; ignore wins ties."""
+    positive = [*select, *extend_select]
+    chosen = set()
+    for code in RULES:
+        best_pos = max((_specificity(s) for s in positive if code in _matching(s)), default=-1)
+        best_neg = max((_specificity(s) for s in ignore if code in _matching(s)), default=-1)
+        if best_pos >= 0 and best_pos > best_neg:
+            chosen.add(code)
+    return frozenset(chosen)
+
+
+def _specificity(selector: str) -> int:
+    return 0 if selector.upper() == "ALL" else len(selector)
+
+
+# -- configuration files ------------------------------------------------------------------------
+
+_KEYS = {
+    "select",
+    "ignore",
+    "extend-select",
+    "exclude",
+    "extend-exclude",
+    "per-file-ignores",
+    "target-torch",
+    "unsafe-fixes",
+    "default-device",
+    "amp-dtype",
+}
+
+
+@dataclass
+class FileConfig:
+    path: Optional[str] = None
+    root: str = "."
+    values: dict[str, Any] = field(default_factory=dict)
+    torch_requirement: Optional[tuple[int, int]] = None
+
+
+def find_config(start: str) -> FileConfig:
+    """The nearest pyproject.toml with a [tool.ampfix] table, walking up from start.
+
+    A pyproject.toml without the table is skipped for settings (as ruff does) but still
+    consulted for the project's torch requirement.
+    """
+    directory = os.path.abspath(start if os.path.isdir(start) else os.path.dirname(start) or ".")
+    requirement_source: Optional[FileConfig] = None
+    while True:
+        candidate = os.path.join(directory, "pyproject.toml")
+        if os.path.isfile(candidate):
+            config = load_config(candidate, require_table=False)
+            if config.path is not None:
+                if config.torch_requirement is None and requirement_source is not None:
+                    config.torch_requirement = requirement_source.torch_requirement
+                return config
+            if requirement_source is None:
+                requirement_source = config
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    fallback = FileConfig(root=os.getcwd())
+    if requirement_source is not None:
+        fallback.torch_requirement = requirement_source.torch_requirement
+    return fallback
+
+
+def load_config(path: str, require_table: bool = True) -> FileConfig:
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    is_pyproject = os.path.basename(path) == "pyproject.toml"
+    table = data.get("tool", {}).get("ampfix") if is_pyproject else data.get("tool", {}).get("ampfix", data)
+    requirement = _torch_requirement(data, path)
+    root = os.path.dirname(os.path.abspath(path))
+    if table is None:
+        if require_table:
+            raise ConfigError(f"{path}: no [tool.ampfix] table")
+        return FileConfig(None, root, {}, requirement)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: `tool.ampfix` must be a table")
+    for key in table:
+        if key not in _KEYS:
+            raise ConfigError(
+                f"{path}: unknown key `tool.ampfix.{key}` (expected one of: {', '.join(sorted(_KEYS))})"
+            )
+    return FileConfig(path, root, dict(table), requirement)
+
+
+def _torch_requirement(data: dict, path: str) -> Optional[tuple[int, int]]:
+    """Lower bound of the project's own torch requirement (``torch>=2.1`` -> (2, 1))."""
+    project = data.get("project")
+    deps = project.get("dependencies", []) if isinstance(project, dict) else []
+    if not isinstance(deps, list):
+        return None
+    for dep in deps:
+        if not isinstance(dep, str):
+            continue
+        match = re.match(r"\s*torch\s*(\[[^\]]*\])?\s*(?P<spec>[^;]*)", dep)
+        if not match or re.match(r"\s*torch[\w.-]", dep):
+            continue
+        bound = re.search(r"(>=|==|~=|>)\s*(\d+)\.(\d+)", match.group("spec"))
+        if bound:
+            return int(bound.group(2)), int(bound.group(3))
+    return None
+
+
+def parse_version(value: Any, where: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\.(\d+)(?:\.\d+)?\s*", str(value))
+    if not match or isinstance(value, bool):
+        raise ConfigError(f"{where}: invalid torch version `{value}` (expected X.Y, e.g. 2.4)")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _string_list(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: expected a list of strings")
+    return value
+
+
+@dataclass
+class CliOverrides:
+    select: Optional[list[str]] = None
+    ignore: list[str] = field(default_factory=list)
+    extend_select: list[str] = field(default_factory=list)
+    target_torch: Optional[str] = None
+    unsafe_fixes: Optional[bool] = None
+    default_device: Optional[str] = None
+    amp_dtype: Optional[str] = None
+
+
+def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
+    """Merge a configuration file with command-line options (the command line wins)."""
+    values = config.values
+    where = config.path or "configuration"
+
+    def key_where(key: str) -> str:
+        return f"{where}: `tool.ampfix.{key}`" if config.path else f"--{key}"
+
+    select = cli.select
+    if select is None:
+        select = _string_list(values["select"], key_where("select")) if "select" in values else ["ALL"]
+        select = validate_selectors(select, key_where("select"))
+    else:
+        select = validate_selectors(select, "--select")
+    ignore = validate_selectors(_string_list(values.get("ignore", []), key_where("ignore")), key_where("ignore"))
+    ignore += validate_selectors(cli.ignore, "--ignore")
+    extend = validate_selectors(
+        _string_list(values.get("extend-select", []), key_where("extend-select")), key_where("extend-select")
+    )
+    extend += validate_selectors(cli.extend_select, "--extend-select")
+
+    per_file = values.get("per-file-ignores", {})
+    if not isinstance(per_file, dict):
+        raise ConfigError(f"{key_where('per-file-ignores')}: expected a table of glob = [codes]")
+    per_file_ignores = tuple(
+        (
+            pattern,
+            frozenset(
+                code
+                for selector in validate_selectors(
+                    _string_list(codes, key_where(f'per-file-ignores."{pattern}"')),
+                    key_where(f'per-file-ignores."{pattern}"'),
+                )
+                for code in _matching(selector)
+            ),
+        )
+        for pattern, codes in per_file.items()
+    )
+
+    if cli.target_torch is not None:
+        target = parse_version(cli.target_torch, "--target-torch")
+    elif "target-torch" in values:
+        target = parse_version(values["target-torch"], key_where("target-torch"))
+    else:
+        target = config.torch_requirement or DEFAULT_TARGET_TORCH
+
+    unsafe = values.get("unsafe-fixes", False)
+    if not isinstance(unsafe, bool):
+        raise ConfigError(f"{key_where('unsafe-fixes')}: expected true or false")
+    if cli.unsafe_fixes is not None:
+        unsafe = cli.unsafe_fixes
+
+    device = cli.default_device or values.get("default-device", "cuda")
+    if device not in ("cuda", "cpu", "xpu", "mps", "hpu"):
+        raise ConfigError(f"{key_where('default-device')}: expected one of cuda, cpu, xpu, mps, hpu")
+    dtype = cli.amp_dtype or values.get("amp-dtype")
+    if dtype not in (None, "float16", "bfloat16"):
+        raise ConfigError(f"{key_where('amp-dtype')}: expected float16 or bfloat16")
+
+    exclude = tuple(_string_list(values["exclude"], key_where("exclude"))) if "exclude" in values else DEFAULT_EXCLUDES
+    extend_exclude = tuple(_string_list(values.get("extend-exclude", []), key_where("extend-exclude")))
+
+    return Settings(
+        select=resolve_selection(select, extend, ignore),
+        per_file_ignores=per_file_ignores,
+        exclude=exclude,
+        extend_exclude=extend_exclude,
+        target_torch=target,
+        unsafe_fixes=unsafe,
+        project_root=config.root,
+        config_path=config.path,
+        default_device=device,
+        amp_dtype=dtype,
+    )
+
+
+def known_code(code: str) -> bool:
+    return code.upper() in RULES or code.upper() in ENGINE_CODES
+
+
+def _relative(path: str, root: str) -> str:
+    try:
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+    except ValueError:
+        rel = path
+    return rel.replace(os.sep, "/")
+
+
+def _glob_match(rel: str, pattern: str) -> bool:
+    pattern = pattern.replace(os.sep, "/")
+    if "/" not in pattern:
+        return fnmatch.fnmatchcase(rel.rsplit("/", 1)[-1], pattern) or fnmatch.fnmatchcase(rel, pattern)
+    return fnmatch.fnmatchcase(rel, pattern.lstrip("./")) or fnmatch.fnmatchcase(rel, pattern + "/*")
+
+
+__all__ = ["ConfigError", "Settings", "build_settings", "find_config", "load_config", "replace"]

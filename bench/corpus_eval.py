@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Evaluate ampfix on the labelled dev corpus (../shared/corpus/dev-labels.json).
+
+    python bench/corpus_eval.py --checkouts /path/to/checkouts [--labels FILE] [--codes AMP1]
+    python bench/corpus_eval.py --checkouts DIR --extract-from /work/.mirror   # build DIR first
+
+A checkout of ``owner/name`` at commit C lives in ``DIR/owner+name@C[:10]`` (``--extract-from``
+writes the Python files of each pinned commit there from git mirrors ``MIRRORS/owner+name/repo``).
+
+Figures printed:
+- labels: each positive label must fire with its code at a line in [line, end_line]; each
+  ``!CODE`` label must not see CODE there;
+- hard cases: no diagnostic in the range beyond what a positive label expects, and no fix
+  offered there for the compat-fallback kinds;
+- history pairs: the label's rule fires on the buggy commit and is silent on the fixed one;
+- stability: ``--apply --unsafe-fixes`` output of every labelled file parses and a second run
+  changes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import subprocess
+import sys
+from collections import defaultdict
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import ampfix  # noqa: E402
+from ampfix.engine import FixError  # noqa: E402
+from ampfix.settings import Settings  # noqa: E402
+from ampfix.source import SourceError, read_source  # noqa: E402
+
+HISTORY_CODES = {"CLIP_BEFORE_UNSCALE": "AMP201", "ACCUM_NO_DIVISION": "AMP301"}
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_LABELS = os.path.join(HERE, "..", "..", "shared", "corpus", "dev-labels.json")
+
+
+def checkout_dir(root: str, repo: str, commit: str) -> str:
+    return os.path.join(root, f"{repo.replace('/', '+')}@{commit[:10]}")
+
+
+def extract(root: str, mirrors: str, labels: dict) -> None:
+    pairs = set(labels["repos"].items())
+    for pair in labels.get("history_pairs", []):
+        pairs.add((pair["repo"], pair["buggy_commit"]))
+        pairs.add((pair["repo"], pair["fixed_commit"]))
+    for repo, commit in sorted(pairs):
+        out = checkout_dir(root, repo, commit)
+        if os.path.isdir(out):
+            continue
+        git = os.path.join(mirrors, repo.replace("/", "+"), "repo")
+        listing = subprocess.run(["git", "--git-dir", git, "ls-tree", "-r", "-z", commit], capture_output=True, check=True)
+        for entry in listing.stdout.split(b"\0"):
+            if not entry:
+                continue
+            meta, path = entry.split(b"\t", 1)
+            _mode, kind, sha = meta.split()
+            name = path.decode()
+            if kind != b"blob" or not name.endswith((".py", ".pyi", ".ipynb", ".toml")):
+                continue
+            blob = subprocess.run(["git", "--git-dir", git, "cat-file", "blob", sha.decode()], capture_output=True)
+            if blob.returncode:
+                continue
+            target = os.path.join(out, name)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "wb") as handle:
+                handle.write(blob.stdout)
+
+
+class Corpus:
+    def __init__(self, root: str, settings: Settings):
+        self.root = root
+        self.settings = settings
+        self._cache: dict[str, list] = {}
+
+    def diagnostics(self, repo: str, commit: str, path: str):
+        full = os.path.join(checkout_dir(self.root, repo, commit), path)
+        if full not in self._cache:
+            try:
+                text = read_source(full).text
+            except (SourceError, FileNotFoundError) as exc:
+                raise SystemExit(f"missing checkout file {full}: {exc}")
+            self._cache[full] = ampfix.check_source(text, path, self.settings)
+        return self._cache[full]
+
+
+def in_range(diag, first: int, last: int) -> bool:
+    return first <= diag.location.row <= last
+
+
+def evaluate(root: str, labels: dict, prefixes: tuple[str, ...], verbose: bool) -> int:
+    settings = Settings()
+    corpus = Corpus(root, settings)
+    failures = 0
+    counts = defaultdict(lambda: [0, 0])  # code -> [passed, total]
+    positives = defaultdict(list)
+    for label in labels["labels"]:
+        code = label["code"].lstrip("!")
+        if not code.startswith(prefixes):
+            continue
+        diags = corpus.diagnostics(label["repo"], label["commit"], label["path"])
+        hits = [d for d in diags if d.code == code and in_range(d, label["line"], label["end_line"])]
+        negative = label["code"].startswith("!")
+        ok = not hits if negative else bool(hits)
+        if not negative:
+            positives[(label["repo"], label["path"])].append((code, label["line"], label["end_line"]))
+        counts[label["code"]][1] += 1
+        counts[label["code"]][0] += ok
+        if not ok:
+            failures += 1
+            if verbose:
+                what = "fired at a !label" if negative else "missed"
+                print(f"  FAIL {label['code']} {what}: {label['repo']} {label['path']}:{label['line']}-{label['end_line']}")
+    print("labels (passed/total):")
+    for code in sorted(counts):
+        passed, total = counts[code]
+        print(f"  {code:<8} {passed}/{total}")
+
+    hard_ok = hard_total = 0
+    for case in labels.get("hard_cases", []):
+        diags = corpus.diagnostics(case["repo"], case["commit"], case["path"])
+        expected = positives[(case["repo"], case["path"])]
+        fired = []
+        for d in diags:
+            if not d.code.startswith(prefixes) or not in_range(d, case["line"], case["end_line"]):
+                continue
+            labelled = any(code == d.code and lo <= d.location.row <= hi for code, lo, hi in expected)
+            if not labelled or ("compat" in case["kind"] or "fallback" in case["kind"]) and d.fix is not None:
+                fired.append(d)
+        hard_total += 1
+        hard_ok += not fired
+        if fired and verbose:
+            print(f"  HARD CASE fired ({case['kind']}): {case['repo']} {case['path']}:{case['line']} -> "
+                  + ", ".join(f"{d.code}@{d.location.row}{' (fix)' if d.fix else ''}" for d in fired))
+    print(f"hard cases silent: {hard_ok}/{hard_total}")
+    failures += hard_total - hard_ok
+
+    pairs_ok = pairs_total = 0
+    for pair in labels.get("history_pairs", []):
+        code = HISTORY_CODES.get(pair["label"], pair["label"])
+        if not code.startswith(prefixes):
+            continue
+        pairs_total += 1
+        buggy = corpus.diagnostics(pair["repo"], pair["buggy_commit"], pair["path"])
+        fixed = corpus.diagnostics(pair["repo"], pair["fixed_commit"], pair["path"])
+        fires = any(d.code == code and in_range(d, pair["line"] - 3, pair["end_line"] + 3) for d in buggy)
+        silent = not any(d.code == code for d in fixed)
+        pairs_ok += fires and silent
+        if verbose and not (fires and silent):
+            print(f"  HISTORY {pair['repo']} {pair['path']}: fires on buggy={fires}, silent on fixed={silent}")
+    print(f"history pairs (fires on buggy, silent on fixed): {pairs_ok}/{pairs_total}")
+    failures += pairs_total - pairs_ok
+
+    files = sorted({(l["repo"], l["commit"], l["path"]) for l in labels["labels"]})
+    stable = broken = 0
+    for repo, commit, path in files:
+        full = os.path.join(checkout_dir(root, repo, commit), path)
+        text = read_source(full).text
+        try:
+            once = ampfix.fix_source(text, path, settings, unsafe_fixes=True)
+            ast.parse(once.source)
+            twice = ampfix.fix_source(once.source, path, settings, unsafe_fixes=True)
+        except (FixError, SyntaxError) as exc:
+            broken += 1
+            print(f"  UNSTABLE {repo} {path}: {exc}")
+            continue
+        if twice.source == once.source and not twice.fixed:
+            stable += 1
+        else:
+            broken += 1
+            print(f"  NOT IDEMPOTENT {repo} {path}")
+    print(f"labelled files fixed, parseable and stable under a second run: {stable}/{stable + broken}")
+    failures += broken
+    return failures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkouts", required=True)
+    parser.add_argument("--labels", default=DEFAULT_LABELS)
+    parser.add_argument("--codes", default="AMP", help="comma-separated code prefixes to evaluate")
+    parser.add_argument("--extract-from", help="directory of git mirrors to build --checkouts from")
+    parser.add_argument("-q", "--quiet", action="store_true")
+    args = parser.parse_args()
+    with open(args.labels, encoding="utf-8") as handle:
+        labels = json.load(handle)
+    if args.extract_from:
+        extract(args.checkouts, args.extract_from, labels)
+    failures = evaluate(args.checkouts, labels, tuple(args.codes.split(",")), not args.quiet)
+    print(f"failures: {failures}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
