@@ -29,16 +29,16 @@ class Discovery:
     missing: list[str] = field(default_factory=list)
 
 
-def _spec(patterns) -> Optional[pathspec.PathSpec]:
+def _spec(patterns) -> Optional[pathspec.GitIgnoreSpec]:
     patterns = [p for p in patterns if p and not p.startswith("#")]
-    return pathspec.PathSpec.from_lines("gitwildmatch", patterns) if patterns else None
+    return pathspec.GitIgnoreSpec.from_lines(patterns) if patterns else None
 
 
 class _Ignorer:
     def __init__(self, settings: Settings):
         self.root = os.path.abspath(settings.project_root)
         self.excludes = _spec([*settings.exclude, *settings.extend_exclude])
-        self._gitignores: dict[str, Optional[pathspec.PathSpec]] = {}
+        self._gitignores: dict[str, Optional[pathspec.GitIgnoreSpec]] = {}
 
     def excluded(self, path: str, is_dir: bool) -> bool:
         path = os.path.abspath(path)
@@ -64,7 +64,7 @@ class _Ignorer:
                 return False
             directory = parent
 
-    def _gitignore(self, directory: str) -> Optional[pathspec.PathSpec]:
+    def _gitignore(self, directory: str) -> Optional[pathspec.GitIgnoreSpec]:
         if directory not in self._gitignores:
             lines: list[str] = []
             for name in (".gitignore", os.path.join(".git", "info", "exclude")):

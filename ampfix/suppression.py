@@ -22,6 +22,7 @@ _NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:[\s,]+[A-Z]+[0-9]+)
 _IGNORE = re.compile(r"#\s*ampfix:\s*ignore\[(?P<codes>[^\]]*)\]", re.I)
 _FILE = re.compile(r"#\s*ampfix:\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:[\s,]+[A-Z]+[0-9]+)*))?", re.I)
 _CODE = re.compile(r"[A-Za-z]+[0-9]+")
+_ANY_DIRECTIVE = re.compile(r"noqa|ampfix", re.I)
 
 
 @dataclass
@@ -51,7 +52,7 @@ class Suppressions:
 
 def parse_suppressions(text: str, locator: Locator, known: set[str]) -> Suppressions:
     result = Suppressions()
-    if "noqa" not in text and "ampfix" not in text:
+    if not _ANY_DIRECTIVE.search(text):
         return result
     for row, col, comment in _comments(text):
         offset = locator.line_start(row) + col

@@ -1,0 +1,117 @@
+"""[tool.ampfix] configuration: discovery, every key, and errors that name the file and key."""
+
+import json
+
+import pytest
+
+from ampfix.settings import CliOverrides, ConfigError, build_settings, find_config, load_config
+from conftest import run_ampfix
+
+OLD = "import torch\nscaler = torch.cuda.amp.GradScaler()\nwith torch.cuda.amp.autocast():\n    pass\n"
+
+
+def settings_for(tmp_path, toml, **cli):
+    (tmp_path / "pyproject.toml").write_text(toml)
+    return build_settings(find_config(str(tmp_path)), CliOverrides(**cli))
+
+
+def test_select_ignore_extend_select(tmp_path):
+    s = settings_for(tmp_path, '[tool.ampfix]\nselect = ["AMP1"]\nignore = ["AMP102"]\nextend-select = ["AMP001"]\n')
+    assert "AMP101" in s.select and "AMP102" not in s.select and "AMP001" in s.select and "AMP002" not in s.select
+
+
+def test_cli_select_replaces_config_select(tmp_path):
+    s = settings_for(tmp_path, '[tool.ampfix]\nselect = ["AMP101"]\n', select=["AMP102"])
+    assert s.select == frozenset({"AMP102"})
+
+
+def test_target_torch_from_config_and_cli(tmp_path):
+    assert settings_for(tmp_path, '[tool.ampfix]\ntarget-torch = "2.1"\n').target_torch == (2, 1)
+    assert settings_for(tmp_path, '[tool.ampfix]\ntarget-torch = "2.1"\n', target_torch="2.5").target_torch == (2, 5)
+
+
+def test_target_torch_inferred_from_the_project_requirement(tmp_path):
+    s = settings_for(tmp_path, '[project]\nname = "x"\ndependencies = ["numpy", "torch>=2.2,<3"]\n')
+    assert s.target_torch == (2, 2)
+    s = settings_for(tmp_path, '[project]\nname = "x"\ndependencies = ["torchvision>=0.9", "torch"]\n')
+    assert s.target_torch == (2, 4)  # unpinned: the default
+
+
+def test_requirement_in_a_pyproject_without_the_table_is_still_used(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\ndependencies = ["torch~=2.1.0"]\n')
+    assert build_settings(find_config(str(tmp_path)), CliOverrides()).target_torch == (2, 1)
+
+
+def test_nearest_config_wins(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[tool.ampfix]\nselect = ["AMP101"]\n')
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "pyproject.toml").write_text('[tool.ampfix]\nselect = ["AMP102"]\n')
+    assert build_settings(find_config(str(sub)), CliOverrides()).select == frozenset({"AMP102"})
+
+
+def test_per_file_ignores(tmp_path):
+    s = settings_for(tmp_path, '[tool.ampfix]\n[tool.ampfix.per-file-ignores]\n"tests/*" = ["AMP1"]\n"legacy.py" = ["AMP102"]\n')
+    assert "AMP101" not in s.enabled(str(tmp_path / "tests" / "t.py"))
+    assert "AMP102" not in s.enabled(str(tmp_path / "pkg" / "legacy.py"))
+    assert "AMP101" in s.enabled(str(tmp_path / "pkg" / "legacy.py"))
+
+
+def test_unsafe_fixes_key(tmp_path):
+    assert settings_for(tmp_path, "[tool.ampfix]\nunsafe-fixes = true\n").unsafe_fixes is True
+    assert settings_for(tmp_path, "[tool.ampfix]\nunsafe-fixes = true\n", unsafe_fixes=False).unsafe_fixes is False
+
+
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ("[tool.ampfix]\nselct = []\n", "unknown key `tool.ampfix.selct`"),
+        ('[tool.ampfix]\nselect = ["AMP999"]\n', "`tool.ampfix.select`: unknown rule selector `AMP999`"),
+        ('[tool.ampfix]\nselect = "AMP1"\n', "`tool.ampfix.select`: expected a list of strings"),
+        ('[tool.ampfix]\ntarget-torch = "two"\n', "invalid torch version `two`"),
+        ('[tool.ampfix]\nunsafe-fixes = "yes"\n', "`tool.ampfix.unsafe-fixes`: expected true or false"),
+        ('[tool.ampfix]\nper-file-ignores = ["x"]\n', "expected a table"),
+        ('[tool.ampfix]\namp-dtype = "float8"\n', "`tool.ampfix.amp-dtype`: expected float16 or bfloat16"),
+        ("[tool.ampfix\nselect = []\n", "invalid TOML"),
+    ],
+)
+def test_bad_config_names_file_and_key_and_exits_2(tmp_path, toml, message):
+    (tmp_path / "pyproject.toml").write_text(toml)
+    (tmp_path / "t.py").write_text(OLD)
+    result = run_ampfix("check", ".", cwd=tmp_path)
+    assert result.returncode == 2
+    assert str(tmp_path / "pyproject.toml") in result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_config_option_and_isolated(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[tool.ampfix]\nselect = ["AMP101"]\n')
+    other = tmp_path / "other.toml"
+    other.write_text('[tool.ampfix]\nselect = ["AMP102"]\n')
+    (tmp_path / "t.py").write_text(OLD)
+
+    def codes(*args):
+        result = run_ampfix("check", "--output-format", "json", *args, "t.py", cwd=tmp_path)
+        return [r["code"] for r in json.loads(result.stdout)]
+
+    assert codes() == ["AMP101"]
+    assert codes("--config", str(other)) == ["AMP102"]
+    assert codes("--isolated") == ["AMP102", "AMP101"]
+
+
+def test_config_file_without_table_is_an_error(tmp_path):
+    path = tmp_path / "pyproject.toml"
+    path.write_text('[project]\nname = "x"\n')
+    with pytest.raises(ConfigError, match="no \\[tool.ampfix\\] table"):
+        load_config(str(path))
+
+
+def test_exclude_and_extend_exclude(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[tool.ampfix]\nextend-exclude = ["generated/", "skip_*.py"]\n')
+    for name in ("a.py", "generated/b.py", "skip_c.py", "build/d.py"):
+        path = tmp_path / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(OLD)
+    result = run_ampfix("check", "--output-format", "json", ".", cwd=tmp_path)
+    assert {r["filename"].rsplit("/", 1)[-1] for r in json.loads(result.stdout)} == {"a.py"}

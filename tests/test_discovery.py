@@ -1,0 +1,80 @@
+"""Which files are checked: gitignore, default excludes, explicit files, symlinks, order."""
+
+import json
+import os
+
+from ampfix.discovery import discover
+from ampfix.settings import Settings
+from conftest import run_ampfix
+
+OLD = "import torch\nscaler = torch.cuda.amp.GradScaler()\n"
+
+
+def names(tmp_path, paths=None, **kw):
+    found = discover(paths or [str(tmp_path)], Settings(project_root=str(tmp_path)), **kw)
+    return sorted(os.path.relpath(f, tmp_path) for f in found.files)
+
+
+def make(tmp_path, *files):
+    for name in files:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(OLD)
+
+
+def test_python_and_stub_files_only(tmp_path):
+    make(tmp_path, "a.py", "b.pyi", "c.txt", "d.pyc")
+    assert names(tmp_path) == ["a.py", "b.pyi"]
+
+
+def test_default_excludes(tmp_path):
+    make(tmp_path, "a.py", ".venv/x.py", "venv/x.py", "build/x.py", "dist/x.py", "__pycache__/x.py",
+         "lib/site-packages/x.py", ".git/x.py")
+    assert names(tmp_path) == ["a.py"]
+
+
+def test_gitignore_at_every_level(tmp_path):
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".gitignore").write_text("ignored.py\n/out/\n")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / ".gitignore").write_text("*_gen.py\n!keep_gen.py\n")
+    make(tmp_path, "a.py", "ignored.py", "out/x.py", "pkg/ignored.py", "pkg/b_gen.py", "pkg/keep_gen.py", "pkg/c.py")
+    assert names(tmp_path) == ["a.py", "pkg/c.py", "pkg/keep_gen.py"]
+
+
+def test_explicit_files_are_checked_unless_force_exclude(tmp_path):
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".gitignore").write_text("ignored.py\n")
+    make(tmp_path, "ignored.py", "build/gen.py")
+    explicit = [str(tmp_path / "ignored.py"), str(tmp_path / "build" / "gen.py")]
+    assert names(tmp_path, explicit) == ["build/gen.py", "ignored.py"]
+    assert names(tmp_path, explicit, force_exclude=True) == []
+
+
+def test_symlinked_files_are_checked_and_directory_loops_are_not_followed(tmp_path):
+    make(tmp_path, "real/a.py")
+    os.symlink(tmp_path / "real" / "a.py", tmp_path / "link.py")
+    os.symlink(tmp_path, tmp_path / "real" / "loop")
+    assert names(tmp_path) == ["link.py", "real/a.py"]
+
+
+def test_output_is_sorted_and_identical_for_any_number_of_jobs(tmp_path):
+    for i in range(40):
+        make(tmp_path, f"m{i:02d}/t.py")
+    outputs = [
+        run_ampfix("check", "--output-format", "concise", "--jobs", jobs, ".", cwd=tmp_path).stdout
+        for jobs in ("1", "2")
+    ]
+    assert outputs[0] == outputs[1]
+    lines = outputs[0].splitlines()[:-1]
+    assert lines == sorted(lines) and len(lines) == 40
+
+
+def test_apply_touches_nothing_but_fixed_files(tmp_path):
+    make(tmp_path, "a.py")
+    clean = tmp_path / "clean.py"
+    clean.write_text("import torch\n")
+    before = os.stat(clean).st_mtime_ns
+    run_ampfix("check", "--apply", ".", cwd=tmp_path)
+    assert os.stat(clean).st_mtime_ns == before
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".ampfix-")]
