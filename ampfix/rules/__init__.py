@@ -8,6 +8,19 @@ from ampfix.rules.amp102_deprecated_grad_scaler import DeprecatedGradScaler
 from ampfix.rules.amp103_deprecated_custom_fwd import DeprecatedCustomFwd
 from ampfix.rules.amp104_legacy_autocast_state import LegacyAutocastState
 from ampfix.rules.amp105_apex_amp import ApexAmp
+from ampfix.rules.amp201_clip_scaled_gradients import ClipScaledGradients
+from ampfix.rules.amp202_unscaled_backward import UnscaledBackward
+from ampfix.rules.amp203_step_bypasses_scaler import StepBypassesScaler
+from ampfix.rules.amp204_scaler_update import ScalerUpdate
+from ampfix.rules.amp205_scaler_recreated import ScalerRecreated
+from ampfix.rules.amp206_checkpoint_without_scaler import CheckpointWithoutScaler
+from ampfix.rules.amp207_scaler_with_bfloat16 import ScalerWithBfloat16
+from ampfix.rules.amp208_float16_without_scaler import Float16WithoutScaler
+from ampfix.rules.amp301_accumulation_without_division import AccumulationWithoutDivision
+from ampfix.rules.amp302_per_microbatch_scaler_calls import PerMicrobatchScalerCalls
+from ampfix.rules.amp303_per_microbatch_zero_grad import PerMicrobatchZeroGrad
+from ampfix.rules.amp401_backward_in_autocast import BackwardInAutocast
+from ampfix.rules.amp402_bce_in_autocast import BceInAutocast
 from ampfix.rules.base import Rule
 
 _RULE_CLASSES: list[type[Rule]] = [
@@ -18,6 +31,19 @@ _RULE_CLASSES: list[type[Rule]] = [
     DeprecatedCustomFwd,
     LegacyAutocastState,
     ApexAmp,
+    ClipScaledGradients,
+    UnscaledBackward,
+    StepBypassesScaler,
+    ScalerUpdate,
+    ScalerRecreated,
+    CheckpointWithoutScaler,
+    ScalerWithBfloat16,
+    Float16WithoutScaler,
+    AccumulationWithoutDivision,
+    PerMicrobatchScalerCalls,
+    PerMicrobatchZeroGrad,
+    BackwardInAutocast,
+    BceInAutocast,
 ]
 
 RULES: dict[str, Rule] = {cls.code: cls() for cls in sorted(_RULE_CLASSES, key=lambda c: c.code)}

@@ -1,0 +1,467 @@
+"""The training-loop model: what the loop rules (AMP2xx, AMP3xx, AMP4xx) ask instead of syntax.
+
+Start here. For every function of a module (and the module's own top level) the model lists
+the *events* of a training step in source order:
+
+    backward   ``loss.backward()``, ``scaler.scale(loss).backward()``, ``trainer.backward(loss)``
+    scale      ``scaler.scale(loss)`` whose result is thrown away
+    unscale    ``scaler.unscale_(optimizer)``
+    clip       ``torch.nn.utils.clip_grad_norm_/clip_grad_value_/clip_grad_norm/get_total_norm``
+    opt_step   ``optimizer.step()``           scaler_step  ``scaler.step(optimizer)``
+    update     ``scaler.update()``            zero_grad    ``optimizer.zero_grad()``
+    create     ``torch.amp.GradScaler(...)`` (any spelling)
+
+Each event carries its *context*: the chain of enclosing loops, ``if`` branches, ``with``
+blocks and ``try`` parts inside its function (``Frame``), which answers the questions rules
+ask: are two events on exclusive branches? is the step gated by an accumulation condition
+(``if (i + 1) % N == 0``) in a loop that backpropagates every micro-batch? is a backward inside
+an autocast block?
+
+Names get *roles* from how the module uses them: a scaler is what ``GradScaler(...)`` is
+assigned to, or what ``.scale()``/``.unscale_()`` is called on, or a name like ``loss_scaler``;
+an optimizer is what ``scaler.step()``/``zero_grad()`` take or a name like ``optimizer``;
+schedulers are never optimizers. Receivers are compared by their source text (``self.scaler``).
+
+Autocast regions are ``with`` items that call an autocast API (resolved through the import
+table), or a name assigned from one (``ctx = torch.autocast(...)``,
+``self.amp_autocast = partial(torch.autocast, ...)``), or a helper whose name says autocast.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterator, Optional
+
+from ampfix.semantic import dotted_name
+
+if TYPE_CHECKING:
+    from ampfix.context import ModuleContext
+
+BACKWARD, SCALE, UNSCALE, CLIP = "backward", "scale", "unscale", "clip"
+OPT_STEP, SCALER_STEP, UPDATE, ZERO_GRAD, CREATE = "opt_step", "scaler_step", "update", "zero_grad", "create"
+
+GRAD_SCALERS = frozenset(
+    {
+        "torch.amp.GradScaler",
+        "torch.GradScaler",
+        "torch.amp.grad_scaler.GradScaler",
+        "torch.cuda.amp.GradScaler",
+        "torch.cpu.amp.GradScaler",
+        "torch.cuda.amp.grad_scaler.GradScaler",
+        "torch.cpu.amp.grad_scaler.GradScaler",
+        "torch.distributed.fsdp.sharded_grad_scaler.ShardedGradScaler",
+    }
+)
+AUTOCASTS = frozenset(
+    {
+        "torch.autocast",
+        "torch.amp.autocast",
+        "torch.amp.autocast_mode.autocast",
+        "torch.cuda.amp.autocast",
+        "torch.cpu.amp.autocast",
+        "torch.cuda.amp.autocast_mode.autocast",
+        "torch.cpu.amp.autocast_mode.autocast",
+    }
+)
+CLIPS = frozenset(
+    f"torch.nn.utils{mod}.{name}"
+    for mod in ("", ".clip_grad")
+    for name in ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "get_total_norm")
+)
+_SCALER_NAME = re.compile(r"(^|_)scaler$", re.I)
+_OPTIMIZER_NAME = re.compile(r"optim|(^|_)opt(_|$|\d)", re.I)
+_SCHEDULER_NAME = re.compile(r"sched|lr_|warmup", re.I)
+
+
+@dataclass(frozen=True)
+class Frame:
+    node: ast.AST  # For / While / If / With / Try / ExceptHandler
+    branch: str  # "body" | "orelse" | "handlers" | "finalbody"
+
+
+@dataclass
+class Event:
+    kind: str
+    call: ast.Call
+    stmt: ast.stmt  # the statement holding the call (for moving and inserting code)
+    context: tuple[Frame, ...]
+    receiver: Optional[str] = None  # source text of the object: "scaler", "self.optimizer"
+    arg: Optional[ast.expr] = None  # the loss (backward, scale) or the optimizer (unscale, step)
+    scaled: bool = False  # backward on scaler.scale(...)
+    scaler: Optional[str] = None  # for a scaled backward: the scaler's text
+
+    @property
+    def line(self) -> int:
+        return self.call.lineno
+
+
+@dataclass
+class AutocastRegion:
+    with_node: ast.With
+    item: ast.withitem
+    device: Optional[str]  # "cuda" / "cpu" if literal, else None (unknown)
+    dtype: Optional[ast.expr]  # the dtype argument if any
+    call: Optional[ast.Call]  # the autocast call if direct
+
+
+@dataclass
+class StepFunction:
+    """The events of one function (or of the module's top level)."""
+
+    node: ast.AST
+    events: list[Event] = field(default_factory=list)
+
+    def of(self, *kinds: str) -> list[Event]:
+        return [e for e in self.events if e.kind in kinds]
+
+    @staticmethod
+    def exclusive(a: Event, b: Event) -> bool:
+        """Whether a and b never run together: different branches of one if/try, or of two ifs
+        on the same condition (``if use_amp: scaled backward`` ... ``if use_amp: scaler.step``)."""
+        branches = {_branch_key(f): f.branch for f in a.context if isinstance(f.node, (ast.If, ast.Try))}
+        for frame in b.context:
+            key = _branch_key(frame)
+            if key in branches and branches[key] != frame.branch:
+                return True
+        return False
+
+    def before(self, a: Event, b: Event) -> bool:
+        return (a.call.lineno, a.call.col_offset) < (b.call.lineno, b.call.col_offset)
+
+    def between(self, kind: str, a: Event, b: Event) -> list[Event]:
+        return [
+            e for e in self.of(kind)
+            if self.before(a, e) and self.before(e, b) and not self.exclusive(e, a) and not self.exclusive(e, b)
+        ]
+
+
+@dataclass
+class Accumulation:
+    """A loop that backpropagates every iteration but steps only under a condition."""
+
+    loop: ast.AST
+    gate: ast.If  # the if holding the step
+    factor: Optional[ast.expr]  # N in `% N == 0` / `>= N`, when visible
+    backwards: list[Event]
+    steps: list[Event]
+
+
+class TrainingModel:
+    def __init__(self, ctx: "ModuleContext"):
+        self.ctx = ctx
+        self.functions: list[StepFunction] = []
+        self.scalers: set[str] = set()
+        self.optimizers: set[str] = set()
+        self.autocast_names: set[str] = set()
+        self.regions: list[AutocastRegion] = []
+        self.creations: list[Event] = []
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, ctx: "ModuleContext") -> "TrainingModel":
+        model = cls(ctx)
+        model._collect_roles()
+        scopes = [ctx.tree] + [n for n in ast.walk(ctx.tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        for scope in scopes:
+            function = StepFunction(scope)
+            model._walk_body(scope.body, (), function)
+            model.functions.append(function)
+        return model
+
+    def _qualified(self, expr: ast.AST) -> Optional[str]:
+        return self.ctx.semantic.qualified_name(expr)
+
+    def _collect_roles(self) -> None:
+        for node in ast.walk(self.ctx.tree):
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                if isinstance(node.value, ast.Call) and self._qualified(node.value.func) in GRAD_SCALERS:
+                    self.scalers.update(t for t in map(dotted_name, targets) if t)
+                if self._mentions_autocast(node.value):
+                    self.autocast_names.update(t for t in map(dotted_name, targets) if t)
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                receiver = dotted_name(node.func.value)
+                if receiver is None:
+                    continue
+                method = node.func.attr
+                if method in ("scale", "unscale_") and (node.args or method == "unscale_"):
+                    if method == "unscale_" or _SCALER_NAME.search(receiver.rsplit(".", 1)[-1]):
+                        self.scalers.add(receiver)
+                if method in ("step", "unscale_") and receiver in self.scalers and node.args:
+                    name = dotted_name(node.args[0])
+                    if name:
+                        self.optimizers.add(name)
+                if method == "zero_grad" and _OPTIMIZER_NAME.search(receiver.rsplit(".", 1)[-1]):
+                    self.optimizers.add(receiver)
+            elif isinstance(node, ast.arg) and _SCALER_NAME.search(node.arg):
+                self.scalers.add(node.arg)
+        # `scaler.step(opt)` seen before `scaler = ...` was known: a second look at step calls.
+        for node in ast.walk(self.ctx.tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "step":
+                if dotted_name(node.func.value) in self.scalers and node.args:
+                    name = dotted_name(node.args[0])
+                    if name:
+                        self.optimizers.add(name)
+
+    def _mentions_autocast(self, expr: ast.AST) -> bool:
+        for sub in ast.walk(expr):
+            if isinstance(sub, (ast.Name, ast.Attribute)) and self._qualified(sub) in AUTOCASTS:
+                return True
+        return False
+
+    def is_scaler(self, receiver: Optional[str]) -> bool:
+        if receiver is None:
+            return False
+        return receiver in self.scalers or bool(_SCALER_NAME.search(receiver.rsplit(".", 1)[-1]))
+
+    def is_optimizer(self, receiver: Optional[str]) -> bool:
+        if receiver is None or self.is_scaler(receiver):
+            return False
+        last = receiver.rsplit(".", 1)[-1]
+        if _SCHEDULER_NAME.search(last):
+            return False
+        return receiver in self.optimizers or bool(_OPTIMIZER_NAME.search(last))
+
+    def _walk_body(self, body: list, context: tuple, function: StepFunction) -> None:
+        for stmt in body:
+            self._walk_stmt(stmt, context, function)
+
+    def _walk_stmt(self, stmt: ast.stmt, context: tuple, function: StepFunction) -> None:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if isinstance(stmt, ast.ClassDef):
+                return  # methods are functions of their own
+            return
+        if isinstance(stmt, (ast.For, ast.AsyncFor, ast.While)):
+            self._events_in(stmt.iter if not isinstance(stmt, ast.While) else stmt.test, stmt, context, function)
+            self._walk_body(stmt.body, context + (Frame(stmt, "body"),), function)
+            self._walk_body(stmt.orelse, context + (Frame(stmt, "orelse"),), function)
+        elif isinstance(stmt, ast.If):
+            self._events_in(stmt.test, stmt, context, function)
+            self._walk_body(stmt.body, context + (Frame(stmt, "body"),), function)
+            self._walk_body(stmt.orelse, context + (Frame(stmt, "orelse"),), function)
+        elif isinstance(stmt, (ast.With, ast.AsyncWith)):
+            for item in stmt.items:
+                self._events_in(item.context_expr, stmt, context, function)
+                region = self._autocast_region(stmt, item)
+                if region is not None:
+                    self.regions.append(region)
+            self._walk_body(stmt.body, context + (Frame(stmt, "body"),), function)
+        elif isinstance(stmt, ast.Try) or type(stmt).__name__ == "TryStar":
+            self._walk_body(stmt.body, context + (Frame(stmt, "body"),), function)
+            for handler in stmt.handlers:
+                self._walk_body(handler.body, context + (Frame(stmt, "handlers"),), function)
+            self._walk_body(stmt.orelse, context + (Frame(stmt, "orelse"),), function)
+            self._walk_body(stmt.finalbody, context + (Frame(stmt, "finalbody"),), function)
+        elif type(stmt).__name__ == "Match":
+            for case in stmt.cases:
+                self._walk_body(case.body, context + (Frame(stmt, f"case{id(case)}"),), function)
+        else:
+            self._events_in(stmt, stmt, context, function)
+
+    def _events_in(self, root: ast.AST, stmt: ast.stmt, context: tuple, function: StepFunction) -> None:
+        for node in _calls_outside_nested_scopes(root):
+            event = self._classify(node, stmt, context)
+            if event is not None:
+                function.events.append(event)
+                if event.kind == CREATE:
+                    self.creations.append(event)
+
+    def _classify(self, call: ast.Call, stmt: ast.stmt, context: tuple) -> Optional[Event]:
+        func = call.func
+        qualified = self._qualified(func)
+        if qualified in GRAD_SCALERS:
+            return Event(CREATE, call, stmt, context)
+        if qualified in CLIPS:
+            return Event(CLIP, call, stmt, context)
+        if qualified == "torch.autograd.backward" and call.args:
+            return Event(BACKWARD, call, stmt, context, arg=call.args[0])
+        if not isinstance(func, ast.Attribute):
+            return None
+        method = func.attr
+        receiver_node = func.value
+        receiver = dotted_name(receiver_node)
+        if method == "backward":
+            if isinstance(receiver_node, ast.Call) and isinstance(receiver_node.func, ast.Attribute):
+                inner = receiver_node.func
+                if inner.attr == "scale" and self.is_scaler(dotted_name(inner.value)) and receiver_node.args:
+                    return Event(BACKWARD, call, stmt, context, arg=receiver_node.args[0], scaled=True,
+                                 scaler=dotted_name(inner.value))
+            if call.args and receiver is not None and not _is_tensor_like(receiver):
+                # a wrapper: accelerator.backward(loss), mp_trainer.backward(loss)
+                return Event(BACKWARD, call, stmt, context, receiver=receiver, arg=call.args[0])
+            return Event(BACKWARD, call, stmt, context, arg=receiver_node)
+        if method == "scale" and self.is_scaler(receiver) and call.args:
+            if isinstance(stmt, ast.Expr) and stmt.value is call:
+                return Event(SCALE, call, stmt, context, receiver=receiver, arg=call.args[0])
+            return None
+        if method == "unscale_" and self.is_scaler(receiver):
+            return Event(UNSCALE, call, stmt, context, receiver=receiver, arg=call.args[0] if call.args else None)
+        if method == "update" and self.is_scaler(receiver):
+            return Event(UPDATE, call, stmt, context, receiver=receiver)
+        if method == "step":
+            if self.is_scaler(receiver):
+                return Event(SCALER_STEP, call, stmt, context, receiver=receiver, arg=call.args[0] if call.args else None)
+            if self.is_optimizer(receiver):
+                return Event(OPT_STEP, call, stmt, context, receiver=receiver)
+        if method == "zero_grad" and receiver is not None:
+            return Event(ZERO_GRAD, call, stmt, context, receiver=receiver)
+        if method in CLIP_METHOD_NAMES and receiver in ("torch.nn.utils", "nn.utils"):
+            return Event(CLIP, call, stmt, context)
+        return None
+
+    def _autocast_region(self, stmt: ast.With, item: ast.withitem) -> Optional[AutocastRegion]:
+        expr = item.context_expr
+        call = expr if isinstance(expr, ast.Call) else None
+        target = call.func if call is not None else expr
+        qualified = self._qualified(target)
+        if qualified in AUTOCASTS and call is not None:
+            if _disabled(call, qualified):
+                return None  # `autocast(enabled=False)`: a float32 island, not an autocast region
+            return AutocastRegion(stmt, item, _autocast_device(call, qualified), _autocast_dtype(call, qualified), call)
+        name = dotted_name(target)
+        if name and (name in self.autocast_names or "autocast" in name.rsplit(".", 1)[-1].lower()):
+            return AutocastRegion(stmt, item, None, None, None)
+        return None
+
+    # -- questions ----------------------------------------------------------------------------
+
+    def accumulations(self, function: StepFunction) -> list[Accumulation]:
+        """Loops that backpropagate every iteration and step under an if in the same loop."""
+        found = []
+        loops = {f.node for e in function.events for f in e.context if isinstance(f.node, (ast.For, ast.AsyncFor, ast.While))}
+        for loop in loops:
+            # the loop that backpropagates and steps is the innermost loop of both
+            steps = [e for e in function.of(OPT_STEP, SCALER_STEP) if _innermost_loop(e) is loop]
+            backwards = [e for e in function.of(BACKWARD) if _innermost_loop(e) is loop]
+            if not steps or not backwards:
+                continue
+            gate = _gating_if(steps[0], loop)
+            if gate is None or not all(_gating_if(s, loop) is gate for s in steps):
+                continue
+            if any(_under(b, gate) for b in backwards):
+                continue  # backward is conditional too: not accumulation
+            if not _looks_like_accumulation(gate.test):
+                continue
+            found.append(Accumulation(loop, gate, _accumulation_factor(gate.test), backwards, steps))
+        return found
+
+    def region_of(self, event: Event) -> Optional[AutocastRegion]:
+        for frame in reversed(event.context):
+            if isinstance(frame.node, (ast.With, ast.AsyncWith)):
+                for region in self.regions:
+                    if region.with_node is frame.node:
+                        return region
+        return None
+
+    def uses_scaler(self) -> bool:
+        return bool(self.creations) or any(
+            e.kind in (SCALER_STEP, UNSCALE, UPDATE) or e.scaled for f in self.functions for e in f.events
+        )
+
+
+CLIP_METHOD_NAMES = frozenset({"clip_grad_norm_", "clip_grad_value_", "clip_grad_norm"})
+_TENSORISH = re.compile(r"loss|^l$|out|^y|pred|logit|^z$|total", re.I)
+
+
+def _is_tensor_like(receiver: str) -> bool:
+    """`loss.backward(gradient)` vs `trainer.backward(loss)`: the receiver's name tells."""
+    return bool(_TENSORISH.search(receiver.rsplit(".", 1)[-1]))
+
+
+def _calls_outside_nested_scopes(root: ast.AST) -> Iterator[ast.Call]:
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Lambda, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node is not root:
+            continue
+        if isinstance(node, ast.Call):
+            yield node
+        stack.extend(reversed(list(ast.iter_child_nodes(node))))
+
+
+def _branch_key(frame: Frame):
+    if isinstance(frame.node, ast.If):
+        return ast.dump(frame.node.test)
+    return id(frame.node)
+
+
+def _inside(event: Event, node: ast.AST) -> bool:
+    return any(f.node is node for f in event.context)
+
+
+def _innermost_loop(event: Event) -> Optional[ast.AST]:
+    for frame in reversed(event.context):
+        if isinstance(frame.node, (ast.For, ast.AsyncFor, ast.While)):
+            return frame.node
+    return None
+
+
+def _under(event: Event, gate: ast.If) -> bool:
+    return any(f.node is gate for f in event.context)
+
+
+def _gating_if(event: Event, loop: ast.AST) -> Optional[ast.If]:
+    """The outermost if inside loop that encloses event (None when unconditional in loop)."""
+    seen_loop = False
+    for frame in event.context:
+        if frame.node is loop:
+            seen_loop = True
+        elif seen_loop and isinstance(frame.node, ast.If):
+            return frame.node
+    return None
+
+
+def _looks_like_accumulation(test: ast.AST) -> bool:
+    """`(i + 1) % N == 0`, `step % accum == 0`, `ni - last_opt_step >= accumulate`, flags like
+    `update_grad`, `is_last` or `(i + 1) % N == 0 or last`."""
+    for sub in ast.walk(test):
+        if isinstance(sub, ast.BinOp) and isinstance(sub.op, ast.Mod):
+            return True
+        if isinstance(sub, ast.Compare) and any(isinstance(op, (ast.GtE, ast.Gt)) for op in sub.ops):
+            text = ast.dump(sub)
+            if re.search(r"accum|step|iter", text, re.I):
+                return True
+        name = sub.id if isinstance(sub, ast.Name) else sub.attr if isinstance(sub, ast.Attribute) else ""
+        if re.search(r"accum|update_grad|sync_grad|do_step|should_step|boundary", name, re.I):
+            return True
+    return False
+
+
+def _accumulation_factor(test: ast.AST) -> Optional[ast.expr]:
+    for sub in ast.walk(test):
+        if isinstance(sub, ast.BinOp) and isinstance(sub.op, ast.Mod):
+            return sub.right
+        if isinstance(sub, ast.Compare) and len(sub.ops) == 1 and isinstance(sub.ops[0], ast.GtE):
+            return sub.comparators[0]
+    return None
+
+
+def _disabled(call: ast.Call, qualified: str) -> bool:
+    enabled = next((k.value for k in call.keywords if k.arg == "enabled"), None)
+    if enabled is None and qualified.startswith(("torch.cuda.", "torch.cpu.")) and call.args:
+        enabled = call.args[0]  # the old classes take `enabled` first
+    elif enabled is None and len(call.args) > 2:
+        enabled = call.args[2]
+    return isinstance(enabled, ast.Constant) and enabled.value is False
+
+
+def _autocast_device(call: ast.Call, qualified: str) -> Optional[str]:
+    if qualified.startswith("torch.cuda."):
+        return "cuda"
+    if qualified.startswith("torch.cpu."):
+        return "cpu"
+    expr = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "device_type"), None)
+    if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
+        return expr.value.split(":", 1)[0]
+    return None
+
+
+def _autocast_dtype(call: ast.Call, qualified: str) -> Optional[ast.expr]:
+    for keyword in call.keywords:
+        if keyword.arg == "dtype":
+            return keyword.value
+    # dtype is the second positional parameter of the new and the old signatures alike
+    return call.args[1] if len(call.args) > 1 else None

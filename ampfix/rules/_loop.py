@@ -1,0 +1,30 @@
+"""Helpers shared by the loop rules: source text of events and the scaler/optimizer they use."""
+
+from __future__ import annotations
+
+import ast
+from typing import Optional
+
+from ampfix.context import ModuleContext
+from ampfix.model import SCALER_STEP, Event, StepFunction
+
+
+def text(ctx: ModuleContext, node: Optional[ast.AST]) -> Optional[str]:
+    return ctx.segment(node) if node is not None else None
+
+
+def optimizer_for(ctx: ModuleContext, function: StepFunction, near: Event) -> Optional[str]:
+    """The optimizer that ``scaler.step(...)`` steps after ``near``, when the code says so."""
+    for step in function.of(SCALER_STEP):
+        if function.before(near, step) and not function.exclusive(near, step) and step.arg is not None:
+            return ctx.segment(step.arg)
+    return None
+
+
+def call_name(ctx: ModuleContext, call: ast.Call) -> str:
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else ctx.segment(func)
+
+
+def loops_of(event: Event) -> list[ast.AST]:
+    return [f.node for f in event.context if isinstance(f.node, (ast.For, ast.AsyncFor, ast.While))]

@@ -1,0 +1,51 @@
+"""AMP201: gradient clipping (or norm reading) on gradients still multiplied by the loss scale."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from ampfix.context import ModuleContext
+from ampfix.diagnostics import Applicability, Diagnostic, Fix
+from ampfix.edits import insert_before
+from ampfix.model import BACKWARD, CLIP, SCALER_STEP, UNSCALE
+from ampfix.rules._loop import call_name, loops_of, optimizer_for
+from ampfix.rules.base import FIX_SAFE, Rule
+
+
+class ClipScaledGradients(Rule):
+    code = "AMP201"
+    name = "clip-scaled-gradients"
+    summary = "Gradients are clipped (or their norm read) before `scaler.unscale_(optimizer)`"
+    triggers = (b"clip_grad", b"get_total_norm")
+    fix_safety = FIX_SAFE
+
+    def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
+        model = ctx.training
+        for fn in model.functions:
+            for clip in fn.of(CLIP):
+                scaled = [b for b in fn.of(BACKWARD) if b.scaled and fn.before(b, clip) and not fn.exclusive(b, clip)]
+                if not scaled:
+                    continue
+                backward = scaled[-1]
+                if fn.between(UNSCALE, backward, clip):
+                    continue
+                scaler = backward.scaler
+                optimizer = optimizer_for(ctx, fn, clip)
+                message = (
+                    f"`{call_name(ctx, clip.call)}` runs on gradients still scaled by `{scaler}`: the threshold "
+                    f"is in effect max_norm × scale (65536 by default); call `{scaler}.unscale_(optimizer)` first"
+                )
+                yield ctx.diagnostic(self, clip.call, message, self._fix(ctx, fn, clip, scaler, optimizer))
+
+    def _fix(self, ctx, fn, clip, scaler, optimizer):
+        if optimizer is None:
+            return None
+        step = next(s for s in fn.of(SCALER_STEP) if fn.before(clip, s) and not fn.exclusive(clip, s))
+        if fn.between(UNSCALE, clip, step):
+            return None  # an unscale_ later in the step: inserting another would raise
+        if len(loops_of(clip)) > len(loops_of(step)):
+            return None  # clipping in a loop of its own: one unscale_ per step cannot go there
+        edit = insert_before(ctx, clip.stmt, f"{scaler}.unscale_({optimizer})")
+        if edit is None:
+            return None
+        return Fix(f"Insert `{scaler}.unscale_({optimizer})` before clipping", (edit,), Applicability.SAFE)

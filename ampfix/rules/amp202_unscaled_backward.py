@@ -1,0 +1,65 @@
+"""AMP202: a backward pass that bypasses the scaler in a step that uses it."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from ampfix.context import ModuleContext
+from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
+from ampfix.edits import delete_statement, parent_body
+from ampfix.model import BACKWARD, SCALE, SCALER_STEP
+from ampfix.rules.base import FIX_SAFE, Rule
+
+
+class UnscaledBackward(Rule):
+    code = "AMP202"
+    name = "unscaled-backward"
+    summary = "`scaler.scale(loss)` is discarded, or `loss.backward()` runs unscaled before `scaler.step`"
+    triggers = (b".scale(", b".step(")
+    fix_safety = FIX_SAFE
+
+    def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
+        model = ctx.training
+        for fn in model.functions:
+            handled = set()
+            plain = [b for b in fn.of(BACKWARD) if not b.scaled and b.receiver is None]
+            for scale in fn.of(SCALE):
+                loss = ctx.segment(scale.arg)
+                later = [b for b in plain if fn.before(scale, b) and not fn.exclusive(scale, b)
+                         and ctx.segment(b.arg) == loss]
+                message = (
+                    f"the result of `{scale.receiver}.scale({loss})` is discarded: backward runs on the unscaled "
+                    f"loss, so fp16 gradients underflow and `{scale.receiver}.step` divides them by the scale again"
+                )
+                fix = None
+                if later:
+                    backward = later[0]
+                    handled.add(id(backward))
+                    delete = delete_statement(ctx, scale.stmt, parent_body(ctx, scale.stmt) or [])
+                    if delete is not None:
+                        fix = Fix(
+                            f"Use `{scale.receiver}.scale({loss}).backward()`",
+                            (delete, *self._scale_edits(ctx, backward, scale.receiver)),
+                            Applicability.SAFE,
+                        )
+                yield ctx.diagnostic(self, scale.call, message, fix)
+            for backward in plain:
+                if id(backward) in handled:
+                    continue
+                steps = [s for s in fn.of(SCALER_STEP) if fn.before(backward, s) and not fn.exclusive(backward, s)]
+                if not steps:
+                    continue
+                scaler = steps[0].receiver
+                loss = ctx.segment(backward.arg)
+                message = (
+                    f"`{loss}.backward()` bypasses `{scaler}` although the step uses `{scaler}.step(...)`: "
+                    f"gradients are unscaled and then divided by the scale; use `{scaler}.scale({loss}).backward()`"
+                )
+                fix = Fix(f"Use `{scaler}.scale({loss}).backward()`", tuple(self._scale_edits(ctx, backward, scaler)),
+                          Applicability.SAFE)
+                yield ctx.diagnostic(self, backward.call, message, fix)
+
+    @staticmethod
+    def _scale_edits(ctx, backward, scaler):
+        start, end = ctx.locator.node_range(backward.arg)
+        return [Edit.insert(start, f"{scaler}.scale("), Edit.insert(end, ")")]

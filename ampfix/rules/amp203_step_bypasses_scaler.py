@@ -1,0 +1,54 @@
+"""AMP203: `optimizer.step()` after a scaled backward, bypassing `scaler.step(optimizer)`."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from ampfix.context import ModuleContext
+from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
+from ampfix.edits import insert_after, owns_lines
+from ampfix.model import BACKWARD, OPT_STEP, SCALER_STEP, UPDATE
+from ampfix.rules.base import FIX_SAFE, Rule
+
+
+class StepBypassesScaler(Rule):
+    code = "AMP203"
+    name = "step-bypasses-scaler"
+    summary = "`optimizer.step()` is called directly after a scaled backward"
+    triggers = (b".step(",)
+    fix_safety = FIX_SAFE
+
+    def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
+        for fn in ctx.training.functions:
+            for step in fn.of(OPT_STEP):
+                if step.call.args or step.call.keywords:
+                    continue  # step(closure): not a plain step the scaler could take over
+                scaled = [b for b in fn.of(BACKWARD) if b.scaled and fn.before(b, step) and not fn.exclusive(b, step)]
+                if not scaled:
+                    continue
+                scaler = scaled[-1].scaler
+                optimizer = step.receiver
+                already = [
+                    s for s in fn.between(SCALER_STEP, scaled[-1], step)
+                    if s.arg is not None and ctx.segment(s.arg) == optimizer
+                ]
+                if already:
+                    continue  # stepping twice is a different bug; leave it to a person
+                message = (
+                    f"`{optimizer}.step()` after `{scaler}.scale(...).backward()` steps on scaled gradients and "
+                    f"ignores inf/NaN checks; use `{scaler}.step({optimizer})`"
+                )
+                yield ctx.diagnostic(self, step.call, message, self._fix(ctx, fn, step, scaler, optimizer))
+
+    def _fix(self, ctx, fn, step, scaler, optimizer):
+        start, end = ctx.locator.node_range(step.call)
+        edits = [Edit(start, end, f"{scaler}.step({optimizer})")]
+        has_update = any(
+            u.receiver == scaler and fn.before(step, u) and not fn.exclusive(step, u) for u in fn.of(UPDATE)
+        )
+        if not has_update:
+            if not owns_lines(ctx, step.stmt):
+                return None
+            edits.append(insert_after(ctx, step.stmt, f"{scaler}.update()"))
+        message = f"Use `{scaler}.step({optimizer})`" + ("" if has_update else f" and `{scaler}.update()`")
+        return Fix(message, tuple(edits), Applicability.SAFE)

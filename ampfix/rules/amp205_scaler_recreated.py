@@ -1,0 +1,58 @@
+"""AMP205: a GradScaler constructed inside the training loop, or once per epoch."""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import Iterator
+
+from ampfix.context import ModuleContext
+from ampfix.diagnostics import Applicability, Diagnostic, Fix
+from ampfix.edits import delete_statement, insert_before, parent_body, statement_text, indentation
+from ampfix.model import CREATE
+from ampfix.rules._loop import loops_of
+from ampfix.rules.base import FIX_UNSAFE, Rule
+
+_PER_EPOCH = re.compile(r"epoch", re.I)
+
+
+class ScalerRecreated(Rule):
+    code = "AMP205"
+    name = "scaler-recreated"
+    summary = "A `GradScaler` is created inside the training loop or in a per-epoch function"
+    triggers = (b"GradScaler",)
+    fix_safety = FIX_UNSAFE
+
+    def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
+        for fn in ctx.training.functions:
+            for create in fn.of(CREATE):
+                loops = loops_of(create)
+                if loops:
+                    message = (
+                        "`GradScaler` created inside a loop starts over at the initial scale every iteration: "
+                        "the scale never grows, and on overflow every step is skipped; create it once before the loop"
+                    )
+                    yield ctx.diagnostic(self, create.call, message, self._hoist(ctx, create, loops[0]))
+                elif isinstance(fn.node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _PER_EPOCH.search(fn.node.name):
+                    message = (
+                        f"`GradScaler` created in `{fn.node.name}`, which runs once per epoch: the scale and its "
+                        f"growth tracker restart every epoch; create it once and pass it in"
+                    )
+                    yield ctx.diagnostic(self, create.call, message)
+
+    def _hoist(self, ctx: ModuleContext, create, loop: ast.AST):
+        stmt = create.stmt
+        if not isinstance(stmt, (ast.Assign, ast.AnnAssign)) or stmt.value is not create.call:
+            return None
+        loop_names = {
+            n.id for n in ast.walk(loop) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+        }
+        used = {n.id for n in ast.walk(create.call) if isinstance(n, ast.Name)}
+        if used & loop_names:
+            return None  # its arguments change inside the loop
+        moved = statement_text(ctx, stmt, indentation(ctx, loop))
+        delete = delete_statement(ctx, stmt, parent_body(ctx, stmt) or [])
+        insert = insert_before(ctx, loop, moved.lstrip(" \t")) if moved is not None else None
+        if delete is None or insert is None:
+            return None
+        return Fix("Create the scaler once, before the loop", (insert, delete), Applicability.UNSAFE)

@@ -1,0 +1,127 @@
+"""AMP206: a training checkpoint that saves the optimizer but not the GradScaler's state."""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import Iterator, Optional
+
+from ampfix.context import ModuleContext
+from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
+from ampfix.rules._migration import quote_style
+from ampfix.rules.base import FIX_UNSAFE, Rule
+from ampfix.semantic import dotted_name
+
+_SCALER_KEY = re.compile(r"scaler|amp", re.I)
+_MODEL_KEY = re.compile(r"model|net|state|ema|student|teacher|generator|weights", re.I)
+
+
+class CheckpointWithoutScaler(Rule):
+    code = "AMP206"
+    name = "checkpoint-without-scaler"
+    summary = "A checkpoint saves model and optimizer state but not `scaler.state_dict()`"
+    triggers = (b"state_dict",)
+    fix_safety = FIX_UNSAFE
+
+    def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
+        model = ctx.training
+        if not model.uses_scaler():
+            return
+        for node in ast.walk(ctx.tree):
+            entries = _entries(node)
+            if entries is None:
+                continue
+            states = [_state_owner(value) for _, value in entries]
+            if not any(owner and model.is_optimizer(owner) for owner in states):
+                continue
+            if any(owner and model.is_scaler(owner) for owner in states):
+                continue
+            keys = [k.value if isinstance(k, ast.Constant) and isinstance(k.value, str) else k for k, _ in entries]
+            keys = [k for k in keys if isinstance(k, str)]
+            if any(_SCALER_KEY.search(k) for k in keys) or self._scaler_added_later(ctx, node):
+                continue
+            others = [o for o in states if o and not model.is_optimizer(o)]
+            if not others and not any(_MODEL_KEY.search(k) for k in keys):
+                continue  # optimizer state without a model: metadata, not a training checkpoint
+            scaler = self._scaler_in_scope(ctx, node)
+            message = (
+                "checkpoint saves the optimizer but not the GradScaler: a resumed fp16 run restarts at the "
+                "initial scale (skipped steps, a loss spike); save "
+                f"`{scaler or 'scaler'}.state_dict()` and restore it with `load_state_dict` on resume"
+            )
+            yield ctx.diagnostic(self, node, message, self._fix(ctx, node, scaler))
+
+    @staticmethod
+    def _scaler_added_later(ctx: ModuleContext, node: ast.AST) -> bool:
+        """`ckpt = {...}` followed by `ckpt["scaler"] = scaler.state_dict()` (dino)."""
+        assign = ctx.semantic.parent(node)
+        if not isinstance(assign, ast.Assign) or len(assign.targets) != 1:
+            return False
+        name = dotted_name(assign.targets[0])
+        scope = ctx.semantic.scope_of(node).node
+        for sub in ast.walk(scope):
+            if isinstance(sub, ast.Assign):
+                for target in sub.targets:
+                    if isinstance(target, ast.Subscript) and dotted_name(target.value) == name:
+                        owner = _state_owner(sub.value)
+                        key = target.slice.value if isinstance(target.slice, ast.Constant) else None
+                        if (owner and ctx.training.is_scaler(owner)) or (isinstance(key, str) and _SCALER_KEY.search(key)):
+                            return True
+        return False
+
+    @staticmethod
+    def _scaler_in_scope(ctx: ModuleContext, node: ast.AST) -> Optional[str]:
+        scope = ctx.semantic.scope_of(node)
+        for candidate in sorted(ctx.training.scalers):
+            base = candidate.split(".", 1)[0]
+            if ctx.semantic.is_bound(base, scope) and (base != "self" or scope.kind == "function"):
+                return candidate
+        return None
+
+    def _fix(self, ctx: ModuleContext, node: ast.AST, scaler: Optional[str]) -> Optional[Fix]:
+        """Add the key to a dict literal, on a line of its own when the dict has one entry per line."""
+        if scaler is None or not isinstance(node, ast.Dict) or not node.values or None in node.keys:
+            return None
+        quote = quote_style(ctx)
+        key = f"{quote}scaler{quote}: {scaler}.state_dict()"
+        loc = ctx.locator
+        last_end = loc.node_range(node.values[-1])[1]
+        close = loc.node_range(node)[1] - 1
+        between = ctx.text[last_end:close]
+        comma = between.lstrip().startswith(",")
+        one_per_line = len({k.lineno for k in node.keys}) == len(node.keys) and node.keys[-1].lineno != node.lineno
+        if one_per_line and ("\n" in between or "\r" in between):
+            row = node.values[-1].end_lineno
+            row_end = loc.line_end(row)
+            line = f"{loc.newline()}{loc.indentation(node.keys[-1].lineno)}{key},"
+            edits = [Edit.insert(row_end, line)]
+            if not comma:
+                edits.insert(0, Edit.insert(last_end, ","))
+        elif comma:
+            edits = [Edit.insert(last_end + between.index(",") + 1, f" {key}")]
+        else:
+            edits = [Edit.insert(last_end, f", {key}")]
+        return Fix(f"Add `{key}` to the checkpoint", tuple(edits), Applicability.UNSAFE)
+
+
+def _entries(node: ast.AST):
+    """(key, value) pairs of a dict literal, dict(...) or a call with keyword arguments."""
+    if isinstance(node, ast.Dict):
+        return list(zip(node.keys, node.values))
+    if isinstance(node, ast.Call) and node.keywords and not isinstance(node.func, ast.Attribute) or (
+        isinstance(node, ast.Call) and dotted_name(node.func) == "dict"
+    ):
+        return [(k.arg, k.value) for k in node.keywords if k.arg is not None]
+    return None
+
+
+def _state_owner(value: ast.AST) -> Optional[str]:
+    """`optimizer` for `optimizer.state_dict()`."""
+    if (
+        isinstance(value, ast.Call)
+        and isinstance(value.func, ast.Attribute)
+        and value.func.attr == "state_dict"
+        and not value.args
+    ):
+        return dotted_name(value.func.value)
+    return None

@@ -1,0 +1,104 @@
+"""AMP208: float16 autocast with a backward pass and no GradScaler."""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import Iterator, Optional
+
+from ampfix.context import ModuleContext
+from ampfix.diagnostics import Diagnostic
+from ampfix.model import AUTOCASTS, BACKWARD, AutocastRegion
+from ampfix.rules.base import FIX_NONE, Rule
+from ampfix.semantic import dotted_name
+
+_FP16 = re.compile(r"float16|\bhalf\b|fp16")
+
+
+class Float16WithoutScaler(Rule):
+    code = "AMP208"
+    name = "float16-without-scaler"
+    summary = "float16 autocast (explicit or the CUDA default) trains without a `GradScaler`"
+    triggers = (b"autocast",)
+    fix_safety = FIX_NONE
+
+    def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
+        model = ctx.training
+        if model.uses_scaler() or "GradScaler" in ctx.text:
+            return
+        for fn in model.functions:
+            regions = [r for r in model.regions if _within(r.with_node, fn.node) and self._may_be_float16(ctx, r)]
+            if not regions:
+                continue
+            first = min(r.with_node.lineno for r in regions)
+            for backward in fn.of(BACKWARD):
+                if backward.scaled or backward.receiver is not None or backward.call.lineno < first:
+                    continue
+                message = (
+                    "backward pass under float16 autocast without a GradScaler: small gradients underflow to zero "
+                    "in float16; use `torch.amp.GradScaler` (scale, step, update) or bfloat16"
+                )
+                yield ctx.diagnostic(self, backward.call, message)
+
+    def _may_be_float16(self, ctx: ModuleContext, region: AutocastRegion) -> bool:
+        device, dtype = region.device, region.dtype
+        if region.call is None:
+            device, dtype, known = self._from_assignment(ctx, region)
+            if not known:
+                return False
+        if dtype is None:
+            return device != "cpu"  # CUDA's default autocast dtype is float16
+        text = self._resolved_text(ctx, dtype)
+        if ctx.semantic.qualified_name(dtype) == "torch.bfloat16":
+            return False
+        return bool(_FP16.search(text))
+
+    def _from_assignment(self, ctx: ModuleContext, region: AutocastRegion):
+        """Device and dtype of `ctx = torch.autocast(...)` / `partial(torch.autocast, ...)` regions."""
+        target = region.item.context_expr
+        target = target.func if isinstance(target, ast.Call) else target
+        name = dotted_name(target)
+        for node in ast.walk(ctx.tree):
+            if isinstance(node, ast.Assign) and any(dotted_name(t) == name for t in node.targets):
+                for call in (n for n in ast.walk(node.value) if isinstance(n, ast.Call)):
+                    args = list(call.args)
+                    if args and ctx.semantic.qualified_name(call.func) == "functools.partial":
+                        call_func, args = args[0], args[1:]
+                    else:
+                        call_func = call.func
+                    if ctx.semantic.qualified_name(call_func) in AUTOCASTS:
+                        keywords = {k.arg: k.value for k in call.keywords}
+                        device = keywords.get("device_type", args[0] if args else None)
+                        device_text = device.value if isinstance(device, ast.Constant) else None
+                        return device_text, keywords.get("dtype", args[1] if len(args) > 1 else None), True
+        return None, None, False
+
+    def _resolved_text(self, ctx: ModuleContext, expr: ast.AST) -> str:
+        """The dtype expression, followed through simple assignments; for values computed elsewhere,
+        the module's own text decides whether float16 is a possibility."""
+        name = dotted_name(expr)
+        if name is None:
+            return ctx.segment(expr)
+        texts = [ctx.segment(n.value) for n in ast.walk(ctx.tree)
+                 if isinstance(n, ast.Assign) and any(dotted_name(t) == name for t in n.targets)]
+        if texts and all(dotted_name(ast.parse(t, mode="eval").body) is None for t in texts if _parses(t)):
+            return " ".join(texts)
+        return ctx.text if _FP16.search(ctx.text) else ctx.segment(expr)
+
+
+def _parses(text: str) -> bool:
+    try:
+        ast.parse(text, mode="eval")
+        return True
+    except SyntaxError:
+        return False
+
+
+def _within(node: ast.AST, scope: ast.AST) -> bool:
+    if isinstance(scope, ast.Module):
+        return True
+    return scope.lineno <= node.lineno <= scope.end_lineno
+
+
+def _first(items) -> Optional[object]:
+    return items[0] if items else None

@@ -1,0 +1,170 @@
+"""AMP301: gradient accumulation whose loss is not divided by the number of micro-batches."""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import Iterator, Optional
+
+from ampfix.context import ModuleContext
+from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
+from ampfix.model import BACKWARD, OPT_STEP, SCALER_STEP, ZERO_GRAD, Event, StepFunction
+from ampfix.rules.base import FIX_SOMETIMES, Rule
+
+# Losses that are means by construction (default reduction="mean").
+_MEAN_LOSSES = re.compile(
+    r"(cross_entropy|mse_loss|l1_loss|nll_loss|smooth_l1_loss|huber_loss|binary_cross_entropy(_with_logits)?|"
+    r"kl_div|CrossEntropyLoss|MSELoss|L1Loss|NLLLoss|SmoothL1Loss|HuberLoss|BCELoss|BCEWithLogitsLoss)$"
+)
+# Sum-reduced or batch-size-scaled losses with a nominal batch size (yolov5/yolov7): not
+# dividing is the design there.
+_BY_DESIGN = re.compile(r"\bnbs\b|reduction\s*=\s*['\"]sum['\"]")
+
+
+class AccumulationWithoutDivision(Rule):
+    code = "AMP301"
+    name = "accumulation-without-division"
+    summary = "Gradient accumulation without dividing the loss by the number of micro-batches"
+    triggers = (b".backward(",)
+    fix_safety = FIX_SOMETIMES
+
+    def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
+        model = ctx.training
+        for fn in model.functions:
+            if _BY_DESIGN.search(ctx.segment(fn.node) if not isinstance(fn.node, ast.Module) else ctx.text):
+                continue
+            for acc in model.accumulations(fn):
+                for backward in acc.backwards:
+                    if _divided(ctx, fn, backward):
+                        continue
+                    factor = ctx.segment(acc.factor) if acc.factor is not None else "N"
+                    message = (
+                        f"gradients accumulate over `{factor}` micro-batches but the loss is not divided by "
+                        f"`{factor}`: the update is {factor}× too large; backpropagate `loss / {factor}`"
+                    )
+                    yield ctx.diagnostic(self, backward.call, message, self._fix(ctx, fn, backward, acc.factor))
+            for backward in _microbatch_backwards(ctx, fn):
+                message = (
+                    "backward runs once per micro-batch and the optimizer steps once after the loop, but the loss "
+                    "is not divided by the number of micro-batches: gradients grow with it"
+                )
+                yield ctx.diagnostic(self, backward.call, message)
+
+    def _fix(self, ctx: ModuleContext, fn: StepFunction, backward: Event, factor: Optional[ast.expr]) -> Optional[Fix]:
+        if factor is None or backward.arg is None or backward.receiver is not None:
+            return None
+        if any(isinstance(n, ast.Call) for n in ast.walk(factor)):
+            return None  # the divisor must be cheap and side-effect free to repeat
+        loss = backward.arg
+        start, end = ctx.locator.node_range(loss)
+        divisor = ctx.segment(factor)
+        if not isinstance(factor, (ast.Name, ast.Attribute, ast.Constant)):
+            divisor = f"({divisor})"
+        text = ctx.segment(loss)
+        if not isinstance(loss, (ast.Name, ast.Attribute, ast.Call, ast.Subscript)):
+            text = f"({text})"
+        if backward.scaled:
+            new = f"{text} / {divisor}"
+        else:
+            new = f"({text} / {divisor})"
+            # `(loss).backward()`: replace the parenthesised receiver, not just the name
+            receiver = backward.call.func.value
+            start, end = ctx.locator.node_range(receiver)
+            if ctx.text[start - 1 : start] == "(" and ctx.text[end : end + 1] == ")":
+                start, end = start - 1, end + 1
+        safety = Applicability.SAFE if _is_mean(ctx, fn, loss, backward) else Applicability.UNSAFE
+        return Fix(f"Divide the loss by `{ctx.segment(factor)}`", (Edit(start, end, new),), safety)
+
+
+def _divided(ctx: ModuleContext, fn: StepFunction, backward: Event) -> bool:
+    """Whether the loss reaching backward was divided (or weighted by a fraction) somewhere."""
+    loss = backward.arg
+    if loss is None:
+        return True
+    if _has_division(loss):
+        return True
+    name = ctx.segment(loss) if isinstance(loss, (ast.Name, ast.Attribute)) else None
+    if name is None:
+        return False
+    for node in ast.walk(fn.node):
+        if getattr(node, "lineno", 10**9) > backward.call.lineno:
+            continue
+        if isinstance(node, ast.AugAssign) and ctx.segment(node.target) == name:
+            if isinstance(node.op, (ast.Div, ast.FloorDiv)) or _has_division(node.value):
+                return True
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(name in {ctx.segment(t), *(ctx.segment(e) for e in getattr(t, "elts", []))} for t in targets):
+                if _has_division(node.value):
+                    return True
+    return False
+
+
+def _has_division(expr: ast.AST) -> bool:
+    for sub in ast.walk(expr):
+        if isinstance(sub, ast.BinOp) and isinstance(sub.op, (ast.Div, ast.FloorDiv)):
+            return True
+        if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) and sub.func.attr in ("div", "div_", "true_divide"):
+            return True
+    return False
+
+
+def _is_mean(ctx: ModuleContext, fn: StepFunction, loss: ast.AST, backward: Event) -> bool:
+    """The loss is provably a mean: `.mean()`, or a default-reduction loss function/module."""
+    expressions = [loss]
+    if isinstance(loss, ast.Name):
+        expressions = [
+            n.value for n in ast.walk(fn.node)
+            if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)
+            and n.targets[0].id == loss.id and n.lineno < backward.call.lineno
+        ][-1:]
+    if not expressions:
+        return False
+    value = expressions[0]
+    if not isinstance(value, ast.Call):
+        return False
+    if any(k.arg == "reduction" for k in value.keywords):
+        return False
+    func = value.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    if name == "mean":
+        return True
+    if _MEAN_LOSSES.search(name or ""):
+        return True
+    # criterion(outputs, labels) with `criterion = nn.CrossEntropyLoss()`
+    for node in ast.walk(ctx.tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and any(
+            ctx.segment(t) == ctx.segment(func) for t in node.targets
+        ):
+            ctor = node.value.func
+            ctor_name = ctor.attr if isinstance(ctor, ast.Attribute) else getattr(ctor, "id", "")
+            return bool(_MEAN_LOSSES.search(ctor_name)) and not any(k.arg == "reduction" for k in node.value.keywords)
+    return False
+
+
+def _microbatch_backwards(ctx: ModuleContext, fn: StepFunction) -> list[Event]:
+    """Backwards in a loop over micro-batches that zero-grads before the loop and never steps in it
+    (guided-diffusion's forward_backward): the step comes after the loop, in this function or its caller."""
+    found = []
+    for backward in fn.of(BACKWARD):
+        loops = [f.node for f in backward.context if isinstance(f.node, (ast.For, ast.AsyncFor))]
+        if not loops:
+            continue
+        loop = loops[-1]
+        if not _iterates_microbatches(loop):
+            continue
+        inside = lambda e: any(f.node is loop for f in e.context)  # noqa: E731
+        if any(inside(s) for s in fn.of(OPT_STEP, SCALER_STEP)):
+            continue
+        zero = [z for z in fn.of(ZERO_GRAD) if z.call.lineno < loop.lineno and not inside(z)]
+        if zero and not _divided(ctx, fn, backward):
+            found.append(backward)
+    return found
+
+
+def _iterates_microbatches(loop: ast.AST) -> bool:
+    """`for i in range(0, n, micro)`, or over `.split(...)` / `.chunk(...)` of a batch."""
+    it = loop.iter
+    if isinstance(it, ast.Call) and getattr(it.func, "id", None) == "range" and len(it.args) == 3:
+        return True
+    return isinstance(it, ast.Call) and isinstance(it.func, ast.Attribute) and it.func.attr in ("split", "chunk")

@@ -1,0 +1,60 @@
+"""AMP302: `unscale_`, clipping or `update` on every micro-batch while the step is conditional."""
+
+from __future__ import annotations
+
+import ast
+from typing import Iterator
+
+from ampfix.context import ModuleContext
+from ampfix.diagnostics import Applicability, Diagnostic, Fix
+from ampfix.edits import delete_statement, insert_after, insert_before, parent_body, statement_text
+from ampfix.model import CLIP, OPT_STEP, SCALER_STEP, UNSCALE, UPDATE, Accumulation
+from ampfix.rules._loop import call_name
+from ampfix.rules.base import FIX_SOMETIMES, Rule
+
+
+class PerMicrobatchScalerCalls(Rule):
+    code = "AMP302"
+    name = "per-microbatch-scaler-call"
+    summary = "`scaler.unscale_`, clipping or `scaler.update` run on every micro-batch of an accumulation loop"
+    triggers = (b"unscale_", b".update(", b"clip_grad")
+    fix_safety = FIX_SOMETIMES
+
+    def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
+        model = ctx.training
+        for fn in model.functions:
+            for acc in model.accumulations(fn):
+                for event in fn.of(UNSCALE, CLIP, UPDATE):
+                    if not any(f.node is acc.loop for f in event.context):
+                        continue
+                    if any(f.node is acc.gate for f in event.context):
+                        continue
+                    what = call_name(ctx, event.call)
+                    consequence = {
+                        UNSCALE: "a second micro-batch raises `unscale_() has already been called`",
+                        CLIP: "it clips partial, possibly still-scaled gradients",
+                        UPDATE: "the scale changes mid-accumulation (or `No inf checks were recorded` is raised)",
+                    }[event.kind]
+                    message = f"`{what}` runs on every micro-batch but the optimizer steps only under `if`: {consequence}; move it into the step branch"
+                    yield ctx.diagnostic(self, event.call, message, self._fix(ctx, acc, event))
+
+    def _fix(self, ctx: ModuleContext, acc: Accumulation, event):
+        body = parent_body(ctx, event.stmt)
+        if body is None or acc.gate not in body or body.index(event.stmt) > body.index(acc.gate):
+            return None  # only a local move within one block, from before the step branch into it
+        gate_body = acc.gate.body
+        indent = ctx.locator.indentation(gate_body[0].lineno)
+        moved = statement_text(ctx, event.stmt, indent)
+        delete = delete_statement(ctx, event.stmt, body)
+        if moved is None or delete is None:
+            return None
+        if event.kind == UPDATE:
+            steps = [s.stmt for s in acc.steps if s.stmt in gate_body and s.kind in (SCALER_STEP, OPT_STEP)]
+            if not steps:
+                return None
+            insert = insert_after(ctx, steps[-1], moved.lstrip(" \t"), indent)
+        else:
+            insert = insert_before(ctx, gate_body[0], moved.lstrip(" \t"), indent)
+        if insert is None:
+            return None
+        return Fix("Move it into the step branch", (delete, insert), Applicability.SAFE)

@@ -1,0 +1,50 @@
+"""AMP303: `zero_grad()` on every micro-batch of an accumulation loop: nothing accumulates."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from ampfix.context import ModuleContext
+from ampfix.diagnostics import Applicability, Diagnostic, Fix
+from ampfix.edits import delete_statement, insert_after, parent_body, statement_text
+from ampfix.model import OPT_STEP, SCALER_STEP, UPDATE, ZERO_GRAD
+from ampfix.rules.base import FIX_SAFE, Rule
+
+
+class PerMicrobatchZeroGrad(Rule):
+    code = "AMP303"
+    name = "per-microbatch-zero-grad"
+    summary = "`zero_grad()` runs on every micro-batch of an accumulation loop"
+    triggers = (b"zero_grad",)
+    fix_safety = FIX_SAFE
+
+    def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
+        model = ctx.training
+        for fn in model.functions:
+            for acc in model.accumulations(fn):
+                for zero in fn.of(ZERO_GRAD):
+                    if not any(f.node is acc.loop for f in zero.context) or any(f.node is acc.gate for f in zero.context):
+                        continue
+                    message = (
+                        f"`{zero.receiver}.zero_grad()` runs on every micro-batch while the step runs only under "
+                        f"`if`: each step sees the last micro-batch's gradients only, so accumulation does nothing; "
+                        f"zero the gradients after the step"
+                    )
+                    yield ctx.diagnostic(self, zero.call, message, self._fix(ctx, acc, fn, zero))
+
+    def _fix(self, ctx, acc, fn, zero):
+        body = parent_body(ctx, zero.stmt)
+        if body is None or acc.gate not in body:
+            return None
+        gate_body = acc.gate.body
+        last = [e.stmt for e in fn.of(OPT_STEP, SCALER_STEP, UPDATE) if e.stmt in gate_body]
+        if not last:
+            return None
+        anchor = max(last, key=lambda s: s.lineno)
+        indent = ctx.locator.indentation(gate_body[0].lineno)
+        moved = statement_text(ctx, zero.stmt, indent)
+        delete = delete_statement(ctx, zero.stmt, body)
+        insert = insert_after(ctx, anchor, moved.lstrip(" \t"), indent) if moved is not None else None
+        if delete is None or insert is None:
+            return None
+        return Fix("Move `zero_grad()` into the step branch, after the step", (delete, insert), Applicability.SAFE)
