@@ -54,3 +54,23 @@ def test_migration_rewrite_runs_identically_and_warns_no_more(path):
     assert after.returncode == 0, after.stderr
     assert after.stdout == before.stdout  # behaviour-keeping fixes train bit-for-bit the same
     assert "deprecated" in _run(path, "-W", "error::FutureWarning").stderr
+
+
+LOOP_FIXTURES = [p for p in PAIRS if not os.path.basename(p).startswith("deprecated_")]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("path", LOOP_FIXTURES, ids=os.path.basename)
+def test_loop_fixture_and_its_rewrite_both_run(path):
+    """The bug fixes change training on purpose (the verifier measures by how much); here both
+    versions must run to the end on CPU."""
+    pytest.importorskip("torch")
+    for script in (path, expected_path(path)):
+        result = _run(script)
+        assert result.returncode == 0, f"{os.path.basename(script)}: {result.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize("path", PAIRS, ids=os.path.basename)
+def test_rewrite_leaves_only_report_only_findings(path):
+    remaining = ampfix.check_source(read(expected_path(path)), path, Settings())
+    assert all(d.fix is None for d in remaining), [(d.code, d.location.row) for d in remaining]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from typing import Iterator
 
 from ampfix.context import ModuleContext
@@ -45,7 +46,13 @@ class ClipScaledGradients(Rule):
             return None  # an unscale_ later in the step: inserting another would raise
         if len(loops_of(clip)) > len(loops_of(step)):
             return None  # clipping in a loop of its own: one unscale_ per step cannot go there
+        if not _branches(step) <= _branches(clip):
+            return None  # clipping runs more often than the step (accumulation): AMP302 moves it first
         edit = insert_before(ctx, clip.stmt, f"{scaler}.unscale_({optimizer})")
         if edit is None:
             return None
         return Fix(f"Insert `{scaler}.unscale_({optimizer})` before clipping", (edit,), Applicability.SAFE)
+
+
+def _branches(event) -> set:
+    return {(id(f.node), f.branch) for f in event.context if isinstance(f.node, ast.If)}

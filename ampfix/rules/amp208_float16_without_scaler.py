@@ -24,7 +24,7 @@ class Float16WithoutScaler(Rule):
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training
-        if model.uses_scaler() or "GradScaler" in ctx.text:
+        if model.uses_scaler():
             return
         for fn in model.functions:
             regions = [r for r in model.regions if _within(r.with_node, fn.node) and self._may_be_float16(ctx, r)]

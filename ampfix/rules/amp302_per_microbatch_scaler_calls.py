@@ -36,25 +36,32 @@ class PerMicrobatchScalerCalls(Rule):
                         UPDATE: "the scale changes mid-accumulation (or `No inf checks were recorded` is raised)",
                     }[event.kind]
                     message = f"`{what}` runs on every micro-batch but the optimizer steps only under `if`: {consequence}; move it into the step branch"
-                    yield ctx.diagnostic(self, event.call, message, self._fix(ctx, acc, event))
+                    yield ctx.diagnostic(self, event.call, message, self._fix(ctx, fn, acc, event))
 
-    def _fix(self, ctx: ModuleContext, acc: Accumulation, event):
+    def _fix(self, ctx: ModuleContext, fn, acc: Accumulation, event):
         body = parent_body(ctx, event.stmt)
-        if body is None or acc.gate not in body or body.index(event.stmt) > body.index(acc.gate):
-            return None  # only a local move within one block, from before the step branch into it
+        if body is None or acc.gate not in body:
+            return None  # only a local move within one block into the step branch
+        if event.kind != UPDATE and body.index(event.stmt) > body.index(acc.gate):
+            return None  # unscale_/clipping after the step branch: not a local move
         gate_body = acc.gate.body
         indent = ctx.locator.indentation(gate_body[0].lineno)
         moved = statement_text(ctx, event.stmt, indent)
         delete = delete_statement(ctx, event.stmt, body)
         if moved is None or delete is None:
             return None
+        steps = [s.stmt for s in acc.steps if s.stmt in gate_body and s.kind in (SCALER_STEP, OPT_STEP)]
+        if not steps:
+            return None
         if event.kind == UPDATE:
-            steps = [s.stmt for s in acc.steps if s.stmt in gate_body and s.kind in (SCALER_STEP, OPT_STEP)]
-            if not steps:
-                return None
             insert = insert_after(ctx, steps[-1], moved.lstrip(" \t"), indent)
         else:
-            insert = insert_before(ctx, gate_body[0], moved.lstrip(" \t"), indent)
+            # unscale_ goes before any clipping already in the branch, clipping right before the step
+            anchor = steps[0]
+            if event.kind == UNSCALE:
+                clips = [e.stmt for e in fn.of(CLIP) if e.stmt in gate_body and e.stmt.lineno < anchor.lineno]
+                anchor = clips[0] if clips else anchor
+            insert = insert_before(ctx, anchor, moved.lstrip(" \t"), indent)
         if insert is None:
             return None
         return Fix("Move it into the step branch", (delete, insert), Applicability.SAFE)

@@ -1,0 +1,496 @@
+"""AMP2xx-AMP4xx: each rule fires on the bug, stays silent on the correct form and on the
+real-world shapes that naive rules get wrong, and fixes exactly as documented."""
+
+import textwrap
+
+import pytest
+
+import ampfix
+from ampfix.settings import Settings
+from conftest import codes, fixed
+
+HEAD = "import torch\n"
+
+
+def loop(body, head=HEAD):
+    return head + textwrap.dedent(body)
+
+
+def only(code, source):
+    return [c for c in codes(source) if c == code]
+
+
+# -- AMP201 ----------------------------------------------------------------------------------------
+
+CLIP_BUG = loop("""
+for x, y in loader:
+    scaler.scale(loss_fn(model(x), y)).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+""")
+
+
+def test_amp201_fires_and_inserts_unscale():
+    assert only("AMP201", CLIP_BUG) == ["AMP201"]
+    assert "    scaler.unscale_(optimizer)\n    torch.nn.utils.clip_grad_norm_" in fixed(CLIP_BUG)
+
+
+@pytest.mark.parametrize("source", [
+    # unscaled first
+    CLIP_BUG.replace("    torch.nn.utils.clip", "    scaler.unscale_(optimizer)\n    torch.nn.utils.clip"),
+    # unscale conditional together with the clip (yolov5, Pytorch-UNet fixed)
+    loop("""
+    for x, y in loader:
+        scaler.scale(loss).backward()
+        if clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+    """),
+    # no scaler: plain fp32 clipping
+    loop("""
+    for x, y in loader:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+    """),
+    # the scaled and the clipping branches never run together (minGPT's else branch)
+    loop("""
+    if use_amp:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        scaler.step(optimizer)
+    else:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+    """),
+    # a helper that unscales internally is not a clip call (timm NativeScaler, accelerate)
+    loop("""
+    scaler.scale(loss).backward()
+    accelerator.clip_grad_norm_(model.parameters(), 1.0)
+    dispatch_clip_grad(params, 1.0)
+    """),
+])
+def test_amp201_silent(source):
+    assert only("AMP201", source) == []
+
+
+def test_amp201_clip_from_import_alias():
+    source = "from torch.nn.utils import clip_grad_norm_ as clip\nscaler.scale(loss).backward()\nclip(params, 1.0)\nscaler.step(opt)\nscaler.update()\n"
+    assert only("AMP201", source) == ["AMP201"]
+
+
+def test_amp201_without_a_visible_optimizer_reports_only():
+    source = loop("""
+    def backward_and_clip(scaler, loss, params):
+        scaler.scale(loss).backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+    """)
+    diag, = [d for d in ampfix.check_source(source, "t.py") if d.code == "AMP201"]
+    assert diag.fix is None
+
+
+# -- AMP202 / AMP203 / AMP204 ---------------------------------------------------------------------
+
+def test_amp202_discarded_scale():
+    source = loop("""
+    scaler.scale(loss)
+    loss.backward()
+    scaler.step(optimizer)
+    scaler.update()
+    """)
+    assert only("AMP202", source) == ["AMP202"]
+    assert fixed(source) == loop("""
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    """)
+
+
+def test_amp202_plain_backward_before_scaler_step():
+    source = loop("""
+    loss.backward()
+    self.scaler.step(self.optimizer)
+    self.scaler.update()
+    """)
+    assert fixed(source).startswith(HEAD + "\nself.scaler.scale(loss).backward()\n")
+
+
+def test_amp202_silent_on_branch_without_the_scaler():
+    source = loop("""
+    if use_amp:
+        scaler.scale(loss).backward()
+    else:
+        loss.backward()
+    if use_amp:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    """)
+    assert codes(source) == []
+
+
+def test_amp203_optimizer_step_after_scaled_backward():
+    source = loop("""
+    scaler.scale(loss).backward()
+    optimizer.step()
+    """)
+    assert only("AMP203", source) == ["AMP203"]
+    assert fixed(source) == loop("""
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    """)
+
+
+@pytest.mark.parametrize("source", [
+    loop("scaler.scale(loss).backward()\nscheduler.step()\nscaler.step(optimizer)\nscaler.update()\n"),
+    loop("scaler.scale(loss).backward()\nscaler.step(optimizer)\nscaler.update()\nlr_scheduler.step()\nema.step()\n"),
+    loop("loss.backward()\noptimizer.step()\n"),
+])
+def test_amp203_silent(source):
+    assert only("AMP203", source) == []
+
+
+def test_amp204_missing_update():
+    source = loop("""
+    for batch in loader:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+    """)
+    assert only("AMP204", source) == ["AMP204"]
+    assert fixed(source).endswith("    scaler.step(optimizer)\n    scaler.update()\n")
+
+
+def test_amp204_update_twice():
+    source = loop("scaler.scale(loss).backward()\nscaler.step(optimizer)\nscaler.update()\nscaler.update()\n")
+    assert only("AMP204", source) == ["AMP204"]
+    assert fixed(source).count("scaler.update()") == 1
+
+
+def test_amp204_silent_when_update_lives_in_another_method():
+    source = loop("""
+    class Trainer:
+        def step(self):
+            self.scaler.step(self.optimizer)
+
+        def end_step(self):
+            self.scaler.update()
+    """)
+    assert only("AMP204", source) == []
+
+
+def test_amp204_update_with_a_new_scale_counts():
+    source = loop("scaler.step(optimizer)\nscaler.update(new_scale)\n")
+    assert only("AMP204", source) == []
+
+
+# -- AMP205 / AMP206 / AMP207 / AMP208 -----------------------------------------------------------
+
+def test_amp205_hoists_out_of_the_loop_as_an_unsafe_fix():
+    source = loop("""
+    for epoch in range(3):
+        scaler = torch.amp.GradScaler("cuda")
+        train(scaler)
+    """)
+    assert only("AMP205", source) == ["AMP205"]
+    assert fixed(source) == source  # unsafe: not with --apply alone
+    assert fixed(source, unsafe=True) == loop("""
+    scaler = torch.amp.GradScaler("cuda")
+    for epoch in range(3):
+        train(scaler)
+    """)
+
+
+def test_amp205_not_hoisted_when_arguments_change_in_the_loop():
+    source = loop("""
+    for epoch in range(3):
+        init = 2.0 ** epoch
+        scaler = torch.amp.GradScaler("cuda", init_scale=init)
+    """)
+    diag, = [d for d in ampfix.check_source(source, "t.py") if d.code == "AMP205"]
+    assert diag.fix is None
+
+
+def test_amp205_per_epoch_function_and_silent_init():
+    per_epoch = loop("def train_one_epoch(model):\n    scaler = torch.amp.GradScaler()\n")
+    assert only("AMP205", per_epoch) == ["AMP205"]
+    init = loop("class T:\n    def __init__(self):\n        self.scaler = torch.amp.GradScaler()\n")
+    lazy = loop("class R:\n    @property\n    def scaler(self):\n        if self._s is None:\n            self._s = torch.cuda.amp.GradScaler()\n        return self._s\n")
+    assert only("AMP205", init) == [] and only("AMP205", lazy) == []
+
+
+CHECKPOINT = loop("""
+scaler = torch.amp.GradScaler()
+ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+torch.save(ckpt, path)
+""")
+
+
+def test_amp206_fires_and_adds_the_key_unsafely():
+    assert only("AMP206", CHECKPOINT) == ["AMP206"]
+    assert '"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}' in fixed(CHECKPOINT, unsafe=True)
+
+
+@pytest.mark.parametrize("source", [
+    CHECKPOINT.replace("optimizer.state_dict()}", "optimizer.state_dict(), 'scaler': scaler.state_dict()}"),
+    CHECKPOINT.replace("scaler = torch.amp.GradScaler()\n", ""),  # no scaler in this module
+    CHECKPOINT + "ckpt['amp_scaler'] = scaler.state_dict()\n",  # added later (dino)
+    loop("scaler = torch.amp.GradScaler()\nlog(metadata={'optimizer': optimizer.state_dict(), 'epoch': 1})\n"),
+])
+def test_amp206_silent(source):
+    assert only("AMP206", source) == []
+
+
+def test_amp206_dataclass_snapshot_is_reported():
+    source = loop("scaler = torch.amp.GradScaler()\nsnap = Snapshot(model_state=model.state_dict(), optimizer_state=optimizer.state_dict())\n")
+    assert only("AMP206", source) == ["AMP206"]
+
+
+def test_amp207_bf16_scaler():
+    source = loop("""
+    scaler = torch.amp.GradScaler("cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = model(x)
+    """)
+    assert only("AMP207", source) == ["AMP207"]
+    assert 'torch.amp.GradScaler("cuda", enabled=False)' in fixed(source, unsafe=True)
+
+
+@pytest.mark.parametrize("source", [
+    # nanoGPT: already conditional on the dtype
+    loop("scaler = torch.amp.GradScaler(enabled=(dtype == 'float16'))\nwith torch.autocast('cuda', dtype=torch.bfloat16):\n    pass\n"),
+    loop("scaler = torch.amp.GradScaler()\nwith torch.autocast('cuda', dtype=torch.float16):\n    pass\n"),
+    loop("scaler = torch.amp.GradScaler()\nwith torch.autocast('cuda', dtype=amp_dtype):\n    pass\n"),
+])
+def test_amp207_silent(source):
+    assert only("AMP207", source) == []
+
+
+@pytest.mark.parametrize("source", [
+    loop("with torch.autocast('cuda', dtype=torch.float16):\n    loss = model(x)\nloss.backward()\n"),
+    loop("with torch.autocast('cuda'):\n    loss = model(x)\nloss.backward()\n"),  # the CUDA default
+    loop("""
+    dtype = 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+    ptdtype = {'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+    ctx = torch.amp.autocast(device_type='cuda', dtype=ptdtype)
+    with ctx:
+        loss = model(x)
+    loss.backward()
+    """),
+])
+def test_amp208_fires(source):
+    assert only("AMP208", source) == ["AMP208"]
+
+
+@pytest.mark.parametrize("source", [
+    loop("with torch.autocast('cuda', dtype=torch.bfloat16):\n    loss = model(x)\nloss.backward()\n"),
+    loop("with torch.autocast('cpu'):\n    loss = model(x)\nloss.backward()\n"),  # CPU default: bf16
+    loop("scaler = torch.amp.GradScaler()\nwith torch.autocast('cuda'):\n    loss = model(x)\nscaler.scale(loss).backward()\n"),
+    loop("with torch.autocast('cuda'):\n    out = model(x)\n"),  # inference
+])
+def test_amp208_silent(source):
+    assert only("AMP208", source) == []
+
+
+# -- AMP301 / AMP302 / AMP303 ----------------------------------------------------------------------
+
+ACCUM = loop("""
+criterion = torch.nn.CrossEntropyLoss()
+for i, (x, y) in enumerate(loader):
+    loss = criterion(model(x), y)
+    loss.backward()
+    if (i + 1) % accum == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""")
+
+
+def test_amp301_safe_fix_for_a_mean_loss():
+    assert only("AMP301", ACCUM) == ["AMP301"]
+    assert "    (loss / accum).backward()\n" in fixed(ACCUM)
+
+
+def test_amp301_unknown_reduction_is_an_unsafe_fix():
+    source = ACCUM.replace("torch.nn.CrossEntropyLoss()", "make_loss()")
+    diag, = [d for d in ampfix.check_source(source, "t.py") if d.code == "AMP301"]
+    assert diag.fix.applicability.value == "unsafe"
+    assert fixed(source) == source
+
+
+@pytest.mark.parametrize("gate", [
+    "if step % accum_steps == 0:",
+    "if ni - last_opt_step >= accumulate:",
+    "if (i + 1) % self.accum == 0 or i + 1 == len(loader):",
+])
+def test_amp301_accumulation_conditions(gate):
+    source = ACCUM.replace("if (i + 1) % accum == 0:", gate)
+    assert only("AMP301", source) == ["AMP301"]
+
+
+@pytest.mark.parametrize("source", [
+    ACCUM.replace("loss = criterion(model(x), y)", "loss = criterion(model(x), y) / accum"),
+    ACCUM.replace("    loss.backward()", "    loss /= accum\n    loss.backward()"),
+    ACCUM.replace("loss.backward()", "(loss * len(x) / len(batch)).backward()"),
+    ACCUM.replace("criterion = torch.nn.CrossEntropyLoss()", "nbs = 64\naccum = max(round(nbs / bs), 1)"),
+    ACCUM.replace("torch.nn.CrossEntropyLoss()", "torch.nn.CrossEntropyLoss(reduction='sum')"),
+    # no accumulation: the step runs every iteration
+    loop("for x in loader:\n    loss.backward()\n    optimizer.step()\n"),
+    # the backward is conditional too: not accumulation
+    loop("for i, x in enumerate(loader):\n    if i % 2 == 0:\n        loss.backward()\n        optimizer.step()\n"),
+    # a wrapper that takes the divided loss (MAE)
+    loop("for i, x in enumerate(loader):\n    loss /= accum_iter\n    loss_scaler(loss, optimizer, update_grad=(i + 1) % accum_iter == 0)\n"),
+])
+def test_amp301_silent(source):
+    assert only("AMP301", source) == []
+
+
+def test_amp301_microbatch_loop_stepping_after_the_loop():
+    source = loop("""
+    def forward_backward(self, batch):
+        self.trainer.zero_grad()
+        for i in range(0, batch.shape[0], self.microbatch):
+            loss = self.compute(batch[i : i + self.microbatch]).mean()
+            self.trainer.backward(loss)
+    """)
+    assert only("AMP301", source) == ["AMP301"]
+    weighted = source.replace("self.trainer.backward(loss)", "self.trainer.backward(loss * len(sub) / len(batch))")
+    assert only("AMP301", weighted) == []
+
+
+PER_MICRO = loop("""
+for i, x in enumerate(loader):
+    scaler.scale(loss / n).backward()
+    scaler.unscale_(optimizer)
+    if (i + 1) % n == 0:
+        scaler.step(optimizer)
+    scaler.update()
+""")
+
+
+def test_amp302_moves_unscale_and_update_into_the_step_branch():
+    assert only("AMP302", PER_MICRO) == ["AMP302", "AMP302"]
+    assert fixed(PER_MICRO) == loop("""
+    for i, x in enumerate(loader):
+        scaler.scale(loss / n).backward()
+        if (i + 1) % n == 0:
+            scaler.unscale_(optimizer)
+            scaler.step(optimizer)
+            scaler.update()
+    """)
+
+
+def test_amp302_silent_when_already_in_the_step_branch():
+    assert only("AMP302", fixed(PER_MICRO)) == []
+
+
+def test_amp303_moves_zero_grad_after_the_step():
+    source = loop("""
+    for i, x in enumerate(loader):
+        optimizer.zero_grad()
+        (loss / n).backward()
+        if (i + 1) % n == 0:
+            optimizer.step()
+    """)
+    assert only("AMP303", source) == ["AMP303"]
+    assert fixed(source) == loop("""
+    for i, x in enumerate(loader):
+        (loss / n).backward()
+        if (i + 1) % n == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+    """)
+
+
+def test_amp303_silent_for_zero_grad_before_an_inner_loop():
+    source = loop("""
+    for epoch in range(3):
+        optimizer.zero_grad()
+        for i, x in enumerate(loader):
+            (loss / n).backward()
+            if (i + 1) % n == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+    """)
+    assert only("AMP303", source) == []
+
+
+# -- AMP401 / AMP402 ---------------------------------------------------------------------------------
+
+def test_amp401_dedents_the_trailing_statements():
+    source = loop("""
+    for x, y in loader:
+        with torch.autocast("cuda"):
+            loss = model(x)
+            # backward and step
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        log(loss)
+    """)
+    assert only("AMP401", source) == ["AMP401"]
+    assert fixed(source) == loop("""
+    for x, y in loader:
+        with torch.autocast("cuda"):
+            loss = model(x)
+            # backward and step
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        log(loss)
+    """)
+
+
+def test_amp401_backward_first_in_block_is_reported_only():
+    source = loop("with torch.autocast('cuda'):\n    model(x).sum().backward()\n")
+    diag, = [d for d in ampfix.check_source(source, "t.py") if d.code == "AMP401"]
+    assert diag.fix is None
+
+
+@pytest.mark.parametrize("source", [
+    loop("with torch.autocast('cuda'):\n    loss = model(x)\nloss.backward()\n"),
+    loop("with torch.autocast('cuda', enabled=False):\n    loss = model(x)\n    loss.backward()\n"),  # fp32 island
+])
+def test_amp401_silent(source):
+    assert only("AMP401", source) == []
+
+
+def test_amp402_bce_under_cuda_autocast():
+    source = loop("criterion = torch.nn.BCELoss()\nwith torch.autocast('cuda'):\n    loss = criterion(torch.sigmoid(model(x)), y)\n")
+    assert only("AMP402", source) == ["AMP402"]
+    functional = loop("import torch.nn.functional as F\nwith torch.cuda.amp.autocast():\n    loss = F.binary_cross_entropy(p, y)\n")
+    assert only("AMP402", functional) == ["AMP402"]
+
+
+@pytest.mark.parametrize("source", [
+    loop("with torch.autocast('cpu'):\n    loss = torch.nn.functional.binary_cross_entropy(p, y)\n"),
+    loop("with torch.autocast('cuda', enabled=False):\n    loss = torch.nn.functional.binary_cross_entropy(p, y)\n"),
+    loop("with torch.autocast('cuda'):\n    loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y)\n"),
+])
+def test_amp402_silent(source):
+    assert only("AMP402", source) == []
+
+
+# -- the model ------------------------------------------------------------------------------------
+
+def test_check_never_executes_the_code(tmp_path):
+    marker = tmp_path / "executed"
+    source = f"import os\nopen({str(marker)!r}, 'w').write('x')\nimport torch\nwith torch.cuda.amp.autocast():\n    pass\n"
+    ampfix.check_source(source, "t.py")
+    ampfix.fix_source(source, "t.py", unsafe_fixes=True)
+    assert not marker.exists()
+
+
+def test_rules_only_run_on_files_that_mention_their_triggers():
+    from ampfix.rules import RULES
+
+    for rule in RULES.values():
+        if rule.code in ("AMP001",):
+            continue
+        assert rule.triggers, rule.code
+    assert ampfix.check_source("x = 1\n", "t.py", Settings()) == []
