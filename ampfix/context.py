@@ -86,37 +86,50 @@ class ModuleContext:
 
         return TrainingModel.build(self)
 
-    @cached_property
-    def _all_references(self) -> list[tuple[ast.expr, str]]:
-        """Every maximal Name/Attribute chain in load context with its resolved qualified name."""
+    def references(self, names: Iterable[str], aliases: Optional[dict[str, str]] = None) -> list[Reference]:
+        """References to any of ``names`` (maximal Name/Attribute chains in load context, in
+        source order); ``aliases`` maps other spellings to a canonical name.
+
+        Only chains that can possibly resolve to a wanted name are resolved: those ending in a
+        wanted last component (``...autocast``) or starting with a name bound by an import or a
+        simple alias (``ac`` for ``from torch.cuda.amp import autocast as ac``).
+        """
+        wanted = frozenset(names)
+        aliases = aliases or {}
+        key = wanted | frozenset(aliases)
+        if key in self._reference_cache:
+            return self._reference_cache[key]
         semantic = self.semantic
+        lasts = {name.rsplit(".", 1)[-1] for name in (*wanted, *aliases)}
+        bound = self._import_or_alias_names
         parents = semantic.parents
-        found = []
-        for node in ast.walk(self.tree):
-            if not isinstance(node, (ast.Name, ast.Attribute)) or not isinstance(node.ctx, ast.Load):
+        refs = []
+        for node in semantic.nodes(ast.Name, ast.Attribute):
+            if not isinstance(node.ctx, ast.Load):
+                continue
+            last = node.attr if isinstance(node, ast.Attribute) else node.id
+            if last not in lasts and not (isinstance(node, ast.Name) and last in bound):
                 continue
             parent = parents.get(node)
             if isinstance(parent, ast.Attribute) and parent.value is node:
                 continue  # only the longest chain
             qualified = semantic.qualified_name(node)
-            if qualified is not None:
-                found.append((node, qualified))
-        found.sort(key=lambda item: (item[0].lineno, item[0].col_offset))
-        return found
+            if qualified is None:
+                continue
+            canonical = aliases.get(qualified, qualified)
+            if canonical in wanted:
+                refs.append(Reference(node, canonical, semantic.scope_of(node)))
+        self._reference_cache[key] = refs
+        return refs
 
-    def references(self, names: Iterable[str], aliases: Optional[dict[str, str]] = None) -> list[Reference]:
-        """References to any of ``names``; ``aliases`` maps other spellings to a canonical name."""
-        wanted = frozenset(names)
-        key = wanted | frozenset(aliases or ())
-        if key not in self._reference_cache:
-            aliases = aliases or {}
-            refs = []
-            for node, qualified in self._all_references:
-                canonical = aliases.get(qualified, qualified)
-                if canonical in wanted:
-                    refs.append(Reference(node, canonical, self.semantic.scope_of(node)))
-            self._reference_cache[key] = refs
-        return self._reference_cache[key]
+    @cached_property
+    def _import_or_alias_names(self) -> set[str]:
+        return {
+            name
+            for scope in self.semantic.scopes.values()
+            for name, bindings in scope.bindings.items()
+            if any(b.kind in ("import", "alias") for b in bindings)
+        }
 
     # -- compatibility code -----------------------------------------------------------------
 

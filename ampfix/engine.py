@@ -48,6 +48,8 @@ class FixResult:
 
 def trigger_pattern(codes) -> Optional[re.Pattern]:
     """One regex over the trigger strings of the given rules (None: nothing can fire)."""
+    # AMP001 has no triggers of its own: a syntax error is reported in files that could fire
+    # another selected rule (a file without AMP tokens is never parsed, ruff's job there).
     triggers = sorted({t for code in codes for t in RULES[code].triggers})
     if not triggers:
         return None
@@ -59,8 +61,6 @@ _PATTERNS: dict[frozenset, Optional[re.Pattern]] = {}
 
 def may_fire(data: bytes, codes: frozenset) -> bool:
     """The byte prefilter: False when no selected rule can possibly fire on this file."""
-    if "AMP001" in codes:
-        return True  # syntax errors are reported whatever the file contains
     pattern = _PATTERNS.get(codes)
     if pattern is None and codes not in _PATTERNS:
         pattern = _PATTERNS[codes] = trigger_pattern(codes)
@@ -128,7 +128,9 @@ def _analyse(text: str, path: str, settings: Settings, codes: frozenset) -> list
             rule = RULES[code]
             if any(t.decode() in text for t in rule.triggers):
                 diagnostics.extend(rule.check(ctx))
-    suppressions = parse_suppressions(text, locator, set(RULES))
+    if not diagnostics and "AMP002" not in codes:
+        return []
+    suppressions = parse_suppressions(text, locator, set(RULES), tree)
     kept = []
     for diag in diagnostics:
         start, end = locator.position(diag.start), locator.position(diag.end)

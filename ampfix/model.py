@@ -32,7 +32,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING, Optional
 
 from ampfix.semantic import dotted_name
 
@@ -157,6 +157,11 @@ class TrainingModel:
         self.autocast_names: set[str] = set()
         self.regions: list[AutocastRegion] = []
         self.creations: list[Event] = []
+        # names bound by imports (``from torch.nn.utils import clip_grad_norm_ as clip``)
+        self._imported_names = {
+            name for scope in ctx.semantic.scopes.values() for name, bindings in scope.bindings.items()
+            if any(b.kind == "import" for b in bindings)
+        }
 
     # -- construction ---------------------------------------------------------------------
 
@@ -164,52 +169,52 @@ class TrainingModel:
     def build(cls, ctx: "ModuleContext") -> "TrainingModel":
         model = cls(ctx)
         model._collect_roles()
-        scopes = [ctx.tree] + [n for n in ast.walk(ctx.tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
-        for scope in scopes:
-            function = StepFunction(scope)
-            model._walk_body(scope.body, (), function)
-            model.functions.append(function)
+        model._collect_regions()
+        model._collect_events()
         return model
 
     def _qualified(self, expr: ast.AST) -> Optional[str]:
         return self.ctx.semantic.qualified_name(expr)
 
     def _collect_roles(self) -> None:
-        for node in ast.walk(self.ctx.tree):
-            if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                if isinstance(node.value, ast.Call) and self._qualified(node.value.func) in GRAD_SCALERS:
+        semantic = self.ctx.semantic
+        for node in semantic.nodes(ast.Assign, ast.AnnAssign):
+            if node.value is None:
+                continue
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if isinstance(node.value, ast.Call) and _last_name(node.value.func) in _SCALER_CLASSES:
+                if self._qualified(node.value.func) in GRAD_SCALERS:
                     self.scalers.update(t for t in map(dotted_name, targets) if t)
-                if self._mentions_autocast(node.value):
-                    self.autocast_names.update(t for t in map(dotted_name, targets) if t)
-            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-                receiver = dotted_name(node.func.value)
-                if receiver is None:
-                    continue
-                method = node.func.attr
-                if method in ("scale", "unscale_") and (node.args or method == "unscale_"):
-                    if method == "unscale_" or _SCALER_NAME.search(receiver.rsplit(".", 1)[-1]):
-                        self.scalers.add(receiver)
-                if method in ("step", "unscale_") and receiver in self.scalers and node.args:
-                    name = dotted_name(node.args[0])
-                    if name:
-                        self.optimizers.add(name)
-                if method == "zero_grad" and _OPTIMIZER_NAME.search(receiver.rsplit(".", 1)[-1]):
-                    self.optimizers.add(receiver)
-            elif isinstance(node, ast.arg) and _SCALER_NAME.search(node.arg):
+            if self._mentions_autocast(node.value):
+                self.autocast_names.update(t for t in map(dotted_name, targets) if t)
+        calls = [
+            n for n in semantic.nodes(ast.Call)
+            if isinstance(n.func, ast.Attribute) and n.func.attr in ("scale", "unscale_", "step", "zero_grad")
+        ]
+        for node in calls:
+            receiver = dotted_name(node.func.value)
+            if receiver is None:
+                continue
+            method = node.func.attr
+            if method == "unscale_" or (method == "scale" and node.args and _SCALER_NAME.search(receiver.rsplit(".", 1)[-1])):
+                self.scalers.add(receiver)
+            elif method == "zero_grad" and _OPTIMIZER_NAME.search(receiver.rsplit(".", 1)[-1]):
+                self.optimizers.add(receiver)
+        for node in semantic.nodes(ast.arg):
+            if _SCALER_NAME.search(node.arg):
                 self.scalers.add(node.arg)
-        # `scaler.step(opt)` seen before `scaler = ...` was known: a second look at step calls.
-        for node in ast.walk(self.ctx.tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "step":
-                if dotted_name(node.func.value) in self.scalers and node.args:
-                    name = dotted_name(node.args[0])
-                    if name:
-                        self.optimizers.add(name)
+        # what the scalers step and unscale are optimizers
+        for node in calls:
+            if node.func.attr in ("step", "unscale_") and node.args and dotted_name(node.func.value) in self.scalers:
+                name = dotted_name(node.args[0])
+                if name:
+                    self.optimizers.add(name)
 
     def _mentions_autocast(self, expr: ast.AST) -> bool:
         for sub in ast.walk(expr):
-            if isinstance(sub, (ast.Name, ast.Attribute)) and self._qualified(sub) in AUTOCASTS:
-                return True
+            if isinstance(sub, (ast.Name, ast.Attribute)) and "autocast" in _last_name(sub).lower():
+                if self._qualified(sub) in AUTOCASTS or isinstance(sub, ast.Name):
+                    return True
         return False
 
     def is_scaler(self, receiver: Optional[str]) -> bool:
@@ -225,53 +230,66 @@ class TrainingModel:
             return False
         return receiver in self.optimizers or bool(_OPTIMIZER_NAME.search(last))
 
-    def _walk_body(self, body: list, context: tuple, function: StepFunction) -> None:
-        for stmt in body:
-            self._walk_stmt(stmt, context, function)
+    def _collect_events(self) -> None:
+        """One pass over the module's calls: classify each, then place it in its function with
+        the control flow around it, read off the parent links (no second walk of the tree)."""
+        semantic = self.ctx.semantic
+        functions: dict[ast.AST, StepFunction] = {self.ctx.tree: StepFunction(self.ctx.tree)}
+        for node in semantic.nodes(ast.FunctionDef, ast.AsyncFunctionDef):
+            functions[node] = StepFunction(node)
+        for call in semantic.nodes(ast.Call):
+            last = _last_name(call.func)
+            if last not in _INTERESTING_CALLS and last not in self._imported_names:
+                continue
+            placed = self._place(call)
+            if placed is None:
+                continue
+            owner, stmt, context = placed
+            event = self._classify(call, stmt, context)
+            if event is not None:
+                functions[owner].events.append(event)
+                if event.kind == CREATE:
+                    self.creations.append(event)
+        self.functions = list(functions.values())
 
-    def _walk_stmt(self, stmt: ast.stmt, context: tuple, function: StepFunction) -> None:
-        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            if isinstance(stmt, ast.ClassDef):
-                return  # methods are functions of their own
-            return
-        if isinstance(stmt, (ast.For, ast.AsyncFor, ast.While)):
-            self._events_in(stmt.iter if not isinstance(stmt, ast.While) else stmt.test, stmt, context, function)
-            self._walk_body(stmt.body, context + (Frame(stmt, "body"),), function)
-            self._walk_body(stmt.orelse, context + (Frame(stmt, "orelse"),), function)
-        elif isinstance(stmt, ast.If):
-            self._events_in(stmt.test, stmt, context, function)
-            self._walk_body(stmt.body, context + (Frame(stmt, "body"),), function)
-            self._walk_body(stmt.orelse, context + (Frame(stmt, "orelse"),), function)
-        elif isinstance(stmt, (ast.With, ast.AsyncWith)):
+    def _place(self, call: ast.Call):
+        """(owning function or module, statement, context frames outermost first), or None for
+        calls in lambdas and class bodies."""
+        parents = self.ctx.semantic.parents
+        frames: list[Frame] = []
+        stmt = None
+        child: ast.AST = call
+        node = parents.get(call)
+        while node is not None:
+            if stmt is None and isinstance(child, ast.stmt):
+                stmt = child
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Module)):
+                if stmt is None:
+                    return None  # a decorator or default value
+                frames.reverse()
+                return node, stmt, tuple(frames)
+            if isinstance(node, (ast.Lambda, ast.ClassDef)):
+                return None
+            if stmt is not None:
+                frame = _frame(node, child)
+                if frame is not None:
+                    frames.append(frame)
+            child, node = node, parents.get(node)
+        return None
+
+    def _collect_regions(self) -> None:
+        for stmt in self.ctx.semantic.nodes(ast.With, ast.AsyncWith):
             for item in stmt.items:
-                self._events_in(item.context_expr, stmt, context, function)
                 region = self._autocast_region(stmt, item)
                 if region is not None:
                     self.regions.append(region)
-            self._walk_body(stmt.body, context + (Frame(stmt, "body"),), function)
-        elif isinstance(stmt, ast.Try) or type(stmt).__name__ == "TryStar":
-            self._walk_body(stmt.body, context + (Frame(stmt, "body"),), function)
-            for handler in stmt.handlers:
-                self._walk_body(handler.body, context + (Frame(stmt, "handlers"),), function)
-            self._walk_body(stmt.orelse, context + (Frame(stmt, "orelse"),), function)
-            self._walk_body(stmt.finalbody, context + (Frame(stmt, "finalbody"),), function)
-        elif type(stmt).__name__ == "Match":
-            for case in stmt.cases:
-                self._walk_body(case.body, context + (Frame(stmt, f"case{id(case)}"),), function)
-        else:
-            self._events_in(stmt, stmt, context, function)
-
-    def _events_in(self, root: ast.AST, stmt: ast.stmt, context: tuple, function: StepFunction) -> None:
-        for node in _calls_outside_nested_scopes(root):
-            event = self._classify(node, stmt, context)
-            if event is not None:
-                function.events.append(event)
-                if event.kind == CREATE:
-                    self.creations.append(event)
 
     def _classify(self, call: ast.Call, stmt: ast.stmt, context: tuple) -> Optional[Event]:
         func = call.func
-        qualified = self._qualified(func)
+        last = _last_name(func)
+        if last not in _INTERESTING_CALLS and last not in self._imported_names:
+            return None
+        qualified = self._qualified(func) if last in _RESOLVED_CALLS or last in self._imported_names else None
         if qualified in GRAD_SCALERS:
             return Event(CREATE, call, stmt, context)
         if qualified in CLIPS:
@@ -363,6 +381,18 @@ class TrainingModel:
 
 
 CLIP_METHOD_NAMES = frozenset({"clip_grad_norm_", "clip_grad_value_", "clip_grad_norm"})
+_SCALER_CLASSES = frozenset({"GradScaler", "ShardedGradScaler"})
+# Calls the model classifies, by their last name; only these are resolved through imports.
+_RESOLVED_CALLS = _SCALER_CLASSES | CLIP_METHOD_NAMES | {"get_total_norm", "backward"}
+_INTERESTING_CALLS = _RESOLVED_CALLS | {"scale", "unscale_", "update", "step", "zero_grad"}
+
+
+def _last_name(expr: ast.AST) -> str:
+    if isinstance(expr, ast.Attribute):
+        return expr.attr
+    if isinstance(expr, ast.Name):
+        return expr.id
+    return ""
 _TENSORISH = re.compile(r"loss|^l$|out|^y|pred|logit|^z$|total", re.I)
 
 
@@ -371,15 +401,30 @@ def _is_tensor_like(receiver: str) -> bool:
     return bool(_TENSORISH.search(receiver.rsplit(".", 1)[-1]))
 
 
-def _calls_outside_nested_scopes(root: ast.AST) -> Iterator[ast.Call]:
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, (ast.Lambda, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node is not root:
-            continue
-        if isinstance(node, ast.Call):
-            yield node
-        stack.extend(reversed(list(ast.iter_child_nodes(node))))
+def _frame(node: ast.AST, child: ast.AST) -> Optional[Frame]:
+    """The frame that ``node`` (a compound statement) puts around its direct child, if any."""
+    if isinstance(node, (ast.For, ast.AsyncFor, ast.While, ast.If)):
+        if child in node.body:
+            return Frame(node, "body")
+        if child in node.orelse:
+            return Frame(node, "orelse")
+        return None  # the test or the iterable
+    if isinstance(node, (ast.With, ast.AsyncWith)):
+        return Frame(node, "body") if child in node.body else None
+    if isinstance(node, ast.ExceptHandler):
+        return None  # its Try gives the frame
+    if isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
+        if child in node.body:
+            return Frame(node, "body")
+        if isinstance(child, ast.ExceptHandler):
+            return Frame(node, "handlers")
+        if child in node.orelse:
+            return Frame(node, "orelse")
+        if child in node.finalbody:
+            return Frame(node, "finalbody")
+    if type(node).__name__ == "match_case":
+        return Frame(node, "body")
+    return None
 
 
 def _branch_key(frame: Frame):

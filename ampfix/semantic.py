@@ -19,6 +19,7 @@ things in one scope resolves to nothing: the checker stays silent rather than gu
 from __future__ import annotations
 
 import ast
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
@@ -47,7 +48,7 @@ class Scope:
         self.bindings.setdefault(name, []).append(binding)
 
 
-_SCOPE_NODES = (
+_SCOPE_NODES = frozenset({
     ast.FunctionDef,
     ast.AsyncFunctionDef,
     ast.Lambda,
@@ -56,7 +57,11 @@ _SCOPE_NODES = (
     ast.SetComp,
     ast.DictComp,
     ast.GeneratorExp,
-)
+})
+
+
+def _position(node: ast.AST) -> tuple[int, int]:
+    return getattr(node, "lineno", 0), getattr(node, "col_offset", 0)
 
 
 def dotted_parts(expr: ast.AST) -> Optional[list[str]]:
@@ -83,9 +88,24 @@ class SemanticModel:
         self.module_scope = Scope(tree, "module", None)
         self.scopes: dict[ast.AST, Scope] = {tree: self.module_scope}
         self.parents: dict[ast.AST, ast.AST] = {}
+        self.by_type: dict[type, list[ast.AST]] = defaultdict(list)
+        self._sorted: set[type] = set()
+        self._scope_cache: dict[int, Scope] = {}
         _Binder(self).visit_module(tree)
 
     # -- structure --------------------------------------------------------------------------
+
+    def nodes(self, *types: type) -> list:
+        """Every node of the given types, in source order: one walk serves every rule."""
+        for kind in types:
+            if kind not in self._sorted:
+                self.by_type[kind].sort(key=_position)
+                self._sorted.add(kind)
+        if len(types) == 1:
+            return self.by_type[types[0]]
+        found = [n for t in types for n in self.by_type[t]]
+        found.sort(key=_position)
+        return found
 
     def parent(self, node: ast.AST) -> Optional[ast.AST]:
         return self.parents.get(node)
@@ -98,13 +118,19 @@ class SemanticModel:
 
     def scope_of(self, node: ast.AST) -> Scope:
         """The scope in which node is evaluated (decorators and defaults: the enclosing one)."""
+        cached = self._scope_cache.get(id(node))
+        if cached is not None:
+            return cached
         child = node
+        scope = self.module_scope
         for ancestor in self.ancestors(node):
-            scope = self.scopes.get(ancestor)
-            if scope is not None and _evaluated_inside(ancestor, child):
-                return scope
+            candidate = self.scopes.get(ancestor)
+            if candidate is not None and _evaluated_inside(ancestor, child):
+                scope = candidate
+                break
             child = ancestor
-        return self.module_scope
+        self._scope_cache[id(node)] = scope
+        return scope
 
     # -- names ------------------------------------------------------------------------------
 
@@ -184,6 +210,39 @@ class SemanticModel:
         return found
 
 
+# Nodes that bind names; every other node type skips _bind entirely.
+_BINDING_NODES = frozenset(
+    {
+        ast.Import,
+        ast.ImportFrom,
+        ast.Assign,
+        ast.AnnAssign,
+        ast.AugAssign,
+        ast.For,
+        ast.AsyncFor,
+        ast.comprehension,
+        ast.withitem,
+        ast.ExceptHandler,
+        ast.NamedExpr,
+        ast.Global,
+        ast.Nonlocal,
+        *(getattr(ast, name) for name in ("MatchAs", "MatchStar") if hasattr(ast, name)),
+    }
+)
+
+
+def _inside_children(scope_node: ast.AST) -> set[int]:
+    """ids of the direct children of a scope node that are evaluated inside its scope."""
+    if isinstance(scope_node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {id(stmt) for stmt in scope_node.body}
+    if isinstance(scope_node, ast.Lambda):
+        return {id(scope_node.body)}
+    children = set(map(id, ast.iter_child_nodes(scope_node)))
+    if scope_node.generators:
+        children.discard(id(scope_node.generators[0].iter))
+    return children
+
+
 def _evaluated_inside(scope_node: ast.AST, child: ast.AST) -> bool:
     """Whether ``child`` (a direct child of a scope-creating node) runs inside its scope."""
     if isinstance(scope_node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -208,19 +267,33 @@ class _Binder:
         self._walk(tree, self.model.module_scope)
 
     def _walk(self, root: ast.AST, scope: Scope) -> None:
+        # ast.iter_child_nodes, inlined: this loop visits every node of every parsed file.
         parents = self.model.parents
+        by_type = self.model.by_type
+        bind = self._bind
+        AST = ast.AST
         stack: list[tuple[ast.AST, Scope]] = [(root, scope)]
+        pop, push = stack.pop, stack.append
         while stack:
-            node, scope = stack.pop()
-            inner = scope
-            if isinstance(node, _SCOPE_NODES) and node is not root:
+            node, scope = pop()
+            kind = type(node)
+            by_type[kind].append(node)
+            if kind in _BINDING_NODES:
+                bind(node, scope)
+            inner = None
+            if kind in _SCOPE_NODES and node is not root:
                 inner = self._open_scope(node, scope)
-            else:
-                self._bind(node, scope)
-            for child in ast.iter_child_nodes(node):
-                parents[child] = node
-                child_scope = inner if (inner is scope or _evaluated_inside(node, child)) else scope
-                stack.append((child, child_scope))
+                inside = _inside_children(node)
+            for field in node._fields:
+                value = getattr(node, field, None)
+                if isinstance(value, list):
+                    for item in value:
+                        if isinstance(item, AST):
+                            parents[item] = node
+                            push((item, inner if inner is not None and id(item) in inside else scope))
+                elif isinstance(value, AST):
+                    parents[value] = node
+                    push((value, inner if inner is not None and id(value) in inside else scope))
 
     def _open_scope(self, node: ast.AST, outer: Scope) -> Scope:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):

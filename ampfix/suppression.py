@@ -10,6 +10,7 @@ not exist is reported as AMP002, because a typo there silently suppresses nothin
 
 from __future__ import annotations
 
+import ast
 import io
 import re
 import tokenize
@@ -50,11 +51,11 @@ class Suppressions:
         return False
 
 
-def parse_suppressions(text: str, locator: Locator, known: set[str]) -> Suppressions:
+def parse_suppressions(text: str, locator: Locator, known: set[str], tree=None) -> Suppressions:
     result = Suppressions()
     if not _ANY_DIRECTIVE.search(text):
         return result
-    for row, col, comment in _comments(text):
+    for row, col, comment in _comments(text, locator, tree):
         offset = locator.line_start(row) + col
         file_match = _FILE.search(comment)
         if file_match:
@@ -92,7 +93,31 @@ def _codes(match, comment: str, offset: int, known: set[str], result: Suppressio
     return codes
 
 
-def _comments(text: str):
+def _comments(text: str, locator: Locator, tree=None):
+    """(row, column, text) of the comments that may hold a directive.
+
+    With a syntax tree, only lines mentioning ``noqa``/``ampfix`` are looked at, and a ``#`` on a
+    line that no string literal touches is a comment (cheap). Otherwise the file is tokenized.
+    """
+    if tree is not None:
+        rows = {locator.position(m.start()).row for m in _ANY_DIRECTIVE.finditer(text)}
+        string_rows = set()
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Constant, ast.JoinedStr)) and isinstance(getattr(node, "value", ""), (str, bytes)):
+                if node.lineno in rows or node.end_lineno in rows or (node.lineno < min(rows) <= node.end_lineno):
+                    string_rows.update(range(node.lineno, node.end_lineno + 1))
+        if not rows & string_rows:
+            found = []
+            for row in sorted(rows):
+                line = locator.line_text(row)
+                index = line.find("#")
+                if index >= 0:
+                    found.append((row, index, line[index:]))
+            return found
+    return _tokenized_comments(text)
+
+
+def _tokenized_comments(text: str):
     """(row, column, text) of every comment; falls back to a line scan if tokenizing fails."""
     try:
         return [

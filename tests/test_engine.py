@@ -138,6 +138,10 @@ def test_deeply_nested_code_does_not_crash():
 
 
 def test_syntax_error_diagnostic_names_the_parser_message():
-    diag, = ampfix.check_source("x = (\n", "broken.py")
+    diag, = ampfix.check_source("import torch\nwith torch.autocast('cuda'):\n    x = (\n", "broken.py")
     assert diag.code == "AMP001" and diag.message.startswith("SyntaxError:")
-    assert diag.location.row >= 1
+    assert diag.location.row >= 2
+
+
+def test_syntax_errors_in_files_without_amp_code_are_left_to_other_linters():
+    assert ampfix.check_source("x = (\n", "broken.py") == []

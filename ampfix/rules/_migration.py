@@ -269,8 +269,8 @@ def quote_style(ctx: ModuleContext) -> str:
         return cached
     counts = {'"': 0, "'": 0}
     seen = 0
-    for node in ast.walk(ctx.tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and seen < 50:
+    for node in ctx.semantic.nodes(ast.Constant):
+        if isinstance(node.value, str) and seen < 50:
             text = ctx.segment(node).lstrip("rRbBuUfF")
             if text[:3] in ('"""', "'''"):
                 continue

@@ -22,7 +22,7 @@ class InvalidSuppression(Rule):
     code = "AMP002"
     name = "invalid-suppression"
     summary = "A suppression comment names an AMP code that does not exist"
-    triggers = (b"AMP",)
+    triggers = tuple(b"AMP%d" % digit for digit in range(10))
     fix_safety = FIX_NONE
 
     def check(self, ctx):

@@ -15,7 +15,7 @@ class StepBypassesScaler(Rule):
     code = "AMP203"
     name = "step-bypasses-scaler"
     summary = "`optimizer.step()` is called directly after a scaled backward"
-    triggers = (b".step(",)
+    triggers = (b".scale(",)  # a scaled backward is the premise
     fix_safety = FIX_SAFE
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:

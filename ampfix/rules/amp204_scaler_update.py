@@ -15,7 +15,7 @@ class ScalerUpdate(Rule):
     code = "AMP204"
     name = "scaler-update-missing-or-repeated"
     summary = "`scaler.step()` without `scaler.update()`, or `scaler.update()` called twice per step"
-    triggers = (b".step(", b".update(")
+    triggers = (b"scaler", b"Scaler", b"unscale_")
     fix_safety = FIX_SAFE
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:

@@ -20,14 +20,14 @@ class CheckpointWithoutScaler(Rule):
     code = "AMP206"
     name = "checkpoint-without-scaler"
     summary = "A checkpoint saves model and optimizer state but not `scaler.state_dict()`"
-    triggers = (b"state_dict",)
+    triggers = (b"scaler", b"Scaler", b"unscale_")  # only modules that use a scaler
     fix_safety = FIX_UNSAFE
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training
         if not model.uses_scaler():
             return
-        for node in ast.walk(ctx.tree):
+        for node in ctx.semantic.nodes(ast.Dict, ast.Call):
             entries = _entries(node)
             if entries is None:
                 continue

@@ -58,8 +58,8 @@ class Float16WithoutScaler(Rule):
         target = region.item.context_expr
         target = target.func if isinstance(target, ast.Call) else target
         name = dotted_name(target)
-        for node in ast.walk(ctx.tree):
-            if isinstance(node, ast.Assign) and any(dotted_name(t) == name for t in node.targets):
+        for node in ctx.semantic.nodes(ast.Assign):
+            if any(dotted_name(t) == name for t in node.targets):
                 for call in (n for n in ast.walk(node.value) if isinstance(n, ast.Call)):
                     args = list(call.args)
                     if args and ctx.semantic.qualified_name(call.func) == "functools.partial":
@@ -79,8 +79,8 @@ class Float16WithoutScaler(Rule):
         name = dotted_name(expr)
         if name is None:
             return ctx.segment(expr)
-        texts = [ctx.segment(n.value) for n in ast.walk(ctx.tree)
-                 if isinstance(n, ast.Assign) and any(dotted_name(t) == name for t in n.targets)]
+        texts = [ctx.segment(n.value) for n in ctx.semantic.nodes(ast.Assign)
+                 if any(dotted_name(t) == name for t in n.targets)]
         if texts and all(dotted_name(ast.parse(t, mode="eval").body) is None for t in texts if _parses(t)):
             return " ".join(texts)
         return ctx.text if _FP16.search(ctx.text) else ctx.segment(expr)

@@ -132,8 +132,8 @@ def _is_mean(ctx: ModuleContext, fn: StepFunction, loss: ast.AST, backward: Even
     if _MEAN_LOSSES.search(name or ""):
         return True
     # criterion(outputs, labels) with `criterion = nn.CrossEntropyLoss()`
-    for node in ast.walk(ctx.tree):
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and any(
+    for node in ctx.semantic.nodes(ast.Assign):
+        if isinstance(node.value, ast.Call) and any(
             ctx.segment(t) == ctx.segment(func) for t in node.targets
         ):
             ctor = node.value.func

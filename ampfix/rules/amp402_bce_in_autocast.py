@@ -26,8 +26,8 @@ class BceInAutocast(Rule):
         semantic = ctx.semantic
         criteria = {
             dotted_name(t)
-            for node in ast.walk(ctx.tree)
-            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+            for node in semantic.nodes(ast.Assign)
+            if isinstance(node.value, ast.Call)
             and semantic.qualified_name(node.value.func) in _BCE_MODULES
             for t in node.targets
         }
