@@ -494,3 +494,80 @@ def test_rules_only_run_on_files_that_mention_their_triggers():
             continue
         assert rule.triggers, rule.code
     assert ampfix.check_source("x = 1\n", "t.py", Settings()) == []
+
+
+def test_amp208_unsafe_fix_adds_the_whole_protocol():
+    source = loop("""
+    for x, y in loader:
+        optimizer.zero_grad()
+        with torch.autocast("cuda", enabled=use_amp):
+            loss = model(x)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+    """)
+    assert fixed(source) == source  # unsafe only
+    assert fixed(source, unsafe=True) == loop("""
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    for x, y in loader:
+        optimizer.zero_grad()
+        with torch.autocast("cuda", enabled=use_amp):
+            loss = model(x)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+    """)
+
+
+def test_amp208_runtime_dtype_enables_the_scaler_only_for_float16():
+    source = loop("""
+    ptdtype = torch.bfloat16 if bf16 else torch.float16
+    ctx = torch.amp.autocast(device_type=device_type, dtype=ptdtype)
+    for X, Y in batches:
+        with ctx:
+            loss = model(X, Y)
+        loss.backward()
+        optimizer.step()
+    """)
+    assert "scaler = torch.amp.GradScaler(device_type, enabled=(ptdtype == torch.float16))\n" in fixed(source, unsafe=True)
+
+
+def test_amp208_two_optimizers_are_reported_without_a_fix():
+    source = loop("""
+    with torch.autocast("cuda"):
+        loss_d = d(x)
+        loss_g = g(z)
+    loss_d.backward()
+    opt_d.step()
+    loss_g.backward()
+    opt_g.step()
+    """)
+    diags = [d for d in ampfix.check_source(source, "t.py") if d.code == "AMP208"]
+    assert len(diags) == 2 and all(d.fix is None for d in diags)
+
+
+def test_amp206_resume_restores_the_scaler_when_it_exists_already():
+    source = loop("""
+    scaler = torch.amp.GradScaler()
+    checkpoint = torch.load(path)
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    """)
+    assert only("AMP206", source) == ["AMP206"]
+    assert fixed(source, unsafe=True).endswith(
+        'optimizer.load_state_dict(checkpoint["optimizer"])\n'
+        'if "scaler" in checkpoint:\n    scaler.load_state_dict(checkpoint["scaler"])\n'
+    )
+    restored = source + 'scaler.load_state_dict(checkpoint["scaler"])\n'
+    assert only("AMP206", restored) == []
+
+
+def test_amp206_resume_before_the_scaler_exists_is_reported_only():
+    source = loop("""
+    checkpoint = torch.load(path)
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scaler = torch.amp.GradScaler()
+    """)
+    diag, = [d for d in ampfix.check_source(source, "t.py") if d.code == "AMP206"]
+    assert diag.fix is None

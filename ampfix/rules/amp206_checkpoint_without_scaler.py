@@ -8,6 +8,7 @@ from typing import Iterator, Optional
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
+from ampfix.edits import insert_after
 from ampfix.rules._migration import quote_style
 from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.semantic import dotted_name
@@ -50,6 +51,56 @@ class CheckpointWithoutScaler(Rule):
                 f"`{scaler or 'scaler'}.state_dict()` and restore it with `load_state_dict` on resume"
             )
             yield ctx.diagnostic(self, node, message, self._fix(ctx, node, scaler))
+        yield from self._check_loads(ctx)
+
+    def _check_loads(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
+        """The matching resume: `optimizer.load_state_dict(ckpt["optimizer"])` with no scaler load."""
+        model = ctx.training
+        loads = [
+            n for n in ctx.semantic.nodes(ast.Call)
+            if isinstance(n.func, ast.Attribute) and n.func.attr == "load_state_dict" and len(n.args) == 1
+        ]
+        if any(model.is_scaler(dotted_name(n.func.value)) for n in loads):
+            return
+        for call in loads:
+            receiver = dotted_name(call.func.value)
+            arg = call.args[0]
+            if not model.is_optimizer(receiver) or not isinstance(arg, ast.Subscript):
+                continue
+            checkpoint = dotted_name(arg.value)
+            if checkpoint is None:
+                continue
+            scaler = self._scaler_bound_before(ctx, call)
+            message = (
+                f"resuming restores `{receiver}` but not the GradScaler: the loss scale restarts at its initial "
+                f"value; restore `{scaler or 'scaler'}.load_state_dict(...)` too"
+            )
+            yield ctx.diagnostic(self, call, message, self._load_fix(ctx, call, scaler, checkpoint))
+
+    @staticmethod
+    def _scaler_bound_before(ctx: ModuleContext, call: ast.Call) -> Optional[str]:
+        scope = ctx.semantic.scope_of(call)
+        for candidate in sorted(ctx.training.scalers):
+            if candidate.startswith("self.") and scope.kind == "function":
+                return candidate
+            bindings = scope.bindings.get(candidate, [])
+            if any(getattr(b.node, "lineno", 10**9) < call.lineno for b in bindings):
+                return candidate
+        return None
+
+    def _load_fix(self, ctx: ModuleContext, call: ast.Call, scaler: Optional[str], checkpoint: str) -> Optional[Fix]:
+        stmt = ctx.semantic.parent(call)
+        if scaler is None or not isinstance(stmt, ast.Expr):
+            return None
+        quote = quote_style(ctx)
+        key = f"{quote}scaler{quote}"
+        indent = ctx.locator.indentation(stmt.lineno)
+        newline = ctx.locator.newline()
+        code = f"if {key} in {checkpoint}:{newline}{indent}    {scaler}.load_state_dict({checkpoint}[{key}])"
+        edit = insert_after(ctx, stmt, code)
+        if edit is None:
+            return None
+        return Fix(f"Restore `{scaler}` from `{checkpoint}[{key}]` when present", (edit,), Applicability.UNSAFE)
 
     @staticmethod
     def _scaler_added_later(ctx: ModuleContext, node: ast.AST) -> bool:

@@ -7,9 +7,11 @@ import re
 from typing import Iterator, Optional
 
 from ampfix.context import ModuleContext
-from ampfix.diagnostics import Diagnostic
+from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.model import AUTOCASTS, BACKWARD, AutocastRegion
-from ampfix.rules.base import FIX_NONE, Rule
+from ampfix.rules._migration import quote_style
+from ampfix.rules._protocol import add_scaler_protocol, protocol_anchor
+from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.semantic import dotted_name
 
 _FP16 = re.compile(r"float16|\bhalf\b|fp16")
@@ -20,7 +22,7 @@ class Float16WithoutScaler(Rule):
     name = "float16-without-scaler"
     summary = "float16 autocast (explicit or the CUDA default) trains without a `GradScaler`"
     triggers = (b"autocast",)
-    fix_safety = FIX_NONE
+    fix_safety = FIX_UNSAFE
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training
@@ -31,14 +33,50 @@ class Float16WithoutScaler(Rule):
             if not regions:
                 continue
             first = min(r.with_node.lineno for r in regions)
-            for backward in fn.of(BACKWARD):
-                if backward.scaled or backward.receiver is not None or backward.call.lineno < first:
-                    continue
-                message = (
-                    "backward pass under float16 autocast without a GradScaler: small gradients underflow to zero "
-                    "in float16; use `torch.amp.GradScaler` (scale, step, update) or bfloat16"
-                )
-                yield ctx.diagnostic(self, backward.call, message)
+            backwards = [
+                b for b in fn.of(BACKWARD) if not b.scaled and b.receiver is None and b.call.lineno >= first
+            ]
+            groups: dict[int, list] = {}
+            for backward in backwards:
+                anchor = protocol_anchor(fn, backward, _statement_of(ctx, regions[0].with_node, fn))
+                groups.setdefault(id(anchor), [anchor, []])[1].append(backward)
+            for anchor, group in groups.values():
+                fix = self._fix(ctx, fn, group, anchor, regions[0])
+                for backward in group:
+                    message = (
+                        "backward pass under float16 autocast without a GradScaler: small gradients underflow to "
+                        "zero in float16; use `torch.amp.GradScaler` (scale, step, update) or bfloat16"
+                    )
+                    yield ctx.diagnostic(self, backward.call, message, fix)
+
+    def _fix(self, ctx: ModuleContext, fn, group, anchor, region: AutocastRegion) -> Optional[Fix]:
+        device, dtype = region.device, region.dtype
+        if region.call is None:
+            device, dtype, _ = self._from_assignment(ctx, region)
+        quote = quote_style(ctx)
+        if isinstance(device, str):
+            device_text = f"{quote}{device}{quote}"
+        elif isinstance(device, ast.AST):
+            device_text = ctx.segment(device)
+        else:
+            device_text = f"{quote}cuda{quote}"
+        enabled = None
+        if dtype is not None and ctx.semantic.qualified_name(dtype) not in ("torch.float16", "torch.half"):
+            enabled = f"({ctx.segment(dtype)} == torch.float16)"
+        elif region.call is not None:
+            # autocast(enabled=use_amp): the scaler is on exactly when autocast is
+            flag = next((k.value for k in region.call.keywords if k.arg == "enabled"), None)
+            if flag is not None and not isinstance(flag, ast.Constant):
+                enabled = ctx.segment(flag)
+        planned = add_scaler_protocol(ctx, fn, group, anchor, device_text, enabled)
+        if planned is None:
+            return None
+        edits, name = planned
+        return Fix(
+            f"Add a GradScaler (`{name}`): scale the loss, step and update through it",
+            tuple(edits),
+            Applicability.UNSAFE,
+        )
 
     def _may_be_float16(self, ctx: ModuleContext, region: AutocastRegion) -> bool:
         device, dtype = region.device, region.dtype
@@ -47,7 +85,7 @@ class Float16WithoutScaler(Rule):
             if not known:
                 return False
         if dtype is None:
-            return device != "cpu"  # CUDA's default autocast dtype is float16
+            return device != "cpu"  # CUDA's default autocast dtype is float16 (None: unknown device)
         text = self._resolved_text(ctx, dtype)
         if ctx.semantic.qualified_name(dtype) == "torch.bfloat16":
             return False
@@ -69,8 +107,8 @@ class Float16WithoutScaler(Rule):
                     if ctx.semantic.qualified_name(call_func) in AUTOCASTS:
                         keywords = {k.arg: k.value for k in call.keywords}
                         device = keywords.get("device_type", args[0] if args else None)
-                        device_text = device.value if isinstance(device, ast.Constant) else None
-                        return device_text, keywords.get("dtype", args[1] if len(args) > 1 else None), True
+                        device_value = device.value if isinstance(device, ast.Constant) else device
+                        return device_value, keywords.get("dtype", args[1] if len(args) > 1 else None), True
         return None, None, False
 
     def _resolved_text(self, ctx: ModuleContext, expr: ast.AST) -> str:
@@ -100,5 +138,12 @@ def _within(node: ast.AST, scope: ast.AST) -> bool:
     return scope.lineno <= node.lineno <= scope.end_lineno
 
 
-def _first(items) -> Optional[object]:
-    return items[0] if items else None
+def _statement_of(ctx: ModuleContext, node: ast.stmt, fn) -> ast.stmt:
+    """The statement of fn's own body that holds node (where a scaler can be created)."""
+    body = fn.node.body
+    while node not in body:
+        parent = ctx.semantic.parent(node)
+        if parent is None or parent is fn.node:
+            return node
+        node = parent
+    return node

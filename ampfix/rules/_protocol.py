@@ -1,0 +1,85 @@
+"""Adding the GradScaler protocol to a step that has none (AMP208 now, the loop conversions later).
+
+    scaler = torch.amp.GradScaler(device)      once, before the training loop
+    scaler.scale(loss).backward()               instead of loss.backward()
+    scaler.unscale_(optimizer)                  before any gradient clipping
+    scaler.step(optimizer); scaler.update()     instead of optimizer.step()
+
+Only for one optimizer stepped without a closure; anything else is left to a person.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Optional, Sequence
+
+from ampfix.context import ModuleContext
+from ampfix.diagnostics import Edit
+from ampfix.edits import insert_after, insert_before
+from ampfix.model import CLIP, OPT_STEP, Event, StepFunction
+from ampfix.rules._loop import loops_of
+
+SCALER_NAMES = ("scaler", "grad_scaler", "amp_scaler")
+
+
+def free_name(ctx: ModuleContext, candidates: Sequence[str]) -> Optional[str]:
+    used = {n.id for n in ctx.semantic.nodes(ast.Name)} | {
+        name for scope in ctx.semantic.scopes.values() for name in scope.bindings
+    }
+    return next((name for name in candidates if name not in used), None)
+
+
+def protocol_anchor(fn: StepFunction, backward: Event, fallback: ast.stmt) -> ast.stmt:
+    """Where the scaler is created: before the outermost loop around the backward pass."""
+    loops = loops_of(backward)
+    return loops[0] if loops else fallback
+
+
+def add_scaler_protocol(
+    ctx: ModuleContext,
+    fn: StepFunction,
+    backwards: list[Event],
+    anchor: ast.stmt,
+    device: str,
+    enabled: Optional[str] = None,
+) -> Optional[tuple[list[Edit], str]]:
+    """The edits that put the whole protocol around ``backwards``; None when it cannot be done safely."""
+    if not backwards or any(b.receiver is not None or b.scaled for b in backwards):
+        return None  # wrappers (accelerator.backward) manage scaling themselves
+    steps = [
+        s for s in fn.of(OPT_STEP)
+        if any(fn.before(b, s) and not fn.exclusive(b, s) for b in backwards)
+    ]
+    if not steps or len({s.receiver for s in steps}) != 1:
+        return None
+    if any(s.call.args or s.call.keywords for s in steps):
+        return None  # step(closure) is not supported by an enabled GradScaler
+    optimizer = steps[0].receiver
+    name = free_name(ctx, SCALER_NAMES)
+    torch = ctx.torch_module(anchor)
+    if name is None or torch is None:
+        return None
+    torch_name, import_edits = torch
+    arguments = device + (f", enabled={enabled}" if enabled else "")
+    create = insert_before(ctx, anchor, f"{name} = {torch_name}.amp.GradScaler({arguments})")
+    if create is None:
+        return None
+    edits = [create, *import_edits]
+    for backward in backwards:
+        start, end = ctx.locator.node_range(backward.arg)
+        edits += [Edit.insert(start, f"{name}.scale("), Edit.insert(end, ")")]
+    for clip in fn.of(CLIP):
+        if any(fn.before(b, clip) and not fn.exclusive(b, clip) for b in backwards) and any(
+            fn.before(clip, s) and not fn.exclusive(clip, s) for s in steps
+        ):
+            unscale = insert_before(ctx, clip.stmt, f"{name}.unscale_({optimizer})")
+            if unscale is None:
+                return None
+            edits.append(unscale)
+    for step in steps:
+        start, end = ctx.locator.node_range(step.call)
+        update = insert_after(ctx, step.stmt, f"{name}.update()")
+        if update is None:
+            return None
+        edits += [Edit(start, end, f"{name}.step({optimizer})"), update]
+    return edits, name
