@@ -21,6 +21,8 @@ from ampfix.rules.amp302_per_microbatch_scaler_calls import PerMicrobatchScalerC
 from ampfix.rules.amp303_per_microbatch_zero_grad import PerMicrobatchZeroGrad
 from ampfix.rules.amp401_backward_in_autocast import BackwardInAutocast
 from ampfix.rules.amp402_bce_in_autocast import BceInAutocast
+from ampfix.rules.amp501_fp32_training_loop import Fp32TrainingLoop
+from ampfix.rules.amp502_manual_gradient_scaling import ManualGradientScaling
 from ampfix.rules.base import Rule
 
 _RULE_CLASSES: list[type[Rule]] = [
@@ -44,6 +46,8 @@ _RULE_CLASSES: list[type[Rule]] = [
     PerMicrobatchZeroGrad,
     BackwardInAutocast,
     BceInAutocast,
+    Fp32TrainingLoop,
+    ManualGradientScaling,
 ]
 
 RULES: dict[str, Rule] = {cls.code: cls() for cls in sorted(_RULE_CLASSES, key=lambda c: c.code)}

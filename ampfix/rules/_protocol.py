@@ -42,8 +42,14 @@ def add_scaler_protocol(
     anchor: ast.stmt,
     device: str,
     enabled: Optional[str] = None,
+    lazy: bool = False,
+    name: Optional[str] = None,
 ) -> Optional[tuple[list[Edit], str]]:
-    """The edits that put the whole protocol around ``backwards``; None when it cannot be done safely."""
+    """The edits that put the whole protocol around ``backwards``; None when it cannot be done safely.
+
+    ``lazy`` creates the scaler only when a parameter of that name is None (a scaler passed in by
+    the caller survives across calls; see AMP501).
+    """
     if not backwards or any(b.receiver is not None or b.scaled for b in backwards):
         return None  # wrappers (accelerator.backward) manage scaling themselves
     steps = [
@@ -54,14 +60,20 @@ def add_scaler_protocol(
         return None
     if any(s.call.args or s.call.keywords for s in steps):
         return None  # step(closure) is not supported by an enabled GradScaler
+    if any(_step_has_alternative(s, backwards) for s in steps):
+        return None  # `if use_optimizer: step() else: <manual update>`: the else would see scaled grads
     optimizer = steps[0].receiver
-    name = free_name(ctx, SCALER_NAMES)
+    name = name or free_name(ctx, SCALER_NAMES)
     torch = ctx.torch_module(anchor)
     if name is None or torch is None:
         return None
     torch_name, import_edits = torch
     arguments = device + (f", enabled={enabled}" if enabled else "")
-    create = insert_before(ctx, anchor, f"{name} = {torch_name}.amp.GradScaler({arguments})")
+    creation = f"{name} = {torch_name}.amp.GradScaler({arguments})"
+    if lazy:
+        indent = ctx.locator.indentation(anchor.lineno)
+        creation = f"if {name} is None:{ctx.locator.newline()}{indent}{_unit(ctx)}{creation}"
+    create = insert_before(ctx, anchor, creation)
     if create is None:
         return None
     edits = [create, *import_edits]
@@ -83,3 +95,18 @@ def add_scaler_protocol(
             return None
         edits += [Edit(start, end, f"{name}.step({optimizer})"), update]
     return edits, name
+
+
+def _unit(ctx: ModuleContext) -> str:
+    from ampfix.rules._conversion import indent_unit
+
+    return indent_unit(ctx)
+
+
+def _step_has_alternative(step: Event, backwards: list[Event]) -> bool:
+    """Whether the step sits in an if (not around the backward) that has an else branch."""
+    around_backward = {id(f.node) for b in backwards for f in b.context}
+    return any(
+        isinstance(f.node, ast.If) and id(f.node) not in around_backward and f.node.orelse
+        for f in step.context
+    )

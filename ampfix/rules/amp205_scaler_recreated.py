@@ -26,6 +26,8 @@ class ScalerRecreated(Rule):
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         for fn in ctx.training.functions:
             for create in fn.of(CREATE):
+                if _created_only_when_missing(ctx, create):
+                    continue  # `if scaler is None: scaler = GradScaler()`: the caller's scaler wins
                 loops = loops_of(create)
                 if loops:
                     message = (
@@ -56,3 +58,18 @@ class ScalerRecreated(Rule):
         if delete is None or insert is None:
             return None
         return Fix("Create the scaler once, before the loop", (insert, delete), Applicability.UNSAFE)
+
+
+def _created_only_when_missing(ctx: ModuleContext, create) -> bool:
+    """`if scaler is None:` or `if self._scaler is None:` right around the creation."""
+    for frame in reversed(create.context):
+        if isinstance(frame.node, ast.If) and frame.branch == "body":
+            test = frame.node.test
+            return (
+                isinstance(test, ast.Compare)
+                and len(test.ops) == 1
+                and isinstance(test.ops[0], ast.Is)
+                and isinstance(test.comparators[0], ast.Constant)
+                and test.comparators[0].value is None
+            )
+    return False

@@ -1,0 +1,158 @@
+"""AMP501: a plain fp32 training step (forward, loss, backward, optimizer step) with no AMP."""
+
+from __future__ import annotations
+
+import ast
+from typing import Iterator, Optional
+
+from ampfix.context import ModuleContext
+from ampfix.diagnostics import Applicability, Diagnostic, Fix
+from ampfix.model import BACKWARD, OPT_STEP, StepFunction
+from ampfix.rules._conversion import autocast_conversion, infer_device, module_manages_precision
+from ampfix.rules.amp502_manual_gradient_scaling import fn_contains, gradient_rescales, scaled_loss_factor
+from ampfix.diagnostics import Edit
+from ampfix.edits import insert_before
+from ampfix.rules._migration import quote_style
+from ampfix.rules._protocol import SCALER_NAMES, add_scaler_protocol, free_name
+from ampfix.rules._loop import loops_of
+from ampfix.rules.base import FIX_UNSAFE, Rule
+
+
+class Fp32TrainingLoop(Rule):
+    code = "AMP501"
+    name = "fp32-training-loop"
+    summary = "A training step runs in plain fp32: autocast (and a GradScaler for float16) would speed it up"
+    triggers = (b".backward(",)
+    fix_safety = FIX_UNSAFE
+
+    def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
+        model = ctx.training
+        if module_manages_precision(ctx):
+            return  # the module already manages precision (AMP2xx/AMP4xx look at how)
+        rescaled = [node for node, _, _ in gradient_rescales(ctx)]
+        for fn in model.functions:
+            backwards = [b for b in fn.of(BACKWARD) if not b.scaled and b.receiver is None]
+            steps = fn.of(OPT_STEP)
+            if not backwards or not any(
+                fn.before(b, s) and not fn.exclusive(b, s) for b in backwards for s in steps
+            ):
+                continue
+            if any(_no_grad_context(ctx, b) for b in backwards):
+                continue
+            if any(fn_contains(fn, node) for node in rescaled) or any(scaled_loss_factor(ctx, fn, b) for b in backwards):
+                continue  # hand-rolled scaling: AMP502 converts that step
+            message = (
+                "fp32 training step: wrap the forward pass and the loss in `torch.autocast` (with a "
+                "`torch.amp.GradScaler` for float16) to use low-precision matmuls, typically 2-3x faster"
+            )
+            yield ctx.diagnostic(self, backwards[0].call, message, self._fix(ctx, fn, backwards))
+
+    def _fix(self, ctx: ModuleContext, fn: StepFunction, backwards) -> Optional[Fix]:
+        if len(backwards) != 1:
+            return None  # several losses (GANs, multi-task): the regions need a person
+        backward = backwards[0]
+        conversion = autocast_conversion(ctx, fn, backward)
+        if conversion is None:
+            return None
+        device, dtype, edits = conversion.device, conversion.dtype, conversion.edits
+        if device.literal != "cpu" and _uses_binary_cross_entropy(ctx):
+            return None  # BCELoss raises under CUDA autocast (AMP402): the loss needs rewriting first
+        if dtype == "float16":
+            loops = loops_of(backward)
+            if not loops:
+                return None  # a step function without its loop: where the scaler lives is a design choice
+            threaded = _threading_plan(ctx, fn)
+            if threaded is None:
+                planned = add_scaler_protocol(ctx, fn, [backward], loops[0], device.scaler)
+            else:
+                planned = add_scaler_protocol(ctx, fn, [backward], loops[0], device.scaler, lazy=True, name=threaded[0])
+            if planned is None:
+                return None
+            protocol, name = planned
+            edits += protocol
+            if threaded is not None:
+                edits += threaded[1]
+        kind = "autocast + GradScaler" if dtype == "float16" else "bfloat16 autocast"
+        return Fix(f"Convert the step to AMP ({kind})", tuple(edits), Applicability.UNSAFE)
+
+
+def _no_grad_context(ctx: ModuleContext, backward) -> bool:
+    for frame in backward.context:
+        if isinstance(frame.node, (ast.With, ast.AsyncWith)):
+            text = " ".join(ctx.segment(item.context_expr) for item in frame.node.items)
+            if "no_grad" in text or "inference_mode" in text:
+                return True
+    return False
+
+
+_BCE = frozenset({"torch.nn.functional.binary_cross_entropy", "torch.nn.BCELoss", "torch.binary_cross_entropy"})
+
+
+def _uses_binary_cross_entropy(ctx: ModuleContext) -> bool:
+    if "binary_cross_entropy" not in ctx.text and "BCELoss" not in ctx.text:
+        return False
+    return any(ctx.semantic.qualified_name(call.func) in _BCE for call in ctx.semantic.nodes(ast.Call))
+
+
+def _threading_plan(ctx: ModuleContext, fn: StepFunction):
+    """A module-level function with its own training loop is usually called once per epoch: the
+    scaler must outlive the call. It gets a ``scaler=None`` parameter (created lazily when not
+    passed), and each call from a loop in this module passes one created before that loop.
+
+    Returns (name, edits) or None when fn is not such a function (the scaler then goes before
+    the loop in fn itself)."""
+    node = fn.node
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or ctx.semantic.parent(node) is not ctx.tree:
+        return None
+    args = node.args
+    if args.vararg or args.kwarg:
+        return None
+    params = [*args.posonlyargs, *args.args, *args.kwonlyargs]
+    if not params:
+        return None
+    name = free_name(ctx, SCALER_NAMES)
+    if name is None:
+        return None
+    quote = quote_style(ctx)
+    last = max([*params, *args.defaults, *(d for d in args.kw_defaults if d is not None)],
+               key=lambda n: (n.end_lineno, n.end_col_offset))
+    edits = [Edit.insert(ctx.locator.node_range(last)[1], f", {name}=None")]
+    calls = [
+        c for c in ctx.semantic.nodes(ast.Call)
+        if isinstance(c.func, ast.Name) and c.func.id == node.name
+    ]
+    model = ctx.training
+    for call in calls:
+        caller = next((f for f in model.functions if _encloses(f.node, call) and f.node is not node), None)
+        if caller is None or any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
+            return None
+        loops = [a for a in ctx.semantic.ancestors(call) if isinstance(a, (ast.For, ast.AsyncFor, ast.While))
+                 and _encloses(caller.node, a)]
+        if not loops:
+            continue  # a single call: the default (a scaler per call) is the same thing
+        outer = loops[-1]
+        device = infer_device(ctx, caller)
+        torch = ctx.torch_module(outer)
+        if torch is None:
+            return None
+        create = insert_before(ctx, outer, f"{name} = {torch[0]}.amp.GradScaler({device.scaler})")
+        if create is None:
+            return None
+        arguments = [*call.args, *call.keywords]
+        end = ctx.locator.node_range(call)[1] - 1
+        if arguments:
+            last_arg = max(arguments, key=lambda n: (n.end_lineno, n.end_col_offset))
+            end = ctx.locator.node_range(last_arg)[1]
+            edits.append(Edit.insert(end, f", {name}={name}"))
+        else:
+            edits.append(Edit.insert(end, f"{name}={name}"))
+        edits.append(create)
+        edits.extend(torch[1])
+    del quote
+    return name, edits
+
+
+def _encloses(outer: ast.AST, node: ast.AST) -> bool:
+    if isinstance(outer, ast.Module):
+        return True
+    return outer.lineno <= node.lineno <= outer.end_lineno
