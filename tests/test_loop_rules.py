@@ -571,3 +571,81 @@ def test_amp206_resume_before_the_scaler_exists_is_reported_only():
     """)
     diag, = [d for d in ampfix.check_source(source, "t.py") if d.code == "AMP206"]
     assert diag.fix is None
+
+
+# -- AMP501 / AMP502 ---------------------------------------------------------------------------------
+
+FP32 = loop("""
+device = "cpu"
+for x, y in loader:
+    x, y = x.to(device), y.to(device)
+    optimizer.zero_grad()
+    loss = criterion(model(x), y)
+    loss.backward()
+    optimizer.step()
+""")
+
+
+def test_amp501_on_cpu_uses_bfloat16_autocast_and_no_scaler():
+    assert only("AMP501", FP32) == ["AMP501"]
+    assert fixed(FP32) == FP32  # unsafe only
+    out = fixed(FP32, unsafe=True)
+    assert "    with torch.autocast(device_type=device, dtype=torch.bfloat16):\n        loss = criterion(model(x), y)\n" in out
+    assert "GradScaler" not in out and "    loss.backward()\n    optimizer.step()\n" in out
+
+
+def test_amp501_amp_dtype_and_default_device_options():
+    source = FP32.replace('device = "cpu"\n', "").replace("    x, y = x.to(device), y.to(device)\n", "")
+    out = fixed(source, unsafe=True, default_device="cpu", amp_dtype="float16")
+    assert 'torch.autocast(device_type="cpu", dtype=torch.float16)' in out
+    assert 'scaler = torch.amp.GradScaler("cpu")' in out
+
+
+def test_amp501_cuda_code_gets_a_literal_cuda_device():
+    source = loop("model = Net().cuda()\nfor x, y in loader:\n    loss = model(x.cuda()).sum()\n    loss.backward()\n    optimizer.step()\n")
+    assert 'device_type="cuda", dtype=torch.float16' in fixed(source, unsafe=True)
+
+
+@pytest.mark.parametrize("source", [
+    # evaluation loop: no backward
+    loop("with torch.no_grad():\n    for x in loader:\n        out = model(x)\n"),
+    # the module already uses AMP (AMP208 and friends look at it)
+    loop("with torch.autocast('cuda', dtype=torch.bfloat16):\n    loss = model(x)\nloss.backward()\noptimizer.step()\n"),
+    # backward without an optimizer step (gradient inspection)
+    loop("loss = model(x).sum()\nloss.backward()\nprint(x.grad)\n"),
+])
+def test_amp501_silent(source):
+    assert only("AMP501", source) == []
+
+
+def test_amp501_gan_with_two_optimizers_is_report_only():
+    source = loop("""
+    for x in loader:
+        loss_d = d(x).mean()
+        loss_d.backward()
+        opt_d.step()
+        loss_g = d(g(z)).mean()
+        loss_g.backward()
+        opt_g.step()
+    """)
+    diag, = [d for d in ampfix.check_source(source, "t.py") if d.code == "AMP501"]
+    assert diag.fix is None
+
+
+def test_amp502_static_scale_cancels():
+    source = loop("""
+    for x, y in loader:
+        loss = criterion(model(x), y)
+        (loss * loss_scale).backward()
+        for p in model.parameters():
+            p.grad.data.div_(loss_scale)
+        optimizer.step()
+    """)
+    assert only("AMP502", source) == ["AMP502", "AMP502"]
+    out = fixed(source, unsafe=True)
+    assert "scaler.scale(loss).backward()" in out and "div_" not in out
+
+
+def test_amp502_ignores_gradient_averaging_across_workers():
+    source = loop("for p in model.parameters():\n    dist.all_reduce(p.grad)\n    p.grad /= world_size\n")
+    assert only("AMP502", source) == []

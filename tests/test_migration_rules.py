@@ -287,19 +287,39 @@ def test_version_check_without_modern_alternative_is_ordinary_code():
 
 # -- apex ------------------------------------------------------------------------------------
 
-def test_apex_uses_are_reported_with_guidance():
+def test_apex_uses_are_reported_with_guidance_and_an_unsafe_migration():
     source = """\
+    import torch
     try:
         from apex import amp
     except ImportError:
         amp = None
     model, optimizer = amp.initialize(model, optimizer, opt_level="O1")
-    with amp.scale_loss(loss, optimizer) as scaled_loss:
-        scaled_loss.backward()
+    for x in loader:
+        loss = model(x).sum()
+        with amp.scale_loss(loss, optimizer) as scaled_loss:
+            scaled_loss.backward()
+        optimizer.step()
     """
     import ampfix
 
     diags = ampfix.check_source(__import__("textwrap").dedent(source), "t.py")
     assert [d.code for d in diags] == ["AMP105", "AMP105"]
     assert "scaler.scale(loss).backward()" in diags[1].message
-    assert all(d.fix is None for d in diags)
+    assert all(d.fix is not None and d.fix.applicability.value == "unsafe" for d in diags)
+    assert fixed(source) == __import__("textwrap").dedent(source)  # unsafe only
+    assert fixed(source, unsafe=True) == (
+        'import torch\ntry:\n    pass\nexcept ImportError:\n    amp = None\n'
+        'scaler = torch.amp.GradScaler("cuda")\nfor x in loader:\n'
+        '    with torch.autocast(device_type="cuda", dtype=torch.float16):\n        loss = model(x).sum()\n'
+        '    scaler.scale(loss).backward()\n    scaler.step(optimizer)\n    scaler.update()\n'
+    )
+
+
+@pytest.mark.parametrize("level", ["O0", "O3"])
+def test_apex_levels_without_a_native_equivalent_are_report_only(level):
+    import ampfix
+
+    source = f"from apex import amp\nmodel, opt = amp.initialize(model, opt, opt_level={level!r})\n"
+    diag, = ampfix.check_source(source, "t.py")
+    assert diag.fix is None and f"opt_level '{level}' has no direct native equivalent" in diag.message

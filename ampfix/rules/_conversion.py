@@ -214,4 +214,11 @@ def autocast_conversion(ctx: ModuleContext, fn: StepFunction, backward: Event) -
 def module_manages_precision(ctx: ModuleContext) -> bool:
     """The module already uses autocast, a GradScaler or apex: conversions leave it alone."""
     model = ctx.training
-    return bool(model.regions) or model.uses_scaler() or "apex" in ctx.text or "autocast" in ctx.text
+    if model.regions or model.uses_scaler():
+        return True
+    from ampfix.model import AUTOCASTS
+
+    return bool(ctx.references(AUTOCASTS | _APEX)) or bool(model.autocast_names)
+
+
+_APEX = frozenset({"apex.amp", "apex.amp.initialize", "apex.amp.scale_loss"})
