@@ -1,0 +1,519 @@
+"""The verifier's harness: runs inside each child process, around the user's script.
+
+    python -m ampfix.verify.harness CONFIG.json
+
+It seeds everything and pins threads, installs instrumentation that observes without changing
+results, runs the script as ``__main__`` with its arguments, stops after N attempted optimizer
+steps with a ``BaseException`` (so ``except Exception`` in the script cannot swallow it), and
+writes a JSON trace in ``finally``, then leaves with ``os._exit`` so DataLoader workers and
+stray threads cannot hang the run. Building blocks and their measured costs:
+../shared/reference/verifier-notes.md.
+
+Modes: ``original`` and ``amp`` run the script as it is; ``fp32`` forces autocast and every
+GradScaler off (the float32 reference of the same code). With ``cuda_shim`` CUDA devices,
+autocast and scalers map to the CPU, for CUDA-only scripts on a CPU machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import resource
+import runpy
+import sys
+import time
+import traceback
+import warnings
+import weakref
+
+LOW_PRECISION = ("torch.float16", "torch.bfloat16")
+
+
+class StopRun(BaseException):
+    """Raised after the last step to observe; not an Exception, so scripts cannot catch it."""
+
+
+class Trace:
+    def __init__(self, config: dict):
+        self.config = config
+        self.steps: list[dict] = []  # one per attempted optimizer step
+        self.pending_losses: list[float] = []
+        self.pending_backwards = 0
+        self.pending_updates = 0
+        self.events: dict[str, int] = {}
+        self.event_samples: list[str] = []
+        self.scalers_created = 0
+        self.scaler_sites: dict[str, int] = {}  # where GradScalers were created, and how often
+        self.scalers_enabled = 0
+        self.flops: dict[str, float] = {}
+        self.warnings: dict[str, int] = {}
+        self.status = "finished"
+        self.error = None
+        self.exit_code = None
+        self.step_times: list[float] = []
+        self.last_step_end = None
+        self.started = time.perf_counter()
+        self.scale_history: list[float] = []
+        self.skipped: list[int] = []
+
+    def event(self, name: str, detail: str) -> None:
+        self.events[name] = self.events.get(name, 0) + 1
+        if len(self.event_samples) < 20:
+            self.event_samples.append(f"step {len(self.steps)}: {name}: {detail}")
+
+    def to_json(self) -> dict:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        cuda_peak = None
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available() and not self.config.get("cuda_shim"):
+            cuda_peak = torch.cuda.max_memory_allocated()
+        return {
+            "mode": self.config["mode"],
+            "status": self.status,
+            "error": self.error,
+            "exit_code": self.exit_code,
+            "steps": self.steps,
+            "events": self.events,
+            "event_samples": self.event_samples,
+            "scalers_created": self.scalers_created,
+            "scaler_sites": self.scaler_sites,
+            "scalers_enabled": self.scalers_enabled,
+            "flops": self.flops,
+            "warnings": self.warnings,
+            "step_times": self.step_times,
+            "scale_history": self.scale_history,
+            "skipped": self.skipped,
+            "peak_rss": peak,
+            "peak_cuda": cuda_peak,
+            "wall": time.perf_counter() - self.started,
+        }
+
+
+def _seed_everything(seed: int, threads: int) -> None:
+    random.seed(seed)
+    try:
+        import numpy
+
+        numpy.random.seed(seed)
+    except ImportError:
+        pass
+    import torch
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+
+
+def _install(trace: Trace, torch) -> None:
+    import torch.nn.utils
+    import torch.nn.utils.clip_grad
+    import torch.optim.optimizer as optim_module
+
+    config = trace.config
+    mode = config["mode"]
+    limit = config["steps"]
+    window = set(range(config.get("flop_window", [2, 4])[0], config.get("flop_window", [2, 4])[1]))
+    scalers = weakref.WeakSet()
+    state = {"in_scaler_step": 0, "opt_depth": 0, "mode_active": None}
+    GradScaler = torch.amp.GradScaler
+
+    # -- step accounting -----------------------------------------------------------------
+    def begin_step() -> None:
+        """Called when an optimizer step is attempted; stops the run before step limit + 1."""
+        if len(trace.steps) >= limit:
+            raise StopRun()
+
+    def end_step(skipped: bool) -> None:
+        now = time.perf_counter()
+        if trace.last_step_end is not None and state["mode_active"] is None:
+            trace.step_times.append(now - trace.last_step_end)  # steps under the FLOP counter are slower
+        trace.last_step_end = now
+        index = len(trace.steps)
+        trace.steps.append(
+            {
+                "losses": trace.pending_losses,
+                "backwards": trace.pending_backwards,
+                "skipped": skipped,
+            }
+        )
+        if skipped:
+            trace.skipped.append(index)
+        trace.pending_losses = []
+        trace.pending_backwards = 0
+        _flop_window(index + 1)
+
+    def _flop_window(next_index: int) -> None:
+        if config.get("count_flops", True) is False:
+            return
+        active = state["mode_active"]
+        if next_index in window and active is None:
+            counter = _FlopCounter(torch, trace)
+            counter.__enter__()
+            state["mode_active"] = counter
+        elif next_index not in window and active is not None:
+            active.__exit__(None, None, None)
+            state["mode_active"] = None
+
+    # -- optimizer hooks (outermost call only: subclasses calling super().step() fire twice) ----
+    def pre_hook(optimizer, args, kwargs):
+        state["opt_depth"] += 1
+        if state["opt_depth"] == 1 and not state["in_scaler_step"]:
+            begin_step()
+            if _scale_pending(optimizer):
+                trace.event("step_bypasses_scaler", f"{type(optimizer).__name__}.step() on scaled gradients")
+        return None
+
+    def post_hook(optimizer, args, kwargs):
+        state["opt_depth"] -= 1
+        if state["opt_depth"] == 0 and not state["in_scaler_step"]:
+            end_step(False)
+
+    optim_module.register_optimizer_step_pre_hook(pre_hook)
+    optim_module.register_optimizer_step_post_hook(post_hook)
+
+    def _stage(scaler, optimizer):
+        states = getattr(scaler, "_per_optimizer_states", None)
+        if states is None:
+            return None
+        entry = states.get(id(optimizer))  # never [] : a defaultdict would insert
+        return entry.get("stage") if entry else None
+
+    def _scale_pending(optimizer=None, params=None) -> bool:
+        for scaler in list(scalers):
+            if not getattr(scaler, "_ampfix_pending", False) or not scaler.is_enabled():
+                continue
+            if optimizer is not None:
+                stage = _stage(scaler, optimizer)
+                if stage is None or stage.name == "READY":
+                    return True
+                continue
+            optimizers = _optimizers_of(params)
+            if not optimizers:
+                return True
+            if any((_stage(scaler, o) is None or _stage(scaler, o).name == "READY") for o in optimizers):
+                return True
+        return False
+
+    live_optimizers = weakref.WeakSet()
+    original_optimizer_init = torch.optim.Optimizer.__init__
+
+    def optimizer_init(self, *args, **kwargs):
+        original_optimizer_init(self, *args, **kwargs)
+        live_optimizers.add(self)
+
+    torch.optim.Optimizer.__init__ = optimizer_init
+
+    def _optimizers_of(params):
+        if params is None:
+            return []
+        if isinstance(params, torch.Tensor):
+            params = [params]
+        ids = {id(p) for p in params}
+        return [o for o in list(live_optimizers) if any(id(p) in ids for g in o.param_groups for p in g["params"])]
+
+    # -- GradScaler ------------------------------------------------------------------------
+    original = {
+        name: getattr(GradScaler, name) for name in ("__init__", "scale", "unscale_", "step", "update")
+    }
+
+    def scaler_init(self, *args, **kwargs):
+        if mode == "fp32":
+            kwargs["enabled"] = False
+            if len(args) > 5:
+                args = args[:5]
+        if config.get("cuda_shim"):
+            args, kwargs = _shim_scaler_args(args, kwargs)
+        original["__init__"](self, *args, **kwargs)
+        trace.scalers_created += 1
+        caller = sys._getframe(1)
+        while caller is not None and caller.f_code.co_filename == __file__:
+            caller = caller.f_back
+        site = f"{os.path.basename(caller.f_code.co_filename)}:{caller.f_lineno}" if caller else "?"
+        trace.scaler_sites[site] = trace.scaler_sites.get(site, 0) + 1
+        trace.scalers_enabled += bool(self.is_enabled())
+        self._ampfix_pending = False
+        self._ampfix_last_step = self._ampfix_last_update = -1  # step index of the last step / update
+        scalers.add(self)
+
+    def scaler_scale(self, outputs):
+        result = original["scale"](self, outputs)
+        if self.is_enabled():
+            self._ampfix_pending = True
+            if isinstance(result, torch.Tensor):
+                result._ampfix_scaled = True  # tensors take attributes; a WeakSet would compare values
+        return result
+
+    def scaler_unscale(self, optimizer):
+        return original["unscale_"](self, optimizer)
+
+    def scaler_step(self, optimizer, *args, **kwargs):
+        begin_step()
+        state["in_scaler_step"] += 1
+        try:
+            result = original["step"](self, optimizer, *args, **kwargs)
+        finally:
+            state["in_scaler_step"] -= 1
+        skipped = False
+        states = getattr(self, "_per_optimizer_states", None)
+        if states is not None and self.is_enabled():
+            entry = states.get(id(optimizer))
+            if entry:
+                found = entry.get("found_inf_per_device", {})
+                skipped = any(float(v.item()) > 0 for v in found.values())
+        self._ampfix_last_step = len(trace.steps)
+        end_step(skipped)
+        return result
+
+    def scaler_update(self, *args, **kwargs):
+        if self.is_enabled() and self._ampfix_last_step == self._ampfix_last_update:
+            trace.event("update_without_step", "scaler.update() with no scaler.step() since the last update")
+        self._ampfix_last_update = self._ampfix_last_step
+        result = original["update"](self, *args, **kwargs)
+        self._ampfix_pending = False
+        if self.is_enabled():
+            trace.scale_history.append(float(self.get_scale()))
+        if trace.steps:
+            trace.steps[-1]["updates"] = trace.steps[-1].get("updates", 0) + 1
+        else:
+            trace.event("update_before_step", "scaler.update() before any optimizer step")
+        return result
+
+    GradScaler.__init__ = scaler_init
+    GradScaler.scale = scaler_scale
+    GradScaler.unscale_ = scaler_unscale
+    GradScaler.step = scaler_step
+    GradScaler.update = scaler_update
+
+    # -- clipping on still-scaled gradients ----------------------------------------------------
+    for module in (torch.nn.utils, torch.nn.utils.clip_grad):
+        for name in ("clip_grad_norm_", "clip_grad_value_", "get_total_norm", "clip_grads_with_norm_"):
+            function = getattr(module, name, None)
+            if function is None or getattr(function, "_ampfix", False):
+                continue
+
+            def clip(*args, _function=function, _name=name, **kwargs):
+                params = args[0] if args else kwargs.get("parameters")
+                if _name != "get_total_norm":
+                    params = list(params) if not isinstance(params, torch.Tensor) else [params]
+                    args = (params, *args[1:]) if args else args
+                    if not args:
+                        kwargs["parameters"] = params
+                    if _scale_pending(params=params):
+                        trace.event("clip_on_scaled_gradients", f"{_name} before scaler.unscale_()")
+                return _function(*args, **kwargs)
+
+            clip._ampfix = True
+            setattr(module, name, clip)
+
+    # -- backward ----------------------------------------------------------------------------
+    original_backward = torch.Tensor.backward
+
+    def backward(self, *args, **kwargs):
+        trace.pending_backwards += 1
+        try:
+            value = float(self.detach().float().sum()) if self.numel() == 1 else None
+        except Exception:
+            value = None
+        if getattr(self, "_ampfix_scaled", False):
+            scale = next((s.get_scale() for s in list(scalers) if getattr(s, "_ampfix_pending", False)), None)
+            if value is not None and scale:
+                value /= scale
+        elif any(getattr(s, "_ampfix_pending", False) and s.is_enabled() for s in list(scalers)):
+            trace.event("discarded_scaled_loss", "backward of a loss not returned by scaler.scale()")
+        if value is not None:
+            trace.pending_losses.append(value)
+        return original_backward(self, *args, **kwargs)
+
+    torch.Tensor.backward = backward
+
+    # -- precision overrides ---------------------------------------------------------------------
+    autocast_init = torch.amp.autocast.__init__
+
+    def forced_autocast_init(self, device_type, dtype=None, enabled=True, cache_enabled=None):
+        if mode == "fp32":
+            enabled = False
+        if config.get("cuda_shim") and str(device_type).startswith("cuda"):
+            device_type, dtype = "cpu", dtype or torch.float16
+        autocast_init(self, device_type, dtype=dtype, enabled=enabled, cache_enabled=cache_enabled)
+
+    torch.amp.autocast.__init__ = forced_autocast_init
+    if config.get("cuda_shim"):
+        _install_cuda_shim(torch)
+
+
+def _install_timing_only(trace: Trace, torch) -> None:
+    """Step timing and the stop, nothing else: the baseline for measuring harness overhead."""
+    import torch.optim.optimizer as optim_module
+
+    depth = {"n": 0}
+
+    def pre(optimizer, args, kwargs):
+        depth["n"] += 1
+        if depth["n"] == 1 and len(trace.steps) >= trace.config["steps"]:
+            raise StopRun()
+
+    def post(optimizer, args, kwargs):
+        depth["n"] -= 1
+        if depth["n"] == 0:
+            now = time.perf_counter()
+            if trace.last_step_end is not None:
+                trace.step_times.append(now - trace.last_step_end)
+            trace.last_step_end = now
+            trace.steps.append({"losses": [], "backwards": 0, "skipped": False})
+
+    optim_module.register_optimizer_step_pre_hook(pre)
+    optim_module.register_optimizer_step_post_hook(post)
+
+
+def _shim_scaler_args(args, kwargs):
+    if args and isinstance(args[0], str) and args[0].startswith("cuda"):
+        args = ("cpu", *args[1:])
+    elif str(kwargs.get("device", "cuda")).startswith("cuda") and not (args and isinstance(args[0], str)):
+        kwargs["device"] = "cpu"
+    return args, kwargs
+
+
+def _install_cuda_shim(torch) -> None:
+    """Best effort: CUDA-only scripts on a CPU machine. `.cuda()`, `.to("cuda")`, `device="cuda"`
+    and `torch.device("cuda")` arguments go to the CPU; autocast and scalers become CPU ones with
+    the same dtype (float16)."""
+
+    def cpu(device):
+        if isinstance(device, torch.device) and device.type == "cuda":
+            return torch.device("cpu")
+        if isinstance(device, str) and device.startswith("cuda"):
+            return "cpu"
+        if isinstance(device, int) and not isinstance(device, bool):
+            return "cpu"  # a CUDA ordinal
+        return device
+
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    torch.nn.Module.cuda = lambda self, *a, **k: self
+    tensor_to, module_to = torch.Tensor.to, torch.nn.Module.to
+
+    def to(self, *args, **kwargs):
+        args = (cpu(args[0]), *args[1:]) if args else args  # only the device position
+        if "device" in kwargs:
+            kwargs["device"] = cpu(kwargs["device"])
+        return tensor_to(self, *args, **kwargs)
+
+    def module_to_shim(self, *args, **kwargs):
+        args = (cpu(args[0]), *args[1:]) if args else args
+        if "device" in kwargs:
+            kwargs["device"] = cpu(kwargs["device"])
+        return module_to(self, *args, **kwargs)
+
+    torch.Tensor.to = to
+    torch.nn.Module.to = module_to_shim
+    for name in ("randn", "rand", "zeros", "ones", "empty", "full", "tensor", "arange", "randint", "randperm",
+                 "zeros_like", "ones_like", "randn_like", "rand_like", "empty_like", "full_like", "eye", "linspace"):
+        factory = getattr(torch, name, None)
+        if factory is None:
+            continue
+
+        def shimmed(*args, _factory=factory, **kwargs):
+            if "device" in kwargs:
+                kwargs["device"] = cpu(kwargs["device"])
+            return _factory(*args, **kwargs)
+
+        setattr(torch, name, shimmed)
+    # the script takes its CUDA branch; the CUDA calls such scripts make around training are stubs
+    torch.cuda.is_available = lambda: True
+    torch.cuda.device_count = lambda: 1
+    torch.cuda.current_device = lambda: 0
+    torch.cuda.get_device_name = lambda *a, **k: "cuda-shim (CPU)"
+    torch.cuda.is_bf16_supported = lambda *a, **k: True
+    torch.cuda.synchronize = lambda *a, **k: None
+    torch.cuda.empty_cache = lambda *a, **k: None
+    torch.cuda.set_device = lambda *a, **k: None
+    torch.cuda.manual_seed = torch.cuda.manual_seed_all = lambda *a, **k: None
+    torch.cuda.max_memory_allocated = torch.cuda.memory_allocated = lambda *a, **k: 0
+    torch.cuda.reset_peak_memory_stats = lambda *a, **k: None
+
+
+class _FlopCounter:
+    """Matmul/conv FLOPs by the dtype autocast really ran (a TorchDispatchMode sits below the
+    Autocast key). ~15 us per aten op, so it is only on for a short window of steps."""
+
+    def __new__(cls, torch, trace):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils.flop_counter import flop_registry
+
+        class Counter(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                out = func(*args, **kwargs)
+                packet = func._overloadpacket
+                formula = flop_registry.get(packet)
+                if formula is not None:
+                    try:
+                        count = formula(*args, **kwargs, out_val=out)
+                    except Exception:
+                        count = 0
+                    dtype = next(
+                        (str(a.dtype) for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()), "other"
+                    )
+                    trace.flops[dtype] = trace.flops.get(dtype, 0) + float(count)
+                return out
+
+        return Counter()
+
+
+def _capture_warnings(trace: Trace) -> None:
+    warnings.simplefilter("always")
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        key = f"{category.__name__}: {str(message).splitlines()[0][:200]}"
+        trace.warnings[key] = trace.warnings.get(key, 0) + 1
+
+    warnings.showwarning = show
+
+
+def main(config_path: str) -> None:
+    with open(config_path, encoding="utf-8") as handle:
+        config = json.load(handle)
+    trace = Trace(config)
+    os.chdir(config["workdir"])
+    script = config["script"]
+    sys.argv = [script, *config.get("args", [])]
+    # the script's own folder first (its sibling modules), as `python script.py` would have it
+    sys.path.insert(0, config.get("import_dir") or os.path.dirname(os.path.abspath(script)))
+    try:
+        _capture_warnings(trace)
+        import torch
+
+        _seed_everything(config["seed"], config["threads"])
+        if config.get("instrument", True):
+            _install(trace, torch)
+        else:
+            _install_timing_only(trace, torch)
+        runpy.run_path(script, run_name="__main__")
+    except StopRun:
+        trace.status = "stopped"
+    except SystemExit as exc:
+        trace.exit_code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if trace.exit_code:
+            trace.status = "error"
+            trace.error = f"SystemExit({exc.code!r})"
+    except BaseException as exc:  # noqa: BLE001 - the script's failure is the data
+        trace.status = "error"
+        trace.error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:])
+    finally:
+        try:
+            with open(config["trace"], "w", encoding="utf-8") as handle:
+                json.dump(trace.to_json(), handle, default=_jsonable)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+
+
+def _jsonable(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return str(value)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

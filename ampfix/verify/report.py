@@ -1,0 +1,50 @@
+"""Printing a verification: a compact table for people, JSON for CI."""
+
+from __future__ import annotations
+
+import json
+from typing import TextIO
+
+from ampfix.verify.checks import Verdict
+from ampfix.verify.runner import Prepared, VerifyOptions
+
+_MARK = {"pass": "pass", "fail": "FAIL", "warn": "warn", "info": "info"}
+
+
+def write_text(out: TextIO, script: str, prepared: Prepared, options: VerifyOptions, verdict: Verdict) -> None:
+    dtype = options.dtype if options.dtype != "auto" else "auto"
+    out.write(f"ampfix verify {script}  (device {prepared.device}, dtype {dtype}, {options.steps} steps, "
+              f"seed {options.seed}, {options.threads} thread(s){', cuda shim' if options.cuda_shim else ''})\n")
+    if options.against:
+        out.write(f"comparing with the original {options.against}\n")
+    else:
+        out.write(f"fixes applied: {', '.join(prepared.applied) if prepared.applied else 'none'}\n")
+    width = max((len(c.name) for c in verdict.checks), default=10)
+    for check in verdict.checks:
+        out.write(f"  {check.name:<{width}}  {_MARK[check.status]:<4}  {check.detail}\n")
+    out.write(f"verdict: {verdict.summary}\n")
+
+
+def write_json(out: TextIO, script: str, prepared: Prepared, options: VerifyOptions, verdict: Verdict,
+               traces: dict) -> None:
+    document = {
+        "script": script,
+        "against": options.against,
+        "device": prepared.device,
+        "dtype": options.dtype,
+        "steps": options.steps,
+        "applied": prepared.applied,
+        "exit_code": verdict.exit_code,
+        "verdict": verdict.summary,
+        "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in verdict.checks],
+        "metrics": verdict.metrics,
+        "runs": {
+            mode: {k: v for k, v in trace.items() if k in (
+                "status", "error", "events", "scalers_created", "flops", "skipped", "scale_history",
+                "warnings", "peak_rss", "peak_cuda", "wall")}
+            | {"losses": [s.get("losses") for s in trace.get("steps", [])]}
+            for mode, trace in traces.items()
+        },
+    }
+    json.dump(document, out, indent=2, default=str)
+    out.write("\n")

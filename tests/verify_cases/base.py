@@ -1,0 +1,17 @@
+"""The fp32 original the broken rewrites are compared with: accumulation (divided) and clipping."""
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+accum = 2
+batches = [(torch.randn(16, 16), torch.randn(16, 4)) for _ in range(16)]
+
+for i, (x, y) in enumerate(batches):
+    loss = nn.functional.mse_loss(model(x), y) / accum
+    loss.backward()
+    if (i + 1) % accum == 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        optimizer.step()
+        optimizer.zero_grad()
