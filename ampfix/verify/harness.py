@@ -52,8 +52,10 @@ class Trace:
         self.status = "finished"
         self.error = None
         self.exit_code = None
-        self.step_times: list[float] = []
+        self.step_times: list[float] = []  # wall clock per step (what a person waits for)
+        self.step_cpu_times: list[float] = []  # thread CPU time per step (steadier on a busy machine)
         self.last_step_end = None
+        self.last_step_cpu = None
         self.started = time.perf_counter()
         self.scale_history: list[float] = []
         self.skipped: list[int] = []
@@ -83,6 +85,7 @@ class Trace:
             "flops": self.flops,
             "warnings": self.warnings,
             "step_times": self.step_times,
+            "step_cpu_times": self.step_cpu_times,
             "scale_history": self.scale_history,
             "skipped": self.skipped,
             "peak_rss": peak,
@@ -125,10 +128,7 @@ def _install(trace: Trace, torch) -> None:
             raise StopRun()
 
     def end_step(skipped: bool) -> None:
-        now = time.perf_counter()
-        if trace.last_step_end is not None and state["mode_active"] is None:
-            trace.step_times.append(now - trace.last_step_end)  # steps under the FLOP counter are slower
-        trace.last_step_end = now
+        _clock_step(trace, counted=state["mode_active"] is None)  # steps under the FLOP counter are slower
         index = len(trace.steps)
         trace.steps.append(
             {
@@ -188,6 +188,9 @@ def _install(trace: Trace, torch) -> None:
                 if stage is None or stage.name == "READY":
                     return True
                 continue
+            stages = getattr(scaler, "_per_optimizer_states", {})
+            if stages and all(e.get("stage") is not None and e["stage"].name != "READY" for e in stages.values()):
+                continue  # every optimizer this scaler knows is unscaled already: no mapping needed
             optimizers = _optimizers_of(params)
             if not optimizers:
                 return True
@@ -239,6 +242,8 @@ def _install(trace: Trace, torch) -> None:
     def scaler_scale(self, outputs):
         result = original["scale"](self, outputs)
         if self.is_enabled():
+            if getattr(self, "_ampfix_scale", None) is None:
+                self._ampfix_scale = float(self.get_scale())  # then refreshed once per update()
             self._ampfix_pending = True
             if isinstance(result, torch.Tensor):
                 result._ampfix_scaled = True  # tensors take attributes; a WeakSet would compare values
@@ -254,25 +259,25 @@ def _install(trace: Trace, torch) -> None:
             result = original["step"](self, optimizer, *args, **kwargs)
         finally:
             state["in_scaler_step"] -= 1
-        skipped = False
-        states = getattr(self, "_per_optimizer_states", None)
-        if states is not None and self.is_enabled():
-            entry = states.get(id(optimizer))
-            if entry:
-                found = entry.get("found_inf_per_device", {})
-                skipped = any(float(v.item()) > 0 for v in found.values())
         self._ampfix_last_step = len(trace.steps)
-        end_step(skipped)
+        end_step(False)  # update() tells whether it was skipped (the scale backs off on inf/NaN only)
         return result
 
     def scaler_update(self, *args, **kwargs):
         if self.is_enabled() and self._ampfix_last_step == self._ampfix_last_update:
             trace.event("update_without_step", "scaler.update() with no scaler.step() since the last update")
         self._ampfix_last_update = self._ampfix_last_step
+        before = getattr(self, "_ampfix_scale", None)
         result = original["update"](self, *args, **kwargs)
         self._ampfix_pending = False
         if self.is_enabled():
-            trace.scale_history.append(float(self.get_scale()))
+            after = float(self.get_scale())
+            self._ampfix_scale = after
+            trace.scale_history.append(after)
+            # found_inf read without another sync: only an inf/NaN step makes the scale back off
+            if before is not None and after < before and trace.steps and not args and not kwargs:
+                trace.steps[-1]["skipped"] = True
+                trace.skipped.append(len(trace.steps) - 1)
         if trace.steps:
             trace.steps[-1]["updates"] = trace.steps[-1].get("updates", 0) + 1
         else:
@@ -312,11 +317,11 @@ def _install(trace: Trace, torch) -> None:
     def backward(self, *args, **kwargs):
         trace.pending_backwards += 1
         try:
-            value = float(self.detach().float().sum()) if self.numel() == 1 else None
+            value = self.item() if self.numel() == 1 else None
         except Exception:
             value = None
         if getattr(self, "_ampfix_scaled", False):
-            scale = next((s.get_scale() for s in list(scalers) if getattr(s, "_ampfix_pending", False)), None)
+            scale = next((s._ampfix_scale for s in list(scalers) if getattr(s, "_ampfix_pending", False)), None)
             if value is not None and scale:
                 value /= scale
         elif any(getattr(s, "_ampfix_pending", False) and s.is_enabled() for s in list(scalers)):
@@ -342,6 +347,14 @@ def _install(trace: Trace, torch) -> None:
         _install_cuda_shim(torch)
 
 
+def _clock_step(trace: Trace, counted: bool) -> None:
+    now, cpu = time.perf_counter(), time.thread_time()
+    if trace.last_step_end is not None and counted:
+        trace.step_times.append(now - trace.last_step_end)
+        trace.step_cpu_times.append(cpu - trace.last_step_cpu)
+    trace.last_step_end, trace.last_step_cpu = now, cpu
+
+
 def _install_timing_only(trace: Trace, torch) -> None:
     """Step timing and the stop, nothing else: the baseline for measuring harness overhead."""
     import torch.optim.optimizer as optim_module
@@ -356,10 +369,7 @@ def _install_timing_only(trace: Trace, torch) -> None:
     def post(optimizer, args, kwargs):
         depth["n"] -= 1
         if depth["n"] == 0:
-            now = time.perf_counter()
-            if trace.last_step_end is not None:
-                trace.step_times.append(now - trace.last_step_end)
-            trace.last_step_end = now
+            _clock_step(trace, counted=True)
             trace.steps.append({"losses": [], "backwards": 0, "skipped": False})
 
     optim_module.register_optimizer_step_pre_hook(pre)

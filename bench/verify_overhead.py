@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Harness overhead of `ampfix verify` with the FLOP window off, on the CPU fixtures.
+
+    python bench/verify_overhead.py [--steps 40] [--rounds 5] [FIXTURE ...]
+
+For each fixture's AMP rewrite (``fixtures/*.fixed.py``), runs the harness in two ways,
+interleaved, ``--rounds`` times (best round kept): bare (step timing and the stop only) and fully instrumented
+(optimizer hooks, GradScaler/clip/backward patches, loss recording; no dispatch-mode counting).
+Prints the median thread-CPU time per step of each and the overhead. Target: under 10%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(script: str, instrument: bool, steps: int) -> float:
+    with tempfile.TemporaryDirectory() as workspace:
+        config = {
+            "mode": "original",
+            "script": script,
+            "steps": steps,
+            "seed": 0,
+            "threads": 1,
+            "workdir": workspace,
+            "trace": os.path.join(workspace, "trace.json"),
+            "instrument": instrument,
+            "count_flops": False,
+        }
+        path = os.path.join(workspace, "config.json")
+        with open(path, "w") as handle:
+            json.dump(config, handle)
+        env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                   PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        subprocess.run([sys.executable, "-m", "ampfix.verify.harness", path], env=env, cwd=workspace,
+                       capture_output=True, check=True, timeout=600)
+        with open(config["trace"]) as handle:
+            trace = json.load(handle)
+    times = trace["step_cpu_times"][2:]  # thread CPU time: steady on a shared machine; skip warm-up
+    return statistics.median(times) if times else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("fixtures", nargs="*")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    scripts = args.fixtures or sorted(glob.glob(os.path.join(ROOT, "fixtures", "convert_*.fixed.py")))
+    print(f"{'fixture':<40}{'bare ms':>10}{'harness ms':>12}{'overhead':>10}")
+    worst = 0.0
+    for script in scripts:
+        bare, instrumented = [], []
+        for _ in range(args.rounds):
+            bare.append(run(script, False, args.steps))
+            instrumented.append(run(script, True, args.steps))
+        b, i = min(bare), min(instrumented)  # best of interleaved rounds: noise only adds time
+        overhead = i / b - 1
+        worst = max(worst, overhead)
+        print(f"{os.path.basename(script):<40}{b * 1e3:>10.3f}{i * 1e3:>12.3f}{overhead:>10.1%}")
+    print(f"worst overhead: {worst:.1%} (target < 10%)")
+    return 0 if worst < 0.10 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
