@@ -17,6 +17,7 @@ from typing import Optional
 import click
 
 from ampfix import __version__
+from ampfix.cache import Cache
 from ampfix.docs import rule_doc
 from ampfix.engine import FixError, check_source, fix_source
 from ampfix.report import (
@@ -86,6 +87,7 @@ def cli() -> None:
 @click.option("--stdin-filename", default=None, help="The path of the code read from stdin ('-').")
 @click.option("--default-device", default=None, help="Device for conversions when the code does not say.")
 @click.option("--amp-dtype", type=click.Choice(["float16", "bfloat16"]), default=None, help="Low-precision dtype for conversions.")
+@click.option("--no-cache", "-n", is_flag=True, envvar="AMPFIX_NO_CACHE", help="Neither read nor write .ampfix_cache/.")
 def check(
     paths: tuple[str, ...],
     apply: bool,
@@ -107,6 +109,7 @@ def check(
     stdin_filename: Optional[str],
     default_device: Optional[str],
     amp_dtype: Optional[str],
+    no_cache: bool,
 ) -> None:
     """Check PATHS (default: .) for AMP mistakes; `-` reads stdin."""
     paths = paths or (".",)
@@ -142,8 +145,10 @@ def check(
     for missing in found.missing:
         click.echo(f"ampfix: error: {missing}: no such file or directory", err=True)
     progress = _progress_bar(len(found.files), quiet)
+    cache = None if no_cache else Cache(settings).load()
+    job = Job(mode, settings, settings.unsafe_fixes, use_cache=cache is not None)
     try:
-        results = run(found.files, Job(mode, settings, settings.unsafe_fixes), jobs, progress.update if progress else None)
+        results = run(found.files, job, jobs, progress.update if progress else None, cache)
     finally:
         if progress:
             progress.close()

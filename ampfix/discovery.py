@@ -1,6 +1,6 @@
 """Finding the files to check.
 
-- ``.py`` and ``.pyi`` files under the given directories, sorted;
+- ``.py``, ``.pyi`` and ``.ipynb`` files under the given directories, sorted;
 - ``.gitignore`` files at every level (and ``.git/info/exclude``) are honoured, with git's
   pattern semantics (pathspec);
 - default excludes (``.git``, virtual environments, ``build``, ``dist``, ``__pycache__``,
@@ -20,7 +20,7 @@ import pathspec
 
 from ampfix.settings import Settings
 
-SOURCE_SUFFIXES = (".py", ".pyi")
+SOURCE_SUFFIXES = (".py", ".pyi", ".ipynb")
 
 
 @dataclass

@@ -23,6 +23,11 @@ def _conflicts(edit: Edit, accepted: list[Edit]) -> bool:
     return False
 
 
+def _self_overlapping(edits) -> bool:
+    ordered = sorted(set(edits))
+    return any(a.end > b.start for a, b in zip(ordered, ordered[1:]) if a.start != a.end or b.start != b.end)
+
+
 def apply_fixes(text: str, diagnostics: Iterable[Diagnostic]) -> tuple[str, list[Diagnostic]]:
     """Apply as many fixes as can be applied together; returns (new text, applied)."""
     accepted: list[Edit] = []
@@ -33,8 +38,8 @@ def apply_fixes(text: str, diagnostics: Iterable[Diagnostic]) -> tuple[str, list
     )
     for diag in candidates:
         edits = diag.fix.edits
-        if any(_conflicts(edit, accepted) for edit in edits):
-            continue
+        if _self_overlapping(edits) or any(_conflicts(edit, accepted) for edit in edits):
+            continue  # a fix whose own edits overlap is a rule bug: never apply it
         for index, edit in enumerate(edits):
             if edit not in accepted:
                 accepted.append(edit)

@@ -156,6 +156,8 @@ class TrainingModel:
         self.optimizers: set[str] = set()
         self.autocast_names: set[str] = set()
         self.regions: list[AutocastRegion] = []
+        self._region_by_with: dict[int, AutocastRegion] = {}
+        self._regions_by_owner: dict[int, list[AutocastRegion]] = {}
         self.creations: list[Event] = []
         # names bound by imports (``from torch.nn.utils import clip_grad_norm_ as clip``)
         self._imported_names = {
@@ -278,11 +280,22 @@ class TrainingModel:
         return None
 
     def _collect_regions(self) -> None:
+        parents = self.ctx.semantic.parents
         for stmt in self.ctx.semantic.nodes(ast.With, ast.AsyncWith):
             for item in stmt.items:
                 region = self._autocast_region(stmt, item)
                 if region is not None:
                     self.regions.append(region)
+                    self._region_by_with[id(stmt)] = region
+                    owner = parents.get(stmt)
+                    while owner is not None:  # every enclosing function, and the module
+                        if isinstance(owner, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Module)):
+                            self._regions_by_owner.setdefault(id(owner), []).append(region)
+                        owner = parents.get(owner)
+
+    def regions_in(self, function: "StepFunction") -> list["AutocastRegion"]:
+        """Autocast regions lexically inside ``function`` (nested functions included)."""
+        return self._regions_by_owner.get(id(function.node), [])
 
     def _classify(self, call: ast.Call, stmt: ast.stmt, context: tuple) -> Optional[Event]:
         func = call.func
@@ -369,9 +382,9 @@ class TrainingModel:
     def region_of(self, event: Event) -> Optional[AutocastRegion]:
         for frame in reversed(event.context):
             if isinstance(frame.node, (ast.With, ast.AsyncWith)):
-                for region in self.regions:
-                    if region.with_node is frame.node:
-                        return region
+                region = self._region_by_with.get(id(frame.node))
+                if region is not None:
+                    return region
         return None
 
     def uses_scaler(self) -> bool:

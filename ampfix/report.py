@@ -67,6 +67,8 @@ def write_text(
 
 
 def _excerpt(diag: Diagnostic, sources: SourceCache) -> str:
+    if diag.cell is not None:
+        return ""  # a notebook: the file's lines are JSON, not the cell's code
     locator = sources.locator(diag.filename)
     if locator is None or diag.location.row > len(locator.line_starts):
         return ""

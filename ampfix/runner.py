@@ -13,8 +13,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
-from ampfix.diagnostics import Diagnostic
+from ampfix.cache import Cache, content_hash, from_dict
+from ampfix.diagnostics import Applicability, Diagnostic
 from ampfix.engine import FixError, check_source, fix_source, may_fire
+from ampfix.notebook import Notebook
 from ampfix.settings import Settings
 from ampfix.source import SourceError, SourceText, write_atomic
 
@@ -31,6 +33,8 @@ class FileResult:
     error: Optional[str] = None  # one line: the cause (the path is printed beside it)
     original: Optional[str] = None  # kept only when the text changed (for --diff)
     fixed_source: Optional[str] = None
+    cache_entry: Optional[tuple] = None  # (content hash, diagnostics) to remember
+    cached: bool = False
 
 
 @dataclass(frozen=True)
@@ -38,9 +42,15 @@ class Job:
     mode: str
     settings: Settings
     unsafe_fixes: bool
+    use_cache: bool = False
 
 
-def process_file(path: str, job: Job) -> FileResult:
+def _applicable(diag: Diagnostic, unsafe: bool) -> bool:
+    return diag.fix is not None and (unsafe or diag.fix.applicability is Applicability.SAFE)
+
+
+def process_file(path: str, job: Job, cached: Optional[list] = None) -> FileResult:
+    """Check or fix one file. ``cached`` is this path's cache entry, [content hash, diagnostics]."""
     result = FileResult(path)
     try:
         with open(path, "rb") as handle:
@@ -51,17 +61,31 @@ def process_file(path: str, job: Job) -> FileResult:
     codes = job.settings.enabled(path)
     if not may_fire(data, codes):
         return result
+    digest = content_hash(data) if job.use_cache else None
+    if cached is not None and cached[0] == digest:
+        diagnostics = [from_dict(d, path) for d in cached[1]]
+        if job.mode == CHECK or not any(_applicable(d, job.unsafe_fixes) for d in diagnostics):
+            result.diagnostics, result.cached = diagnostics, True
+            return result
     try:
         source = SourceText.decode(data)
+        if path.endswith(".ipynb"):
+            return _process_notebook(path, job, source, result, digest)
         if job.mode == CHECK:
             result.diagnostics = check_source(source.text, path, job.settings)
+            result.cache_entry = (digest, result.diagnostics) if digest else None
             return result
         fixed = fix_source(source.text, path, job.settings, job.unsafe_fixes)
         result.diagnostics, result.fixed = fixed.remaining, fixed.fixed
+        if not fixed.changed and digest:
+            result.cache_entry = (digest, result.diagnostics)
         if fixed.changed:
             result.original, result.fixed_source = source.text, fixed.source
             if job.mode == FIX:
-                write_atomic(path, source.encode(fixed.source))
+                written = source.encode(fixed.source)
+                write_atomic(path, written)
+                if digest:
+                    result.cache_entry = (content_hash(written), result.diagnostics)
     except (SourceError, FixError) as exc:
         result.error = str(exc)
     except RecursionError:
@@ -71,8 +95,29 @@ def process_file(path: str, job: Job) -> FileResult:
     return result
 
 
-def _process_chunk(paths: list[str], job: Job) -> list[FileResult]:
-    return [process_file(path, job) for path in paths]
+def _process_notebook(path: str, job: Job, source: SourceText, result: FileResult, digest) -> FileResult:
+    """Notebooks: the code cells as one program; positions per cell; fixes written into the cells."""
+    notebook = Notebook.parse(source.text)
+    if job.mode == CHECK:
+        diagnostics = check_source(notebook.program, path, job.settings)
+    else:
+        fixed = fix_source(notebook.program, path, job.settings, job.unsafe_fixes)
+        diagnostics, result.fixed = fixed.remaining, fixed.fixed
+        if fixed.changed:
+            rendered = notebook.render(fixed.source)
+            result.original, result.fixed_source = source.text, rendered
+            if job.mode == FIX:
+                write_atomic(path, source.encode(rendered))
+            digest = None
+    for diag in (*diagnostics, *result.fixed):
+        notebook.locate(diag)
+    result.diagnostics = diagnostics
+    result.cache_entry = (digest, diagnostics) if digest else None
+    return result
+
+
+def _process_chunk(items: list[tuple[str, Optional[list]]], job: Job) -> list[FileResult]:
+    return [process_file(path, job, cached) for path, cached in items]
 
 
 def run(
@@ -80,25 +125,31 @@ def run(
     job: Job,
     jobs: Optional[int] = None,
     progress: Optional[Callable[[int], None]] = None,
+    cache: Optional[Cache] = None,
 ) -> list[FileResult]:
+    items = [(path, cache.lookup(path) if cache else None) for path in paths]
     workers = jobs or os.cpu_count() or 1
     if workers <= 1 or len(paths) < PARALLEL_THRESHOLD:
         results = []
-        for path in paths:
-            results.append(process_file(path, job))
+        for path, cached in items:
+            results.append(process_file(path, job, cached))
             if progress:
                 progress(1)
-        return results
-    chunk = max(1, min(64, len(paths) // (workers * 4) or 1))
-    chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
-    results: list[FileResult] = []
-    context = _mp_context()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        for batch in pool.map(_process_chunk, chunks, [job] * len(chunks)):
-            results.extend(batch)
-            if progress:
-                progress(len(batch))
-    results.sort(key=lambda r: r.path)
+    else:
+        chunk = max(1, min(64, len(items) // (workers * 4) or 1))
+        chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
+        results = []
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context()) as pool:
+            for batch in pool.map(_process_chunk, chunks, [job] * len(chunks)):
+                results.extend(batch)
+                if progress:
+                    progress(len(batch))
+        results.sort(key=lambda r: r.path)
+    if cache is not None:
+        for result in results:
+            if result.cache_entry is not None and not result.error:
+                cache.store(result.path, result.cache_entry[0], result.cache_entry[1])
+        cache.save()
     return results
 
 

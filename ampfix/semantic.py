@@ -151,6 +151,17 @@ class SemanticModel:
             current = current.parent
         return None
 
+    def binding_nodes(self, name: str, scope: Scope) -> list[ast.AST]:
+        """The statements that bind ``name`` in the first scope (innermost out) that binds it."""
+        current: Optional[Scope] = scope
+        first = True
+        while current is not None:
+            if not (current.kind == "class" and not first) and name in current.bindings:
+                return [b.node for b in current.bindings[name]]
+            first = False
+            current = current.parent
+        return []
+
     def is_bound(self, name: str, scope: Scope) -> bool:
         current: Optional[Scope] = scope
         while current is not None:

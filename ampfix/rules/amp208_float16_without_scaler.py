@@ -29,7 +29,7 @@ class Float16WithoutScaler(Rule):
         if model.uses_scaler():
             return
         for fn in model.functions:
-            regions = [r for r in model.regions if _within(r.with_node, fn.node) and self._may_be_float16(ctx, r)]
+            regions = [r for r in model.regions_in(fn) if self._may_be_float16(ctx, r)]
             if not regions:
                 continue
             first = min(r.with_node.lineno for r in regions)

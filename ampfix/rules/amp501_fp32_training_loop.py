@@ -120,6 +120,8 @@ def _threading_plan(ctx: ModuleContext, fn: StepFunction):
     calls = [
         c for c in ctx.semantic.nodes(ast.Call)
         if isinstance(c.func, ast.Name) and c.func.id == node.name
+        and ctx.semantic.binding_nodes(node.name, ctx.semantic.scope_of(c)) == [node]
+        and not _encloses(node, c)
     ]
     model = ctx.training
     for call in calls:

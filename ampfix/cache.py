@@ -1,0 +1,113 @@
+"""A content-keyed result cache: `.ampfix_cache/` at the project root.
+
+One JSON file per (ampfix version, effective settings): ``path -> [content hash, diagnostics]``.
+Keys are the file's *bytes* (BLAKE2b), not its mtime, so `touch` or a checkout that rewrites
+identical bytes costs nothing. The file is written atomically (temporary file + rename), so
+concurrent runs leave one complete version; anything unreadable is an empty cache, never an
+error. A ``CACHEDIR.TAG`` and a ``.gitignore`` of ``*`` keep backups and git away from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from typing import Optional
+
+from ampfix import __version__
+from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix, Position
+from ampfix.settings import Settings
+
+CACHE_DIR = ".ampfix_cache"
+_TAG = "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by ampfix.\n"
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+class Cache:
+    def __init__(self, settings: Settings, root: Optional[str] = None):
+        self.root = os.path.join(os.path.abspath(root or settings.project_root), CACHE_DIR)
+        key = hashlib.blake2b(f"{__version__}|{settings.cache_key()}".encode(), digest_size=12).hexdigest()
+        self.path = os.path.join(self.root, __version__, f"{key}.json")
+        self.entries: dict[str, list] = {}
+        self.changed = False
+
+    def load(self) -> "Cache":
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                data = json.load(handle)
+            if isinstance(data, dict):
+                self.entries = data
+        except (OSError, ValueError):
+            self.entries = {}  # missing or corrupt: a cold cache, never an error
+        return self
+
+    def lookup(self, path: str) -> Optional[list]:
+        return self.entries.get(os.path.abspath(path))
+
+    def store(self, path: str, digest: str, diagnostics: list[Diagnostic]) -> None:
+        self.entries[os.path.abspath(path)] = [digest, [to_dict(d) for d in diagnostics]]
+        self.changed = True
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self._mark()
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), prefix=".tmp-", suffix=".json")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(self.entries, handle, separators=(",", ":"))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a read-only tree still gets checked, just not cached
+
+    def _mark(self) -> None:
+        for name, text in (("CACHEDIR.TAG", _TAG), (".gitignore", "# Automatically created by ampfix.\n*\n")):
+            target = os.path.join(self.root, name)
+            if not os.path.exists(target):
+                with open(target, "w", encoding="utf-8") as handle:
+                    handle.write(text)
+
+
+def to_dict(diag: Diagnostic) -> dict:
+    fix = None
+    if diag.fix is not None:
+        fix = {
+            "message": diag.fix.message,
+            "applicability": diag.fix.applicability.value,
+            "edits": [[e.start, e.end, e.content] for e in diag.fix.edits],
+            "orphans": sorted(diag.fix.orphaned_imports),
+        }
+    return {
+        "code": diag.code,
+        "name": diag.name,
+        "message": diag.message,
+        "range": [diag.start, diag.end],
+        "location": [diag.location.row, diag.location.column, diag.end_location.row, diag.end_location.column],
+        "edit_locations": [[s.row, s.column, e.row, e.column] for s, e in diag.edit_locations],
+        "fix": fix,
+        "cell": diag.cell,
+    }
+
+
+def from_dict(data: dict, filename: str) -> Diagnostic:
+    fix = None
+    if data["fix"] is not None:
+        f = data["fix"]
+        fix = Fix(
+            f["message"],
+            tuple(Edit(s, e, c) for s, e, c in f["edits"]),
+            Applicability(f["applicability"]),
+            frozenset(f["orphans"]),
+        )
+    row, column, end_row, end_column = data["location"]
+    diag = Diagnostic(data["code"], data["name"], data["message"], data["range"][0], data["range"][1], fix)
+    diag.filename = filename
+    diag.location, diag.end_location = Position(row, column), Position(end_row, end_column)
+    diag.edit_locations = tuple((Position(a, b), Position(c, d)) for a, b, c, d in data["edit_locations"])
+    diag.cell = data.get("cell")
+    return diag

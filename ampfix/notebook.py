@@ -1,0 +1,151 @@
+"""Jupyter notebooks: checked cell by cell as one program (imports in cell 1 resolve in cell 5),
+reported as ``nb.ipynb:cell 3:2:5``, fixed in code cells only, written back with the notebook's
+JSON layout, metadata and outputs as they were.
+
+IPython syntax is masked, never a parse error: ``%time f()``, ``!pip install x``, ``x = !ls``,
+``obj?`` become ``pass`` placeholders for the analysis and are restored on write; cells that start
+with a cell magic (``%%bash``) are left out altogether.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ampfix.diagnostics import Diagnostic, Position
+from ampfix.source import SourceError
+
+_BOUNDARY = "# ampfix-cell-boundary {index}"
+_BOUNDARY_LINE = re.compile(r"^# ampfix-cell-boundary (\d+)\n", re.M)
+_LINE_MAGIC = re.compile(r"^\s*[%!?]")  # %time f(), !pip install x, ?obj
+_ASSIGNED_MAGIC = re.compile(r"^[\w\s,.\[\]]*=\s*[!%]")  # files = !ls, t = %timeit -o f()
+_PLACEHOLDER = "pass  # ampfix-magic-{index}"
+_PLACEHOLDER_LINE = re.compile(r"^(\s*)pass  # ampfix-magic-(\d+)$")
+
+
+@dataclass
+class Notebook:
+    data: dict
+    text: str  # the original JSON text
+    cells: list[int] = field(default_factory=list)  # indexes of the code cells in the program
+    magics: dict[int, str] = field(default_factory=dict)
+    program: str = ""
+    cell_starts: list[int] = field(default_factory=list)  # first program row of each included cell
+
+    @classmethod
+    def parse(cls, text: str) -> "Notebook":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise SourceError(f"not a valid notebook (JSON error: {exc})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+            raise SourceError("not a valid notebook (no cells)")
+        notebook = cls(data, text)
+        notebook._build_program()
+        return notebook
+
+    def _build_program(self) -> None:
+        parts, row = [], 1
+        for index, cell in enumerate(self.data["cells"]):
+            if cell.get("cell_type") != "code":
+                continue
+            source = _cell_text(cell)
+            if source.lstrip().startswith("%%"):
+                continue  # a cell magic: the whole cell is another language
+            masked = self._mask(source)
+            if not masked.endswith("\n"):
+                masked += "\n"
+            self.cells.append(index)
+            parts.append(_BOUNDARY.format(index=index) + "\n")
+            row += 1
+            self.cell_starts.append(row)
+            parts.append(masked)
+            row += masked.count("\n")
+        self.program = "".join(parts)
+
+    def _mask(self, source: str) -> str:
+        lines = source.split("\n")
+        for i, line in enumerate(lines):
+            if _is_ipython(line):
+                key = len(self.magics)
+                self.magics[key] = line
+                indent = line[: len(line) - len(line.lstrip())]
+                lines[i] = indent + _PLACEHOLDER.format(index=key)
+        return "\n".join(lines)
+
+    def locate(self, diag: Diagnostic) -> None:
+        """Program rows -> (cell number as Jupyter shows it, row within the cell)."""
+        cell, start = self._cell_of(diag.location.row)
+        if cell is None:
+            return
+        diag.cell = cell
+        diag.location = Position(diag.location.row - start + 1, diag.location.column)
+        diag.end_location = Position(max(1, diag.end_location.row - start + 1), diag.end_location.column)
+        diag.edit_locations = tuple(
+            (Position(max(1, a.row - start + 1), a.column), Position(max(1, b.row - start + 1), b.column))
+            for a, b in diag.edit_locations
+        )
+
+    def _cell_of(self, row: int):
+        for position, start in reversed(list(enumerate(self.cell_starts))):
+            if row >= start:
+                return self.cells[position] + 1, start
+        return None, 1
+
+    def render(self, program: str) -> str:
+        """The notebook JSON with the fixed program's cells put back, layout preserved."""
+        pieces = _BOUNDARY_LINE.split(program)
+        # pieces: ["", index, text, index, text, ...]
+        updated = dict(zip(map(int, pieces[1::2]), pieces[2::2]))
+        for index, text in updated.items():
+            text = self._unmask(text)
+            cell = self.data["cells"][index]
+            original = _cell_text(cell)
+            if not original.endswith("\n") and text.endswith("\n"):
+                text = text[:-1]
+            if text != original:
+                cell["source"] = _as_source(text, cell.get("source"))
+        return _dump_like(self.data, self.text)
+
+    def _unmask(self, text: str) -> str:
+        out = []
+        for line in text.split("\n"):
+            match = _PLACEHOLDER_LINE.match(line)
+            out.append(self.magics[int(match.group(2))] if match else line)
+        return "\n".join(out)
+
+
+def _is_ipython(line: str) -> bool:
+    stripped = line.strip()
+    if not stripped or stripped.startswith("#"):
+        return False
+    if _LINE_MAGIC.match(line) or _ASSIGNED_MAGIC.match(line):
+        return True
+    return stripped.endswith("?") and "#" not in stripped and not stripped.endswith(("'?", '"?'))  # obj?
+
+
+def _cell_text(cell: dict) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
+def _as_source(text: str, like) -> object:
+    if isinstance(like, str):
+        return text
+    lines = text.splitlines(keepends=True)
+    return lines
+
+
+def _dump_like(data: dict, original: str) -> str:
+    """json.dumps with the original's indentation, key order and trailing newline."""
+    indent: Optional[int] = None
+    match = re.search(r"\n( +)\"", original)
+    if match:
+        indent = len(match.group(1))
+    ascii_only = "\\u" in original and not re.search(r"[^\x00-\x7f]", original)
+    text = json.dumps(data, indent=indent, ensure_ascii=ascii_only)
+    if original.endswith("\n"):
+        text += "\n"
+    return text

@@ -1,0 +1,103 @@
+"""Properties for any program: check and fix never raise, fixed output parses, fixing is
+idempotent, and a program without AMP tokens comes back byte-identical."""
+
+import ast
+import warnings
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import ampfix
+from ampfix.engine import FixError
+from ampfix.settings import Settings
+
+hypothesmith = pytest.importorskip("hypothesmith")
+SETTINGS = Settings(unsafe_fixes=True)
+
+# Statement templates mixing every rule's triggers with ordinary code.
+TEMPLATES = [
+    "import torch",
+    "import torch as {n}",
+    "from torch.cuda.amp import autocast, GradScaler",
+    "from torch.cuda import amp",
+    "scaler = torch.cuda.amp.GradScaler({a})",
+    "scaler = torch.amp.GradScaler('cuda')",
+    "{n} = GradScaler()",
+    "with torch.cuda.amp.autocast({a}):\n    {n} = model(x)",
+    "with torch.autocast('cuda', dtype=torch.float16):\n    loss = model(x)",
+    "with amp.autocast():\n    loss = model(x)\n    loss.backward()",
+    "loss.backward()",
+    "scaler.scale(loss).backward()",
+    "scaler.scale(loss)",
+    "torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)",
+    "optimizer.step()",
+    "scaler.step(optimizer)",
+    "scaler.update()",
+    "optimizer.zero_grad()",
+    "ckpt = {{'model': model.state_dict(), 'optimizer': optimizer.state_dict()}}",
+    "for p in model.parameters():\n    p.grad *= scale_factor",
+    "for i, x in enumerate(loader):\n    loss = criterion(model(x))\n    loss.backward()\n    if (i + 1) % {n} == 0:\n        optimizer.step()\n        optimizer.zero_grad()",
+    "def {n}(model, optimizer):\n    for x in loader:\n        loss = model(x).sum()\n        loss.backward()\n        optimizer.step()",
+    "x = torch.get_autocast_gpu_dtype()",
+    "@torch.cuda.amp.custom_fwd\ndef {n}(ctx, x):\n    return x",
+    "try:\n    {n} = torch.amp.GradScaler('cuda')\nexcept AttributeError:\n    {n} = torch.cuda.amp.GradScaler()",
+    "pass",
+    "{n} = 1  # noqa: AMP{d}",
+]
+
+names = st.sampled_from(["a", "b", "scaler", "model", "torch", "amp", "autocast", "accum", "steps"])
+args = st.sampled_from(["", "1024.0", "False", "enabled=use_amp", "*args", "**kw", "True, torch.float16"])
+
+
+@st.composite
+def amp_programs(draw):
+    statements = draw(st.lists(st.sampled_from(TEMPLATES), min_size=1, max_size=12))
+    out = []
+    for template in statements:
+        code = template.format(n=draw(names), a=draw(args), d=draw(st.integers(0, 999)))
+        if draw(st.booleans()):
+            code = "for step in range(3):\n" + "\n".join("    " + line for line in code.splitlines())
+        out.append(code)
+    newline = draw(st.sampled_from(["\n", "\r\n"]))
+    return newline.join("\n".join(out).splitlines()) + newline
+
+
+def _check_fix_properties(source: str) -> None:
+    ampfix.check_source(source, "t.py", SETTINGS)
+    try:
+        once = ampfix.fix_source(source, "t.py", SETTINGS, unsafe_fixes=True)
+    except FixError:
+        pytest.fail("a fix produced code that does not parse")
+    if once.fixed:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SyntaxWarnings of generated programs are not ours
+            compile(once.source, "t.py", "exec")
+    again = ampfix.fix_source(once.source, "t.py", SETTINGS, unsafe_fixes=True)
+    assert again.source == once.source, "fixing is not idempotent"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(amp_programs())
+def test_amp_programs_fix_to_a_stable_parseable_result(source):
+    try:
+        ast.parse(source)
+    except SyntaxError:
+        assume(False)
+    _check_fix_properties(source)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(hypothesmith.from_grammar())
+def test_any_program_never_crashes(source):
+    _check_fix_properties(source)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(hypothesmith.from_node())
+def test_programs_without_amp_tokens_come_back_byte_identical(source):
+    from ampfix.engine import may_fire
+
+    assume(not may_fire(source.encode("utf-8", "surrogatepass"), SETTINGS.select))
+    assert ampfix.fix_source(source, "t.py", SETTINGS, unsafe_fixes=True).source == source
+    assert ampfix.check_source(source, "t.py", SETTINGS) == []

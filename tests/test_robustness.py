@@ -1,0 +1,210 @@
+"""The edges users hit first: notebooks, odd files, concurrent and interrupted --apply, and code
+that must never run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import ampfix
+from conftest import run_ampfix
+
+OLD = "import torch\nscaler = torch.cuda.amp.GradScaler()\n"
+
+
+# -- notebooks ------------------------------------------------------------------------------------
+
+def notebook(cells, indent=1):
+    return json.dumps({
+        "cells": cells,
+        "metadata": {"kernelspec": {"display_name": "Python 3", "name": "python3"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }, indent=indent) + "\n"
+
+
+def code(source, outputs=None, count=1):
+    return {"cell_type": "code", "execution_count": count, "metadata": {}, "outputs": outputs or [],
+            "source": source.splitlines(keepends=True)}
+
+
+NB_CELLS = [
+    {"cell_type": "markdown", "metadata": {}, "source": ["# torch.cuda.amp.autocast in markdown is prose\n"]},
+    code("!pip install torch\nimport torch\n%load_ext autoreload"),
+    code("scaler = torch.cuda.amp.GradScaler()\nfiles = !ls\ntorch.cuda.amp.autocast?",
+         outputs=[{"output_type": "stream", "name": "stdout", "text": ["ok\n"]}]),
+    code("%%bash\necho torch.cuda.amp.autocast()\n"),
+]
+
+
+def test_notebook_cells_are_checked_with_cell_positions(tmp_path):
+    path = tmp_path / "nb.ipynb"
+    path.write_text(notebook(NB_CELLS))
+    result = run_ampfix("check", "--output-format", "concise", str(path))
+    assert result.stdout.splitlines()[0].endswith(
+        "nb.ipynb:cell 3:1:10: AMP102 [*] `torch.cuda.amp.GradScaler` is deprecated; use `torch.amp.GradScaler(\"cuda\", ...)`"
+    )
+    records = json.loads(run_ampfix("check", "--output-format", "json", "--no-cache", str(path)).stdout)
+    assert [(r["code"], r["cell"], r["location"]["row"]) for r in records] == [("AMP102", 3, 1)]
+
+
+def test_notebook_apply_rewrites_only_code_and_keeps_layout(tmp_path):
+    path = tmp_path / "nb.ipynb"
+    original = notebook(NB_CELLS)
+    path.write_text(original)
+    assert run_ampfix("check", "--apply", str(path)).returncode == 0
+    after = path.read_text()
+    expected = original.replace('"scaler = torch.cuda.amp.GradScaler()\\n"', '"scaler = torch.amp.GradScaler(\\"cuda\\")\\n"')
+    assert after == expected  # magics, markdown, %%bash cell, outputs and metadata untouched
+
+
+def test_notebook_imports_in_an_earlier_cell_resolve(tmp_path):
+    path = tmp_path / "nb.ipynb"
+    path.write_text(notebook([code("from torch.cuda.amp import autocast"), code("with autocast():\n    pass")]))
+    result = run_ampfix("check", "--output-format", "concise", str(path))
+    assert "cell 2:1:6: AMP101" in result.stdout
+
+
+def test_broken_notebook_json_is_a_clear_error(tmp_path):
+    path = tmp_path / "bad.ipynb"
+    path.write_text('{"cells": ["with torch.cuda.amp.autocast():"')
+    result = run_ampfix("check", str(path))
+    assert result.returncode == 2 and "not a valid notebook" in result.stderr
+
+
+# -- odd files --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("source", [
+    "",
+    "\n\n\n",
+    "import torch\r\nx = 1\nwith torch.cuda.amp.autocast():\r\n\tpass\r\n",  # mixed endings, tabs
+    "import torch\n\x0cwith torch.cuda.amp.autocast():\n    pass\n",  # form feed
+    "import torch\nx = '" + "a" * 200_000 + "'\nwith torch.cuda.amp.autocast():\n    pass\n",  # a long line
+], ids=["empty", "blank-lines", "mixed-endings-tabs", "form-feed", "long-line"])
+def test_odd_sources_check_and_fix_cleanly(source):
+    result = ampfix.fix_source(source, "t.py")
+    if "autocast" in source:
+        assert "torch.autocast(\"cuda\")" in result.source or "torch.autocast('cuda')" in result.source
+        assert ampfix.fix_source(result.source, "t.py").source == result.source
+    else:
+        assert result.source == source
+
+
+def test_mixed_line_endings_are_kept_line_by_line(tmp_path):
+    path = tmp_path / "mixed.py"
+    path.write_bytes(b"import torch\r\nx = 1\nwith torch.cuda.amp.autocast():\r\n    pass\n")
+    run_ampfix("check", "--apply", str(path))
+    assert path.read_bytes() == b'import torch\r\nx = 1\nwith torch.autocast("cuda"):\r\n    pass\n'
+
+
+def test_a_10_mb_generated_file_is_linear(tmp_path):
+    block = "def f{i}(model, x):\n    with torch.cuda.amp.autocast():\n        return model(x)\n\n"
+    small = "import torch\n" + "".join(block.format(i=i) for i in range(2_000))
+    large = "import torch\n" + "".join(block.format(i=i) for i in range(20_000))
+    assert len(large) > 1_500_000
+
+    def timed(text):
+        start = time.perf_counter()
+        diagnostics = ampfix.check_source(text, "big.py")
+        return time.perf_counter() - start, len(diagnostics)
+
+    t_small, n_small = timed(small)
+    t_large, n_large = timed(large)
+    assert (n_small, n_large) == (2_000, 20_000)
+    assert t_large < 30 * t_small  # 10x the input in well under quadratic time
+
+
+def test_ten_megabytes_of_plain_code_are_skipped_by_the_prefilter():
+    text = "x = 1\n" * 1_700_000
+    assert len(text) > 10_000_000
+    start = time.perf_counter()
+    assert ampfix.check_source(text, "big.py") == []
+    assert time.perf_counter() - start < 5
+
+
+def test_python_312_syntax_is_a_syntax_error_only_on_older_pythons():
+    source = "import torch\ntype Vec = list[float]\ndef f[T](x: T) -> T:\n    with torch.cuda.amp.autocast():\n        return x\n"
+    codes = [d.code for d in ampfix.check_source(source, "t.py")]
+    assert codes == (["AMP101"] if sys.version_info >= (3, 12) else ["AMP001"])
+
+
+def test_stub_files_are_checked(tmp_path):
+    (tmp_path / "api.pyi").write_text("import torch\ndef scaler() -> torch.cuda.amp.GradScaler: ...\n")
+    assert "AMP102" in run_ampfix("check", "--output-format", "concise", ".", cwd=tmp_path).stdout
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+def test_read_only_file_is_an_error_and_unchanged(tmp_path):
+    path = tmp_path / "ro.py"
+    path.write_text(OLD)
+    os.chmod(path, 0o444)
+    result = run_ampfix("check", "--apply", str(path))
+    assert result.returncode == 2 and "read-only" in result.stderr and path.read_text() == OLD
+
+
+def test_read_only_file_refused_by_the_writer(tmp_path, monkeypatch):
+    from ampfix.source import SourceError, write_atomic
+
+    path = tmp_path / "ro.py"
+    path.write_text(OLD)
+    monkeypatch.setattr(os, "access", lambda p, mode: False)
+    with pytest.raises(SourceError, match="read-only"):
+        write_atomic(str(path), b"new")
+    assert path.read_text() == OLD
+
+
+# -- concurrency and interruption ---------------------------------------------------------------
+
+def _tree(tmp_path, n=60):
+    for i in range(n):
+        (tmp_path / f"m{i:03d}.py").write_text(OLD + "with torch.cuda.amp.autocast():\n    pass\n" * 50)
+    return sorted(tmp_path.glob("*.py"))
+
+
+def test_two_concurrent_applies_never_corrupt_a_file(tmp_path):
+    files = _tree(tmp_path)
+    command = [sys.executable, "-m", "ampfix", "check", "--apply", "--no-cache", "-q", str(tmp_path)]
+    first, second = subprocess.Popen(command), subprocess.Popen(command)
+    first.wait(timeout=300), second.wait(timeout=300)
+    for path in files:
+        text = path.read_text()
+        compile(text, str(path), "exec")
+        assert "torch.cuda.amp" not in text
+    assert not list(tmp_path.glob(".ampfix-*"))
+
+
+def test_sigint_leaves_every_file_old_or_new(tmp_path):
+    files = _tree(tmp_path, 200)
+    old = files[0].read_text()
+    process = subprocess.Popen([sys.executable, "-m", "ampfix", "check", "--apply", "--no-cache", "--jobs", "1",
+                                "-q", str(tmp_path)])
+    time.sleep(1.5)
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=120)
+    states = set()
+    for path in files:
+        text = path.read_text()
+        compile(text, str(path), "exec")
+        states.add("old" if text == old else "new")
+        assert text == old or "torch.cuda.amp" not in text
+    assert not list(tmp_path.glob(".ampfix-*"))
+
+
+# -- check never executes what it reads ---------------------------------------------------------
+
+def test_check_and_apply_never_execute_the_code(tmp_path):
+    marker = tmp_path / "executed"
+    payload = (
+        f"import os\nopen({str(marker)!r}, 'w').close()\n"
+        "import torch\nwith torch.cuda.amp.autocast():\n    pass\n"
+        f"if __name__ == '__main__':\n    open({str(marker)!r}, 'w').close()\n"
+    )
+    (tmp_path / "payload.py").write_text(payload)
+    (tmp_path / "conftest.py").write_text(payload)
+    (tmp_path / "pyproject.toml").write_text('[tool.ampfix]\nselect = ["ALL"]\n')
+    for args in (["check", "."], ["check", "--apply", "--unsafe-fixes", "."], ["check", "--diff", "."]):
+        run_ampfix(*args, cwd=tmp_path)
+    assert not marker.exists()
