@@ -29,6 +29,7 @@ from ampfix.source import Locator
 from ampfix.suppression import parse_suppressions
 
 MAX_FIX_PASSES = 10
+_AMP_CODE = re.compile(r"AMP\d")
 
 
 class FixError(Exception):
@@ -46,31 +47,39 @@ class FixResult:
         return bool(self.fixed)
 
 
-def trigger_pattern(codes) -> Optional[re.Pattern]:
-    """One regex over the trigger strings of the given rules (None: nothing can fire)."""
-    # AMP001 has no triggers of its own: a syntax error is reported in files that could fire
-    # another selected rule (a file without AMP tokens is never parsed, ruff's job there).
-    triggers = sorted({t for code in codes for t in RULES[code].triggers})
-    if not triggers:
-        return None
-    return re.compile(b"|".join(re.escape(t) for t in triggers))
+_TRIGGERS: dict[frozenset, tuple[bytes, ...]] = {}
 
 
-_PATTERNS: dict[frozenset, Optional[re.Pattern]] = {}
+def _triggers(codes: frozenset) -> tuple[bytes, ...]:
+    """The distinct trigger tokens of the selected rules, shortest-contained ones removed."""
+    found = _TRIGGERS.get(codes)
+    if found is None:
+        tokens = sorted({t for code in codes for t in RULES[code].triggers}, key=len)
+        kept: list[bytes] = []
+        for token in tokens:
+            if not any(shorter in token for shorter in kept):  # "autocast" covers "_autocast_"
+                kept.append(token)
+        found = _TRIGGERS[codes] = tuple(kept)
+    return found
 
 
 def may_fire(data: bytes, codes: frozenset) -> bool:
-    """The byte prefilter: False when no selected rule can possibly fire on this file."""
-    pattern = _PATTERNS.get(codes)
-    if pattern is None and codes not in _PATTERNS:
-        pattern = _PATTERNS[codes] = trigger_pattern(codes)
-    return pattern is not None and pattern.search(data) is not None
+    """The byte prefilter: False when no selected rule can possibly fire on this file.
+
+    Two stages: any rare trigger token at all (C-speed substring search, which rejects most
+    files), then each rule's own condition."""
+    if not any(token in data for token in _triggers(codes)):
+        return False
+    return any(RULES[code].may_fire(data) for code in codes if RULES[code].triggers)
 
 
-def check_source(source: str, path: str = "<stdin>", settings: Optional[Settings] = None) -> list[Diagnostic]:
-    """Diagnostics for one source text, sorted by position."""
+def check_source(
+    source: str, path: str = "<stdin>", settings: Optional[Settings] = None, prefilter: bool = True
+) -> list[Diagnostic]:
+    """Diagnostics for one source text, sorted by position. ``prefilter=False`` runs every
+    selected rule whatever the file contains (the soundness tests of the triggers use it)."""
     settings = settings or Settings()
-    return _analyse(source, path, settings, settings.enabled(path))
+    return _analyse(source, path, settings, settings.enabled(path), prefilter)
 
 
 def fix_source(
@@ -105,8 +114,9 @@ def fix_source(
     raise FixError(f"fixes did not converge after {MAX_FIX_PASSES} passes; file left unchanged")
 
 
-def _analyse(text: str, path: str, settings: Settings, codes: frozenset) -> list[Diagnostic]:
-    if not may_fire(text.encode("utf-8", "surrogatepass"), codes):
+def _analyse(text: str, path: str, settings: Settings, codes: frozenset, prefilter: bool = True) -> list[Diagnostic]:
+    data = text.encode("utf-8", "surrogatepass")
+    if prefilter and not may_fire(data, codes):
         return []
     locator = Locator(text)
     diagnostics: list[Diagnostic] = []
@@ -126,10 +136,10 @@ def _analyse(text: str, path: str, settings: Settings, codes: frozenset) -> list
         ctx = ModuleContext(path, text, tree, settings)
         for code in sorted(codes - ENGINE_CODES):
             rule = RULES[code]
-            if any(t.decode() in text for t in rule.triggers):
+            if not prefilter or rule.may_fire(data):
                 diagnostics.extend(rule.check(ctx))
-    if not diagnostics and "AMP002" not in codes:
-        return []
+    if not diagnostics and ("AMP002" not in codes or not _AMP_CODE.search(text)):
+        return []  # nothing to suppress and no AMP code in a comment: skip the comment scan
     suppressions = parse_suppressions(text, locator, set(RULES), tree)
     kept = []
     for diag in diagnostics:

@@ -156,6 +156,15 @@ def evaluate(root: str, labels: dict, prefixes: tuple[str, ...], verbose: bool) 
     failures += pairs_total - pairs_ok
 
     files = sorted({(l["repo"], l["commit"], l["path"]) for l in labels["labels"]})
+    unsound = 0
+    for repo, commit, path in files:
+        text = read_source(os.path.join(checkout_dir(root, repo, commit), path)).text
+        full = [(d.code, d.start) for d in ampfix.check_source(text, path, settings, prefilter=False)]
+        if full != [(d.code, d.start) for d in corpus.diagnostics(repo, commit, path)]:
+            unsound += 1
+            print(f"  PREFILTER UNSOUND: {repo} {path}")
+    print(f"prefilter sound on labelled files (same diagnostics with and without it): {len(files) - unsound}/{len(files)}")
+    failures += unsound
     stable = broken = 0
     for repo, commit, path in files:
         full = os.path.join(checkout_dir(root, repo, commit), path)

@@ -145,3 +145,21 @@ def test_syntax_error_diagnostic_names_the_parser_message():
 
 def test_syntax_errors_in_files_without_amp_code_are_left_to_other_linters():
     assert ampfix.check_source("x = (\n", "broken.py") == []
+
+
+def test_the_prefilter_is_sound_on_every_fixture_and_rule_example():
+    """Every rule run without the prefilter finds nothing the prefiltered run misses."""
+    import glob
+    import os
+    import re
+
+    from conftest import FIXTURES, RULE_DOCS
+
+    sources = [open(p, encoding="utf-8").read() for p in glob.glob(os.path.join(FIXTURES, "*.py"))]
+    for doc in glob.glob(os.path.join(RULE_DOCS, "*.md")):
+        sources += re.findall(r"```python\n(.*?)```", open(doc, encoding="utf-8").read(), re.S)
+    settings = Settings()
+    for source in sources:
+        unfiltered = [(d.code, d.start) for d in ampfix.check_source(source, "t.py", settings, prefilter=False)]
+        filtered = [(d.code, d.start) for d in ampfix.check_source(source, "t.py", settings)]
+        assert filtered == unfiltered

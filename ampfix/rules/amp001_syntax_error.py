@@ -4,7 +4,11 @@ They are rules so that selection, suppression and `ampfix rule` treat them like 
 the engine, not ``check``, produces them.
 """
 
+import re
+
 from ampfix.rules.base import FIX_NONE, Rule
+
+_AMP_CODE = re.compile(rb"AMP\d")
 
 
 class SyntaxErrorRule(Rule):
@@ -22,7 +26,11 @@ class InvalidSuppression(Rule):
     code = "AMP002"
     name = "invalid-suppression"
     summary = "A suppression comment names an AMP code that does not exist"
-    triggers = tuple(b"AMP%d" % digit for digit in range(10))
+    triggers = (b"AMP",)
+
+    @classmethod
+    def may_fire(cls, data: bytes) -> bool:
+        return b"AMP" in data and _AMP_CODE.search(data) is not None
     fix_safety = FIX_NONE
 
     def check(self, ctx):

@@ -56,6 +56,10 @@ class ApexAmp(Rule):
     triggers = (b"apex",)
     fix_safety = FIX_UNSAFE
 
+    @classmethod
+    def may_fire(cls, data: bytes) -> bool:
+        return b"apex" in data and any(api in data for api in (b"initialize", b"scale_loss", b"master_params", b"state_dict"))
+
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         refs = ctx.references(GUIDANCE)
         if not refs:

@@ -17,7 +17,7 @@ class ClipScaledGradients(Rule):
     code = "AMP201"
     name = "clip-scaled-gradients"
     summary = "Gradients are clipped (or their norm read) before `scaler.unscale_(optimizer)`"
-    triggers = (b"clip_grad", b"get_total_norm")
+    triggers = (b".scale(",)  # a scaled backward is the premise
     fix_safety = FIX_SAFE
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:

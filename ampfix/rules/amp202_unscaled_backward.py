@@ -15,7 +15,7 @@ class UnscaledBackward(Rule):
     code = "AMP202"
     name = "unscaled-backward"
     summary = "`scaler.scale(loss)` is discarded, or `loss.backward()` runs unscaled before `scaler.step`"
-    triggers = (b".scale(", b"scaler", b"Scaler")
+    triggers = (b".scale(", b".backward(")  # a discarded scale, or a plain backward
     fix_safety = FIX_SAFE
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:

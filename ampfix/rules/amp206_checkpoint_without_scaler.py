@@ -14,6 +14,7 @@ from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.semantic import dotted_name
 
 _SCALER_KEY = re.compile(r"scaler|amp", re.I)
+_SCALER_CALL = re.compile(rb"(?i)scaler\s*\.\s*(?:step|update)\s*\(")
 _MODEL_KEY = re.compile(r"model|net|state|ema|student|teacher|generator|weights", re.I)
 
 
@@ -21,7 +22,15 @@ class CheckpointWithoutScaler(Rule):
     code = "AMP206"
     name = "checkpoint-without-scaler"
     summary = "A checkpoint saves model and optimizer state but not `scaler.state_dict()`"
-    triggers = (b"scaler", b"Scaler", b"unscale_")  # only modules that use a scaler
+    triggers = (b"caler", b"CALER", b".scale(", b"unscale_")  # modules that use a scaler
+    requires = (b"state_dict",)
+
+    @classmethod
+    def may_fire(cls, data: bytes) -> bool:
+        if b"state_dict" not in data:
+            return False
+        uses_scaler = b"GradScaler" in data or b".scale(" in data or b"unscale_" in data
+        return uses_scaler or _SCALER_CALL.search(data) is not None
     fix_safety = FIX_UNSAFE
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:

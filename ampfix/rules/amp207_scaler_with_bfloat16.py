@@ -15,7 +15,8 @@ class ScalerWithBfloat16(Rule):
     code = "AMP207"
     name = "scaler-with-bfloat16"
     summary = "`GradScaler` used while every autocast region runs in bfloat16"
-    triggers = (b"bfloat16",)
+    triggers = (b"GradScaler",)
+    requires = (b"bfloat16", b"autocast")
     fix_safety = FIX_UNSAFE
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:

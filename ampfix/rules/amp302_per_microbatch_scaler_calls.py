@@ -17,7 +17,12 @@ class PerMicrobatchScalerCalls(Rule):
     code = "AMP302"
     name = "per-microbatch-scaler-call"
     summary = "`scaler.unscale_`, clipping or `scaler.update` run on every micro-batch of an accumulation loop"
-    triggers = (b"unscale_", b".update(", b"clip_grad", b"get_total_norm")
+    triggers = (b".backward(",)  # accumulation backpropagates every micro-batch
+    requires = ()
+
+    @classmethod
+    def may_fire(cls, data: bytes) -> bool:
+        return b".backward(" in data and any(t in data for t in (b"unscale_", b".update(", b"clip_grad", b"get_total_norm"))
     fix_safety = FIX_SOMETIMES
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:

@@ -15,7 +15,8 @@ class PerMicrobatchZeroGrad(Rule):
     code = "AMP303"
     name = "per-microbatch-zero-grad"
     summary = "`zero_grad()` runs on every micro-batch of an accumulation loop"
-    triggers = (b"zero_grad",)
+    triggers = (b".backward(",)
+    requires = (b"zero_grad",)
     fix_safety = FIX_SAFE
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:

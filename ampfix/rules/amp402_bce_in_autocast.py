@@ -18,7 +18,11 @@ class BceInAutocast(Rule):
     code = "AMP402"
     name = "bce-in-autocast"
     summary = "`nn.BCELoss` / `F.binary_cross_entropy` inside CUDA autocast"
-    triggers = (b"binary_cross_entropy", b"BCELoss")
+    triggers = (b"autocast",)
+
+    @classmethod
+    def may_fire(cls, data: bytes) -> bool:
+        return b"autocast" in data and (b"binary_cross_entropy" in data or b"BCELoss" in data)
     fix_safety = FIX_NONE
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:

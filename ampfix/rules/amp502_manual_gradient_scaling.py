@@ -28,14 +28,24 @@ from ampfix.rules._protocol import add_scaler_protocol
 from ampfix.rules.base import FIX_UNSAFE, Rule
 
 _SCALE_WORD = re.compile(r"scale", re.I)
+# `p.grad *= c`, `p.grad /= c`, `p.grad.mul_(c)`, `p.grad.data.div_(c)`: what the rule detects
+_GRAD_RESCALE = re.compile(rb"\.grad(?:\.data)?\s*(?:\*=|/=|\.(?:mul|div)_\()")
 
 
 class ManualGradientScaling(Rule):
     code = "AMP502"
     name = "manual-gradient-scaling"
     summary = "Loss or gradients are scaled by hand instead of with `torch.amp.GradScaler`"
-    triggers = (b"scale",)
+    # a scaled loss backpropagated, or a gradient rescaled in place (the shapes the rule detects)
+    triggers = (b".backward(", b".grad")
+    requires = (b"scale",)
     fix_safety = FIX_UNSAFE
+
+    @classmethod
+    def may_fire(cls, data: bytes) -> bool:
+        if b"scale" not in data:
+            return False
+        return b".backward(" in data or (b".grad" in data and _GRAD_RESCALE.search(data) is not None)
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training

@@ -1,9 +1,10 @@
 """The shape of a rule.
 
 A rule is a small class: its code, a kebab-case name, a one-line summary, the byte strings that
-must appear in a file for it to possibly fire (the prefilter: a file containing none of any
-selected rule's triggers is never parsed), its fix safety, and ``check(ctx)``, which yields
-diagnostics. Each rule's document lives in ``rules/<CODE>.md`` and is what ``ampfix rule CODE``
+must appear in a file for it to possibly fire (the prefilter: ``triggers``, one of which must
+occur, and ``requires``, all of which must; a file that no selected rule may fire on is never
+parsed), its fix safety, and ``check(ctx)``, which yields diagnostics. Triggers must be sound: a
+test runs every rule without the prefilter on the fixtures and the corpus sites. Each rule's document lives in ``rules/<CODE>.md`` and is what ``ampfix rule CODE``
 prints; the tests run the examples in it.
 """
 
@@ -26,8 +27,17 @@ class Rule:
     code: ClassVar[str]
     name: ClassVar[str]
     summary: ClassVar[str]
-    triggers: ClassVar[tuple[bytes, ...]]
+    triggers: ClassVar[tuple[bytes, ...]]  # at least one must occur ...
+    requires: ClassVar[tuple[bytes, ...]] = ()  # ... and all of these
     fix_safety: ClassVar[str] = FIX_NONE
+
+    @classmethod
+    def may_fire(cls, data: bytes) -> bool:
+        """The prefilter: False only when this rule cannot fire on a file with these bytes."""
+        return any(t in data for t in cls.triggers) and all(r in data for r in cls.requires)
+
+    # Triggers are the rare tokens (the engine scans every file for them); common ones
+    # (`state_dict`, `.step(`) belong in ``requires``, which only files with a trigger pay for.
 
     def check(self, ctx: "ModuleContext") -> Iterator["Diagnostic"]:
         raise NotImplementedError
