@@ -1,8 +1,10 @@
 """A content-keyed result cache: `.ampfix_cache/` at the project root.
 
-One JSON file per (ampfix version, effective settings): ``path -> [content hash, diagnostics]``.
-Keys are the file's *bytes* (BLAKE2b), not its mtime, so `touch` or a checkout that rewrites
-identical bytes costs nothing. The file is written atomically (temporary file + rename), so
+One JSON file per (ampfix version, effective settings):
+``path -> [content hash, diagnostics, mtime_ns, size]``. An unchanged stat means the entry holds
+without reading the file; otherwise the file's *bytes* (BLAKE2b) decide, so `touch` or a
+checkout that rewrites identical bytes costs a read, never a re-check. Files the prefilter
+rejects are remembered by stat alone. The file is written atomically (temporary file + rename), so
 concurrent runs leave one complete version; anything unreadable is an empty cache, never an
 error. A ``CACHEDIR.TAG`` and a ``.gitignore`` of ``*`` keep backups and git away from it.
 """
@@ -48,9 +50,12 @@ class Cache:
     def lookup(self, path: str) -> Optional[list]:
         return self.entries.get(os.path.abspath(path))
 
-    def store(self, path: str, digest: str, diagnostics: list[Diagnostic]) -> None:
-        self.entries[os.path.abspath(path)] = [digest, [to_dict(d) for d in diagnostics]]
-        self.changed = True
+    def store(self, path: str, digest: Optional[str], diagnostics: list[Diagnostic], stamp=None) -> None:
+        entry = [digest, [to_dict(d) for d in diagnostics], *(stamp or [None, None])]
+        key = os.path.abspath(path)
+        if self.entries.get(key) != entry:
+            self.entries[key] = entry
+            self.changed = True
 
     def save(self) -> None:
         if not self.changed:

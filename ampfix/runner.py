@@ -52,6 +52,17 @@ def _applicable(diag: Diagnostic, unsafe: bool) -> bool:
 def process_file(path: str, job: Job, cached: Optional[list] = None) -> FileResult:
     """Check or fix one file. ``cached`` is this path's cache entry, [content hash, diagnostics]."""
     result = FileResult(path)
+    stamp = None
+    if job.use_cache:
+        try:
+            st = os.stat(path)
+            stamp = [st.st_mtime_ns, st.st_size]
+        except OSError:
+            pass
+        if cached is not None and stamp is not None and cached[2:4] == stamp:
+            hit = _from_cache(path, job, cached, result)  # unchanged since cached: not even read
+            if hit is not None:
+                return hit
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -60,38 +71,48 @@ def process_file(path: str, job: Job, cached: Optional[list] = None) -> FileResu
         return result
     codes = job.settings.enabled(path)
     if not may_fire(data, codes):
+        if stamp is not None:
+            result.cache_entry = (None, [], stamp)  # nothing to see: remembered by stat alone
         return result
     digest = content_hash(data) if job.use_cache else None
     if cached is not None and cached[0] == digest:
-        diagnostics = [from_dict(d, path) for d in cached[1]]
-        if job.mode == CHECK or not any(_applicable(d, job.unsafe_fixes) for d in diagnostics):
-            result.diagnostics, result.cached = diagnostics, True
-            return result
+        hit = _from_cache(path, job, cached, result)  # touched, same bytes
+        if hit is not None:
+            hit.cache_entry = (digest, hit.diagnostics, stamp)
+            return hit
     try:
         source = SourceText.decode(data)
         if path.endswith(".ipynb"):
             return _process_notebook(path, job, source, result, digest)
         if job.mode == CHECK:
             result.diagnostics = check_source(source.text, path, job.settings)
-            result.cache_entry = (digest, result.diagnostics) if digest else None
+            result.cache_entry = (digest, result.diagnostics, stamp) if digest else None
             return result
         fixed = fix_source(source.text, path, job.settings, job.unsafe_fixes)
         result.diagnostics, result.fixed = fixed.remaining, fixed.fixed
         if not fixed.changed and digest:
-            result.cache_entry = (digest, result.diagnostics)
+            result.cache_entry = (digest, result.diagnostics, stamp)
         if fixed.changed:
             result.original, result.fixed_source = source.text, fixed.source
             if job.mode == FIX:
                 written = source.encode(fixed.source)
                 write_atomic(path, written)
                 if digest:
-                    result.cache_entry = (content_hash(written), result.diagnostics)
+                    result.cache_entry = (content_hash(written), result.diagnostics, None)
     except (SourceError, FixError) as exc:
         result.error = str(exc)
     except RecursionError:
         result.error = "internal error: too deeply nested to analyse"
     except Exception as exc:  # a bug in a rule must not take the other files down
         result.error = f"internal error: {type(exc).__name__}: {exc}"
+    return result
+
+
+def _from_cache(path: str, job: Job, cached: list, result: FileResult) -> Optional[FileResult]:
+    diagnostics = [from_dict(d, path) for d in cached[1]]
+    if job.mode != CHECK and any(_applicable(d, job.unsafe_fixes) for d in diagnostics):
+        return None  # there is something to fix: do it for real
+    result.diagnostics, result.cached = diagnostics, True
     return result
 
 
@@ -112,7 +133,7 @@ def _process_notebook(path: str, job: Job, source: SourceText, result: FileResul
     for diag in (*diagnostics, *result.fixed):
         notebook.locate(diag)
     result.diagnostics = diagnostics
-    result.cache_entry = (digest, diagnostics) if digest else None
+    result.cache_entry = (digest, diagnostics, None) if digest else None
     return result
 
 
@@ -148,7 +169,7 @@ def run(
     if cache is not None:
         for result in results:
             if result.cache_entry is not None and not result.error:
-                cache.store(result.path, result.cache_entry[0], result.cache_entry[1])
+                cache.store(result.path, *result.cache_entry)
         cache.save()
     return results
 
