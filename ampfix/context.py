@@ -81,6 +81,21 @@ class ModuleContext:
         return SemanticModel(self.tree)
 
     @cached_property
+    def quote(self) -> str:
+        """The file's preferred string quote, so that inserted literals match (ruff's Stylist)."""
+        counts = {'"': 0, "'": 0}
+        for node in self.semantic.nodes(ast.Constant):
+            if not isinstance(node.value, str):
+                continue
+            text = self.segment(node).lstrip("rRbBuUfF")
+            if text[:3] in ('"""', "'''") or text[:1] not in counts:
+                continue
+            counts[text[:1]] += 1
+            if sum(counts.values()) >= 50:
+                break
+        return "'" if counts["'"] > counts['"'] else '"'
+
+    @cached_property
     def training(self) -> "TrainingModel":
         from ampfix.model import TrainingModel
 

@@ -54,7 +54,7 @@ def insert_after(ctx: ModuleContext, stmt: ast.stmt, code: str, indent: Optional
 
 def delete_statement(ctx: ModuleContext, stmt: ast.stmt, siblings: Sequence[ast.stmt]) -> Optional[Edit]:
     """Delete stmt's lines; an only statement of its block becomes ``pass``."""
-    if not owns_lines(ctx, stmt) or _has_multiline_string(stmt):
+    if not owns_lines(ctx, stmt) or has_multiline_string(stmt):
         return None
     if len(siblings) == 1:
         start, end = ctx.locator.node_range(stmt)
@@ -65,7 +65,7 @@ def delete_statement(ctx: ModuleContext, stmt: ast.stmt, siblings: Sequence[ast.
 
 def statement_text(ctx: ModuleContext, stmt: ast.stmt, new_indent: str) -> Optional[str]:
     """stmt's lines re-indented from its own indentation to new_indent (no final newline)."""
-    if not owns_lines(ctx, stmt) or _has_multiline_string(stmt):
+    if not owns_lines(ctx, stmt) or has_multiline_string(stmt):
         return None
     start, end = line_span(ctx, stmt)
     return reindent(ctx.text[start:end], indentation(ctx, stmt), new_indent).rstrip("\r\n")
@@ -83,7 +83,7 @@ def reindent(block: str, old: str, new: str) -> str:
     return "".join(out)
 
 
-def _has_multiline_string(node: ast.AST) -> bool:
+def has_multiline_string(node: ast.AST) -> bool:
     for sub in ast.walk(node):
         if isinstance(sub, (ast.Constant, ast.JoinedStr)) and getattr(sub, "end_lineno", sub.lineno) != sub.lineno:
             if isinstance(sub, ast.JoinedStr) or isinstance(sub.value, (str, bytes)):

@@ -295,8 +295,8 @@ class _Binder:
             if kind in _SCOPE_NODES and node is not root:
                 inner = self._open_scope(node, scope)
                 inside = _inside_children(node)
-            for field in node._fields:
-                value = getattr(node, field, None)
+            for name in node._fields:
+                value = getattr(node, name, None)
                 if isinstance(value, list):
                     for item in value:
                         if isinstance(item, AST):

@@ -24,8 +24,8 @@ def fixed(source, unsafe=False, **settings):
 
 def run_ampfix(*args, cwd=None, input=None, env=None):
     """Run the CLI in a subprocess, as a user would."""
-    full_env = dict(os.environ, **(env or {}))
-    full_env.pop("AMPFIX_OUTPUT_FORMAT", None)
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AMPFIX_")}
+    full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "ampfix", *args],
         cwd=cwd,

@@ -1,6 +1,5 @@
 """Which files are checked: gitignore, default excludes, explicit files, symlinks, order."""
 
-import json
 import os
 
 from ampfix.discovery import discover

@@ -11,7 +11,7 @@ from typing import Optional
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Edit
-from ampfix.edits import _has_multiline_string, line_span, owns_lines, parent_body, reindent
+from ampfix.edits import has_multiline_string, line_span, owns_lines, parent_body, reindent
 from ampfix.model import Event, StepFunction
 from ampfix.rules._migration import quote_style
 from ampfix.semantic import dotted_name
@@ -173,7 +173,7 @@ def _has_backward_or_step(stmt: ast.stmt) -> bool:
 
 def wrap_in_autocast(ctx: ModuleContext, statements: list[ast.stmt], header: str) -> Optional[Edit]:
     """Indent ``statements`` (contiguous siblings) under ``with <header>:``."""
-    if any(not owns_lines(ctx, s) or _has_multiline_string(s) for s in statements):
+    if any(not owns_lines(ctx, s) or has_multiline_string(s) for s in statements):
         return None
     start, end = line_span(ctx, statements[0], statements[-1])
     indent = ctx.locator.indentation(statements[0].lineno)

@@ -263,20 +263,4 @@ def _call_site(ctx: ModuleContext, ref: Reference) -> Optional[_CallSite]:
 
 
 def quote_style(ctx: ModuleContext) -> str:
-    """The file's preferred string quote, so that inserted literals match (ruff's Stylist)."""
-    cached = getattr(ctx, "_quote", None)
-    if cached:
-        return cached
-    counts = {'"': 0, "'": 0}
-    seen = 0
-    for node in ctx.semantic.nodes(ast.Constant):
-        if isinstance(node.value, str) and seen < 50:
-            text = ctx.segment(node).lstrip("rRbBuUfF")
-            if text[:3] in ('"""', "'''"):
-                continue
-            if text[:1] in counts:
-                counts[text[:1]] += 1
-                seen += 1
-    quote = "'" if counts["'"] > counts['"'] else '"'
-    ctx._quote = quote  # type: ignore[attr-defined]
-    return quote
+    return ctx.quote

@@ -7,7 +7,7 @@ from typing import Iterator
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
-from ampfix.edits import line_span, owns_lines, reindent, _has_multiline_string
+from ampfix.edits import line_span, owns_lines, reindent, has_multiline_string
 from ampfix.model import BACKWARD
 from ampfix.rules.base import FIX_SOMETIMES, Rule
 
@@ -46,7 +46,7 @@ class BackwardInAutocast(Rule):
         if index == 0:
             return None  # nothing would stay inside the block
         trailing = body[index:]
-        if any(not owns_lines(ctx, s) or _has_multiline_string(s) for s in trailing):
+        if any(not owns_lines(ctx, s) or has_multiline_string(s) for s in trailing):
             return None
         if not owns_lines(ctx, with_node.body[0]):
             return None

@@ -12,7 +12,6 @@ from ampfix.rules._conversion import autocast_conversion, infer_device, module_m
 from ampfix.rules.amp502_manual_gradient_scaling import fn_contains, gradient_rescales, scaled_loss_factor
 from ampfix.diagnostics import Edit
 from ampfix.edits import insert_before
-from ampfix.rules._migration import quote_style
 from ampfix.rules._protocol import SCALER_NAMES, add_scaler_protocol, free_name
 from ampfix.rules._loop import loops_of
 from ampfix.rules.base import FIX_UNSAFE, Rule
@@ -113,7 +112,6 @@ def _threading_plan(ctx: ModuleContext, fn: StepFunction):
     name = free_name(ctx, SCALER_NAMES)
     if name is None:
         return None
-    quote = quote_style(ctx)
     last = max([*params, *args.defaults, *(d for d in args.kw_defaults if d is not None)],
                key=lambda n: (n.end_lineno, n.end_col_offset))
     edits = [Edit.insert(ctx.locator.node_range(last)[1], f", {name}=None")]
@@ -150,7 +148,6 @@ def _threading_plan(ctx: ModuleContext, fn: StepFunction):
             edits.append(Edit.insert(end, f"{name}={name}"))
         edits.append(create)
         edits.extend(torch[1])
-    del quote
     return name, edits
 
 
