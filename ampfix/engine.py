@@ -73,6 +73,13 @@ def may_fire(data: bytes, codes: frozenset) -> bool:
     return any(RULES[code].may_fire(data) for code in codes if RULES[code].triggers)
 
 
+def parse_quietly(text: str, path: str = "<unknown>") -> ast.Module:
+    """ast.parse without printing the code's own SyntaxWarnings (invalid escapes, `1(...)`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ast.parse(text, filename=path)
+
+
 def check_source(
     source: str, path: str = "<stdin>", settings: Optional[Settings] = None, prefilter: bool = True
 ) -> list[Diagnostic]:
@@ -103,9 +110,9 @@ def fix_source(
             return FixResult(text, fixed, diagnostics)
         orphans = set().union(*(d.fix.orphaned_imports for d in applied))
         try:
-            ast.parse(new_text)
+            parse_quietly(new_text)
             new_text = remove_unused_imports(new_text, orphans)
-            ast.parse(new_text)
+            parse_quietly(new_text)
         except (SyntaxError, ValueError, RecursionError) as exc:
             codes_used = ", ".join(sorted({d.code for d in applied}))
             raise FixError(f"fix for {codes_used} produced invalid code ({exc}); file left unchanged") from None
@@ -121,9 +128,7 @@ def _analyse(text: str, path: str, settings: Settings, codes: frozenset, prefilt
     locator = Locator(text)
     diagnostics: list[Diagnostic] = []
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # invalid escape sequences etc. are not our business
-            tree = ast.parse(text, filename=path)
+        tree = parse_quietly(text, path)
     except SyntaxError as exc:
         if "AMP001" in codes:
             diagnostics.append(_syntax_error(exc, locator))

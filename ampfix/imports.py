@@ -9,6 +9,7 @@ so comments, parentheses and layout of the remaining names survive.
 from __future__ import annotations
 
 import ast
+import warnings
 from typing import Iterable, Optional
 
 from ampfix.diagnostics import Edit
@@ -31,7 +32,9 @@ def remove_unused_imports(text: str, candidates: Iterable[str]) -> str:
     candidates = set(candidates)
     if not candidates:
         return text
-    tree = ast.parse(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the code's own SyntaxWarnings are not ours to print
+        tree = ast.parse(text)
     unused = candidates - used_names(tree)
     if not unused:
         return text
