@@ -78,5 +78,9 @@ class Diagnostic:
     def fixable(self) -> bool:
         return self.fix is not None
 
+    def fix_applies(self, unsafe_fixes: bool) -> bool:
+        """Whether a run with (or without) --unsafe-fixes applies this diagnostic's fix."""
+        return self.fix is not None and (unsafe_fixes or self.fix.applicability is Applicability.SAFE)
+
     def sort_key(self) -> tuple:
         return (self.filename, self.cell or 0, self.location.row, self.location.column, self.code)

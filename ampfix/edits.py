@@ -91,6 +91,15 @@ def has_multiline_string(node: ast.AST) -> bool:
     return False
 
 
+def receiver_range(ctx: ModuleContext, call: ast.Call) -> tuple[int, int]:
+    """The source range of ``x`` in ``x.method(...)``, with its parentheses when it has them
+    (``(loss * s).backward()``), so that a replacement can drop or keep them."""
+    start, end = ctx.locator.node_range(call.func.value)
+    if ctx.text[start - 1 : start] == "(" and ctx.text[end : end + 1] == ")":
+        return start - 1, end + 1
+    return start, end
+
+
 def parent_body(ctx: ModuleContext, stmt: ast.stmt) -> Optional[list]:
     """The statement list that holds stmt."""
     parent = ctx.semantic.parent(stmt)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ampfix.context import ModuleContext
-from ampfix.diagnostics import Applicability, Diagnostic
+from ampfix.diagnostics import Diagnostic
 from ampfix.fixer import apply_fixes
 from ampfix.imports import remove_unused_imports
 from ampfix.rules import ENGINE_CODES, RULES
@@ -99,12 +99,11 @@ def fix_source(
     settings = settings or Settings()
     codes = settings.enabled(path)
     allow_unsafe = settings.unsafe_fixes if unsafe_fixes is None else unsafe_fixes
-    limit = (Applicability.UNSAFE if allow_unsafe else Applicability.SAFE).rank
     text = source
     fixed: list[Diagnostic] = []
     for _ in range(MAX_FIX_PASSES):
         diagnostics = _analyse(text, path, settings, codes)
-        fixable = [d for d in diagnostics if d.fix is not None and d.fix.applicability.rank <= limit]
+        fixable = [d for d in diagnostics if d.fix_applies(allow_unsafe)]
         new_text, applied = apply_fixes(text, fixable)
         if not applied:
             return FixResult(text, fixed, diagnostics)

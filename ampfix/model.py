@@ -414,6 +414,13 @@ def _is_tensor_like(receiver: str) -> bool:
     return bool(_TENSORISH.search(receiver.rsplit(".", 1)[-1]))
 
 
+def encloses(outer: ast.AST, node: ast.AST) -> bool:
+    """Whether node lies inside outer (a function or the module), by source lines."""
+    if isinstance(outer, ast.Module):
+        return True
+    return outer.lineno <= node.lineno <= outer.end_lineno
+
+
 def _frame(node: ast.AST, child: ast.AST) -> Optional[Frame]:
     """The frame that ``node`` (a compound statement) puts around its direct child, if any."""
     if isinstance(node, (ast.For, ast.AsyncFor, ast.While, ast.If)):

@@ -21,12 +21,8 @@ FORMATS = ("text", "concise", "json", "sarif", "github")
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 
 
-def applicable(diag: Diagnostic, unsafe_fixes: bool) -> bool:
-    return diag.fix is not None and (unsafe_fixes or diag.fix.applicability is Applicability.SAFE)
-
-
 def _header(diag: Diagnostic, unsafe_fixes: bool) -> str:
-    mark = " [*]" if applicable(diag, unsafe_fixes) else ""
+    mark = " [*]" if diag.fix_applies(unsafe_fixes) else ""
     cell = f"cell {diag.cell}:" if diag.cell is not None else ""
     return f"{diag.filename}:{cell}{diag.location.row}:{diag.location.column}: {diag.code}{mark} {diag.message}"
 
@@ -226,7 +222,7 @@ def write_sarif(out: TextIO, diagnostics: list[Diagnostic]) -> None:
 
 def write_statistics(out: TextIO, diagnostics: list[Diagnostic], unsafe_fixes: bool) -> None:
     counts = Counter(d.code for d in diagnostics)
-    fixable = {d.code for d in diagnostics if applicable(d, unsafe_fixes)}
+    fixable = {d.code for d in diagnostics if d.fix_applies(unsafe_fixes)}
     width = max((len(str(n)) for n in counts.values()), default=1)
     for code, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
         mark = "[*]" if code in fixable else "[ ]"

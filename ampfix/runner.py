@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
 from ampfix.cache import Cache, content_hash, from_dict
-from ampfix.diagnostics import Applicability, Diagnostic
+from ampfix.diagnostics import Diagnostic
 from ampfix.engine import FixError, check_source, fix_source, may_fire
 from ampfix.notebook import Notebook
 from ampfix.settings import Settings
@@ -43,10 +43,6 @@ class Job:
     settings: Settings
     unsafe_fixes: bool
     use_cache: bool = False
-
-
-def _applicable(diag: Diagnostic, unsafe: bool) -> bool:
-    return diag.fix is not None and (unsafe or diag.fix.applicability is Applicability.SAFE)
 
 
 def process_file(path: str, job: Job, cached: Optional[list] = None) -> FileResult:
@@ -110,7 +106,7 @@ def process_file(path: str, job: Job, cached: Optional[list] = None) -> FileResu
 
 def _from_cache(path: str, job: Job, cached: list, result: FileResult) -> Optional[FileResult]:
     diagnostics = [from_dict(d, path) for d in cached[1]]
-    if job.mode != CHECK and any(_applicable(d, job.unsafe_fixes) for d in diagnostics):
+    if job.mode != CHECK and any(d.fix_applies(job.unsafe_fixes) for d in diagnostics):
         return None  # there is something to fix: do it for real
     result.diagnostics, result.cached = diagnostics, True
     return result

@@ -13,7 +13,6 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Edit
 from ampfix.edits import has_multiline_string, line_span, owns_lines, parent_body, reindent
 from ampfix.model import Event, StepFunction
-from ampfix.rules._migration import quote_style
 from ampfix.semantic import dotted_name
 
 _DATA_MOVES = frozenset({"to", "cuda", "cpu", "float", "half", "long", "contiguous", "non_blocking"})
@@ -34,7 +33,7 @@ class Device:
 def infer_device(ctx: ModuleContext, fn: StepFunction) -> Device:
     """From the code, never a blind "cuda": the variable passed to ``.to(...)``, ``"cuda"`` for
     ``.cuda()`` code, else the configured default device."""
-    quote = quote_style(ctx)
+    quote = ctx.quote
     scopes = [fn.node] if isinstance(fn.node, ast.Module) else [fn.node, ctx.tree]
     for scope in scopes:
         for call in _calls_in(ctx, scope):
@@ -59,7 +58,7 @@ def _calls_in(ctx: ModuleContext, scope: ast.AST):
 
 
 def _device_expression(ctx: ModuleContext, target: Optional[ast.AST]) -> Optional[Device]:
-    quote = quote_style(ctx)
+    quote = ctx.quote
     if isinstance(target, ast.Constant) and isinstance(target.value, str):
         kind = target.value.split(":", 1)[0]
         return Device(f"{quote}{kind}{quote}", kind)

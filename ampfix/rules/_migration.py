@@ -141,7 +141,7 @@ class MigrationRule(Rule):
             yield ctx.diagnostic(self, ref.node, message, fix)
 
     def message(self, migration: Migration, ctx: ModuleContext) -> str:
-        return f"`{migration.old}` is deprecated; use `{migration.example(quote_style(ctx))}`"
+        return f"`{migration.old}` is deprecated; use `{migration.example(ctx.quote)}`"
 
 
 def _is_alias_use(ctx: ModuleContext, ref: Reference) -> bool:
@@ -181,7 +181,7 @@ def _plan_fix(
         return None, "not fixed: starred arguments or too many positional arguments"
     base = dotted_parts(ref.node)
     orphans = frozenset([base[0]]) if base and base[0] != torch_name else frozenset()
-    example = migration.example(quote_style(ctx))
+    example = migration.example(ctx.quote)
     fix = Fix(
         message=f"Replace with `{example}`",
         edits=tuple(edits) + import_edits,
@@ -203,7 +203,7 @@ class _CallSite:
 
     def rewrite(self, ctx: ModuleContext, migration: Migration, new_callee: str) -> Optional[list[Edit]]:
         loc = ctx.locator
-        quote = quote_style(ctx)
+        quote = ctx.quote
         leading = [a.replace('"', quote) for a in migration.leading]
         keywords = [k.replace('"', quote) for k in migration.trailing_keywords]
         callee_start, callee_end = loc.node_range(self.callee)
@@ -260,7 +260,3 @@ def _call_site(ctx: ModuleContext, ref: Reference) -> Optional[_CallSite]:
         if ref.node in parent.decorator_list:
             return _CallSite(ref.node, None, [], [])
     return None
-
-
-def quote_style(ctx: ModuleContext) -> str:
-    return ctx.quote

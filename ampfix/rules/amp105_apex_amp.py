@@ -29,7 +29,7 @@ from typing import Iterator, Optional
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import insert_after, insert_before, line_span, owns_lines
-from ampfix.model import BACKWARD, OPT_STEP, Event
+from ampfix.model import BACKWARD, OPT_STEP, Event, encloses
 from ampfix.rules._conversion import forward_statements, infer_device, wrap_in_autocast
 from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.semantic import dotted_name
@@ -145,9 +145,7 @@ def _migrate(ctx: ModuleContext, refs) -> tuple[Optional[Fix], Optional[str]]:
 
 def _function_of(ctx: ModuleContext, node: ast.AST):
     for fn in ctx.training.functions:
-        if fn.node is ctx.tree:
-            continue
-        if fn.node.lineno <= node.lineno <= fn.node.end_lineno:
+        if fn.node is not ctx.tree and encloses(fn.node, node):
             return fn
     return ctx.training.functions[0]  # the module itself
 

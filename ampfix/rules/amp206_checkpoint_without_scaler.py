@@ -9,7 +9,6 @@ from typing import Iterator, Optional
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import insert_after
-from ampfix.rules._migration import quote_style
 from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.semantic import dotted_name
 
@@ -101,7 +100,7 @@ class CheckpointWithoutScaler(Rule):
         stmt = ctx.semantic.parent(call)
         if scaler is None or not isinstance(stmt, ast.Expr):
             return None
-        quote = quote_style(ctx)
+        quote = ctx.quote
         key = f"{quote}scaler{quote}"
         indent = ctx.locator.indentation(stmt.lineno)
         newline = ctx.locator.newline()
@@ -142,7 +141,7 @@ class CheckpointWithoutScaler(Rule):
         """Add the key to a dict literal, on a line of its own when the dict has one entry per line."""
         if scaler is None or not isinstance(node, ast.Dict) or not node.values or None in node.keys:
             return None
-        quote = quote_style(ctx)
+        quote = ctx.quote
         key = f"{quote}scaler{quote}: {scaler}.state_dict()"
         loc = ctx.locator
         last_end = loc.node_range(node.values[-1])[1]

@@ -9,7 +9,6 @@ from typing import Iterator, Optional
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.model import AUTOCASTS, BACKWARD, AutocastRegion
-from ampfix.rules._migration import quote_style
 from ampfix.rules._protocol import add_scaler_protocol, protocol_anchor
 from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.semantic import dotted_name
@@ -53,7 +52,7 @@ class Float16WithoutScaler(Rule):
         device, dtype = region.device, region.dtype
         if region.call is None:
             device, dtype, _ = self._from_assignment(ctx, region)
-        quote = quote_style(ctx)
+        quote = ctx.quote
         if isinstance(device, str):
             device_text = f"{quote}{device}{quote}"
         elif isinstance(device, ast.AST):
@@ -130,12 +129,6 @@ def _parses(text: str) -> bool:
         return True
     except SyntaxError:
         return False
-
-
-def _within(node: ast.AST, scope: ast.AST) -> bool:
-    if isinstance(scope, ast.Module):
-        return True
-    return scope.lineno <= node.lineno <= scope.end_lineno
 
 
 def _statement_of(ctx: ModuleContext, node: ast.stmt, fn) -> ast.stmt:

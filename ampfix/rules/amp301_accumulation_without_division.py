@@ -8,6 +8,7 @@ from typing import Iterator, Optional
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
+from ampfix.edits import receiver_range
 from ampfix.model import BACKWARD, OPT_STEP, SCALER_STEP, ZERO_GRAD, Event, StepFunction
 from ampfix.rules.base import FIX_SOMETIMES, Rule
 
@@ -68,10 +69,7 @@ class AccumulationWithoutDivision(Rule):
         else:
             new = f"({text} / {divisor})"
             # `(loss).backward()`: replace the parenthesised receiver, not just the name
-            receiver = backward.call.func.value
-            start, end = ctx.locator.node_range(receiver)
-            if ctx.text[start - 1 : start] == "(" and ctx.text[end : end + 1] == ")":
-                start, end = start - 1, end + 1
+            start, end = receiver_range(ctx, backward.call)
         safety = Applicability.SAFE if _is_mean(ctx, fn, loss, backward) else Applicability.UNSAFE
         return Fix(f"Divide the loss by `{ctx.segment(factor)}`", (Edit(start, end, new),), safety)
 

@@ -7,9 +7,9 @@ from typing import Iterator, Optional
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
-from ampfix.model import BACKWARD, OPT_STEP, StepFunction
+from ampfix.model import BACKWARD, OPT_STEP, StepFunction, encloses
 from ampfix.rules._conversion import autocast_conversion, infer_device, module_manages_precision
-from ampfix.rules.amp502_manual_gradient_scaling import fn_contains, gradient_rescales, scaled_loss_factor
+from ampfix.rules.amp502_manual_gradient_scaling import gradient_rescales, scaled_loss_factor
 from ampfix.diagnostics import Edit
 from ampfix.edits import insert_before
 from ampfix.rules._protocol import SCALER_NAMES, add_scaler_protocol, free_name
@@ -38,7 +38,7 @@ class Fp32TrainingLoop(Rule):
                 continue
             if any(_no_grad_context(ctx, b) for b in backwards):
                 continue
-            if any(fn_contains(fn, node) for node in rescaled) or any(scaled_loss_factor(ctx, fn, b) for b in backwards):
+            if any(encloses(fn.node, node) for node in rescaled) or any(scaled_loss_factor(ctx, fn, b) for b in backwards):
                 continue  # hand-rolled scaling: AMP502 converts that step
             message = (
                 "fp32 training step: wrap the forward pass and the loss in `torch.autocast` (with a "
@@ -119,15 +119,15 @@ def _threading_plan(ctx: ModuleContext, fn: StepFunction):
         c for c in ctx.semantic.nodes(ast.Call)
         if isinstance(c.func, ast.Name) and c.func.id == node.name
         and ctx.semantic.binding_nodes(node.name, ctx.semantic.scope_of(c)) == [node]
-        and not _encloses(node, c)
+        and not encloses(node, c)
     ]
     model = ctx.training
     for call in calls:
-        caller = next((f for f in model.functions if _encloses(f.node, call) and f.node is not node), None)
+        caller = next((f for f in model.functions if encloses(f.node, call) and f.node is not node), None)
         if caller is None or any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
             return None
         loops = [a for a in ctx.semantic.ancestors(call) if isinstance(a, (ast.For, ast.AsyncFor, ast.While))
-                 and _encloses(caller.node, a)]
+                 and encloses(caller.node, a)]
         if not loops:
             continue  # a single call: the default (a scaler per call) is the same thing
         outer = loops[-1]
@@ -149,9 +149,3 @@ def _threading_plan(ctx: ModuleContext, fn: StepFunction):
         edits.append(create)
         edits.extend(torch[1])
     return name, edits
-
-
-def _encloses(outer: ast.AST, node: ast.AST) -> bool:
-    if isinstance(outer, ast.Module):
-        return True
-    return outer.lineno <= node.lineno <= outer.end_lineno

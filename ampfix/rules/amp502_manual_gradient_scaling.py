@@ -20,8 +20,8 @@ from typing import Iterator, Optional
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
-from ampfix.edits import delete_statement, parent_body
-from ampfix.model import BACKWARD, Event, StepFunction
+from ampfix.edits import delete_statement, parent_body, receiver_range
+from ampfix.model import BACKWARD, Event, StepFunction, encloses
 from ampfix.rules._conversion import autocast_conversion, infer_device
 from ampfix.rules._loop import loops_of
 from ampfix.rules._protocol import add_scaler_protocol
@@ -73,7 +73,7 @@ class ManualGradientScaling(Rule):
             return None
         divisions = [
             (node, f, divide) for node, f, divide in gradient_rescales(ctx)
-            if divide and ctx.segment(f) == ctx.segment(factor) and fn_contains(fn, node)
+            if divide and ctx.segment(f) == ctx.segment(factor) and encloses(fn.node, node)
         ]
         if len(divisions) != 1:
             return None
@@ -85,7 +85,7 @@ class ManualGradientScaling(Rule):
 
     def _grad_fix(self, ctx, node, factor, divide) -> Optional[Fix]:
         loop = _enclosing_for(ctx, node)
-        fn = next((f for f in ctx.training.functions if fn_contains(f, node) and f.node is not loop), None)
+        fn = next((f for f in ctx.training.functions if encloses(f.node, node) and f.node is not loop), None)
         if loop is None or fn is None:
             return None
         body = parent_body(ctx, loop)
@@ -113,10 +113,7 @@ class ManualGradientScaling(Rule):
             return None
         edits = [delete]
         device_scaler = infer_device(ctx, fn).scaler
-        receiver = backward.call.func.value
-        r_start, r_end = ctx.locator.node_range(receiver)
-        if ctx.text[r_start - 1 : r_start] == "(" and ctx.text[r_end : r_end + 1] == ")":
-            r_start, r_end = r_start - 1, r_end + 1
+        r_start, r_end = receiver_range(ctx, backward.call)
         if not ctx.training.regions:
             conversion = autocast_conversion(ctx, fn, backward)
             if conversion is None:
@@ -135,12 +132,6 @@ class ManualGradientScaling(Rule):
         protocol = [e for e in protocol if not (e.start in (start, end) and e.start == e.end)]
         edits += [*protocol, Edit(r_start, r_end, f"{name}.scale({loss})")]
         return Fix(message, tuple(edits), Applicability.UNSAFE)
-
-
-def fn_contains(fn: StepFunction, node: ast.AST) -> bool:
-    if isinstance(fn.node, ast.Module):
-        return True
-    return fn.node.lineno <= node.lineno <= fn.node.end_lineno
 
 
 def _mentions_scale(ctx: ModuleContext, expr: ast.AST) -> bool:
@@ -162,7 +153,7 @@ def scaled_loss_factor(ctx: ModuleContext, fn: StepFunction, backward: Event) ->
     if isinstance(expr, ast.Name):
         values = [
             n.value for n in ctx.semantic.nodes(ast.Assign)
-            if fn_contains(fn, n) and n.lineno < backward.call.lineno
+            if encloses(fn.node, n) and n.lineno < backward.call.lineno
             and any(isinstance(t, ast.Name) and t.id == expr.id for t in n.targets)
         ]
         expr = values[-1] if values else None
