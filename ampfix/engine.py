@@ -2,9 +2,9 @@
 
 The pipeline for one file:
 
-1. prefilter: a file that contains none of the selected rules' trigger strings is not parsed;
+1. prefilter (ampfix/prefilter.py): a file on which no selected rule can fire is not parsed;
 2. parse with CPython's ``ast`` (a syntax error becomes an AMP001 diagnostic);
-3. every selected rule whose triggers occur runs against one shared ``ModuleContext``;
+3. every selected rule that may fire runs against one shared ``ModuleContext``;
 4. suppressions (``# noqa``, ``# ampfix: ignore[...]``) filter the result; unknown AMP codes in
    them are AMP002;
 5. fixing applies the allowed fixes, tidies imports, re-parses, and repeats to a fixed point.
@@ -23,6 +23,7 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Diagnostic
 from ampfix.fixer import apply_fixes
 from ampfix.imports import remove_unused_imports
+from ampfix.prefilter import prefilter_for
 from ampfix.rules import ENGINE_CODES, RULES
 from ampfix.settings import Settings
 from ampfix.source import Locator
@@ -47,30 +48,9 @@ class FixResult:
         return bool(self.fixed)
 
 
-_TRIGGERS: dict[frozenset, tuple[bytes, ...]] = {}
-
-
-def _triggers(codes: frozenset) -> tuple[bytes, ...]:
-    """The distinct trigger tokens of the selected rules, shortest-contained ones removed."""
-    found = _TRIGGERS.get(codes)
-    if found is None:
-        tokens = sorted({t for code in codes for t in RULES[code].triggers}, key=len)
-        kept: list[bytes] = []
-        for token in tokens:
-            if not any(shorter in token for shorter in kept):  # "autocast" covers "_autocast_"
-                kept.append(token)
-        found = _TRIGGERS[codes] = tuple(kept)
-    return found
-
-
 def may_fire(data: bytes, codes: frozenset) -> bool:
-    """The byte prefilter: False when no selected rule can possibly fire on this file.
-
-    Two stages: any rare trigger token at all (C-speed substring search, which rejects most
-    files), then each rule's own condition."""
-    if not any(token in data for token in _triggers(codes)):
-        return False
-    return any(RULES[code].may_fire(data) for code in codes if RULES[code].triggers)
+    """The byte prefilter (ampfix/prefilter.py): False when no selected rule can fire on this file."""
+    return prefilter_for(codes).any_may_fire(data)
 
 
 def parse_quietly(text: str, path: str = "<unknown>") -> ast.Module:
@@ -121,9 +101,12 @@ def fix_source(
 
 
 def _analyse(text: str, path: str, settings: Settings, codes: frozenset, prefilter: bool = True) -> list[Diagnostic]:
-    data = text.encode("utf-8", "surrogatepass")
-    if prefilter and not may_fire(data, codes):
-        return []
+    if prefilter:
+        candidates = prefilter_for(codes).candidates(text.encode("utf-8", "surrogatepass"))
+        if not candidates:
+            return []
+    else:
+        candidates = codes
     locator = Locator(text)
     diagnostics: list[Diagnostic] = []
     try:
@@ -138,10 +121,8 @@ def _analyse(text: str, path: str, settings: Settings, codes: frozenset, prefilt
         tree = None
     if tree is not None:
         ctx = ModuleContext(path, text, tree, settings)
-        for code in sorted(codes - ENGINE_CODES):
-            rule = RULES[code]
-            if not prefilter or rule.may_fire(data):
-                diagnostics.extend(rule.check(ctx))
+        for code in sorted(candidates - ENGINE_CODES):
+            diagnostics.extend(RULES[code].check(ctx))
     if not diagnostics and ("AMP002" not in codes or not _AMP_CODE.search(text)):
         return []  # nothing to suppress and no AMP code in a comment: skip the comment scan
     suppressions = parse_suppressions(text, locator, set(RULES), tree)

@@ -4,7 +4,7 @@ import pytest
 
 import ampfix
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
-from ampfix.engine import FixError, may_fire
+from ampfix.engine import FixError
 from ampfix.fixer import apply_fixes
 from ampfix.runner import CHECK, FIX, Job, process_file
 from ampfix.settings import Settings
@@ -24,12 +24,6 @@ def test_fix_source_returns_fixed_source_and_applied_fixes():
     result = ampfix.fix_source(OLD, path="train.py")
     assert result.source == 'import torch\nscaler = torch.amp.GradScaler("cuda")\n'
     assert [d.code for d in result.fixed] == ["AMP102"] and result.remaining == []
-
-
-def test_prefilter_skips_files_without_triggers():
-    codes = Settings().select - {"AMP001"}
-    assert not may_fire(b"import torch\nx = 1\n", frozenset(codes))
-    assert may_fire(b"from torch.cuda.amp import GradScaler\n", frozenset(codes))
 
 
 def test_a_file_with_no_amp_tokens_is_returned_unchanged():
@@ -138,28 +132,11 @@ def test_deeply_nested_code_does_not_crash():
 
 
 def test_syntax_error_diagnostic_names_the_parser_message():
-    diag, = ampfix.check_source("import torch\nwith torch.autocast('cuda'):\n    x = (\n", "broken.py")
+    source = "import torch\nwith torch.autocast('cuda'):\n    loss = model(x\nloss.backward()\noptimizer.step()\n"
+    diag, = ampfix.check_source(source, "broken.py")
     assert diag.code == "AMP001" and diag.message.startswith("SyntaxError:")
     assert diag.location.row >= 2
 
 
 def test_syntax_errors_in_files_without_amp_code_are_left_to_other_linters():
     assert ampfix.check_source("x = (\n", "broken.py") == []
-
-
-def test_the_prefilter_is_sound_on_every_fixture_and_rule_example():
-    """Every rule run without the prefilter finds nothing the prefiltered run misses."""
-    import glob
-    import os
-    import re
-
-    from conftest import FIXTURES, RULE_DOCS
-
-    sources = [open(p, encoding="utf-8").read() for p in glob.glob(os.path.join(FIXTURES, "*.py"))]
-    for doc in glob.glob(os.path.join(RULE_DOCS, "*.md")):
-        sources += re.findall(r"```python\n(.*?)```", open(doc, encoding="utf-8").read(), re.S)
-    settings = Settings()
-    for source in sources:
-        unfiltered = [(d.code, d.start) for d in ampfix.check_source(source, "t.py", settings, prefilter=False)]
-        filtered = [(d.code, d.start) for d in ampfix.check_source(source, "t.py", settings)]
-        assert filtered == unfiltered

@@ -20,6 +20,7 @@ from typing import Iterator, Optional
 
 from ampfix.context import FALLBACK, GUARDED, ModuleContext, Reference
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
+from ampfix.prefilter import FileBytes, names_amp_module
 from ampfix.rules.base import Rule
 from ampfix.semantic import ALIAS, dotted_parts
 
@@ -125,6 +126,12 @@ class MigrationRule(Rule):
     """Reports every reference to this rule's deprecated symbols and rewrites calls to them."""
 
     symbols: tuple[str, ...] = ()
+
+    @classmethod
+    def may_fire(cls, file: FileBytes) -> bool:
+        if not super().may_fire(file):
+            return False
+        return not all(".amp." in symbol for symbol in cls.symbols) or names_amp_module(file)
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         for ref in ctx.references(self.symbols, SPELLINGS):

@@ -28,10 +28,11 @@ class InvalidSuppression(Rule):
     summary = "A suppression comment names an AMP code that does not exist"
     triggers = (b"AMP",)
 
-    @classmethod
-    def may_fire(cls, data: bytes) -> bool:
-        return b"AMP" in data and _AMP_CODE.search(data) is not None
     fix_safety = FIX_NONE
+
+    @classmethod
+    def may_fire(cls, file) -> bool:
+        return file.has(b"AMP") and file.matches(_AMP_CODE)
 
     def check(self, ctx):
         return iter(())

@@ -30,6 +30,7 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import insert_after, insert_before, line_span, owns_lines
 from ampfix.model import BACKWARD, OPT_STEP, Event, encloses
+from ampfix.prefilter import FileBytes
 from ampfix.rules._conversion import forward_statements, infer_device, wrap_in_autocast
 from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.semantic import dotted_name
@@ -57,8 +58,8 @@ class ApexAmp(Rule):
     fix_safety = FIX_UNSAFE
 
     @classmethod
-    def may_fire(cls, data: bytes) -> bool:
-        return b"apex" in data and any(api in data for api in (b"initialize", b"scale_loss", b"master_params", b"state_dict"))
+    def may_fire(cls, file: FileBytes) -> bool:
+        return file.has(b"apex") and file.has(b"initialize", b"scale_loss", b"master_params", b"state_dict")
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         refs = ctx.references(GUIDANCE)

@@ -9,6 +9,7 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.edits import insert_before
 from ampfix.model import BACKWARD, CLIP, SCALER_STEP, UNSCALE
+from ampfix.prefilter import FileBytes, may_backward_scaled
 from ampfix.rules._loop import call_name, loops_of, optimizer_for
 from ampfix.rules.base import FIX_SAFE, Rule
 
@@ -17,8 +18,12 @@ class ClipScaledGradients(Rule):
     code = "AMP201"
     name = "clip-scaled-gradients"
     summary = "Gradients are clipped (or their norm read) before `scaler.unscale_(optimizer)`"
-    triggers = (b".scale(",)  # a scaled backward is the premise
+    triggers = (b"caler", b"CALER", b"unscale_")  # GradScaler, scaler, loss_scaler, x.unscale_()
     fix_safety = FIX_SAFE
+
+    @classmethod
+    def may_fire(cls, file: FileBytes) -> bool:
+        return may_backward_scaled(file) and file.has(b"clip_grad", b"get_total_norm")
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training

@@ -8,6 +8,7 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import delete_statement, parent_body
 from ampfix.model import BACKWARD, SCALE, SCALER_STEP
+from ampfix.prefilter import FileBytes, may_backward, may_scale_loss, may_step_scaler
 from ampfix.rules.base import FIX_SAFE, Rule
 
 
@@ -15,8 +16,13 @@ class UnscaledBackward(Rule):
     code = "AMP202"
     name = "unscaled-backward"
     summary = "`scaler.scale(loss)` is discarded, or `loss.backward()` runs unscaled before `scaler.step`"
-    triggers = (b".scale(", b".backward(")  # a discarded scale, or a plain backward
+    triggers = (b"caler", b"CALER", b"unscale_")  # GradScaler, scaler, loss_scaler, x.unscale_()
     fix_safety = FIX_SAFE
+
+    @classmethod
+    def may_fire(cls, file: FileBytes) -> bool:
+        """A discarded ``scaler.scale(loss)``, or a plain backward before ``scaler.step``."""
+        return may_scale_loss(file) or (may_backward(file) and may_step_scaler(file))
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training

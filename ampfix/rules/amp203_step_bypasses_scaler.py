@@ -8,6 +8,7 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import insert_after, owns_lines
 from ampfix.model import BACKWARD, OPT_STEP, SCALER_STEP, UPDATE
+from ampfix.prefilter import FileBytes, may_backward_scaled, may_step
 from ampfix.rules.base import FIX_SAFE, Rule
 
 
@@ -15,8 +16,12 @@ class StepBypassesScaler(Rule):
     code = "AMP203"
     name = "step-bypasses-scaler"
     summary = "`optimizer.step()` is called directly after a scaled backward"
-    triggers = (b".scale(",)  # a scaled backward is the premise
+    triggers = (b"caler", b"CALER", b"unscale_")  # GradScaler, scaler, loss_scaler, x.unscale_()
     fix_safety = FIX_SAFE
+
+    @classmethod
+    def may_fire(cls, file: FileBytes) -> bool:
+        return may_backward_scaled(file) and may_step(file)
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         for fn in ctx.training.functions:

@@ -2,33 +2,26 @@
 
 from __future__ import annotations
 
-import re
 from typing import Iterator
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.edits import delete_statement, insert_after, parent_body
 from ampfix.model import SCALER_STEP, UPDATE
+from ampfix.prefilter import FileBytes, may_step_scaler
 from ampfix.rules.base import FIX_SAFE, Rule
-
-_SCALER_STEP = re.compile(rb"(?i)scaler\s*\.\s*step\s*\(")
 
 
 class ScalerUpdate(Rule):
     code = "AMP204"
     name = "scaler-update-missing-or-repeated"
     summary = "`scaler.step()` without `scaler.update()`, or `scaler.update()` called twice per step"
-    triggers = (b"caler", b"CALER", b"unscale_")  # GradScaler, scaler, loss_scaler, ...
-    requires = (b".step(",)
+    triggers = (b"caler", b"CALER", b"unscale_")  # GradScaler, scaler, loss_scaler, x.unscale_()
+    fix_safety = FIX_SAFE
 
     @classmethod
-    def may_fire(cls, data: bytes) -> bool:
-        """A `scaler.step(...)` call: on a name ending in scaler, or on something a GradScaler
-        was assigned to or that `unscale_`s (those files say GradScaler or unscale_)."""
-        if _SCALER_STEP.search(data) is not None:
-            return True
-        return b".step(" in data and (b"GradScaler" in data or b"unscale_" in data)
-    fix_safety = FIX_SAFE
+    def may_fire(cls, file: FileBytes) -> bool:
+        return may_step_scaler(file)
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training

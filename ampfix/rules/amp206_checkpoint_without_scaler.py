@@ -9,11 +9,11 @@ from typing import Iterator, Optional
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import insert_after
+from ampfix.prefilter import FileBytes, may_call_scaler
 from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.semantic import dotted_name
 
 _SCALER_KEY = re.compile(r"scaler|amp", re.I)
-_SCALER_CALL = re.compile(rb"(?i)scaler\s*\.\s*(?:step|update)\s*\(")
 _MODEL_KEY = re.compile(r"model|net|state|ema|student|teacher|generator|weights", re.I)
 
 
@@ -21,16 +21,12 @@ class CheckpointWithoutScaler(Rule):
     code = "AMP206"
     name = "checkpoint-without-scaler"
     summary = "A checkpoint saves model and optimizer state but not `scaler.state_dict()`"
-    triggers = (b"caler", b"CALER", b".scale(", b"unscale_")  # modules that use a scaler
-    requires = (b"state_dict",)
+    triggers = (b"caler", b"CALER", b"unscale_")  # GradScaler, scaler, loss_scaler, x.unscale_()
+    fix_safety = FIX_UNSAFE
 
     @classmethod
-    def may_fire(cls, data: bytes) -> bool:
-        if b"state_dict" not in data:
-            return False
-        uses_scaler = b"GradScaler" in data or b".scale(" in data or b"unscale_" in data
-        return uses_scaler or _SCALER_CALL.search(data) is not None
-    fix_safety = FIX_UNSAFE
+    def may_fire(cls, file: FileBytes) -> bool:
+        return file.has(b"state_dict") and may_call_scaler(file)
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training

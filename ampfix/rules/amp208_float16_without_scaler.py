@@ -9,6 +9,7 @@ from typing import Iterator, Optional
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.model import AUTOCASTS, BACKWARD, AutocastRegion
+from ampfix.prefilter import FileBytes, may_backward
 from ampfix.rules._protocol import add_scaler_protocol, protocol_anchor
 from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.semantic import dotted_name
@@ -22,6 +23,10 @@ class Float16WithoutScaler(Rule):
     summary = "float16 autocast (explicit or the CUDA default) trains without a `GradScaler`"
     triggers = (b"autocast",)
     fix_safety = FIX_UNSAFE
+
+    @classmethod
+    def may_fire(cls, file: FileBytes) -> bool:
+        return file.has(b"autocast") and may_backward(file)
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training

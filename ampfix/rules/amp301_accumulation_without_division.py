@@ -10,6 +10,7 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import receiver_range
 from ampfix.model import BACKWARD, OPT_STEP, SCALER_STEP, ZERO_GRAD, Event, StepFunction
+from ampfix.prefilter import FileBytes, may_backward, may_step
 from ampfix.rules.base import FIX_SOMETIMES, Rule
 
 # Losses that are means by construction (default reduction="mean").
@@ -26,8 +27,13 @@ class AccumulationWithoutDivision(Rule):
     code = "AMP301"
     name = "accumulation-without-division"
     summary = "Gradient accumulation without dividing the loss by the number of micro-batches"
-    triggers = (b".backward(",)
+    triggers = (b"backward",)
     fix_safety = FIX_SOMETIMES
+
+    @classmethod
+    def may_fire(cls, file: FileBytes) -> bool:
+        # an accumulation gates a step; a micro-batch loop zero-grads before it (the step may be elsewhere)
+        return may_backward(file) and (may_step(file) or file.has(b"zero_grad"))
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training

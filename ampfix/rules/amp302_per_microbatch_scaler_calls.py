@@ -8,6 +8,7 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.edits import delete_statement, insert_after, insert_before, parent_body, statement_text
 from ampfix.model import CLIP, OPT_STEP, SCALER_STEP, UNSCALE, UPDATE, Accumulation
+from ampfix.prefilter import FileBytes, may_backward, may_step
 from ampfix.rules._loop import call_name
 from ampfix.rules.base import FIX_SOMETIMES, Rule
 
@@ -16,13 +17,14 @@ class PerMicrobatchScalerCalls(Rule):
     code = "AMP302"
     name = "per-microbatch-scaler-call"
     summary = "`scaler.unscale_`, clipping or `scaler.update` run on every micro-batch of an accumulation loop"
-    triggers = (b".backward(",)  # accumulation backpropagates every micro-batch
-    requires = ()
+    triggers = (b"backward",)  # accumulation backpropagates every micro-batch
+    fix_safety = FIX_SOMETIMES
 
     @classmethod
-    def may_fire(cls, data: bytes) -> bool:
-        return b".backward(" in data and any(t in data for t in (b"unscale_", b".update(", b"clip_grad", b"get_total_norm"))
-    fix_safety = FIX_SOMETIMES
+    def may_fire(cls, file: FileBytes) -> bool:
+        if not (may_backward(file) and may_step(file)):
+            return False
+        return file.calls("unscale_") or file.calls("update") or file.has(b"clip_grad", b"get_total_norm")
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training

@@ -9,6 +9,7 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import line_span, owns_lines, reindent, has_multiline_string
 from ampfix.model import BACKWARD
+from ampfix.prefilter import FileBytes, may_backward
 from ampfix.rules.base import FIX_SOMETIMES, Rule
 
 
@@ -18,6 +19,10 @@ class BackwardInAutocast(Rule):
     summary = "`backward()` runs inside an autocast block"
     triggers = (b"autocast",)
     fix_safety = FIX_SOMETIMES
+
+    @classmethod
+    def may_fire(cls, file: FileBytes) -> bool:
+        return file.has(b"autocast") and may_backward(file)
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training

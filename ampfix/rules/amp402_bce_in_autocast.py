@@ -7,6 +7,7 @@ from typing import Iterator
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Diagnostic
+from ampfix.prefilter import FileBytes
 from ampfix.rules.base import FIX_NONE, Rule
 from ampfix.semantic import dotted_name
 
@@ -21,8 +22,8 @@ class BceInAutocast(Rule):
     triggers = (b"autocast",)
 
     @classmethod
-    def may_fire(cls, data: bytes) -> bool:
-        return b"autocast" in data and (b"binary_cross_entropy" in data or b"BCELoss" in data)
+    def may_fire(cls, file: FileBytes) -> bool:
+        return file.has(b"autocast") and file.has(b"binary_cross_entropy", b"BCELoss")
     fix_safety = FIX_NONE
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:

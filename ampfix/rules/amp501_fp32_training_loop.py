@@ -8,6 +8,7 @@ from typing import Iterator, Optional
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.model import BACKWARD, OPT_STEP, StepFunction, encloses
+from ampfix.prefilter import FileBytes, may_backward, may_step
 from ampfix.rules._conversion import autocast_conversion, infer_device, module_manages_precision
 from ampfix.rules.amp502_manual_gradient_scaling import gradient_rescales, scaled_loss_factor
 from ampfix.diagnostics import Edit
@@ -21,8 +22,12 @@ class Fp32TrainingLoop(Rule):
     code = "AMP501"
     name = "fp32-training-loop"
     summary = "A training step runs in plain fp32: autocast (and a GradScaler for float16) would speed it up"
-    triggers = (b".backward(",)
+    triggers = (b"backward",)
     fix_safety = FIX_UNSAFE
+
+    @classmethod
+    def may_fire(cls, file: FileBytes) -> bool:
+        return may_backward(file) and may_step(file)
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training

@@ -22,6 +22,7 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import delete_statement, parent_body, receiver_range
 from ampfix.model import BACKWARD, Event, StepFunction, encloses
+from ampfix.prefilter import FileBytes, may_backward
 from ampfix.rules._conversion import autocast_conversion, infer_device
 from ampfix.rules._loop import loops_of
 from ampfix.rules._protocol import add_scaler_protocol
@@ -37,15 +38,14 @@ class ManualGradientScaling(Rule):
     name = "manual-gradient-scaling"
     summary = "Loss or gradients are scaled by hand instead of with `torch.amp.GradScaler`"
     # a scaled loss backpropagated, or a gradient rescaled in place (the shapes the rule detects)
-    triggers = (b".backward(", b".grad")
-    requires = (b"scale",)
+    triggers = (b"backward", b".grad")
     fix_safety = FIX_UNSAFE
 
     @classmethod
-    def may_fire(cls, data: bytes) -> bool:
-        if b"scale" not in data:
+    def may_fire(cls, file: FileBytes) -> bool:
+        if not file.has(b"scale"):
             return False
-        return b".backward(" in data or (b".grad" in data and _GRAD_RESCALE.search(data) is not None)
+        return may_backward(file) or (file.has(b".grad") and file.matches(_GRAD_RESCALE))
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training

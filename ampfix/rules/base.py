@@ -1,10 +1,12 @@
 """The shape of a rule.
 
-A rule is a small class: its code, a kebab-case name, a one-line summary, the byte strings that
-must appear in a file for it to possibly fire (the prefilter: ``triggers``, one of which must
-occur, and ``requires``, all of which must; a file that no selected rule may fire on is never
-parsed), its fix safety, and ``check(ctx)``, which yields diagnostics. Triggers must be sound: a
-test runs every rule without the prefilter on the fixtures and the corpus sites. Each rule's document lives in ``rules/<CODE>.md`` and is what ``ampfix rule CODE``
+A rule is a small class: its code, a kebab-case name, a one-line summary, what must appear in a
+file's bytes for it to possibly fire (the prefilter, ampfix/prefilter.py: ``triggers``, rare
+tokens one of which must occur, and ``may_fire``, the rule's whole necessary condition, by
+default ``requires``, tokens all of which must occur; a file that no selected rule may fire on is
+never parsed), its fix safety, and ``check(ctx)``, which yields diagnostics. The conditions must
+be sound: tests run every rule without the prefilter on the fixtures, the rule examples and the
+corpus sites. Each rule's document lives in ``rules/<CODE>.md`` and is what ``ampfix rule CODE``
 prints; the tests run the examples in it.
 """
 
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar, Iterator
 if TYPE_CHECKING:
     from ampfix.context import ModuleContext
     from ampfix.diagnostics import Diagnostic
+    from ampfix.prefilter import FileBytes
 
 # What `ampfix rule --all` shows in its fix column.
 FIX_SAFE = "safe"
@@ -32,12 +35,12 @@ class Rule:
     fix_safety: ClassVar[str] = FIX_NONE
 
     @classmethod
-    def may_fire(cls, data: bytes) -> bool:
+    def may_fire(cls, file: "FileBytes") -> bool:
         """The prefilter: False only when this rule cannot fire on a file with these bytes."""
-        return any(t in data for t in cls.triggers) and all(r in data for r in cls.requires)
+        return file.has(*cls.triggers) and all(file.has(r) for r in cls.requires)
 
-    # Triggers are the rare tokens (the engine scans every file for them); common ones
-    # (`state_dict`, `.step(`) belong in ``requires``, which only files with a trigger pay for.
+    # Triggers are the rare tokens (the prefilter scans every file for them); common ones
+    # (`state_dict`, `zero_grad`) belong in ``requires``, which only files with a trigger pay for.
 
     def check(self, ctx: "ModuleContext") -> Iterator["Diagnostic"]:
         raise NotImplementedError
