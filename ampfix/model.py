@@ -187,8 +187,9 @@ class TrainingModel:
             if isinstance(node.value, ast.Call) and _last_name(node.value.func) in _SCALER_CLASSES:
                 if self._qualified(node.value.func) in GRAD_SCALERS:
                     self.scalers.update(t for t in map(dotted_name, targets) if t)
-            if self._mentions_autocast(node.value):
-                self.autocast_names.update(t for t in map(dotted_name, targets) if t)
+        for node in self._assignments_mentioning_autocast():
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            self.autocast_names.update(t for t in map(dotted_name, targets) if t)
         calls = [
             n for n in semantic.nodes(ast.Call)
             if isinstance(n.func, ast.Attribute) and n.func.attr in ("scale", "unscale_", "step", "zero_grad")
@@ -212,12 +213,22 @@ class TrainingModel:
                 if name:
                     self.optimizers.add(name)
 
-    def _mentions_autocast(self, expr: ast.AST) -> bool:
-        for sub in ast.walk(expr):
-            if isinstance(sub, (ast.Name, ast.Attribute)) and "autocast" in _last_name(sub).lower():
-                if self._qualified(sub) in AUTOCASTS or isinstance(sub, ast.Name):
-                    return True
-        return False
+    def _assignments_mentioning_autocast(self) -> list:
+        """Assignments whose value mentions an autocast (``ctx = torch.autocast(...) if amp else
+        nullcontext()``): found from the names, which is cheaper than walking every value."""
+        parents = self.ctx.semantic.parents
+        found = {}
+        for sub in self.ctx.semantic.nodes(ast.Name, ast.Attribute):
+            if "autocast" not in _last_name(sub).lower():
+                continue
+            if not (isinstance(sub, ast.Name) or self._qualified(sub) in AUTOCASTS):
+                continue
+            child, node = sub, parents.get(sub)
+            while node is not None and not isinstance(node, ast.stmt):
+                child, node = node, parents.get(node)
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and child is node.value:
+                found[id(node)] = node
+        return list(found.values())
 
     def is_scaler(self, receiver: Optional[str]) -> bool:
         if receiver is None:

@@ -151,6 +151,17 @@ def main() -> int:
         runs = [measure(ampfix_command("--no-cache", "."), subset_dir) for _ in range(3)]
         scaling[share] = statistics.median(r["wall"] for r in runs)
 
+    # one file growing: 2,000 then 20,000 functions that each fire (every stage works on each)
+    block = "def f{i}(model, x):\n    with torch.cuda.amp.autocast():\n        return model(x)\n\n"
+    file_growth = {}
+    for functions in (2_000, 20_000):
+        big_dir = os.path.join(args.workdir, f"big-{functions}")
+        os.makedirs(big_dir, exist_ok=True)
+        with open(os.path.join(big_dir, "big.py"), "w", encoding="utf-8") as handle:
+            handle.write("import torch\n" + "".join(block.format(i=i) for i in range(functions)))
+        runs = [measure(ampfix_command("--no-cache", "big.py"), big_dir) for _ in range(3)]
+        file_growth[functions] = statistics.median(r["wall"] for r in runs)
+
     # --jobs 1 and --jobs 2 give identical output
     outputs = [
         subprocess.run(ampfix_command("--no-cache", "--jobs", jobs, "."), cwd=work, capture_output=True, text=True).stdout
@@ -171,6 +182,8 @@ def main() -> int:
     print(f"  ampfix warm / ruff cold        {medians['ampfix check (warm)'] / ruff_wall:6.2f}   (target <= 1)")
     print(f"  ampfix 1% touched / ruff cold  {medians['ampfix check (1% touched)'] / ruff_wall:6.2f}   (target <= 1.5)")
     print(f"scaling (cold, wall s): 25% {scaling[25]:.3f}, 50% {scaling[50]:.3f}, 100% {scaling[100]:.3f}")
+    print(f"one file, 2,000 -> 20,000 firing functions (wall s): {file_growth[2_000]:.3f} -> "
+          f"{file_growth[20_000]:.3f} ({file_growth[20_000] / file_growth[2_000]:.1f}x for 10x the input)")
     print(f"--jobs 1 and --jobs 2 outputs identical: {outputs[0] == outputs[1]} ({len(outputs[0].splitlines())} lines)")
 
     if not args.no_torchfix:

@@ -100,21 +100,12 @@ def test_mixed_line_endings_are_kept_line_by_line(tmp_path):
     assert path.read_bytes() == b'import torch\r\nx = 1\nwith torch.autocast("cuda"):\r\n    pass\n'
 
 
-def test_a_10_mb_generated_file_is_linear(tmp_path):
+def test_a_file_with_thousands_of_findings_reports_each_once():
+    # how the time grows with the file's size is measured in bench/speed.py
     block = "def f{i}(model, x):\n    with torch.cuda.amp.autocast():\n        return model(x)\n\n"
-    small = "import torch\n" + "".join(block.format(i=i) for i in range(2_000))
-    large = "import torch\n" + "".join(block.format(i=i) for i in range(20_000))
-    assert len(large) > 1_500_000
-
-    def timed(text):
-        start = time.perf_counter()
-        diagnostics = ampfix.check_source(text, "big.py")
-        return time.perf_counter() - start, len(diagnostics)
-
-    t_small, n_small = timed(small)
-    t_large, n_large = timed(large)
-    assert (n_small, n_large) == (2_000, 20_000)
-    assert t_large < 30 * t_small  # 10x the input in well under quadratic time
+    source = "import torch\n" + "".join(block.format(i=i) for i in range(2_000))
+    diagnostics = ampfix.check_source(source, "big.py")
+    assert [d.location.row for d in diagnostics] == [3 + 4 * i for i in range(2_000)]
 
 
 def test_ten_megabytes_of_plain_code_are_skipped_by_the_prefilter():
