@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
-
-import pathspec
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from ampfix.settings import Settings
+
+if TYPE_CHECKING:
+    import pathspec
 
 SOURCE_SUFFIXES = (".py", ".pyi", ".ipynb")
 
@@ -31,22 +32,45 @@ class Discovery:
 
 def _spec(patterns) -> Optional[pathspec.GitIgnoreSpec]:
     patterns = [p for p in patterns if p and not p.startswith("#")]
-    return pathspec.GitIgnoreSpec.from_lines(patterns) if patterns else None
+    if not patterns:
+        return None
+    import pathspec  # only trees with ignore patterns pay for the import (pre-commit start-up)
+
+    return pathspec.GitIgnoreSpec.from_lines(patterns)
+
+
+class _Excludes:
+    """The ``exclude`` patterns. Plain names (all the defaults, ``build``) match any component of
+    the path, as in gitignore, without pathspec; pathspec, slow to import, compiles the globs
+    only if there are any (start-up time is what a pre-commit run on three files feels)."""
+
+    def __init__(self, patterns):
+        patterns = [p for p in patterns if p and not p.startswith("#")]
+        self.names = frozenset(p for p in patterns if _is_plain_name(p))
+        self.globs = _spec([p for p in patterns if not _is_plain_name(p)])
+
+    def match(self, rel: str) -> bool:
+        if any(part in self.names for part in rel.rstrip("/").split("/")):
+            return True
+        return self.globs is not None and self.globs.match_file(rel)
+
+
+def _is_plain_name(pattern: str) -> bool:
+    return pattern.strip() == pattern and not any(c in pattern for c in "*?[]!\\/")
 
 
 class _Ignorer:
     def __init__(self, settings: Settings):
         self.root = os.path.abspath(settings.project_root)
-        self.excludes = _spec([*settings.exclude, *settings.extend_exclude])
+        self.excludes = _Excludes([*settings.exclude, *settings.extend_exclude])
         self._gitignores: dict[str, Optional[pathspec.GitIgnoreSpec]] = {}
 
     def excluded(self, path: str, is_dir: bool) -> bool:
         path = os.path.abspath(path)
-        if self.excludes is not None:
-            rel = os.path.relpath(path, self.root) if _inside(path, self.root) else os.path.basename(path)
-            rel = rel.replace(os.sep, "/") + ("/" if is_dir else "")
-            if self.excludes.match_file(rel) or self.excludes.match_file(os.path.basename(path) + ("/" if is_dir else "")):
-                return True
+        rel = os.path.relpath(path, self.root) if _inside(path, self.root) else os.path.basename(path)
+        rel = rel.replace(os.sep, "/") + ("/" if is_dir else "")
+        if self.excludes.match(rel) or self.excludes.match(os.path.basename(path) + ("/" if is_dir else "")):
+            return True
         return self._gitignored(path, is_dir)
 
     def _gitignored(self, path: str, is_dir: bool) -> bool:

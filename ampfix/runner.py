@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
@@ -156,6 +155,8 @@ def run(
         chunk = max(1, min(64, len(items) // (workers * 4) or 1))
         chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
         results = []
+        from concurrent.futures import ProcessPoolExecutor  # imported only when a pool is worth it
+
         with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context()) as pool:
             for batch in pool.map(_process_chunk, chunks, [job] * len(chunks)):
                 results.extend(batch)

@@ -111,6 +111,10 @@ def main() -> int:
     args = parser.parse_args()
 
     source = build_corpus(args.workdir)
+    # Byte-compile ampfix as pip does when it installs the wheel (this environment sets
+    # PYTHONDONTWRITEBYTECODE, so a source checkout would otherwise compile itself on every start).
+    package = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ampfix")
+    subprocess.run([sys.executable, "-m", "compileall", "-q", package], check=True)
     work = os.path.join(args.workdir, "work")
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(source, work)

@@ -77,3 +77,20 @@ def test_apply_touches_nothing_but_fixed_files(tmp_path):
     run_ampfix("check", "--apply", ".", cwd=tmp_path)
     assert os.stat(clean).st_mtime_ns == before
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".ampfix-")]
+
+
+def test_plain_name_excludes_match_as_gitignore_does():
+    """Plain names are matched by path component (no pathspec import); globs go to pathspec."""
+    import pathspec
+
+    from ampfix.discovery import _Excludes
+    from ampfix.settings import DEFAULT_EXCLUDES
+
+    patterns = [*DEFAULT_EXCLUDES, "generated", "legacy_*.py", "docs/conf.py"]
+    excludes = _Excludes(patterns)
+    reference = pathspec.GitIgnoreSpec.from_lines(patterns)
+    paths = ["a.py", "venv/", "venv/x.py", "src/venv/x.py", "src/venvs/x.py", "generated/", "generated",
+             "src/generated/m.py", "src/generated_m.py", "legacy_train.py", "src/legacy_train.py",
+             "docs/conf.py", "src/docs/conf.py", ".git/", "x.git/y.py", "build/", "rebuild/a.py"]
+    assert excludes.globs is not None and "venv" in excludes.names
+    assert [excludes.match(p) for p in paths] == [reference.match_file(p) for p in paths]
