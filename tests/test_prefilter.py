@@ -43,6 +43,18 @@ def train(model, optimizer, loader):
         optimizer.step()
 """
 
+STATIC_SCALE = """
+LOSS_SCALE = 1024.0
+
+
+def train(model, optimizer, loader):
+    for x in loader:
+        (model(x) * LOSS_SCALE).backward()
+        for p in model.parameters():
+            p.grad /= LOSS_SCALE
+        optimizer.step()
+"""
+
 
 @pytest.mark.parametrize(
     "code, source",
@@ -56,6 +68,8 @@ def train(model, optimizer, loader):
         ("AMP101", "from torch.cuda import amp\n\nwith amp.autocast():\n    pass\n"),
         ("AMP102", "import torch.cuda.amp as mixed\n\nscaler = mixed.GradScaler()\n"),
         ("AMP102", "from torch.cuda.amp import (\n    GradScaler,\n)\n\nscaler = GradScaler()\n"),
+        # a static loss scale named in capitals
+        ("AMP502", STATIC_SCALE),
         # a scaler named in capitals
         ("AMP204", "def step(self):\n    self.SCALER.scale(self.loss).backward()\n    self.SCALER.step(self.opt)\n"),
     ],

@@ -5,8 +5,12 @@ the engine, not ``check``, produces them.
 """
 
 import re
+from typing import TYPE_CHECKING
 
 from ampfix.rules.base import FIX_NONE, Rule
+
+if TYPE_CHECKING:
+    from ampfix.prefilter import FileBytes
 
 _AMP_CODE = re.compile(rb"AMP\d")
 
@@ -31,7 +35,7 @@ class InvalidSuppression(Rule):
     fix_safety = FIX_NONE
 
     @classmethod
-    def may_fire(cls, file) -> bool:
+    def may_fire(cls, file: "FileBytes") -> bool:
         return file.has(b"AMP") and file.matches(_AMP_CODE)
 
     def check(self, ctx):

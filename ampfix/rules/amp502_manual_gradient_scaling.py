@@ -43,7 +43,7 @@ class ManualGradientScaling(Rule):
 
     @classmethod
     def may_fire(cls, file: FileBytes) -> bool:
-        if not file.has(b"scale"):
+        if not file.has(b"scale", b"Scale", b"SCALE"):  # the factor's name says scale, in any case
             return False
         return may_backward(file) or (file.has(b".grad") and file.matches(_GRAD_RESCALE))
 
