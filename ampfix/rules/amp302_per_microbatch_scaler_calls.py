@@ -8,7 +8,7 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.edits import delete_statement, insert_after, insert_before, parent_body, statement_text
 from ampfix.model import CLIP, OPT_STEP, SCALER_STEP, UNSCALE, UPDATE, Accumulation
-from ampfix.prefilter import FileBytes, may_backward, may_step
+from ampfix.prefilter import FileBytes, may_train_step
 from ampfix.rules._loop import call_name
 from ampfix.rules.base import FIX_SOMETIMES, Rule
 
@@ -22,7 +22,7 @@ class PerMicrobatchScalerCalls(Rule):
 
     @classmethod
     def may_fire(cls, file: FileBytes) -> bool:
-        if not (may_backward(file) and may_step(file)):
+        if not may_train_step(file):
             return False
         return file.calls("unscale_") or file.calls("update") or file.has(b"clip_grad", b"get_total_norm")
 

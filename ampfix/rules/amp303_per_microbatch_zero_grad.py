@@ -8,7 +8,7 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.edits import delete_statement, insert_after, parent_body, statement_text
 from ampfix.model import OPT_STEP, SCALER_STEP, UPDATE, ZERO_GRAD
-from ampfix.prefilter import FileBytes, may_backward, may_step
+from ampfix.prefilter import FileBytes, may_train_step
 from ampfix.rules.base import FIX_SAFE, Rule
 
 
@@ -21,7 +21,7 @@ class PerMicrobatchZeroGrad(Rule):
 
     @classmethod
     def may_fire(cls, file: FileBytes) -> bool:
-        return file.has(b"zero_grad") and may_backward(file) and may_step(file)
+        return file.has(b"zero_grad") and may_train_step(file)
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training

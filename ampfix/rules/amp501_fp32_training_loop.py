@@ -8,7 +8,7 @@ from typing import Iterator, Optional
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.model import BACKWARD, OPT_STEP, StepFunction, encloses
-from ampfix.prefilter import FileBytes, may_backward, may_step
+from ampfix.prefilter import FileBytes, may_train_step
 from ampfix.rules._conversion import autocast_conversion, infer_device, module_manages_precision
 from ampfix.rules.amp502_manual_gradient_scaling import gradient_rescales, scaled_loss_factor
 from ampfix.diagnostics import Edit
@@ -27,7 +27,7 @@ class Fp32TrainingLoop(Rule):
 
     @classmethod
     def may_fire(cls, file: FileBytes) -> bool:
-        return may_backward(file) and may_step(file)
+        return may_train_step(file)
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training
