@@ -32,8 +32,10 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Sequence
 
+from ampfix.program.flow import FlowGraph, branch_key
+from ampfix.program.flow import build as build_flow
 from ampfix.semantic import dotted_name
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 
 BACKWARD, SCALE, UNSCALE, CLIP = "backward", "scale", "unscale", "clip"
 OPT_STEP, SCALER_STEP, UPDATE, ZERO_GRAD, CREATE = "opt_step", "scaler_step", "update", "zero_grad", "create"
+ENTER_AUTOCAST = "enter_autocast"  # not in a function's events: AutocastRegion.entry
 
 GRAD_SCALERS = frozenset(
     {
@@ -104,37 +107,79 @@ class AutocastRegion:
     device: Optional[str]  # "cuda" / "cpu" if literal, else None (unknown)
     dtype: Optional[ast.expr]  # the dtype argument if any
     call: Optional[ast.Call]  # the autocast call if direct
+    entry: Optional[Event] = None  # entering the region, as an event of its function (for path questions)
 
 
-@dataclass
 class StepFunction:
-    """The events of one function (or of the module's top level)."""
+    """The events of one function (or of the module's top level), and path questions on them.
 
-    node: ast.AST
-    events: list[Event] = field(default_factory=list)
+    "Before", "exclusive" and "between" are questions about paths in the function's control-flow
+    graph (ampfix.program.flow), within one iteration of the loops that hold both events."""
+
+    def __init__(self, node: ast.AST):
+        self.node = node
+        self.events: list[Event] = []
+        self._flow: Optional[FlowGraph] = None
 
     def of(self, *kinds: str) -> list[Event]:
         return [e for e in self.events if e.kind in kinds]
 
-    @staticmethod
-    def exclusive(a: Event, b: Event) -> bool:
-        """Whether a and b never run together: different branches of one if/try, or of two ifs
-        on the same condition (``if use_amp: scaled backward`` ... ``if use_amp: scaler.step``)."""
-        branches = {_branch_key(f): f.branch for f in a.context if isinstance(f.node, (ast.If, ast.Try))}
-        for frame in b.context:
-            key = _branch_key(frame)
-            if key in branches and branches[key] != frame.branch:
-                return True
-        return False
+    @property
+    def flow(self) -> FlowGraph:
+        if self._flow is None:
+            self._flow = build_flow(self.node)
+        return self._flow
+
+    def _node(self, event: Event) -> Optional[int]:
+        return self.flow.node_of(event.stmt)
+
+    def reaches(self, a: Event, b: Event, avoiding: Sequence[Event] = ()) -> Optional[bool]:
+        """Whether b can run after a in one iteration (on a branch-consistent path that passes
+        none of ``avoiding``); None when unknown."""
+        na, nb = self._node(a), self._node(b)
+        if na is None or nb is None:
+            return None
+        if na == nb:
+            return (a.call.lineno, a.call.col_offset) < (b.call.lineno, b.call.col_offset)
+        blocked = {self._node(e) for e in avoiding} - {na, nb, None}
+        return self.flow.path_exists(
+            na, nb, avoid=blocked.__contains__, assumptions=_assumptions(a),
+            one_iteration_of=self.flow.loops_holding(na, nb),
+        )
+
+    def exclusive(self, a: Event, b: Event) -> bool:
+        """Whether a and b never run in the same iteration: no path from one to the other
+        (different branches of one if, or of two ifs on the same test)."""
+        return self.reaches(a, b) is False and self.reaches(b, a) is False
 
     def before(self, a: Event, b: Event) -> bool:
-        return (a.call.lineno, a.call.col_offset) < (b.call.lineno, b.call.col_offset)
+        return bool(self.reaches(a, b))
 
     def between(self, kind: str, a: Event, b: Event) -> list[Event]:
-        return [
-            e for e in self.of(kind)
-            if self.before(a, e) and self.before(e, b) and not self.exclusive(e, a) and not self.exclusive(e, b)
-        ]
+        """Events of ``kind`` that can run after a and before b."""
+        return [e for e in self.of(kind) if self.before(a, e) and self.before(e, b)]
+
+    def always_preceded(self, b: Event, by: Sequence[Event]) -> bool:
+        """Whether every path of the iteration that reaches b passes one of ``by`` first (a
+        protocol call inserted at b then never runs without the backward it belongs to)."""
+        nb = self._node(b)
+        nodes = {self._node(e) for e in by} - {None}
+        if nb is None or not nodes or nb in nodes:
+            return False
+        loops = self.flow.loops_holding(nb, *nodes)
+        start = min(loops, key=lambda h: len(self.flow.inside[h])) if loops else FlowGraph.ENTRY
+        found = self.flow.path_exists(start, nb, avoid=nodes.__contains__, one_iteration_of=loops)
+        return found is False
+
+    def avoidable(self, a: Event, b: Event, kinds: Sequence[str], where=lambda e: True) -> Optional[bool]:
+        """Whether some path from a to b passes no event of ``kinds`` (those for which ``where``
+        holds): ``unscale_`` under ``if log_norms:`` does not protect a clip that runs on every path."""
+        return self.reaches(a, b, avoiding=[e for e in self.of(*kinds) if where(e)])
+
+
+def _assumptions(event: Event) -> list[tuple]:
+    """The if branches the path to ``event`` took (the tests it already decided)."""
+    return [(branch_key(f.node.test), f.branch) for f in event.context if isinstance(f.node, ast.If)]
 
 
 @dataclass
@@ -265,7 +310,7 @@ class TrainingModel:
                     self.creations.append(event)
         self.functions = list(functions.values())
 
-    def _place(self, call: ast.Call):
+    def _place(self, call: ast.AST):
         """(owning function or module, statement, context frames outermost first), or None for
         calls in lambdas and class bodies."""
         parents = self.ctx.semantic.parents
@@ -296,6 +341,9 @@ class TrainingModel:
             for item in stmt.items:
                 region = self._autocast_region(stmt, item)
                 if region is not None:
+                    placed = self._place(item.context_expr)
+                    if placed is not None:
+                        region.entry = Event(ENTER_AUTOCAST, item.context_expr, placed[1], placed[2])
                     self.regions.append(region)
                     self._region_by_with[id(stmt)] = region
                     owner = parents.get(stmt)
@@ -398,6 +446,25 @@ class TrainingModel:
                     return region
         return None
 
+    def step_uses_scaler(self, function: StepFunction) -> bool:
+        """Whether this function's step goes through a GradScaler: a scaler call of the protocol,
+        or the loss handed to a scaler wrapper (``loss_scaler(loss, optimizer)``, timm/MAE)."""
+        if any(e.kind in (SCALER_STEP, UNSCALE, UPDATE, SCALE) or e.scaled for e in function.events):
+            return True
+        return any(self.is_scaler(dotted_name(call.func)) for call in self.calls_in(function))
+
+    def calls_in(self, function: StepFunction) -> list[ast.Call]:
+        """The calls of a function's own body (not of functions nested in it)."""
+        if function.node is self.ctx.tree:
+            return [c for c in self.ctx.semantic.nodes(ast.Call) if self._owner(c) is self.ctx.tree]
+        return [c for c in ast.walk(function.node) if isinstance(c, ast.Call) and self._owner(c) is function.node]
+
+    def _owner(self, node: ast.AST) -> Optional[ast.AST]:
+        for ancestor in self.ctx.semantic.ancestors(node):
+            if isinstance(ancestor, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.Module)):
+                return ancestor
+        return None
+
     def uses_scaler(self) -> bool:
         return bool(self.creations) or any(
             e.kind in (SCALER_STEP, UNSCALE, UPDATE) or e.scaled for f in self.functions for e in f.events
@@ -456,12 +523,6 @@ def _frame(node: ast.AST, child: ast.AST) -> Optional[Frame]:
     if type(node).__name__ == "match_case":
         return Frame(node, "body")
     return None
-
-
-def _branch_key(frame: Frame):
-    if isinstance(frame.node, ast.If):
-        return ast.dump(frame.node.test)
-    return id(frame.node)
 
 
 def _inside(event: Event, node: ast.AST) -> bool:

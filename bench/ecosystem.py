@@ -124,6 +124,7 @@ def compare(found: list[dict], triage: list[dict], expected: set) -> int:
     by_code: dict[str, Counter] = {}
     for k, f in now.items():
         verdict = "TP" if k in expected else triaged[k]["verdict"] if k in triaged else "untriaged"
+        verdict = verdict if verdict in ("TP", "FP") else "untriaged"
         verdicts[verdict] += 1
         by_code.setdefault(f["code"], Counter())[verdict] += 1
         if k in triaged and f["fix"] != "none" and triaged[k]["fix"] == "harmful":

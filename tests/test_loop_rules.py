@@ -557,7 +557,7 @@ def test_amp206_resume_restores_the_scaler_when_it_exists_already():
     assert only("AMP206", source) == ["AMP206"]
     assert fixed(source, unsafe=True).endswith(
         'optimizer.load_state_dict(checkpoint["optimizer"])\n'
-        'if "scaler" in checkpoint:\n    scaler.load_state_dict(checkpoint["scaler"])\n'
+        'if "scaler" in checkpoint and checkpoint["scaler"]:\n    scaler.load_state_dict(checkpoint["scaler"])\n'
     )
     restored = source + 'scaler.load_state_dict(checkpoint["scaler"])\n'
     assert only("AMP206", restored) == []
@@ -586,12 +586,47 @@ for x, y in loader:
 """)
 
 
-def test_amp501_on_cpu_uses_bfloat16_autocast_and_no_scaler():
-    assert only("AMP501", FP32) == ["AMP501"]
-    assert fixed(FP32) == FP32  # unsafe only
-    out = fixed(FP32, unsafe=True)
+def test_amp501_cpu_only_code_is_not_a_candidate_unless_cpu_conversions_are_configured():
+    assert only("AMP501", FP32) == []  # CPU-only code: AMP rarely pays off there
+    assert only("AMP501", FP32.replace('"cpu"', '"cuda"')) == ["AMP501"]
+    assert [c for c in codes(FP32, default_device="cpu") if c == "AMP501"] == ["AMP501"]
+    out = fixed(FP32, unsafe=True, default_device="cpu")
     assert "    with torch.autocast(device_type=device, dtype=torch.bfloat16):\n        loss = criterion(model(x), y)\n" in out
     assert "GradScaler" not in out and "    loss.backward()\n    optimizer.step()\n" in out
+
+
+CUDA_STEP = """
+device = "cuda"
+for x, y in loader:
+    x, y = x.to(device), y.to(device)
+    loss = criterion(model(x), y)
+    loss.backward()
+    optimizer.step()
+"""
+
+
+@pytest.mark.parametrize("source, path", [
+    # a unit test: a test file, a test folder, a test function, a TestCase
+    (CUDA_STEP, "tests/train_check.py"),
+    (CUDA_STEP, "test_train.py"),
+    ("def test_step():\n" + textwrap.indent(CUDA_STEP, "    "), "t.py"),
+    ("class TestStep(unittest.TestCase):\n    def check(self):\n" + textwrap.indent(CUDA_STEP, "        "), "t.py"),
+    # CPU-only code: no device but the CPU, or no tensor ever moved
+    (CUDA_STEP.replace('"cuda"', 'torch.device("cpu")'), "t.py"),
+    ("for x, y in loader:\n    loss = criterion(model(x), y)\n    loss.backward()\n    optimizer.step()\n", "t.py"),
+    # precision managed already: bfloat16 weights, an FSDP policy, an fp16 option
+    ("model = model.to(torch.bfloat16)\n" + CUDA_STEP, "t.py"),
+    ("policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16)\n" + CUDA_STEP, "t.py"),
+    ("net = Net(use_fp16=args.fp16)\n" + CUDA_STEP, "t.py"),
+    # an API demo on random tensors
+    ("for i in range(10):\n    out = model(torch.rand(20, 10, device='cuda'))\n    out.sum().backward()\n    optimizer.step()\n",
+     "t.py"),
+    # a gym policy-gradient toy
+    ("import gym\n" + CUDA_STEP, "t.py"),
+])
+def test_amp501_not_a_candidate(source, path):
+    found = [d.code for d in ampfix.check_source(HEAD + source, path, Settings())]
+    assert "AMP501" not in found
 
 
 def test_amp501_amp_dtype_and_default_device_options():
@@ -620,6 +655,7 @@ def test_amp501_silent(source):
 
 def test_amp501_gan_with_two_optimizers_is_report_only():
     source = loop("""
+    d, g = D().cuda(), G().cuda()
     for x in loader:
         loss_d = d(x).mean()
         loss_d.backward()
@@ -634,6 +670,7 @@ def test_amp501_gan_with_two_optimizers_is_report_only():
 
 def test_amp502_static_scale_cancels():
     source = loop("""
+    loss_scale = 1024.0
     for x, y in loader:
         loss = criterion(model(x), y)
         (loss * loss_scale).backward()

@@ -38,7 +38,7 @@ import torch
 
 def train(model, optimizer, loader):
     for x in loader:
-        loss = model(x)
+        loss = model(x.cuda())
         {backward}
         optimizer.step()
 """

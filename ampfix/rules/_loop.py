@@ -16,7 +16,7 @@ def text(ctx: ModuleContext, node: Optional[ast.AST]) -> Optional[str]:
 def optimizer_for(ctx: ModuleContext, function: StepFunction, near: Event) -> Optional[str]:
     """The optimizer that ``scaler.step(...)`` steps after ``near``, when the code says so."""
     for step in function.of(SCALER_STEP):
-        if function.before(near, step) and not function.exclusive(near, step) and step.arg is not None:
+        if function.before(near, step) and step.arg is not None:
             return ctx.segment(step.arg)
     return None
 

@@ -54,12 +54,14 @@ def add_scaler_protocol(
         return None  # wrappers (accelerator.backward) manage scaling themselves
     steps = [
         s for s in fn.of(OPT_STEP)
-        if any(fn.before(b, s) and not fn.exclusive(b, s) for b in backwards)
+        if any(fn.before(b, s) for b in backwards)
     ]
     if not steps or len({s.receiver for s in steps}) != 1:
         return None
     if any(s.call.args or s.call.keywords for s in steps):
         return None  # step(closure) is not supported by an enabled GradScaler
+    if not all(fn.always_preceded(s, backwards) for s in steps):
+        return None  # a path steps without the backward (`if not inference_only: backward()`): the scaler would raise
     if any(_step_has_alternative(s, backwards) for s in steps):
         return None  # `if use_optimizer: step() else: <manual update>`: the else would see scaled grads
     optimizer = steps[0].receiver
@@ -81,9 +83,11 @@ def add_scaler_protocol(
         start, end = ctx.locator.node_range(backward.arg)
         edits += [Edit.insert(start, f"{name}.scale("), Edit.insert(end, ")")]
     for clip in fn.of(CLIP):
-        if any(fn.before(b, clip) and not fn.exclusive(b, clip) for b in backwards) and any(
-            fn.before(clip, s) and not fn.exclusive(clip, s) for s in steps
+        if any(fn.before(b, clip) for b in backwards) and any(
+            fn.before(clip, s) for s in steps
         ):
+            if not fn.always_preceded(clip, backwards):
+                return None  # an unscale_ where nothing was scaled raises
             unscale = insert_before(ctx, clip.stmt, f"{name}.unscale_({optimizer})")
             if unscale is None:
                 return None

@@ -29,26 +29,26 @@ class ClipScaledGradients(Rule):
         model = ctx.training
         for fn in model.functions:
             for clip in fn.of(CLIP):
-                scaled = [b for b in fn.of(BACKWARD) if b.scaled and fn.before(b, clip) and not fn.exclusive(b, clip)]
+                scaled = [b for b in fn.of(BACKWARD) if b.scaled and fn.before(b, clip)]
                 if not scaled:
                     continue
                 backward = scaled[-1]
-                if fn.between(UNSCALE, backward, clip):
-                    continue
                 scaler = backward.scaler
+                if not fn.avoidable(backward, clip, [UNSCALE], where=lambda u: u.receiver == scaler):
+                    continue  # unscaled on every path from the backward to the clip (or unknown)
                 optimizer = optimizer_for(ctx, fn, clip)
                 message = (
                     f"`{call_name(ctx, clip.call)}` runs on gradients still scaled by `{scaler}`: the threshold "
                     f"is in effect max_norm × scale (65536 by default); call `{scaler}.unscale_(optimizer)` first"
                 )
-                yield ctx.diagnostic(self, clip.call, message, self._fix(ctx, fn, clip, scaler, optimizer))
+                yield ctx.diagnostic(self, clip.call, message, self._fix(ctx, fn, backward, clip, scaler, optimizer))
 
-    def _fix(self, ctx, fn, clip, scaler, optimizer):
+    def _fix(self, ctx, fn, backward, clip, scaler, optimizer):
         if optimizer is None:
             return None
-        step = next(s for s in fn.of(SCALER_STEP) if fn.before(clip, s) and not fn.exclusive(clip, s))
-        if fn.between(UNSCALE, clip, step):
-            return None  # an unscale_ later in the step: inserting another would raise
+        step = next(s for s in fn.of(SCALER_STEP) if fn.before(clip, s))
+        if fn.between(UNSCALE, backward, clip) or fn.between(UNSCALE, clip, step):
+            return None  # an unscale_ on some path of the step: inserting another would raise there
         if len(loops_of(clip)) > len(loops_of(step)):
             return None  # clipping in a loop of its own: one unscale_ per step cannot go there
         if not _branches(step) <= _branches(clip):

@@ -31,7 +31,7 @@ class UnscaledBackward(Rule):
             plain = [b for b in fn.of(BACKWARD) if not b.scaled and b.receiver is None]
             for scale in fn.of(SCALE):
                 loss = ctx.segment(scale.arg)
-                later = [b for b in plain if fn.before(scale, b) and not fn.exclusive(scale, b)
+                later = [b for b in plain if fn.before(scale, b)
                          and ctx.segment(b.arg) == loss]
                 message = (
                     f"the result of `{scale.receiver}.scale({loss})` is discarded: backward runs on the unscaled "
@@ -52,7 +52,7 @@ class UnscaledBackward(Rule):
             for backward in plain:
                 if id(backward) in handled:
                     continue
-                steps = [s for s in fn.of(SCALER_STEP) if fn.before(backward, s) and not fn.exclusive(backward, s)]
+                steps = [s for s in fn.of(SCALER_STEP) if fn.before(backward, s)]
                 if not steps:
                     continue
                 scaler = steps[0].receiver

@@ -28,7 +28,7 @@ class StepBypassesScaler(Rule):
             for step in fn.of(OPT_STEP):
                 if step.call.args or step.call.keywords:
                     continue  # step(closure): not a plain step the scaler could take over
-                scaled = [b for b in fn.of(BACKWARD) if b.scaled and fn.before(b, step) and not fn.exclusive(b, step)]
+                scaled = [b for b in fn.of(BACKWARD) if b.scaled and fn.before(b, step)]
                 if not scaled:
                     continue
                 scaler = scaled[-1].scaler
@@ -49,7 +49,7 @@ class StepBypassesScaler(Rule):
         start, end = ctx.locator.node_range(step.call)
         edits = [Edit(start, end, f"{scaler}.step({optimizer})")]
         has_update = any(
-            u.receiver == scaler and fn.before(step, u) and not fn.exclusive(step, u) for u in fn.of(UPDATE)
+            u.receiver == scaler and fn.before(step, u) for u in fn.of(UPDATE)
         )
         if not has_update:
             if not owns_lines(ctx, step.stmt):

@@ -32,7 +32,7 @@ class ScalerUpdate(Rule):
                 following = steps[index + 1] if index + 1 < len(steps) else None
                 updates = [
                     u for u in fn.of(UPDATE)
-                    if u.receiver == step.receiver and fn.before(step, u) and not fn.exclusive(step, u)
+                    if u.receiver == step.receiver and fn.before(step, u)
                     and (following is None or fn.before(u, following) or fn.exclusive(u, following))
                 ]
                 if not updates and step.receiver not in updated_anywhere:

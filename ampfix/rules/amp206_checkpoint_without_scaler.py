@@ -100,11 +100,15 @@ class CheckpointWithoutScaler(Rule):
         key = f"{quote}scaler{quote}"
         indent = ctx.locator.indentation(stmt.lineno)
         newline = ctx.locator.newline()
-        code = f"if {key} in {checkpoint}:{newline}{indent}    {scaler}.load_state_dict({checkpoint}[{key}])"
+        # a disabled scaler saves `{}`, which an enabled one refuses: restore only a real state
+        code = (
+            f"if {key} in {checkpoint} and {checkpoint}[{key}]:{newline}"
+            f"{indent}    {scaler}.load_state_dict({checkpoint}[{key}])"
+        )
         edit = insert_after(ctx, stmt, code)
         if edit is None:
             return None
-        return Fix(f"Restore `{scaler}` from `{checkpoint}[{key}]` when present", (edit,), Applicability.UNSAFE)
+        return Fix(f"Restore `{scaler}` from `{checkpoint}[{key}]` when it holds a state", (edit,), Applicability.UNSAFE)
 
     @staticmethod
     def _scaler_added_later(ctx: ModuleContext, node: ast.AST) -> bool:

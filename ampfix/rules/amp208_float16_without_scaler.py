@@ -30,22 +30,24 @@ class Float16WithoutScaler(Rule):
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training
-        if model.uses_scaler():
-            return
         for fn in model.functions:
+            if model.step_uses_scaler(fn):
+                continue  # this step scales (or hands the loss to a scaler wrapper): AMP202-204 check how
             regions = [r for r in model.regions_in(fn) if self._may_be_float16(ctx, r)]
-            if not regions:
-                continue
-            first = min(r.with_node.lineno for r in regions)
+            # a float16 region reaches the backward on a path that runs (not the fp32 branch of `if use_amp`)
             backwards = [
-                b for b in fn.of(BACKWARD) if not b.scaled and b.receiver is None and b.call.lineno >= first
+                b for b in fn.of(BACKWARD)
+                if not b.scaled and b.receiver is None
+                and any(model.region_of(b) is r or (r.entry is not None and fn.before(r.entry, b)) for r in regions)
             ]
             groups: dict[int, list] = {}
             for backward in backwards:
-                anchor = protocol_anchor(fn, backward, _statement_of(ctx, regions[0].with_node, fn))
+                region = next(r for r in regions if model.region_of(backward) is r or fn.before(r.entry, backward))
+                anchor = protocol_anchor(fn, backward, _statement_of(ctx, region.with_node, fn))
                 groups.setdefault(id(anchor), [anchor, []])[1].append(backward)
             for anchor, group in groups.values():
-                fix = self._fix(ctx, fn, group, anchor, regions[0])
+                region = next(r for r in regions if model.region_of(group[0]) is r or fn.before(r.entry, group[0]))
+                fix = self._fix(ctx, fn, group, anchor, region)
                 for backward in group:
                     message = (
                         "backward pass under float16 autocast without a GradScaler: small gradients underflow to "

@@ -18,8 +18,9 @@ _MEAN_LOSSES = re.compile(
     r"(cross_entropy|mse_loss|l1_loss|nll_loss|smooth_l1_loss|huber_loss|binary_cross_entropy(_with_logits)?|"
     r"kl_div|CrossEntropyLoss|MSELoss|L1Loss|NLLLoss|SmoothL1Loss|HuberLoss|BCELoss|BCEWithLogitsLoss)$"
 )
-# Sum-reduced or batch-size-scaled losses with a nominal batch size (yolov5/yolov7): not
-# dividing is the design there.
+# Sum-reduced or batch-size-scaled losses with a nominal batch size (yolov5/yolov7), anywhere in
+# the module (the criterion is often a class beside the loop, pytorch-YOLOv4): not dividing is the
+# design there.
 _BY_DESIGN = re.compile(r"\bnbs\b|reduction\s*=\s*['\"]sum['\"]")
 
 
@@ -37,9 +38,9 @@ class AccumulationWithoutDivision(Rule):
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training
+        if _BY_DESIGN.search(ctx.text):
+            return  # a summed loss by design (a sum-reduced criterion of this module, a nominal batch size)
         for fn in model.functions:
-            if _BY_DESIGN.search(ctx.segment(fn.node) if not isinstance(fn.node, ast.Module) else ctx.text):
-                continue
             for acc in model.accumulations(fn):
                 for backward in acc.backwards:
                     if _divided(ctx, fn, backward):

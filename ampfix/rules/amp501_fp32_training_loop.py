@@ -16,6 +16,7 @@ from ampfix.edits import insert_before
 from ampfix.rules._protocol import SCALER_NAMES, add_scaler_protocol, free_name
 from ampfix.rules._loop import loops_of
 from ampfix.rules.base import FIX_UNSAFE, Rule
+from ampfix.training.precision import candidate_reasons
 
 
 class Fp32TrainingLoop(Rule):
@@ -38,11 +39,13 @@ class Fp32TrainingLoop(Rule):
             backwards = [b for b in fn.of(BACKWARD) if not b.scaled and b.receiver is None]
             steps = fn.of(OPT_STEP)
             if not backwards or not any(
-                fn.before(b, s) and not fn.exclusive(b, s) for b in backwards for s in steps
+                fn.before(b, s) for b in backwards for s in steps
             ):
                 continue
             if any(_no_grad_context(ctx, b) for b in backwards):
                 continue
+            if candidate_reasons(ctx, fn):
+                continue  # a test, CPU-only code, managed precision, a demo: not a loop to convert
             if any(encloses(fn.node, node) for node in rescaled) or any(scaled_loss_factor(ctx, fn, b) for b in backwards):
                 continue  # hand-rolled scaling: AMP502 converts that step
             message = (

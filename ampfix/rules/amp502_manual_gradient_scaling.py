@@ -27,8 +27,9 @@ from ampfix.rules._conversion import autocast_conversion, infer_device
 from ampfix.rules._loop import loops_of
 from ampfix.rules._protocol import add_scaler_protocol
 from ampfix.rules.base import FIX_UNSAFE, Rule
+from ampfix.program.values import assignments
+from ampfix.semantic import dotted_name
 
-_SCALE_WORD = re.compile(r"scale", re.I)
 # `p.grad *= c`, `p.grad /= c`, `p.grad.mul_(c)`, `p.grad.data.div_(c)`: what the rule detects
 _GRAD_RESCALE = re.compile(rb"\.grad(?:\.data)?\s*(?:\*=|/=|\.(?:mul|div)_\()")
 
@@ -43,16 +44,15 @@ class ManualGradientScaling(Rule):
 
     @classmethod
     def may_fire(cls, file: FileBytes) -> bool:
-        if not file.has(b"scale", b"Scale", b"SCALE"):  # the factor's name says scale, in any case
-            return False
+        # the scale is decided from its value (a literal `1024.0` has no name): no name token to require
         return may_backward(file) or (file.has(b".grad") and file.matches(_GRAD_RESCALE))
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training
         for fn in model.functions:
             for backward in fn.of(BACKWARD):
-                if backward.scaled or backward.arg is None:
-                    continue
+                if backward.scaled or backward.arg is None or _implements_a_scaler(ctx, backward.call):
+                    continue  # a LossScaler class's own methods (or its demo) are the implementation, not a use
                 factor = scaled_loss_factor(ctx, fn, backward)
                 if factor is not None:
                     message = (
@@ -61,6 +61,8 @@ class ManualGradientScaling(Rule):
                     )
                     yield ctx.diagnostic(self, backward.call, message, self._static_fix(ctx, fn, backward, factor))
         for node, factor, divide in gradient_rescales(ctx):
+            if _implements_a_scaler(ctx, node):
+                continue
             message = (
                 f"gradients are {'divided' if divide else 'multiplied'} by `{ctx.segment(factor)}` by hand: "
                 "use `torch.amp.GradScaler` (`scaler.scale(loss)`, `scaler.unscale_(optimizer)`, `scaler.step`)"
@@ -134,17 +136,80 @@ class ManualGradientScaling(Rule):
         return Fix(message, tuple(edits), Applicability.UNSAFE)
 
 
-def _mentions_scale(ctx: ModuleContext, expr: ast.AST) -> bool:
-    for sub in ast.walk(expr):
-        if isinstance(sub, ast.Name) and _SCALE_WORD.search(sub.id):
+def _implements_a_scaler(ctx: ModuleContext, node: ast.AST) -> bool:
+    """Whether node lies in a class whose name says it is a loss scaler (apex/Megatron's
+    ``LossScaler``, ``DynamicLossScaler``), or in the ``if __name__ == "__main__":`` demo of a
+    module that defines one."""
+    scaler_classes = [c for c in ctx.semantic.nodes(ast.ClassDef) if _SCALER_CLASS.search(c.name)]
+    if not scaler_classes:
+        return False
+    for ancestor in [node, *ctx.semantic.ancestors(node)]:
+        if isinstance(ancestor, ast.ClassDef) and _SCALER_CLASS.search(ancestor.name):
             return True
-        if isinstance(sub, ast.Attribute) and _SCALE_WORD.search(sub.attr):
+        if isinstance(ancestor, ast.If) and "__main__" in ctx.segment(ancestor.test):
             return True
-        if isinstance(sub, ast.BinOp) and isinstance(sub.op, ast.Pow):
-            base = sub.left
-            if isinstance(base, ast.Constant) and base.value == 2:
-                return True
     return False
+
+
+_SCALER_CLASS = re.compile(r"scaler", re.I)
+
+
+def _mentions_scale(ctx: ModuleContext, expr: ast.AST) -> bool:
+    """Whether ``expr`` is a *precision* loss scale, decided from its value, not its name: a
+    constant of 8 or more, a power of two (``2 ** k``), or a name or attribute every assignment
+    of which is one, or that the code backs off or grows by a constant factor (a dynamic scale).
+    ``loss_scale = 1 / accum``, a per-batch weight from a call, a parameter: not a loss scale."""
+    return _precision_scale(ctx, expr, depth=0)
+
+
+def _precision_scale(ctx: ModuleContext, expr: ast.AST, depth: int) -> bool:
+    if isinstance(expr, ast.Constant):
+        return isinstance(expr.value, (int, float)) and not isinstance(expr.value, bool) and expr.value >= 8
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Pow):
+        return isinstance(expr.left, ast.Constant) and expr.left.value == 2
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Div):
+        # `1. / loss_scaler.loss_scale`: the inverse of a loss scale unscales
+        return isinstance(expr.left, ast.Constant) and expr.left.value == 1 and _precision_scale(ctx, expr.right, depth)
+    if depth >= 2 or not isinstance(expr, (ast.Name, ast.Attribute)):
+        return False
+    if isinstance(expr, ast.Attribute) and _is_loss_scaler_object(ctx, expr.value):
+        return True  # `self.loss_scaler.loss_scale` of a `LossScaler(...)` object (mmcv, apex)
+    values, dynamic = _assigned_values(ctx, expr)
+    if dynamic:
+        return True
+    return bool(values) and all(_precision_scale(ctx, value, depth + 1) for value in values)
+
+
+def _is_loss_scaler_object(ctx: ModuleContext, expr: ast.AST) -> bool:
+    """Whether every assignment of ``expr`` creates an object of a ``...LossScaler`` class."""
+    if not isinstance(expr, (ast.Name, ast.Attribute)):
+        return False
+    values, _ = _assigned_values(ctx, expr)
+    return bool(values) and all(
+        isinstance(v, ast.Call) and _LOSS_SCALER_CLASS.search(dotted_name(v.func) or "") for v in values
+    )
+
+
+_LOSS_SCALER_CLASS = re.compile(r"LossScaler$")
+
+
+def _assigned_values(ctx: ModuleContext, expr: ast.AST) -> tuple[list, bool]:
+    """Every value that may reach ``expr`` (ampfix.program.values: ``self.x`` of this class only),
+    and whether it is multiplied or divided in place by a constant factor (``self.loss_scale /= 2``)."""
+    values, dynamic = [], False
+    for node in assignments(ctx.semantic, expr):
+        if isinstance(node, ast.AugAssign):
+            dynamic |= isinstance(node.op, (ast.Mult, ast.Div)) and isinstance(node.value, ast.Constant)
+            dynamic |= isinstance(node.op, (ast.Add, ast.Sub)) and _is_log_scale(expr)
+        else:
+            values.append(node.value)
+    return values, dynamic
+
+
+def _is_log_scale(expr: ast.AST) -> bool:
+    """``lg_loss_scale -= 1``: a log2 scale steps by adding (improved-diffusion)."""
+    name = expr.id if isinstance(expr, ast.Name) else expr.attr
+    return "lg" in name.lower() or "log" in name.lower()
 
 
 def scaled_loss_factor(ctx: ModuleContext, fn: StepFunction, backward: Event) -> Optional[ast.AST]:
@@ -170,17 +235,27 @@ def _mentions_scale_loss_name(side: ast.AST) -> bool:
 
 
 def gradient_rescales(ctx: ModuleContext):
-    """(node, factor, divides) for `p.grad *= c`, `p.grad.mul_(c)`, `p.grad.data.div_(c)`, ..."""
+    """(node, factor, divides) for gradients unscaled by hand: ``p.grad /= S``, ``p.grad.data.div_(S)``,
+    ``p.grad.mul_(1. / S)`` where S is a precision loss scale (``p.grad *= 0.5`` is a weight)."""
     found = []
     for node in ctx.semantic.nodes(ast.AugAssign):
-        if _is_grad(node.target) and isinstance(node.op, (ast.Mult, ast.Div)) and _mentions_scale(ctx, node.value):
+        if _is_grad(node.target) and _unscales(ctx, node.op, node.value):
             found.append((node, node.value, isinstance(node.op, ast.Div)))
     for call in ctx.semantic.nodes(ast.Call):
         func = call.func
         if isinstance(func, ast.Attribute) and func.attr in ("mul_", "div_") and len(call.args) == 1:
-            if _is_grad(func.value) and _mentions_scale(ctx, call.args[0]):
+            op = ast.Div() if func.attr == "div_" else ast.Mult()
+            if _is_grad(func.value) and _unscales(ctx, op, call.args[0]):
                 found.append((call, call.args[0], func.attr == "div_"))
     return found
+
+
+def _unscales(ctx: ModuleContext, op: ast.operator, factor: ast.AST) -> bool:
+    """Dividing by a loss scale, or multiplying by its inverse."""
+    if isinstance(op, ast.Div):
+        return _mentions_scale(ctx, factor)
+    inverse = isinstance(factor, ast.BinOp) and isinstance(factor.op, ast.Div)
+    return isinstance(op, ast.Mult) and inverse and _mentions_scale(ctx, factor)
 
 
 def _is_grad(expr: ast.AST) -> bool:

@@ -1,0 +1,100 @@
+"""What a name or a field may hold: the assignments that can reach an expression, by identity.
+
+Identities, not source text:
+- ``self.x`` in a method of class ``C`` is the field ``x`` of ``C`` (and of its bases defined in
+  the module): the ``self.scaler`` of class A is not the ``self.scaler`` of class B, even when
+  both classes have the same name (version-dependent definitions);
+- a plain name is the binding of its function when the function assigns it (a local), else the
+  module's global;
+- any other attribute (``obj.x``) is every ``.x`` assigned in the module: the object is unknown.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Optional
+
+from ampfix.semantic import SemanticModel
+
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def enclosing_class(semantic: SemanticModel, node: ast.AST) -> Optional[ast.ClassDef]:
+    """The class whose method holds node (``self`` is an instance of it)."""
+    for ancestor in semantic.ancestors(node):
+        if isinstance(ancestor, ast.ClassDef):
+            return ancestor
+    return None
+
+
+def enclosing_function(semantic: SemanticModel, node: ast.AST) -> Optional[ast.AST]:
+    for ancestor in semantic.ancestors(node):
+        if isinstance(ancestor, _FUNCTIONS + (ast.Lambda,)):
+            return ancestor
+    return None
+
+
+def class_family(semantic: SemanticModel, cls: ast.ClassDef) -> list[ast.ClassDef]:
+    """The class and its bases (and their bases) defined in this module, by name."""
+    by_name: dict[str, list[ast.ClassDef]] = {}
+    for node in semantic.nodes(ast.ClassDef):
+        by_name.setdefault(node.name, []).append(node)
+    family, todo = [], [cls]
+    while todo:
+        current = todo.pop()
+        if any(current is c for c in family):
+            continue
+        family.append(current)
+        for base in current.bases:
+            if isinstance(base, ast.Name):
+                todo.extend(by_name.get(base.id, []))
+    return family
+
+
+def _is_self_field(expr: ast.AST) -> bool:
+    return isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name) and expr.value.id == "self"
+
+
+def assignments(semantic: SemanticModel, expr: ast.AST) -> list[ast.stmt]:
+    """The assignment statements (``=``, annotated, augmented) that may give ``expr`` its value."""
+    if isinstance(expr, ast.Name):
+        function = enclosing_function(semantic, expr)
+        local = [s for s in _assigning(semantic, expr, function)] if function is not None else []
+        if local and not _declared_global(function, expr.id):
+            return local
+        return [s for s in _assigning(semantic, expr, None) if enclosing_function(semantic, s) is None]
+    if _is_self_field(expr):
+        cls = enclosing_class(semantic, expr)
+        if cls is not None:
+            family = class_family(semantic, cls)
+            return [
+                s for s in _assigning(semantic, expr, None)
+                if any(c is enclosing_class(semantic, s) for c in family)
+            ]
+    if isinstance(expr, ast.Attribute):
+        return list(_assigning(semantic, expr, None))
+    return []
+
+
+def _declared_global(function: ast.AST, name: str) -> bool:
+    return any(isinstance(n, ast.Global) and name in n.names for n in ast.walk(function))
+
+
+def _assigning(semantic: SemanticModel, expr: ast.AST, within: Optional[ast.AST]):
+    def same(target: ast.AST) -> bool:
+        if isinstance(expr, ast.Name):
+            return isinstance(target, ast.Name) and target.id == expr.id
+        if _is_self_field(expr):
+            return _is_self_field(target) and target.attr == expr.attr
+        return isinstance(target, ast.Attribute) and target.attr == expr.attr
+
+    nodes = semantic.nodes(ast.Assign, ast.AnnAssign, ast.AugAssign)
+    for node in nodes:
+        if within is not None and not (within.lineno <= node.lineno <= within.end_lineno):
+            continue
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        flat = [e for t in targets for e in (t.elts if isinstance(t, (ast.Tuple, ast.List)) else [t])]
+        if any(same(t) for t in flat) and node.value is not None:
+            if within is not None and enclosing_function(semantic, node) is not within:
+                continue
+            yield node

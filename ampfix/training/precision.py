@@ -1,0 +1,149 @@
+"""What precision and device a training step really uses: the facts AMP501 asks before it calls a
+step "an fp32 loop worth converting" (``../shared/reference/program-shapes.md``, section 4).
+
+A step is a candidate only when it trains (not a test), on an accelerator on the path that runs by
+default (not CPU-only code), in float32 (no low-precision weights,
+no precision policy of a framework, no hand-made loss scaling), on real data (not an API demo on
+random tensors), and not a reinforcement-learning toy. Each answer errs towards "not a
+candidate": a suggestion on the wrong code costs more than a missed one.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import TYPE_CHECKING
+
+from ampfix.program.values import assignments
+
+from ampfix.model import BACKWARD
+
+if TYPE_CHECKING:
+    from ampfix.context import ModuleContext
+    from ampfix.model import StepFunction
+
+_TEST_FILE = re.compile(r"(^test_.*|.*_test|^conftest|^tests?)\.py$")
+_TEST_DIRS = frozenset({"test", "tests", "testing", "unittests"})
+# Accelerator evidence: a device string or API that names an accelerator.
+_ACCELERATOR = re.compile(r"""["'](cuda|mps|xpu|npu)(:\d+)?["']|\.cuda\(|torch\.cuda\.|torch\.accelerator\.|device_ids\s*=""")
+# Precision already managed: low-precision weights, framework policies, hand-made loss scaling.
+_MANAGED = re.compile(
+    r"\.half\(\)|\.bfloat16\(\)|torch_dtype\s*=|MixedPrecision|mixed_precision|param_dtype|use_fp16|"
+    r"\bfp16\b|\bbf16\b|loss_scaling|\.to\([^)]*torch\.(float16|half|bfloat16)"
+)
+_RANDOM_DATA = frozenset({"rand", "randn", "randint", "randn_like", "rand_like"})
+_RL = re.compile(r"^\s*(import|from)\s+(gym|gymnasium)\b", re.M)
+
+
+def is_test_code(ctx: "ModuleContext", fn: "StepFunction") -> bool:
+    """A unit test: a test file or folder, a ``test_*`` function, a ``Test*`` class or a TestCase."""
+    parts = ctx.path.replace("\\", "/").split("/")
+    if _TEST_FILE.match(parts[-1]) or _TEST_DIRS & set(parts[:-1]):
+        return True
+    node = fn.node
+    chain = [node, *ctx.semantic.ancestors(node)] if not isinstance(node, ast.Module) else [node]
+    for item in chain:
+        if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name.startswith("test"):
+            return True
+        if isinstance(item, ast.ClassDef) and (
+            item.name.startswith("Test") or any("TestCase" in ctx.segment(b) for b in item.bases)
+        ):
+            return True
+    return False
+
+
+def runs_on_accelerator(ctx: "ModuleContext") -> bool:
+    """Whether the module may train on an accelerator: it names one (``"cuda"``, ``.cuda()``,
+    ``torch.accelerator``), or moves tensors to a device decided elsewhere (a parameter, a
+    command-line option). A module whose only device is ``"cpu"``, or that never moves a tensor,
+    is CPU code (unless the user configured CPU conversions)."""
+    if ctx.settings.default_device == "cpu":
+        return True  # the user asked for CPU conversions
+    if _ACCELERATOR.search(ctx.text):
+        return True
+    for call in ctx.semantic.nodes(ast.Call):
+        if isinstance(call.func, ast.Attribute) and call.func.attr == "to":
+            target = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "device"), None)
+            if target is not None and _may_be_accelerator(ctx, target):
+                return True
+    return False
+
+
+def _may_be_accelerator(ctx: "ModuleContext", target: ast.AST) -> bool:
+    if not isinstance(target, (ast.Name, ast.Attribute)) or _DTYPE_NAME.search(ctx.segment(target)):
+        return False
+    if (ctx.semantic.qualified_name(target) or "").startswith("torch."):
+        return False  # torch.float16, torch.long: a dtype
+    values = [s.value for s in assignments(ctx.semantic, target)]
+    return not values or not all(_is_cpu(v) for v in values)
+
+
+def _is_cpu(value: ast.AST) -> bool:
+    if isinstance(value, ast.Call) and value.args:
+        value = value.args[0]  # torch.device("cpu")
+    return isinstance(value, ast.Constant) and value.value == "cpu"
+
+
+_DTYPE_NAME = re.compile(r"dtype|float|half|long|int\b", re.I)
+
+
+def precision_managed(ctx: "ModuleContext") -> bool:
+    """Low-precision weights, an FSDP/DeepSpeed precision policy, fp16/bf16 options or a hand-made
+    loss scaling: the module chose its precision; an autocast on top would fight it."""
+    return bool(_MANAGED.search(ctx.text))
+
+
+def trains_on_random_data(ctx: "ModuleContext", fn: "StepFunction") -> bool:
+    """An API demo: every iteration feeds fresh random tensors, and no loop iterates over data
+    (``for i in range(10): out = model(torch.rand(20, 10))``; a single step on ``torch.randn``).
+    A fixed random dataset made once before the loop is ordinary (synthetic) training."""
+    nodes = list(_own_nodes(fn.node))
+    loops = {
+        id(f.node): f.node for b in fn.of(BACKWARD) for f in b.context
+        if isinstance(f.node, (ast.For, ast.AsyncFor, ast.While))
+    }.values()  # the loops of the step, not the module's other loops
+    if not all(
+        isinstance(loop, (ast.For, ast.AsyncFor)) and isinstance(loop.iter, ast.Call)
+        and isinstance(loop.iter.func, ast.Name) and loop.iter.func.id == "range"
+        for loop in loops
+    ):
+        return False  # a loop over a loader, or a `while`: real data
+    in_loops = {id(n) for loop in loops for stmt in loop.body for n in ast.walk(stmt)}
+    return any(
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in _RANDOM_DATA
+        and (not loops or id(n) in in_loops)
+        for n in nodes
+    )
+
+
+def _own_nodes(scope: ast.AST):
+    """The nodes of a function's (or module's) own code, not of the functions and classes in it."""
+    todo = list(ast.iter_child_nodes(scope))
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            continue
+        yield node
+        todo.extend(ast.iter_child_nodes(node))
+
+
+def reinforcement_learning(ctx: "ModuleContext") -> bool:
+    """Policy-gradient toys on gym environments: tiny networks, CPU-bound by the environment."""
+    return bool(_RL.search(ctx.text))
+
+
+def candidate_reasons(ctx: "ModuleContext", fn: "StepFunction") -> list[str]:
+    """Why this step is not an fp32 loop to convert (empty: it is a candidate)."""
+    reasons = []
+    if is_test_code(ctx, fn):
+        reasons.append("a unit test")
+    if not runs_on_accelerator(ctx):
+        reasons.append("no accelerator on the default path")
+    if precision_managed(ctx):
+        reasons.append("precision is managed already")
+    if trains_on_random_data(ctx, fn):
+        reasons.append("an API demo on random tensors")
+    if reinforcement_learning(ctx):
+        reasons.append("a reinforcement-learning toy")
+    return reasons
+
