@@ -34,7 +34,10 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, Sequence
 
+from ampfix.program.calls import bind_arguments
+from ampfix.program.calls import resolve as resolve_call
 from ampfix.program.flow import FlowGraph, branch_key
+from ampfix.program.values import enclosing_class
 from ampfix.program.flow import build as build_flow
 from ampfix.semantic import dotted_name
 
@@ -43,6 +46,8 @@ if TYPE_CHECKING:
 
 BACKWARD, SCALE, UNSCALE, CLIP = "backward", "scale", "unscale", "clip"
 OPT_STEP, SCALER_STEP, UPDATE, ZERO_GRAD, CREATE = "opt_step", "scaler_step", "update", "zero_grad", "create"
+# A call the model cannot follow that is handed a scaler: it may scale, unscale, step or update.
+UNKNOWN = "unknown"
 ENTER_AUTOCAST = "enter_autocast"  # not in a function's events: AutocastRegion.entry
 
 GRAD_SCALERS = frozenset(
@@ -94,10 +99,16 @@ class Event:
     arg: Optional[ast.expr] = None  # the loss (backward, scale) or the optimizer (unscale, step)
     scaled: bool = False  # backward on scaler.scale(...)
     scaler: Optional[str] = None  # for a scaled backward: the scaler's text
+    via: Optional["Event"] = None  # a call's event: the callee's event it stands for (report-only)
 
     @property
     def line(self) -> int:
         return self.call.lineno
+
+    @property
+    def origin(self) -> "Event":
+        """The event in the function that performs it (itself, unless it stands for a call)."""
+        return self.via.origin if self.via is not None else self
 
 
 @dataclass
@@ -118,11 +129,18 @@ class StepFunction:
 
     def __init__(self, node: ast.AST):
         self.node = node
-        self.events: list[Event] = []
+        self.events: list[Event] = []  # what this function's own statements do
+        self.call_events: list[Event] = []  # what its calls do (resolved callees, unknown calls)
         self._flow: Optional[FlowGraph] = None
 
-    def of(self, *kinds: str) -> list[Event]:
-        return [e for e in self.events if e.kind in kinds]
+    def of(self, *kinds: str, calls: bool = False) -> list[Event]:
+        """This function's events of ``kinds``; with ``calls``, also those its calls perform
+        (at the call, ``via`` the callee's event) and the unknown calls handed a scaler."""
+        events = [e for e in self.events if e.kind in kinds]
+        if calls:
+            events += [e for e in self.call_events if e.kind in kinds or e.kind == UNKNOWN]
+            events.sort(key=lambda e: (e.call.lineno, e.call.col_offset))
+        return events
 
     @property
     def flow(self) -> FlowGraph:
@@ -133,18 +151,23 @@ class StepFunction:
     def _node(self, event: Event) -> Optional[int]:
         return self.flow.node_of(event.stmt)
 
-    def reaches(self, a: Event, b: Event, avoiding: Sequence[Event] = ()) -> Optional[bool]:
+    def reaches(
+        self, a: Event, b: Event, avoiding: Sequence[Event] = (), within: Optional[Event] = None,
+    ) -> Optional[bool]:
         """Whether b can run after a in one iteration (on a branch-consistent path that passes
-        none of ``avoiding``); None when unknown."""
+        none of ``avoiding``); None when unknown. The iteration is that of every loop holding
+        both, or, with ``within``, of the loops that also hold that event (the training loop
+        around a per-optimizer loop: its back edge stays, so a second pass through it counts)."""
         na, nb = self._node(a), self._node(b)
         if na is None or nb is None:
             return None
-        if na == nb:
+        anchors = [na, nb] + ([self._node(within)] if within is not None and self._node(within) is not None else [])
+        if na == nb and within is None:
             return (a.call.lineno, a.call.col_offset) < (b.call.lineno, b.call.col_offset)
         blocked = {self._node(e) for e in avoiding} - {na, nb, None}
         return self.flow.path_exists(
             na, nb, avoid=blocked.__contains__, assumptions=_assumptions(a),
-            one_iteration_of=self.flow.loops_holding(na, nb),
+            one_iteration_of=self.flow.loops_holding(*anchors),
         )
 
     def exclusive(self, a: Event, b: Event) -> bool:
@@ -173,8 +196,10 @@ class StepFunction:
 
     def avoidable(self, a: Event, b: Event, kinds: Sequence[str], where=lambda e: True) -> Optional[bool]:
         """Whether some path from a to b passes no event of ``kinds`` (those for which ``where``
-        holds): ``unscale_`` under ``if log_norms:`` does not protect a clip that runs on every path."""
-        return self.reaches(a, b, avoiding=[e for e in self.of(*kinds) if where(e)])
+        holds), counting what calls do and unknown calls as such events: ``unscale_`` under
+        ``if log_norms:`` does not protect a clip that runs on every path, a helper that unscales does."""
+        blocking = [e for e in self.of(*kinds, calls=True) if e.kind == UNKNOWN or where(e)]
+        return self.reaches(a, b, avoiding=blocking)
 
 
 def _assumptions(event: Event) -> list[tuple]:
@@ -218,6 +243,7 @@ class TrainingModel:
         model._collect_roles()
         model._collect_regions()
         model._collect_events()
+        model._collect_call_events()
         return model
 
     def _qualified(self, expr: ast.AST) -> Optional[str]:
@@ -309,6 +335,97 @@ class TrainingModel:
                 if event.kind == CREATE:
                     self.creations.append(event)
         self.functions = list(functions.values())
+
+    def _collect_call_events(self) -> None:
+        """What each call does, from the callee's events (ampfix.program.calls resolves calls
+        inside the module), with the callee's parameters read as the caller's arguments; an
+        unresolved call handed a scaler is one UNKNOWN event."""
+        by_node = {id(f.node): f for f in self.functions}
+        summaries: dict[int, list[Event]] = {}
+
+        def summary(function: StepFunction, depth: int) -> list[Event]:
+            key = id(function.node)
+            if key not in summaries:
+                summaries[key] = []  # recursion: a call back into a function being summarised adds nothing
+                if depth < 4:
+                    summaries[key] = function.events + self._calls_of(function, by_node, summary, depth)
+            return summaries[key]
+
+        for function in self.functions:
+            function.call_events = self._calls_of(function, by_node, summary, 0)
+
+    def _calls_of(self, function, by_node, summary, depth) -> list[Event]:
+        found = []
+        event_calls = {id(e.call) for e in function.events}
+        for call in self.calls_in(function):
+            if id(call) in event_calls:
+                continue
+            target = resolve_call(self.ctx.semantic, call)
+            callee = by_node.get(id(target.function)) if target is not None else None
+            if callee is None or callee is function:
+                scaler = self._scaler_handed_to(call)
+                if scaler is not None:
+                    placed = self._place(call)
+                    if placed is not None:
+                        found.append(Event(UNKNOWN, call, placed[1], placed[2], receiver=scaler))
+                continue
+            events = [e for e in summary(callee, depth + 1) if e.kind != CREATE]
+            if not events:
+                continue
+            placed = self._place(call)
+            bound = bind_arguments(target, call)
+            if placed is None or bound is None:
+                continue
+            receiver_text = self.ctx.segment(call.func.value) if isinstance(call.func, ast.Attribute) else None
+            for event in events:
+                found.append(self._as_call_event(event, call, placed, bound, receiver_text))
+        return found
+
+    def _as_call_event(self, event: Event, call: ast.Call, placed, bound: dict, receiver_text) -> Event:
+        def caller_text(text: Optional[str]) -> Optional[str]:
+            if text is None:
+                return None
+            base, _, rest = text.partition(".")
+            if base in bound:
+                replaced = dotted_name(bound[base])
+                return None if replaced is None else replaced + (f".{rest}" if rest else "")
+            if base == "self" and receiver_text not in (None, "self"):
+                return receiver_text + (f".{rest}" if rest else "")
+            return text
+
+        arg = event.arg
+        if isinstance(arg, ast.Name) and arg.id in bound:
+            arg = bound[arg.id]
+        return Event(
+            event.kind, call, placed[1], placed[2], receiver=caller_text(event.receiver), arg=arg,
+            scaled=event.scaled, scaler=caller_text(event.scaler), via=event,
+        )
+
+    def _scaler_handed_to(self, call: ast.Call) -> Optional[str]:
+        """The scaler an unresolved call is handed (as an argument, or as the callee itself:
+        ``loss_scaler(loss, optimizer)``), if any."""
+        func = dotted_name(call.func)
+        if self.is_scaler(func):
+            return func
+        for arg in [*call.args, *(k.value for k in call.keywords)]:
+            name = dotted_name(arg)
+            if self.is_scaler(name):
+                return name
+        return None
+
+    def object_key(self, function: StepFunction, receiver: Optional[str]) -> tuple:
+        """An identity for a receiver: ``self.x`` is the field of the class of ``function``
+        (two classes' ``self.scaler`` differ); other names stay text (a parameter and the caller's
+        argument of the same name are taken to be one object)."""
+        if receiver is not None and receiver.startswith("self.") and not isinstance(function.node, ast.Module):
+            cls = enclosing_class(self.ctx.semantic, function.node)
+            return (id(cls), receiver)
+        return (None, receiver)
+
+    def function_of(self, event: Event) -> Optional[StepFunction]:
+        """The function whose own statements perform ``event``'s origin."""
+        origin = event.origin
+        return next((f for f in self.functions if any(e is origin for e in f.events)), None)
 
     def _place(self, call: ast.AST):
         """(owning function or module, statement, context frames outermost first), or None for
@@ -421,11 +538,13 @@ class TrainingModel:
     def accumulations(self, function: StepFunction) -> list[Accumulation]:
         """Loops that backpropagate every iteration and step under an if in the same loop."""
         found = []
-        loops = {f.node for e in function.events for f in e.context if isinstance(f.node, (ast.For, ast.AsyncFor, ast.While))}
+        events = [e for e in function.of(BACKWARD, OPT_STEP, SCALER_STEP, calls=True) if e.kind != UNKNOWN]
+        loops = {f.node for e in events for f in e.context if isinstance(f.node, (ast.For, ast.AsyncFor, ast.While))}
         for loop in loops:
-            # the loop that backpropagates and steps is the innermost loop of both
-            steps = [e for e in function.of(OPT_STEP, SCALER_STEP) if _innermost_loop(e) is loop]
-            backwards = [e for e in function.of(BACKWARD) if _innermost_loop(e) is loop]
+            # the loop that backpropagates and steps is the innermost loop of both (a helper's
+            # backward or step counts at its call)
+            steps = [e for e in events if e.kind in (OPT_STEP, SCALER_STEP) and _innermost_loop(e) is loop]
+            backwards = [e for e in events if e.kind == BACKWARD and _innermost_loop(e) is loop]
             if not steps or not backwards:
                 continue
             gate = _gating_if(steps[0], loop)
@@ -433,6 +552,8 @@ class TrainingModel:
                 continue
             if any(_under(b, gate) for b in backwards):
                 continue  # backward is conditional too: not accumulation
+            if {_branch_under(s, gate) for s in steps} == {"body", "orelse"}:
+                continue  # `if i % 2 == 0: opt_d.step() else: opt_g.step()`: alternating optimizers
             if not _looks_like_accumulation(gate.test):
                 continue
             found.append(Accumulation(loop, gate, _accumulation_factor(gate.test), backwards, steps))
@@ -448,10 +569,10 @@ class TrainingModel:
 
     def step_uses_scaler(self, function: StepFunction) -> bool:
         """Whether this function's step goes through a GradScaler: a scaler call of the protocol,
-        or the loss handed to a scaler wrapper (``loss_scaler(loss, optimizer)``, timm/MAE)."""
-        if any(e.kind in (SCALER_STEP, UNSCALE, UPDATE, SCALE) or e.scaled for e in function.events):
-            return True
-        return any(self.is_scaler(dotted_name(call.func)) for call in self.calls_in(function))
+        its own or its callees', or the loss handed to a call the model cannot follow that takes a
+        scaler (``loss_scaler(loss, optimizer)``, timm/MAE)."""
+        events = function.events + function.call_events
+        return any(e.kind in (SCALER_STEP, UNSCALE, UPDATE, SCALE, UNKNOWN) or e.scaled for e in events)
 
     def calls_in(self, function: StepFunction) -> list[ast.Call]:
         """The calls of a function's own body (not of functions nested in it)."""
@@ -540,6 +661,10 @@ def _under(event: Event, gate: ast.If) -> bool:
     return any(f.node is gate for f in event.context)
 
 
+def _branch_under(event: Event, gate: ast.If) -> Optional[str]:
+    return next((f.branch for f in event.context if f.node is gate), None)
+
+
 def _gating_if(event: Event, loop: ast.AST) -> Optional[ast.If]:
     """The outermost if inside loop that encloses event (None when unconditional in loop)."""
     seen_loop = False
@@ -558,8 +683,11 @@ def _looks_like_accumulation(test: ast.AST) -> bool:
         if isinstance(sub, ast.BinOp) and isinstance(sub.op, ast.Mod):
             return True
         if isinstance(sub, ast.Compare) and any(isinstance(op, (ast.GtE, ast.Gt)) for op in sub.ops):
+            # `ni - last_opt_step >= accumulate`, `micro >= accum_steps`; not a warm-up gate
+            # (`it >= warmup_iters`), which steps on every iteration once it opens
             text = ast.dump(sub)
-            if re.search(r"accum|step|iter", text, re.I):
+            counts_since_step = isinstance(sub.left, ast.BinOp) and isinstance(sub.left.op, ast.Sub)
+            if not re.search(r"warm", text, re.I) and (re.search(r"accum", text, re.I) or counts_since_step):
                 return True
         name = sub.id if isinstance(sub, ast.Name) else sub.attr if isinstance(sub, ast.Attribute) else ""
         if re.search(r"accum|update_grad|sync_grad|do_step|should_step|boundary", name, re.I):

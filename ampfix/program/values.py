@@ -81,20 +81,36 @@ def _declared_global(function: ast.AST, name: str) -> bool:
 
 
 def _assigning(semantic: SemanticModel, expr: ast.AST, within: Optional[ast.AST]):
-    def same(target: ast.AST) -> bool:
-        if isinstance(expr, ast.Name):
-            return isinstance(target, ast.Name) and target.id == expr.id
-        if _is_self_field(expr):
-            return _is_self_field(target) and target.attr == expr.attr
-        return isinstance(target, ast.Attribute) and target.attr == expr.attr
+    """Assignments whose target is ``expr``'s name (a Name) or attribute name, from an index built
+    once per module (a file with many calls would otherwise scan every assignment per call)."""
+    index = _assignment_index(semantic)
+    if isinstance(expr, ast.Name):
+        candidates = index.get(("name", expr.id), [])
+    elif _is_self_field(expr):
+        candidates = index.get(("self", expr.attr), [])
+    else:
+        candidates = index.get(("attr", expr.attr), []) + index.get(("self", expr.attr), [])
+    for node in candidates:
+        if within is not None and enclosing_function(semantic, node) is not within:
+            continue
+        yield node
 
-    nodes = semantic.nodes(ast.Assign, ast.AnnAssign, ast.AugAssign)
-    for node in nodes:
-        if within is not None and not (within.lineno <= node.lineno <= within.end_lineno):
+
+def _assignment_index(semantic: SemanticModel) -> dict:
+    cached = getattr(semantic, "_assignment_index", None)  # memoized on the module's semantic model
+    if cached is not None:
+        return cached
+    index: dict[tuple, list] = {}
+    for node in semantic.nodes(ast.Assign, ast.AnnAssign, ast.AugAssign):
+        if node.value is None:
             continue
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-        flat = [e for t in targets for e in (t.elts if isinstance(t, (ast.Tuple, ast.List)) else [t])]
-        if any(same(t) for t in flat) and node.value is not None:
-            if within is not None and enclosing_function(semantic, node) is not within:
-                continue
-            yield node
+        for target in (e for t in targets for e in (t.elts if isinstance(t, (ast.Tuple, ast.List)) else [t])):
+            if isinstance(target, ast.Name):
+                index.setdefault(("name", target.id), []).append(node)
+            elif _is_self_field(target):
+                index.setdefault(("self", target.attr), []).append(node)
+            elif isinstance(target, ast.Attribute):
+                index.setdefault(("attr", target.attr), []).append(node)
+    semantic._assignment_index = index
+    return index

@@ -7,7 +7,7 @@ from typing import Iterator
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.edits import delete_statement, insert_after, parent_body
-from ampfix.model import SCALER_STEP, UPDATE
+from ampfix.model import BACKWARD, SCALER_STEP, UNKNOWN, UPDATE
 from ampfix.prefilter import FileBytes, may_step_scaler
 from ampfix.rules.base import FIX_SAFE, Rule
 
@@ -25,28 +25,66 @@ class ScalerUpdate(Rule):
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training
-        updated_anywhere = {e.receiver for fn in model.functions for e in fn.of(UPDATE)}
+        updated_anywhere = {
+            model.object_key(fn, e.receiver) for fn in model.functions for e in fn.of(UPDATE, calls=True)
+        }
         for fn in model.functions:
-            steps = fn.of(SCALER_STEP)
-            for index, step in enumerate(steps):
-                following = steps[index + 1] if index + 1 < len(steps) else None
-                updates = [
-                    u for u in fn.of(UPDATE)
-                    if u.receiver == step.receiver and fn.before(step, u)
-                    and (following is None or fn.before(u, following) or fn.exclusive(u, following))
-                ]
-                if not updates and step.receiver not in updated_anywhere:
-                    message = (
-                        f"`{step.receiver}.step(...)` without `{step.receiver}.update()`: the loss scale never "
-                        f"adapts, and a skipped (inf) step is never backed off"
-                    )
-                    edit = insert_after(ctx, step.stmt, f"{step.receiver}.update()")
-                    fix = Fix(f"Add `{step.receiver}.update()` after the step", (edit,), Applicability.SAFE) if edit else None
-                    yield ctx.diagnostic(self, step.call, message, fix)
-                for extra in updates[1:]:
-                    if any(fn.exclusive(extra, other) for other in updates if other is not extra):
-                        continue
-                    message = f"`{extra.receiver}.update()` is called twice for one `{step.receiver}.step(...)`"
-                    edit = delete_statement(ctx, extra.stmt, parent_body(ctx, extra.stmt) or [])
-                    fix = Fix("Remove the second `update()`", (edit,), Applicability.SAFE) if edit else None
-                    yield ctx.diagnostic(self, extra.call, message, fix)
+            for step in fn.of(SCALER_STEP):
+                yield from self._missing_update(ctx, fn, step, updated_anywhere)
+            reported = set()
+            for update in fn.of(UPDATE):
+                if id(update) not in reported:
+                    found = self._repeated_update(ctx, fn, update)
+                    if found is not None:
+                        reported.add(id(update))
+                        yield found
+
+    def _missing_update(self, ctx, fn, step, updated_anywhere):
+        """``scaler.step`` with no ``update()`` of that scaler after it in the iteration, here, in a
+        call, or in any other function of the module (the caller of a per-step helper)."""
+        model = ctx.training
+        later = [
+            u for u in fn.of(UPDATE, calls=True)
+            if (u.kind == UNKNOWN or u.receiver == step.receiver) and fn.reaches(step, u) is not False
+        ]
+        if later or model.object_key(fn, step.receiver) in updated_anywhere:
+            return
+        message = (
+            f"`{step.receiver}.step(...)` without `{step.receiver}.update()`: the loss scale never "
+            f"adapts, and a skipped (inf) step is never backed off"
+        )
+        edit = insert_after(ctx, step.stmt, f"{step.receiver}.update()")
+        fix = Fix(f"Add `{step.receiver}.update()` after the step", (edit,), Applicability.SAFE) if edit else None
+        yield ctx.diagnostic(self, step.call, message, fix)
+
+    def _repeated_update(self, ctx, fn, update):
+        """An ``update()`` that runs again, or is followed by a ``scaler.step`` of gradients scaled
+        before it, in one iteration of the training loop (the loop around the backward pass)."""
+        scaler = update.receiver
+        mine = lambda e: e.receiver == scaler or e.scaler == scaler  # noqa: E731
+        backwards = [b for b in fn.of(BACKWARD, calls=True) if b.scaled and mine(b) and fn.before(b, update)]
+        anchor = backwards[-1] if backwards else None
+        steps = [s for s in fn.of(SCALER_STEP, calls=True) if mine(s)]
+        # the next step after this update, with no backward in between, steps stale gradients
+        stale = [
+            s for s in steps
+            if anchor is not None and fn.reaches(update, s, avoiding=fn.of(BACKWARD, calls=True), within=anchor)
+        ]
+        again = [
+            u for u in fn.of(UPDATE) if mine(u) and u is not update
+            and fn.reaches(update, u, avoiding=steps + fn.of(BACKWARD, calls=True), within=anchor)
+        ]
+        if stale:
+            message = (
+                f"`{scaler}.update()` runs before `{ctx.segment(stale[0].call)}` steps gradients scaled before "
+                f"it: the scale changes between scaling and unscaling; call `{scaler}.update()` once, after every "
+                f"optimizer has stepped"
+            )
+            return ctx.diagnostic(self, update.call, message)
+        if again:
+            extra = again[0]
+            message = f"`{scaler}.update()` is called twice for one `{scaler}.step(...)`"
+            edit = delete_statement(ctx, extra.stmt, parent_body(ctx, extra.stmt) or [])
+            fix = Fix("Remove the second `update()`", (edit,), Applicability.SAFE) if edit else None
+            return ctx.diagnostic(self, extra.call, message, fix)
+        return None

@@ -9,7 +9,8 @@ from typing import Iterator
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.edits import delete_statement, insert_before, parent_body, statement_text, indentation
-from ampfix.model import CREATE
+from ampfix.model import BACKWARD, CREATE, OPT_STEP, SCALER_STEP
+from ampfix.program.calls import resolve as resolve_call
 from ampfix.rules._loop import loops_of
 from ampfix.rules.base import FIX_UNSAFE, Rule
 
@@ -35,7 +36,8 @@ class ScalerRecreated(Rule):
                         "the scale never grows, and on overflow every step is skipped; create it once before the loop"
                     )
                     yield ctx.diagnostic(self, create.call, message, self._hoist(ctx, create, loops[0]))
-                elif isinstance(fn.node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _PER_EPOCH.search(fn.node.name):
+                elif isinstance(fn.node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not _runs_whole_training(fn) \
+                        and _runs_per_epoch(ctx, fn.node):
                     message = (
                         f"`GradScaler` created in `{fn.node.name}`, which runs once per epoch: the scale and its "
                         f"growth tracker restart every epoch; create it once and pass it in"
@@ -58,6 +60,34 @@ class ScalerRecreated(Rule):
         if delete is None or insert is None:
             return None
         return Fix("Create the scaler once, before the loop", (insert, delete), Applicability.UNSAFE)
+
+
+def _runs_whole_training(fn) -> bool:
+    """The function holds its own epoch loop (the step sits in a loop inside a loop): each call is
+    a whole training run (yolov5's ``train`` called per hyperparameter generation), not an epoch."""
+    return any(len(loops_of(e)) >= 2 for e in fn.of(BACKWARD, SCALER_STEP, OPT_STEP))
+
+
+def _runs_per_epoch(ctx: ModuleContext, function: ast.AST) -> bool:
+    """Called from a loop of this module (whatever its name), or, where the module never calls it,
+    named for an epoch (``train_one_epoch``: its caller's loop is elsewhere)."""
+    calls = [
+        c for c in ctx.semantic.nodes(ast.Call)
+        if getattr(c.func, "id", getattr(c.func, "attr", None)) == function.name
+        and (target := resolve_call(ctx.semantic, c)) is not None and target.function is function
+    ]
+    if calls:
+        return any(
+            isinstance(a, (ast.For, ast.AsyncFor, ast.While)) for c in calls for a in _ancestors_in_function(ctx, c)
+        )
+    return bool(_PER_EPOCH.search(function.name))
+
+
+def _ancestors_in_function(ctx: ModuleContext, node: ast.AST):
+    for ancestor in ctx.semantic.ancestors(node):
+        if isinstance(ancestor, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            return
+        yield ancestor
 
 
 def _created_only_when_missing(ctx: ModuleContext, create) -> bool:

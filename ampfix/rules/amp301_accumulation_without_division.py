@@ -50,6 +50,11 @@ class AccumulationWithoutDivision(Rule):
                         f"gradients accumulate over `{factor}` micro-batches but the loss is not divided by "
                         f"`{factor}`: the update is {factor}× too large; backpropagate `loss / {factor}`"
                     )
+                    if backward.via is not None:  # the backward runs in a helper: report at the call, no fix
+                        origin = backward.origin
+                        message += f" (the backward is in `{_function_name(model, origin)}`, line {origin.line})"
+                        yield ctx.diagnostic(self, backward.call, message)
+                        continue
                     yield ctx.diagnostic(self, backward.call, message, self._fix(ctx, fn, backward, acc.factor))
             for backward in _microbatch_backwards(ctx, fn):
                 message = (
@@ -81,8 +86,18 @@ class AccumulationWithoutDivision(Rule):
         return Fix(f"Divide the loss by `{ctx.segment(factor)}`", (Edit(start, end, new),), safety)
 
 
+def _function_name(model, event: Event) -> str:
+    function = model.function_of(event)
+    return getattr(function.node, "name", "<module>") if function is not None else "?"
+
+
 def _divided(ctx: ModuleContext, fn: StepFunction, backward: Event) -> bool:
-    """Whether the loss reaching backward was divided (or weighted by a fraction) somewhere."""
+    """Whether the loss reaching backward was divided (or weighted by a fraction) somewhere: in
+    this function, or, for a helper's backward, in the helper (or the argument the caller passes)."""
+    if backward.via is not None:
+        callee = ctx.training.function_of(backward)
+        if callee is None or _divided(ctx, callee, backward.origin):
+            return True
     loss = backward.arg
     if loss is None:
         return True

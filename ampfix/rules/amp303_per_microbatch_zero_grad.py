@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from typing import Iterator
 
 from ampfix.context import ModuleContext
@@ -10,6 +11,13 @@ from ampfix.edits import delete_statement, insert_after, parent_body, statement_
 from ampfix.model import OPT_STEP, SCALER_STEP, UPDATE, ZERO_GRAD
 from ampfix.prefilter import FileBytes, may_train_step
 from ampfix.rules.base import FIX_SAFE, Rule
+
+
+def _conditional_in(event, loop) -> bool:
+    """Whether the event sits under an ``if`` inside ``loop``."""
+    frames = [f.node for f in event.context]
+    inner = frames[frames.index(loop) + 1:] if loop in frames else []
+    return any(isinstance(node, ast.If) for node in inner)
 
 
 class PerMicrobatchZeroGrad(Rule):
@@ -30,6 +38,8 @@ class PerMicrobatchZeroGrad(Rule):
                 for zero in fn.of(ZERO_GRAD):
                     if not any(f.node is acc.loop for f in zero.context) or any(f.node is acc.gate for f in zero.context):
                         continue
+                    if _conditional_in(zero, acc.loop):
+                        continue  # `if i % accum == 0: zero_grad()`: the start of a window, not every micro-batch
                     message = (
                         f"`{zero.receiver}.zero_grad()` runs on every micro-batch while the step runs only under "
                         f"`if`: each step sees the last micro-batch's gradients only, so accumulation does nothing; "

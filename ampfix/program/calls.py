@@ -1,0 +1,92 @@
+"""Calls inside a module: which function a call runs, and how its parameters bind to the arguments.
+
+Resolved (Pyright's "declared type" in miniature, inside one module):
+- ``helper(...)``: a function of the module that the name is bound to (and nothing else);
+- ``self.method(...)`` in a method of class C: the method of C or of a base of C defined here;
+- ``obj(...)`` / ``obj.method(...)`` where every assignment of ``obj`` creates an instance of a
+  class defined here: that class's ``__call__`` / method (the timm ``NativeScaler`` shape).
+
+Everything else is unresolved; the training model treats an unresolved call that is handed a
+scaler as *unknown* (it may unscale, step or update), and rules stay silent on what it touches.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from typing import Optional
+
+from ampfix.program.values import assignments, class_family, enclosing_class
+from ampfix.semantic import SemanticModel
+
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+@dataclass(frozen=True)
+class Target:
+    function: ast.AST  # the FunctionDef that runs
+    bound_self: bool  # called as a method: its first parameter is the receiver
+
+
+def resolve(semantic: SemanticModel, call: ast.Call) -> Optional[Target]:
+    func = call.func
+    if isinstance(func, ast.Name):
+        nodes = semantic.binding_nodes(func.id, semantic.scope_of(call))
+        if len(nodes) == 1 and isinstance(nodes[0], _FUNCTIONS):
+            return Target(nodes[0], False)
+        instance = _instance_class(semantic, func)
+        method = _method(semantic, instance, "__call__") if instance is not None else None
+        return Target(method, True) if method is not None else None
+    if isinstance(func, ast.Attribute):
+        receiver = func.value
+        if isinstance(receiver, ast.Name) and receiver.id == "self":
+            cls = enclosing_class(semantic, call)
+            method = _method(semantic, cls, func.attr) if cls is not None else None
+            return Target(method, True) if method is not None else None
+        instance = _instance_class(semantic, receiver)
+        if instance is not None:
+            method = _method(semantic, instance, func.attr)
+            return Target(method, True) if method is not None else None
+    return None
+
+
+def _method(semantic: SemanticModel, cls: ast.ClassDef, name: str) -> Optional[ast.AST]:
+    for member_of in class_family(semantic, cls):
+        for stmt in member_of.body:
+            if isinstance(stmt, _FUNCTIONS) and stmt.name == name:
+                return stmt
+    return None
+
+
+def _instance_class(semantic: SemanticModel, expr: ast.AST) -> Optional[ast.ClassDef]:
+    """The class of this module every assignment of ``expr`` instantiates, if there is one."""
+    if not isinstance(expr, (ast.Name, ast.Attribute)):
+        return None
+    values = [s.value for s in assignments(semantic, expr) if not isinstance(s, ast.AugAssign)]
+    classes = set()
+    for value in values:
+        if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)):
+            return None
+        nodes = semantic.binding_nodes(value.func.id, semantic.scope_of(value))
+        if len(nodes) != 1 or not isinstance(nodes[0], ast.ClassDef):
+            return None
+        classes.add(nodes[0])
+    return classes.pop() if len(classes) == 1 else None
+
+
+def bind_arguments(target: Target, call: ast.Call) -> Optional[dict[str, ast.expr]]:
+    """Parameter name -> argument expression at this call; None for ``*args``/``**kwargs`` calls."""
+    if any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
+        return None
+    args = target.function.args
+    positional = [*args.posonlyargs, *args.args]
+    if target.bound_self and positional:
+        positional = positional[1:]
+    bound: dict[str, ast.expr] = {}
+    for param, arg in zip(positional, call.args):
+        bound[param.arg] = arg
+    names = {p.arg for p in [*positional, *args.kwonlyargs]}
+    for keyword in call.keywords:
+        if keyword.arg in names:
+            bound[keyword.arg] = keyword.value
+    return bound
