@@ -8,7 +8,7 @@ The public Python API is small; the CLI is a thin layer over it::
     result.source, result.fixed, result.remaining
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix  # noqa: E402
 from ampfix.engine import FixResult, check_source, fix_source  # noqa: E402

@@ -18,7 +18,7 @@ import tempfile
 from typing import Optional
 
 from ampfix import __version__
-from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix, Position
+from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix, Note, Position
 from ampfix.settings import Settings
 
 CACHE_DIR = ".ampfix_cache"
@@ -96,6 +96,10 @@ def to_dict(diag: Diagnostic) -> dict:
         "edit_locations": [[s.row, s.column, e.row, e.column] for s, e in diag.edit_locations],
         "fix": fix,
         "cell": diag.cell,
+        "evidence": [
+            [n.start, n.end, n.message, s.row, s.column, e.row, e.column]
+            for n, (s, e) in zip(diag.evidence, diag.evidence_locations)
+        ],
     }
 
 
@@ -115,4 +119,7 @@ def from_dict(data: dict, filename: str) -> Diagnostic:
     diag.location, diag.end_location = Position(row, column), Position(end_row, end_column)
     diag.edit_locations = tuple((Position(a, b), Position(c, d)) for a, b, c, d in data["edit_locations"])
     diag.cell = data.get("cell")
+    evidence = data.get("evidence", [])
+    diag.evidence = tuple(Note(a, b, message) for a, b, message, *_ in evidence)
+    diag.evidence_locations = tuple((Position(r, c), Position(er, ec)) for *_, r, c, er, ec in evidence)
     return diag

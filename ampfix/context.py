@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Iterable, Optional
 
-from ampfix.diagnostics import Diagnostic, Edit, Fix
+from ampfix.diagnostics import Diagnostic, Edit, Fix, Note
 from ampfix.semantic import Scope, SemanticModel
 from ampfix.source import Locator
 
@@ -221,10 +221,18 @@ class ModuleContext:
         return Edit.insert(len(self.text), newline + statement)
 
     def diagnostic(
-        self, rule: "Rule", node: ast.AST, message: str, fix: Optional[Fix] = None
+        self, rule: "Rule", node: ast.AST, message: str, fix: Optional[Fix] = None,
+        evidence: Iterable[tuple[ast.AST, str]] = (),
     ) -> Diagnostic:
+        """A finding at node; ``evidence`` is (node, note) for each event that makes it true."""
         start, end = self.locator.node_range(node)
-        return Diagnostic(rule.code, rule.name, message, start, end, fix)
+        notes = []
+        for where, note in evidence:
+            if where is not None:
+                a, b = self.locator.node_range(where)
+                notes.append(Note(a, b, note))
+        notes.sort(key=lambda n: n.start)
+        return Diagnostic(rule.code, rule.name, message, start, end, fix, evidence=tuple(notes))
 
     def segment(self, node: ast.AST) -> str:
         start, end = self.locator.node_range(node)

@@ -53,6 +53,16 @@ class Fix:
 
 
 @dataclass(frozen=True)
+class Note:
+    """One piece of a finding's evidence: an event on the path that makes it true (the Clang
+    static analyzer's path notes): ``scaled here``, ``unscale_ only under `if log_norms` ``."""
+
+    start: int  # character offsets into the source
+    end: int
+    message: str
+
+
+@dataclass(frozen=True)
 class Position:
     row: int  # 1-based
     column: int  # 1-based, in characters
@@ -73,6 +83,8 @@ class Diagnostic:
     # (start, end) positions of each fix edit, for JSON and SARIF output
     edit_locations: tuple[tuple[Position, Position], ...] = ()
     cell: Optional[int] = None
+    evidence: tuple[Note, ...] = ()  # the events that make the finding true, in path order
+    evidence_locations: tuple[tuple[Position, Position], ...] = ()  # filled in by the engine
 
     @property
     def fixable(self) -> bool:

@@ -135,6 +135,7 @@ def _analyse(text: str, path: str, settings: Settings, codes: frozenset, prefilt
             diag.edit_locations = tuple(
                 (locator.position(e.start), locator.position(e.end)) for e in diag.fix.edits
             )
+        diag.evidence_locations = tuple((locator.position(n.start), locator.position(n.end)) for n in diag.evidence)
         if diag.code != "AMP001" and suppressions.suppresses(diag.code, (start.row, end.row)):
             continue
         kept.append(diag)

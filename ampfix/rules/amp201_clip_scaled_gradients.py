@@ -10,7 +10,7 @@ from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.edits import insert_before
 from ampfix.model import BACKWARD, CLIP, SCALER_STEP, UNSCALE
 from ampfix.prefilter import FileBytes, may_backward_scaled
-from ampfix.rules._loop import call_name, loops_of, optimizer_for
+from ampfix.rules._loop import at, call_name, created, loops_of, optimizer_for
 from ampfix.rules.base import FIX_SAFE, Rule
 
 
@@ -29,7 +29,7 @@ class ClipScaledGradients(Rule):
         model = ctx.training
         for fn in model.functions:
             for clip in fn.of(CLIP):
-                scaled = [b for b in fn.of(BACKWARD) if b.scaled and fn.before(b, clip)]
+                scaled = [b for b in fn.of(BACKWARD, calls=True) if b.scaled and fn.before(b, clip)]
                 if not scaled:
                     continue
                 backward = scaled[-1]
@@ -41,7 +41,15 @@ class ClipScaledGradients(Rule):
                     f"`{call_name(ctx, clip.call)}` runs on gradients still scaled by `{scaler}`: the threshold "
                     f"is in effect max_norm × scale (65536 by default); call `{scaler}.unscale_(optimizer)` first"
                 )
-                yield ctx.diagnostic(self, clip.call, message, self._fix(ctx, fn, backward, clip, scaler, optimizer))
+                partial = [u for u in fn.of(UNSCALE, calls=True) if u.receiver == scaler and fn.before(backward, u)]
+                evidence = [
+                    at(backward, f"gradients scaled by `{scaler}` here"),
+                    *(at(u, "`unscale_` here runs only on some paths to the clip") for u in partial),
+                    at(clip, "clipped here on a path with no `unscale_`"),
+                    created(ctx, fn, scaler),
+                ]
+                fix = self._fix(ctx, fn, backward, clip, scaler, optimizer)
+                yield ctx.diagnostic(self, clip.call, message, fix, evidence)
 
     def _fix(self, ctx, fn, backward, clip, scaler, optimizer):
         if optimizer is None:

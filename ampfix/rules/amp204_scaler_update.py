@@ -8,6 +8,7 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.edits import delete_statement, insert_after, parent_body
 from ampfix.model import BACKWARD, SCALER_STEP, UNKNOWN, UPDATE
+from ampfix.rules._loop import at, created
 from ampfix.prefilter import FileBytes, may_step_scaler
 from ampfix.rules.base import FIX_SAFE, Rule
 
@@ -55,7 +56,8 @@ class ScalerUpdate(Rule):
         )
         edit = insert_after(ctx, step.stmt, f"{step.receiver}.update()")
         fix = Fix(f"Add `{step.receiver}.update()` after the step", (edit,), Applicability.SAFE) if edit else None
-        yield ctx.diagnostic(self, step.call, message, fix)
+        evidence = [at(step, "stepped here; no `update()` of this scaler follows"), created(ctx, fn, step.receiver)]
+        yield ctx.diagnostic(self, step.call, message, fix, evidence)
 
     def _repeated_update(self, ctx, fn, update):
         """An ``update()`` that runs again, or is followed by a ``scaler.step`` of gradients scaled
@@ -64,27 +66,39 @@ class ScalerUpdate(Rule):
         mine = lambda e: e.receiver == scaler or e.scaler == scaler  # noqa: E731
         backwards = [b for b in fn.of(BACKWARD, calls=True) if b.scaled and mine(b) and fn.before(b, update)]
         anchor = backwards[-1] if backwards else None
-        steps = [s for s in fn.of(SCALER_STEP, calls=True) if mine(s)]
+        calls = fn.of(SCALER_STEP, BACKWARD, calls=True)
+        unknown = [e for e in calls if e.kind == UNKNOWN]
+        steps = [s for s in calls if s.kind == SCALER_STEP and mine(s)]
+        backwards_anywhere = [b for b in calls if b.kind == BACKWARD]
         # the next step after this update, with no backward in between, steps stale gradients
         stale = [
             s for s in steps
-            if anchor is not None and fn.reaches(update, s, avoiding=fn.of(BACKWARD, calls=True), within=anchor)
+            if anchor is not None
+            and fn.reaches(update, s, avoiding=backwards_anywhere + unknown, within=anchor)
         ]
         again = [
             u for u in fn.of(UPDATE) if mine(u) and u is not update
-            and fn.reaches(update, u, avoiding=steps + fn.of(BACKWARD, calls=True), within=anchor)
+            and fn.reaches(update, u, avoiding=steps + backwards_anywhere + unknown, within=anchor)
         ]
         if stale:
+            step = stale[0]
+            where = f" (in `{ctx.segment(step.call.func)}`)" if step.via is not None else ""
             message = (
-                f"`{scaler}.update()` runs before `{ctx.segment(stale[0].call)}` steps gradients scaled before "
+                f"`{scaler}.update()` runs before `{scaler}.step(...)`{where} steps gradients scaled before "
                 f"it: the scale changes between scaling and unscaling; call `{scaler}.update()` once, after every "
                 f"optimizer has stepped"
             )
-            return ctx.diagnostic(self, update.call, message)
+            evidence = [
+                at(anchor, f"gradients scaled by `{scaler}` here"),
+                at(update, "the scale is updated here"),
+                at(step, "then these gradients are unscaled and stepped"),
+            ]
+            return ctx.diagnostic(self, update.call, message, None, evidence)
         if again:
             extra = again[0]
             message = f"`{scaler}.update()` is called twice for one `{scaler}.step(...)`"
             edit = delete_statement(ctx, extra.stmt, parent_body(ctx, extra.stmt) or [])
             fix = Fix("Remove the second `update()`", (edit,), Applicability.SAFE) if edit else None
-            return ctx.diagnostic(self, extra.call, message, fix)
+            evidence = [at(update, "first update"), at(extra, "updated again, with no step in between")]
+            return ctx.diagnostic(self, extra.call, message, fix, evidence)
         return None

@@ -8,7 +8,8 @@ from typing import Iterator, Optional
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
-from ampfix.model import AUTOCASTS, BACKWARD, AutocastRegion
+from ampfix.model import AUTOCASTS, BACKWARD, OPT_STEP, AutocastRegion
+from ampfix.rules._loop import at
 from ampfix.prefilter import FileBytes, may_backward
 from ampfix.rules._protocol import add_scaler_protocol, protocol_anchor
 from ampfix.rules.base import FIX_UNSAFE, Rule
@@ -53,7 +54,14 @@ class Float16WithoutScaler(Rule):
                         "backward pass under float16 autocast without a GradScaler: small gradients underflow to "
                         "zero in float16; use `torch.amp.GradScaler` (scale, step, update) or bfloat16"
                     )
-                    yield ctx.diagnostic(self, backward.call, message, fix)
+                    dtype = ctx.segment(region.dtype) if region.dtype is not None else "float16 (the CUDA default)"
+                    steps = [s for s in fn.of(OPT_STEP, calls=True) if fn.before(backward, s)][:1]
+                    evidence = [
+                        at(region.entry, f"autocast region entered here, dtype {dtype}"),
+                        at(backward, "backward of its loss, unscaled"),
+                        *(at(s, "the optimizer steps these gradients") for s in steps),
+                    ]
+                    yield ctx.diagnostic(self, backward.call, message, fix, evidence)
 
     def _fix(self, ctx: ModuleContext, fn, group, anchor, region: AutocastRegion) -> Optional[Fix]:
         device, dtype = region.device, region.dtype

@@ -11,6 +11,7 @@ from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import receiver_range
 from ampfix.model import BACKWARD, OPT_STEP, SCALER_STEP, ZERO_GRAD, Event, StepFunction
 from ampfix.prefilter import FileBytes, may_backward, may_step
+from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_SOMETIMES, Rule
 
 # Losses that are means by construction (default reduction="mean").
@@ -50,12 +51,17 @@ class AccumulationWithoutDivision(Rule):
                         f"gradients accumulate over `{factor}` micro-batches but the loss is not divided by "
                         f"`{factor}`: the update is {factor}× too large; backpropagate `loss / {factor}`"
                     )
+                    evidence = [
+                        at(backward, "backward on every iteration, loss not divided"),
+                        (acc.gate.test, f"the optimizer steps only when `{ctx.segment(acc.gate.test)}`"),
+                    ]
                     if backward.via is not None:  # the backward runs in a helper: report at the call, no fix
                         origin = backward.origin
                         message += f" (the backward is in `{_function_name(model, origin)}`, line {origin.line})"
-                        yield ctx.diagnostic(self, backward.call, message)
+                        yield ctx.diagnostic(self, backward.call, message, None, evidence)
                         continue
-                    yield ctx.diagnostic(self, backward.call, message, self._fix(ctx, fn, backward, acc.factor))
+                    fix = self._fix(ctx, fn, backward, acc.factor)
+                    yield ctx.diagnostic(self, backward.call, message, fix, evidence)
             for backward in _microbatch_backwards(ctx, fn):
                 message = (
                     "backward runs once per micro-batch and the optimizer steps once after the loop, but the loss "

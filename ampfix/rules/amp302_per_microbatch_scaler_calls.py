@@ -9,7 +9,7 @@ from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.edits import delete_statement, insert_after, insert_before, parent_body, statement_text
 from ampfix.model import CLIP, OPT_STEP, SCALER_STEP, UNSCALE, UPDATE, Accumulation
 from ampfix.prefilter import FileBytes, may_train_step
-from ampfix.rules._loop import call_name
+from ampfix.rules._loop import at, call_name
 from ampfix.rules.base import FIX_SOMETIMES, Rule
 
 
@@ -42,7 +42,11 @@ class PerMicrobatchScalerCalls(Rule):
                         UPDATE: "the scale changes mid-accumulation (or `No inf checks were recorded` is raised)",
                     }[event.kind]
                     message = f"`{what}` runs on every micro-batch but the optimizer steps only under `if`: {consequence}; move it into the step branch"
-                    yield ctx.diagnostic(self, event.call, message, self._fix(ctx, fn, acc, event))
+                    evidence = [
+                        at(event, "runs on every micro-batch"),
+                        (acc.gate.test, f"the optimizer steps only when `{ctx.segment(acc.gate.test)}`"),
+                    ]
+                    yield ctx.diagnostic(self, event.call, message, self._fix(ctx, fn, acc, event), evidence)
 
     def _fix(self, ctx: ModuleContext, fn, acc: Accumulation, event):
         body = parent_body(ctx, event.stmt)

@@ -10,6 +10,7 @@ from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.edits import delete_statement, insert_after, parent_body, statement_text
 from ampfix.model import OPT_STEP, SCALER_STEP, UPDATE, ZERO_GRAD
 from ampfix.prefilter import FileBytes, may_train_step
+from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_SAFE, Rule
 
 
@@ -45,7 +46,11 @@ class PerMicrobatchZeroGrad(Rule):
                         f"`if`: each step sees the last micro-batch's gradients only, so accumulation does nothing; "
                         f"zero the gradients after the step"
                     )
-                    yield ctx.diagnostic(self, zero.call, message, self._fix(ctx, acc, fn, zero))
+                    evidence = [
+                        at(zero, "gradients zeroed on every micro-batch"),
+                        (acc.gate.test, f"the optimizer steps only when `{ctx.segment(acc.gate.test)}`"),
+                    ]
+                    yield ctx.diagnostic(self, zero.call, message, self._fix(ctx, acc, fn, zero), evidence)
 
     def _fix(self, ctx, acc, fn, zero):
         body = parent_body(ctx, zero.stmt)

@@ -10,6 +10,7 @@ from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import line_span, owns_lines, reindent, has_multiline_string
 from ampfix.model import BACKWARD
 from ampfix.prefilter import FileBytes, may_backward
+from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_SOMETIMES, Rule
 
 
@@ -38,7 +39,8 @@ class BackwardInAutocast(Rule):
                     "only; backward ops already run in the forward's dtypes, and under torch.compile the "
                     "backward inherits the autocast state; move backward and the step after the block"
                 )
-                yield ctx.diagnostic(self, backward.call, message, self._fix(ctx, region.with_node, backward))
+                evidence = [at(region.entry, "autocast region entered here"), at(backward, "backward inside it")]
+                yield ctx.diagnostic(self, backward.call, message, self._fix(ctx, region.with_node, backward), evidence)
 
     def _fix(self, ctx: ModuleContext, with_node: ast.With, backward) -> Fix | None:
         body = with_node.body

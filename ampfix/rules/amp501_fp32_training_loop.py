@@ -14,7 +14,7 @@ from ampfix.rules.amp502_manual_gradient_scaling import gradient_rescales, scale
 from ampfix.diagnostics import Edit
 from ampfix.edits import insert_before
 from ampfix.rules._protocol import SCALER_NAMES, add_scaler_protocol, free_name
-from ampfix.rules._loop import loops_of
+from ampfix.rules._loop import at, loops_of
 from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.training.precision import candidate_reasons
 
@@ -52,7 +52,9 @@ class Fp32TrainingLoop(Rule):
                 "fp32 training step: wrap the forward pass and the loss in `torch.autocast` (with a "
                 "`torch.amp.GradScaler` for float16) to use low-precision matmuls, typically 2-3x faster"
             )
-            yield ctx.diagnostic(self, backwards[0].call, message, self._fix(ctx, fn, backwards))
+            step = next(s for s in steps if any(fn.before(b, s) for b in backwards))
+            evidence = [at(backwards[0], "fp32 backward (no autocast, no scaler in this step)"), at(step, "optimizer step")]
+            yield ctx.diagnostic(self, backwards[0].call, message, self._fix(ctx, fn, backwards), evidence)
 
     def _fix(self, ctx: ModuleContext, fn: StepFunction, backwards) -> Optional[Fix]:
         if len(backwards) != 1:
