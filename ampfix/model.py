@@ -30,6 +30,7 @@ table), or a name assigned from one (``ctx = torch.autocast(...)``,
 from __future__ import annotations
 
 import ast
+import copy
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, Sequence
@@ -100,6 +101,11 @@ class Event:
     scaled: bool = False  # backward on scaler.scale(...)
     scaler: Optional[str] = None  # for a scaled backward: the scaler's text
     via: Optional["Event"] = None  # a call's event: the callee's event it stands for (report-only)
+    # For a call's event: the callee's conditions on it, read in the caller's names (the callee's
+    # `if scaler is not None:` becomes the caller's, so the two correlate), and whether some
+    # condition could not be read so (a local of the callee: the event may not happen).
+    assume: tuple = ()
+    conditional: bool = False
 
     @property
     def line(self) -> int:
@@ -203,8 +209,34 @@ class StepFunction:
 
 
 def _assumptions(event: Event) -> list[tuple]:
-    """The if branches the path to ``event`` took (the tests it already decided)."""
-    return [(branch_key(f.node.test), f.branch) for f in event.context if isinstance(f.node, ast.If)]
+    """The if branches the path to ``event`` took (the tests it already decided), with those a
+    callee took for a call's event."""
+    frames = [(branch_key(f.node.test), f.branch) for f in event.context if isinstance(f.node, ast.If)]
+    return frames + [(branch_key(test), branch) for test, branch in event.assume]
+
+
+class _Substitute(ast.NodeTransformer):
+    """A callee's test with its parameters replaced by the caller's arguments."""
+
+    def __init__(self, bound: dict, receiver: Optional[ast.AST]):
+        self.bound, self.receiver = bound, receiver
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id in self.bound:
+            return self.bound[node.id]
+        if node.id == "self" and self.receiver is not None:
+            return self.receiver
+        return node
+
+
+def _in_caller_names(test: ast.AST, callee: ast.AST, bound: dict, receiver: Optional[ast.AST]) -> Optional[ast.AST]:
+    """``test`` read at the call, or None when it depends on the callee's own locals."""
+    params = {a.arg for a in ast.walk(callee.args) if isinstance(a, ast.arg)}
+    stored = {n.id for n in ast.walk(callee) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    for name in {n.id for n in ast.walk(test) if isinstance(n, ast.Name)}:
+        if name in stored or (name in params and name not in bound and name != "self"):
+            return None
+    return _Substitute(bound, receiver).visit(copy.deepcopy(test))
 
 
 @dataclass
@@ -378,10 +410,10 @@ class TrainingModel:
                 continue
             receiver_text = self.ctx.segment(call.func.value) if isinstance(call.func, ast.Attribute) else None
             for event in events:
-                found.append(self._as_call_event(event, call, placed, bound, receiver_text))
+                found.append(self._as_call_event(event, call, placed, bound, receiver_text, target.function))
         return found
 
-    def _as_call_event(self, event: Event, call: ast.Call, placed, bound: dict, receiver_text) -> Event:
+    def _as_call_event(self, event: Event, call: ast.Call, placed, bound: dict, receiver_text, callee) -> Event:
         def caller_text(text: Optional[str]) -> Optional[str]:
             if text is None:
                 return None
@@ -396,9 +428,19 @@ class TrainingModel:
         arg = event.arg
         if isinstance(arg, ast.Name) and arg.id in bound:
             arg = bound[arg.id]
+        receiver = call.func.value if isinstance(call.func, ast.Attribute) else None
+        conditions = [(f.node.test, f.branch) for f in event.context if isinstance(f.node, ast.If)]
+        assume, conditional = [], event.conditional
+        for test, branch in [*conditions, *event.assume]:
+            read = _in_caller_names(test, callee, bound, receiver)
+            if read is None:
+                conditional = True
+            else:
+                assume.append((read, branch))
         return Event(
             event.kind, call, placed[1], placed[2], receiver=caller_text(event.receiver), arg=arg,
             scaled=event.scaled, scaler=caller_text(event.scaler), via=event,
+            assume=tuple(assume), conditional=conditional,
         )
 
     def _scaler_handed_to(self, call: ast.Call) -> Optional[str]:
@@ -552,7 +594,10 @@ class TrainingModel:
     def accumulations(self, function: StepFunction) -> list[Accumulation]:
         """Loops that backpropagate every iteration and step under an if in the same loop."""
         found = []
-        events = [e for e in function.of(BACKWARD, OPT_STEP, SCALER_STEP, calls=True) if e.kind != UNKNOWN]
+        events = [
+            e for e in function.of(BACKWARD, OPT_STEP, SCALER_STEP, calls=True)
+            if e.kind != UNKNOWN and not e.conditional  # a callee's backward under its own condition may not run
+        ]
         loops = {f.node for e in events for f in e.context if isinstance(f.node, (ast.For, ast.AsyncFor, ast.While))}
         for loop in loops:
             # the loop that backpropagates and steps is the innermost loop of both (a helper's

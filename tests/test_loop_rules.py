@@ -623,6 +623,8 @@ for x, y in loader:
      "t.py"),
     # a gym policy-gradient toy
     ("import gym\n" + CUDA_STEP, "t.py"),
+    # latents optimized through a frozen generator (GAN inversion), not a model trained
+    ("optimizer = torch.optim.Adam([latent] + noises, lr=0.1)\n" + CUDA_STEP, "t.py"),
 ])
 def test_amp501_not_a_candidate(source, path):
     found = [d.code for d in ampfix.check_source(HEAD + source, path, Settings())]

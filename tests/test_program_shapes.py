@@ -381,3 +381,54 @@ def test_a_function_holding_its_own_epoch_loop_is_a_whole_training_run():
             train(hyp, 300)
     """
     assert diagnostics(source, "AMP205") == []
+
+
+# -- 6. fixes use only objects that exist where they run ----------------------------------------------
+
+def test_no_restore_fix_for_a_scaler_created_after_the_resume():
+    # YOLOv6: the resume runs in __init__, the scaler is made later in before_train_loop
+    source = """
+        class Trainer:
+            def __init__(self, ckpt):
+                self.optimizer.load_state_dict(ckpt["optimizer"])
+
+            def before_train_loop(self):
+                self.scaler = torch.amp.GradScaler("cuda")
+
+            def step(self, loss):
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+    """
+    diag, = diagnostics(source, "AMP206")
+    assert diag.fix is None
+    created_first = source.replace("def before_train_loop(self):", "def __init__(self):", 1)
+    created_first = created_first.replace("def __init__(self, ckpt):", "def resume(self, ckpt):")
+    diag, = diagnostics(created_first, "AMP206")
+    assert diag.fix is not None
+
+
+def test_a_helpers_own_condition_correlates_with_the_callers():
+    # open_clip: `backward(loss, scaler)` scales only when a scaler is given; the caller clips
+    # unscaled gradients in the branch where there is none
+    source = """
+        def backward(total_loss, scaler):
+            if scaler is not None:
+                scaler.scale(total_loss).backward()
+            else:
+                total_loss.backward()
+
+        for x, y in loader:
+            backward(model(x).loss, scaler)
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+    """
+    assert diagnostics(source, "AMP201") == []
+    no_unscale = source.replace("                scaler.unscale_(optimizer)\n", "")
+    assert len(diagnostics(no_unscale, "AMP201")) == 1

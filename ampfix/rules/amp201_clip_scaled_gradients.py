@@ -29,7 +29,9 @@ class ClipScaledGradients(Rule):
         model = ctx.training
         for fn in model.functions:
             for clip in fn.of(CLIP):
-                scaled = [b for b in fn.of(BACKWARD, calls=True) if b.scaled and fn.before(b, clip)]
+                scaled = [
+                    b for b in fn.of(BACKWARD, calls=True) if b.scaled and not b.conditional and fn.before(b, clip)
+                ]
                 if not scaled:
                     continue
                 backward = scaled[-1]

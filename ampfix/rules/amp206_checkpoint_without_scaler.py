@@ -11,6 +11,7 @@ from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import insert_after
 from ampfix.prefilter import FileBytes, may_call_scaler
 from ampfix.rules.base import FIX_UNSAFE, Rule
+from ampfix.program.values import enclosing_function
 from ampfix.semantic import dotted_name
 
 _SCALER_KEY = re.compile(r"scaler|amp", re.I)
@@ -86,7 +87,9 @@ class CheckpointWithoutScaler(Rule):
         scope = ctx.semantic.scope_of(call)
         for candidate in sorted(ctx.training.scalers):
             if candidate.startswith("self.") and scope.kind == "function":
-                return candidate
+                if _field_exists_at(ctx, candidate, call):
+                    return candidate
+                continue
             bindings = scope.bindings.get(candidate, [])
             if any(getattr(b.node, "lineno", 10**9) < call.lineno for b in bindings):
                 return candidate
@@ -161,6 +164,21 @@ class CheckpointWithoutScaler(Rule):
         else:
             edits = [Edit.insert(last_end, f", {key}")]
         return Fix(f"Add `{key}` to the checkpoint", tuple(edits), Applicability.UNSAFE)
+
+
+def _field_exists_at(ctx: ModuleContext, field: str, call: ast.Call) -> bool:
+    """Whether ``self.<field>`` is a scaler by the time ``call`` runs: created in ``__init__`` of
+    this class, or earlier in the same method. A scaler made in a later method (YOLOv6's
+    ``before_train_loop``) does not exist at the resume, and would overwrite what it restored."""
+    model = ctx.training
+    function = next((f for f in model.functions if f.node is enclosing_function(ctx.semantic, call)), None)
+    create = model.created_at(function, field) if function is not None else None
+    if create is None:
+        return False
+    owner = enclosing_function(ctx.semantic, create.call)
+    if owner is function.node:
+        return create.call.lineno < call.lineno
+    return getattr(owner, "name", None) == "__init__"
 
 
 def _entries(node: ast.AST):

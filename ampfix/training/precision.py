@@ -4,7 +4,7 @@ step "an fp32 loop worth converting" (``../shared/reference/program-shapes.md``,
 A step is a candidate only when it trains (not a test), on an accelerator on the path that runs by
 default (not CPU-only code), in float32 (no low-precision weights,
 no precision policy of a framework, no hand-made loss scaling), on real data (not an API demo on
-random tensors), and not a reinforcement-learning toy. Each answer errs towards "not a
+random tensors), of a model's weights (not latents or inputs), and not a reinforcement-learning toy. Each answer errs towards "not a
 candidate": a suggestion on the wrong code costs more than a missed one.
 """
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ampfix.program.values import assignments
 
-from ampfix.model import BACKWARD
+from ampfix.model import BACKWARD, OPT_STEP
 
 if TYPE_CHECKING:
     from ampfix.context import ModuleContext
@@ -127,6 +127,34 @@ def _own_nodes(scope: ast.AST):
         todo.extend(ast.iter_child_nodes(node))
 
 
+def optimizes_inputs(ctx: "ModuleContext", fn: "StepFunction") -> bool:
+    """The optimizer updates tensors, not a model's weights (GAN inversion, adversarial inputs,
+    style transfer on latents): ``optim.Adam([latent] + noises)``, with no ``.parameters()``."""
+    optimizers = {e.receiver for e in fn.of(OPT_STEP) if e.receiver}
+    if not optimizers:
+        return False
+    for name in optimizers:
+        expr = ast.parse(name, mode="eval").body
+        values = [s.value for s in assignments(ctx.semantic, expr) if isinstance(s, ast.Assign)]
+        if not values or not all(_built_from_tensors(v) for v in values):
+            return False
+    return True
+
+
+def _built_from_tensors(value: ast.AST) -> bool:
+    if not (isinstance(value, ast.Call) and value.args):
+        return False
+    params = value.args[0]
+    if not isinstance(params, (ast.List, ast.Tuple, ast.BinOp, ast.ListComp)):
+        return False
+    return not any(
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+        and n.func.attr in ("parameters", "named_parameters", "param_groups")
+        or isinstance(n, ast.Dict)  # param groups: {"params": model.head.parameters(), ...}
+        for n in ast.walk(params)
+    )
+
+
 def reinforcement_learning(ctx: "ModuleContext") -> bool:
     """Policy-gradient toys on gym environments: tiny networks, CPU-bound by the environment."""
     return bool(_RL.search(ctx.text))
@@ -145,5 +173,7 @@ def candidate_reasons(ctx: "ModuleContext", fn: "StepFunction") -> list[str]:
         reasons.append("an API demo on random tensors")
     if reinforcement_learning(ctx):
         reasons.append("a reinforcement-learning toy")
+    if optimizes_inputs(ctx, fn):
+        reasons.append("it optimizes input tensors, not a model's weights")
     return reasons
 
