@@ -270,9 +270,10 @@ def rule(code: Optional[str], show_all: bool) -> None:
     """Print the documentation of rule CODE, or list all rules."""
     if show_all or not code:
         rows = [(r.code, r.name, r.fix_safety, r.summary) for r in RULES.values()]
-        click.echo(f"{'code':<8}{'name':<34}{'fix':<11}summary")
+        width = max(len(r.name) for r in RULES.values()) + 2  # the longest name still has a gap
+        click.echo(f"{'code':<8}{'name':<{width}}{'fix':<11}summary")
         for row in rows:
-            click.echo(f"{row[0]:<8}{row[1]:<34}{row[2]:<11}{row[3]}")
+            click.echo(f"{row[0]:<8}{row[1]:<{width}}{row[2]:<11}{row[3]}")
         return
     rule_obj = RULES.get(code.upper())
     if rule_obj is None:

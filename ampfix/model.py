@@ -464,6 +464,12 @@ class TrainingModel:
             return (id(cls), receiver)
         return (None, receiver)
 
+    def event_at(self, node: ast.AST, kind: str) -> Optional[Event]:
+        """An event of ``kind`` at any expression (a conversion, a region's entry), placed in its
+        function like a call, for path questions; None in lambdas and class bodies."""
+        placed = self._place(node)
+        return Event(kind, node, placed[1], placed[2]) if placed is not None else None
+
     def created_at(self, function: StepFunction, receiver: Optional[str]) -> Optional[Event]:
         """Where the scaler named ``receiver`` in ``function`` was created (``self.scaler`` of
         this class, or a name of this module), if the module shows it."""
@@ -514,9 +520,7 @@ class TrainingModel:
             for item in stmt.items:
                 region = self._autocast_region(stmt, item)
                 if region is not None:
-                    placed = self._place(item.context_expr)
-                    if placed is not None:
-                        region.entry = Event(ENTER_AUTOCAST, item.context_expr, placed[1], placed[2])
+                    region.entry = self.event_at(item.context_expr, ENTER_AUTOCAST)
                     self.regions.append(region)
                     self._region_by_with[id(stmt)] = region
                     owner = parents.get(stmt)

@@ -688,3 +688,57 @@ def test_amp502_static_scale_cancels():
 def test_amp502_ignores_gradient_averaging_across_workers():
     source = loop("for p in model.parameters():\n    dist.all_reduce(p.grad)\n    p.grad /= world_size\n")
     assert only("AMP502", source) == []
+
+
+# -- AMP209 ----------------------------------------------------------------------------------------
+
+FP16_WEIGHTS = loop("""
+model = Net().cuda().half()
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+for x, y in loader:
+    loss = criterion(model(x.cuda().half()), y.cuda())
+    loss.backward()
+    optimizer.step()
+""")
+
+
+@pytest.mark.parametrize("source", [
+    FP16_WEIGHTS,
+    FP16_WEIGHTS.replace("model = Net().cuda().half()", "model = Net().cuda()\nmodel.to(torch.float16)"),
+    FP16_WEIGHTS.replace("Net().cuda().half()", 'AutoModel.from_pretrained("m", torch_dtype=torch.float16)'),
+])
+def test_amp209_float16_weights_trained_unscaled(source):
+    diag, = [d for d in ampfix.check_source(source, "t.py") if d.code == "AMP209"]
+    assert "not loss-scaled" in diag.message and diag.fix is None
+
+
+def test_amp209_gradscaler_on_float16_parameters_raises():
+    source = FP16_WEIGHTS.replace("    loss.backward()\n    optimizer.step()\n",
+                                  "    scaler.scale(loss).backward()\n    scaler.step(optimizer)\n    scaler.update()\n")
+    source = source.replace("for x, y", "scaler = torch.amp.GradScaler('cuda')\nfor x, y")
+    diag, = [d for d in ampfix.check_source(source, "t.py") if d.code == "AMP209"]
+    assert "Attempting to unscale FP16 gradients" in diag.message
+
+
+@pytest.mark.parametrize("source", [
+    # float32 weights, float16 autocast: mixed precision done right (AMP208 looks at the scaler)
+    FP16_WEIGHTS.replace(".half()", ""),
+    # the float16 copy is an EMA / teacher that no optimizer trains
+    FP16_WEIGHTS.replace("model = Net().cuda().half()", "model = Net().cuda()\nteacher = Net().cuda().half()"),
+    # converted after training, for export
+    loop("""
+    model = Net().cuda()
+    optimizer = torch.optim.AdamW(model.parameters())
+    for x, y in loader:
+        criterion(model(x), y).backward()
+        optimizer.step()
+    model.half()
+    torch.save(model.state_dict(), "fp16.pt")
+    """),
+    # hand-written loss scaling with float16 weights (AMP502 looks at it)
+    FP16_WEIGHTS.replace("loss.backward()", "(loss * 1024.0).backward()\n    for p in model.parameters():\n        p.grad /= 1024.0"),
+    # bfloat16 weights
+    FP16_WEIGHTS.replace(".half()", ".to(torch.bfloat16)"),
+])
+def test_amp209_silent(source):
+    assert only("AMP209", source) == []

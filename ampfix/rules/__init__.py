@@ -16,6 +16,7 @@ from ampfix.rules.amp205_scaler_recreated import ScalerRecreated
 from ampfix.rules.amp206_checkpoint_without_scaler import CheckpointWithoutScaler
 from ampfix.rules.amp207_scaler_with_bfloat16 import ScalerWithBfloat16
 from ampfix.rules.amp208_float16_without_scaler import Float16WithoutScaler
+from ampfix.rules.amp209_float16_weights import Float16Weights
 from ampfix.rules.amp301_accumulation_without_division import AccumulationWithoutDivision
 from ampfix.rules.amp302_per_microbatch_scaler_calls import PerMicrobatchScalerCalls
 from ampfix.rules.amp303_per_microbatch_zero_grad import PerMicrobatchZeroGrad
@@ -41,6 +42,7 @@ _RULE_CLASSES: list[type[Rule]] = [
     CheckpointWithoutScaler,
     ScalerWithBfloat16,
     Float16WithoutScaler,
+    Float16Weights,
     AccumulationWithoutDivision,
     PerMicrobatchScalerCalls,
     PerMicrobatchZeroGrad,
