@@ -5,7 +5,7 @@ A rule receives a ``ModuleContext`` and asks it questions instead of re-walking 
 - ``ctx.semantic``            scopes, import aliases, qualified names (ampfix.semantic)
 - ``ctx.references(names)``   every reference to those qualified names, in source order
 - ``ctx.compat_context(node)`` whether node sits in version-compatibility code
-- ``ctx.training``            the training-loop model (ampfix.model)
+- ``ctx.training``            the training-loop model (ampfix.training.model)
 - ``ctx.torch_module(node)``  how to spell ``torch`` at node, with the import edit if missing
 """
 
@@ -22,9 +22,23 @@ from ampfix.semantic import Scope, SemanticModel
 from ampfix.source import Locator
 
 if TYPE_CHECKING:
-    from ampfix.model import TrainingModel
-    from ampfix.rules.base import Rule
-    from ampfix.settings import Settings
+    from typing import Protocol
+
+    class Reporting(Protocol):
+        """What a diagnostic needs of the rule that reports it (a rule of ampfix.rules)."""
+
+        code: str
+        name: str
+
+    class RuleSettings(Protocol):
+        """The settings rules read (ampfix.settings.Settings is one; typed here because the
+        settings validate rule codes, so they import the rules, which import this module)."""
+
+        default_device: str
+        amp_dtype: Optional[str]
+        target_torch: tuple
+
+    from ampfix.training.model import TrainingModel  # built lazily: context -> training -> program
 
 
 @dataclass(frozen=True)
@@ -67,7 +81,7 @@ FALLBACK = "fallback"  # the old-API fallback of a probe: reported, never fixed
 
 
 class ModuleContext:
-    def __init__(self, path: str, text: str, tree: ast.Module, settings: "Settings"):
+    def __init__(self, path: str, text: str, tree: ast.Module, settings: "RuleSettings"):
         self.path = path
         self.text = text
         self.tree = tree
@@ -97,7 +111,7 @@ class ModuleContext:
 
     @cached_property
     def training(self) -> "TrainingModel":
-        from ampfix.model import TrainingModel
+        from ampfix.training.model import TrainingModel  # built lazily: context -> training -> program
 
         return TrainingModel.build(self)
 
@@ -221,7 +235,7 @@ class ModuleContext:
         return Edit.insert(len(self.text), newline + statement)
 
     def diagnostic(
-        self, rule: "Rule", node: ast.AST, message: str, fix: Optional[Fix] = None,
+        self, rule: "Reporting", node: ast.AST, message: str, fix: Optional[Fix] = None,
         evidence: Iterable[tuple[ast.AST, str]] = (),
     ) -> Diagnostic:
         """A finding at node; ``evidence`` is (node, note) for each event that makes it true."""

@@ -23,8 +23,7 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Diagnostic
 from ampfix.fixer import apply_fixes
 from ampfix.imports import remove_unused_imports
-from ampfix.prefilter import prefilter_for
-from ampfix.rules import ENGINE_CODES, RULES
+from ampfix.rules import ENGINE_CODES, RULES, prefilter_for
 from ampfix.settings import Settings
 from ampfix.source import Locator
 from ampfix.suppression import parse_suppressions

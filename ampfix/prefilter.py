@@ -22,7 +22,16 @@ import re
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
-    from ampfix.rules.base import Rule
+    from typing import Protocol
+
+    class Prefiltered(Protocol):
+        """What the prefilter needs of a rule (ampfix.rules.base.Rule is one): typed here so the
+        rules import the prefilter and not the other way round."""
+
+        code: str
+        triggers: tuple[bytes, ...]
+
+        def may_fire(self, file: "FileBytes") -> bool: ...
 
 _AMP_WORD_END = re.compile(rb"amp\b")
 _SCALER_STEP = re.compile(rb"(?i)scaler\s*\.\s*step\s*\(")
@@ -76,7 +85,7 @@ def _method_call(method: str) -> re.Pattern:
 
 
 # The necessary conditions rules share. Each mirrors how the training-loop model recognises the
-# thing (ampfix/model.py); change them together.
+# thing (ampfix/training/model.py); change them together.
 
 
 def may_backward(file: FileBytes) -> bool:
@@ -144,7 +153,7 @@ def _names_amp_word(data: bytes) -> bool:
 class Prefilter:
     """The two-stage prefilter for one set of selected rules."""
 
-    def __init__(self, rules: list["Rule"]):
+    def __init__(self, rules: list["Prefiltered"]):
         rules = [rule for rule in rules if rule.triggers]
         tokens = sorted({t for rule in rules for t in rule.triggers}, key=len)
         kept: list[bytes] = []
@@ -174,15 +183,3 @@ class Prefilter:
                     if first_only and decided[rule.code]:
                         return {rule.code}
         return {code for code, fires in decided.items() if fires}
-
-
-_PREFILTERS: dict[frozenset, Prefilter] = {}
-
-
-def prefilter_for(codes: frozenset) -> Prefilter:
-    found = _PREFILTERS.get(codes)
-    if found is None:
-        from ampfix.rules import RULES
-
-        found = _PREFILTERS[codes] = Prefilter([RULES[code] for code in sorted(codes)])
-    return found

@@ -8,9 +8,9 @@ import textwrap
 import pytest
 
 import ampfix
+from ampfix.rules import prefilter_for
 from ampfix import engine
 from ampfix.engine import may_fire
-from ampfix.prefilter import prefilter_for
 from ampfix.settings import Settings
 
 SETTINGS = Settings()

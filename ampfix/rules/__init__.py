@@ -24,6 +24,7 @@ from ampfix.rules.amp401_backward_in_autocast import BackwardInAutocast
 from ampfix.rules.amp402_bce_in_autocast import BceInAutocast
 from ampfix.rules.amp501_fp32_training_loop import Fp32TrainingLoop
 from ampfix.rules.amp502_manual_gradient_scaling import ManualGradientScaling
+from ampfix.prefilter import Prefilter
 from ampfix.rules.base import Rule
 
 _RULE_CLASSES: list[type[Rule]] = [
@@ -58,3 +59,14 @@ ENGINE_CODES = frozenset({"AMP001", "AMP002"})
 
 def get_rule(code: str) -> Rule | None:
     return RULES.get(code.upper())
+
+
+_PREFILTERS: dict[frozenset, Prefilter] = {}
+
+
+def prefilter_for(codes: frozenset) -> Prefilter:
+    """The prefilter of these selected rules (built once per selection)."""
+    found = _PREFILTERS.get(codes)
+    if found is None:
+        found = _PREFILTERS[codes] = Prefilter([RULES[code] for code in sorted(codes)])
+    return found

@@ -12,7 +12,7 @@ from typing import Optional
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Edit
 from ampfix.edits import has_multiline_string, line_span, owns_lines, parent_body, reindent
-from ampfix.model import Event, StepFunction
+from ampfix.training.model import Event, StepFunction
 from ampfix.semantic import dotted_name
 
 _DATA_MOVES = frozenset({"to", "cuda", "cpu", "float", "half", "long", "contiguous", "non_blocking"})
@@ -215,7 +215,7 @@ def module_manages_precision(ctx: ModuleContext) -> bool:
     model = ctx.training
     if model.regions or model.uses_scaler():
         return True
-    from ampfix.model import AUTOCASTS
+    from ampfix.training.model import AUTOCASTS
 
     return bool(ctx.references(AUTOCASTS | _APEX)) or bool(model.autocast_names)
 

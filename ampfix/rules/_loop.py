@@ -6,7 +6,7 @@ import ast
 from typing import Optional
 
 from ampfix.context import ModuleContext
-from ampfix.model import SCALER_STEP, Event, StepFunction
+from ampfix.training.model import SCALER_STEP, Event, StepFunction
 
 
 def text(ctx: ModuleContext, node: Optional[ast.AST]) -> Optional[str]:

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Edit
 from ampfix.edits import insert_after, insert_before
-from ampfix.model import CLIP, OPT_STEP, Event, StepFunction
+from ampfix.training.model import CLIP, OPT_STEP, Event, StepFunction
 from ampfix.rules._loop import loops_of
 
 SCALER_NAMES = ("scaler", "grad_scaler", "amp_scaler")

@@ -29,7 +29,7 @@ from typing import Iterator, Optional
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import insert_after, insert_before, line_span, owns_lines
-from ampfix.model import BACKWARD, OPT_STEP, Event, encloses
+from ampfix.training.model import BACKWARD, OPT_STEP, Event, encloses
 from ampfix.prefilter import FileBytes
 from ampfix.rules._conversion import forward_statements, infer_device, wrap_in_autocast
 from ampfix.rules.base import FIX_UNSAFE, Rule

@@ -7,7 +7,7 @@ from typing import Iterator
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.edits import delete_statement, insert_after, parent_body
-from ampfix.model import BACKWARD, SCALER_STEP, UNKNOWN, UPDATE
+from ampfix.training.model import BACKWARD, SCALER_STEP, UNKNOWN, UPDATE
 from ampfix.rules._loop import at, created
 from ampfix.prefilter import FileBytes, may_step_scaler
 from ampfix.rules.base import FIX_SAFE, Rule

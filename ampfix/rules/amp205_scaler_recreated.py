@@ -9,7 +9,7 @@ from typing import Iterator
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.edits import delete_statement, insert_before, parent_body, statement_text, indentation
-from ampfix.model import BACKWARD, CREATE, OPT_STEP, SCALER_STEP
+from ampfix.training.model import BACKWARD, CREATE, OPT_STEP, SCALER_STEP
 from ampfix.program.calls import resolve as resolve_call
 from ampfix.rules._loop import loops_of
 from ampfix.rules.base import FIX_UNSAFE, Rule

@@ -7,7 +7,7 @@ from typing import Iterator
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
-from ampfix.model import CREATE
+from ampfix.training.model import CREATE
 from ampfix.rules.base import FIX_UNSAFE, Rule
 
 

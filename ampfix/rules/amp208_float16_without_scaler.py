@@ -8,7 +8,7 @@ from typing import Iterator, Optional
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
-from ampfix.model import AUTOCASTS, BACKWARD, OPT_STEP, AutocastRegion
+from ampfix.training.model import AUTOCASTS, BACKWARD, OPT_STEP, AutocastRegion
 from ampfix.rules._loop import at
 from ampfix.prefilter import FileBytes, may_backward
 from ampfix.rules._protocol import add_scaler_protocol, protocol_anchor

@@ -7,7 +7,7 @@ from typing import Iterator, Optional
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Diagnostic
-from ampfix.model import BACKWARD, OPT_STEP, SCALER_STEP, Event, StepFunction
+from ampfix.training.model import BACKWARD, OPT_STEP, SCALER_STEP, Event, StepFunction
 from ampfix.prefilter import FileBytes, may_train_step
 from ampfix.program.values import assignments
 from ampfix.rules._loop import at

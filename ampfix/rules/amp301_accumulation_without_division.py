@@ -9,7 +9,7 @@ from typing import Iterator, Optional
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import receiver_range
-from ampfix.model import BACKWARD, OPT_STEP, SCALER_STEP, ZERO_GRAD, Event, StepFunction
+from ampfix.training.model import BACKWARD, OPT_STEP, SCALER_STEP, ZERO_GRAD, Event, StepFunction
 from ampfix.prefilter import FileBytes, may_backward, may_step
 from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_SOMETIMES, Rule

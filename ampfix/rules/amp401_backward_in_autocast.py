@@ -8,7 +8,7 @@ from typing import Iterator
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import line_span, owns_lines, reindent, has_multiline_string
-from ampfix.model import BACKWARD
+from ampfix.training.model import BACKWARD
 from ampfix.prefilter import FileBytes, may_backward
 from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_SOMETIMES, Rule

@@ -7,7 +7,7 @@ from typing import Iterator, Optional
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
-from ampfix.model import BACKWARD, OPT_STEP, StepFunction, encloses
+from ampfix.training.model import BACKWARD, OPT_STEP, StepFunction, encloses
 from ampfix.prefilter import FileBytes, may_train_step
 from ampfix.rules._conversion import autocast_conversion, infer_device, module_manages_precision
 from ampfix.rules.amp502_manual_gradient_scaling import gradient_rescales, scaled_loss_factor

@@ -21,7 +21,7 @@ from typing import Iterator, Optional
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import delete_statement, parent_body, receiver_range
-from ampfix.model import BACKWARD, Event, StepFunction, encloses
+from ampfix.training.model import BACKWARD, Event, StepFunction, encloses
 from ampfix.prefilter import FileBytes, may_backward
 from ampfix.rules._conversion import autocast_conversion, infer_device
 from ampfix.rules._loop import loops_of

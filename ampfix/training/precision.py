@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 
 from ampfix.program.values import assignments
 
-from ampfix.model import BACKWARD, OPT_STEP
+from ampfix.training.model import BACKWARD, OPT_STEP
 
 if TYPE_CHECKING:
-    from ampfix.context import ModuleContext
-    from ampfix.model import StepFunction
+    from ampfix.program.module import ModuleSource
+    from ampfix.training.model import StepFunction
 
 _TEST_FILE = re.compile(r"(^test_.*|.*_test|^conftest|^tests?)\.py$")
 _TEST_DIRS = frozenset({"test", "tests", "testing", "unittests"})
@@ -35,7 +35,7 @@ _RANDOM_DATA = frozenset({"rand", "randn", "randint", "randn_like", "rand_like"}
 _RL = re.compile(r"^\s*(import|from)\s+(gym|gymnasium)\b", re.M)
 
 
-def is_test_code(ctx: "ModuleContext", fn: "StepFunction") -> bool:
+def is_test_code(ctx: "ModuleSource", fn: "StepFunction") -> bool:
     """A unit test: a test file or folder, a ``test_*`` function, a ``Test*`` class or a TestCase."""
     parts = ctx.path.replace("\\", "/").split("/")
     if _TEST_FILE.match(parts[-1]) or _TEST_DIRS & set(parts[:-1]):
@@ -52,7 +52,7 @@ def is_test_code(ctx: "ModuleContext", fn: "StepFunction") -> bool:
     return False
 
 
-def runs_on_accelerator(ctx: "ModuleContext") -> bool:
+def runs_on_accelerator(ctx: "ModuleSource") -> bool:
     """Whether the module may train on an accelerator: it names one (``"cuda"``, ``.cuda()``,
     ``torch.accelerator``), or moves tensors to a device decided elsewhere (a parameter, a
     command-line option). A module whose only device is ``"cpu"``, or that never moves a tensor,
@@ -69,7 +69,7 @@ def runs_on_accelerator(ctx: "ModuleContext") -> bool:
     return False
 
 
-def _may_be_accelerator(ctx: "ModuleContext", target: ast.AST) -> bool:
+def _may_be_accelerator(ctx: "ModuleSource", target: ast.AST) -> bool:
     if not isinstance(target, (ast.Name, ast.Attribute)) or _DTYPE_NAME.search(ctx.segment(target)):
         return False
     if (ctx.semantic.qualified_name(target) or "").startswith("torch."):
@@ -87,13 +87,13 @@ def _is_cpu(value: ast.AST) -> bool:
 _DTYPE_NAME = re.compile(r"dtype|float|half|long|int\b", re.I)
 
 
-def precision_managed(ctx: "ModuleContext") -> bool:
+def precision_managed(ctx: "ModuleSource") -> bool:
     """Low-precision weights, an FSDP/DeepSpeed precision policy, fp16/bf16 options or a hand-made
     loss scaling: the module chose its precision; an autocast on top would fight it."""
     return bool(_MANAGED.search(ctx.text))
 
 
-def trains_on_random_data(ctx: "ModuleContext", fn: "StepFunction") -> bool:
+def trains_on_random_data(ctx: "ModuleSource", fn: "StepFunction") -> bool:
     """An API demo: every iteration feeds fresh random tensors, and no loop iterates over data
     (``for i in range(10): out = model(torch.rand(20, 10))``; a single step on ``torch.randn``).
     A fixed random dataset made once before the loop is ordinary (synthetic) training."""
@@ -127,7 +127,7 @@ def _own_nodes(scope: ast.AST):
         todo.extend(ast.iter_child_nodes(node))
 
 
-def optimizes_inputs(ctx: "ModuleContext", fn: "StepFunction") -> bool:
+def optimizes_inputs(ctx: "ModuleSource", fn: "StepFunction") -> bool:
     """The optimizer updates tensors, not a model's weights (GAN inversion, adversarial inputs,
     style transfer on latents): ``optim.Adam([latent] + noises)``, with no ``.parameters()``."""
     optimizers = {e.receiver for e in fn.of(OPT_STEP) if e.receiver}
@@ -155,12 +155,12 @@ def _built_from_tensors(value: ast.AST) -> bool:
     )
 
 
-def reinforcement_learning(ctx: "ModuleContext") -> bool:
+def reinforcement_learning(ctx: "ModuleSource") -> bool:
     """Policy-gradient toys on gym environments: tiny networks, CPU-bound by the environment."""
     return bool(_RL.search(ctx.text))
 
 
-def candidate_reasons(ctx: "ModuleContext", fn: "StepFunction") -> list[str]:
+def candidate_reasons(ctx: "ModuleSource", fn: "StepFunction") -> list[str]:
     """Why this step is not an fp32 loop to convert (empty: it is a candidate)."""
     reasons = []
     if is_test_code(ctx, fn):

@@ -43,7 +43,7 @@ from ampfix.program.flow import build as build_flow
 from ampfix.semantic import dotted_name
 
 if TYPE_CHECKING:
-    from ampfix.context import ModuleContext
+    from ampfix.program.module import ModuleSource
 
 BACKWARD, SCALE, UNSCALE, CLIP = "backward", "scale", "unscale", "clip"
 OPT_STEP, SCALER_STEP, UPDATE, ZERO_GRAD, CREATE = "opt_step", "scaler_step", "update", "zero_grad", "create"
@@ -251,7 +251,7 @@ class Accumulation:
 
 
 class TrainingModel:
-    def __init__(self, ctx: "ModuleContext"):
+    def __init__(self, ctx: "ModuleSource"):
         self.ctx = ctx
         self.functions: list[StepFunction] = []
         self.scalers: set[str] = set()
@@ -270,7 +270,7 @@ class TrainingModel:
     # -- construction ---------------------------------------------------------------------
 
     @classmethod
-    def build(cls, ctx: "ModuleContext") -> "TrainingModel":
+    def build(cls, ctx: "ModuleSource") -> "TrainingModel":
         model = cls(ctx)
         model._collect_roles()
         model._collect_regions()

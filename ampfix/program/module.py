@@ -1,0 +1,25 @@
+"""What the analysis layers need of a module: its tree, text and semantic table.
+
+``ampfix.context.ModuleContext`` provides it (and more, for rules); the program and training
+layers are typed against this protocol so that imports run one way: context -> training ->
+program, never back.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any, Protocol
+
+from ampfix.semantic import SemanticModel
+
+
+class ModuleSource(Protocol):
+    path: str
+    text: str
+    tree: ast.Module
+    settings: Any  # ampfix.settings.Settings (default device, AMP dtype)
+
+    @property
+    def semantic(self) -> SemanticModel: ...
+
+    def segment(self, node: ast.AST) -> str: ...
