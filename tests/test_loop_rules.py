@@ -257,6 +257,7 @@ def test_amp207_bf16_scaler():
     scaler = torch.amp.GradScaler("cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         loss = model(x)
+    scaler.scale(loss).backward()
     """)
     assert only("AMP207", source) == ["AMP207"]
     assert 'torch.amp.GradScaler("cuda", enabled=False)' in fixed(source, unsafe=True)
@@ -269,6 +270,7 @@ def test_amp207_bf16_scaler():
     loop("scaler = torch.amp.GradScaler()\nwith torch.autocast('cuda', dtype=amp_dtype):\n    pass\n"),
 ])
 def test_amp207_silent(source):
+    source = source + "scaler.scale(loss).backward()\n"
     assert only("AMP207", source) == []
 
 

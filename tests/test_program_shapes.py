@@ -432,3 +432,24 @@ def test_a_helpers_own_condition_correlates_with_the_callers():
     assert diagnostics(source, "AMP201") == []
     no_unscale = source.replace("                scaler.unscale_(optimizer)\n", "")
     assert len(diagnostics(no_unscale, "AMP201")) == 1
+
+
+# -- 4. per-step facts: a bfloat16 step elsewhere in the file says nothing of this scaler's step -------
+
+def test_amp207_judges_the_steps_that_use_the_scaler():
+    source = """
+        def finetune(model, x):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                model(x).sum().backward()
+
+        def train(model, x):
+            scaler = torch.amp.GradScaler("cuda")
+            with torch.autocast("cuda", dtype=torch.float16):
+                loss = model(x).sum()
+            scaler.scale(loss).backward()
+    """
+    assert diagnostics(source, "AMP207") == []  # its own step is float16
+    # the scaler's step in bfloat16, an unrelated float16 step elsewhere: the scaler is still useless
+    swapped = source.replace("torch.float16", "FP16").replace("torch.bfloat16", "torch.float16")
+    swapped = swapped.replace("FP16", "torch.bfloat16")
+    assert len(diagnostics(swapped, "AMP207")) == 1

@@ -7,25 +7,28 @@ from typing import Iterator
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
-from ampfix.training.model import CREATE
+from ampfix.rules._loop import at
+from ampfix.semantic import dotted_name
+from ampfix.training.model import BACKWARD, CREATE
 from ampfix.rules.base import FIX_UNSAFE, Rule
+
+
+def _bfloat16(ctx: ModuleContext, region) -> bool:
+    return region.call is not None and region.dtype is not None and (
+        ctx.semantic.qualified_name(region.dtype) == "torch.bfloat16"
+    )
 
 
 class ScalerWithBfloat16(Rule):
     code = "AMP207"
     name = "scaler-with-bfloat16"
-    summary = "`GradScaler` used while every autocast region runs in bfloat16"
+    summary = "`GradScaler` used by steps whose autocast regions all run in bfloat16"
     triggers = (b"GradScaler",)
     requires = (b"bfloat16", b"autocast")
     fix_safety = FIX_UNSAFE
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training
-        regions = [r for r in model.regions if r.call is not None]
-        if not regions or len(regions) != len(model.regions):
-            return  # some region's dtype is unknown
-        if not all(r.dtype is not None and ctx.semantic.qualified_name(r.dtype) == "torch.bfloat16" for r in regions):
-            return
         for fn in model.functions:
             for create in fn.of(CREATE):
                 enabled = next((k.value for k in create.call.keywords if k.arg == "enabled"), None)
@@ -33,11 +36,39 @@ class ScalerWithBfloat16(Rule):
                     continue  # enabled=(dtype == "float16"): already conditional
                 if len(create.call.args) >= 5 or any(k.arg is None for k in create.call.keywords):
                     continue
+                regions = self._regions_of_its_steps(ctx, fn, create)
+                if not regions or not all(_bfloat16(ctx, r) for r in regions):
+                    continue  # some step's precision is unknown, or float16
                 message = (
                     "`GradScaler` with bfloat16 autocast: bfloat16 has float32's exponent range, so loss scaling "
                     "never changes the result and only costs time; disable or remove the scaler"
                 )
-                yield ctx.diagnostic(self, create.call, message, self._fix(ctx, create.call, enabled))
+                evidence = [at(r.entry, "autocast region in bfloat16") for r in regions[:3]]
+                yield ctx.diagnostic(self, create.call, message, self._fix(ctx, create.call, enabled), evidence)
+
+    @staticmethod
+    def _regions_of_its_steps(ctx: ModuleContext, creator, create) -> list:
+        """The autocast regions that reach a backward this scaler scales, in every function that
+        uses it (per step, not per file); empty when one of its backwards is under no region the
+        model sees, or the scaler is not used in this module."""
+        model = ctx.training
+        stmt = create.stmt
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
+        names = {dotted_name(t) for t in targets if t is not None} - {None}
+        keys = {model.object_key(creator, n) for n in names}
+        found = []
+        for fn in model.functions:
+            for backward in fn.of(BACKWARD, calls=True):
+                if not backward.scaled or model.object_key(fn, backward.scaler) not in keys:
+                    continue
+                reaching = [
+                    r for r in model.regions_in(fn)
+                    if model.region_of(backward) is r or (r.entry is not None and fn.before(r.entry, backward))
+                ]
+                if not reaching:
+                    return []
+                found += [r for r in reaching if r not in found]
+        return found
 
     @staticmethod
     def _fix(ctx: ModuleContext, call: ast.Call, enabled) -> Fix:
