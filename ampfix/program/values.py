@@ -60,7 +60,7 @@ def assignments(semantic: SemanticModel, expr: ast.AST) -> list[ast.stmt]:
     if isinstance(expr, ast.Name):
         function = enclosing_function(semantic, expr)
         local = [s for s in _assigning(semantic, expr, function)] if function is not None else []
-        if local and not _declared_global(function, expr.id):
+        if local and not _declared_global(semantic, function, expr.id):
             return local
         return [s for s in _assigning(semantic, expr, None) if enclosing_function(semantic, s) is None]
     if _is_self_field(expr):
@@ -76,8 +76,9 @@ def assignments(semantic: SemanticModel, expr: ast.AST) -> list[ast.stmt]:
     return []
 
 
-def _declared_global(function: ast.AST, name: str) -> bool:
-    return any(isinstance(n, ast.Global) and name in n.names for n in ast.walk(function))
+def _declared_global(semantic: SemanticModel, function: ast.AST, name: str) -> bool:
+    scope = semantic.scopes.get(function)
+    return scope is not None and name in scope.global_names
 
 
 def _assigning(semantic: SemanticModel, expr: ast.AST, within: Optional[ast.AST]):

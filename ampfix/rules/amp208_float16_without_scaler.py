@@ -131,19 +131,10 @@ class Float16WithoutScaler(Rule):
         name = dotted_name(expr)
         if name is None:
             return ctx.segment(expr)
-        texts = [ctx.segment(n.value) for n in ctx.semantic.nodes(ast.Assign)
-                 if any(dotted_name(t) == name for t in n.targets)]
-        if texts and all(dotted_name(ast.parse(t, mode="eval").body) is None for t in texts if _parses(t)):
-            return " ".join(texts)
+        values = [n.value for n in ctx.semantic.nodes(ast.Assign) if any(dotted_name(t) == name for t in n.targets)]
+        if values and all(dotted_name(v) is None for v in values):
+            return " ".join(ctx.segment(v) for v in values)
         return ctx.text if _FP16.search(ctx.text) else ctx.segment(expr)
-
-
-def _parses(text: str) -> bool:
-    try:
-        ast.parse(text, mode="eval")
-        return True
-    except SyntaxError:
-        return False
 
 
 def _statement_of(ctx: ModuleContext, node: ast.stmt, fn) -> ast.stmt:

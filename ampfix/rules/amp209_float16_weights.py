@@ -36,7 +36,7 @@ class Float16Weights(Rule):
             return
         for fn in model.functions:
             for step in fn.of(OPT_STEP, SCALER_STEP):
-                optimizer = step.receiver if step.kind == OPT_STEP else dotted_name(step.arg) if step.arg else None
+                optimizer = step.call.func.value if step.kind == OPT_STEP else step.arg
                 converted = self._converted_model(ctx, fn, optimizer, step, conversions)
                 if converted is None:
                     continue
@@ -50,7 +50,7 @@ class Float16Weights(Rule):
                 ]
                 if step.kind == SCALER_STEP:
                     message = (
-                        f"`{step.receiver}.step({optimizer})` on float16 parameters: GradScaler cannot unscale "
+                        f"`{step.receiver}.step({ctx.segment(optimizer)})` on float16 parameters: GradScaler cannot unscale "
                         f"float16 gradients and raises `Attempting to unscale FP16 gradients` at the first step; "
                         f"keep `{network}` in float32 and use `torch.autocast`"
                     )
@@ -64,12 +64,12 @@ class Float16Weights(Rule):
                     yield ctx.diagnostic(self, step.call, message, None, [*evidence, at(step, "stepped unscaled")])
 
     @staticmethod
-    def _converted_model(ctx, fn: StepFunction, optimizer: Optional[str], step: Event, conversions):
+    def _converted_model(ctx, fn: StepFunction, optimizer: Optional[ast.expr], step: Event, conversions):
         """(model name, conversion node) when ``optimizer`` is built from the parameters of a model
         that this function converts to float16 before the step (on a path that runs)."""
         if optimizer is None:
             return None
-        for statement in assignments(ctx.semantic, ast.parse(optimizer, mode="eval").body):
+        for statement in assignments(ctx.semantic, optimizer):
             value = getattr(statement, "value", None)
             if not isinstance(value, ast.Call) or not value.args:
                 continue

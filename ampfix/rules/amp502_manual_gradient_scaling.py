@@ -31,6 +31,11 @@ from ampfix.program.values import assignments
 from ampfix.semantic import dotted_name
 
 # `p.grad *= c`, `p.grad /= c`, `p.grad.mul_(c)`, `p.grad.data.div_(c)`: what the rule detects
+# `(loss * 1024.).backward()`, `(65536 * loss).backward()`: a literal of 8 or more multiplied
+# into the loss on the backward's own line
+_LITERAL_FACTOR = re.compile(
+    rb"(?:(?<!\*)\*\s*\(?\s*(?:[1-9]\d|[89]\b|2\s*\*\*)|\b(?:[1-9]\d+|[89])\.?\d*\s*\*(?!\*))[^\n]*\.backward\s*\("
+)
 _GRAD_RESCALE = re.compile(rb"\.grad(?:\.data)?\s*(?:\*=|/=|\.(?:mul|div)_\()")
 
 
@@ -44,8 +49,10 @@ class ManualGradientScaling(Rule):
 
     @classmethod
     def may_fire(cls, file: FileBytes) -> bool:
-        # the scale is decided from its value (a literal `1024.0` has no name): no name token to require
-        return may_backward(file) or (file.has(b".grad") and file.matches(_GRAD_RESCALE))
+        # the factor is named for a scale (`loss_scale`, `self.cur_scale`) or a literal (`* 1024.`,
+        # `* 2 ** 16`); whether it is a *precision* scale is then decided from its value
+        named_or_literal = file.has(b"scale", b"Scale", b"SCALE", b"scaling", b"Scaling") or file.matches(_LITERAL_FACTOR)
+        return (named_or_literal and may_backward(file)) or (file.has(b".grad") and file.matches(_GRAD_RESCALE))
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training
@@ -215,6 +222,7 @@ def _is_log_scale(expr: ast.AST) -> bool:
 def scaled_loss_factor(ctx: ModuleContext, fn: StepFunction, backward: Event) -> Optional[ast.AST]:
     """The scale in `(loss * S).backward()` or `scaled = loss * S; scaled.backward()`."""
     expr = backward.arg
+    through_name = isinstance(expr, ast.Name) and not _SCALE_NAME.search(expr.id)
     if isinstance(expr, ast.Name):
         values = [
             n.value for n in ctx.semantic.nodes(ast.Assign)
@@ -224,9 +232,21 @@ def scaled_loss_factor(ctx: ModuleContext, fn: StepFunction, backward: Event) ->
         expr = values[-1] if values else None
     if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mult):
         for side in (expr.right, expr.left):
-            if _mentions_scale(ctx, side) and not _mentions_scale_loss_name(side):
+            if _named_or_literal(side, through_name) and _mentions_scale(ctx, side) and not _mentions_scale_loss_name(side):
                 return side
     return None
+
+
+def _named_or_literal(side: ast.AST, through_name: bool) -> bool:
+    """A factor the rule looks at (the prefilter's condition): named for a scale, or a literal in
+    the backward's own expression or in a value named for a scale (``scaled = loss * 1024``)."""
+    if isinstance(side, (ast.Constant, ast.BinOp)):
+        return not through_name  # 1024.0, 2 ** 16
+    name = side.id if isinstance(side, ast.Name) else side.attr if isinstance(side, ast.Attribute) else ""
+    return bool(_SCALE_NAME.search(name))
+
+
+_SCALE_NAME = re.compile(r"scale|scaling", re.I)
 
 
 def _mentions_scale_loss_name(side: ast.AST) -> bool:

@@ -136,8 +136,19 @@ class StepFunction:
     def __init__(self, node: ast.AST):
         self.node = node
         self.events: list[Event] = []  # what this function's own statements do
-        self.call_events: list[Event] = []  # what its calls do (resolved callees, unknown calls)
+        self._call_events: Optional[list[Event]] = None
+        self._summarise: Optional[object] = None  # the model's call-event pass, run on first use
         self._flow: Optional[FlowGraph] = None
+
+    @property
+    def call_events(self) -> list[Event]:
+        """What its calls do (resolved callees, unknown calls handed a scaler): computed for the
+        whole module on first use, since most files' rules never ask."""
+        if self._call_events is None:
+            self._call_events = []
+            if self._summarise is not None:
+                self._summarise()
+        return self._call_events
 
     def of(self, *kinds: str, calls: bool = False) -> list[Event]:
         """This function's events of ``kinds``; with ``calls``, also those its calls perform
@@ -229,10 +240,24 @@ class _Substitute(ast.NodeTransformer):
         return node
 
 
+_LOCALS: dict[int, tuple[ast.AST, set, set]] = {}
+
+
+def _locals_of(function: ast.AST) -> tuple[set, set]:
+    """(parameter names, assigned names) of a function, memoized (a callee is read once per call)."""
+    cached = _LOCALS.get(id(function))
+    if cached is None or cached[0] is not function:
+        params = {a.arg for a in ast.walk(function.args) if isinstance(a, ast.arg)}
+        stored = {n.id for n in ast.walk(function) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        if len(_LOCALS) > 4096:
+            _LOCALS.clear()
+        cached = _LOCALS[id(function)] = (function, params, stored)
+    return cached[1], cached[2]
+
+
 def _in_caller_names(test: ast.AST, callee: ast.AST, bound: dict, receiver: Optional[ast.AST]) -> Optional[ast.AST]:
     """``test`` read at the call, or None when it depends on the callee's own locals."""
-    params = {a.arg for a in ast.walk(callee.args) if isinstance(a, ast.arg)}
-    stored = {n.id for n in ast.walk(callee) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    params, stored = _locals_of(callee)
     for name in {n.id for n in ast.walk(test) if isinstance(n, ast.Name)}:
         if name in stored or (name in params and name not in bound and name != "self"):
             return None
@@ -261,6 +286,11 @@ class TrainingModel:
         self._region_by_with: dict[int, AutocastRegion] = {}
         self._regions_by_owner: dict[int, list[AutocastRegion]] = {}
         self.creations: list[Event] = []
+        self._calls_by_owner: Optional[dict[int, list[ast.Call]]] = None
+        self._defined_names: Optional[set[str]] = None
+        # is_scaler accepts a known scaler, or a name ending in "scaler" (any case): without either
+        # in the module, no call is handed one
+        self._scaler_text = "caler" in ctx.text or "CALER" in ctx.text
         # names bound by imports (``from torch.nn.utils import clip_grad_norm_ as clip``)
         self._imported_names = {
             name for scope in ctx.semantic.scopes.values() for name, bindings in scope.bindings.items()
@@ -275,7 +305,8 @@ class TrainingModel:
         model._collect_roles()
         model._collect_regions()
         model._collect_events()
-        model._collect_call_events()
+        for function in model.functions:
+            function._summarise = model._collect_call_events
         return model
 
     def _qualified(self, expr: ast.AST) -> Optional[str]:
@@ -384,7 +415,10 @@ class TrainingModel:
             return summaries[key]
 
         for function in self.functions:
-            function.call_events = self._calls_of(function, by_node, summary, 0)
+            function._summarise = None
+            function._call_events = []
+        for function in self.functions:
+            function._call_events = self._calls_of(function, by_node, summary, 0)
 
     def _calls_of(self, function, by_node, summary, depth) -> list[Event]:
         found = []
@@ -392,7 +426,7 @@ class TrainingModel:
         for call in self.calls_in(function):
             if id(call) in event_calls:
                 continue
-            target = resolve_call(self.ctx.semantic, call)
+            target = resolve_call(self.ctx.semantic, call) if self._may_resolve(call) else None
             callee = by_node.get(id(target.function)) if target is not None else None
             if callee is None or callee is function:
                 scaler = self._scaler_handed_to(call)
@@ -412,6 +446,18 @@ class TrainingModel:
             for event in events:
                 found.append(self._as_call_event(event, call, placed, bound, receiver_text, target.function))
         return found
+
+    def _may_resolve(self, call: ast.Call) -> bool:
+        """A cheap filter before resolving: only a call named like a function or method of this
+        module (or, where a class of it defines ``__call__``, any plain-name call) can run one."""
+        if self._defined_names is None:
+            functions = self.ctx.semantic.nodes(ast.FunctionDef, ast.AsyncFunctionDef)
+            self._defined_names = {f.name for f in functions}
+        if isinstance(call.func, ast.Attribute):
+            return call.func.attr in self._defined_names
+        return isinstance(call.func, ast.Name) and (
+            call.func.id in self._defined_names or "__call__" in self._defined_names
+        )
 
     def _as_call_event(self, event: Event, call: ast.Call, placed, bound: dict, receiver_text, callee) -> Event:
         def caller_text(text: Optional[str]) -> Optional[str]:
@@ -446,6 +492,8 @@ class TrainingModel:
     def _scaler_handed_to(self, call: ast.Call) -> Optional[str]:
         """The scaler an unresolved call is handed (as an argument, or as the callee itself:
         ``loss_scaler(loss, optimizer)``), if any."""
+        if not (self.scalers or self._scaler_text):
+            return None  # no name in the module can be a scaler
         func = dotted_name(call.func)
         if self.is_scaler(func):
             return func
@@ -639,9 +687,12 @@ class TrainingModel:
 
     def calls_in(self, function: StepFunction) -> list[ast.Call]:
         """The calls of a function's own body (not of functions nested in it)."""
-        if function.node is self.ctx.tree:
-            return [c for c in self.ctx.semantic.nodes(ast.Call) if self._owner(c) is self.ctx.tree]
-        return [c for c in ast.walk(function.node) if isinstance(c, ast.Call) and self._owner(c) is function.node]
+        if self._calls_by_owner is None:
+            index: dict[int, list[ast.Call]] = {}
+            for call in self.ctx.semantic.nodes(ast.Call):
+                index.setdefault(id(self._owner(call)), []).append(call)
+            self._calls_by_owner = index
+        return self._calls_by_owner.get(id(function.node), [])
 
     def _owner(self, node: ast.AST) -> Optional[ast.AST]:
         for ancestor in self.ctx.semantic.ancestors(node):

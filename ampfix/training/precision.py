@@ -130,11 +130,10 @@ def _own_nodes(scope: ast.AST):
 def optimizes_inputs(ctx: "ModuleSource", fn: "StepFunction") -> bool:
     """The optimizer updates tensors, not a model's weights (GAN inversion, adversarial inputs,
     style transfer on latents): ``optim.Adam([latent] + noises)``, with no ``.parameters()``."""
-    optimizers = {e.receiver for e in fn.of(OPT_STEP) if e.receiver}
+    optimizers = [e.call.func.value for e in fn.of(OPT_STEP) if e.receiver]
     if not optimizers:
         return False
-    for name in optimizers:
-        expr = ast.parse(name, mode="eval").body
+    for expr in optimizers:
         values = [s.value for s in assignments(ctx.semantic, expr) if isinstance(s, ast.Assign)]
         if not values or not all(_built_from_tensors(v) for v in values):
             return False
