@@ -96,6 +96,7 @@ def to_dict(diag: Diagnostic) -> dict:
         "edit_locations": [[s.row, s.column, e.row, e.column] for s, e in diag.edit_locations],
         "fix": fix,
         "cell": diag.cell,
+        "fix_refused": diag.fix_refused,
         "evidence": [
             [n.start, n.end, n.message, s.row, s.column, e.row, e.column]
             for n, (s, e) in zip(diag.evidence, diag.evidence_locations)
@@ -119,6 +120,7 @@ def from_dict(data: dict, filename: str) -> Diagnostic:
     diag.location, diag.end_location = Position(row, column), Position(end_row, end_column)
     diag.edit_locations = tuple((Position(a, b), Position(c, d)) for a, b, c, d in data["edit_locations"])
     diag.cell = data.get("cell")
+    diag.fix_refused = data.get("fix_refused")
     evidence = data.get("evidence", [])
     diag.evidence = tuple(Note(a, b, message) for a, b, message, *_ in evidence)
     diag.evidence_locations = tuple((Position(r, c), Position(er, ec)) for *_, r, c, er, ec in evidence)

@@ -85,6 +85,7 @@ class Diagnostic:
     cell: Optional[int] = None
     evidence: tuple[Note, ...] = ()  # the events that make the finding true, in path order
     evidence_locations: tuple[tuple[Position, Position], ...] = ()  # filled in by the engine
+    fix_refused: Optional[str] = None  # a fix the engine did not apply, and why (fix closure)
 
     @property
     def fixable(self) -> bool:

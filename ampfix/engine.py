@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import re
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -74,29 +75,102 @@ def fix_source(
     settings: Optional[Settings] = None,
     unsafe_fixes: Optional[bool] = None,
 ) -> FixResult:
-    """Apply fixes to a fixed point. Raises FixError if a fix would break the code."""
+    """Apply fixes to a fixed point. Raises FixError if a fix would break the code.
+
+    Fix closure: after each pass the file is analysed again; fixes whose result has a loop
+    finding (AMP2xx-AMP5xx) the original file did not have (a conversion that adds a scaler but
+    not to the checkpoint: a new AMP206) are refused, code by code, and their findings stay,
+    reported with the reason instead of a fix."""
     settings = settings or Settings()
     codes = settings.enabled(path)
     allow_unsafe = settings.unsafe_fixes if unsafe_fixes is None else unsafe_fixes
     text = source
     fixed: list[Diagnostic] = []
+    refused: dict[tuple, str] = {}  # (code, message) -> why its fix was not applied
+    diagnostics = _analyse(text, path, settings, codes)
+    baseline = _loop_counts(diagnostics)
     for _ in range(MAX_FIX_PASSES):
-        diagnostics = _analyse(text, path, settings, codes)
-        fixable = [d for d in diagnostics if d.fix_applies(allow_unsafe)]
-        new_text, applied = apply_fixes(text, fixable)
+        fixable = [d for d in diagnostics if d.fix_applies(allow_unsafe) and _identity(d) not in refused]
+        new_text, applied = _apply(text, fixable)
         if not applied:
-            return FixResult(text, fixed, diagnostics)
-        orphans = set().union(*(d.fix.orphaned_imports for d in applied))
-        try:
-            parse_quietly(new_text)
-            new_text = remove_unused_imports(new_text, orphans)
-            parse_quietly(new_text)
-        except (SyntaxError, ValueError, RecursionError) as exc:
-            codes_used = ", ".join(sorted({d.code for d in applied}))
-            raise FixError(f"fix for {codes_used} produced invalid code ({exc}); file left unchanged") from None
-        text = new_text
+            return FixResult(text, fixed, _mark_refused(diagnostics, refused))
+        after = _analyse(new_text, path, settings, codes)
+        created = _created(after, baseline)
+        if created:
+            new_text, applied, after = _without_fixes_that_create_work(
+                text, fixable, baseline, refused, lambda t: _analyse(t, path, settings, codes)
+            )
+            if not applied:
+                return FixResult(text, fixed, _mark_refused(diagnostics, refused))
+        text, diagnostics = new_text, after
         fixed.extend(applied)
     raise FixError(f"fixes did not converge after {MAX_FIX_PASSES} passes; file left unchanged")
+
+
+_LOOP_CODES = ("AMP2", "AMP3", "AMP4", "AMP5")
+
+
+def _identity(diag: Diagnostic) -> tuple:
+    return diag.code, diag.message
+
+
+def _loop_counts(diagnostics: list[Diagnostic]) -> Counter:
+    return Counter(d.code for d in diagnostics if d.code.startswith(_LOOP_CODES))
+
+
+def _created(after: list[Diagnostic], baseline: Counter) -> list[str]:
+    """The loop codes the fixed text has more findings of than the original file."""
+    return sorted(code for code, count in _loop_counts(after).items() if count > baseline[code])
+
+
+def _apply(text: str, fixable: list[Diagnostic]) -> tuple[str, list[Diagnostic]]:
+    """Apply the fixes that fit together, tidy imports; raise FixError if the result does not parse."""
+    new_text, applied = apply_fixes(text, fixable)
+    if not applied:
+        return text, []
+    orphans = set().union(*(d.fix.orphaned_imports for d in applied))
+    try:
+        parse_quietly(new_text)
+        new_text = remove_unused_imports(new_text, orphans)
+        parse_quietly(new_text)
+    except (SyntaxError, ValueError, RecursionError) as exc:
+        codes_used = ", ".join(sorted({d.code for d in applied}))
+        raise FixError(f"fix for {codes_used} produced invalid code ({exc}); file left unchanged") from None
+    return new_text, applied
+
+
+def _without_fixes_that_create_work(text, fixable, baseline, refused, analyse):
+    """Try each rule's fixes of this pass alone; refuse a rule's fixes whose result has a new loop
+    finding, then apply the others together (and refuse them all if together they still do)."""
+    accepted = []
+    for code in sorted({d.code for d in fixable}):
+        group = [d for d in fixable if d.code == code]
+        trial, applied = _apply(text, group)
+        created = _created(analyse(trial), baseline) if applied else []
+        if created:
+            for diag in group:
+                refused[_identity(diag)] = f"its result would have a new finding ({', '.join(created)})"
+        else:
+            accepted += group
+    new_text, applied = _apply(text, accepted)
+    after = analyse(new_text) if applied else []
+    created = _created(after, baseline) if applied else []
+    if created:
+        for diag in accepted:
+            refused[_identity(diag)] = f"together with the other fixes its result has a new finding ({', '.join(created)})"
+        return text, [], []
+    return new_text, applied, after
+
+
+def _mark_refused(diagnostics: list[Diagnostic], refused: dict) -> list[Diagnostic]:
+    """Remaining findings whose fix was refused keep no fix, and say why."""
+    for diag in diagnostics:
+        reason = refused.get(_identity(diag))
+        if reason is not None and diag.fix is not None:
+            diag.fix_refused = f"{diag.fix.message}: not applied, {reason}"
+            diag.fix = None
+            diag.edit_locations = ()
+    return diagnostics
 
 
 def _analyse(text: str, path: str, settings: Settings, codes: frozenset, prefilter: bool = True) -> list[Diagnostic]:

@@ -59,6 +59,8 @@ def write_text(
         for note, (start, _) in zip(diag.evidence, diag.evidence_locations):
             cell = f"cell {diag.cell}:" if diag.cell is not None else ""
             out.write(f"  = evidence: {cell}{start.row}:{start.column}: {note.message}\n")
+        if diag.fix_refused is not None:
+            out.write(f"  = note: {diag.fix_refused}\n")
         if diag.fix is not None:
             note = "" if diag.fix.applicability is Applicability.SAFE else " (unsafe fix: may change runtime behavior)"
             out.write(f"  = help: {diag.fix.message}{note}\n")
@@ -112,6 +114,7 @@ def _json_record(diag: Diagnostic) -> dict:
         "location": {"row": diag.location.row, "column": diag.location.column},
         "end_location": {"row": diag.end_location.row, "column": diag.end_location.column},
         "fix": fix,
+        "fix_refused": diag.fix_refused,
         "evidence": [
             {
                 "message": note.message,
