@@ -83,14 +83,14 @@ class Notebook:
         diag.cell = cell
         diag.location = Position(diag.location.row - start + 1, diag.location.column)
         diag.end_location = Position(max(1, diag.end_location.row - start + 1), diag.end_location.column)
-        diag.edit_locations = tuple(
-            (Position(max(1, a.row - start + 1), a.column), Position(max(1, b.row - start + 1), b.column))
-            for a, b in diag.edit_locations
-        )
-        diag.evidence_locations = tuple(
-            (Position(max(1, a.row - start + 1), a.column), Position(max(1, b.row - start + 1), b.column))
-            for a, b in diag.evidence_locations
-        )
+        def in_cell(spans):
+            return tuple(
+                (Position(max(1, a.row - start + 1), a.column), Position(max(1, b.row - start + 1), b.column))
+                for a, b in spans
+            )
+
+        diag.edit_locations = in_cell(diag.edit_locations)
+        diag.evidence_locations = in_cell(diag.evidence_locations)
 
     def _cell_of(self, row: int):
         for position, start in reversed(list(enumerate(self.cell_starts))):
