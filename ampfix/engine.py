@@ -14,6 +14,7 @@ The pipeline for one file:
 from __future__ import annotations
 
 import ast
+import gc
 import re
 import warnings
 from collections import Counter
@@ -174,6 +175,19 @@ def _mark_refused(diagnostics: list[Diagnostic], refused: dict) -> list[Diagnost
 
 
 def _analyse(text: str, path: str, settings: Settings, codes: frozenset, prefilter: bool = True) -> list[Diagnostic]:
+    # The analysis of one file allocates a tree and its model and keeps them all alive to the
+    # end: the cyclic collector only re-scans them (on a 1.6 MB file it is 60% of the time).
+    # Paused for the file, resumed after, so what the file leaves behind is still collected.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _analyse_file(text, path, settings, codes, prefilter)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _analyse_file(text: str, path: str, settings: Settings, codes: frozenset, prefilter: bool) -> list[Diagnostic]:
     if prefilter:
         candidates = prefilter_for(codes).candidates(text.encode("utf-8", "surrogatepass"))
         if not candidates:
