@@ -68,6 +68,8 @@ def cli() -> None:
 @click.option("--select", multiple=True, help="Rule codes or prefixes to enable (AMP1, AMP101, ALL). Replaces the configured set.")
 @click.option("--ignore", multiple=True, help="Rule codes or prefixes to disable.")
 @click.option("--extend-select", multiple=True, help="Rule codes or prefixes to enable in addition.")
+@click.option("--extend-safe-fixes", multiple=True, help="Rule codes or prefixes whose fixes count as safe.")
+@click.option("--extend-unsafe-fixes", multiple=True, help="Rule codes or prefixes whose fixes count as unsafe.")
 @click.option(
     "--output-format",
     type=click.Choice(FORMATS),
@@ -96,6 +98,8 @@ def check(
     select: tuple[str, ...],
     ignore: tuple[str, ...],
     extend_select: tuple[str, ...],
+    extend_safe_fixes: tuple[str, ...],
+    extend_unsafe_fixes: tuple[str, ...],
     output_format: Optional[str],
     statistics: bool,
     show_fixes: bool,
@@ -117,6 +121,8 @@ def check(
         select=_split(select) or None,
         ignore=_split(ignore),
         extend_select=_split(extend_select),
+        extend_safe_fixes=_split(extend_safe_fixes),
+        extend_unsafe_fixes=_split(extend_unsafe_fixes),
         target_torch=target_torch,
         unsafe_fixes=unsafe_fixes,
         default_device=default_device,

@@ -14,6 +14,7 @@ The pipeline for one file:
 from __future__ import annotations
 
 import ast
+import dataclasses
 import gc
 import re
 import warnings
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ampfix.context import ModuleContext
-from ampfix.diagnostics import Diagnostic
+from ampfix.diagnostics import Applicability, Diagnostic
 from ampfix.fixer import apply_fixes
 from ampfix.imports import remove_unused_imports
 from ampfix.rules import ENGINE_CODES, RULES, prefilter_for
@@ -91,7 +92,10 @@ def fix_source(
     diagnostics = _analyse(text, path, settings, codes)
     baseline = _loop_counts(diagnostics)
     for _ in range(MAX_FIX_PASSES):
-        fixable = [d for d in diagnostics if d.fix_applies(allow_unsafe) and _identity(d) not in refused]
+        # refusals hold for one pass: once other fixes landed, a refused rule's fix may target
+        # other code (and a second run must not find fixes the first one left)
+        refused.clear()
+        fixable = [d for d in diagnostics if d.fix_applies(allow_unsafe)]
         new_text, applied = _apply(text, fixable)
         if not applied:
             return FixResult(text, fixed, _mark_refused(diagnostics, refused))
@@ -212,6 +216,8 @@ def _analyse_file(text: str, path: str, settings: Settings, codes: frozenset, pr
             diagnostics.extend(RULES[code].check(ctx))
     if not diagnostics and ("AMP002" not in codes or not _AMP_CODE.search(text)):
         return []  # nothing to suppress and no AMP code in a comment: skip the comment scan
+    if settings.safe_fix_codes or settings.unsafe_fix_codes:
+        diagnostics = [_with_configured_safety(d, settings) for d in diagnostics]
     suppressions = parse_suppressions(text, locator, set(RULES), tree)
     kept = []
     for diag in diagnostics:
@@ -235,6 +241,17 @@ def _analyse_file(text: str, path: str, settings: Settings, codes: frozenset, pr
             kept.append(diag)
     kept.sort(key=Diagnostic.sort_key)
     return kept
+
+
+def _with_configured_safety(diag: Diagnostic, settings: Settings) -> Diagnostic:
+    """``extend-safe-fixes`` / ``extend-unsafe-fixes`` promote or demote a rule's fixes."""
+    if diag.fix is None:
+        return diag
+    if diag.code in settings.safe_fix_codes:
+        diag.fix = dataclasses.replace(diag.fix, applicability=Applicability.SAFE)
+    elif diag.code in settings.unsafe_fix_codes:
+        diag.fix = dataclasses.replace(diag.fix, applicability=Applicability.UNSAFE)
+    return diag
 
 
 def _syntax_error(exc: SyntaxError, locator: Locator) -> Diagnostic:

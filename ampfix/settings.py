@@ -67,6 +67,9 @@ class Settings:
     # Options for the loop conversions (AMP501): device when the code does not say, and dtype.
     default_device: str = "cuda"
     amp_dtype: Optional[str] = None
+    # Ruff's fix-safety overrides: codes whose fixes count as safe / as unsafe.
+    safe_fix_codes: frozenset[str] = frozenset()
+    unsafe_fix_codes: frozenset[str] = frozenset()
 
     def enabled(self, path: str) -> frozenset[str]:
         """Codes selected for path once per-file ignores apply."""
@@ -87,6 +90,8 @@ class Settings:
                 self.target_torch,
                 self.default_device,
                 self.amp_dtype,
+                sorted(self.safe_fix_codes),
+                sorted(self.unsafe_fix_codes),
             )
         )
 
@@ -127,6 +132,21 @@ def resolve_selection(
     return frozenset(chosen)
 
 
+def resolve_fix_safety(safe: Iterable[str], unsafe: Iterable[str]) -> tuple[frozenset[str], frozenset[str]]:
+    """``extend-safe-fixes`` / ``extend-unsafe-fixes``: for each code the most specific selector
+    decides, and unsafe wins ties (ruff's precedence)."""
+    safe, unsafe = list(safe), list(unsafe)
+    promoted, demoted = set(), set()
+    for code in RULES:
+        best_safe = max((_specificity(s) for s in safe if code in _matching(s)), default=-1)
+        best_unsafe = max((_specificity(s) for s in unsafe if code in _matching(s)), default=-1)
+        if best_safe > best_unsafe:
+            promoted.add(code)
+        elif best_unsafe >= 0:
+            demoted.add(code)
+    return frozenset(promoted), frozenset(demoted)
+
+
 def _specificity(selector: str) -> int:
     return 0 if selector.upper() == "ALL" else len(selector)
 
@@ -142,6 +162,8 @@ _KEYS = {
     "per-file-ignores",
     "target-torch",
     "unsafe-fixes",
+    "extend-safe-fixes",
+    "extend-unsafe-fixes",
     "default-device",
     "amp-dtype",
 }
@@ -249,6 +271,8 @@ class CliOverrides:
     unsafe_fixes: Optional[bool] = None
     default_device: Optional[str] = None
     amp_dtype: Optional[str] = None
+    extend_safe_fixes: list[str] = field(default_factory=list)
+    extend_unsafe_fixes: list[str] = field(default_factory=list)
 
 
 def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
@@ -310,6 +334,12 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
     if dtype not in (None, "float16", "bfloat16"):
         raise ConfigError(f"{key_where('amp-dtype')}: expected float16 or bfloat16")
 
+    safety = {}
+    for key, extra in (("extend-safe-fixes", cli.extend_safe_fixes), ("extend-unsafe-fixes", cli.extend_unsafe_fixes)):
+        safety[key] = validate_selectors(_string_list(values.get(key, []), key_where(key)), key_where(key))
+        safety[key] += validate_selectors(extra, f"--{key}")
+    safe_codes, unsafe_codes = resolve_fix_safety(safety["extend-safe-fixes"], safety["extend-unsafe-fixes"])
+
     exclude = tuple(_string_list(values["exclude"], key_where("exclude"))) if "exclude" in values else DEFAULT_EXCLUDES
     extend_exclude = tuple(_string_list(values.get("extend-exclude", []), key_where("extend-exclude")))
 
@@ -324,6 +354,8 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
         config_path=config.path,
         default_device=device,
         amp_dtype=dtype,
+        safe_fix_codes=safe_codes,
+        unsafe_fix_codes=unsafe_codes,
     )
 
 

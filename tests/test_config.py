@@ -115,3 +115,46 @@ def test_exclude_and_extend_exclude(tmp_path):
         path.write_text(OLD)
     result = run_ampfix("check", "--output-format", "json", ".", cwd=tmp_path)
     assert {r["filename"].rsplit("/", 1)[-1] for r in json.loads(result.stdout)} == {"a.py"}
+
+
+# -- fix safety as ruff defines it, and the overrides ---------------------------------------------
+
+CLIP_BUG = """import torch
+for x, y in loader:
+    scaler.scale(loss_fn(model(x), y)).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+"""
+
+
+def test_extend_safe_and_unsafe_fixes_follow_ruffs_precedence(tmp_path):
+    s = settings_for(tmp_path, '[tool.ampfix]\nextend-safe-fixes = ["AMP2"]\nextend-unsafe-fixes = ["AMP204"]\n')
+    assert "AMP201" in s.safe_fix_codes and "AMP204" in s.unsafe_fix_codes and "AMP204" not in s.safe_fix_codes
+    tie = settings_for(tmp_path, '[tool.ampfix]\nextend-safe-fixes = ["AMP101"]\n', extend_unsafe_fixes=["AMP101"])
+    assert "AMP101" in tie.unsafe_fix_codes  # unsafe wins a tie
+    with pytest.raises(ConfigError, match="extend-safe-fixes"):
+        settings_for(tmp_path, '[tool.ampfix]\nextend-safe-fixes = ["AMP9"]\n')
+
+
+def test_a_bug_fix_is_unsafe_until_a_team_promotes_it(tmp_path):
+    (tmp_path / "train.py").write_text(CLIP_BUG)
+    assert run_ampfix("--apply", "train.py", cwd=tmp_path).returncode == 1
+    assert (tmp_path / "train.py").read_text() == CLIP_BUG  # unsafe: not applied by --apply
+    result = run_ampfix("--apply", "--extend-safe-fixes", "AMP201", "train.py", cwd=tmp_path)
+    assert result.returncode == 0 and "scaler.unscale_(optimizer)" in (tmp_path / "train.py").read_text()
+    (tmp_path / "train.py").write_text(CLIP_BUG)
+    (tmp_path / "pyproject.toml").write_text('[tool.ampfix]\nextend-safe-fixes = ["AMP201"]\n')
+    assert run_ampfix("--apply", "train.py", cwd=tmp_path).returncode == 0
+
+
+def test_one_definition_of_a_fix_that_changes_training():
+    """Every rule whose fix mends a bug says what it changes (the verifier reads it) and offers
+    only unsafe fixes; the others' fixes keep behaviour."""
+    from ampfix.rules import RULES
+    from ampfix.rules.base import FIX_UNSAFE
+    from ampfix.verify.checks import BEHAVIOUR_CHANGING
+
+    changing = {code for code, rule in RULES.items() if rule.changes_training}
+    assert changing == set(BEHAVIOUR_CHANGING) >= {"AMP201", "AMP202", "AMP203", "AMP204", "AMP301", "AMP302", "AMP303"}
+    assert all(RULES[code].fix_safety == FIX_UNSAFE for code in changing)

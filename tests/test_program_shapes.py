@@ -476,3 +476,16 @@ def test_a_conversion_whose_result_would_have_a_new_finding_is_refused():
     assert result.source == source
     diag, = [d for d in result.remaining if d.code == "AMP501"]
     assert diag.fix is None and "new finding (AMP206)" in diag.fix_refused
+
+
+def test_a_fix_refused_in_one_pass_is_tried_again_once_others_landed():
+    # found by the property tests: the discarded scale's fix first targets the accumulation's
+    # backward (a new AMP203: refused), then, once AMP301 divided that loss, the other backward
+    source = (
+        "scaler.scale(loss)\nfor i, x in enumerate(loader):\n    loss = criterion(model(x))\n"
+        "    loss.backward()\n    if (i + 1) % a == 0:\n        optimizer.step()\n        optimizer.zero_grad()\n"
+        "with amp.autocast():\n    loss = model(x)\n    loss.backward()\n"
+    )
+    once = ampfix.fix_source(source, "t.py", Settings(), unsafe_fixes=True)
+    twice = ampfix.fix_source(once.source, "t.py", Settings(), unsafe_fixes=True)
+    assert twice.source == once.source and not twice.fixed

@@ -11,7 +11,7 @@ from ampfix.edits import insert_before
 from ampfix.training.model import BACKWARD, CLIP, SCALER_STEP, UNSCALE
 from ampfix.prefilter import FileBytes, may_backward_scaled
 from ampfix.rules._loop import at, call_name, created, loops_of, optimizer_for
-from ampfix.rules.base import FIX_SAFE, Rule
+from ampfix.rules.base import FIX_UNSAFE, Rule
 
 
 class ClipScaledGradients(Rule):
@@ -19,7 +19,8 @@ class ClipScaledGradients(Rule):
     name = "clip-scaled-gradients"
     summary = "Gradients are clipped (or their norm read) before `scaler.unscale_(optimizer)`"
     triggers = (b"caler", b"CALER", b"unscale_")  # GradScaler, scaler, loss_scaler, x.unscale_()
-    fix_safety = FIX_SAFE
+    fix_safety = FIX_UNSAFE
+    changes_training = "clipping now sees unscaled gradients"  # a bug fix: unsafe, as ruff defines it
 
     @classmethod
     def may_fire(cls, file: FileBytes) -> bool:
@@ -66,7 +67,7 @@ class ClipScaledGradients(Rule):
         edit = insert_before(ctx, clip.stmt, f"{scaler}.unscale_({optimizer})")
         if edit is None:
             return None
-        return Fix(f"Insert `{scaler}.unscale_({optimizer})` before clipping", (edit,), Applicability.SAFE)
+        return Fix(f"Insert `{scaler}.unscale_({optimizer})` before clipping", (edit,), Applicability.UNSAFE)
 
 
 def _branches(event) -> set:

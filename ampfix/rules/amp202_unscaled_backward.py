@@ -9,7 +9,7 @@ from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import delete_statement, parent_body
 from ampfix.training.model import BACKWARD, SCALE, SCALER_STEP
 from ampfix.prefilter import FileBytes, may_backward, may_scale_loss, may_step_scaler
-from ampfix.rules.base import FIX_SAFE, Rule
+from ampfix.rules.base import FIX_UNSAFE, Rule
 
 
 class UnscaledBackward(Rule):
@@ -17,7 +17,8 @@ class UnscaledBackward(Rule):
     name = "unscaled-backward"
     summary = "`scaler.scale(loss)` is discarded, or `loss.backward()` runs unscaled before `scaler.step`"
     triggers = (b"caler", b"CALER", b"unscale_")  # GradScaler, scaler, loss_scaler, x.unscale_()
-    fix_safety = FIX_SAFE
+    fix_safety = FIX_UNSAFE
+    changes_training = "the backward now goes through the scaler"  # a bug fix: unsafe, as ruff defines it
 
     @classmethod
     def may_fire(cls, file: FileBytes) -> bool:
@@ -46,7 +47,7 @@ class UnscaledBackward(Rule):
                         fix = Fix(
                             f"Use `{scale.receiver}.scale({loss}).backward()`",
                             (delete, *self._scale_edits(ctx, backward, scale.receiver)),
-                            Applicability.SAFE,
+                            Applicability.UNSAFE,
                         )
                 yield ctx.diagnostic(self, scale.call, message, fix)
             for backward in plain:
@@ -62,7 +63,7 @@ class UnscaledBackward(Rule):
                     f"gradients are unscaled and then divided by the scale; use `{scaler}.scale({loss}).backward()`"
                 )
                 fix = Fix(f"Use `{scaler}.scale({loss}).backward()`", tuple(self._scale_edits(ctx, backward, scaler)),
-                          Applicability.SAFE)
+                          Applicability.UNSAFE)
                 yield ctx.diagnostic(self, backward.call, message, fix)
 
     @staticmethod

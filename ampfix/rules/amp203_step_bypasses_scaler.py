@@ -9,7 +9,7 @@ from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import insert_after, owns_lines
 from ampfix.training.model import BACKWARD, OPT_STEP, SCALER_STEP, UPDATE
 from ampfix.prefilter import FileBytes, may_backward_scaled, may_step
-from ampfix.rules.base import FIX_SAFE, Rule
+from ampfix.rules.base import FIX_UNSAFE, Rule
 
 
 class StepBypassesScaler(Rule):
@@ -17,7 +17,8 @@ class StepBypassesScaler(Rule):
     name = "step-bypasses-scaler"
     summary = "`optimizer.step()` is called directly after a scaled backward"
     triggers = (b"caler", b"CALER", b"unscale_")  # GradScaler, scaler, loss_scaler, x.unscale_()
-    fix_safety = FIX_SAFE
+    fix_safety = FIX_UNSAFE
+    changes_training = "the step now goes through the scaler"  # a bug fix: unsafe, as ruff defines it
 
     @classmethod
     def may_fire(cls, file: FileBytes) -> bool:
@@ -56,4 +57,4 @@ class StepBypassesScaler(Rule):
                 return None
             edits.append(insert_after(ctx, step.stmt, f"{scaler}.update()"))
         message = f"Use `{scaler}.step({optimizer})`" + ("" if has_update else f" and `{scaler}.update()`")
-        return Fix(message, tuple(edits), Applicability.SAFE)
+        return Fix(message, tuple(edits), Applicability.UNSAFE)

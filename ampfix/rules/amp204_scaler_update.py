@@ -10,7 +10,7 @@ from ampfix.edits import delete_statement, insert_after, parent_body
 from ampfix.training.model import BACKWARD, SCALER_STEP, UNKNOWN, UPDATE
 from ampfix.rules._loop import at, created
 from ampfix.prefilter import FileBytes, may_step_scaler
-from ampfix.rules.base import FIX_SAFE, Rule
+from ampfix.rules.base import FIX_UNSAFE, Rule
 
 
 class ScalerUpdate(Rule):
@@ -18,7 +18,8 @@ class ScalerUpdate(Rule):
     name = "scaler-update-missing-or-repeated"
     summary = "`scaler.step()` without `scaler.update()`, or `scaler.update()` called twice per step"
     triggers = (b"caler", b"CALER", b"unscale_")  # GradScaler, scaler, loss_scaler, x.unscale_()
-    fix_safety = FIX_SAFE
+    fix_safety = FIX_UNSAFE
+    changes_training = "the scale now updates"  # a bug fix: unsafe, as ruff defines it
 
     @classmethod
     def may_fire(cls, file: FileBytes) -> bool:
@@ -55,7 +56,7 @@ class ScalerUpdate(Rule):
             f"adapts, and a skipped (inf) step is never backed off"
         )
         edit = insert_after(ctx, step.stmt, f"{step.receiver}.update()")
-        fix = Fix(f"Add `{step.receiver}.update()` after the step", (edit,), Applicability.SAFE) if edit else None
+        fix = Fix(f"Add `{step.receiver}.update()` after the step", (edit,), Applicability.UNSAFE) if edit else None
         evidence = [at(step, "stepped here; no `update()` of this scaler follows"), created(ctx, fn, step.receiver)]
         yield ctx.diagnostic(self, step.call, message, fix, evidence)
 
@@ -98,7 +99,7 @@ class ScalerUpdate(Rule):
             extra = again[0]
             message = f"`{scaler}.update()` is called twice for one `{scaler}.step(...)`"
             edit = delete_statement(ctx, extra.stmt, parent_body(ctx, extra.stmt) or [])
-            fix = Fix("Remove the second `update()`", (edit,), Applicability.SAFE) if edit else None
+            fix = Fix("Remove the second `update()`", (edit,), Applicability.UNSAFE) if edit else None
             evidence = [at(update, "first update"), at(extra, "updated again, with no step in between")]
             return ctx.diagnostic(self, extra.call, message, fix, evidence)
         return None

@@ -23,6 +23,7 @@ class ScalerRecreated(Rule):
     summary = "A `GradScaler` is created inside the training loop or in a per-epoch function"
     triggers = (b"GradScaler",)
     fix_safety = FIX_UNSAFE
+    changes_training = "the scale now carries over"  # a bug fix: unsafe, as ruff defines it
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         for fn in ctx.training.functions:

@@ -12,13 +12,8 @@ from ampfix.edits import receiver_range
 from ampfix.training.model import BACKWARD, OPT_STEP, SCALER_STEP, ZERO_GRAD, Event, StepFunction
 from ampfix.prefilter import FileBytes, may_backward, may_step
 from ampfix.rules._loop import at
-from ampfix.rules.base import FIX_SOMETIMES, Rule
+from ampfix.rules.base import FIX_UNSAFE, Rule
 
-# Losses that are means by construction (default reduction="mean").
-_MEAN_LOSSES = re.compile(
-    r"(cross_entropy|mse_loss|l1_loss|nll_loss|smooth_l1_loss|huber_loss|binary_cross_entropy(_with_logits)?|"
-    r"kl_div|CrossEntropyLoss|MSELoss|L1Loss|NLLLoss|SmoothL1Loss|HuberLoss|BCELoss|BCEWithLogitsLoss)$"
-)
 # Sum-reduced or batch-size-scaled losses with a nominal batch size (yolov5/yolov7), anywhere in
 # the module (the criterion is often a class beside the loop, pytorch-YOLOv4): not dividing is the
 # design there.
@@ -30,7 +25,8 @@ class AccumulationWithoutDivision(Rule):
     name = "accumulation-without-division"
     summary = "Gradient accumulation without dividing the loss by the number of micro-batches"
     triggers = (b"backward",)
-    fix_safety = FIX_SOMETIMES
+    fix_safety = FIX_UNSAFE
+    changes_training = "the accumulated loss is now divided"  # a bug fix: unsafe, as ruff defines it
 
     @classmethod
     def may_fire(cls, file: FileBytes) -> bool:
@@ -88,8 +84,7 @@ class AccumulationWithoutDivision(Rule):
             new = f"({text} / {divisor})"
             # `(loss).backward()`: replace the parenthesised receiver, not just the name
             start, end = receiver_range(ctx, backward.call)
-        safety = Applicability.SAFE if _is_mean(ctx, fn, loss, backward) else Applicability.UNSAFE
-        return Fix(f"Divide the loss by `{ctx.segment(factor)}`", (Edit(start, end, new),), safety)
+        return Fix(f"Divide the loss by `{ctx.segment(factor)}`", (Edit(start, end, new),), Applicability.UNSAFE)
 
 
 def _function_name(model, event: Event) -> str:
@@ -132,39 +127,6 @@ def _has_division(expr: ast.AST) -> bool:
             return True
         if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) and sub.func.attr in ("div", "div_", "true_divide"):
             return True
-    return False
-
-
-def _is_mean(ctx: ModuleContext, fn: StepFunction, loss: ast.AST, backward: Event) -> bool:
-    """The loss is provably a mean: `.mean()`, or a default-reduction loss function/module."""
-    expressions = [loss]
-    if isinstance(loss, ast.Name):
-        expressions = [
-            n.value for n in ast.walk(fn.node)
-            if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)
-            and n.targets[0].id == loss.id and n.lineno < backward.call.lineno
-        ][-1:]
-    if not expressions:
-        return False
-    value = expressions[0]
-    if not isinstance(value, ast.Call):
-        return False
-    if any(k.arg == "reduction" for k in value.keywords):
-        return False
-    func = value.func
-    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-    if name == "mean":
-        return True
-    if _MEAN_LOSSES.search(name or ""):
-        return True
-    # criterion(outputs, labels) with `criterion = nn.CrossEntropyLoss()`
-    for node in ctx.semantic.nodes(ast.Assign):
-        if isinstance(node.value, ast.Call) and any(
-            ctx.segment(t) == ctx.segment(func) for t in node.targets
-        ):
-            ctor = node.value.func
-            ctor_name = ctor.attr if isinstance(ctor, ast.Attribute) else getattr(ctor, "id", "")
-            return bool(_MEAN_LOSSES.search(ctor_name)) and not any(k.arg == "reduction" for k in node.value.keywords)
     return False
 
 

@@ -10,7 +10,7 @@ from ampfix.edits import delete_statement, insert_after, insert_before, parent_b
 from ampfix.training.model import CLIP, OPT_STEP, SCALER_STEP, UNSCALE, UPDATE, Accumulation
 from ampfix.prefilter import FileBytes, may_train_step
 from ampfix.rules._loop import at, call_name
-from ampfix.rules.base import FIX_SOMETIMES, Rule
+from ampfix.rules.base import FIX_UNSAFE, Rule
 
 
 class PerMicrobatchScalerCalls(Rule):
@@ -18,7 +18,8 @@ class PerMicrobatchScalerCalls(Rule):
     name = "per-microbatch-scaler-call"
     summary = "`scaler.unscale_`, clipping or `scaler.update` run on every micro-batch of an accumulation loop"
     triggers = (b"backward",)  # accumulation backpropagates every micro-batch
-    fix_safety = FIX_SOMETIMES
+    fix_safety = FIX_UNSAFE
+    changes_training = "unscale/clip/update now run once per step"  # a bug fix: unsafe, as ruff defines it
 
     @classmethod
     def may_fire(cls, file: FileBytes) -> bool:
@@ -74,4 +75,4 @@ class PerMicrobatchScalerCalls(Rule):
             insert = insert_before(ctx, anchor, moved.lstrip(" \t"), indent)
         if insert is None:
             return None
-        return Fix("Move it into the step branch", (delete, insert), Applicability.SAFE)
+        return Fix("Move it into the step branch", (delete, insert), Applicability.UNSAFE)

@@ -11,7 +11,7 @@ from ampfix.edits import delete_statement, insert_after, parent_body, statement_
 from ampfix.training.model import OPT_STEP, SCALER_STEP, UPDATE, ZERO_GRAD
 from ampfix.prefilter import FileBytes, may_train_step
 from ampfix.rules._loop import at
-from ampfix.rules.base import FIX_SAFE, Rule
+from ampfix.rules.base import FIX_UNSAFE, Rule
 
 
 def _conditional_in(event, loop) -> bool:
@@ -26,7 +26,8 @@ class PerMicrobatchZeroGrad(Rule):
     name = "per-microbatch-zero-grad"
     summary = "`zero_grad()` runs on every micro-batch of an accumulation loop"
     triggers = (b"backward",)
-    fix_safety = FIX_SAFE
+    fix_safety = FIX_UNSAFE
+    changes_training = "gradients now accumulate"  # a bug fix: unsafe, as ruff defines it
 
     @classmethod
     def may_fire(cls, file: FileBytes) -> bool:
@@ -67,4 +68,4 @@ class PerMicrobatchZeroGrad(Rule):
         insert = insert_after(ctx, anchor, moved.lstrip(" \t"), indent) if moved is not None else None
         if delete is None or insert is None:
             return None
-        return Fix("Move `zero_grad()` into the step branch, after the step", (delete, insert), Applicability.SAFE)
+        return Fix("Move `zero_grad()` into the step branch, after the step", (delete, insert), Applicability.UNSAFE)

@@ -46,6 +46,7 @@ class ManualGradientScaling(Rule):
     # a scaled loss backpropagated, or a gradient rescaled in place (the shapes the rule detects)
     triggers = (b"backward", b".grad")
     fix_safety = FIX_UNSAFE
+    changes_training = "the manual scale became a GradScaler (rounding differs)"  # a bug fix: unsafe, as ruff defines it
 
     @classmethod
     def may_fire(cls, file: FileBytes) -> bool:

@@ -12,7 +12,7 @@ prints; the tests run the examples in it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Iterator
+from typing import TYPE_CHECKING, ClassVar, Iterator, Optional
 
 if TYPE_CHECKING:
     from ampfix.context import ModuleContext
@@ -33,6 +33,11 @@ class Rule:
     triggers: ClassVar[tuple[bytes, ...]]  # at least one must occur ...
     requires: ClassVar[tuple[bytes, ...]] = ()  # ... and all of these
     fix_safety: ClassVar[str] = FIX_NONE
+    # What its fix changes in training, for a rule whose fix mends a bug. Fix safety as ruff
+    # defines it: a safe fix computes the same thing; one that changes numerics or control flow,
+    # even to mend a bug, is unsafe. This is the one definition: the report, --apply, the
+    # pre-commit hook and the verifier (which expects these runs to differ) all read it.
+    changes_training: ClassVar[Optional[str]] = None
 
     @classmethod
     def may_fire(cls, file: "FileBytes") -> bool:

@@ -13,21 +13,14 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ampfix.rules import RULES
+
 PASS, FAIL, WARN, INFO = "pass", "fail", "warn", "info"
 EXIT_PASS, EXIT_FAIL, EXIT_CANNOT_RUN = 0, 1, 2
 
-# Fixes that change training on purpose (bug fixes), as opposed to behaviour-keeping ones.
-BEHAVIOUR_CHANGING = {
-    "AMP201": "clipping now sees unscaled gradients",
-    "AMP202": "the backward now goes through the scaler",
-    "AMP203": "the step now goes through the scaler",
-    "AMP204": "the scale now updates",
-    "AMP205": "the scale now carries over",
-    "AMP301": "the accumulated loss is now divided",
-    "AMP302": "unscale/clip/update now run once per step",
-    "AMP303": "gradients now accumulate",
-    "AMP502": "the manual scale became a GradScaler (rounding differs)",
-}
+# Fixes that change training on purpose (bug fixes), as opposed to behaviour-keeping ones: the
+# rules say so themselves (Rule.changes_training), and their fixes are the unsafe ones.
+BEHAVIOUR_CHANGING = {code: rule.changes_training for code, rule in RULES.items() if rule.changes_training}
 PROTOCOL_EVENTS = {
     "clip_on_scaled_gradients": "clipping on still-scaled gradients (call scaler.unscale_ first)",
     "step_bypasses_scaler": "optimizer.step() on scaled gradients, bypassing scaler.step",
