@@ -38,7 +38,9 @@ if TYPE_CHECKING:
         amp_dtype: Optional[str]
         target_torch: tuple
 
-    from ampfix.training.model import TrainingModel  # built lazily: context -> training -> program
+    from ampfix.training.model import (
+        TrainingModel,  # built lazily: context -> training -> program
+    )
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,9 @@ class ModuleContext:
 
     @cached_property
     def training(self) -> "TrainingModel":
-        from ampfix.training.model import TrainingModel  # built lazily: context -> training -> program
+        from ampfix.training.model import (
+            TrainingModel,  # built lazily: context -> training -> program
+        )
 
         return TrainingModel.build(self)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ampfix.prefilter import Prefilter
 from ampfix.rules.amp001_syntax_error import InvalidSuppression, SyntaxErrorRule
 from ampfix.rules.amp101_deprecated_autocast import DeprecatedAutocast
 from ampfix.rules.amp102_deprecated_grad_scaler import DeprecatedGradScaler
@@ -17,14 +18,15 @@ from ampfix.rules.amp206_checkpoint_without_scaler import CheckpointWithoutScale
 from ampfix.rules.amp207_scaler_with_bfloat16 import ScalerWithBfloat16
 from ampfix.rules.amp208_float16_without_scaler import Float16WithoutScaler
 from ampfix.rules.amp209_float16_weights import Float16Weights
-from ampfix.rules.amp301_accumulation_without_division import AccumulationWithoutDivision
+from ampfix.rules.amp301_accumulation_without_division import (
+    AccumulationWithoutDivision,
+)
 from ampfix.rules.amp302_per_microbatch_scaler_calls import PerMicrobatchScalerCalls
 from ampfix.rules.amp303_per_microbatch_zero_grad import PerMicrobatchZeroGrad
 from ampfix.rules.amp401_backward_in_autocast import BackwardInAutocast
 from ampfix.rules.amp402_bce_in_autocast import BceInAutocast
 from ampfix.rules.amp501_fp32_training_loop import Fp32TrainingLoop
 from ampfix.rules.amp502_manual_gradient_scaling import ManualGradientScaling
-from ampfix.prefilter import Prefilter
 from ampfix.rules.base import Rule
 
 _RULE_CLASSES: list[type[Rule]] = [

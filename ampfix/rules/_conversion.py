@@ -11,9 +11,15 @@ from typing import Optional
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Edit
-from ampfix.edits import has_multiline_string, line_span, owns_lines, parent_body, reindent
-from ampfix.training.model import Event, StepFunction
+from ampfix.edits import (
+    has_multiline_string,
+    line_span,
+    owns_lines,
+    parent_body,
+    reindent,
+)
 from ampfix.semantic import dotted_name
+from ampfix.training.model import Event, StepFunction
 
 _DATA_MOVES = frozenset({"to", "cuda", "cpu", "float", "half", "long", "contiguous", "non_blocking"})
 

@@ -16,8 +16,8 @@ from typing import Optional, Sequence
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Edit
 from ampfix.edits import insert_after, insert_before
-from ampfix.training.model import CLIP, OPT_STEP, Event, StepFunction
 from ampfix.rules._loop import loops_of
+from ampfix.training.model import CLIP, OPT_STEP, Event, StepFunction
 
 SCALER_NAMES = ("scaler", "grad_scaler", "amp_scaler")
 

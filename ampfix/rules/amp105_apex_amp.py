@@ -29,11 +29,11 @@ from typing import Iterator, Optional
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import insert_after, insert_before, line_span, owns_lines
-from ampfix.training.model import BACKWARD, OPT_STEP, Event, encloses
 from ampfix.prefilter import FileBytes
 from ampfix.rules._conversion import forward_statements, infer_device, wrap_in_autocast
 from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.semantic import dotted_name
+from ampfix.training.model import BACKWARD, OPT_STEP, Event, encloses
 
 # What each apex call becomes in native AMP.
 GUIDANCE = {

@@ -8,10 +8,10 @@ from typing import Iterator
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.edits import insert_before
-from ampfix.training.model import BACKWARD, CLIP, SCALER_STEP, UNSCALE
 from ampfix.prefilter import FileBytes, may_backward_scaled
 from ampfix.rules._loop import at, call_name, created, loops_of, optimizer_for
 from ampfix.rules.base import FIX_UNSAFE, Rule
+from ampfix.training.model import BACKWARD, CLIP, SCALER_STEP, UNSCALE
 
 
 class ClipScaledGradients(Rule):

@@ -7,9 +7,9 @@ from typing import Iterator
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import delete_statement, parent_body
-from ampfix.training.model import BACKWARD, SCALE, SCALER_STEP
 from ampfix.prefilter import FileBytes, may_backward, may_scale_loss, may_step_scaler
 from ampfix.rules.base import FIX_UNSAFE, Rule
+from ampfix.training.model import BACKWARD, SCALE, SCALER_STEP
 
 
 class UnscaledBackward(Rule):

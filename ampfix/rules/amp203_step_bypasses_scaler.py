@@ -7,9 +7,9 @@ from typing import Iterator
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import insert_after, owns_lines
-from ampfix.training.model import BACKWARD, OPT_STEP, SCALER_STEP, UPDATE
 from ampfix.prefilter import FileBytes, may_backward_scaled, may_step
 from ampfix.rules.base import FIX_UNSAFE, Rule
+from ampfix.training.model import BACKWARD, OPT_STEP, SCALER_STEP, UPDATE
 
 
 class StepBypassesScaler(Rule):

@@ -7,10 +7,10 @@ from typing import Iterator
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.edits import delete_statement, insert_after, parent_body
-from ampfix.training.model import BACKWARD, SCALER_STEP, UNKNOWN, UPDATE
-from ampfix.rules._loop import at, created
 from ampfix.prefilter import FileBytes, may_step_scaler
+from ampfix.rules._loop import at, created
 from ampfix.rules.base import FIX_UNSAFE, Rule
+from ampfix.training.model import BACKWARD, SCALER_STEP, UNKNOWN, UPDATE
 
 
 class ScalerUpdate(Rule):

@@ -8,11 +8,17 @@ from typing import Iterator
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
-from ampfix.edits import delete_statement, insert_before, parent_body, statement_text, indentation
-from ampfix.training.model import BACKWARD, CREATE, OPT_STEP, SCALER_STEP
+from ampfix.edits import (
+    delete_statement,
+    indentation,
+    insert_before,
+    parent_body,
+    statement_text,
+)
 from ampfix.program.calls import resolve as resolve_call
 from ampfix.rules._loop import loops_of
 from ampfix.rules.base import FIX_UNSAFE, Rule
+from ampfix.training.model import BACKWARD, CREATE, OPT_STEP, SCALER_STEP
 
 _PER_EPOCH = re.compile(r"epoch", re.I)
 

@@ -10,8 +10,8 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import insert_after
 from ampfix.prefilter import FileBytes, may_call_scaler
-from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.program.values import enclosing_function
+from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.semantic import dotted_name
 
 _SCALER_KEY = re.compile(r"scaler|amp", re.I)

@@ -8,9 +8,9 @@ from typing import Iterator
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.rules._loop import at
+from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.semantic import dotted_name
 from ampfix.training.model import BACKWARD, CREATE
-from ampfix.rules.base import FIX_UNSAFE, Rule
 
 
 def _bfloat16(ctx: ModuleContext, region) -> bool:

@@ -8,12 +8,12 @@ from typing import Iterator, Optional
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
-from ampfix.training.model import AUTOCASTS, BACKWARD, OPT_STEP, AutocastRegion
-from ampfix.rules._loop import at
 from ampfix.prefilter import FileBytes, may_backward
+from ampfix.rules._loop import at
 from ampfix.rules._protocol import add_scaler_protocol, protocol_anchor
 from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.semantic import dotted_name
+from ampfix.training.model import AUTOCASTS, BACKWARD, OPT_STEP, AutocastRegion
 
 _FP16 = re.compile(r"float16|\bhalf\b|fp16")
 

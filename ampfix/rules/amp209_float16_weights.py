@@ -7,13 +7,16 @@ from typing import Iterator, Optional
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Diagnostic
-from ampfix.training.model import BACKWARD, OPT_STEP, SCALER_STEP, Event, StepFunction
 from ampfix.prefilter import FileBytes, may_train_step
 from ampfix.program.values import assignments
 from ampfix.rules._loop import at
-from ampfix.rules.amp502_manual_gradient_scaling import gradient_rescales, scaled_loss_factor
+from ampfix.rules.amp502_manual_gradient_scaling import (
+    gradient_rescales,
+    scaled_loss_factor,
+)
 from ampfix.rules.base import FIX_NONE, Rule
 from ampfix.semantic import dotted_name
+from ampfix.training.model import BACKWARD, OPT_STEP, SCALER_STEP, Event, StepFunction
 
 _FLOAT16 = frozenset({"torch.float16", "torch.half"})
 

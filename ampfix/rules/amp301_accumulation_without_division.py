@@ -9,10 +9,17 @@ from typing import Iterator, Optional
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import receiver_range
-from ampfix.training.model import BACKWARD, OPT_STEP, SCALER_STEP, ZERO_GRAD, Event, StepFunction
 from ampfix.prefilter import FileBytes, may_backward, may_step
 from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_UNSAFE, Rule
+from ampfix.training.model import (
+    BACKWARD,
+    OPT_STEP,
+    SCALER_STEP,
+    ZERO_GRAD,
+    Event,
+    StepFunction,
+)
 
 # Sum-reduced or batch-size-scaled losses with a nominal batch size (yolov5/yolov7), anywhere in
 # the module (the criterion is often a class beside the loop, pytorch-YOLOv4): not dividing is the

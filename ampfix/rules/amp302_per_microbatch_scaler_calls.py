@@ -6,11 +6,24 @@ from typing import Iterator
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
-from ampfix.edits import delete_statement, insert_after, insert_before, parent_body, statement_text
-from ampfix.training.model import CLIP, OPT_STEP, SCALER_STEP, UNSCALE, UPDATE, Accumulation
+from ampfix.edits import (
+    delete_statement,
+    insert_after,
+    insert_before,
+    parent_body,
+    statement_text,
+)
 from ampfix.prefilter import FileBytes, may_train_step
 from ampfix.rules._loop import at, call_name
 from ampfix.rules.base import FIX_UNSAFE, Rule
+from ampfix.training.model import (
+    CLIP,
+    OPT_STEP,
+    SCALER_STEP,
+    UNSCALE,
+    UPDATE,
+    Accumulation,
+)
 
 
 class PerMicrobatchScalerCalls(Rule):

@@ -8,10 +8,10 @@ from typing import Iterator
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.edits import delete_statement, insert_after, parent_body, statement_text
-from ampfix.training.model import OPT_STEP, SCALER_STEP, UPDATE, ZERO_GRAD
 from ampfix.prefilter import FileBytes, may_train_step
 from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_UNSAFE, Rule
+from ampfix.training.model import OPT_STEP, SCALER_STEP, UPDATE, ZERO_GRAD
 
 
 def _conditional_in(event, loop) -> bool:

@@ -7,11 +7,11 @@ from typing import Iterator
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
-from ampfix.edits import line_span, owns_lines, reindent, has_multiline_string
-from ampfix.training.model import BACKWARD
+from ampfix.edits import has_multiline_string, line_span, owns_lines, reindent
 from ampfix.prefilter import FileBytes, may_backward
 from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_SOMETIMES, Rule
+from ampfix.training.model import BACKWARD
 
 
 class BackwardInAutocast(Rule):

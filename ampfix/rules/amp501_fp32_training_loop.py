@@ -6,16 +6,22 @@ import ast
 from typing import Iterator, Optional
 
 from ampfix.context import ModuleContext
-from ampfix.diagnostics import Applicability, Diagnostic, Fix
-from ampfix.training.model import BACKWARD, OPT_STEP, StepFunction, encloses
-from ampfix.prefilter import FileBytes, may_train_step
-from ampfix.rules._conversion import autocast_conversion, infer_device, module_manages_precision
-from ampfix.rules.amp502_manual_gradient_scaling import gradient_rescales, scaled_loss_factor
-from ampfix.diagnostics import Edit
+from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import insert_before
-from ampfix.rules._protocol import SCALER_NAMES, add_scaler_protocol, free_name
+from ampfix.prefilter import FileBytes, may_train_step
+from ampfix.rules._conversion import (
+    autocast_conversion,
+    infer_device,
+    module_manages_precision,
+)
 from ampfix.rules._loop import at, loops_of
+from ampfix.rules._protocol import SCALER_NAMES, add_scaler_protocol, free_name
+from ampfix.rules.amp502_manual_gradient_scaling import (
+    gradient_rescales,
+    scaled_loss_factor,
+)
 from ampfix.rules.base import FIX_UNSAFE, Rule
+from ampfix.training.model import BACKWARD, OPT_STEP, StepFunction, encloses
 from ampfix.training.precision import candidate_reasons
 
 

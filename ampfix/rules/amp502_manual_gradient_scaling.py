@@ -21,14 +21,14 @@ from typing import Iterator, Optional
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import delete_statement, parent_body, receiver_range
-from ampfix.training.model import BACKWARD, Event, StepFunction, encloses
 from ampfix.prefilter import FileBytes, may_backward
+from ampfix.program.values import assignments
 from ampfix.rules._conversion import autocast_conversion, infer_device
 from ampfix.rules._loop import loops_of
 from ampfix.rules._protocol import add_scaler_protocol
 from ampfix.rules.base import FIX_UNSAFE, Rule
-from ampfix.program.values import assignments
 from ampfix.semantic import dotted_name
+from ampfix.training.model import BACKWARD, Event, StepFunction, encloses
 
 # `p.grad *= c`, `p.grad /= c`, `p.grad.mul_(c)`, `p.grad.data.div_(c)`: what the rule detects
 # `(loss * 1024.).backward()`, `(65536 * loss).backward()`: a literal of 8 or more multiplied

@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Optional, Sequence
 from ampfix.program.calls import bind_arguments
 from ampfix.program.calls import resolve as resolve_call
 from ampfix.program.flow import FlowGraph, branch_key
-from ampfix.program.values import enclosing_class
 from ampfix.program.flow import build as build_flow
+from ampfix.program.values import enclosing_class
 from ampfix.semantic import dotted_name
 
 if TYPE_CHECKING:

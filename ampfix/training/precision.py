@@ -15,7 +15,6 @@ import re
 from typing import TYPE_CHECKING
 
 from ampfix.program.values import assignments
-
 from ampfix.training.model import BACKWARD, OPT_STEP
 
 if TYPE_CHECKING:
