@@ -32,7 +32,14 @@ from ampfix.report import (
 )
 from ampfix.rules import RULES
 from ampfix.runner import CHECK, DIFF, FIX, Job, all_diagnostics, run
-from ampfix.settings import CliOverrides, ConfigError, FileConfig, build_settings, find_config, load_config
+from ampfix.settings import (
+    CliOverrides,
+    ConfigError,
+    FileConfig,
+    build_settings,
+    find_config,
+    load_config,
+)
 from ampfix.source import SourceError, SourceText
 
 COMMANDS = ("check", "rule", "verify")

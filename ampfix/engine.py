@@ -88,13 +88,13 @@ def fix_source(
     allow_unsafe = settings.unsafe_fixes if unsafe_fixes is None else unsafe_fixes
     text = source
     fixed: list[Diagnostic] = []
-    refused: dict[tuple, str] = {}  # (code, message) -> why its fix was not applied
     diagnostics = _analyse(text, path, settings, codes)
     baseline = _loop_counts(diagnostics)
     for _ in range(MAX_FIX_PASSES):
-        # refusals hold for one pass: once other fixes landed, a refused rule's fix may target
-        # other code (and a second run must not find fixes the first one left)
-        refused.clear()
+        # (code, message) -> why its fix was not applied. Refusals hold for one pass: once other
+        # fixes landed, a refused rule's fix may target other code (and a second run must not
+        # find fixes the first one left).
+        refused: dict[tuple, str] = {}
         fixable = [d for d in diagnostics if d.fix_applies(allow_unsafe)]
         new_text, applied = _apply(text, fixable)
         if not applied:

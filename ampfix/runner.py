@@ -155,7 +155,9 @@ def run(
         chunk = max(1, min(64, len(items) // (workers * 4) or 1))
         chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
         results = []
-        from concurrent.futures import ProcessPoolExecutor  # imported only when a pool is worth it
+        from concurrent.futures import (
+            ProcessPoolExecutor,  # imported only when a pool is worth it
+        )
 
         with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context()) as pool:
             for batch in pool.map(_process_chunk, chunks, [job] * len(chunks)):

@@ -9,7 +9,6 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_UNSAFE, Rule
-from ampfix.semantic import dotted_name
 from ampfix.training.model import BACKWARD, CREATE
 
 
@@ -52,19 +51,13 @@ class ScalerWithBfloat16(Rule):
         uses it (per step, not per file); empty when one of its backwards is under no region the
         model sees, or the scaler is not used in this module."""
         model = ctx.training
-        stmt = create.stmt
-        targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
-        names = {dotted_name(t) for t in targets if t is not None} - {None}
-        keys = {model.object_key(creator, n) for n in names}
+        keys = {model.object_key(creator, name) for name in model.creation_targets(create)}
         found = []
         for fn in model.functions:
             for backward in fn.of(BACKWARD, calls=True):
                 if not backward.scaled or model.object_key(fn, backward.scaler) not in keys:
                     continue
-                reaching = [
-                    r for r in model.regions_in(fn)
-                    if model.region_of(backward) is r or (r.entry is not None and fn.before(r.entry, backward))
-                ]
+                reaching = model.regions_reaching(fn, backward)
                 if not reaching:
                     return []
                 found += [r for r in reaching if r not in found]

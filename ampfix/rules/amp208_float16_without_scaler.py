@@ -36,18 +36,18 @@ class Float16WithoutScaler(Rule):
                 continue  # this step scales (or hands the loss to a scaler wrapper): AMP202-204 check how
             regions = [r for r in model.regions_in(fn) if self._may_be_float16(ctx, r)]
             # a float16 region reaches the backward on a path that runs (not the fp32 branch of `if use_amp`)
-            backwards = [
-                b for b in fn.of(BACKWARD)
-                if not b.scaled and b.receiver is None
-                and any(model.region_of(b) is r or (r.entry is not None and fn.before(r.entry, b)) for r in regions)
-            ]
+            reaching = {
+                id(b): found for b in fn.of(BACKWARD)
+                if not b.scaled and b.receiver is None and (found := model.regions_reaching(fn, b, regions))
+            }
+            backwards = [b for b in fn.of(BACKWARD) if id(b) in reaching]
             groups: dict[int, list] = {}
             for backward in backwards:
-                region = next(r for r in regions if model.region_of(backward) is r or fn.before(r.entry, backward))
+                region = reaching[id(backward)][0]
                 anchor = protocol_anchor(fn, backward, _statement_of(ctx, region.with_node, fn))
                 groups.setdefault(id(anchor), [anchor, []])[1].append(backward)
             for anchor, group in groups.values():
-                region = next(r for r in regions if model.region_of(group[0]) is r or fn.before(r.entry, group[0]))
+                region = reaching[id(group[0])][0]
                 fix = self._fix(ctx, fn, group, anchor, region)
                 for backward in group:
                     message = (

@@ -8,7 +8,7 @@ from typing import Iterator, Optional
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Diagnostic
 from ampfix.prefilter import FileBytes, may_train_step
-from ampfix.program.values import assignments
+from ampfix.program.values import assignments, enclosing_function
 from ampfix.rules._loop import at
 from ampfix.rules.amp502_manual_gradient_scaling import (
     gradient_rescales,
@@ -141,17 +141,11 @@ def _assigned_to(ctx: ModuleContext, call: ast.Call) -> Optional[str]:
 def _before(ctx: ModuleContext, fn: StepFunction, conversion: ast.AST, step: Event) -> bool:
     """The conversion runs before the step: earlier in the step's function on a path to it, or at
     module level / in ``__init__`` (set up once, before any training)."""
-    owner = next((f for f in ctx.training.functions if f.node is _owner(ctx, conversion)), None)
+    node = enclosing_function(ctx.semantic, conversion) or ctx.tree
+    owner = next((f for f in ctx.training.functions if f.node is node), None)
     if owner is None:
         return False
     if owner is fn:
         probe = ctx.training.event_at(conversion, "convert")
         return probe is not None and fn.before(probe, step)
     return isinstance(owner.node, ast.Module) or getattr(owner.node, "name", "") == "__init__"
-
-
-def _owner(ctx: ModuleContext, node: ast.AST) -> ast.AST:
-    for ancestor in ctx.semantic.ancestors(node):
-        if isinstance(ancestor, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Module)):
-            return ancestor
-    return ctx.tree

@@ -106,7 +106,7 @@ class ManualGradientScaling(Rule):
         if len(backwards) != 1 or backwards[0].arg is None:
             return None
         backward = backwards[0]
-        if any(isinstance(b.arg, ast.BinOp) and _mentions_scale(ctx, b.arg) for b in backwards):
+        if any(scaled_loss_factor(ctx, fn, b) is not None for b in backwards):
             return None  # the static form, fixed from the backward's side
         operator = "/" if divide else "*"
         loss = f"{_operand(ctx, backward.arg)} {operator} {_operand(ctx, factor)}"
@@ -148,8 +148,7 @@ def _implements_a_scaler(ctx: ModuleContext, node: ast.AST) -> bool:
     """Whether node lies in a class whose name says it is a loss scaler (apex/Megatron's
     ``LossScaler``, ``DynamicLossScaler``), or in the ``if __name__ == "__main__":`` demo of a
     module that defines one."""
-    scaler_classes = [c for c in ctx.semantic.nodes(ast.ClassDef) if _SCALER_CLASS.search(c.name)]
-    if not scaler_classes:
+    if not any(_SCALER_CLASS.search(c.name) for c in ctx.semantic.nodes(ast.ClassDef)):
         return False
     for ancestor in [node, *ctx.semantic.ancestors(node)]:
         if isinstance(ancestor, ast.ClassDef) and _SCALER_CLASS.search(ancestor.name):
@@ -162,22 +161,18 @@ def _implements_a_scaler(ctx: ModuleContext, node: ast.AST) -> bool:
 _SCALER_CLASS = re.compile(r"scaler", re.I)
 
 
-def _mentions_scale(ctx: ModuleContext, expr: ast.AST) -> bool:
+def _is_loss_scale(ctx: ModuleContext, expr: ast.AST, depth: int = 0) -> bool:
     """Whether ``expr`` is a *precision* loss scale, decided from its value, not its name: a
     constant of 8 or more, a power of two (``2 ** k``), or a name or attribute every assignment
     of which is one, or that the code backs off or grows by a constant factor (a dynamic scale).
     ``loss_scale = 1 / accum``, a per-batch weight from a call, a parameter: not a loss scale."""
-    return _precision_scale(ctx, expr, depth=0)
-
-
-def _precision_scale(ctx: ModuleContext, expr: ast.AST, depth: int) -> bool:
     if isinstance(expr, ast.Constant):
         return isinstance(expr.value, (int, float)) and not isinstance(expr.value, bool) and expr.value >= 8
     if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Pow):
         return isinstance(expr.left, ast.Constant) and expr.left.value == 2
     if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Div):
         # `1. / loss_scaler.loss_scale`: the inverse of a loss scale unscales
-        return isinstance(expr.left, ast.Constant) and expr.left.value == 1 and _precision_scale(ctx, expr.right, depth)
+        return isinstance(expr.left, ast.Constant) and expr.left.value == 1 and _is_loss_scale(ctx, expr.right, depth)
     if depth >= 2 or not isinstance(expr, (ast.Name, ast.Attribute)):
         return False
     if isinstance(expr, ast.Attribute) and _is_loss_scaler_object(ctx, expr.value):
@@ -185,7 +180,7 @@ def _precision_scale(ctx: ModuleContext, expr: ast.AST, depth: int) -> bool:
     values, dynamic = _assigned_values(ctx, expr)
     if dynamic:
         return True
-    return bool(values) and all(_precision_scale(ctx, value, depth + 1) for value in values)
+    return bool(values) and all(_is_loss_scale(ctx, value, depth + 1) for value in values)
 
 
 def _is_loss_scaler_object(ctx: ModuleContext, expr: ast.AST) -> bool:
@@ -233,7 +228,7 @@ def scaled_loss_factor(ctx: ModuleContext, fn: StepFunction, backward: Event) ->
         expr = values[-1] if values else None
     if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mult):
         for side in (expr.right, expr.left):
-            if _named_or_literal(side, through_name) and _mentions_scale(ctx, side) and not _mentions_scale_loss_name(side):
+            if _named_or_literal(side, through_name) and _is_loss_scale(ctx, side) and not _mentions_scale_loss_name(side):
                 return side
     return None
 
@@ -274,9 +269,9 @@ def gradient_rescales(ctx: ModuleContext):
 def _unscales(ctx: ModuleContext, op: ast.operator, factor: ast.AST) -> bool:
     """Dividing by a loss scale, or multiplying by its inverse."""
     if isinstance(op, ast.Div):
-        return _mentions_scale(ctx, factor)
+        return _is_loss_scale(ctx, factor)
     inverse = isinstance(factor, ast.BinOp) and isinstance(factor.op, ast.Div)
-    return isinstance(op, ast.Mult) and inverse and _mentions_scale(ctx, factor)
+    return isinstance(op, ast.Mult) and inverse and _is_loss_scale(ctx, factor)
 
 
 def _is_grad(expr: ast.AST) -> bool:

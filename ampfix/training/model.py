@@ -1,7 +1,7 @@
 """The training-loop model: what the loop rules (AMP2xx, AMP3xx, AMP4xx) ask instead of syntax.
 
 Start here. For every function of a module (and the module's own top level) the model lists
-the *events* of a training step in source order:
+the *events* of a training step:
 
     backward   ``loss.backward()``, ``scaler.scale(loss).backward()``, ``trainer.backward(loss)``
     scale      ``scaler.scale(loss)`` whose result is thrown away
@@ -12,15 +12,23 @@ the *events* of a training step in source order:
     create     ``torch.amp.GradScaler(...)`` (any spelling)
 
 Each event carries its *context*: the chain of enclosing loops, ``if`` branches, ``with``
-blocks and ``try`` parts inside its function (``Frame``), which answers the questions rules
-ask: are two events on exclusive branches? is the step gated by an accumulation condition
-(``if (i + 1) % N == 0``) in a loop that backpropagates every micro-batch? is a backward inside
-an autocast block?
+blocks and ``try`` parts inside its function (``Frame``). "Before", "exclusive", "between",
+"avoidable" and "always preceded" are path questions on the function's control-flow graph
+(ampfix.program.flow), within one iteration of the loops that hold the events, with ``if``
+tests correlated along the path. Accumulation is a gated step in a loop that backpropagates on
+every iteration.
+
+What a function's calls do counts too (``StepFunction.of(..., calls=True)``): a call of a module
+function or method (ampfix.program.calls) stands for the callee's events, with its parameters
+read as the arguments and its own conditions read in the caller's names; a call the model cannot
+follow that is handed a scaler is UNKNOWN, and the rules stay silent on what it may do.
 
 Names get *roles* from how the module uses them: a scaler is what ``GradScaler(...)`` is
 assigned to, or what ``.scale()``/``.unscale_()`` is called on, or a name like ``loss_scaler``;
 an optimizer is what ``scaler.step()``/``zero_grad()`` take or a name like ``optimizer``;
-schedulers are never optimizers. Receivers are compared by their source text (``self.scaler``).
+schedulers are never optimizers. ``self.x`` of one class is not ``self.x`` of another
+(``object_key``); other receivers are compared by their text, so a parameter and the caller's
+argument of the same name are one object.
 
 Autocast regions are ``with`` items that call an autocast API (resolved through the import
 table), or a name assigned from one (``ctx = torch.autocast(...)``,
@@ -39,7 +47,7 @@ from ampfix.program.calls import bind_arguments
 from ampfix.program.calls import resolve as resolve_call
 from ampfix.program.flow import FlowGraph, branch_key
 from ampfix.program.flow import build as build_flow
-from ampfix.program.values import enclosing_class
+from ampfix.program.values import enclosing_class, enclosing_function
 from ampfix.semantic import dotted_name
 
 if TYPE_CHECKING:
@@ -178,7 +186,8 @@ class StepFunction:
         na, nb = self._node(a), self._node(b)
         if na is None or nb is None:
             return None
-        anchors = [na, nb] + ([self._node(within)] if within is not None and self._node(within) is not None else [])
+        nw = self._node(within) if within is not None else None
+        anchors = [na, nb] + ([nw] if nw is not None else [])
         if na == nb and within is None:
             return (a.call.lineno, a.call.col_offset) < (b.call.lineno, b.call.col_offset)
         blocked = {self._node(e) for e in avoiding} - {na, nb, None}
@@ -240,24 +249,16 @@ class _Substitute(ast.NodeTransformer):
         return node
 
 
-_LOCALS: dict[int, tuple[ast.AST, set, set]] = {}
-
-
 def _locals_of(function: ast.AST) -> tuple[set, set]:
-    """(parameter names, assigned names) of a function, memoized (a callee is read once per call)."""
-    cached = _LOCALS.get(id(function))
-    if cached is None or cached[0] is not function:
-        params = {a.arg for a in ast.walk(function.args) if isinstance(a, ast.arg)}
-        stored = {n.id for n in ast.walk(function) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-        if len(_LOCALS) > 4096:
-            _LOCALS.clear()
-        cached = _LOCALS[id(function)] = (function, params, stored)
-    return cached[1], cached[2]
+    """(parameter names, assigned names) of a function."""
+    params = {a.arg for a in ast.walk(function.args) if isinstance(a, ast.arg)}
+    stored = {n.id for n in ast.walk(function) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    return params, stored
 
 
-def _in_caller_names(test: ast.AST, callee: ast.AST, bound: dict, receiver: Optional[ast.AST]) -> Optional[ast.AST]:
+def _in_caller_names(test: ast.AST, callee_locals: tuple, bound: dict, receiver: Optional[ast.AST]) -> Optional[ast.AST]:
     """``test`` read at the call, or None when it depends on the callee's own locals."""
-    params, stored = _locals_of(callee)
+    params, stored = callee_locals
     for name in {n.id for n in ast.walk(test) if isinstance(n, ast.Name)}:
         if name in stored or (name in params and name not in bound and name != "self"):
             return None
@@ -288,6 +289,7 @@ class TrainingModel:
         self.creations: list[Event] = []
         self._calls_by_owner: Optional[dict[int, list[ast.Call]]] = None
         self._defined_names: Optional[set[str]] = None
+        self._callee_locals: dict[int, tuple[set, set]] = {}
         # is_scaler accepts a known scaler, or a name ending in "scaler" (any case): without either
         # in the module, no call is handed one
         self._scaler_text = "caler" in ctx.text or "CALER" in ctx.text
@@ -477,8 +479,10 @@ class TrainingModel:
         receiver = call.func.value if isinstance(call.func, ast.Attribute) else None
         conditions = [(f.node.test, f.branch) for f in event.context if isinstance(f.node, ast.If)]
         assume, conditional = [], event.conditional
+        if id(callee) not in self._callee_locals:  # a callee is read once per call: memoized per module
+            self._callee_locals[id(callee)] = _locals_of(callee)
         for test, branch in [*conditions, *event.assume]:
-            read = _in_caller_names(test, callee, bound, receiver)
+            read = _in_caller_names(test, self._callee_locals[id(callee)], bound, receiver)
             if read is None:
                 conditional = True
             else:
@@ -523,12 +527,8 @@ class TrainingModel:
         this class, or a name of this module), if the module shows it."""
         key = self.object_key(function, receiver)
         for create in self.creations:
-            stmt = create.stmt
-            targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
-            owner = next((f for f in self.functions if any(e is create for e in f.events)), None)
-            if owner is None:
-                continue
-            if any(self.object_key(owner, dotted_name(t)) == key for t in targets if t is not None):
+            owner = self.function_of(create)
+            if owner is not None and any(self.object_key(owner, name) == key for name in self.creation_targets(create)):
                 return create
         return None
 
@@ -670,6 +670,22 @@ class TrainingModel:
             found.append(Accumulation(loop, gate, _accumulation_factor(gate.test), backwards, steps))
         return found
 
+    def regions_reaching(self, function: StepFunction, event: Event, among=None) -> list[AutocastRegion]:
+        """The autocast regions of ``function`` (or ``among`` them) that hold ``event`` or whose
+        entry reaches it on a path that runs (not the fp32 ``else`` of ``if use_amp:``)."""
+        candidates = self.regions_in(function) if among is None else among
+        inside = self.region_of(event)
+        return [
+            r for r in candidates
+            if r is inside or (r.entry is not None and function.before(r.entry, event))
+        ]
+
+    def creation_targets(self, create: Event) -> list[str]:
+        """The names a scaler creation assigns (``scaler``, ``self.scaler``)."""
+        stmt = create.stmt
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
+        return [name for name in (dotted_name(t) for t in targets if t is not None) if name]
+
     def region_of(self, event: Event) -> Optional[AutocastRegion]:
         for frame in reversed(event.context):
             if isinstance(frame.node, (ast.With, ast.AsyncWith)):
@@ -690,15 +706,10 @@ class TrainingModel:
         if self._calls_by_owner is None:
             index: dict[int, list[ast.Call]] = {}
             for call in self.ctx.semantic.nodes(ast.Call):
-                index.setdefault(id(self._owner(call)), []).append(call)
+                owner = enclosing_function(self.ctx.semantic, call) or self.ctx.tree
+                index.setdefault(id(owner), []).append(call)
             self._calls_by_owner = index
         return self._calls_by_owner.get(id(function.node), [])
-
-    def _owner(self, node: ast.AST) -> Optional[ast.AST]:
-        for ancestor in self.ctx.semantic.ancestors(node):
-            if isinstance(ancestor, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.Module)):
-                return ancestor
-        return None
 
     def uses_scaler(self) -> bool:
         return bool(self.creations) or any(
