@@ -1,12 +1,14 @@
 """A content-keyed result cache: `.ampfix_cache/` at the project root.
 
 One JSON file per (ampfix version, effective settings):
-``path -> [content hash, diagnostics, mtime_ns, size]``. An unchanged stat means the entry holds
+``path -> [content hash, diagnostics, mtime_ns, size, dependencies]``. An unchanged stat means the entry holds
 without reading the file; otherwise the file's *bytes* (BLAKE2b) decide, so `touch` or a
 checkout that rewrites identical bytes costs a read, never a re-check. Files the prefilter
 rejects are remembered by stat alone. The file is written atomically (temporary file + rename), so
 concurrent runs leave one complete version; anything unreadable is an empty cache, never an
-error. A ``CACHEDIR.TAG`` and a ``.gitignore`` of ``*`` keep backups and git away from it.
+error. The dependencies are the other project files whose facts the analysis used (a call
+followed into them: ampfix.program.project), each ``[path, mtime_ns, size, content hash]``; the
+entry holds only while each is unchanged (same stat, or same bytes). A ``CACHEDIR.TAG`` and a ``.gitignore`` of ``*`` keep backups and git away from it.
 """
 
 from __future__ import annotations
@@ -50,8 +52,8 @@ class Cache:
     def lookup(self, path: str) -> Optional[list]:
         return self.entries.get(os.path.abspath(path))
 
-    def store(self, path: str, digest: Optional[str], diagnostics: list[Diagnostic], stamp=None) -> None:
-        entry = [digest, [to_dict(d) for d in diagnostics], *(stamp or [None, None])]
+    def store(self, path: str, digest: Optional[str], diagnostics: list[Diagnostic], stamp=None, deps=()) -> None:
+        entry = [digest, [to_dict(d) for d in diagnostics], *(stamp or [None, None]), list(deps)]
         key = os.path.abspath(path)
         if self.entries.get(key) != entry:
             self.entries[key] = entry
@@ -76,6 +78,22 @@ class Cache:
             if not os.path.exists(target):
                 with open(target, "w", encoding="utf-8") as handle:
                     handle.write(text)
+
+
+def dependencies_hold(entry: list) -> bool:
+    """Whether every file an entry's analysis read facts from is as it was then."""
+    for path, mtime_ns, size, digest in entry[4] if len(entry) > 4 else ():
+        try:
+            st = os.stat(path)
+            if (st.st_mtime_ns, st.st_size) == (mtime_ns, size):
+                continue
+            with open(path, "rb") as handle:
+                if content_hash(handle.read()) == digest:
+                    continue
+        except OSError:
+            pass
+        return False
+    return True
 
 
 def to_dict(diag: Diagnostic) -> dict:

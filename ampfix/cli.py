@@ -177,7 +177,7 @@ def check(
             if result.fixed_source is not None:
                 out.write(unified_diff(result.path, result.original, result.fixed_source))
         if not quiet:
-            click.echo(summary(remaining, fixed, settings.unsafe_fixes, "diff"), err=True)
+            click.echo(summary(remaining, fixed, settings.unsafe_fixes, "diff", len(errors) + len(found.missing)), err=True)
         code = 2 if errors or found.missing else 1 if fixed else 0
         sys.exit(code)
 
@@ -185,7 +185,9 @@ def check(
     if show_fixes and mode == FIX:
         write_fixes(out, ((r.path, r.fixed) for r in results))
     if fmt in ("text", "concise") and not quiet:
-        line = summary(remaining, fixed, settings.unsafe_fixes, "fix" if mode == FIX else "check")
+        line = summary(
+            remaining, fixed, settings.unsafe_fixes, "fix" if mode == FIX else "check", len(errors) + len(found.missing)
+        )
         if line:
             out.write(line + "\n")
     sys.exit(_exit_code(remaining, bool(errors or found.missing), exit_zero))

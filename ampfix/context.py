@@ -83,11 +83,12 @@ FALLBACK = "fallback"  # the old-API fallback of a probe: reported, never fixed
 
 
 class ModuleContext:
-    def __init__(self, path: str, text: str, tree: ast.Module, settings: "RuleSettings"):
+    def __init__(self, path: str, text: str, tree: ast.Module, settings: "RuleSettings", project=None):
         self.path = path
         self.text = text
         self.tree = tree
         self.settings = settings
+        self.project = project  # ampfix.program.project.ProjectIndex: other files, loaded on demand
         self.locator = Locator(text)
         self._reference_cache: dict[frozenset, list[Reference]] = {}
         self._torch_import_edit: Optional[Edit] = None

@@ -62,31 +62,44 @@ def _is_plain_name(pattern: str) -> bool:
 class _Ignorer:
     def __init__(self, settings: Settings):
         self.root = os.path.abspath(settings.project_root)
+        self._root_prefix = self.root.rstrip(os.sep) + os.sep
         self.excludes = _Excludes([*settings.exclude, *settings.extend_exclude])
         self._gitignores: dict[str, Optional[pathspec.GitIgnoreSpec]] = {}
+        # directory -> the (directory, spec) pairs of the .gitignore files that apply in it, up to
+        # its repository's root: computed once per directory, not once per file
+        self._chains: dict[str, list[tuple[str, pathspec.GitIgnoreSpec]]] = {}
 
     def excluded(self, path: str, is_dir: bool) -> bool:
         path = os.path.abspath(path)
-        rel = os.path.relpath(path, self.root) if _inside(path, self.root) else os.path.basename(path)
-        rel = rel.replace(os.sep, "/") + ("/" if is_dir else "")
-        if self.excludes.match(rel) or self.excludes.match(os.path.basename(path) + ("/" if is_dir else "")):
+        if path.startswith(self._root_prefix):
+            rel = path[len(self._root_prefix):]
+        else:
+            rel = "." if path == self.root else os.path.basename(path)
+        suffix = "/" if is_dir else ""
+        rel = (rel.replace(os.sep, "/") if os.sep != "/" else rel) + suffix
+        if self.excludes.match(rel) or self.excludes.match(os.path.basename(path) + suffix):
             return True
         return self._gitignored(path, is_dir)
 
     def _gitignored(self, path: str, is_dir: bool) -> bool:
-        directory = os.path.dirname(path)
-        while True:
+        for directory, spec in self._chain(os.path.dirname(path)):
+            rel = path[len(directory.rstrip(os.sep)) + 1:]
+            rel = (rel.replace(os.sep, "/") if os.sep != "/" else rel) + ("/" if is_dir else "")
+            if spec.match_file(rel):
+                return True
+        return False
+
+    def _chain(self, directory: str) -> list:
+        chain = self._chains.get(directory)
+        if chain is None:
             spec = self._gitignore(directory)
-            if spec is not None:
-                rel = os.path.relpath(path, directory).replace(os.sep, "/") + ("/" if is_dir else "")
-                if spec.match_file(rel):
-                    return True
-            if os.path.isdir(os.path.join(directory, ".git")):
-                return False  # the repository's root: outer .gitignore files do not apply
+            chain = [(directory, spec)] if spec is not None else []
             parent = os.path.dirname(directory)
-            if parent == directory:
-                return False
-            directory = parent
+            # the repository's root: outer .gitignore files do not apply
+            if not os.path.isdir(os.path.join(directory, ".git")) and parent != directory:
+                chain = chain + self._chain(parent)
+            self._chains[directory] = chain
+        return chain
 
     def _gitignore(self, directory: str) -> Optional[pathspec.GitIgnoreSpec]:
         if directory not in self._gitignores:

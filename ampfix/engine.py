@@ -22,13 +22,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ampfix.cache import content_hash
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic
 from ampfix.fixer import apply_fixes
 from ampfix.imports import remove_unused_imports
+from ampfix.program.project import ProjectIndex
 from ampfix.rules import ENGINE_CODES, RULES, prefilter_for
 from ampfix.settings import Settings
-from ampfix.source import Locator
+from ampfix.source import Locator, SourceError, SourceText
 from ampfix.suppression import parse_suppressions
 
 MAX_FIX_PASSES = 10
@@ -37,6 +39,15 @@ _AMP_CODE = re.compile(r"AMP\d")
 
 class FixError(Exception):
     """A fix produced code that does not parse, or fixes did not converge. File left unchanged."""
+
+
+class RuleCrash(Exception):
+    """A rule raised on this file: the message names the rule(s); ``diagnostics`` are the other
+    rules' findings, which still count (and print). The run exits 2, as for any error."""
+
+    def __init__(self, message: str, diagnostics: list[Diagnostic]):
+        super().__init__(message)
+        self.diagnostics = diagnostics
 
 
 @dataclass
@@ -69,6 +80,44 @@ def check_source(
     selected rule whatever the file contains (the soundness tests of the triggers use it)."""
     settings = settings or Settings()
     return _analyse(source, path, settings, settings.enabled(path), prefilter)
+
+
+# One project index per settings object (a run has one; each worker process builds its own).
+_PROJECTS: dict[int, tuple[Settings, ProjectIndex]] = {}
+
+
+def project_index(settings: Settings) -> ProjectIndex:
+    """The index of the project's other modules that analyses under ``settings`` share."""
+    entry = _PROJECTS.get(id(settings))
+    if entry is None or entry[0] is not settings:
+        if len(_PROJECTS) >= 4:
+            _PROJECTS.clear()
+        index = ProjectIndex(lambda path, index: _load_module(path, settings, index), settings.project_root)
+        entry = _PROJECTS[id(settings)] = (settings, index)
+    return entry[1]
+
+
+def dependencies(path: str, settings: Settings) -> list[list]:
+    """The other files whose facts the last analysis of ``path`` used (for the result cache)."""
+    entry = _PROJECTS.get(id(settings))
+    return entry[1].dependencies(path) if entry is not None and entry[0] is settings else []
+
+
+def _load_module(path: str, settings: Settings, index: ProjectIndex):
+    """Another module of the project, for the facts of calls into it: only a Python file that
+    passes the prefilter (anything else cannot hold a training event) and parses."""
+    if not path.endswith(".py"):
+        return None
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+        if not may_fire(data, settings.enabled(path)):
+            return None
+        text = SourceText.decode(data).text
+        tree = parse_quietly(text, path)
+    except (OSError, SourceError, SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    return ModuleContext(path, text, tree, settings, project=index), content_hash(data)
 
 
 def fix_source(
@@ -210,11 +259,20 @@ def _analyse_file(text: str, path: str, settings: Settings, codes: frozenset, pr
         if "AMP001" in codes:
             diagnostics.append(_syntax_error(SyntaxError("too deeply nested to parse", (path, 1, 1, "")), locator))
         tree = None
+    crashes: list[str] = []
     if tree is not None:
-        ctx = ModuleContext(path, text, tree, settings)
+        project = project_index(settings) if not path.startswith("<") else None
+        ctx = ModuleContext(path, text, tree, settings, project=project)
         for code in sorted(candidates - ENGINE_CODES):
-            diagnostics.extend(RULES[code].check(ctx))
+            try:
+                found = list(RULES[code].check(ctx))
+            except Exception as exc:  # a bug in one rule must not take the file's other findings
+                crashes.append(f"rule {code} crashed ({type(exc).__name__}: {exc}); its findings are missing")
+                continue
+            diagnostics.extend(found)
     if not diagnostics and ("AMP002" not in codes or not _AMP_CODE.search(text)):
+        if crashes:
+            raise RuleCrash("; ".join(crashes), [])
         return []  # nothing to suppress and no AMP code in a comment: skip the comment scan
     if settings.safe_fix_codes or settings.unsafe_fix_codes:
         diagnostics = [_with_configured_safety(d, settings) for d in diagnostics]
@@ -240,6 +298,8 @@ def _analyse_file(text: str, path: str, settings: Settings, codes: frozenset, pr
             diag.location, diag.end_location = locator.position(invalid.start), locator.position(invalid.end)
             kept.append(diag)
     kept.sort(key=Diagnostic.sort_key)
+    if crashes:
+        raise RuleCrash("; ".join(crashes), kept)
     return kept
 
 

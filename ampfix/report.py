@@ -257,11 +257,22 @@ def write_statistics(out: TextIO, diagnostics: list[Diagnostic], unsafe_fixes: b
 
 
 def summary(
-    remaining: list[Diagnostic], fixed: int, unsafe_fixes: bool, mode: str
+    remaining: list[Diagnostic], fixed: int, unsafe_fixes: bool, mode: str, errors: int = 0
 ) -> Optional[str]:
+    """The last line, ruff's: never "All checks passed!" while a finding remains, a fix was
+    refused or a file could not be checked (``errors``)."""
+
     def plural(n: int) -> str:
         return f"{n} problem{'s' if n != 1 else ''}"
 
+    line = _summary(remaining, fixed, unsafe_fixes, mode, plural)
+    if errors:
+        failed = f"{errors} file{'s' if errors != 1 else ''} could not be checked (see the errors above)"
+        line = f"{failed}." if line == "All checks passed!" else f"{line} {failed[0].upper()}{failed[1:]}."
+    return line
+
+
+def _summary(remaining, fixed: int, unsafe_fixes: bool, mode: str, plural) -> Optional[str]:
     safe = sum(1 for d in remaining if d.fix is not None and d.fix.applicability is Applicability.SAFE)
     unsafe = sum(1 for d in remaining if d.fix is not None and d.fix.applicability is Applicability.UNSAFE)
     if mode == "diff":
@@ -269,12 +280,14 @@ def summary(
             return "No fixes available." + (f" ({unsafe} hidden fixes can be enabled with --unsafe-fixes)" if unsafe else "")
         extra = f" ({unsafe} additional fixes available with --unsafe-fixes)" if unsafe and not unsafe_fixes else ""
         return f"Would fix {plural(fixed)}{extra}."
+    refused = sum(1 for d in remaining if d.fix_refused)
     if mode == "fix":
         total = fixed + len(remaining)
         if total == 0:
             return "All checks passed!"
         extra = f" ({unsafe} more fixable with --unsafe-fixes)" if unsafe and not unsafe_fixes else ""
-        return f"Found {plural(total)} ({fixed} fixed, {len(remaining)} remaining){extra}."
+        refusals = f", {refused} fix{'es' if refused != 1 else ''} refused" if refused else ""
+        return f"Found {plural(total)} ({fixed} fixed, {len(remaining)} remaining{refusals}){extra}."
     if not remaining:
         return "All checks passed!"
     parts = []
@@ -286,6 +299,8 @@ def summary(
             parts.append(f"{safe} fixable with --apply")
         if unsafe:
             parts.append(f"{unsafe} with --unsafe-fixes")
+    if refused:
+        parts.append(f"{refused} fix{'es' if refused != 1 else ''} refused")
     return f"Found {plural(len(remaining))}" + (f" ({', '.join(parts)})" if parts else "") + "."
 
 

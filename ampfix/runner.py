@@ -12,9 +12,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
-from ampfix.cache import Cache, content_hash, from_dict
+from ampfix.cache import Cache, content_hash, dependencies_hold, from_dict
 from ampfix.diagnostics import Diagnostic
-from ampfix.engine import FixError, check_source, fix_source, may_fire
+from ampfix.engine import FixError, RuleCrash, check_source, dependencies, fix_source, may_fire
 from ampfix.notebook import Notebook
 from ampfix.settings import Settings
 from ampfix.source import SourceError, SourceText, write_atomic
@@ -32,7 +32,7 @@ class FileResult:
     error: Optional[str] = None  # one line: the cause (the path is printed beside it)
     original: Optional[str] = None  # kept only when the text changed (for --diff)
     fixed_source: Optional[str] = None
-    cache_entry: Optional[tuple] = None  # (content hash, diagnostics) to remember
+    cache_entry: Optional[tuple] = None  # (content hash, diagnostics, stat, dependencies) to remember
     cached: bool = False
 
 
@@ -73,7 +73,7 @@ def process_file(path: str, job: Job, cached: Optional[list] = None) -> FileResu
     if cached is not None and cached[0] == digest:
         hit = _from_cache(path, job, cached, result)  # touched, same bytes
         if hit is not None:
-            hit.cache_entry = (digest, hit.diagnostics, stamp)
+            hit.cache_entry = (digest, hit.diagnostics, stamp, cached[4] if len(cached) > 4 else [])
             return hit
     try:
         source = SourceText.decode(data)
@@ -81,19 +81,22 @@ def process_file(path: str, job: Job, cached: Optional[list] = None) -> FileResu
             return _process_notebook(path, job, source, result, digest)
         if job.mode == CHECK:
             result.diagnostics = check_source(source.text, path, job.settings)
-            result.cache_entry = (digest, result.diagnostics, stamp) if digest else None
+            if digest:
+                result.cache_entry = (digest, result.diagnostics, stamp, dependencies(path, job.settings))
             return result
         fixed = fix_source(source.text, path, job.settings, job.unsafe_fixes)
         result.diagnostics, result.fixed = fixed.remaining, fixed.fixed
         if not fixed.changed and digest:
-            result.cache_entry = (digest, result.diagnostics, stamp)
+            result.cache_entry = (digest, result.diagnostics, stamp, dependencies(path, job.settings))
         if fixed.changed:
             result.original, result.fixed_source = source.text, fixed.source
             if job.mode == FIX:
                 written = source.encode(fixed.source)
                 write_atomic(path, written)
                 if digest:
-                    result.cache_entry = (content_hash(written), result.diagnostics, None)
+                    result.cache_entry = (content_hash(written), result.diagnostics, None, dependencies(path, job.settings))
+    except RuleCrash as exc:
+        result.diagnostics, result.error = exc.diagnostics, str(exc)  # the other rules' findings stay
     except (SourceError, FixError) as exc:
         result.error = str(exc)
     except RecursionError:
@@ -104,6 +107,8 @@ def process_file(path: str, job: Job, cached: Optional[list] = None) -> FileResu
 
 
 def _from_cache(path: str, job: Job, cached: list, result: FileResult) -> Optional[FileResult]:
+    if not dependencies_hold(cached):
+        return None  # a file it read facts from has changed: check it again
     diagnostics = [from_dict(d, path) for d in cached[1]]
     if job.mode != CHECK and any(d.fix_applies(job.unsafe_fixes) for d in diagnostics):
         return None  # there is something to fix: do it for real
@@ -115,7 +120,12 @@ def _process_notebook(path: str, job: Job, source: SourceText, result: FileResul
     """Notebooks: the code cells as one program; positions per cell; fixes written into the cells."""
     notebook = Notebook.parse(source.text)
     if job.mode == CHECK:
-        diagnostics = check_source(notebook.program, path, job.settings)
+        try:
+            diagnostics = check_source(notebook.program, path, job.settings)
+        except RuleCrash as exc:
+            for diag in exc.diagnostics:
+                notebook.locate(diag)
+            raise
     else:
         fixed = fix_source(notebook.program, path, job.settings, job.unsafe_fixes)
         diagnostics, result.fixed = fixed.remaining, fixed.fixed

@@ -268,6 +268,15 @@ def _evaluated_inside(scope_node: ast.AST, child: ast.AST) -> bool:
     return True
 
 
+# ``Load``/``Store``, operators and comparison operators: one shared instance per kind in a
+# tree, with nothing below them and nothing to ask of them; a third of all nodes, not walked.
+_SHARED_LEAVES = frozenset(
+    kind
+    for base in (ast.expr_context, ast.operator, ast.boolop, ast.unaryop, ast.cmpop)
+    for kind in base.__subclasses__()
+)
+
+
 class _Binder:
     """Fills scopes and parent links in one walk."""
 
@@ -283,6 +292,7 @@ class _Binder:
         by_type = self.model.by_type
         bind = self._bind
         AST = ast.AST
+        skipped = _SHARED_LEAVES
         stack: list[tuple[ast.AST, Scope]] = [(root, scope)]
         pop, push = stack.pop, stack.append
         while stack:
@@ -299,10 +309,10 @@ class _Binder:
                 value = getattr(node, name, None)
                 if isinstance(value, list):
                     for item in value:
-                        if isinstance(item, AST):
+                        if isinstance(item, AST) and type(item) not in skipped:
                             parents[item] = node
                             push((item, inner if inner is not None and id(item) in inside else scope))
-                elif isinstance(value, AST):
+                elif isinstance(value, AST) and type(value) not in skipped:
                     parents[value] = node
                     push((value, inner if inner is not None and id(value) in inside else scope))
 

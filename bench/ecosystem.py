@@ -76,12 +76,14 @@ TRIAGE = os.path.join(HERE, "triage")
 
 def findings(root: str, repo: str, commit: str) -> list[dict]:
     """ampfix's loop findings on one checkout: dicts with path (relative), line, code, fix, message."""
-    folder = checkout_dir(root, repo, commit)
+    folder = os.path.abspath(checkout_dir(root, repo, commit))
     command = [
         sys.executable, "-m", "ampfix", "check", folder, "--isolated", "--no-cache", "--unsafe-fixes",
         "--output-format", "json", "--exit-zero", "--quiet",
     ]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=os.path.join(HERE, ".."))
+    # run from the checkout, as its user would (the project root is the checkout's)
+    env = {**os.environ, "PYTHONPATH": os.path.join(HERE, "..") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=folder, env=env)
     if done.returncode not in (0, 1):
         raise SystemExit(f"ampfix failed on {folder} (exit {done.returncode}):\n{done.stderr}")
     records = json.loads(done.stdout or "[]")
@@ -92,7 +94,7 @@ def findings(root: str, repo: str, commit: str) -> list[dict]:
         fix = record.get("fix")
         out.append({
             "repo": repo,
-            "path": os.path.relpath(record["filename"], folder).replace(os.sep, "/"),
+            "path": os.path.relpath(os.path.join(folder, record["filename"]), folder).replace(os.sep, "/"),
             "line": record["location"]["row"],
             "code": record["code"],
             "fix": fix["applicability"] if fix else "none",

@@ -36,6 +36,25 @@ def test_clean_tree_exits_zero(project):
     assert result.stdout.strip() == "All checks passed!"
 
 
+def test_no_success_line_next_to_an_error(project):
+    result = run_ampfix("check", "clean.py", "missing.py", cwd=project)
+    assert result.returncode == 2
+    assert "All checks passed" not in result.stdout
+    assert result.stdout.strip() == "1 file could not be checked (see the errors above)."
+    assert "missing.py: no such file or directory" in result.stderr
+
+
+def test_the_summary_counts_refused_fixes():
+    from ampfix.diagnostics import Diagnostic
+    from ampfix.report import summary
+
+    refused = Diagnostic("AMP501", "fp32-training-loop", "fp32 step", 0, 1)
+    refused.fix_refused = "no fix offered: ..."
+    assert summary([refused], 2, True, "fix") == "Found 3 problems (2 fixed, 1 remaining, 1 fix refused)."
+    assert summary([refused], 0, False, "check") == "Found 1 problem (1 fix refused)."
+    assert summary([], 0, False, "check", errors=2) == "2 files could not be checked (see the errors above)."
+
+
 def test_shorthands_run_check(project):
     assert run_ampfix(".", cwd=project).returncode == 1
     assert run_ampfix(cwd=project).returncode == 1  # default path is .

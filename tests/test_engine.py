@@ -86,18 +86,40 @@ def test_a_fix_that_breaks_the_code_is_never_applied(monkeypatch, tmp_path):
     assert path.read_text() == OLD
 
 
-def test_a_crashing_rule_is_an_error_for_that_file_only(monkeypatch, tmp_path):
+def test_a_crashing_rule_is_an_error_naming_the_rule_and_the_other_findings_stay(monkeypatch, tmp_path):
     from ampfix.rules import RULES
 
     def crash(ctx):
         raise ValueError("boom")
         yield
 
-    monkeypatch.setattr(RULES["AMP102"], "check", crash)
+    monkeypatch.setattr(RULES["AMP101"], "check", crash)
     path = tmp_path / "t.py"
-    path.write_text(OLD)
+    path.write_text(OLD + "with torch.cuda.amp.autocast():\n    pass\n")
     result = process_file(str(path), Job(CHECK, Settings(), False))
-    assert result.error == "internal error: ValueError: boom"
+    assert result.error == "rule AMP101 crashed (ValueError: boom); its findings are missing"
+    assert [d.code for d in result.diagnostics] == ["AMP102"]  # the other rule's finding is kept
+    fixed = process_file(str(path), Job(FIX, Settings(), False))
+    assert fixed.error and not fixed.fixed and "torch.cuda.amp.GradScaler" in path.read_text()  # nothing written
+
+
+def test_a_crashing_rule_exits_2_and_prints_the_other_findings(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from ampfix.cli import cli
+    from ampfix.rules import RULES
+
+    def crash(ctx):
+        raise ValueError("boom")
+        yield
+
+    monkeypatch.setattr(RULES["AMP101"], "check", crash)
+    path = tmp_path / "t.py"
+    path.write_text(OLD + "with torch.cuda.amp.autocast():\n    pass\n")
+    result = CliRunner().invoke(cli, ["check", "--no-cache", "--jobs", "1", "--output-format", "concise", str(path)])
+    assert result.exit_code == 2
+    assert "AMP102" in result.output and f"{path}: rule AMP101 crashed" in result.output
+    assert "All checks passed" not in result.output
 
 
 def test_unreadable_file_is_an_error(monkeypatch, tmp_path):

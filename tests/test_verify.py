@@ -14,6 +14,11 @@ torch = pytest.importorskip("torch")
 
 CASES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "verify_cases")
 CUDA_STYLE = {"deprecated_cuda_amp.py", "autocast_scope.py"}  # AMP only when CUDA is there
+# AMP501 conversions on a device known only at run time enable float16 on CUDA alone
+CUDA_ONLY_REWRITES = {
+    "convert_accumulation_clipping.py", "convert_cnn_dataloader.py", "convert_train_one_epoch.py",
+    "convert_trainer_class.py", "convert_tutorial_loop.py",
+}
 ORIGINALS = sorted(
     os.path.basename(p) for p in glob.glob(os.path.join(FIXTURES, "*.py")) if not p.endswith(".fixed.py")
 )
@@ -28,7 +33,7 @@ def verify(*args, timeout=900):
 def test_every_fixture_passes_after_its_rewrite_on_cpu(name):
     path = os.path.join(FIXTURES, name)
     args = [path]
-    if name in CUDA_STYLE:
+    if name in CUDA_STYLE | CUDA_ONLY_REWRITES:
         args.append("--cuda-shim")
     if name == "convert_apex_o1.py":
         # the original needs apex; its rewrite needs only torch and must pass on its own
@@ -67,8 +72,14 @@ def test_broken_rewrites_fail_with_the_right_reason(case, reason):
     assert reason in result.stdout
 
 
+def test_a_rewrite_for_cuda_only_says_so_on_a_cpu():
+    result = verify(os.path.join(FIXTURES, "convert_tutorial_loop.py"))
+    assert result.returncode == 1
+    assert "present but disabled on this device (cpu" in result.stdout and "--cuda-shim" in result.stdout
+
+
 def test_json_report(tmp_path):
-    result = verify(os.path.join(FIXTURES, "convert_tutorial_loop.py"), "--format", "json")
+    result = verify(os.path.join(FIXTURES, "convert_tutorial_loop.py"), "--cuda-shim", "--format", "json")
     document = json.loads(result.stdout)
     assert document["exit_code"] == 0 and document["applied"] == ["AMP501"]
     names = {c["name"]: c["status"] for c in document["checks"]}

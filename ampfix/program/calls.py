@@ -6,6 +6,11 @@ Resolved (Pyright's "declared type" in miniature, inside one module):
 - ``obj(...)`` / ``obj.method(...)`` where every assignment of ``obj`` creates an instance of a
   class defined here: that class's ``__call__`` / method (the timm ``NativeScaler`` shape).
 
+Across the project (``resolve_in_project``, through ampfix.program.project): a function imported
+from another module of the project, ``module.function(...)``, and ``obj(...)`` / ``obj.method(...)``
+where every assignment of ``obj`` creates an instance of a class imported from one (or ``self``'s
+methods inherited from such a class).
+
 Everything else is unresolved; the training model treats an unresolved call that is handed a
 scaler as *unknown* (it may unscale, step or update), and rules stay silent on what it touches.
 """
@@ -16,6 +21,8 @@ import ast
 from dataclasses import dataclass
 from typing import Optional
 
+from ampfix.program.module import ModuleSource
+from ampfix.program.project import Definition, ProjectIndex
 from ampfix.program.values import assignments, class_family, enclosing_class
 from ampfix.semantic import SemanticModel
 
@@ -72,6 +79,63 @@ def _instance_class(semantic: SemanticModel, expr: ast.AST) -> Optional[ast.Clas
             return None
         classes.add(nodes[0])
     return classes.pop() if len(classes) == 1 else None
+
+
+@dataclass(frozen=True)
+class ProjectTarget:
+    module: ModuleSource  # the module the callee is defined in
+    target: Target
+
+
+def resolve_in_project(source: ModuleSource, call: ast.Call, index: ProjectIndex) -> Optional[ProjectTarget]:
+    """The function of another project module that ``call`` runs, if the imports say so."""
+    func = call.func
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self":
+        cls = enclosing_class(source.semantic, call)
+        return _inherited(source, cls, func.attr, index) if cls is not None else None
+    named = index.definition(source, func)
+    if named is not None:
+        if isinstance(named.node, _FUNCTIONS) and named.attribute is None:
+            return ProjectTarget(named.module, Target(named.node, False))
+        return None  # a class: constructing it runs ``__init__`` (not followed)
+    instance = _project_instance(source, func if isinstance(func, ast.Name) else getattr(func, "value", None), index)
+    if instance is None:
+        return None
+    method_name = "__call__" if isinstance(func, ast.Name) else func.attr
+    method = _method(instance.module.semantic, instance.node, method_name)
+    if method is None:
+        return _inherited(instance.module, instance.node, method_name, index)
+    return ProjectTarget(instance.module, Target(method, True))
+
+
+def _inherited(source: ModuleSource, cls: ast.ClassDef, name: str, index: ProjectIndex) -> Optional[ProjectTarget]:
+    """``name`` from a base class imported from another project module (one level of bases of
+    each class of the family defined in ``source``)."""
+    for member_of in class_family(source.semantic, cls):
+        for base in member_of.bases:
+            named = index.definition(source, base)
+            if named is None or not isinstance(named.node, ast.ClassDef) or named.attribute is not None:
+                continue
+            method = _method(named.module.semantic, named.node, name)
+            if method is not None:
+                return ProjectTarget(named.module, Target(method, True))
+    return None
+
+
+def _project_instance(source: ModuleSource, expr: Optional[ast.AST], index: ProjectIndex) -> Optional[Definition]:
+    """The class of another project module every assignment of ``expr`` instantiates."""
+    if not isinstance(expr, (ast.Name, ast.Attribute)):
+        return None
+    values = [s.value for s in assignments(source.semantic, expr) if not isinstance(s, ast.AugAssign)]
+    found: dict[int, Definition] = {}
+    for value in values:
+        if not isinstance(value, ast.Call):
+            return None
+        named = index.definition(source, value.func)
+        if named is None or not isinstance(named.node, ast.ClassDef) or named.attribute is not None:
+            return None
+        found[id(named.node)] = named
+    return next(iter(found.values())) if len(found) == 1 else None
 
 
 def bind_arguments(target: Target, call: ast.Call) -> Optional[dict[str, ast.expr]]:

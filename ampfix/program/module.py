@@ -18,8 +18,12 @@ class ModuleSource(Protocol):
     text: str
     tree: ast.Module
     settings: Any  # ampfix.settings.Settings (default device, AMP dtype)
+    project: Any  # ampfix.program.project.ProjectIndex, or None (one file alone: stdin, tests)
 
     @property
     def semantic(self) -> SemanticModel: ...
+
+    @property
+    def training(self) -> Any: ...  # ampfix.training.model.TrainingModel, built once per module
 
     def segment(self, node: ast.AST) -> str: ...

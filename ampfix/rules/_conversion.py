@@ -35,6 +35,11 @@ class Device:
     def scaler(self) -> str:
         return self.autocast
 
+    def cuda_only(self, quote: str) -> Optional[str]:
+        """For a device known only at run time: the test that enables float16 AMP on CUDA alone
+        (float16 autocast on a CPU is slower than fp32, and some CPU kernels have none)."""
+        return None if self.literal is not None else f"{self.autocast} == {quote}cuda{quote}"
+
 
 def infer_device(ctx: ModuleContext, fn: StepFunction) -> Device:
     """From the code, never a blind "cuda": the variable passed to ``.to(...)``, ``"cuda"`` for
@@ -195,11 +200,16 @@ class Conversion:
     edits: list
     device: Device
     dtype: str  # "float16" | "bfloat16"
+    enabled: Optional[str] = None  # the autocast's ``enabled=`` test, when it has one
 
 
-def autocast_conversion(ctx: ModuleContext, fn: StepFunction, backward: Event) -> Optional[Conversion]:
+def autocast_conversion(
+    ctx: ModuleContext, fn: StepFunction, backward: Event, float16_on_cuda_only: bool = False,
+) -> Optional[Conversion]:
     """Wrap the forward pass of ``backward``'s step in ``torch.autocast`` (device and dtype
-    inferred as the AMP501 document says). The caller adds the scaler protocol for float16."""
+    inferred as the AMP501 document says). The caller adds the scaler protocol for float16.
+    With ``float16_on_cuda_only``, float16 autocast on a device known only at run time is
+    enabled on CUDA alone (``enabled=device.type == "cuda"``)."""
     forward = forward_statements(ctx, backward)
     if forward is None:
         return None
@@ -210,10 +220,13 @@ def autocast_conversion(ctx: ModuleContext, fn: StepFunction, backward: Event) -
         return None
     torch_name, import_edits = torch
     header = f"{torch_name}.autocast(device_type={device.autocast}, dtype={torch_name}.{dtype})"
+    gate = device.cuda_only(ctx.quote) if float16_on_cuda_only and dtype == "float16" else None
+    if gate is not None:
+        header = header[:-1] + f", enabled={gate})"
     wrap = wrap_in_autocast(ctx, forward, header)
     if wrap is None:
         return None
-    return Conversion([wrap, *import_edits], device, dtype)
+    return Conversion([wrap, *import_edits], device, dtype, gate)
 
 
 def module_manages_precision(ctx: ModuleContext) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 from typing import Optional
 
 from ampfix.context import ModuleContext
@@ -36,9 +37,16 @@ def at(event: Optional[Event], note: str):
     if event is None:
         return None, note
     if event.via is not None:
-        origin = event.origin
-        note += f" (in the call; the callee does it at line {origin.line})"
+        origin, path = event.origin, event.origin_path
+        where = f"{shown_path(path)}:{origin.line}" if path else f"line {origin.line}"
+        note += f" (in the call; the callee does it at {where})"
     return event.call, note
+
+
+def shown_path(path: str) -> str:
+    """A path as ruff shows it: relative to the working directory when below it."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 def created(ctx: ModuleContext, function: StepFunction, scaler: Optional[str]):

@@ -8,7 +8,7 @@ from typing import Iterator
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.edits import insert_before
-from ampfix.prefilter import FileBytes, may_backward_scaled
+from ampfix.prefilter import FileBytes, may_backward_scaled, may_use_scaler
 from ampfix.rules._loop import at, call_name, created, loops_of, optimizer_for
 from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.training.model import BACKWARD, CLIP, SCALER_STEP, UNSCALE
@@ -24,7 +24,9 @@ class ClipScaledGradients(Rule):
 
     @classmethod
     def may_fire(cls, file: FileBytes) -> bool:
-        return may_backward_scaled(file) and file.has(b"clip_grad", b"get_total_norm")
+        # the scaled backward may be in a call handed the scaler (a helper here or in another
+        # module of the project): a name the model takes for a scaler is enough
+        return (may_backward_scaled(file) or may_use_scaler(file)) and file.has(b"clip_grad", b"get_total_norm")
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training

@@ -30,7 +30,7 @@ class Float16Weights(Rule):
 
     @classmethod
     def may_fire(cls, file: FileBytes) -> bool:
-        return may_train_step(file)
+        return may_train_step(file)  # a backward here, or in a helper of this module
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training
@@ -44,7 +44,10 @@ class Float16Weights(Rule):
                 if converted is None:
                     continue
                 network, conversion = converted
-                backwards = [b for b in fn.of(BACKWARD, calls=True) if b.kind == BACKWARD and fn.before(b, step)]
+                backwards = [
+                    b for b in fn.of(BACKWARD, calls=True)
+                    if b.kind == BACKWARD and b.origin_path is None and fn.before(b, step)
+                ]  # in this module: a file with no backward of its own is not parsed (the prefilter)
                 if not backwards:
                     continue
                 evidence = [

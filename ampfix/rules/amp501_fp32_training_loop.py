@@ -14,7 +14,7 @@ from ampfix.rules._conversion import (
     infer_device,
     module_manages_precision,
 )
-from ampfix.rules._loop import at, loops_of
+from ampfix.rules._loop import shown_path, at, loops_of
 from ampfix.rules._protocol import SCALER_NAMES, add_scaler_protocol, free_name
 from ampfix.rules.amp502_manual_gradient_scaling import (
     gradient_rescales,
@@ -60,16 +60,27 @@ class Fp32TrainingLoop(Rule):
             )
             step = next(s for s in steps if any(fn.before(b, s) for b in backwards))
             evidence = [at(backwards[0], "fp32 backward (no autocast, no scaler in this step)"), at(step, "optimizer step")]
-            yield ctx.diagnostic(self, backwards[0].call, message, self._fix(ctx, fn, backwards), evidence)
+            extension = ctx.project.compiled_extension(ctx.path) if ctx.project is not None else None
+            fix = self._fix(ctx, fn, backwards) if extension is None else None
+            diagnostic = ctx.diagnostic(self, backwards[0].call, message, fix, evidence)
+            if extension is not None:
+                diagnostic.fix_refused = (
+                    f"no fix offered: the project builds a custom C++/CUDA extension ({shown_path(extension)}), "
+                    "whose kernels may have no float16 version; add autocast by hand, with "
+                    "`torch.amp.custom_fwd(cast_inputs=torch.float32)` on the extension's autograd Function"
+                )
+            yield diagnostic
 
     def _fix(self, ctx: ModuleContext, fn: StepFunction, backwards) -> Optional[Fix]:
         if len(backwards) != 1:
             return None  # several losses (GANs, multi-task): the regions need a person
         backward = backwards[0]
-        conversion = autocast_conversion(ctx, fn, backward)
+        conversion = autocast_conversion(ctx, fn, backward, float16_on_cuda_only=True)
         if conversion is None:
             return None
         device, dtype, edits = conversion.device, conversion.dtype, conversion.edits
+        # the scaler is enabled where the autocast is (on CUDA alone for a run-time device)
+        scaler_args = device.scaler + (f", enabled={conversion.enabled}" if conversion.enabled else "")
         if device.literal != "cpu" and _uses_binary_cross_entropy(ctx):
             return None  # BCELoss raises under CUDA autocast (AMP402): the loss needs rewriting first
         if dtype == "float16":
@@ -78,9 +89,9 @@ class Fp32TrainingLoop(Rule):
                 return None  # a step function without its loop: where the scaler lives is a design choice
             threaded = _threading_plan(ctx, fn)
             if threaded is None:
-                planned = add_scaler_protocol(ctx, fn, [backward], loops[0], device.scaler)
+                planned = add_scaler_protocol(ctx, fn, [backward], loops[0], scaler_args)
             else:
-                planned = add_scaler_protocol(ctx, fn, [backward], loops[0], device.scaler, lazy=True, name=threaded[0])
+                planned = add_scaler_protocol(ctx, fn, [backward], loops[0], scaler_args, lazy=True, name=threaded[0])
             if planned is None:
                 return None
             protocol, name = planned
@@ -151,7 +162,9 @@ def _threading_plan(ctx: ModuleContext, fn: StepFunction):
         torch = ctx.torch_module(outer)
         if torch is None:
             return None
-        create = insert_before(ctx, outer, f"{name} = {torch[0]}.amp.GradScaler({device.scaler})")
+        gate = device.cuda_only(ctx.quote)
+        scaler_args = device.scaler + (f", enabled={gate}" if gate else "")
+        create = insert_before(ctx, outer, f"{name} = {torch[0]}.amp.GradScaler({scaler_args})")
         if create is None:
             return None
         arguments = [*call.args, *call.keywords]

@@ -39,6 +39,20 @@ _LITERAL_FACTOR = re.compile(
 _GRAD_RESCALE = re.compile(rb"\.grad(?:\.data)?\s*(?:\*=|/=|\.(?:mul|div)_\()")
 
 
+def _literal_factor_on_a_backward_line(data: bytes) -> bool:
+    """``_LITERAL_FACTOR`` on the lines that hold a ``backward`` only (a regex over the file
+    would try its alternatives at every byte)."""
+    start = data.find(b"backward")
+    while start != -1:
+        line_start = data.rfind(b"\n", 0, start) + 1
+        line_end = data.find(b"\n", start)
+        line_end = len(data) if line_end == -1 else line_end
+        if _LITERAL_FACTOR.search(data, line_start, line_end):
+            return True
+        start = data.find(b"backward", line_end)
+    return False
+
+
 class ManualGradientScaling(Rule):
     code = "AMP502"
     name = "manual-gradient-scaling"
@@ -52,8 +66,12 @@ class ManualGradientScaling(Rule):
     def may_fire(cls, file: FileBytes) -> bool:
         # the factor is named for a scale (`loss_scale`, `self.cur_scale`) or a literal (`* 1024.`,
         # `* 2 ** 16`); whether it is a *precision* scale is then decided from its value
-        named_or_literal = file.has(b"scale", b"Scale", b"SCALE", b"scaling", b"Scaling") or file.matches(_LITERAL_FACTOR)
-        return (named_or_literal and may_backward(file)) or (file.has(b".grad") and file.matches(_GRAD_RESCALE))
+        if may_backward(file) and (
+            file.has(b"scale", b"Scale", b"SCALE", b"scaling", b"Scaling")
+            or file.answer(_LITERAL_FACTOR, _literal_factor_on_a_backward_line)
+        ):
+            return True
+        return file.has(b".grad") and file.matches(_GRAD_RESCALE)
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training

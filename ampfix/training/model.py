@@ -21,7 +21,11 @@ every iteration.
 What a function's calls do counts too (``StepFunction.of(..., calls=True)``): a call of a module
 function or method (ampfix.program.calls) stands for the callee's events, with its parameters
 read as the arguments and its own conditions read in the caller's names; a call the model cannot
-follow that is handed a scaler is UNKNOWN, and the rules stay silent on what it may do.
+follow that is handed a scaler is UNKNOWN, and the rules stay silent on what it may do. Calls
+handed a scaler or an optimizer are followed into other modules of the project too
+(ampfix.program.project: the callee's module is loaded only if it passes the prefilter), where
+the callee's module globals are not the caller's: a condition on one makes the event
+conditional, and an object named only there makes the call UNKNOWN.
 
 Names get *roles* from how the module uses them: a scaler is what ``GradScaler(...)`` is
 assigned to, or what ``.scale()``/``.unscale_()`` is called on, or a name like ``loss_scaler``;
@@ -39,11 +43,12 @@ from __future__ import annotations
 
 import ast
 import copy
+import os
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from ampfix.program.calls import bind_arguments
+from ampfix.program.calls import bind_arguments, resolve_in_project
 from ampfix.program.calls import resolve as resolve_call
 from ampfix.program.flow import FlowGraph, branch_key
 from ampfix.program.flow import build as build_flow
@@ -87,6 +92,7 @@ CLIPS = frozenset(
     for mod in ("", ".clip_grad")
     for name in ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "get_total_norm")
 )
+_MAX_CALL_DEPTH = 4  # calls followed from a function (helpers of helpers), in and across modules
 _SCALER_NAME = re.compile(r"(^|_)scaler$", re.I)
 _OPTIMIZER_NAME = re.compile(r"optim|(^|_)opt(_|$|\d)", re.I)
 _SCHEDULER_NAME = re.compile(r"sched|lr_|warmup", re.I)
@@ -114,6 +120,7 @@ class Event:
     # condition could not be read so (a local of the callee: the event may not happen).
     assume: tuple = ()
     conditional: bool = False
+    callee_path: Optional[str] = None  # for a call's event: the callee's file, when another module
 
     @property
     def line(self) -> int:
@@ -123,6 +130,12 @@ class Event:
     def origin(self) -> "Event":
         """The event in the function that performs it (itself, unless it stands for a call)."""
         return self.via.origin if self.via is not None else self
+
+    @property
+    def origin_path(self) -> Optional[str]:
+        """The file of ``origin`` when it is another module of the project (None: this one)."""
+        inner = self.via.origin_path if self.via is not None else None
+        return inner or self.callee_path
 
 
 @dataclass
@@ -189,7 +202,7 @@ class StepFunction:
         nw = self._node(within) if within is not None else None
         anchors = [na, nb] + ([nw] if nw is not None else [])
         if na == nb and within is None:
-            return (a.call.lineno, a.call.col_offset) < (b.call.lineno, b.call.col_offset)
+            return _order(a) < _order(b)
         blocked = {self._node(e) for e in avoiding} - {na, nb, None}
         return self.flow.path_exists(
             na, nb, avoid=blocked.__contains__, assumptions=_assumptions(a),
@@ -225,7 +238,19 @@ class StepFunction:
         holds), counting what calls do and unknown calls as such events: ``unscale_`` under
         ``if log_norms:`` does not protect a clip that runs on every path, a helper that unscales does."""
         blocking = [e for e in self.of(*kinds, calls=True) if e.kind == UNKNOWN or where(e)]
+        # one call doing both (a helper that scales, then unscales): the callee's order decides
+        if any(e.call is a.call and _order(a) < _order(e) for e in blocking):
+            return False
+        if any(e.call is b.call and _order(e) < _order(b) for e in blocking):
+            return False
         return self.reaches(a, b, avoiding=blocking)
+
+
+def _order(event: Event) -> tuple:
+    """Where an event runs within its statement: its call's position, then, for a call's event,
+    the callee's event's position there (two events of one call compare in the callee's order)."""
+    key = (event.call.lineno, event.call.col_offset)
+    return key + _order(event.via) if event.via is not None else key
 
 
 def _assumptions(event: Event) -> list[tuple]:
@@ -256,11 +281,16 @@ def _locals_of(function: ast.AST) -> tuple[set, set]:
     return params, stored
 
 
-def _in_caller_names(test: ast.AST, callee_locals: tuple, bound: dict, receiver: Optional[ast.AST]) -> Optional[ast.AST]:
-    """``test`` read at the call, or None when it depends on the callee's own locals."""
+def _in_caller_names(
+    test: ast.AST, callee_locals: tuple, bound: dict, receiver: Optional[ast.AST], foreign: bool = False,
+) -> Optional[ast.AST]:
+    """``test`` read at the call, or None when it depends on the callee's own locals (or, for a
+    callee of another module, on anything but its parameters: its globals are not the caller's)."""
     params, stored = callee_locals
     for name in {n.id for n in ast.walk(test) if isinstance(n, ast.Name)}:
         if name in stored or (name in params and name not in bound and name != "self"):
+            return None
+        if foreign and name not in params:
             return None
     return _Substitute(bound, receiver).visit(copy.deepcopy(test))
 
@@ -290,6 +320,8 @@ class TrainingModel:
         self._calls_by_owner: Optional[dict[int, list[ast.Call]]] = None
         self._defined_names: Optional[set[str]] = None
         self._callee_locals: dict[int, tuple[set, set]] = {}
+        self._summaries: dict[int, list[Event]] = {}
+        self._by_node: Optional[dict[int, StepFunction]] = None
         # is_scaler accepts a known scaler, or a name ending in "scaler" (any case): without either
         # in the module, no call is handed one
         self._scaler_text = "caler" in ctx.text or "CALER" in ctx.text
@@ -403,51 +435,99 @@ class TrainingModel:
 
     def _collect_call_events(self) -> None:
         """What each call does, from the callee's events (ampfix.program.calls resolves calls
-        inside the module), with the callee's parameters read as the caller's arguments; an
-        unresolved call handed a scaler is one UNKNOWN event."""
-        by_node = {id(f.node): f for f in self.functions}
-        summaries: dict[int, list[Event]] = {}
-
-        def summary(function: StepFunction, depth: int) -> list[Event]:
-            key = id(function.node)
-            if key not in summaries:
-                summaries[key] = []  # recursion: a call back into a function being summarised adds nothing
-                if depth < 4:
-                    summaries[key] = function.events + self._calls_of(function, by_node, summary, depth)
-            return summaries[key]
-
+        inside the module and into the project), with the callee's parameters read as the
+        caller's arguments; an unresolved call handed a scaler is one UNKNOWN event."""
         for function in self.functions:
             function._summarise = None
             function._call_events = []
         for function in self.functions:
-            function._call_events = self._calls_of(function, by_node, summary, 0)
+            function._call_events = self._calls_of(function, 0)
 
-    def _calls_of(self, function, by_node, summary, depth) -> list[Event]:
+    def summary(self, function: "StepFunction", depth: int = 0) -> list[Event]:
+        """Everything ``function`` does: its own events and its calls' (memoized per model)."""
+        key = id(function.node)
+        if key not in self._summaries:
+            self._summaries[key] = []  # recursion: a call back into a function being summarised adds nothing
+            if depth < _MAX_CALL_DEPTH:
+                self._summaries[key] = function.events + self._calls_of(function, depth)
+        return self._summaries[key]
+
+    def step_function(self, node: ast.AST) -> Optional["StepFunction"]:
+        if self._by_node is None:
+            self._by_node = {id(f.node): f for f in self.functions}
+        return self._by_node.get(id(node))
+
+    def _calls_of(self, function: "StepFunction", depth: int) -> list[Event]:
         found = []
         event_calls = {id(e.call) for e in function.events}
         for call in self.calls_in(function):
             if id(call) in event_calls:
                 continue
             target = resolve_call(self.ctx.semantic, call) if self._may_resolve(call) else None
-            callee = by_node.get(id(target.function)) if target is not None else None
-            if callee is None or callee is function:
+            callee = self.step_function(target.function) if target is not None else None
+            events, foreign = None, None
+            if callee is not None and callee is not function:
+                events = self.summary(callee, depth + 1)
+            elif callee is None:
+                followed = self._follow_into_project(call, depth)
+                if followed is not None:
+                    target, foreign, events = followed
+            if events is None:
                 scaler = self._scaler_handed_to(call)
                 if scaler is not None:
                     placed = self._place(call)
                     if placed is not None:
                         found.append(Event(UNKNOWN, call, placed[1], placed[2], receiver=scaler))
                 continue
-            events = [e for e in summary(callee, depth + 1) if e.kind != CREATE]
+            events = [e for e in events if e.kind != CREATE]
             if not events:
                 continue
             placed = self._place(call)
             bound = bind_arguments(target, call)
             if placed is None or bound is None:
                 continue
-            receiver_text = self.ctx.segment(call.func.value) if isinstance(call.func, ast.Attribute) else None
-            for event in events:
-                found.append(self._as_call_event(event, call, placed, bound, receiver_text, target.function))
+            # the object a method runs on: ``obj`` of ``obj.method(...)``, or ``obj`` itself for
+            # ``obj(...)`` running its ``__call__``
+            receiver = call.func.value if isinstance(call.func, ast.Attribute) else call.func if target.bound_self else None
+            mapped = [
+                self._as_call_event(event, call, placed, bound, receiver, target.function, foreign)
+                for event in events
+            ]
+            if any(e is None for e in mapped):
+                # an object only the other module names (its global scaler): what the call does
+                # to the caller's objects is unknown
+                found.append(Event(UNKNOWN, call, placed[1], placed[2], receiver=self._scaler_handed_to(call)))
+                continue
+            found.extend(mapped)
         return found
+
+    def _follow_into_project(self, call: ast.Call, depth: int):
+        """(target, callee path, callee's events) for a call into another project module that
+        is handed a scaler or an optimizer (or is a ``self`` method inherited from one), else None."""
+        project = getattr(self.ctx, "project", None)
+        if project is None or depth >= _MAX_CALL_DEPTH or not self._worth_following(call):
+            return None
+        found = resolve_in_project(self.ctx, call, project)
+        if found is None or os.path.abspath(found.module.path) == os.path.abspath(self.ctx.path):
+            return None
+        project.note_call(self.ctx.path, found.module.path)
+        other = found.module.training
+        callee = other.step_function(found.target.function)
+        if callee is None:
+            return None
+        return found.target, found.module.path, other.summary(callee, depth + 1)
+
+    def _worth_following(self, call: ast.Call) -> bool:
+        func = call.func
+        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self":
+            return True
+        if self.is_scaler(dotted_name(func.value if isinstance(func, ast.Attribute) else func)):
+            return True
+        for arg in [*call.args, *(k.value for k in call.keywords)]:
+            name = dotted_name(arg)
+            if self.is_scaler(name) or self.is_optimizer(name):
+                return True
+        return False
 
     def _may_resolve(self, call: ast.Call) -> bool:
         """A cheap filter before resolving: only a call named like a function or method of this
@@ -461,8 +541,16 @@ class TrainingModel:
             call.func.id in self._defined_names or "__call__" in self._defined_names
         )
 
-    def _as_call_event(self, event: Event, call: ast.Call, placed, bound: dict, receiver_text, callee) -> Event:
-        def caller_text(text: Optional[str]) -> Optional[str]:
+    def _as_call_event(
+        self, event: Event, call: ast.Call, placed, bound: dict, receiver: Optional[ast.AST], callee,
+        foreign: Optional[str] = None,
+    ) -> Optional[Event]:
+        """``event`` of the callee as an event of ``call``; None when the callee is in another
+        module (``foreign``) and the event's object is named only there."""
+        unnamed = object()
+        receiver_text = self.ctx.segment(receiver) if receiver is not None else None
+
+        def caller_text(text: Optional[str]):
             if text is None:
                 return None
             base, _, rest = text.partition(".")
@@ -471,26 +559,32 @@ class TrainingModel:
                 return None if replaced is None else replaced + (f".{rest}" if rest else "")
             if base == "self" and receiver_text not in (None, "self"):
                 return receiver_text + (f".{rest}" if rest else "")
+            if foreign is not None and base != "self":
+                return unnamed  # a global (or local) of the other module: not a caller's name
             return text
 
+        receiver_of, scaler_of = caller_text(event.receiver), caller_text(event.scaler)
+        if receiver_of is unnamed or scaler_of is unnamed:
+            return None
         arg = event.arg
         if isinstance(arg, ast.Name) and arg.id in bound:
             arg = bound[arg.id]
-        receiver = call.func.value if isinstance(call.func, ast.Attribute) else None
+        elif foreign is not None:
+            arg = None  # a node of the other module's tree: never read with this module's text
         conditions = [(f.node.test, f.branch) for f in event.context if isinstance(f.node, ast.If)]
         assume, conditional = [], event.conditional
         if id(callee) not in self._callee_locals:  # a callee is read once per call: memoized per module
             self._callee_locals[id(callee)] = _locals_of(callee)
         for test, branch in [*conditions, *event.assume]:
-            read = _in_caller_names(test, self._callee_locals[id(callee)], bound, receiver)
+            read = _in_caller_names(test, self._callee_locals[id(callee)], bound, receiver, foreign is not None)
             if read is None:
                 conditional = True
             else:
                 assume.append((read, branch))
         return Event(
-            event.kind, call, placed[1], placed[2], receiver=caller_text(event.receiver), arg=arg,
-            scaled=event.scaled, scaler=caller_text(event.scaler), via=event,
-            assume=tuple(assume), conditional=conditional,
+            event.kind, call, placed[1], placed[2], receiver=receiver_of, arg=arg,
+            scaled=event.scaled, scaler=scaler_of, via=event,
+            assume=tuple(assume), conditional=conditional, callee_path=foreign,
         )
 
     def _scaler_handed_to(self, call: ast.Call) -> Optional[str]:

@@ -151,6 +151,12 @@ def evaluate(traces: dict[str, dict], applied: list[str], steps: int, tolerance:
     metrics = {"low_precision_fraction": fraction, "fp32_low_precision_fraction": reference_fraction}
     if fraction is None:
         checks.append(Check("low precision", WARN, "no matmul/convolution seen in the measured window"))
+    elif fraction < 0.5 and amp.get("disabled_autocast"):
+        devices = ", ".join(sorted(amp["disabled_autocast"]))
+        checks.append(Check("low precision", FAIL,
+                            f"only {fraction:.1%} of matmul/conv FLOPs ran in low precision: the script's autocast is "
+                            f"present but disabled on this device ({devices}; `enabled=` is false here, as a rewrite "
+                            "for CUDA only sets it): rerun on a GPU, or with --cuda-shim"))
     elif fraction < 0.5:
         checks.append(Check("low precision", FAIL,
                             f"only {fraction:.1%} of matmul/conv FLOPs ran in low precision: autocast does not cover the forward pass"))

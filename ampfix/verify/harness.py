@@ -59,6 +59,7 @@ class Trace:
         self.started = time.perf_counter()
         self.scale_history: list[float] = []
         self.skipped: list[int] = []
+        self.disabled_autocast: dict[str, int] = {}  # device type -> autocast regions the script disabled
 
     def event(self, name: str, detail: str) -> None:
         self.events[name] = self.events.get(name, 0) + 1
@@ -78,6 +79,7 @@ class Trace:
             "exit_code": self.exit_code,
             "steps": self.steps,
             "events": self.events,
+            "disabled_autocast": self.disabled_autocast,
             "event_samples": self.event_samples,
             "scalers_created": self.scalers_created,
             "scaler_sites": self.scaler_sites,
@@ -336,6 +338,9 @@ def _install(trace: Trace, torch) -> None:
     autocast_init = torch.amp.autocast.__init__
 
     def forced_autocast_init(self, device_type, dtype=None, enabled=True, cache_enabled=None):
+        if mode != "fp32" and not enabled:
+            # the script's own choice (``enabled=device.type == "cuda"`` on a CPU): reported as such
+            trace.disabled_autocast[str(device_type)] = trace.disabled_autocast.get(str(device_type), 0) + 1
         if mode == "fp32":
             enabled = False
         if config.get("cuda_shim") and str(device_type).startswith("cuda"):

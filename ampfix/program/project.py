@@ -1,0 +1,269 @@
+"""The project index: other modules of the project, found by import, loaded only when asked.
+
+A call into another file of the project (``from util.misc import NativeScaler``, ``import
+engine; engine.train_one_epoch(...)``, a relative ``from .utils import step``) resolves to that
+module's function or class here. The module is found as Python would find it from the importing
+file: relative imports from the file's package; absolute ones from the file's own folder (a
+script's ``sys.path[0]``), from the root of its package, and from the project root.
+
+Only modules that pass the prefilter are loaded (the loader decides: the engine's loader reads
+the bytes, runs the prefilter and parses), so a module with nothing AMP-related in it is never
+parsed and calls into it stay unresolved (unknown to the rules). Loaded modules are memoized by
+path and stat, a bounded number at a time, and every module a file's analysis used is recorded
+with its content digest: the result cache of that file holds only while those digests do.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from ampfix.program.module import ModuleSource
+from ampfix.semantic import dotted_parts
+
+# A loader reads one file: (module, content digest), or None when the file cannot be a source of
+# facts (unreadable, rejected by the prefilter, a syntax error).
+Loader = Callable[[str, "ProjectIndex"], Optional[tuple[ModuleSource, str]]]
+
+_MAX_LOADED = 128  # modules kept parsed at once (a run over a monorepo stays bounded)
+_MAX_HOPS = 3  # re-exports followed (``util/__init__.py``: ``from .misc import NativeScaler``)
+
+
+@dataclass(frozen=True)
+class Definition:
+    module: ModuleSource
+    node: ast.AST  # a FunctionDef / AsyncFunctionDef / ClassDef at the module's top level
+    attribute: Optional[str] = None  # ``Class.attribute`` was named (a method, left to the caller)
+
+
+class ProjectIndex:
+    def __init__(self, loader: Loader, root: str = "."):
+        self._loader = loader
+        self.root = os.path.abspath(root)
+        self._loaded: OrderedDict[str, tuple] = OrderedDict()  # path -> (stamp, module, digest)
+        self._digests: dict[str, tuple] = {}  # path -> (stamp, digest) of every module loaded
+        self._edges: dict[str, set[str]] = {}  # module path -> the project modules its calls ran
+        self._imports: dict[str, dict] = {}  # path -> top-level imports, of modules not loaded
+        self._roots: dict[str, list[str]] = {}  # folder -> where its absolute imports are found
+        self._extensions: dict[str, Optional[str]] = {}  # project root -> a compiled extension
+
+    # -- modules ----------------------------------------------------------------------------
+
+    def load(self, path: str) -> Optional[ModuleSource]:
+        """The module at ``path`` (memoized while its stat holds), or None."""
+        path = os.path.abspath(path)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        stamp = (st.st_mtime_ns, st.st_size)
+        entry = self._loaded.get(path)
+        if entry is None or entry[0] != stamp:
+            loaded = self._loader(path, self)
+            entry = (stamp, *(loaded or (None, None)))
+            self._loaded[path] = entry
+            if len(self._loaded) > _MAX_LOADED:
+                self._loaded.popitem(last=False)
+        self._loaded.move_to_end(path)
+        if entry[1] is not None:
+            self._digests[path] = (stamp, entry[2])
+        return entry[1]
+
+    def note_call(self, caller: str, callee: str) -> None:
+        """A call in ``caller``'s module was followed into ``callee``'s: its facts depend on it."""
+        self._edges.setdefault(os.path.abspath(caller), set()).add(callee)
+
+    def dependencies(self, path: str) -> list[list]:
+        """[path, mtime_ns, size, digest] of every module the facts of ``path`` were read from
+        (calls followed from it, and from those modules in turn)."""
+        seen, stack = set(), [os.path.abspath(path)]
+        while stack:
+            for callee in self._edges.get(stack.pop(), ()):
+                if callee not in seen:
+                    seen.add(callee)
+                    stack.append(callee)
+        seen.discard(os.path.abspath(path))
+        return [[p, *self._digests[p][0], self._digests[p][1]] for p in sorted(seen) if p in self._digests]
+
+    def module_file(self, importer: str, module: str, level: int = 0) -> Optional[str]:
+        """The file of ``module`` as imported from ``importer`` (``level`` dots of a relative import)."""
+        folder = os.path.dirname(os.path.abspath(importer))
+        if level:
+            for _ in range(level - 1):
+                folder = os.path.dirname(folder)
+            return _module_in(folder, module) if module else _package_init(folder)
+        for base in self._search_roots(folder):
+            found = _module_in(base, module)
+            if found is not None:
+                return found
+        return None
+
+    def _search_roots(self, folder: str) -> list[str]:
+        """Where an absolute import from a file in ``folder`` is looked for: the folder (a
+        script's ``sys.path[0]``), the root of its package, the project's root (the nearest
+        folder above with a ``pyproject.toml``, ``setup.py``, ``setup.cfg`` or ``.git``: an
+        installed project imports its packages from there) and the configured root."""
+        roots = self._roots.get(folder)
+        if roots is None:
+            package_root = folder
+            while os.path.isfile(os.path.join(package_root, "__init__.py")):
+                package_root = os.path.dirname(package_root)
+            roots = [folder, package_root]
+            marked = _marked_root(package_root)
+            if marked is not None:
+                roots.append(marked)
+            if folder == self.root or folder.startswith(self.root + os.sep):
+                roots.append(self.root)
+            roots = self._roots[folder] = list(dict.fromkeys(roots))
+        return roots
+
+    # -- definitions --------------------------------------------------------------------------
+
+    def definition(self, source: ModuleSource, expr: ast.AST) -> Optional[Definition]:
+        """The function or class of another project module that ``expr`` (a name or a dotted
+        chain as written in ``source``) refers to through an import."""
+        parts = dotted_parts(expr)
+        if not parts:
+            return None
+        semantic = source.semantic
+        nodes = semantic.binding_nodes(parts[0], semantic.scope_of(expr))
+        if len(nodes) != 1 or not isinstance(nodes[0], (ast.Import, ast.ImportFrom)):
+            return None
+        return self._imported(source.path, nodes[0], parts, 0)
+
+    def _imported(self, importer: str, stmt: ast.stmt, parts: list[str], hops: int) -> Optional[Definition]:
+        alias = next((a for a in stmt.names if (a.asname or a.name.split(".", 1)[0]) == parts[0]), None)
+        if alias is None or hops > _MAX_HOPS:
+            return None
+        if isinstance(stmt, ast.ImportFrom):
+            # ``from pkg import mod`` may name a submodule; else a name defined in ``pkg``
+            base = stmt.module or ""
+            submodule = self.module_file(importer, f"{base}.{alias.name}" if base else alias.name, stmt.level)
+            if submodule is not None:
+                return self._member(submodule, parts[1:], hops)
+            path = self.module_file(importer, base, stmt.level)
+            return self._member(path, [alias.name, *parts[1:]], hops) if path else None
+        if alias.asname:
+            path = self.module_file(importer, alias.name)
+            return self._member(path, parts[1:], hops) if path else None
+        # ``import a.b`` binds ``a``: the longest prefix of the chain that is a module
+        for cut in range(len(parts) - 1, 0, -1):
+            path = self.module_file(importer, ".".join(parts[:cut]))
+            if path is not None:
+                return self._member(path, parts[cut:], hops)
+        return None
+
+    def _member(self, path: str, chain: list[str], hops: int) -> Optional[Definition]:
+        """``chain[0]`` at the top level of the module at ``path`` (a def or class), following
+        one re-export by import; ``chain[1:]`` are left to the caller (a method of a class)."""
+        if len(chain) not in (1, 2):
+            return None
+        module = self.load(path)
+        if module is None:
+            # a module without training code (the prefilter rejects it) may still re-export one:
+            # ``util/__init__.py`` with ``from .misc import NativeScaler``
+            stmt = self._reexport(path, chain[0])
+            return self._imported(path, stmt, chain, hops + 1) if stmt is not None else None
+        bindings = module.semantic.module_scope.bindings.get(chain[0], [])
+        if len(bindings) != 1:
+            return None
+        node = bindings[0].node
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if len(chain) == 1:
+                return Definition(module, node)
+            if isinstance(node, ast.ClassDef):
+                return Definition(module, node, chain[1])
+            return None
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            return self._imported(path, node, chain, hops + 1)
+        return None
+
+
+    def compiled_extension(self, path: str) -> Optional[str]:
+        """A custom C++/CUDA extension of the project ``path`` belongs to (a ``.cu`` source, or a
+        ``setup.py`` building a ``CUDAExtension``/``CppExtension``), if there is one: its kernels
+        may have no float16 version. Found from file names and setup files only; once per root."""
+        folder = os.path.dirname(os.path.abspath(path))
+        root = _marked_root(folder)
+        if root is None and (folder == self.root or folder.startswith(self.root + os.sep)):
+            root = self.root
+        if root is None:
+            return None
+        if root not in self._extensions:
+            self._extensions[root] = _find_extension(root)
+        return self._extensions[root]
+
+    def _reexport(self, path: str, name: str) -> Optional[ast.stmt]:
+        """The top-level import of ``path`` that binds ``name``, read from the imports alone."""
+        if path not in self._imports:
+            self._imports[path] = _top_level_imports(path)
+        return self._imports[path].get(name)
+
+
+_ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
+
+
+def _marked_root(folder: str) -> Optional[str]:
+    current = folder
+    while True:
+        if any(os.path.exists(os.path.join(current, marker)) for marker in _ROOT_MARKERS):
+            return current
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+
+
+_SKIPPED_FOLDERS = frozenset({"node_modules", "site-packages", "__pycache__", "build", "dist", "venv", "env"})
+_MAX_WALKED = 20_000  # entries looked at per project: a monorepo costs at most this
+
+
+def _find_extension(root: str) -> Optional[str]:
+    walked = 0
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIPPED_FOLDERS)
+        walked += len(dirs) + len(files)
+        for name in sorted(files):
+            full = os.path.join(folder, name)
+            if name.endswith((".cu", ".cuh")):
+                return full
+            if name == "setup.py":
+                try:
+                    with open(full, "rb") as handle:
+                        data = handle.read()
+                except OSError:
+                    continue
+                if b"CUDAExtension" in data or b"CppExtension" in data:
+                    return full
+        if walked > _MAX_WALKED:
+            return None
+    return None
+
+
+def _top_level_imports(path: str) -> dict[str, ast.stmt]:
+    try:
+        with open(path, "rb") as handle:
+            tree = ast.parse(handle.read(), filename=path)
+    except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
+        return {}
+    found: dict[str, ast.stmt] = {}
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            for alias in stmt.names:
+                found[alias.asname or alias.name.split(".", 1)[0]] = stmt
+    return found
+
+
+def _module_in(base: str, module: str) -> Optional[str]:
+    stem = os.path.join(base, *module.split("."))
+    if os.path.isfile(stem + ".py"):
+        return stem + ".py"
+    return _package_init(stem)
+
+
+def _package_init(folder: str) -> Optional[str]:
+    init = os.path.join(folder, "__init__.py")
+    return init if os.path.isfile(init) else None

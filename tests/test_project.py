@@ -1,0 +1,175 @@
+"""The project index: a step whose parts live in other files of the project.
+
+Calls handed a scaler or an optimizer are followed through the imports into the project's other
+modules (only those that pass the prefilter); what the callee does there counts at the call,
+with the file and line shown as evidence. What only the other module names stays unknown, and the
+result cache of a file holds only while the files it read facts from are unchanged."""
+
+import json
+import os
+import textwrap
+
+import ampfix
+from ampfix.settings import Settings
+from conftest import run_ampfix
+
+TRAIN = """\
+import torch
+from helpers import backward_step
+
+
+def train(model, loader, optimizer, scaler):
+    for x, y in loader:
+        with torch.autocast("cuda"):
+            loss = model(x).sum()
+        backward_step(scaler, loss, optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+"""
+
+SCALES = """\
+def backward_step(scaler, loss, optimizer):
+    scaler.scale(loss).backward()
+"""
+
+SCALES_AND_UNSCALES = """\
+def backward_step(scaler, loss, optimizer):
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+"""
+
+
+def write(root, files: dict) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+def check(root, name="train.py"):
+    """The file's diagnostics; the prefilter must not hide one that facts from other files make."""
+    path = str(root / name)
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    settings = Settings(project_root=str(root))
+    found = ampfix.check_source(text, path, settings)
+    unfiltered = ampfix.check_source(text, path, settings, prefilter=False)
+    assert [(d.code, d.start) for d in found] == [(d.code, d.start) for d in unfiltered]
+    return found
+
+
+def codes(diagnostics):
+    return [d.code for d in diagnostics]
+
+
+def test_a_helper_in_another_module_that_scales_makes_the_clip_a_finding(tmp_path):
+    write(tmp_path, {"train.py": TRAIN, "helpers.py": SCALES})
+    found = [d for d in check(tmp_path) if d.code == "AMP201"]
+    assert len(found) == 1 and found[0].location.row == 10
+    notes = [n.message for n in found[0].evidence]
+    assert any("helpers.py:2" in note for note in notes), notes
+
+
+def test_a_helper_in_another_module_that_unscales_protects_the_clip(tmp_path):
+    write(tmp_path, {"train.py": TRAIN, "helpers.py": SCALES_AND_UNSCALES})
+    assert "AMP201" not in codes(check(tmp_path))
+
+
+def test_a_module_that_cannot_hold_a_step_is_never_loaded_and_the_call_stays_unknown(tmp_path):
+    # the helper has no AMP token: the prefilter rejects it, so its call is unknown (silent)
+    write(tmp_path, {"train.py": TRAIN, "helpers.py": "def backward_step(s, loss, opt):\n    pass\n"})
+    assert "AMP201" not in codes(check(tmp_path))
+
+
+def test_relative_imports_and_re_exports_resolve(tmp_path):
+    write(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/util/__init__.py": "from .misc import NativeScaler\n",
+        "pkg/util/misc.py": """\
+            import torch
+
+
+            class NativeScaler:
+                def __init__(self):
+                    self._scaler = torch.amp.GradScaler("cuda")
+
+                def __call__(self, loss, optimizer):
+                    self._scaler.scale(loss).backward()
+                    self._scaler.step(optimizer)
+                    self._scaler.update()
+            """,
+        "pkg/train.py": """\
+            import torch
+            from .util import NativeScaler
+
+
+            def train(model, loader, optimizer):
+                loss_scaler = NativeScaler()
+                for x, y in loader:
+                    with torch.autocast("cuda"):
+                        loss = model(x).sum()
+                    loss_scaler(loss, optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            """,
+    })
+    path = str(tmp_path / "pkg" / "train.py")
+    source = open(path, encoding="utf-8").read()
+    from ampfix.context import ModuleContext
+    from ampfix.engine import parse_quietly, project_index
+
+    settings = Settings(project_root=str(tmp_path))
+    ctx = ModuleContext(path, source, parse_quietly(source), settings, project=project_index(settings))
+    train = next(f for f in ctx.training.functions if getattr(f.node, "name", "") == "train")
+    events = {(e.kind, e.receiver) for e in train.call_events}
+    # the callee's ``self._scaler`` is the caller's ``loss_scaler._scaler``
+    assert ("update", "loss_scaler._scaler") in events and ("scaler_step", "loss_scaler._scaler") in events
+    assert all(e.origin_path.endswith(os.path.join("util", "misc.py")) for e in train.call_events)
+
+
+def test_an_object_only_the_other_module_names_makes_the_call_unknown(tmp_path):
+    # the helper scales with its module's global scaler: not the caller's, so nothing is claimed
+    write(tmp_path, {
+        "train.py": TRAIN.replace("backward_step(scaler, loss, optimizer)", "backward_step(loss, optimizer)"),
+        "helpers.py": """\
+            import torch
+            scaler = torch.amp.GradScaler("cuda")
+
+
+            def backward_step(loss, optimizer):
+                scaler.scale(loss).backward()
+            """,
+    })
+    assert "AMP201" not in codes(check(tmp_path))
+
+
+def test_the_cache_of_a_file_holds_only_while_the_files_it_read_are_unchanged(tmp_path):
+    write(tmp_path, {"train.py": TRAIN, "helpers.py": SCALES})
+    first = json.loads(run_ampfix("check", "--output-format", "json", ".", cwd=tmp_path).stdout)
+    assert "AMP201" in {r["code"] for r in first}
+    (tmp_path / "helpers.py").write_text(SCALES_AND_UNSCALES)
+    second = json.loads(run_ampfix("check", "--output-format", "json", ".", cwd=tmp_path).stdout)
+    assert "AMP201" not in {r["code"] for r in second}
+
+
+def test_a_project_with_a_custom_cuda_extension_gets_no_conversion(tmp_path):
+    step = """\
+        import torch
+
+
+        def train(model, loader, optimizer, device):
+            for x, y in loader:
+                x, y = x.to(device), y.to(device)
+                optimizer.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                optimizer.step()
+        """
+    write(tmp_path, {"train.py": step, "setup.py": "from torch.utils.cpp_extension import CUDAExtension\n"})
+    [found] = [d for d in check(tmp_path) if d.code == "AMP501"]
+    assert found.fix is None and "custom C++/CUDA extension" in found.fix_refused
+    (tmp_path / "setup.py").write_text("from setuptools import setup\n")
+    other = tmp_path / "other"
+    write(other, {"train.py": step, "pyproject.toml": ""})
+    [found] = [d for d in check(other) if d.code == "AMP501"]
+    assert found.fix is not None
