@@ -14,7 +14,14 @@ from typing import Callable, Iterable, Optional
 
 from ampfix.cache import Cache, content_hash, dependencies_hold, from_dict
 from ampfix.diagnostics import Diagnostic
-from ampfix.engine import FixError, RuleCrash, check_source, dependencies, fix_source, may_fire
+from ampfix.engine import (
+    FixError,
+    RuleCrash,
+    check_source,
+    dependencies,
+    fix_source,
+    may_fire,
+)
 from ampfix.notebook import Notebook
 from ampfix.settings import Settings
 from ampfix.source import SourceError, SourceText, write_atomic

@@ -14,7 +14,7 @@ from ampfix.rules._conversion import (
     infer_device,
     module_manages_precision,
 )
-from ampfix.rules._loop import shown_path, at, loops_of
+from ampfix.rules._loop import at, loops_of, shown_path
 from ampfix.rules._protocol import SCALER_NAMES, add_scaler_protocol, free_name
 from ampfix.rules.amp502_manual_gradient_scaling import (
     gradient_rescales,
