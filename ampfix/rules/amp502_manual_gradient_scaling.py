@@ -149,7 +149,7 @@ class ManualGradientScaling(Rule):
             edits += conversion.edits
             device_scaler = conversion.device.scaler
             if conversion.dtype == "bfloat16":  # no underflow to guard against: no scaler at all
-                edits.append(Edit(r_start, r_end, f"({loss})"))
+                edits.append(Edit(r_start, r_end, loss if _atomic(loss) else f"({loss})"))
                 return Fix(message.replace("a GradScaler", "bfloat16 autocast"), tuple(edits), Applicability.UNSAFE)
         planned = add_scaler_protocol(ctx, fn, [backward], loops[0], device_scaler)
         if planned is None:
@@ -160,6 +160,15 @@ class ManualGradientScaling(Rule):
         protocol = [e for e in protocol if not (e.start in (start, end) and e.start == e.end)]
         edits += [*protocol, Edit(r_start, r_end, f"{name}.scale({loss})")]
         return Fix(message, tuple(edits), Applicability.UNSAFE)
+
+
+def _atomic(expression: str) -> bool:
+    """Whether ``expression`` needs no parentheses before ``.backward()``."""
+    try:
+        node = ast.parse(expression.strip(), mode="eval").body
+    except SyntaxError:
+        return False
+    return isinstance(node, (ast.Name, ast.Attribute, ast.Call, ast.Subscript))
 
 
 def _implements_a_scaler(ctx: ModuleContext, node: ast.AST) -> bool:
