@@ -92,7 +92,9 @@ def project_index(settings: Settings) -> ProjectIndex:
     if entry is None or entry[0] is not settings:
         if len(_PROJECTS) >= 4:
             _PROJECTS.clear()
-        index = ProjectIndex(lambda path, index: _load_module(path, settings, index), settings.project_root)
+        index = ProjectIndex(
+            lambda path, index, prefiltered: _load_module(path, settings, index, prefiltered), settings.project_root
+        )
         entry = _PROJECTS[id(settings)] = (settings, index)
     return entry[1]
 
@@ -103,15 +105,16 @@ def dependencies(path: str, settings: Settings) -> list[list]:
     return entry[1].dependencies(path) if entry is not None and entry[0] is settings else []
 
 
-def _load_module(path: str, settings: Settings, index: ProjectIndex):
+def _load_module(path: str, settings: Settings, index: ProjectIndex, prefiltered: bool = True):
     """Another module of the project, for the facts of calls into it: only a Python file that
-    passes the prefilter (anything else cannot hold a training event) and parses."""
+    passes the prefilter (anything else cannot hold a training event) and parses; with
+    ``prefiltered=False`` any module that parses (a caller, read for its setup)."""
     if not path.endswith(".py"):
         return None
     try:
         with open(path, "rb") as handle:
             data = handle.read()
-        if not may_fire(data, settings.enabled(path)):
+        if prefiltered and not may_fire(data, settings.enabled(path)):
             return None
         text = SourceText.decode(data).text
         tree = parse_quietly(text, path)

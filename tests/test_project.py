@@ -173,3 +173,35 @@ def test_a_project_with_a_custom_cuda_extension_gets_no_conversion(tmp_path):
     write(other, {"train.py": step, "pyproject.toml": ""})
     [found] = [d for d in check(other) if d.code == "AMP501"]
     assert found.fix is not None
+
+
+STEP_FUNCTION = """\
+    import torch
+
+
+    def train(model, loader, optimizer, device):
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+    """
+
+
+def test_a_step_function_whose_callers_set_the_precision_up_is_not_converted(tmp_path):
+    # FSDP's example: utils/train_utils.py trains what T5_training.py wrapped with a bf16 policy
+    write(tmp_path, {
+        "utils/__init__.py": "from .train_utils import train\n",
+        "utils/train_utils.py": STEP_FUNCTION,
+        "main.py": """\
+            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP, MixedPrecision
+            from utils import train
+
+            model = FSDP(build(), mixed_precision=MixedPrecision(param_dtype=torch.bfloat16))
+            train(model, loader, optimizer, "cuda")
+            """,
+    })
+    assert "AMP501" not in codes(check(tmp_path, "utils/train_utils.py"))
+    (tmp_path / "main.py").write_text("from utils import train\n\ntrain(build().cuda(), loader, optimizer, 'cuda')\n")
+    assert "AMP501" in codes(check(tmp_path, "utils/train_utils.py"))  # an fp32 caller: a candidate again

@@ -25,11 +25,12 @@ from ampfix.program.module import ModuleSource
 from ampfix.semantic import dotted_parts
 
 # A loader reads one file: (module, content digest), or None when the file cannot be a source of
-# facts (unreadable, rejected by the prefilter, a syntax error).
-Loader = Callable[[str, "ProjectIndex"], Optional[tuple[ModuleSource, str]]]
+# facts (unreadable, rejected by the prefilter unless ``prefiltered`` is False, a syntax error).
+Loader = Callable[[str, "ProjectIndex", bool], Optional[tuple[ModuleSource, str]]]
 
 _MAX_LOADED = 128  # modules kept parsed at once (a run over a monorepo stays bounded)
 _MAX_HOPS = 3  # re-exports followed (``util/__init__.py``: ``from .misc import NativeScaler``)
+_MAX_CALLER_FILES = 64  # files of a folder read when looking for a function's callers
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class ProjectIndex:
     def __init__(self, loader: Loader, root: str = "."):
         self._loader = loader
         self.root = os.path.abspath(root)
-        self._loaded: OrderedDict[str, tuple] = OrderedDict()  # path -> (stamp, module, digest)
+        self._loaded: OrderedDict[tuple, tuple] = OrderedDict()  # (path, prefiltered) -> (stamp, module, digest)
         self._digests: dict[str, tuple] = {}  # path -> (stamp, digest) of every module loaded
         self._edges: dict[str, set[str]] = {}  # module path -> the project modules its calls ran
         self._imports: dict[str, dict] = {}  # path -> top-level imports, of modules not loaded
@@ -52,22 +53,25 @@ class ProjectIndex:
 
     # -- modules ----------------------------------------------------------------------------
 
-    def load(self, path: str) -> Optional[ModuleSource]:
-        """The module at ``path`` (memoized while its stat holds), or None."""
+    def load(self, path: str, prefiltered: bool = True) -> Optional[ModuleSource]:
+        """The module at ``path`` (memoized while its stat holds), or None. Modules are loaded
+        for their training facts only if they pass the prefilter; ``prefiltered=False`` loads
+        any module (a caller, read for how it sets up what it passes)."""
         path = os.path.abspath(path)
         try:
             st = os.stat(path)
         except OSError:
             return None
         stamp = (st.st_mtime_ns, st.st_size)
-        entry = self._loaded.get(path)
+        key = (path, prefiltered)
+        entry = self._loaded.get(key)
         if entry is None or entry[0] != stamp:
-            loaded = self._loader(path, self)
+            loaded = self._loader(path, self, prefiltered)
             entry = (stamp, *(loaded or (None, None)))
-            self._loaded[path] = entry
+            self._loaded[key] = entry
             if len(self._loaded) > _MAX_LOADED:
                 self._loaded.popitem(last=False)
-        self._loaded.move_to_end(path)
+        self._loaded.move_to_end(key)
         if entry[1] is not None:
             self._digests[path] = (stamp, entry[2])
         return entry[1]
@@ -108,9 +112,7 @@ class ProjectIndex:
         installed project imports its packages from there) and the configured root."""
         roots = self._roots.get(folder)
         if roots is None:
-            package_root = folder
-            while os.path.isfile(os.path.join(package_root, "__init__.py")):
-                package_root = os.path.dirname(package_root)
+            package_root = _package_root(folder)
             roots = [folder, package_root]
             marked = _marked_root(package_root)
             if marked is not None:
@@ -182,6 +184,39 @@ class ProjectIndex:
         return None
 
 
+    def callers(self, source: ModuleSource, function: ast.AST) -> list[tuple[ModuleSource, ast.Call]]:
+        """The calls of ``function`` (a top-level def of ``source``) in the other modules of its
+        folder and of its package's root folder that import it (``from utils import train``),
+        where a training script calls its step functions from. Bounded: the files of those
+        folders only, read only if they name the function."""
+        here = os.path.abspath(source.path)
+        folder = os.path.dirname(here)
+        package_root = _package_root(folder)
+        name = getattr(function, "name", None)
+        if name is None:
+            return []
+        found = []
+        for candidate in _python_files(folder, package_root):
+            if candidate == here:
+                continue
+            try:
+                with open(candidate, "rb") as handle:
+                    data = handle.read()
+            except OSError:
+                continue
+            if name.encode() not in data or b"import" not in data:
+                continue
+            module = self.load(candidate, prefiltered=False)
+            if module is None:
+                continue
+            for call in module.semantic.nodes(ast.Call):
+                named = self.definition(module, call.func) if _names(call.func, name) else None
+                # the callee as loaded by the index is another parse of the same file
+                if named is not None and _same_definition(named, here, function):
+                    found.append((module, call))
+                    self.note_call(source.path, candidate)
+        return found
+
     def compiled_extension(self, path: str) -> Optional[str]:
         """A custom C++/CUDA extension of the project ``path`` belongs to (a ``.cu`` source, or a
         ``setup.py`` building a ``CUDAExtension``/``CppExtension``), if there is one: its kernels
@@ -241,6 +276,35 @@ def _find_extension(root: str) -> Optional[str]:
         if walked > _MAX_WALKED:
             return None
     return None
+
+
+def _package_root(folder: str) -> str:
+    """The folder above the outermost package holding ``folder`` (itself if not a package)."""
+    while os.path.isfile(os.path.join(folder, "__init__.py")):
+        folder = os.path.dirname(folder)
+    return folder
+
+
+def _python_files(*folders: str) -> list[str]:
+    files = []
+    for folder in dict.fromkeys(folders):
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        files += [os.path.join(folder, n) for n in names if n.endswith(".py")][:_MAX_CALLER_FILES]
+    return files
+
+
+def _same_definition(named: Definition, path: str, function: ast.AST) -> bool:
+    return (
+        named.attribute is None and os.path.abspath(named.module.path) == path
+        and getattr(named.node, "name", None) == function.name and named.node.lineno == function.lineno
+    )
+
+
+def _names(func: ast.AST, name: str) -> bool:
+    return (isinstance(func, ast.Name) and func.id == name) or (isinstance(func, ast.Attribute) and func.attr == name)
 
 
 def _top_level_imports(path: str) -> dict[str, ast.stmt]:

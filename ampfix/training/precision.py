@@ -92,6 +92,19 @@ def precision_managed(ctx: "ModuleSource") -> bool:
     return bool(_MANAGED.search(ctx.text))
 
 
+def precision_managed_by_callers(ctx: "ModuleSource", fn: "StepFunction") -> bool:
+    """A step function of a library module (``utils/train_utils.py``: ``train(model, ...)``)
+    whose every caller in the project sets the precision up where it builds the model (an FSDP
+    ``MixedPrecision`` policy, ``.half()`` weights): an autocast inside would fight it."""
+    project = getattr(ctx, "project", None)
+    if project is None or not isinstance(fn.node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return False
+    if ctx.semantic.parent(fn.node) is not ctx.tree:
+        return False
+    callers = project.callers(ctx, fn.node)
+    return bool(callers) and all(precision_managed(module) for module, _ in callers)
+
+
 def trains_on_random_data(ctx: "ModuleSource", fn: "StepFunction") -> bool:
     """An API demo: every iteration feeds fresh random tensors, and no loop iterates over data
     (``for i in range(10): out = model(torch.rand(20, 10))``; a single step on ``torch.randn``).
@@ -173,5 +186,7 @@ def candidate_reasons(ctx: "ModuleSource", fn: "StepFunction") -> list[str]:
         reasons.append("a reinforcement-learning toy")
     if optimizes_inputs(ctx, fn):
         reasons.append("it optimizes input tensors, not a model's weights")
+    if not reasons and precision_managed_by_callers(ctx, fn):  # reads other files: asked last
+        reasons.append("precision is managed by its callers")
     return reasons
 
