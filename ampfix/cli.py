@@ -58,7 +58,7 @@ class UsageFailure(click.ClickException):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="ampfix")
+@click.version_option(__version__, "-V", "--version", prog_name="ampfix")
 def cli() -> None:
     """Find and fix PyTorch mixed-precision (AMP) mistakes.
 
@@ -360,7 +360,7 @@ def verify(script, steps, device, dtype, against, tolerance, timeout, threads, s
 def main(argv: Optional[list[str]] = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in args), None)
-    if first is None or (first not in COMMANDS and first not in ("-h", "--help", "--version")):
+    if first is None or (first not in COMMANDS and first not in ("-h", "--help", "-V", "--version")):
         args.insert(0, "check")
     try:
         cli.main(args=args, prog_name="ampfix", standalone_mode=True)

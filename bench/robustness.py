@@ -10,19 +10,22 @@ For each DIR (a checkout, the dev corpus, the benchmark corpus of bench/speed.py
    the prefilter lets through, by design);
 2. `ampfix check --apply --unsafe-fixes --no-cache` through the CLI on the copy;
 3. every changed file must `compile()`, a second `--apply --unsafe-fixes` must change nothing,
-   and every file that ampfix did not report a fix for must be byte-identical to the original.
+   every file that ampfix did not report a fix for must be byte-identical to the original, and
+   no fixed file may have more findings of a loop rule than before (fix closure).
 """
 
 from __future__ import annotations
 
 import argparse
 import filecmp
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import traceback
+from collections import Counter
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -96,10 +99,34 @@ def evaluate(root: str) -> dict:
                                                "--output-format", "concise", root], capture_output=True, text=True)
         fixable = {line.split(":", 1)[0] for line in report.stdout.splitlines() if "[*]" in line}
         stray = [p for p in changed if os.path.join(root, os.path.relpath(p, copy)) not in fixable]
-    counts.update(changed=len(changed), broken=broken, unstable=unstable, stray=len(stray))
+        gained = _files_gaining_loop_findings(root, copy)
+    counts.update(changed=len(changed), broken=broken, unstable=unstable, stray=len(stray), gained=len(gained))
+    for path in gained[:10]:
+        print(f"  GAINED A LOOP FINDING: {path}")
     for path in stray[:10]:
         print(f"  STRAY WRITE: {path}")
     return counts
+
+
+def _loop_findings(tree: str) -> dict:
+    command = [sys.executable, "-m", "ampfix", "check", "--isolated", "--no-cache", "--exit-zero",
+               "--output-format", "json", tree]
+    records = json.loads(subprocess.run(command, capture_output=True, text=True, cwd=tree).stdout or "[]")
+    found: dict = {}
+    for record in records:
+        if record["code"].startswith(("AMP2", "AMP3", "AMP4", "AMP5")):
+            key = os.path.relpath(os.path.join(tree, record["filename"]), tree)
+            found.setdefault(key, Counter())[record["code"]] += 1
+    return found
+
+
+def _files_gaining_loop_findings(root: str, copy: str) -> list[str]:
+    """Fix closure: files whose fixed version has more findings of some loop rule."""
+    before, after = _loop_findings(root), _loop_findings(copy)
+    return sorted(
+        path for path, counts in after.items()
+        if any(n > before.get(path, Counter())[code] for code, n in counts.items())
+    )
 
 
 def main() -> int:

@@ -347,3 +347,9 @@ def test_a_loop_finding_shows_its_evidence_in_text_json_and_sarif(tmp_path):
     assert [r["physicalLocation"]["region"]["startLine"] for r in result["relatedLocations"]] == [3, 5, 7, 8]
     flow = result["codeFlows"][0]["threadFlows"][0]["locations"]
     assert [step["location"]["physicalLocation"]["region"]["startLine"] for step in flow] == [3, 5, 7, 8, 8]
+
+
+def test_short_version_flag():
+    for flag in ("-V", "--version"):
+        result = run_ampfix(flag)
+        assert result.returncode == 0 and result.stdout.startswith("ampfix, version ")

@@ -86,7 +86,9 @@ def test_a_fix_that_breaks_the_code_is_never_applied(monkeypatch, tmp_path):
     assert path.read_text() == OLD
 
 
-def test_a_crashing_rule_is_an_error_naming_the_rule_and_the_other_findings_stay(monkeypatch, tmp_path):
+@pytest.fixture
+def amp101_crashes(monkeypatch, tmp_path):
+    """AMP101 raises; the file also has an AMP102 finding. Returns the file's path."""
     from ampfix.rules import RULES
 
     def crash(ctx):
@@ -96,6 +98,11 @@ def test_a_crashing_rule_is_an_error_naming_the_rule_and_the_other_findings_stay
     monkeypatch.setattr(RULES["AMP101"], "check", crash)
     path = tmp_path / "t.py"
     path.write_text(OLD + "with torch.cuda.amp.autocast():\n    pass\n")
+    return path
+
+
+def test_a_crashing_rule_is_an_error_naming_the_rule_and_the_other_findings_stay(amp101_crashes):
+    path = amp101_crashes
     result = process_file(str(path), Job(CHECK, Settings(), False))
     assert result.error == "rule AMP101 crashed (ValueError: boom); its findings are missing"
     assert [d.code for d in result.diagnostics] == ["AMP102"]  # the other rule's finding is kept
@@ -103,19 +110,12 @@ def test_a_crashing_rule_is_an_error_naming_the_rule_and_the_other_findings_stay
     assert fixed.error and not fixed.fixed and "torch.cuda.amp.GradScaler" in path.read_text()  # nothing written
 
 
-def test_a_crashing_rule_exits_2_and_prints_the_other_findings(monkeypatch, tmp_path):
+def test_a_crashing_rule_exits_2_and_prints_the_other_findings(amp101_crashes):
     from click.testing import CliRunner
 
     from ampfix.cli import cli
-    from ampfix.rules import RULES
 
-    def crash(ctx):
-        raise ValueError("boom")
-        yield
-
-    monkeypatch.setattr(RULES["AMP101"], "check", crash)
-    path = tmp_path / "t.py"
-    path.write_text(OLD + "with torch.cuda.amp.autocast():\n    pass\n")
+    path = amp101_crashes
     result = CliRunner().invoke(cli, ["check", "--no-cache", "--jobs", "1", "--output-format", "concise", str(path)])
     assert result.exit_code == 2
     assert "AMP102" in result.output and f"{path}: rule AMP101 crashed" in result.output

@@ -152,29 +152,6 @@ def test_the_cache_of_a_file_holds_only_while_the_files_it_read_are_unchanged(tm
     assert "AMP201" not in {r["code"] for r in second}
 
 
-def test_a_project_with_a_custom_cuda_extension_gets_no_conversion(tmp_path):
-    step = """\
-        import torch
-
-
-        def train(model, loader, optimizer, device):
-            for x, y in loader:
-                x, y = x.to(device), y.to(device)
-                optimizer.zero_grad()
-                loss = torch.nn.functional.cross_entropy(model(x), y)
-                loss.backward()
-                optimizer.step()
-        """
-    write(tmp_path, {"train.py": step, "setup.py": "from torch.utils.cpp_extension import CUDAExtension\n"})
-    [found] = [d for d in check(tmp_path) if d.code == "AMP501"]
-    assert found.fix is None and "custom C++/CUDA extension" in found.fix_refused
-    (tmp_path / "setup.py").write_text("from setuptools import setup\n")
-    other = tmp_path / "other"
-    write(other, {"train.py": step, "pyproject.toml": ""})
-    [found] = [d for d in check(other) if d.code == "AMP501"]
-    assert found.fix is not None
-
-
 STEP_FUNCTION = """\
     import torch
 
@@ -187,6 +164,16 @@ STEP_FUNCTION = """\
             loss.backward()
             optimizer.step()
     """
+
+
+def test_a_project_with_a_custom_cuda_extension_gets_no_conversion(tmp_path):
+    write(tmp_path, {"train.py": STEP_FUNCTION, "setup.py": "from torch.utils.cpp_extension import CUDAExtension\n"})
+    [found] = [d for d in check(tmp_path) if d.code == "AMP501"]
+    assert found.fix is None and "custom C++/CUDA extension" in found.fix_refused
+    other = tmp_path / "other"
+    write(other, {"train.py": STEP_FUNCTION, "pyproject.toml": ""})
+    [found] = [d for d in check(other) if d.code == "AMP501"]
+    assert found.fix is not None
 
 
 def test_a_step_function_whose_callers_set_the_precision_up_is_not_converted(tmp_path):
