@@ -122,13 +122,28 @@ def resolve_selection(
     select: Iterable[str], extend_select: Iterable[str], ignore: Iterable[str]
 ) -> frozenset[str]:
     """Ruff's semantics: for each code the most specific selector decides; ignore wins ties."""
-    positive = [*select, *extend_select]
-    chosen = set()
-    for code in RULES:
-        best_pos = max((_specificity(s) for s in positive if code in _matching(s)), default=-1)
-        best_neg = max((_specificity(s) for s in ignore if code in _matching(s)), default=-1)
-        if best_pos >= 0 and best_pos > best_neg:
-            chosen.add(code)
+    return resolve_layers([(list(select), list(extend_select), list(ignore))])
+
+
+def resolve_layers(layers: list[tuple[Optional[list], list, list]]) -> frozenset[str]:
+    """Ruff's order: the configuration's (select, extend-select, ignore), then the command
+    line's, each applied on what the one before chose. A layer's ``select`` starts over; within a
+    layer the most specific selector decides for each code, ignore winning ties; a code no
+    selector of a layer names keeps what the layer before decided."""
+    chosen: set[str] = set()
+    for select, extend_select, ignore in layers:
+        positive = [*(select or []), *extend_select]
+        if select is not None:
+            chosen = set()
+        for code in RULES:
+            best_pos = max((_specificity(s) for s in positive if code in _matching(s)), default=-1)
+            best_neg = max((_specificity(s) for s in ignore if code in _matching(s)), default=-1)
+            if best_pos == best_neg == -1:
+                continue
+            if best_pos > best_neg:
+                chosen.add(code)
+            else:
+                chosen.discard(code)
     return frozenset(chosen)
 
 
@@ -283,18 +298,20 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
     def key_where(key: str) -> str:
         return f"{where}: `tool.ampfix.{key}`" if config.path else f"--{key}"
 
-    select = cli.select
-    if select is None:
-        select = _string_list(values["select"], key_where("select")) if "select" in values else ["ALL"]
-        select = validate_selectors(select, key_where("select"))
-    else:
-        select = validate_selectors(select, "--select")
-    ignore = validate_selectors(_string_list(values.get("ignore", []), key_where("ignore")), key_where("ignore"))
-    ignore += validate_selectors(cli.ignore, "--ignore")
-    extend = validate_selectors(
-        _string_list(values.get("extend-select", []), key_where("extend-select")), key_where("extend-select")
+    # two layers, as ruff resolves them: the configuration's selectors, then the command line's
+    config_select = _string_list(values["select"], key_where("select")) if "select" in values else ["ALL"]
+    config_layer = (
+        validate_selectors(config_select, key_where("select")),
+        validate_selectors(
+            _string_list(values.get("extend-select", []), key_where("extend-select")), key_where("extend-select")
+        ),
+        validate_selectors(_string_list(values.get("ignore", []), key_where("ignore")), key_where("ignore")),
     )
-    extend += validate_selectors(cli.extend_select, "--extend-select")
+    cli_layer = (
+        validate_selectors(cli.select, "--select") if cli.select is not None else None,
+        validate_selectors(cli.extend_select, "--extend-select"),
+        validate_selectors(cli.ignore, "--ignore"),
+    )
 
     per_file = values.get("per-file-ignores", {})
     if not isinstance(per_file, dict):
@@ -344,7 +361,7 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
     extend_exclude = tuple(_string_list(values.get("extend-exclude", []), key_where("extend-exclude")))
 
     return Settings(
-        select=resolve_selection(select, extend, ignore),
+        select=resolve_layers([config_layer, cli_layer]),
         per_file_ignores=per_file_ignores,
         exclude=exclude,
         extend_exclude=extend_exclude,

@@ -25,6 +25,23 @@ def test_cli_select_replaces_config_select(tmp_path):
     assert s.select == frozenset({"AMP102"})
 
 
+@pytest.mark.parametrize(
+    "toml, cli, selected, not_selected",
+    [
+        # ruff's order: the command line is applied after the configuration
+        ('ignore = ["AMP1"]', {"select": ["AMP101"]}, {"AMP101"}, {"AMP102"}),
+        ('ignore = ["AMP101"]', {"extend_select": ["AMP101"]}, {"AMP101", "AMP201"}, set()),
+        ('select = ["AMP2"]', {"ignore": ["AMP201"]}, {"AMP202"}, {"AMP201", "AMP101"}),
+        ('select = ["AMP2"]\nignore = ["AMP201"]', {"extend_select": ["AMP1"]}, {"AMP101", "AMP202"}, {"AMP201"}),
+        # within one layer the most specific selector decides
+        ('extend-select = ["AMP101"]\nignore = ["AMP1"]', {}, {"AMP101", "AMP201"}, {"AMP102"}),
+    ],
+)
+def test_command_line_selectors_apply_after_the_configuration(tmp_path, toml, cli, selected, not_selected):
+    s = settings_for(tmp_path, f"[tool.ampfix]\n{toml}\n", **cli)
+    assert selected <= s.select and not (not_selected & s.select)
+
+
 def test_target_torch_from_config_and_cli(tmp_path):
     assert settings_for(tmp_path, '[tool.ampfix]\ntarget-torch = "2.1"\n').target_torch == (2, 1)
     assert settings_for(tmp_path, '[tool.ampfix]\ntarget-torch = "2.1"\n', target_torch="2.5").target_torch == (2, 5)
