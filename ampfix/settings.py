@@ -344,12 +344,15 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
     if cli.unsafe_fixes is not None:
         unsafe = cli.unsafe_fixes
 
+    # a bad value is reported where it was given: the command line, or the configuration file
     device = cli.default_device or values.get("default-device", "cuda")
     if device not in ("cuda", "cpu", "xpu", "mps", "hpu"):
-        raise ConfigError(f"{key_where('default-device')}: expected one of cuda, cpu, xpu, mps, hpu")
+        given = "--default-device" if cli.default_device else key_where("default-device")
+        raise ConfigError(f"{given}: expected one of cuda, cpu, xpu, mps, hpu")
     dtype = cli.amp_dtype or values.get("amp-dtype")
     if dtype not in (None, "float16", "bfloat16"):
-        raise ConfigError(f"{key_where('amp-dtype')}: expected float16 or bfloat16")
+        given = "--amp-dtype" if cli.amp_dtype else key_where("amp-dtype")
+        raise ConfigError(f"{given}: expected float16 or bfloat16")
 
     safety = {}
     for key, extra in (("extend-safe-fixes", cli.extend_safe_fixes), ("extend-unsafe-fixes", cli.extend_unsafe_fixes)):

@@ -42,6 +42,13 @@ def test_command_line_selectors_apply_after_the_configuration(tmp_path, toml, cl
     assert selected <= s.select and not (not_selected & s.select)
 
 
+def test_a_bad_command_line_value_is_reported_as_the_command_line_s(tmp_path):
+    with pytest.raises(ConfigError, match=r"^--default-device: expected one of"):
+        settings_for(tmp_path, "[tool.ampfix]\n", default_device="tpu")
+    with pytest.raises(ConfigError, match=r"pyproject.toml: `tool.ampfix.default-device`: expected one of"):
+        settings_for(tmp_path, '[tool.ampfix]\ndefault-device = "tpu"\n')
+
+
 def test_target_torch_from_config_and_cli(tmp_path):
     assert settings_for(tmp_path, '[tool.ampfix]\ntarget-torch = "2.1"\n').target_torch == (2, 1)
     assert settings_for(tmp_path, '[tool.ampfix]\ntarget-torch = "2.1"\n', target_torch="2.5").target_torch == (2, 5)
