@@ -11,6 +11,7 @@ Exit codes: 0 nothing left to report; 1 problems remain (or --diff would change 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from typing import Optional
 
@@ -42,7 +43,7 @@ from ampfix.settings import (
 )
 from ampfix.source import SourceError, SourceText
 
-COMMANDS = ("check", "rule", "verify")
+COMMANDS = ("check", "clean", "rule", "verify")
 PROGRESS_THRESHOLD = 300
 
 
@@ -239,7 +240,7 @@ def _check_stdin(settings, mode, fmt, stdin_filename, force_exclude, statistics,
 
 def _emit(out, diagnostics, unsafe_fixes, fmt, statistics, sources) -> None:
     if statistics:
-        write_statistics(out, diagnostics, unsafe_fixes)
+        write_statistics(out, diagnostics, unsafe_fixes, fmt)
     elif fmt in WRITERS:
         WRITERS[fmt](out, diagnostics)
     else:
@@ -276,6 +277,22 @@ def _progress_bar(total: int, quiet: bool) -> Optional[_Progress]:
     if quiet or total <= PROGRESS_THRESHOLD or os.environ.get("CI") or not sys.stderr.isatty():
         return None
     return _Progress(total)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+def clean(paths: tuple[str, ...]) -> None:
+    """Remove the result caches (`.ampfix_cache/`) in PATHS (default: here) and below, as
+    `ruff clean` does."""
+    from ampfix.cache import CACHE_DIR
+
+    for top in paths or (".",):
+        for folder, dirs, _ in os.walk(top):
+            if CACHE_DIR in dirs:
+                target = os.path.join(folder, CACHE_DIR)
+                click.echo(f"Removing cache at: {target}")
+                shutil.rmtree(target, ignore_errors=True)
+            dirs[:] = [d for d in dirs if d != CACHE_DIR and not d.startswith(".git")]
 
 
 @cli.command()

@@ -247,11 +247,18 @@ def write_sarif(out: TextIO, diagnostics: list[Diagnostic]) -> None:
     out.write("\n")
 
 
-def write_statistics(out: TextIO, diagnostics: list[Diagnostic], unsafe_fixes: bool) -> None:
+def write_statistics(out: TextIO, diagnostics: list[Diagnostic], unsafe_fixes: bool, fmt: str = "text") -> None:
+    """A count per rule, most frequent first; with ``--output-format json`` a list of
+    ``{code, name, count, fixable}`` as ruff writes it."""
     counts = Counter(d.code for d in diagnostics)
     fixable = {d.code for d in diagnostics if d.fix_applies(unsafe_fixes)}
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    if fmt == "json":
+        rows = [{"code": c, "name": RULES[c].name, "count": n, "fixable": c in fixable} for c, n in ordered]
+        out.write(json.dumps(rows, indent=2) + "\n")
+        return
     width = max((len(str(n)) for n in counts.values()), default=1)
-    for code, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+    for code, count in ordered:
         mark = "[*]" if code in fixable else "[ ]"
         out.write(f"{count:>{width}}\t{code}\t{mark} {RULES[code].name}\n")
 

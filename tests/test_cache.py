@@ -69,3 +69,16 @@ def test_apply_after_a_cached_check_still_fixes(tmp_path):
     assert run_ampfix("check", "--apply", ".", cwd=tmp_path).returncode == 0
     assert "torch.amp.GradScaler" in path.read_text()
     assert run_ampfix("check", ".", cwd=tmp_path).returncode == 0
+
+
+def test_clean_removes_the_caches_below(tmp_path):
+    (tmp_path / "a.py").write_text(OLD)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.py").write_text(OLD)
+    run_ampfix("check", ".", cwd=tmp_path)
+    run_ampfix("check", ".", cwd=tmp_path / "sub")
+    assert (tmp_path / ".ampfix_cache").is_dir() and (tmp_path / "sub" / ".ampfix_cache").is_dir()
+    result = run_ampfix("clean", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.count("Removing cache at:") == 2
+    assert not (tmp_path / ".ampfix_cache").exists() and not (tmp_path / "sub" / ".ampfix_cache").exists()
+    assert (tmp_path / "a.py").read_text() == OLD  # only caches go

@@ -353,3 +353,10 @@ def test_short_version_flag():
     for flag in ("-V", "--version"):
         result = run_ampfix(flag)
         assert result.returncode == 0 and result.stdout.startswith("ampfix, version ")
+
+
+def test_statistics_follow_the_output_format(project):
+    result = run_ampfix("check", "--statistics", "--output-format", "json", ".", cwd=project)
+    rows = json.loads(result.stdout)
+    assert {r["code"] for r in rows} == {"AMP101", "AMP102"}
+    assert all(r["count"] == 1 and r["fixable"] and r["name"] for r in rows)
