@@ -114,13 +114,17 @@ def _load_module(path: str, settings: Settings, index: ProjectIndex, prefiltered
     try:
         with open(path, "rb") as handle:
             data = handle.read()
+    except OSError:
+        return None
+    digest = content_hash(data)  # what the file held, whether or not it holds facts
+    try:
         if prefiltered and not may_fire(data, settings.enabled(path)):
-            return None
+            return None, digest
         text = SourceText.decode(data).text
         tree = parse_quietly(text, path)
-    except (OSError, SourceError, SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
-    return ModuleContext(path, text, tree, settings, project=index), content_hash(data)
+    except (SourceError, SyntaxError, ValueError, RecursionError, MemoryError):
+        return None, digest
+    return ModuleContext(path, text, tree, settings, project=index), digest
 
 
 def fix_source(

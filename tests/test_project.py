@@ -192,3 +192,13 @@ def test_a_step_function_whose_callers_set_the_precision_up_is_not_converted(tmp
     assert "AMP501" not in codes(check(tmp_path, "utils/train_utils.py"))
     (tmp_path / "main.py").write_text("from utils import train\n\ntrain(build().cuda(), loader, optimizer, 'cuda')\n")
     assert "AMP501" in codes(check(tmp_path, "utils/train_utils.py"))  # an fp32 caller: a candidate again
+
+
+def test_a_file_read_for_facts_that_held_none_still_invalidates_the_cache(tmp_path):
+    # the helper first holds nothing AMP-related (never parsed), then starts scaling
+    write(tmp_path, {"train.py": TRAIN, "helpers.py": "def backward_step(s, loss, opt):\n    pass\n"})
+    first = json.loads(run_ampfix("check", "--output-format", "json", ".", cwd=tmp_path).stdout)
+    assert "AMP201" not in {r["code"] for r in first}
+    (tmp_path / "helpers.py").write_text(SCALES)
+    second = json.loads(run_ampfix("check", "--output-format", "json", ".", cwd=tmp_path).stdout)
+    assert "AMP201" in {r["code"] for r in second}

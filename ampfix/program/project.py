@@ -24,9 +24,10 @@ from typing import Callable, Optional
 from ampfix.program.module import ModuleSource
 from ampfix.semantic import dotted_parts
 
-# A loader reads one file: (module, content digest), or None when the file cannot be a source of
-# facts (unreadable, rejected by the prefilter unless ``prefiltered`` is False, a syntax error).
-Loader = Callable[[str, "ProjectIndex", bool], Optional[tuple[ModuleSource, str]]]
+# A loader reads one file: (module, content digest), the module None when the file cannot be a
+# source of facts (rejected by the prefilter unless ``prefiltered`` is False, a syntax error);
+# None when it cannot be read.
+Loader = Callable[[str, "ProjectIndex", bool], Optional[tuple[Optional[ModuleSource], str]]]
 
 _MAX_LOADED = 128  # modules kept parsed at once (a run over a monorepo stays bounded)
 _MAX_HOPS = 3  # re-exports followed (``util/__init__.py``: ``from .misc import NativeScaler``)
@@ -46,7 +47,8 @@ class ProjectIndex:
         self.root = os.path.abspath(root)
         self._loaded: OrderedDict[tuple, tuple] = OrderedDict()  # (path, prefiltered) -> (stamp, module, digest)
         self._digests: dict[str, tuple] = {}  # path -> (stamp, digest) of every module loaded
-        self._edges: dict[str, set[str]] = {}  # module path -> the project modules its calls ran
+        self._edges: dict[str, set[str]] = {}  # module path -> the files its facts were read from
+        self._asking: Optional[str] = None  # the module whose import is being resolved
         self._imports: dict[str, dict] = {}  # path -> top-level imports, of modules not loaded
         self._roots: dict[str, list[str]] = {}  # folder -> where its absolute imports are found
         self._extensions: dict[str, Optional[str]] = {}  # project root -> a compiled extension
@@ -72,8 +74,10 @@ class ProjectIndex:
             if len(self._loaded) > _MAX_LOADED:
                 self._loaded.popitem(last=False)
         self._loaded.move_to_end(key)
-        if entry[1] is not None:
+        if entry[2] is not None:
             self._digests[path] = (stamp, entry[2])
+            if self._asking is not None:
+                self.note_call(self._asking, path)  # read, even if it holds nothing: a dependency
         return entry[1]
 
     def note_call(self, caller: str, callee: str) -> None:
@@ -134,7 +138,11 @@ class ProjectIndex:
         nodes = semantic.binding_nodes(parts[0], semantic.scope_of(expr))
         if len(nodes) != 1 or not isinstance(nodes[0], (ast.Import, ast.ImportFrom)):
             return None
-        return self._imported(source.path, nodes[0], parts, 0)
+        outer, self._asking = self._asking, source.path
+        try:
+            return self._imported(source.path, nodes[0], parts, 0)
+        finally:
+            self._asking = outer
 
     def _imported(self, importer: str, stmt: ast.stmt, parts: list[str], hops: int) -> Optional[Definition]:
         alias = next((a for a in stmt.names if (a.asname or a.name.split(".", 1)[0]) == parts[0]), None)
@@ -235,6 +243,8 @@ class ProjectIndex:
         """The top-level import of ``path`` that binds ``name``, read from the imports alone."""
         if path not in self._imports:
             self._imports[path] = _top_level_imports(path)
+        if self._asking is not None:
+            self.note_call(self._asking, path)
         return self._imports[path].get(name)
 
 
