@@ -162,3 +162,42 @@ def test_syntax_error_diagnostic_names_the_parser_message():
 
 def test_syntax_errors_in_files_without_amp_code_are_left_to_other_linters():
     assert ampfix.check_source("x = (\n", "broken.py") == []
+
+
+def _conflicts_by_comparing_with_every_edit(edit, accepted):
+    """The definition the fixer's indexed search must agree with."""
+    for other in accepted:
+        if edit == other:
+            continue
+        if edit.start < other.end and other.start < edit.end:
+            return True
+        if edit.start == other.start and (edit.start == edit.end or other.start == other.end):
+            return True
+    return False
+
+
+def test_the_indexed_conflict_search_agrees_with_comparing_every_edit():
+    import random
+
+    from ampfix.fixer import _Accepted, _self_overlapping
+
+    rng = random.Random(0)
+    for _ in range(300):
+        accepted, plain = _Accepted(), []
+        for _ in range(rng.randint(1, 6)):  # fixes of 1-3 edits, accepted as apply_fixes does
+            edits = []
+            for _ in range(rng.randint(1, 3)):
+                start = rng.randint(0, 30)
+                edits.append(Edit(start, start + rng.choice([0, 0, 1, 2, 5]), rng.choice(["", "x"])))
+            expected = any(_conflicts_by_comparing_with_every_edit(e, plain) for e in edits)
+            assert any(accepted.conflicts(e) for e in edits) == expected
+            if not expected and not _self_overlapping(edits):
+                for e in edits:
+                    if accepted.add(e):
+                        plain.append(e)
+
+
+def test_fixes_apply_in_one_sweep_however_many():
+    source = "import torch\n" + "".join(f"s{i} = torch.cuda.amp.GradScaler()\n" for i in range(3000))
+    result = ampfix.fix_source(source, "big.py", Settings())
+    assert len(result.fixed) == 3000 and "torch.cuda.amp" not in result.source
