@@ -274,8 +274,8 @@ def summary(
 
     line = _summary(remaining, fixed, unsafe_fixes, mode, plural)
     if errors:
-        failed = f"{errors} file{'s' if errors != 1 else ''} could not be checked (see the errors above)"
-        line = f"{failed}." if line == "All checks passed!" else f"{line} {failed[0].upper()}{failed[1:]}."
+        failed = f"{errors} file{'s' if errors != 1 else ''} with an error (see above)"
+        line = f"{failed[0].upper()}{failed[1:]}." if line == "All checks passed!" else f"{line} {failed[0].upper()}{failed[1:]}."
     return line
 
 

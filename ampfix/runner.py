@@ -99,7 +99,14 @@ def process_file(path: str, job: Job, cached: Optional[list] = None) -> FileResu
             result.original, result.fixed_source = source.text, fixed.source
             if job.mode == FIX:
                 written = source.encode(fixed.source)
-                write_atomic(path, written)
+                try:
+                    write_atomic(path, written)
+                except SourceError as exc:
+                    # nothing was written: the file keeps all its findings, and none counts as fixed
+                    result.fixed, result.original, result.fixed_source = [], None, None
+                    result.diagnostics = check_source(source.text, path, job.settings)
+                    result.error = f"{exc}" if "nothing written" in str(exc) else f"{exc}; not fixed"
+                    return result
                 if digest:
                     result.cache_entry = (content_hash(written), result.diagnostics, None, dependencies(path, job.settings))
     except RuleCrash as exc:
@@ -140,7 +147,12 @@ def _process_notebook(path: str, job: Job, source: SourceText, result: FileResul
             rendered = notebook.render(fixed.source)
             result.original, result.fixed_source = source.text, rendered
             if job.mode == FIX:
-                write_atomic(path, source.encode(rendered))
+                try:
+                    write_atomic(path, source.encode(rendered))
+                except SourceError as exc:
+                    result.fixed, result.original, result.fixed_source = [], None, None
+                    result.error = str(exc)  # nothing written: the notebook keeps all its findings
+                    diagnostics = check_source(notebook.program, path, job.settings)
             digest = None
     for diag in (*diagnostics, *result.fixed):
         notebook.locate(diag)

@@ -67,20 +67,33 @@ def read_source(path: str) -> SourceText:
 def write_atomic(path: str, data: bytes) -> None:
     """Replace path with data so that readers see the old or the new file, never a mix.
 
-    Keeps the permission bits; refuses read-only files instead of silently replacing them.
+    Keeps the permission bits, and the owner and group where the process may set them (root in a
+    container writing a bind-mounted tree); writes in place instead when the file has several hard
+    links, so that every link sees the fix. Refuses read-only files (no write bit, even for root)
+    and unwritable folders with a SourceError: nothing is written.
     """
     target = os.path.realpath(path)  # write through symlinks, keeping the link itself
-    st = os.stat(target)
-    if not os.access(target, os.W_OK):
+    try:
+        st = os.stat(target)
+    except OSError as exc:
+        raise SourceError(f"cannot write file: {exc.strerror or exc}; nothing written") from None
+    if not os.access(target, os.W_OK) or not st.st_mode & 0o222:
         raise SourceError("file is read-only; nothing written")
+    if st.st_nlink > 1:
+        _write_in_place(target, data)
+        return
     directory = os.path.dirname(target)
-    fd, tmp = tempfile.mkstemp(prefix=".ampfix-", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".ampfix-", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise SourceError(f"cannot write in {directory}: {exc.strerror or exc}; nothing written") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, stat.S_IMODE(st.st_mode))
+        _keep_owner(tmp, st)
         os.replace(tmp, target)
     except BaseException:
         try:
@@ -88,6 +101,34 @@ def write_atomic(path: str, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def _keep_owner(tmp: str, original: os.stat_result) -> None:
+    """The new file gets the old one's owner and group when the process may give them."""
+    if not hasattr(os, "chown"):
+        return
+    current = os.stat(tmp)
+    if (current.st_uid, current.st_gid) == (original.st_uid, original.st_gid):
+        return
+    try:
+        os.chown(tmp, original.st_uid, original.st_gid)
+    except OSError:
+        try:
+            os.chown(tmp, -1, original.st_gid)  # a member of the group may still keep the group
+        except OSError:
+            pass
+
+
+def _write_in_place(target: str, data: bytes) -> None:
+    """Several hard links share the file: rewrite its content (not atomic, but every link sees it)."""
+    try:
+        with open(target, "r+b") as handle:
+            handle.write(data)
+            handle.truncate()
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise SourceError(f"cannot write file: {exc.strerror or exc}") from None
 
 
 # Python's tokenizer ends lines at \r\n, \r or \n only (not at \f, \v or unicode separators),

@@ -40,7 +40,7 @@ def test_no_success_line_next_to_an_error(project):
     result = run_ampfix("check", "clean.py", "missing.py", cwd=project)
     assert result.returncode == 2
     assert "All checks passed" not in result.stdout
-    assert result.stdout.strip() == "1 file could not be checked (see the errors above)."
+    assert result.stdout.strip() == "1 file with an error (see above)."
     assert "missing.py: no such file or directory" in result.stderr
 
 
@@ -52,7 +52,7 @@ def test_the_summary_counts_refused_fixes():
     refused.fix_refused = "no fix offered: ..."
     assert summary([refused], 2, True, "fix") == "Found 3 problems (2 fixed, 1 remaining, 1 fix refused)."
     assert summary([refused], 0, False, "check") == "Found 1 problem (1 fix refused)."
-    assert summary([], 0, False, "check", errors=2) == "2 files could not be checked (see the errors above)."
+    assert summary([], 0, False, "check", errors=2) == "2 files with an error (see above)."
 
 
 def test_shorthands_run_check(project):

@@ -197,3 +197,50 @@ def test_check_and_apply_never_execute_the_code(tmp_path):
     for args in (["check", "."], ["check", "--apply", "--unsafe-fixes", "."], ["check", "--diff", "."]):
         run_ampfix(*args, cwd=tmp_path)
     assert not marker.exists()
+
+
+# -- writes that keep the file's identity ------------------------------------------------------
+
+def test_a_file_with_no_write_bit_is_never_written_even_by_root(tmp_path):
+    path = tmp_path / "ro.py"
+    path.write_text(OLD)
+    os.chmod(path, 0o444)
+    result = run_ampfix("check", "--apply", "--no-cache", str(path))
+    assert result.returncode == 2 and "read-only; nothing written" in result.stderr
+    assert path.read_text() == OLD
+    assert result.stdout.strip().endswith("Found 1 problem (0 fixed, 1 remaining). 1 file with an error (see above).")
+
+
+def test_an_unwritable_folder_is_an_error_not_a_crash(tmp_path, monkeypatch):
+    from ampfix.runner import FIX, Job, process_file
+    from ampfix.settings import Settings
+
+    path = tmp_path / "t.py"
+    path.write_text(OLD)
+
+    def no_temp_file(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("tempfile.mkstemp", no_temp_file)
+    result = process_file(str(path), Job(FIX, Settings(), False))
+    assert result.error.startswith("cannot write in ") and "nothing written" in result.error
+    assert not result.fixed and [d.code for d in result.diagnostics] and path.read_text() == OLD
+
+
+def test_hard_links_all_see_the_fix(tmp_path):
+    path, link = tmp_path / "a.py", tmp_path / "b.py"
+    path.write_text(OLD)
+    os.link(path, link)
+    run_ampfix("check", "--apply", "--no-cache", str(path))
+    assert "torch.cuda.amp" not in path.read_text() and link.read_text() == path.read_text()
+    assert os.stat(path).st_ino == os.stat(link).st_ino
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another owner needs root")
+def test_apply_as_root_keeps_the_owner(tmp_path):
+    path = tmp_path / "a.py"
+    path.write_text(OLD)
+    os.chown(path, 1234, 5678)
+    run_ampfix("check", "--apply", "--no-cache", str(path))
+    st = os.stat(path)
+    assert "torch.cuda.amp" not in path.read_text() and (st.st_uid, st.st_gid) == (1234, 5678)
