@@ -115,6 +115,7 @@ def to_dict(diag: Diagnostic) -> dict:
         "fix": fix,
         "cell": diag.cell,
         "fix_refused": diag.fix_refused,
+        "no_fix_reason": diag.no_fix_reason,
         "evidence": [
             [n.start, n.end, n.message, s.row, s.column, e.row, e.column]
             for n, (s, e) in zip(diag.evidence, diag.evidence_locations)
@@ -139,6 +140,7 @@ def from_dict(data: dict, filename: str) -> Diagnostic:
     diag.edit_locations = tuple((Position(a, b), Position(c, d)) for a, b, c, d in data["edit_locations"])
     diag.cell = data.get("cell")
     diag.fix_refused = data.get("fix_refused")
+    diag.no_fix_reason = data.get("no_fix_reason")
     evidence = data.get("evidence", [])
     diag.evidence = tuple(Note(a, b, message) for a, b, message, *_ in evidence)
     diag.evidence_locations = tuple((Position(r, c), Position(er, ec)) for *_, r, c, er, ec in evidence)

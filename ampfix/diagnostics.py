@@ -86,6 +86,7 @@ class Diagnostic:
     evidence: tuple[Note, ...] = ()  # the events that make the finding true, in path order
     evidence_locations: tuple[tuple[Position, Position], ...] = ()  # filled in by the engine
     fix_refused: Optional[str] = None  # a fix the engine did not apply, and why (fix closure)
+    no_fix_reason: Optional[str] = None  # why the rule offers no fix for this finding
 
     @property
     def fixable(self) -> bool:

@@ -61,6 +61,8 @@ def write_text(
             out.write(f"  = evidence: {cell}{start.row}:{start.column}: {note.message}\n")
         if diag.fix_refused is not None:
             out.write(f"  = note: {diag.fix_refused}\n")
+        if diag.no_fix_reason is not None and diag.fix is None:
+            out.write(f"  = note: no fix offered: {diag.no_fix_reason}\n")
         if diag.fix is not None:
             note = "" if diag.fix.applicability is Applicability.SAFE else " (unsafe fix: may change runtime behavior)"
             out.write(f"  = help: {diag.fix.message}{note}\n")
@@ -115,6 +117,7 @@ def _json_record(diag: Diagnostic) -> dict:
         "end_location": {"row": diag.end_location.row, "column": diag.end_location.column},
         "fix": fix,
         "fix_refused": diag.fix_refused,
+        "no_fix_reason": diag.no_fix_reason,
         "evidence": [
             {
                 "message": note.message,

@@ -360,3 +360,24 @@ def test_statistics_follow_the_output_format(project):
     rows = json.loads(result.stdout)
     assert {r["code"] for r in rows} == {"AMP101", "AMP102"}
     assert all(r["count"] == 1 and r["fixable"] and r["name"] for r in rows)
+
+
+def test_a_finding_without_a_fix_says_why(tmp_path):
+    (tmp_path / "gan.py").write_text(
+        "import torch\n"
+        "def train(g, d, opt_g, opt_d, loader):\n"
+        "    for x in loader:\n"
+        "        x = x.cuda()\n"
+        "        loss_d = d(x).mean() - d(g(x)).mean()\n"
+        "        loss_d.backward()\n"
+        "        opt_d.step()\n"
+        "        loss_g = -d(g(x)).mean()\n"
+        "        loss_g.backward()\n"
+        "        opt_g.step()\n"
+    )
+    result = run_ampfix("check", "--no-cache", "gan.py", cwd=tmp_path)
+    assert "AMP501" in result.stdout
+    assert "= note: no fix offered: several losses are backpropagated in this step" in result.stdout
+    record = json.loads(run_ampfix("check", "--no-cache", "--output-format", "json", "gan.py", cwd=tmp_path).stdout)[0]
+    assert record["fix"] is None and record["no_fix_reason"].startswith("several losses")
+    assert "refused" not in result.stdout  # no fix was offered, none was refused

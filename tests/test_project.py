@@ -169,7 +169,7 @@ STEP_FUNCTION = """\
 def test_a_project_with_a_custom_cuda_extension_gets_no_conversion(tmp_path):
     write(tmp_path, {"train.py": STEP_FUNCTION, "setup.py": "from torch.utils.cpp_extension import CUDAExtension\n"})
     [found] = [d for d in check(tmp_path) if d.code == "AMP501"]
-    assert found.fix is None and "custom C++/CUDA extension" in found.fix_refused
+    assert found.fix is None and "custom C++/CUDA extension" in found.no_fix_reason
     other = tmp_path / "other"
     write(other, {"train.py": STEP_FUNCTION, "pyproject.toml": ""})
     [found] = [d for d in check(other) if d.code == "AMP501"]

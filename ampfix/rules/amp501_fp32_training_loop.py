@@ -61,45 +61,48 @@ class Fp32TrainingLoop(Rule):
             step = next(s for s in steps if any(fn.before(b, s) for b in backwards))
             evidence = [at(backwards[0], "fp32 backward (no autocast, no scaler in this step)"), at(step, "optimizer step")]
             extension = ctx.project.compiled_extension(ctx.path) if ctx.project is not None else None
-            fix = self._fix(ctx, fn, backwards) if extension is None else None
-            diagnostic = ctx.diagnostic(self, backwards[0].call, message, fix, evidence)
-            if extension is not None:
-                diagnostic.fix_refused = (
-                    f"no fix offered: the project builds a custom C++/CUDA extension ({shown_path(extension)}), "
-                    "whose kernels may have no float16 version; add autocast by hand, with "
+            if extension is None:
+                fix, reason = self._fix(ctx, fn, backwards)
+            else:
+                fix, reason = None, (
+                    f"the project builds a custom C++/CUDA extension ({shown_path(extension)}), whose kernels "
+                    "may have no float16 version; add autocast by hand, with "
                     "`torch.amp.custom_fwd(cast_inputs=torch.float32)` on the extension's autograd Function"
                 )
+            diagnostic = ctx.diagnostic(self, backwards[0].call, message, fix, evidence)
+            diagnostic.no_fix_reason = reason
             yield diagnostic
 
-    def _fix(self, ctx: ModuleContext, fn: StepFunction, backwards) -> Optional[Fix]:
+    def _fix(self, ctx: ModuleContext, fn: StepFunction, backwards) -> tuple[Optional[Fix], Optional[str]]:
+        """The conversion, or None and why it is not offered."""
         if len(backwards) != 1:
-            return None  # several losses (GANs, multi-task): the regions need a person
+            return None, "several losses are backpropagated in this step (GANs, multi-task): the autocast regions need a person"
         backward = backwards[0]
         conversion = autocast_conversion(ctx, fn, backward, float16_on_cuda_only=True)
         if conversion is None:
-            return None
+            return None, "the forward pass and the loss are not statements of their own before the backward, to wrap in autocast"
         device, dtype, edits = conversion.device, conversion.dtype, conversion.edits
         # the scaler is enabled where the autocast is (on CUDA alone for a run-time device)
         scaler_args = device.scaler + (f", enabled={conversion.enabled}" if conversion.enabled else "")
         if device.literal != "cpu" and _uses_binary_cross_entropy(ctx):
-            return None  # BCELoss raises under CUDA autocast (AMP402): the loss needs rewriting first
+            return None, "the loss uses BCELoss, which raises under CUDA autocast (AMP402): use BCEWithLogitsLoss first"
         if dtype == "float16":
             loops = loops_of(backward)
             if not loops:
-                return None  # a step function without its loop: where the scaler lives is a design choice
+                return None, "a step function without its loop: where the GradScaler lives (and survives steps) is a design choice"
             threaded = _threading_plan(ctx, fn)
             if threaded is None:
                 planned = add_scaler_protocol(ctx, fn, [backward], loops[0], scaler_args)
             else:
                 planned = add_scaler_protocol(ctx, fn, [backward], loops[0], scaler_args, lazy=True, name=threaded[0])
             if planned is None:
-                return None
+                return None, "the GradScaler protocol cannot be added on every path of this step (see `ampfix rule AMP501`)"
             protocol, name = planned
             edits += protocol
             if threaded is not None:
                 edits += threaded[1]
         kind = "autocast + GradScaler" if dtype == "float16" else "bfloat16 autocast"
-        return Fix(f"Convert the step to AMP ({kind})", tuple(edits), Applicability.UNSAFE)
+        return Fix(f"Convert the step to AMP ({kind})", tuple(edits), Applicability.UNSAFE), None
 
 
 def _no_grad_context(ctx: ModuleContext, backward) -> bool:
