@@ -6,6 +6,7 @@ Findings and the summary go to stdout; errors and progress go to stderr.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import os
 from collections import Counter
@@ -17,7 +18,14 @@ from ampfix.docs import rule_doc
 from ampfix.rules import RULES
 from ampfix.source import Locator, SourceError, read_source
 
-FORMATS = ("text", "concise", "json", "sarif", "github")
+FORMATS = ("text", "concise", "json", "sarif", "github", "gitlab", "junit")
+
+
+def level_of(code: str) -> str:
+    """How serious a finding is, the same in every CI format: training bugs (AMP2xx-AMP4xx) and
+    unparsable files are errors; deprecations (AMP1xx), suppression typos and speed or
+    modernisation advice (AMP5xx) are warnings."""
+    return "error" if code == "AMP001" or code.startswith(("AMP2", "AMP3", "AMP4")) else "warning"
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 
 
@@ -143,7 +151,64 @@ def write_github(out: TextIO, diagnostics: list[Diagnostic]) -> None:
                 f"endColumn={d.end_location.column}",
             ]
         )
-        out.write(f"::error {props}::{_gh_data(f'{d.code} {d.message}')}\n")
+        out.write(f"::{level_of(d.code)} {props}::{_gh_data(f'{d.code} {d.message}')}\n")
+
+
+def write_gitlab(out: TextIO, diagnostics: list[Diagnostic]) -> None:
+    """GitLab's Code Quality report: one issue per finding, with a fingerprint that stays the same
+    while the finding does (code, path, message, and how many identical ones came before)."""
+    issues, seen = [], Counter()
+    for d in diagnostics:
+        path = _relative(d.filename)
+        key = (d.code, path, d.message)
+        seen[key] += 1
+        fingerprint = hashlib.sha256(repr((*key, seen[key])).encode()).hexdigest()[:32]
+        issues.append({
+            "description": f"{d.code} {d.message}",
+            "check_name": d.code,
+            "fingerprint": fingerprint,
+            "severity": "major" if level_of(d.code) == "error" else "minor",
+            "location": {"path": path, "lines": {"begin": d.location.row, "end": d.end_location.row}},
+        })
+    out.write(json.dumps(issues, indent=2) + "\n")
+
+
+def write_junit(out: TextIO, diagnostics: list[Diagnostic]) -> None:
+    """JUnit XML, as ruff writes it: a test suite per file, a failing test case per finding."""
+    from xml.sax.saxutils import quoteattr
+
+    by_file: dict[str, list[Diagnostic]] = {}
+    for d in diagnostics:
+        by_file.setdefault(_relative(d.filename), []).append(d)
+    total = len(diagnostics)
+    out.write('<?xml version="1.0" encoding="UTF-8"?>\n')
+    out.write(f'<testsuites name="ampfix" tests="{max(total, 1)}" failures="{total}" errors="0">\n')
+    if not by_file:
+        out.write('  <testsuite name="ampfix" tests="1" failures="0" errors="0">\n')
+        out.write('    <testcase name="No problems found" classname="ampfix"/>\n  </testsuite>\n')
+    for path, found in by_file.items():
+        out.write(f'  <testsuite name={quoteattr(path)} tests="{len(found)}" failures="{len(found)}" errors="0">\n')
+        for d in found:
+            where = f"line {d.location.row}, col {d.location.column}"
+            out.write(f'    <testcase name={quoteattr(f"org.ampfix.{d.code}")} classname={quoteattr(path)} '
+                      f'line="{d.location.row}" column="{d.location.column}">\n')
+            out.write(f'      <failure message={quoteattr(d.message)}>{_xml_text(where + ", " + d.message)}</failure>\n')
+            out.write("    </testcase>\n")
+        out.write("  </testsuite>\n")
+    out.write("</testsuites>\n")
+
+
+def _xml_text(text: str) -> str:
+    from xml.sax.saxutils import escape
+
+    return escape(text)
+
+
+def _relative(filename: str) -> str:
+    if filename in ("-", ""):
+        return filename or "-"
+    relative = os.path.relpath(filename)
+    return (filename if relative.startswith("..") else relative).replace(os.sep, "/")
 
 
 def _gh_data(text: str) -> str:
@@ -162,6 +227,7 @@ def sarif_document(diagnostics: list[Diagnostic]) -> dict:
             "shortDescription": {"text": rule.summary},
             "fullDescription": {"text": rule.summary},
             "help": {"text": rule_doc(rule.code) or rule.summary, "markdown": rule_doc(rule.code) or rule.summary},
+            "defaultConfiguration": {"level": level_of(rule.code)},
             "properties": {"fixSafety": rule.fix_safety},
         }
         for rule in RULES.values()
@@ -173,7 +239,7 @@ def sarif_document(diagnostics: list[Diagnostic]) -> dict:
         result = {
             "ruleId": d.code,
             "ruleIndex": index[d.code],
-            "level": "error",
+            "level": level_of(d.code),
             "message": {"text": d.message},
             "locations": [
                 {
@@ -333,4 +399,6 @@ def write_fixes(out: TextIO, fixed_by_file: Iterable[tuple[str, list[Diagnostic]
             out.write(f"    {count} × {code} ({RULES[code].name})\n")
 
 
-WRITERS: dict[str, Callable] = {"json": write_json, "sarif": write_sarif, "github": write_github}
+WRITERS: dict[str, Callable] = {
+    "json": write_json, "sarif": write_sarif, "github": write_github, "gitlab": write_gitlab, "junit": write_junit,
+}

@@ -103,10 +103,52 @@ def test_sarif_validates_against_the_published_schema(project):
 
 def test_github_format(project):
     result = run_ampfix("check", "--output-format", "github", ".", cwd=project)
-    assert result.stdout.splitlines()[0] == (
-        "::error title=ampfix (AMP102),file=train.py,line=3,col=10,endLine=3,endColumn=35::"
+    assert result.stdout.splitlines()[0] == (  # a deprecation is a warning; a training bug an error
+        "::warning title=ampfix (AMP102),file=train.py,line=3,col=10,endLine=3,endColumn=35::"
         'AMP102 `torch.cuda.amp.GradScaler` is deprecated; use `torch.amp.GradScaler("cuda", ...)`'
     )
+
+
+BUG = (
+    "import torch\nscaler = torch.amp.GradScaler('cuda')\nfor x in loader:\n"
+    "    scaler.scale(model(x)).backward()\n    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
+    "    scaler.step(optimizer)\n    scaler.update()\n"
+)
+
+
+def test_levels_per_rule_are_the_same_in_every_ci_format(project):
+    (project / "bug.py").write_text(BUG)
+    github = run_ampfix("check", "--output-format", "github", "bug.py", "train.py", cwd=project).stdout
+    assert "::error title=ampfix (AMP201)" in github and "::warning title=ampfix (AMP102)" in github
+    sarif = json.loads(run_ampfix("check", "--output-format", "sarif", "bug.py", "train.py", cwd=project).stdout)
+    levels = {r["ruleId"]: r["level"] for r in sarif["runs"][0]["results"]}
+    assert levels["AMP201"] == "error" and levels["AMP102"] == "warning"
+    gitlab = json.loads(run_ampfix("check", "--output-format", "gitlab", "bug.py", "train.py", cwd=project).stdout)
+    severity = {i["check_name"]: i["severity"] for i in gitlab}
+    assert severity["AMP201"] == "major" and severity["AMP102"] == "minor"
+
+
+def test_gitlab_code_quality_format(project):
+    first = json.loads(run_ampfix("check", "--output-format", "gitlab", ".", cwd=project).stdout)
+    assert [(i["check_name"], i["location"]["path"], i["location"]["lines"]["begin"]) for i in first] == [
+        ("AMP102", "train.py", 3), ("AMP101", "train.py", 4)]
+    assert all(len(i["fingerprint"]) == 32 and i["description"].startswith(i["check_name"]) for i in first)
+    (project / "train.py").write_text("\n" + OLD)  # the findings move a line: the fingerprints stay
+    moved = json.loads(run_ampfix("check", "--output-format", "gitlab", ".", cwd=project).stdout)
+    assert [i["fingerprint"] for i in moved] == [i["fingerprint"] for i in first]
+
+
+def test_junit_format(project):
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(run_ampfix("check", "--output-format", "junit", ".", cwd=project).stdout)
+    assert root.tag == "testsuites" and root.get("failures") == "2"
+    [suite] = root.findall("testsuite")
+    assert suite.get("name") == "train.py"
+    assert [c.get("name") for c in suite.findall("testcase")] == ["org.ampfix.AMP102", "org.ampfix.AMP101"]
+    assert "deprecated" in suite.find("testcase/failure").get("message")
+    clean = ET.fromstring(run_ampfix("check", "--output-format", "junit", "clean.py", cwd=project).stdout)
+    assert clean.get("failures") == "0" and clean.find("testsuite/testcase").get("name") == "No problems found"
 
 
 def test_output_format_from_environment(project):
