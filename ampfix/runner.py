@@ -131,8 +131,11 @@ def _from_cache(path: str, job: Job, cached: list, result: FileResult) -> Option
 
 
 def _process_notebook(path: str, job: Job, source: SourceText, result: FileResult, digest) -> FileResult:
-    """Notebooks: the code cells as one program; positions per cell; fixes written into the cells."""
+    """Notebooks: the code cells as one program; positions per cell; fixes written into the cells.
+    What remains after fixes is positioned in the fixed program, so it is located in the fixed
+    notebook's cells (a fix that removed a line moves the findings below it)."""
     notebook = Notebook.parse(source.text)
+    remaining_in = notebook
     if job.mode == CHECK:
         try:
             diagnostics = check_source(notebook.program, path, job.settings)
@@ -146,6 +149,7 @@ def _process_notebook(path: str, job: Job, source: SourceText, result: FileResul
         if fixed.changed:
             rendered = notebook.render(fixed.source)
             result.original, result.fixed_source = source.text, rendered
+            remaining_in = Notebook.parse(rendered)
             if job.mode == FIX:
                 try:
                     write_atomic(path, source.encode(rendered))
@@ -153,9 +157,12 @@ def _process_notebook(path: str, job: Job, source: SourceText, result: FileResul
                     result.fixed, result.original, result.fixed_source = [], None, None
                     result.error = str(exc)  # nothing written: the notebook keeps all its findings
                     diagnostics = check_source(notebook.program, path, job.settings)
+                    remaining_in = notebook
             digest = None
-    for diag in (*diagnostics, *result.fixed):
+    for diag in result.fixed:
         notebook.locate(diag)
+    for diag in diagnostics:
+        remaining_in.locate(diag)
     result.diagnostics = diagnostics
     result.cache_entry = (digest, diagnostics, None) if digest else None
     return result

@@ -244,3 +244,19 @@ def test_apply_as_root_keeps_the_owner(tmp_path):
     run_ampfix("check", "--apply", "--no-cache", str(path))
     st = os.stat(path)
     assert "torch.cuda.amp" not in path.read_text() and (st.st_uid, st.st_gid) == (1234, 5678)
+
+
+def test_notebook_findings_after_apply_are_positioned_in_the_fixed_cells(tmp_path):
+    path = tmp_path / "nb.ipynb"
+    path.write_text(notebook([
+        code("import torch\nfrom torch.cuda.amp import GradScaler\nscaler = GradScaler()"),
+        code("for x in loader:\n"
+             "    scaler.scale(model(x)).backward()\n    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
+             "    scaler.step(optimizer)\n    scaler.update()"),
+    ]))
+    result = run_ampfix("check", "--apply", "--no-cache", "--output-format", "json", str(path))
+    [record] = [r for r in json.loads(result.stdout) if r["code"] == "AMP201"]
+    cells = json.loads(path.read_text())["cells"]
+    assert "from torch.cuda.amp import GradScaler\n" not in cells[0]["source"]  # a line of cell 1 went
+    cell = cells[1]["source"]
+    assert record["cell"] == 2 and cell[record["location"]["row"] - 1].lstrip().startswith("torch.nn.utils.clip_grad_norm_")
