@@ -209,6 +209,8 @@ def _check_stdin(settings, mode, fmt, stdin_filename, force_exclude, statistics,
     except SourceError as exc:
         click.echo(f"ampfix: error: {path}: {exc}", err=True)
         return 2
+    if path.endswith(".ipynb"):
+        return _check_stdin_notebook(settings, mode, fmt, path, source, statistics, quiet, exit_zero)
     sources = SourceCache({path: source.text})
     out = click.get_text_stream("stdout")
     if mode == CHECK:
@@ -233,6 +235,43 @@ def _check_stdin(settings, mode, fmt, stdin_filename, force_exclude, statistics,
     click.get_binary_stream("stdout").write(source.encode(result.source))
     err = click.get_text_stream("stderr")
     _emit(err, result.remaining, settings.unsafe_fixes, fmt, statistics, SourceCache({path: result.source}))
+    if not quiet:
+        err.write(summary(result.remaining, len(result.fixed), settings.unsafe_fixes, "fix") + "\n")
+    return _exit_code(result.remaining, False, exit_zero)
+
+
+def _check_stdin_notebook(settings, mode, fmt, path, source, statistics, quiet, exit_zero) -> int:
+    """A notebook on stdin (``--stdin-filename nb.ipynb``): its code cells, positions per cell; with
+    ``--apply`` the fixed notebook on stdout and the report on stderr."""
+    from ampfix.notebook import Notebook
+
+    notebook = Notebook.parse(source.text)
+    out = click.get_text_stream("stdout")
+    if mode == CHECK:
+        remaining = check_source(notebook.program, path, settings)
+        for diag in remaining:
+            notebook.locate(diag)
+        _emit(out, remaining, settings.unsafe_fixes, fmt, statistics, SourceCache())
+        if fmt in ("text", "concise") and not quiet:
+            out.write(summary(remaining, 0, settings.unsafe_fixes, "check") + "\n")
+        return _exit_code(remaining, False, exit_zero)
+    try:
+        result = fix_source(notebook.program, path, settings)
+    except FixError as exc:
+        click.echo(f"ampfix: error: {path}: {exc}", err=True)
+        if mode == FIX:
+            click.get_binary_stream("stdout").write(source.encode(source.text))
+        return 2
+    rendered = notebook.render(result.source) if result.changed else source.text
+    if mode == DIFF:
+        out.write(unified_diff(path, source.text, rendered) if result.changed else "")
+        return 1 if result.changed else 0
+    click.get_binary_stream("stdout").write(source.encode(rendered))
+    fixed_notebook = Notebook.parse(rendered)
+    for diag in result.remaining:
+        fixed_notebook.locate(diag)
+    err = click.get_text_stream("stderr")
+    _emit(err, result.remaining, settings.unsafe_fixes, fmt, statistics, SourceCache())
     if not quiet:
         err.write(summary(result.remaining, len(result.fixed), settings.unsafe_fixes, "fix") + "\n")
     return _exit_code(result.remaining, False, exit_zero)

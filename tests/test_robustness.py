@@ -260,3 +260,13 @@ def test_notebook_findings_after_apply_are_positioned_in_the_fixed_cells(tmp_pat
     assert "from torch.cuda.amp import GradScaler\n" not in cells[0]["source"]  # a line of cell 1 went
     cell = cells[1]["source"]
     assert record["cell"] == 2 and cell[record["location"]["row"] - 1].lstrip().startswith("torch.nn.utils.clip_grad_norm_")
+
+
+def test_a_notebook_on_stdin_is_checked_and_fixed_as_a_notebook(tmp_path):
+    text = notebook(NB_CELLS)
+    result = run_ampfix("check", "--output-format", "concise", "--stdin-filename", "nb.ipynb", "-", input=text, cwd=tmp_path)
+    assert result.returncode == 1 and "nb.ipynb:cell 3:1:10: AMP102" in result.stdout
+    fixed = run_ampfix("check", "--apply", "--stdin-filename", "nb.ipynb", "-", input=text, cwd=tmp_path)
+    document = json.loads(fixed.stdout)  # stdout is the fixed notebook, the report went to stderr
+    assert document["cells"][2]["source"][0] == 'scaler = torch.amp.GradScaler("cuda")\n'
+    assert document["cells"][0] == NB_CELLS[0] and "Found 1 problem (1 fixed, 0 remaining)." in fixed.stderr
