@@ -140,18 +140,19 @@ def _json_record(diag: Diagnostic) -> dict:
 
 
 def write_github(out: TextIO, diagnostics: list[Diagnostic]) -> None:
+    """GitHub workflow annotations. A notebook's finding is annotated on the file, with its cell
+    and position in the message: its rows are the cell's, not lines of the .ipynb JSON."""
     for d in diagnostics:
-        props = ",".join(
-            [
-                f"title={_gh_prop(f'ampfix ({d.code})')}",
-                f"file={_gh_prop(d.filename)}",
-                f"line={d.location.row}",
-                f"col={d.location.column}",
-                f"endLine={d.end_location.row}",
-                f"endColumn={d.end_location.column}",
+        props = [f"title={_gh_prop(f'ampfix ({d.code})')}", f"file={_gh_prop(d.filename)}"]
+        message = f"{d.code} {d.message}"
+        if d.cell is None:
+            props += [
+                f"line={d.location.row}", f"col={d.location.column}",
+                f"endLine={d.end_location.row}", f"endColumn={d.end_location.column}",
             ]
-        )
-        out.write(f"::{level_of(d.code)} {props}::{_gh_data(f'{d.code} {d.message}')}\n")
+        else:
+            message = f"cell {d.cell}:{d.location.row}:{d.location.column}: {message}"
+        out.write(f"::{level_of(d.code)} {','.join(props)}::{_gh_data(message)}\n")
 
 
 def write_gitlab(out: TextIO, diagnostics: list[Diagnostic]) -> None:
@@ -240,7 +241,7 @@ def sarif_document(diagnostics: list[Diagnostic]) -> dict:
             "ruleId": d.code,
             "ruleIndex": index[d.code],
             "level": level_of(d.code),
-            "message": {"text": d.message},
+            "message": {"text": d.message if d.cell is None else f"cell {d.cell}: {d.message}"},
             "locations": [
                 {
                     "physicalLocation": {
@@ -250,6 +251,10 @@ def sarif_document(diagnostics: list[Diagnostic]) -> dict:
                 }
             ],
         }
+        if d.cell is not None:
+            # SARIF has no notebook cells: the cell is named in the message and in a property;
+            # the region's rows are the cell's
+            result["properties"] = {"cell": d.cell}
         if d.evidence:
             related = [
                 {

@@ -270,3 +270,14 @@ def test_a_notebook_on_stdin_is_checked_and_fixed_as_a_notebook(tmp_path):
     document = json.loads(fixed.stdout)  # stdout is the fixed notebook, the report went to stderr
     assert document["cells"][2]["source"][0] == 'scaler = torch.amp.GradScaler("cuda")\n'
     assert document["cells"][0] == NB_CELLS[0] and "Found 1 problem (1 fixed, 0 remaining)." in fixed.stderr
+
+
+def test_ci_formats_keep_the_notebook_cell(tmp_path):
+    path = tmp_path / "nb.ipynb"
+    path.write_text(notebook(NB_CELLS))
+    github = run_ampfix("check", "--no-cache", "--output-format", "github", str(path)).stdout.splitlines()[0]
+    assert github.startswith("::warning title=ampfix (AMP102),file=") and ",line=" not in github
+    assert github.split("::", 2)[2].startswith("cell 3:1:10: AMP102")
+    sarif = json.loads(run_ampfix("check", "--no-cache", "--output-format", "sarif", str(path)).stdout)
+    [result] = sarif["runs"][0]["results"]
+    assert result["properties"] == {"cell": 3} and result["message"]["text"].startswith("cell 3: ")
