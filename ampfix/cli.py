@@ -37,6 +37,7 @@ from ampfix.settings import (
     CliOverrides,
     ConfigError,
     FileConfig,
+    Settings,
     build_settings,
     find_config,
     load_config,
@@ -138,13 +139,8 @@ def check(
     )
     anchor = stdin_filename if paths == ("-",) and stdin_filename else paths[0]
     try:
-        if isolated:
-            config = FileConfig(root=os.getcwd())
-        elif config_file:
-            config = load_config(config_file)
-        else:
-            config = find_config(anchor if os.path.exists(anchor) else ".")
-        settings = build_settings(config, overrides)
+        configs = _Configurations(overrides, isolated, config_file)
+        settings = configs.for_path(anchor if os.path.exists(anchor) else ".")
     except ConfigError as exc:
         raise UsageFailure(str(exc)) from None
     mode = DIFF if diff else FIX if apply else CHECK
@@ -155,17 +151,43 @@ def check(
 
     from ampfix.discovery import discover
 
-    found = discover(list(paths), settings, force_exclude=force_exclude)
+    # ruff's model: each file is checked with the settings of its nearest configuration (a
+    # monorepo's packages keep their own), whatever the order of the paths given
+    try:
+        given_by_settings: dict[int, tuple[Settings, list[str]]] = {}
+        for given in paths:  # the excludes of a path given are those of its configuration
+            given_settings = configs.for_path(given if os.path.exists(given) else ".")
+            given_by_settings.setdefault(id(given_settings), (given_settings, []))[1].append(given)
+        found, seen = None, set()
+        for given_settings, given_paths in given_by_settings.values():
+            more = discover(given_paths, given_settings, force_exclude=force_exclude)
+            if found is None:
+                found, seen = more, {os.path.abspath(f) for f in more.files}
+                continue
+            for path in more.files:
+                if os.path.abspath(path) not in seen:
+                    seen.add(os.path.abspath(path))
+                    found.files.append(path)
+            found.missing += more.missing
+        groups: dict[int, tuple[Settings, list[str]]] = {}
+        for path in sorted(found.files):
+            file_settings = configs.for_path(path)
+            groups.setdefault(id(file_settings), (file_settings, []))[1].append(path)
+    except ConfigError as exc:
+        raise UsageFailure(str(exc)) from None
     for missing in found.missing:
         click.echo(f"ampfix: error: {missing}: no such file or directory", err=True)
     progress = _progress_bar(len(found.files), quiet)
-    cache = None if no_cache else Cache(settings).load()
-    job = Job(mode, settings, settings.unsafe_fixes, use_cache=cache is not None)
+    results = []
     try:
-        results = run(found.files, job, jobs, progress.update if progress else None, cache)
+        for group_settings, files in groups.values():
+            cache = None if no_cache else Cache(group_settings).load()
+            job = Job(mode, group_settings, group_settings.unsafe_fixes, use_cache=cache is not None)
+            results += run(files, job, jobs, progress.update if progress else None, cache)
     finally:
         if progress:
             progress.close()
+    results.sort(key=lambda r: r.path)
     errors = [r for r in results if r.error]
     for result in errors:
         click.echo(f"ampfix: error: {result.path}: {result.error}", err=True)
@@ -192,6 +214,42 @@ def check(
         if line:
             out.write(line + "\n")
     sys.exit(_exit_code(remaining, bool(errors or found.missing), exit_zero))
+
+
+class _Configurations:
+    """The settings of each file: those of its nearest configuration (or of ``--config``, or none
+    with ``--isolated``), built once per configuration with the command line on top."""
+
+    def __init__(self, overrides: CliOverrides, isolated: bool, config_file: Optional[str]):
+        self.overrides = overrides
+        self._fixed: Optional[Settings] = None
+        if isolated:
+            self._fixed = build_settings(FileConfig(root=os.getcwd()), overrides)
+        elif config_file:
+            self._fixed = build_settings(load_config(config_file), overrides)
+        self._by_folder: dict[str, Settings] = {}
+        self._by_config: dict[tuple, Settings] = {}
+
+    def for_path(self, path: str) -> Settings:
+        if self._fixed is not None:
+            return self._fixed
+        folder = os.path.abspath(path if os.path.isdir(path) else os.path.dirname(path) or ".")
+        return self._for_folder(folder)
+
+    def _for_folder(self, folder: str) -> Settings:
+        found = self._by_folder.get(folder)
+        if found is None:
+            parent = os.path.dirname(folder)
+            if os.path.isfile(os.path.join(folder, "pyproject.toml")) or parent == folder:
+                config = find_config(folder)  # only where a pyproject may change the answer
+                key = (config.path, config.root, config.torch_requirement)
+                found = self._by_config.get(key)
+                if found is None:
+                    found = self._by_config[key] = build_settings(config, self.overrides)
+            else:
+                found = self._for_folder(parent)
+            self._by_folder[folder] = found
+        return found
 
 
 def _check_stdin(settings, mode, fmt, stdin_filename, force_exclude, statistics, quiet, exit_zero) -> int:

@@ -182,3 +182,17 @@ def test_one_definition_of_a_fix_that_changes_training():
     changing = {code for code, rule in RULES.items() if rule.changes_training}
     assert changing == set(BEHAVIOUR_CHANGING) >= {"AMP201", "AMP202", "AMP203", "AMP204", "AMP301", "AMP302", "AMP303"}
     assert all(RULES[code].fix_safety == FIX_UNSAFE for code in changing)
+
+
+def test_each_file_is_checked_with_its_nearest_configuration_whatever_the_order(tmp_path):
+    # a monorepo: package a ignores the deprecations, package b does not
+    for name, table in (("a", 'ignore = ["AMP1"]'), ("b", "")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "pyproject.toml").write_text(f"[tool.ampfix]\n{table}\n")
+        (tmp_path / name / "train.py").write_text(OLD)
+    outputs = [
+        run_ampfix("check", "--no-cache", "--output-format", "concise", *order, cwd=tmp_path).stdout
+        for order in (("a", "b"), ("b", "a"))
+    ]
+    assert outputs[0] == outputs[1]
+    assert "b/train.py" in outputs[0] and "a/train.py" not in outputs[0]
