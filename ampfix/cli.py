@@ -99,6 +99,10 @@ def cli() -> None:
 @click.option("--default-device", default=None, help="Device for conversions when the code does not say.")
 @click.option("--amp-dtype", type=click.Choice(["float16", "bfloat16"]), default=None, help="Low-precision dtype for conversions.")
 @click.option("--no-cache", "-n", is_flag=True, envvar="AMPFIX_NO_CACHE", help="Neither read nor write .ampfix_cache/.")
+@click.option("--fix-only", is_flag=True, help="Apply fixes (as --apply) and report only what was fixed.")
+@click.option("--exit-non-zero-on-fix", is_flag=True, help="Exit 1 when a fix was applied, even if nothing remains.")
+@click.option("--output-file", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the report to this file instead of stdout.")
 def check(
     paths: tuple[str, ...],
     apply: bool,
@@ -123,9 +127,13 @@ def check(
     default_device: Optional[str],
     amp_dtype: Optional[str],
     no_cache: bool,
+    fix_only: bool = False,
+    exit_non_zero_on_fix: bool = False,
+    output_file: Optional[str] = None,
 ) -> None:
     """Check PATHS (default: .) for AMP mistakes; `-` reads stdin."""
     paths = paths or (".",)
+    apply = apply or fix_only
     overrides = CliOverrides(
         select=_split(select) or None,
         ignore=_split(ignore),
@@ -193,7 +201,14 @@ def check(
         click.echo(f"ampfix: error: {result.path}: {result.error}", err=True)
     remaining = all_diagnostics(results)
     fixed = sum(len(r.fixed) for r in results)
-    out = click.get_text_stream("stdout")
+    had_errors = bool(errors or found.missing)
+    if output_file is not None:
+        try:
+            out = open(output_file, "w", encoding="utf-8")
+        except OSError as exc:
+            raise UsageFailure(f"{output_file}: cannot write the report: {exc.strerror or exc}") from None
+    else:
+        out = click.get_text_stream("stdout")
 
     if mode == DIFF:
         for result in results:
@@ -204,6 +219,14 @@ def check(
         code = 2 if errors or found.missing else 1 if fixed else 0
         sys.exit(code)
 
+    if fix_only:
+        # ruff's --fix-only: what was fixed, nothing about what remains
+        if show_fixes:
+            write_fixes(out, ((r.path, r.fixed) for r in results))
+        if fmt in ("text", "concise") and not quiet:
+            out.write((f"Fixed {fixed} problem{'s' if fixed != 1 else ''}." if fixed else "No fixes applied.") + "\n")
+        out.flush()
+        sys.exit(2 if had_errors else 1 if (exit_non_zero_on_fix and fixed) else 0)
     _emit(out, remaining, settings.unsafe_fixes, fmt, statistics, SourceCache())
     if show_fixes and mode == FIX:
         write_fixes(out, ((r.path, r.fixed) for r in results))
@@ -213,7 +236,9 @@ def check(
         )
         if line:
             out.write(line + "\n")
-    sys.exit(_exit_code(remaining, bool(errors or found.missing), exit_zero))
+    out.flush()
+    code = _exit_code(remaining, had_errors, exit_zero)
+    sys.exit(1 if code == 0 and exit_non_zero_on_fix and fixed else code)
 
 
 class _Configurations:

@@ -423,3 +423,24 @@ def test_a_finding_without_a_fix_says_why(tmp_path):
     record = json.loads(run_ampfix("check", "--no-cache", "--output-format", "json", "gan.py", cwd=tmp_path).stdout)[0]
     assert record["fix"] is None and record["no_fix_reason"].startswith("several losses")
     assert "refused" not in result.stdout  # no fix was offered, none was refused
+
+
+def test_fix_only_reports_what_was_fixed(project):
+    (project / "bug.py").write_text(BUG)  # an unsafe-only finding remains after the safe fixes
+    result = run_ampfix("check", "--fix-only", "--no-cache", ".", cwd=project)
+    assert result.returncode == 0 and result.stdout.strip() == "Fixed 2 problems."
+    assert (project / "train.py").read_text() == NEW
+    again = run_ampfix("check", "--fix-only", "--no-cache", ".", cwd=project)
+    assert again.returncode == 0 and again.stdout.strip() == "No fixes applied."
+
+
+def test_exit_non_zero_on_fix(project):
+    result = run_ampfix("check", "--apply", "--exit-non-zero-on-fix", "--no-cache", "train.py", cwd=project)
+    assert result.returncode == 1 and (project / "train.py").read_text() == NEW  # fixed, nothing remains
+    assert run_ampfix("check", "--apply", "--exit-non-zero-on-fix", "--no-cache", "train.py", cwd=project).returncode == 0
+
+
+def test_output_file(project):
+    result = run_ampfix("check", "--output-format", "json", "-o", "report.json", ".", cwd=project)
+    assert result.returncode == 1 and result.stdout == ""
+    assert {r["code"] for r in json.loads((project / "report.json").read_text())} == {"AMP101", "AMP102"}
