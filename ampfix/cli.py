@@ -44,7 +44,7 @@ from ampfix.settings import (
 )
 from ampfix.source import SourceError, SourceText
 
-COMMANDS = ("check", "clean", "rule", "verify")
+COMMANDS = ("check", "clean", "rule", "server", "verify")
 PROGRESS_THRESHOLD = 300
 
 
@@ -399,6 +399,19 @@ def _progress_bar(total: int, quiet: bool) -> Optional[_Progress]:
     if quiet or total <= PROGRESS_THRESHOLD or os.environ.get("CI") or not sys.stderr.isatty():
         return None
     return _Progress(total)
+
+
+@cli.command()
+def server() -> None:
+    """Run the Language Server on stdio (diagnostics, fixes as code actions, rule docs on hover).
+
+    Needs the `server` extra: `pip install 'ampfix[server]'`.
+    """
+    try:
+        from ampfix.server import serve
+    except ImportError as exc:
+        raise UsageFailure(f"`ampfix server` needs pygls ({exc}): pip install 'ampfix[server]'") from None
+    serve()
 
 
 @cli.command()
