@@ -289,75 +289,68 @@ def _check_stdin(settings, mode, fmt, stdin_filename, force_exclude, statistics,
             return 0
     try:
         source = SourceText.decode(data)
+        document = _StdinDocument(path, source.text)
     except SourceError as exc:
         click.echo(f"ampfix: error: {path}: {exc}", err=True)
         return 2
-    if path.endswith(".ipynb"):
-        return _check_stdin_notebook(settings, mode, fmt, path, source, statistics, quiet, exit_zero)
-    sources = SourceCache({path: source.text})
     out = click.get_text_stream("stdout")
     if mode == CHECK:
-        remaining = check_source(source.text, path, settings)
-        _emit(out, remaining, settings.unsafe_fixes, fmt, statistics, sources)
+        remaining = document.located(check_source(document.program, path, settings), source.text)
+        _emit(out, remaining, settings.unsafe_fixes, fmt, statistics, document.sources(source.text))
         if fmt in ("text", "concise") and not quiet:
             out.write(summary(remaining, 0, settings.unsafe_fixes, "check") + "\n")
         return _exit_code(remaining, False, exit_zero)
     try:
-        result = fix_source(source.text, path, settings)
+        result = fix_source(document.program, path, settings)
     except FixError as exc:
         click.echo(f"ampfix: error: {path}: {exc}", err=True)
         if mode == FIX:
             click.get_binary_stream("stdout").write(data)
         return 2
+    fixed_text = document.render(result.source) if result.changed else source.text
     if mode == DIFF:
-        out.write(unified_diff(path, source.text, result.source) if result.changed else "")
+        out.write(unified_diff(path, source.text, fixed_text) if result.changed else "")
         if not quiet:
             click.echo(summary(result.remaining, len(result.fixed), settings.unsafe_fixes, "diff"), err=True)
         return 1 if result.changed else 0
     # --apply on stdin: stdout is exactly the fixed source; the report goes to stderr.
-    click.get_binary_stream("stdout").write(source.encode(result.source))
+    click.get_binary_stream("stdout").write(source.encode(fixed_text))
     err = click.get_text_stream("stderr")
-    _emit(err, result.remaining, settings.unsafe_fixes, fmt, statistics, SourceCache({path: result.source}))
+    remaining = document.located(result.remaining, fixed_text)
+    _emit(err, remaining, settings.unsafe_fixes, fmt, statistics, document.sources(fixed_text))
     if not quiet:
-        err.write(summary(result.remaining, len(result.fixed), settings.unsafe_fixes, "fix") + "\n")
-    return _exit_code(result.remaining, False, exit_zero)
+        err.write(summary(remaining, len(result.fixed), settings.unsafe_fixes, "fix") + "\n")
+    return _exit_code(remaining, False, exit_zero)
 
 
-def _check_stdin_notebook(settings, mode, fmt, path, source, statistics, quiet, exit_zero) -> int:
-    """A notebook on stdin (``--stdin-filename nb.ipynb``): its code cells, positions per cell; with
-    ``--apply`` the fixed notebook on stdout and the report on stderr."""
-    from ampfix.notebook import Notebook
+class _StdinDocument:
+    """What stdin holds: Python, or a notebook (``--stdin-filename nb.ipynb``) whose code cells are
+    checked as one program, with positions per cell."""
 
-    notebook = Notebook.parse(source.text)
-    out = click.get_text_stream("stdout")
-    if mode == CHECK:
-        remaining = check_source(notebook.program, path, settings)
-        for diag in remaining:
-            notebook.locate(diag)
-        _emit(out, remaining, settings.unsafe_fixes, fmt, statistics, SourceCache())
-        if fmt in ("text", "concise") and not quiet:
-            out.write(summary(remaining, 0, settings.unsafe_fixes, "check") + "\n")
-        return _exit_code(remaining, False, exit_zero)
-    try:
-        result = fix_source(notebook.program, path, settings)
-    except FixError as exc:
-        click.echo(f"ampfix: error: {path}: {exc}", err=True)
-        if mode == FIX:
-            click.get_binary_stream("stdout").write(source.encode(source.text))
-        return 2
-    rendered = notebook.render(result.source) if result.changed else source.text
-    if mode == DIFF:
-        out.write(unified_diff(path, source.text, rendered) if result.changed else "")
-        return 1 if result.changed else 0
-    click.get_binary_stream("stdout").write(source.encode(rendered))
-    fixed_notebook = Notebook.parse(rendered)
-    for diag in result.remaining:
-        fixed_notebook.locate(diag)
-    err = click.get_text_stream("stderr")
-    _emit(err, result.remaining, settings.unsafe_fixes, fmt, statistics, SourceCache())
-    if not quiet:
-        err.write(summary(result.remaining, len(result.fixed), settings.unsafe_fixes, "fix") + "\n")
-    return _exit_code(result.remaining, False, exit_zero)
+    def __init__(self, path: str, text: str):
+        self.path = path
+        self.notebook = None
+        if path.endswith(".ipynb"):
+            from ampfix.notebook import Notebook
+
+            self.notebook = Notebook.parse(text)
+        self.program = self.notebook.program if self.notebook is not None else text
+
+    def render(self, program: str) -> str:
+        return self.notebook.render(program) if self.notebook is not None else program
+
+    def located(self, diagnostics: list, text: str) -> list:
+        """Diagnostics of the program behind ``text``, positioned per cell for a notebook."""
+        if self.notebook is not None:
+            from ampfix.notebook import Notebook
+
+            cells = Notebook.parse(text)
+            for diag in diagnostics:
+                cells.locate(diag)
+        return diagnostics
+
+    def sources(self, text: str) -> SourceCache:
+        return SourceCache() if self.notebook is not None else SourceCache({self.path: text})
 
 
 def _emit(out, diagnostics, unsafe_fixes, fmt, statistics, sources) -> None:

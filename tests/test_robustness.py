@@ -281,3 +281,8 @@ def test_ci_formats_keep_the_notebook_cell(tmp_path):
     sarif = json.loads(run_ampfix("check", "--no-cache", "--output-format", "sarif", str(path)).stdout)
     [result] = sarif["runs"][0]["results"]
     assert result["properties"] == {"cell": 3} and result["message"]["text"].startswith("cell 3: ")
+
+
+def test_a_broken_notebook_on_stdin_is_an_error(tmp_path):
+    result = run_ampfix("check", "--stdin-filename", "nb.ipynb", "-", input='{"cells": [', cwd=tmp_path)
+    assert result.returncode == 2 and "nb.ipynb: not a valid notebook" in result.stderr
