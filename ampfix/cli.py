@@ -99,6 +99,8 @@ def cli() -> None:
 @click.option("--default-device", default=None, help="Device for conversions when the code does not say.")
 @click.option("--amp-dtype", type=click.Choice(["float16", "bfloat16"]), default=None, help="Low-precision dtype for conversions.")
 @click.option("--no-cache", "-n", is_flag=True, envvar="AMPFIX_NO_CACHE", help="Neither read nor write .ampfix_cache/.")
+@click.option("--ignore-noqa", is_flag=True, help="Report findings that `# noqa` comments suppress.")
+@click.option("--add-noqa", is_flag=True, help="Suppress every finding reported now with a `# noqa: CODE` comment (a baseline).")
 @click.option("--fix-only", is_flag=True, help="Apply fixes (as --apply) and report only what was fixed.")
 @click.option("--exit-non-zero-on-fix", is_flag=True, help="Exit 1 when a fix was applied, even if nothing remains.")
 @click.option("--output-file", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
@@ -127,6 +129,8 @@ def check(
     default_device: Optional[str],
     amp_dtype: Optional[str],
     no_cache: bool,
+    ignore_noqa: bool = False,
+    add_noqa: bool = False,
     fix_only: bool = False,
     exit_non_zero_on_fix: bool = False,
     output_file: Optional[str] = None,
@@ -144,6 +148,7 @@ def check(
         unsafe_fixes=unsafe_fixes,
         default_device=default_device,
         amp_dtype=amp_dtype,
+        ignore_noqa=ignore_noqa,
     )
     anchor = stdin_filename if paths == ("-",) and stdin_filename else paths[0]
     try:
@@ -151,7 +156,7 @@ def check(
         settings = configs.for_path(anchor if os.path.exists(anchor) else ".")
     except ConfigError as exc:
         raise UsageFailure(str(exc)) from None
-    mode = DIFF if diff else FIX if apply else CHECK
+    mode = CHECK if add_noqa else DIFF if diff else FIX if apply else CHECK
     fmt = output_format or "text"
 
     if paths == ("-",):
@@ -219,6 +224,13 @@ def check(
         code = 2 if errors or found.missing else 1 if fixed else 0
         sys.exit(code)
 
+    if add_noqa:
+        added, skipped = _add_noqa(results)
+        if not quiet:
+            extra = f" ({skipped} line{'s' if skipped != 1 else ''} where a comment cannot go left as they are)" if skipped else ""
+            out.write(f"Added {added} noqa directive{'s' if added != 1 else ''}.{extra}\n")
+        out.flush()
+        sys.exit(2 if had_errors else 0)
     if fix_only:
         # ruff's --fix-only: what was fixed, nothing about what remains
         if show_fixes:
@@ -239,6 +251,27 @@ def check(
     out.flush()
     code = _exit_code(remaining, had_errors, exit_zero)
     sys.exit(1 if code == 0 and exit_non_zero_on_fix and fixed else code)
+
+
+def _add_noqa(results) -> tuple[int, int]:
+    """Write ``# noqa`` directives for what each file reports (Python files; not notebooks)."""
+    from ampfix.noqa import add_noqa
+    from ampfix.source import read_source, write_atomic
+
+    added = skipped = 0
+    for result in results:
+        if result.error or not result.diagnostics or not result.path.endswith((".py", ".pyi")):
+            continue
+        try:
+            source = read_source(result.path)
+            text, count, left = add_noqa(source.text, result.diagnostics)
+            if count:
+                write_atomic(result.path, source.encode(text))
+        except SourceError as exc:
+            click.echo(f"ampfix: error: {result.path}: {exc}", err=True)
+            continue
+        added, skipped = added + count, skipped + left
+    return added, skipped
 
 
 class _Configurations:

@@ -294,7 +294,7 @@ def _analyse_file(text: str, path: str, settings: Settings, codes: frozenset, pr
                 (locator.position(e.start), locator.position(e.end)) for e in diag.fix.edits
             )
         diag.evidence_locations = tuple((locator.position(n.start), locator.position(n.end)) for n in diag.evidence)
-        if diag.code != "AMP001" and suppressions.suppresses(diag.code, (start.row, end.row)):
+        if diag.code != "AMP001" and not settings.ignore_noqa and suppressions.suppresses(diag.code, (start.row, end.row)):
             continue
         kept.append(diag)
     if "AMP002" in codes:

@@ -70,6 +70,7 @@ class Settings:
     # Ruff's fix-safety overrides: codes whose fixes count as safe / as unsafe.
     safe_fix_codes: frozenset[str] = frozenset()
     unsafe_fix_codes: frozenset[str] = frozenset()
+    ignore_noqa: bool = False  # report what `# noqa` / `# ampfix: ignore[...]` comments suppress
 
     def enabled(self, path: str) -> frozenset[str]:
         """Codes selected for path once per-file ignores apply."""
@@ -92,6 +93,7 @@ class Settings:
                 self.amp_dtype,
                 sorted(self.safe_fix_codes),
                 sorted(self.unsafe_fix_codes),
+                self.ignore_noqa,
             )
         )
 
@@ -288,6 +290,7 @@ class CliOverrides:
     amp_dtype: Optional[str] = None
     extend_safe_fixes: list[str] = field(default_factory=list)
     extend_unsafe_fixes: list[str] = field(default_factory=list)
+    ignore_noqa: bool = False
 
 
 def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
@@ -374,6 +377,7 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
         config_path=config.path,
         default_device=device,
         amp_dtype=dtype,
+        ignore_noqa=cli.ignore_noqa,
         safe_fix_codes=safe_codes,
         unsafe_fix_codes=unsafe_codes,
     )

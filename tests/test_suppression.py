@@ -46,3 +46,40 @@ def test_suppressed_findings_are_not_fixed():
 
     source = LINE.format("  # noqa: AMP102")
     assert fixed(source) == source
+
+
+def test_add_noqa_baselines_every_finding_idempotently(tmp_path):
+    from conftest import run_ampfix
+
+    path = tmp_path / "legacy.py"
+    path.write_text(
+        "import torch\n"
+        "scaler = torch.cuda.amp.GradScaler()  # noqa: E501\n"
+        "with torch.cuda.amp.autocast():\n"
+        "    doc = '''torch.cuda.amp.autocast()'''\n"
+    )
+    result = run_ampfix("check", "--add-noqa", "--no-cache", ".", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.strip() == "Added 2 noqa directives."
+    assert path.read_text().splitlines()[1:3] == [
+        "scaler = torch.cuda.amp.GradScaler()  # noqa: E501, AMP102",
+        "with torch.cuda.amp.autocast():  # noqa: AMP101",
+    ]
+    assert run_ampfix("check", "--no-cache", ".", cwd=tmp_path).returncode == 0  # baselined
+    again = run_ampfix("check", "--add-noqa", "--no-cache", ".", cwd=tmp_path)
+    assert again.stdout.strip() == "Added 0 noqa directives."
+    shown = run_ampfix("check", "--ignore-noqa", "--no-cache", "--output-format", "concise", ".", cwd=tmp_path)
+    assert shown.returncode == 1 and "AMP101" in shown.stdout and "AMP102" in shown.stdout
+
+
+def test_add_noqa_leaves_lines_a_comment_cannot_end(tmp_path):
+    from ampfix.diagnostics import Diagnostic, Position
+    from ampfix.noqa import add_noqa
+
+    text = 'x = """\nscaler = torch.cuda.amp.GradScaler()\n"""\ny = torch.cuda.amp.autocast() \\\n    or 1\n'
+    diags = []
+    for row in (2, 4):
+        d = Diagnostic("AMP102", "deprecated-grad-scaler", "m", 0, 1)
+        d.location = Position(row, 1)
+        diags.append(d)
+    new, added, skipped = add_noqa(text, diags)
+    assert (new, added, skipped) == (text, 0, 2)  # inside a string; before a backslash continuation
