@@ -541,7 +541,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     if first is None or (first not in COMMANDS and first not in ("-h", "--help", "-V", "--version")):
         args.insert(0, "check")
     try:
-        cli.main(args=args, prog_name="ampfix", standalone_mode=True)
-    except KeyboardInterrupt:
+        code = cli.main(args=args, prog_name="ampfix", standalone_mode=False)
+    except click.ClickException as exc:
+        # one style for every usage problem (click's own included): one line, exit 2
+        click.echo(f"ampfix: error: {exc.format_message()}", err=True)
+        sys.exit(2 if isinstance(exc, (click.UsageError, UsageFailure)) else exc.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("ampfix: interrupted", err=True)
         sys.exit(130)
+    sys.exit(code or 0)

@@ -444,3 +444,23 @@ def test_output_file(project):
     result = run_ampfix("check", "--output-format", "json", "-o", "report.json", ".", cwd=project)
     assert result.returncode == 1 and result.stdout == ""
     assert {r["code"] for r in json.loads((project / "report.json").read_text())} == {"AMP101", "AMP102"}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["check", "--output-format", "bogus", "."], "ampfix: error: Invalid value for '--output-format'"),
+        (["check", "--no-such-option"], "ampfix: error: No such option"),
+        (["rule", "AMP999"], "ampfix: error: unknown rule code `AMP999`"),
+    ],
+)
+def test_every_usage_error_is_one_line_and_exits_2(project, args, message):
+    result = run_ampfix(*args, cwd=project)
+    assert result.returncode == 2 and result.stderr.startswith(message)
+    assert len(result.stderr.strip().splitlines()) == 1 and "Usage:" not in result.stderr
+
+
+def test_help_still_works():
+    for args in (["--help"], ["check", "--help"]):
+        result = run_ampfix(*args)
+        assert result.returncode == 0 and "Usage:" in result.stdout
