@@ -10,6 +10,7 @@ Exit codes: 0 nothing left to report; 1 problems remain (or --diff would change 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -25,6 +26,7 @@ from ampfix.report import (
     FORMATS,
     WRITERS,
     SourceCache,
+    level_of,
     summary,
     unified_diff,
     write_fixes,
@@ -39,6 +41,7 @@ from ampfix.settings import (
     FileConfig,
     Settings,
     build_settings,
+    describe_settings,
     find_config,
     load_config,
 )
@@ -99,6 +102,7 @@ def cli() -> None:
 @click.option("--default-device", default=None, help="Device for conversions when the code does not say.")
 @click.option("--amp-dtype", type=click.Choice(["float16", "bfloat16"]), default=None, help="Low-precision dtype for conversions.")
 @click.option("--no-cache", "-n", is_flag=True, envvar="AMPFIX_NO_CACHE", help="Neither read nor write .ampfix_cache/.")
+@click.option("--show-settings", is_flag=True, help="Print the settings the first path is checked with, and where each comes from.")
 @click.option("--ignore-noqa", is_flag=True, help="Report findings that `# noqa` comments suppress.")
 @click.option("--add-noqa", is_flag=True, help="Suppress every finding reported now with a `# noqa: CODE` comment (a baseline).")
 @click.option("--fix-only", is_flag=True, help="Apply fixes (as --apply) and report only what was fixed.")
@@ -129,6 +133,7 @@ def check(
     default_device: Optional[str],
     amp_dtype: Optional[str],
     no_cache: bool,
+    show_settings: bool = False,
     ignore_noqa: bool = False,
     add_noqa: bool = False,
     fix_only: bool = False,
@@ -156,6 +161,11 @@ def check(
         settings = configs.for_path(anchor if os.path.exists(anchor) else ".")
     except ConfigError as exc:
         raise UsageFailure(str(exc)) from None
+    if show_settings:
+        config, resolved = configs.config_and_settings(anchor if os.path.exists(anchor) else ".")
+        for key, value, origin in describe_settings(config, overrides, resolved):
+            click.echo(f"{key:<20} = {value}    # {origin}")
+        sys.exit(0)
     mode = CHECK if add_noqa else DIFF if diff else FIX if apply else CHECK
     fmt = output_format or "text"
 
@@ -281,10 +291,13 @@ class _Configurations:
     def __init__(self, overrides: CliOverrides, isolated: bool, config_file: Optional[str]):
         self.overrides = overrides
         self._fixed: Optional[Settings] = None
+        self._fixed_config: Optional[FileConfig] = None
         if isolated:
-            self._fixed = build_settings(FileConfig(root=os.getcwd()), overrides)
+            self._fixed_config = FileConfig(root=os.getcwd())
         elif config_file:
-            self._fixed = build_settings(load_config(config_file), overrides)
+            self._fixed_config = load_config(config_file)
+        if self._fixed_config is not None:
+            self._fixed = build_settings(self._fixed_config, overrides)
         self._by_folder: dict[str, Settings] = {}
         self._by_config: dict[tuple, Settings] = {}
 
@@ -293,6 +306,13 @@ class _Configurations:
             return self._fixed
         folder = os.path.abspath(path if os.path.isdir(path) else os.path.dirname(path) or ".")
         return self._for_folder(folder)
+
+    def config_and_settings(self, path: str) -> tuple[FileConfig, Settings]:
+        """The configuration ``path`` is read with, and its settings (``--show-settings``)."""
+        if self._fixed_config is not None:
+            return self._fixed_config, self._fixed
+        folder = os.path.abspath(path if os.path.isdir(path) else os.path.dirname(path) or ".")
+        return find_config(folder), self._for_folder(folder)
 
     def _for_folder(self, folder: str) -> Settings:
         found = self._by_folder.get(folder)
@@ -459,8 +479,20 @@ def clean(paths: tuple[str, ...]) -> None:
 @cli.command()
 @click.argument("code", required=False)
 @click.option("--all", "show_all", is_flag=True, help="List every rule with its fix safety.")
-def rule(code: Optional[str], show_all: bool) -> None:
+@click.option("--output-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def rule(code: Optional[str], show_all: bool, output_format: str) -> None:
     """Print the documentation of rule CODE, or list all rules."""
+    if output_format == "json":
+        chosen = list(RULES.values()) if show_all or not code else [RULES.get(code.upper())]
+        if chosen == [None]:
+            raise UsageFailure(f"unknown rule code `{code}` (see `ampfix rule --all`)")
+        rows = [
+            {"code": r.code, "name": r.name, "summary": r.summary, "fix": r.fix_safety,
+             "level": level_of(r.code), "explanation": rule_doc(r.code)}
+            for r in chosen
+        ]
+        click.echo(json.dumps(rows if show_all or not code else rows[0], indent=2))
+        return
     if show_all or not code:
         rows = [(r.code, r.name, r.fix_safety, r.summary) for r in RULES.values()]
         width = max(len(r.name) for r in RULES.values()) + 2  # the longest name still has a gap

@@ -403,3 +403,43 @@ def _glob_match(rel: str, pattern: str) -> bool:
 
 
 __all__ = ["ConfigError", "Settings", "build_settings", "find_config", "load_config", "replace"]
+
+
+def describe_settings(config: FileConfig, cli: CliOverrides, settings: Settings) -> list[tuple[str, str, str]]:
+    """(key, resolved value, where it came from) for ``--show-settings``."""
+    where = config.path or "defaults"
+
+    def source(key: str, given) -> str:
+        if given not in (None, [], ()):
+            return "command line"
+        return where if key in config.values else "default"
+
+    selectors = [cli.select, cli.ignore, cli.extend_select]
+    selection_from = "command line" if any(selectors) else (
+        where if any(k in config.values for k in ("select", "ignore", "extend-select")) else "default"
+    )
+    if cli.target_torch is not None:
+        torch_from = "command line"
+    elif "target-torch" in config.values:
+        torch_from = where
+    elif config.torch_requirement is not None:
+        torch_from = "the project's torch requirement"
+    else:
+        torch_from = "default"
+    return [
+        ("config", config.path or "(none)", "nearest pyproject.toml with [tool.ampfix]"),
+        ("project-root", settings.project_root, "the configuration's folder (or the working directory)"),
+        ("select", ", ".join(sorted(settings.select)), selection_from),
+        ("per-file-ignores", "; ".join(f"{p}: {', '.join(sorted(c))}" for p, c in settings.per_file_ignores) or "(none)",
+         source("per-file-ignores", None)),
+        ("exclude", ", ".join(settings.exclude), source("exclude", None)),
+        ("extend-exclude", ", ".join(settings.extend_exclude) or "(none)", source("extend-exclude", None)),
+        ("target-torch", ".".join(map(str, settings.target_torch)), torch_from),
+        ("unsafe-fixes", str(settings.unsafe_fixes).lower(), source("unsafe-fixes", cli.unsafe_fixes)),
+        ("extend-safe-fixes", ", ".join(sorted(settings.safe_fix_codes)) or "(none)",
+         source("extend-safe-fixes", cli.extend_safe_fixes)),
+        ("extend-unsafe-fixes", ", ".join(sorted(settings.unsafe_fix_codes)) or "(none)",
+         source("extend-unsafe-fixes", cli.extend_unsafe_fixes)),
+        ("default-device", settings.default_device, source("default-device", cli.default_device)),
+        ("amp-dtype", settings.amp_dtype or "(float16; bfloat16 for literal CPU code)", source("amp-dtype", cli.amp_dtype)),
+    ]

@@ -464,3 +464,10 @@ def test_help_still_works():
     for args in (["--help"], ["check", "--help"]):
         result = run_ampfix(*args)
         assert result.returncode == 0 and "Usage:" in result.stdout
+
+
+def test_rule_documents_as_json():
+    one = json.loads(run_ampfix("rule", "AMP201", "--output-format", "json").stdout)
+    assert one["code"] == "AMP201" and one["level"] == "error" and one["explanation"].startswith("# ")
+    every = json.loads(run_ampfix("rule", "--all", "--output-format", "json").stdout)
+    assert {r["code"] for r in every} >= {"AMP001", "AMP101", "AMP209", "AMP502"}

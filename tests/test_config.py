@@ -196,3 +196,16 @@ def test_each_file_is_checked_with_its_nearest_configuration_whatever_the_order(
     ]
     assert outputs[0] == outputs[1]
     assert "b/train.py" in outputs[0] and "a/train.py" not in outputs[0]
+
+
+def test_show_settings_says_where_each_setting_comes_from(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[tool.ampfix]\nignore = ["AMP1"]\ndefault-device = "cpu"\n')
+    (tmp_path / "train.py").write_text(OLD)
+    result = run_ampfix("check", "--show-settings", "--amp-dtype", "bfloat16", "train.py", cwd=tmp_path)
+    assert result.returncode == 0
+    lines = {line.split("=", 1)[0].strip(): line for line in result.stdout.splitlines()}
+    assert lines["config"].endswith("pyproject.toml    # nearest pyproject.toml with [tool.ampfix]")
+    assert "AMP101" not in lines["select"] and "AMP201" in lines["select"] and lines["select"].endswith("pyproject.toml")
+    assert lines["default-device"].split("=", 1)[1].strip().startswith("cpu") and lines["default-device"].endswith("pyproject.toml")
+    assert "bfloat16" in lines["amp-dtype"] and lines["amp-dtype"].endswith("# command line")
+    assert lines["target-torch"].endswith("# default")
