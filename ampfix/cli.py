@@ -36,6 +36,7 @@ from ampfix.report import (
 from ampfix.rules import RULES
 from ampfix.runner import CHECK, DIFF, FIX, Job, all_diagnostics, run
 from ampfix.settings import (
+    CONFIG_NAMES,
     CliOverrides,
     ConfigError,
     FileConfig,
@@ -318,7 +319,7 @@ class _Configurations:
         found = self._by_folder.get(folder)
         if found is None:
             parent = os.path.dirname(folder)
-            if os.path.isfile(os.path.join(folder, "pyproject.toml")) or parent == folder:
+            if any(os.path.isfile(os.path.join(folder, n)) for n in CONFIG_NAMES) or parent == folder:
                 config = find_config(folder)  # only where a pyproject may change the answer
                 key = (config.path, config.root, config.torch_requirement)
                 found = self._by_config.get(key)

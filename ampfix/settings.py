@@ -183,7 +183,11 @@ _KEYS = {
     "extend-unsafe-fixes",
     "default-device",
     "amp-dtype",
+    "extend",
 }
+# In each folder, the first of these that exists is its configuration (ruff's order): the two
+# ampfix files hold the settings at their top level, pyproject.toml under [tool.ampfix].
+CONFIG_NAMES = (".ampfix.toml", "ampfix.toml", "pyproject.toml")
 
 
 @dataclass
@@ -195,7 +199,8 @@ class FileConfig:
 
 
 def find_config(start: str) -> FileConfig:
-    """The nearest pyproject.toml with a [tool.ampfix] table, walking up from start.
+    """The nearest configuration, walking up from start: in each folder ``.ampfix.toml``, then
+    ``ampfix.toml``, then a pyproject.toml with a [tool.ampfix] table.
 
     A pyproject.toml without the table is skipped for settings (as ruff does) but still
     consulted for the project's torch requirement.
@@ -203,8 +208,8 @@ def find_config(start: str) -> FileConfig:
     directory = os.path.abspath(start if os.path.isdir(start) else os.path.dirname(start) or ".")
     requirement_source: Optional[FileConfig] = None
     while True:
-        candidate = os.path.join(directory, "pyproject.toml")
-        if os.path.isfile(candidate):
+        candidate = next((os.path.join(directory, n) for n in CONFIG_NAMES if os.path.isfile(os.path.join(directory, n))), None)
+        if candidate is not None:
             config = load_config(candidate, require_table=False)
             if config.path is not None:
                 if config.torch_requirement is None and requirement_source is not None:
@@ -222,7 +227,9 @@ def find_config(start: str) -> FileConfig:
     return fallback
 
 
-def load_config(path: str, require_table: bool = True) -> FileConfig:
+def load_config(path: str, require_table: bool = True, _extending: tuple = ()) -> FileConfig:
+    """One configuration file; ``extend = "PATH"`` (relative to it) inherits another one's
+    settings, which this file's own keys override (ruff's ``extend``)."""
     try:
         with open(path, "rb") as handle:
             data = tomllib.load(handle)
@@ -240,12 +247,24 @@ def load_config(path: str, require_table: bool = True) -> FileConfig:
         return FileConfig(None, root, {}, requirement)
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: `tool.ampfix` must be a table")
+    prefix = "tool.ampfix." if is_pyproject else ""
     for key in table:
         if key not in _KEYS:
             raise ConfigError(
-                f"{path}: unknown key `tool.ampfix.{key}` (expected one of: {', '.join(sorted(_KEYS))})"
+                f"{path}: unknown key `{prefix}{key}` (expected one of: {', '.join(sorted(_KEYS))})"
             )
-    return FileConfig(path, root, dict(table), requirement)
+    values = dict(table)
+    base = values.pop("extend", None)
+    if base is not None:
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: `{prefix}extend` must be the path of another configuration file")
+        target = os.path.normpath(os.path.join(root, os.path.expanduser(base)))
+        if target in _extending or target == os.path.abspath(path):
+            raise ConfigError(f"{path}: `{prefix}extend` makes a cycle through {target}")
+        inherited = load_config(target, require_table=True, _extending=(*_extending, os.path.abspath(path)))
+        values = {**inherited.values, **values}
+        requirement = requirement or inherited.torch_requirement
+    return FileConfig(path, root, values, requirement)
 
 
 def _torch_requirement(data: dict, path: str) -> Optional[tuple[int, int]]:
@@ -298,8 +317,12 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
     values = config.values
     where = config.path or "configuration"
 
+    in_pyproject = config.path is not None and os.path.basename(config.path) == "pyproject.toml"
+
     def key_where(key: str) -> str:
-        return f"{where}: `tool.ampfix.{key}`" if config.path else f"--{key}"
+        if not config.path:
+            return f"--{key}"
+        return f"{where}: `tool.ampfix.{key}`" if in_pyproject else f"{where}: `{key}`"
 
     # two layers, as ruff resolves them: the configuration's selectors, then the command line's
     config_select = _string_list(values["select"], key_where("select")) if "select" in values else ["ALL"]

@@ -209,3 +209,24 @@ def test_show_settings_says_where_each_setting_comes_from(tmp_path):
     assert lines["default-device"].split("=", 1)[1].strip().startswith("cpu") and lines["default-device"].endswith("pyproject.toml")
     assert "bfloat16" in lines["amp-dtype"] and lines["amp-dtype"].endswith("# command line")
     assert lines["target-torch"].endswith("# default")
+
+
+def test_an_ampfix_toml_is_a_configuration_and_wins_over_pyproject(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[tool.ampfix]\nselect = ["AMP2"]\n')
+    (tmp_path / "ampfix.toml").write_text('select = ["AMP1"]\nignore = ["AMP101"]\n')
+    s = build_settings(find_config(str(tmp_path)), CliOverrides())
+    assert "AMP102" in s.select and "AMP101" not in s.select and "AMP201" not in s.select
+    (tmp_path / "ampfix.toml").write_text('bogus = 1\n')
+    with pytest.raises(ConfigError, match=r"ampfix.toml: unknown key `bogus`"):
+        find_config(str(tmp_path))
+
+
+def test_extend_inherits_and_overrides(tmp_path):
+    (tmp_path / "base.toml").write_text('select = ["AMP1", "AMP2"]\ndefault-device = "cpu"\n')
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "pyproject.toml").write_text('[tool.ampfix]\nextend = "../base.toml"\nignore = ["AMP201"]\n')
+    s = build_settings(find_config(str(tmp_path / "pkg")), CliOverrides())
+    assert s.default_device == "cpu" and "AMP202" in s.select and "AMP201" not in s.select and "AMP501" not in s.select
+    (tmp_path / "base.toml").write_text('extend = "pkg/pyproject.toml"\n')
+    with pytest.raises(ConfigError, match="makes a cycle"):
+        find_config(str(tmp_path / "pkg"))
