@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Optional
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -31,3 +32,13 @@ def rule_doc(code: str) -> Optional[str]:
             return handle.read()
     except OSError:
         return None
+
+
+@lru_cache(maxsize=None)
+def rule_doc_url(code: str) -> Optional[str]:
+    """Where the rule's document is, as a URL (the installed file: no network needed)."""
+    directory = docs_dir()
+    if directory is None:
+        return None
+    path = os.path.join(directory, f"{code.upper()}.md")
+    return Path(path).as_uri() if os.path.isfile(path) else None

@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Optional, TextIO
 
 from ampfix import __version__
 from ampfix.diagnostics import Applicability, Diagnostic
-from ampfix.docs import rule_doc
+from ampfix.docs import rule_doc, rule_doc_url
 from ampfix.rules import RULES
 from ampfix.source import Locator, SourceError, read_source
 
@@ -135,7 +135,7 @@ def _json_record(diag: Diagnostic) -> dict:
             for note, (start, end) in zip(diag.evidence, diag.evidence_locations)
         ],
         "noqa_row": diag.location.row,
-        "url": None,
+        "url": rule_doc_url(diag.code),
     }
 
 
@@ -229,6 +229,7 @@ def sarif_document(diagnostics: list[Diagnostic]) -> dict:
             "fullDescription": {"text": rule.summary},
             "help": {"text": rule_doc(rule.code) or rule.summary, "markdown": rule_doc(rule.code) or rule.summary},
             "defaultConfiguration": {"level": level_of(rule.code)},
+            **({"helpUri": rule_doc_url(rule.code)} if rule_doc_url(rule.code) else {}),
             "properties": {"fixSafety": rule.fix_safety},
         }
         for rule in RULES.values()

@@ -471,3 +471,11 @@ def test_rule_documents_as_json():
     assert one["code"] == "AMP201" and one["level"] == "error" and one["explanation"].startswith("# ")
     every = json.loads(run_ampfix("rule", "--all", "--output-format", "json").stdout)
     assert {r["code"] for r in every} >= {"AMP001", "AMP101", "AMP209", "AMP502"}
+
+
+def test_json_and_sarif_link_each_rule_document(project):
+    [record, *_] = json.loads(run_ampfix("check", "--output-format", "json", ".", cwd=project).stdout)
+    assert record["url"].startswith("file://") and record["url"].endswith(f"/{record['code']}.md")
+    sarif = json.loads(run_ampfix("check", "--output-format", "sarif", ".", cwd=project).stdout)
+    rules = {r["id"]: r for r in sarif["runs"][0]["tool"]["driver"]["rules"]}
+    assert rules["AMP102"]["helpUri"].endswith("/AMP102.md")
