@@ -83,6 +83,8 @@ def cli() -> None:
 @click.option("--extend-select", multiple=True, help="Rule codes or prefixes to enable in addition.")
 @click.option("--extend-safe-fixes", multiple=True, help="Rule codes or prefixes whose fixes count as safe.")
 @click.option("--extend-unsafe-fixes", multiple=True, help="Rule codes or prefixes whose fixes count as unsafe.")
+@click.option("--fixable", multiple=True, help="Rule codes or prefixes whose fixes are offered (replaces the configured set).")
+@click.option("--unfixable", multiple=True, help="Rule codes or prefixes whose fixes are never offered or applied.")
 @click.option(
     "--output-format",
     type=click.Choice(FORMATS),
@@ -120,6 +122,8 @@ def check(
     extend_select: tuple[str, ...],
     extend_safe_fixes: tuple[str, ...],
     extend_unsafe_fixes: tuple[str, ...],
+    fixable: tuple[str, ...],
+    unfixable: tuple[str, ...],
     output_format: Optional[str],
     statistics: bool,
     show_fixes: bool,
@@ -155,6 +159,8 @@ def check(
         default_device=default_device,
         amp_dtype=amp_dtype,
         ignore_noqa=ignore_noqa,
+        fixable=_split(fixable) or None,
+        unfixable=_split(unfixable),
     )
     anchor = stdin_filename if paths == ("-",) and stdin_filename else paths[0]
     try:

@@ -283,6 +283,9 @@ def _analyse_file(text: str, path: str, settings: Settings, codes: frozenset, pr
         return []  # nothing to suppress and no AMP code in a comment: skip the comment scan
     if settings.safe_fix_codes or settings.unsafe_fix_codes:
         diagnostics = [_with_configured_safety(d, settings) for d in diagnostics]
+    for diag in diagnostics:
+        if diag.fix is not None and diag.code not in settings.fixable:
+            diag.fix, diag.no_fix_reason = None, f"fixes of {diag.code} are turned off (`unfixable`)"
     suppressions = parse_suppressions(text, locator, set(RULES), tree)
     kept = []
     for diag in diagnostics:

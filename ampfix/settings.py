@@ -71,6 +71,7 @@ class Settings:
     safe_fix_codes: frozenset[str] = frozenset()
     unsafe_fix_codes: frozenset[str] = frozenset()
     ignore_noqa: bool = False  # report what `# noqa` / `# ampfix: ignore[...]` comments suppress
+    fixable: frozenset[str] = frozenset(RULES)  # codes whose fixes are offered and applied
 
     def enabled(self, path: str) -> frozenset[str]:
         """Codes selected for path once per-file ignores apply."""
@@ -94,6 +95,7 @@ class Settings:
                 sorted(self.safe_fix_codes),
                 sorted(self.unsafe_fix_codes),
                 self.ignore_noqa,
+                sorted(self.fixable),
             )
         )
 
@@ -184,6 +186,8 @@ _KEYS = {
     "default-device",
     "amp-dtype",
     "extend",
+    "fixable",
+    "unfixable",
 }
 # In each folder, the first of these that exists is its configuration (ruff's order): the two
 # ampfix files hold the settings at their top level, pyproject.toml under [tool.ampfix].
@@ -310,6 +314,8 @@ class CliOverrides:
     extend_safe_fixes: list[str] = field(default_factory=list)
     extend_unsafe_fixes: list[str] = field(default_factory=list)
     ignore_noqa: bool = False
+    fixable: Optional[list[str]] = None
+    unfixable: list[str] = field(default_factory=list)
 
 
 def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
@@ -401,6 +407,18 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
         default_device=device,
         amp_dtype=dtype,
         ignore_noqa=cli.ignore_noqa,
+        fixable=resolve_layers([
+            (
+                validate_selectors(_string_list(values.get("fixable", ["ALL"]), key_where("fixable")), key_where("fixable")),
+                [],
+                validate_selectors(_string_list(values.get("unfixable", []), key_where("unfixable")), key_where("unfixable")),
+            ),
+            (
+                validate_selectors(cli.fixable, "--fixable") if cli.fixable is not None else None,
+                [],
+                validate_selectors(cli.unfixable, "--unfixable"),
+            ),
+        ]),
         safe_fix_codes=safe_codes,
         unsafe_fix_codes=unsafe_codes,
     )

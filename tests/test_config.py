@@ -230,3 +230,14 @@ def test_extend_inherits_and_overrides(tmp_path):
     (tmp_path / "base.toml").write_text('extend = "pkg/pyproject.toml"\n')
     with pytest.raises(ConfigError, match="makes a cycle"):
         find_config(str(tmp_path / "pkg"))
+
+
+def test_unfixable_codes_are_reported_without_their_fix(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[tool.ampfix]\nunfixable = ["AMP102"]\n')
+    (tmp_path / "train.py").write_text(OLD)
+    result = run_ampfix("check", "--apply", "--no-cache", "train.py", cwd=tmp_path)
+    text = (tmp_path / "train.py").read_text()
+    assert "torch.cuda.amp.GradScaler" in text and "torch.cuda.amp.autocast" not in text  # AMP101 fixed only
+    assert result.returncode == 1 and "no fix offered: fixes of AMP102 are turned off (`unfixable`)" in result.stdout
+    again = run_ampfix("check", "--apply", "--no-cache", "--fixable", "ALL", "train.py", cwd=tmp_path)
+    assert again.returncode == 0 and "torch.cuda.amp" not in (tmp_path / "train.py").read_text()
