@@ -318,17 +318,55 @@ def _names(func: ast.AST, name: str) -> bool:
 
 
 def _top_level_imports(path: str) -> dict[str, ast.stmt]:
+    """The names a module's top-level imports bind, parsed from those statements alone (a
+    package's ``__init__.py`` can be large; its re-exports are all that is asked of it)."""
     try:
         with open(path, "rb") as handle:
-            tree = ast.parse(handle.read(), filename=path)
-    except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
+            text = handle.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
         return {}
+    try:
+        tree = ast.parse(_import_statements(text), filename=path)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        try:
+            tree = ast.parse(text, filename=path)  # an unusual layout: read the whole module
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return {}
     found: dict[str, ast.stmt] = {}
     for stmt in tree.body:
         if isinstance(stmt, (ast.Import, ast.ImportFrom)):
             for alias in stmt.names:
                 found[alias.asname or alias.name.split(".", 1)[0]] = stmt
     return found
+
+
+def _import_statements(text: str) -> str:
+    """The statements at column 0 that start with ``import`` or ``from``, with their
+    parenthesised or backslash-continued lines."""
+    out: list[str] = []
+    open_parens, continued, in_string = 0, False, None
+    for line in text.splitlines():
+        if in_string is None and not (open_parens or continued):
+            for quote in ('"""', "'''"):
+                if line.count(quote) % 2:  # a triple-quoted string starts here: not code below
+                    in_string = quote
+                    break
+            if in_string is not None:
+                continue
+        elif in_string is not None:
+            if line.count(in_string) % 2:
+                in_string = None
+            continue
+        if open_parens or continued:
+            out.append(line)
+        elif line.startswith(("import ", "from ")):
+            out.append(line)
+        else:
+            continue
+        code = line.split("#", 1)[0]
+        open_parens = max(0, open_parens + code.count("(") - code.count(")"))
+        continued = code.rstrip().endswith("\\")
+    return "\n".join(out) + "\n"
 
 
 def _module_in(base: str, module: str) -> Optional[str]:

@@ -92,6 +92,7 @@ CLIPS = frozenset(
     for mod in ("", ".clip_grad")
     for name in ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "get_total_norm")
 )
+_STEP_METHOD = re.compile(r"step|backward|train|update|scale|clip|optim|zero_grad", re.I)
 _MAX_CALL_DEPTH = 4  # calls followed from a function (helpers of helpers), in and across modules
 _SCALER_NAME = re.compile(r"(^|_)scaler$", re.I)
 _OPTIMIZER_NAME = re.compile(r"optim|(^|_)opt(_|$|\d)", re.I)
@@ -520,7 +521,10 @@ class TrainingModel:
     def _worth_following(self, call: ast.Call) -> bool:
         func = call.func
         if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self":
-            return True
+            # an inherited method is looked up (a base imported from the project) only when its
+            # name says it may take part in a step: following every `self.x()` loads half a package
+            if _STEP_METHOD.search(func.attr):
+                return True
         if self.is_scaler(dotted_name(func.value if isinstance(func, ast.Attribute) else func)):
             return True
         for arg in [*call.args, *(k.value for k in call.keywords)]:
