@@ -235,7 +235,12 @@ def check(
     if mode == DIFF:
         for result in results:
             if result.fixed_source is not None:
-                out.write(unified_diff(result.path, result.original, result.fixed_source))
+                if result.path.endswith(".ipynb"):
+                    from ampfix.notebook import cell_diff
+
+                    out.write(cell_diff(result.path, result.original, result.fixed_source))
+                else:
+                    out.write(unified_diff(result.path, result.original, result.fixed_source))
         if not quiet:
             click.echo(summary(remaining, fixed, settings.unsafe_fixes, "diff", len(errors) + len(found.missing)), err=True)
         code = 2 if errors or found.missing else 1 if fixed else 0
@@ -369,7 +374,8 @@ def _check_stdin(settings, mode, fmt, stdin_filename, force_exclude, statistics,
         return 2
     fixed_text = document.render(result.source) if result.changed else source.text
     if mode == DIFF:
-        out.write(unified_diff(path, source.text, fixed_text) if result.changed else "")
+        if result.changed:
+            out.write(document.diff(source.text, fixed_text))
         if not quiet:
             click.echo(summary(result.remaining, len(result.fixed), settings.unsafe_fixes, "diff"), err=True)
         return 1 if result.changed else 0
@@ -408,6 +414,13 @@ class _StdinDocument:
             for diag in diagnostics:
                 cells.locate(diag)
         return diagnostics
+
+    def diff(self, before: str, after: str) -> str:
+        if self.notebook is not None:
+            from ampfix.notebook import cell_diff
+
+            return cell_diff(self.path, before, after)
+        return unified_diff(self.path, before, after)
 
     def sources(self, text: str) -> SourceCache:
         return SourceCache() if self.notebook is not None else SourceCache({self.path: text})

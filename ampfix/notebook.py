@@ -153,3 +153,25 @@ def _dump_like(data: dict, original: str) -> str:
     if original.endswith("\n"):
         text += "\n"
     return text
+
+
+def cell_diff(path: str, before: str, after: str) -> str:
+    """A unified diff per changed code cell (``a/nb.ipynb:cell 3``), as ruff shows a notebook's
+    fixes: the cells' code, not the JSON around it."""
+    import difflib
+
+    old_cells = json.loads(before).get("cells", [])
+    new_cells = json.loads(after).get("cells", [])
+    out = []
+    for index, (old, new) in enumerate(zip(old_cells, new_cells)):
+        if old.get("cell_type") != "code":
+            continue
+        a, b = _cell_text(old), _cell_text(new)
+        if a == b:
+            continue
+        lines = difflib.unified_diff(
+            a.splitlines(keepends=True), b.splitlines(keepends=True),
+            fromfile=f"a/{path}:cell {index + 1}", tofile=f"b/{path}:cell {index + 1}",
+        )
+        out.append("".join(line if line.endswith("\n") else line + "\n" for line in lines))
+    return "".join(out)

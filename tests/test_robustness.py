@@ -286,3 +286,16 @@ def test_ci_formats_keep_the_notebook_cell(tmp_path):
 def test_a_broken_notebook_on_stdin_is_an_error(tmp_path):
     result = run_ampfix("check", "--stdin-filename", "nb.ipynb", "-", input='{"cells": [', cwd=tmp_path)
     assert result.returncode == 2 and "nb.ipynb: not a valid notebook" in result.stderr
+
+
+def test_diff_of_a_notebook_is_per_cell(tmp_path):
+    path = tmp_path / "nb.ipynb"
+    path.write_text(notebook(NB_CELLS))
+    result = run_ampfix("check", "--diff", "--no-cache", str(path))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"--- a/{path}:cell 3" and lines[1] == f"+++ b/{path}:cell 3"
+    assert "-scaler = torch.cuda.amp.GradScaler()" in lines and '+scaler = torch.amp.GradScaler("cuda")' in lines
+    assert not any('"cell_type"' in line for line in lines)  # the code, not the JSON
+    stdin = run_ampfix("check", "--diff", "--stdin-filename", "nb.ipynb", "-", input=notebook(NB_CELLS), cwd=tmp_path)
+    assert stdin.stdout.splitlines()[0] == "--- a/nb.ipynb:cell 3"
