@@ -138,3 +138,15 @@ def test_help_says_user_code_runs_only_in_subprocesses():
 def test_cuda_fixture_passes_on_a_gpu():
     result = verify(os.path.join(FIXTURES, "convert_tutorial_loop.py"), "--device", "cuda", "--steps", "20")
     assert result.returncode == 0, result.stdout
+
+
+def test_the_json_report_is_strict_json_even_with_nan_losses():
+    import io
+    import math
+
+    from ampfix.verify.report import _finite
+
+    document = {"metrics": {"drift": float("nan")}, "runs": {"amp": {"losses": [[1.0], [float("inf")], [math.nan]]}}}
+    out = io.StringIO()
+    json.dump(_finite(document), out, allow_nan=False)
+    assert json.loads(out.getvalue()) == {"metrics": {"drift": None}, "runs": {"amp": {"losses": [[1.0], [None], [None]]}}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import TextIO
 
 from ampfix.verify.checks import Verdict
@@ -46,5 +47,16 @@ def write_json(out: TextIO, script: str, prepared: Prepared, options: VerifyOpti
             for mode, trace in traces.items()
         },
     }
-    json.dump(document, out, indent=2, default=str)
+    # strict JSON: a NaN or an infinite loss (a step with no scalar loss, an overflow) is null
+    json.dump(_finite(document), out, indent=2, default=str, allow_nan=False)
     out.write("\n")
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
