@@ -179,7 +179,7 @@ def check(
     if paths == ("-",):
         sys.exit(_check_stdin(settings, mode, fmt, stdin_filename, force_exclude, statistics, quiet, exit_zero))
 
-    from ampfix.discovery import discover
+    from ampfix.discovery import Discovery, discover
 
     # ruff's model: each file is checked with the settings of its nearest configuration (a
     # monorepo's packages keep their own), whatever the order of the paths given
@@ -188,12 +188,9 @@ def check(
         for given in paths:  # the excludes of a path given are those of its configuration
             given_settings = configs.for_path(given if os.path.exists(given) else ".")
             given_by_settings.setdefault(id(given_settings), (given_settings, []))[1].append(given)
-        found, seen = None, set()
+        found, seen = Discovery(), set()
         for given_settings, given_paths in given_by_settings.values():
             more = discover(given_paths, given_settings, force_exclude=force_exclude)
-            if found is None:
-                found, seen = more, {os.path.abspath(f) for f in more.files}
-                continue
             for path in more.files:
                 if os.path.abspath(path) not in seen:
                     seen.add(os.path.abspath(path))
@@ -235,12 +232,7 @@ def check(
     if mode == DIFF:
         for result in results:
             if result.fixed_source is not None:
-                if result.path.endswith(".ipynb"):
-                    from ampfix.notebook import cell_diff
-
-                    out.write(cell_diff(result.path, result.original, result.fixed_source))
-                else:
-                    out.write(unified_diff(result.path, result.original, result.fixed_source))
+                out.write(_diff(result.path, result.original, result.fixed_source))
         if not quiet:
             click.echo(summary(remaining, fixed, settings.unsafe_fixes, "diff", len(errors) + len(found.missing)), err=True)
         code = 2 if errors or found.missing else 1 if fixed else 0
@@ -316,14 +308,13 @@ class _Configurations:
     def for_path(self, path: str) -> Settings:
         if self._fixed is not None:
             return self._fixed
-        folder = os.path.abspath(path if os.path.isdir(path) else os.path.dirname(path) or ".")
-        return self._for_folder(folder)
+        return self._for_folder(_folder_of(path))
 
     def config_and_settings(self, path: str) -> tuple[FileConfig, Settings]:
         """The configuration ``path`` is read with, and its settings (``--show-settings``)."""
         if self._fixed_config is not None:
             return self._fixed_config, self._fixed
-        folder = os.path.abspath(path if os.path.isdir(path) else os.path.dirname(path) or ".")
+        folder = _folder_of(path)
         return find_config(folder), self._for_folder(folder)
 
     def _for_folder(self, folder: str) -> Settings:
@@ -340,6 +331,10 @@ class _Configurations:
                 found = self._for_folder(parent)
             self._by_folder[folder] = found
         return found
+
+
+def _folder_of(path: str) -> str:
+    return os.path.abspath(path if os.path.isdir(path) else os.path.dirname(path) or ".")
 
 
 def _check_stdin(settings, mode, fmt, stdin_filename, force_exclude, statistics, quiet, exit_zero) -> int:
@@ -375,7 +370,7 @@ def _check_stdin(settings, mode, fmt, stdin_filename, force_exclude, statistics,
     fixed_text = document.render(result.source) if result.changed else source.text
     if mode == DIFF:
         if result.changed:
-            out.write(document.diff(source.text, fixed_text))
+            out.write(_diff(path, source.text, fixed_text))
         if not quiet:
             click.echo(summary(result.remaining, len(result.fixed), settings.unsafe_fixes, "diff"), err=True)
         return 1 if result.changed else 0
@@ -410,20 +405,22 @@ class _StdinDocument:
         if self.notebook is not None:
             from ampfix.notebook import Notebook
 
-            cells = Notebook.parse(text)
+            cells = self.notebook if text == self.notebook.text else Notebook.parse(text)  # the fixed one
             for diag in diagnostics:
                 cells.locate(diag)
         return diagnostics
 
-    def diff(self, before: str, after: str) -> str:
-        if self.notebook is not None:
-            from ampfix.notebook import cell_diff
-
-            return cell_diff(self.path, before, after)
-        return unified_diff(self.path, before, after)
-
     def sources(self, text: str) -> SourceCache:
         return SourceCache() if self.notebook is not None else SourceCache({self.path: text})
+
+
+def _diff(path: str, before: str, after: str) -> str:
+    """The diff a fix makes: per code cell for a notebook, of the file otherwise."""
+    if path.endswith(".ipynb"):
+        from ampfix.notebook import cell_diff
+
+        return cell_diff(path, before, after)
+    return unified_diff(path, before, after)
 
 
 def _emit(out, diagnostics, unsafe_fixes, fmt, statistics, sources) -> None:

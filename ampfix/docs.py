@@ -21,12 +21,16 @@ def docs_dir() -> Optional[str]:
     return None
 
 
+def _doc_path(code: str) -> Optional[str]:
+    directory = docs_dir()
+    return os.path.join(directory, f"{code.upper()}.md") if directory is not None else None
+
+
 @lru_cache(maxsize=None)
 def rule_doc(code: str) -> Optional[str]:
-    directory = docs_dir()
-    if directory is None:
+    path = _doc_path(code)
+    if path is None:
         return None
-    path = os.path.join(directory, f"{code.upper()}.md")
     try:
         with open(path, encoding="utf-8") as handle:
             return handle.read()
@@ -37,8 +41,5 @@ def rule_doc(code: str) -> Optional[str]:
 @lru_cache(maxsize=None)
 def rule_doc_url(code: str) -> Optional[str]:
     """Where the rule's document is, as a URL (the installed file: no network needed)."""
-    directory = docs_dir()
-    if directory is None:
-        return None
-    path = os.path.join(directory, f"{code.upper()}.md")
-    return Path(path).as_uri() if os.path.isfile(path) else None
+    path = _doc_path(code)
+    return Path(path).as_uri() if path is not None and os.path.isfile(path) else None

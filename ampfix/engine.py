@@ -281,11 +281,8 @@ def _analyse_file(text: str, path: str, settings: Settings, codes: frozenset, pr
         if crashes:
             raise RuleCrash("; ".join(crashes), [])
         return []  # nothing to suppress and no AMP code in a comment: skip the comment scan
-    if settings.safe_fix_codes or settings.unsafe_fix_codes:
-        diagnostics = [_with_configured_safety(d, settings) for d in diagnostics]
     for diag in diagnostics:
-        if diag.fix is not None and diag.code not in settings.fixable:
-            diag.fix, diag.no_fix_reason = None, f"fixes of {diag.code} are turned off (`unfixable`)"
+        _apply_fix_settings(diag, settings)
     suppressions = parse_suppressions(text, locator, set(RULES), tree)
     kept = []
     for diag in diagnostics:
@@ -313,15 +310,17 @@ def _analyse_file(text: str, path: str, settings: Settings, codes: frozenset, pr
     return kept
 
 
-def _with_configured_safety(diag: Diagnostic, settings: Settings) -> Diagnostic:
-    """``extend-safe-fixes`` / ``extend-unsafe-fixes`` promote or demote a rule's fixes."""
+def _apply_fix_settings(diag: Diagnostic, settings: Settings) -> None:
+    """What the settings say of a rule's fixes: ``unfixable`` drops them (with the reason),
+    ``extend-safe-fixes`` / ``extend-unsafe-fixes`` promote or demote them."""
     if diag.fix is None:
-        return diag
-    if diag.code in settings.safe_fix_codes:
+        return
+    if diag.code not in settings.fixable:
+        diag.fix, diag.no_fix_reason = None, f"fixes of {diag.code} are turned off (`unfixable`)"
+    elif diag.code in settings.safe_fix_codes:
         diag.fix = dataclasses.replace(diag.fix, applicability=Applicability.SAFE)
     elif diag.code in settings.unsafe_fix_codes:
         diag.fix = dataclasses.replace(diag.fix, applicability=Applicability.UNSAFE)
-    return diag
 
 
 def _syntax_error(exc: SyntaxError, locator: Locator) -> Diagnostic:

@@ -102,10 +102,11 @@ def process_file(path: str, job: Job, cached: Optional[list] = None) -> FileResu
                 try:
                     write_atomic(path, written)
                 except SourceError as exc:
-                    # nothing was written: the file keeps all its findings, and none counts as fixed
+                    # the write failed (the message says what is on disk): none counts as fixed,
+                    # and the file's findings are those of the text it had
                     result.fixed, result.original, result.fixed_source = [], None, None
                     result.diagnostics = check_source(source.text, path, job.settings)
-                    result.error = f"{exc}" if "nothing written" in str(exc) else f"{exc}; not fixed"
+                    result.error = str(exc)
                     return result
                 if digest:
                     result.cache_entry = (content_hash(written), result.diagnostics, None, dependencies(path, job.settings))

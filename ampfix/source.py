@@ -128,7 +128,7 @@ def _write_in_place(target: str, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
     except OSError as exc:
-        raise SourceError(f"cannot write file: {exc.strerror or exc}") from None
+        raise SourceError(f"cannot write file: {exc.strerror or exc}; it may be incomplete") from None
 
 
 # Python's tokenizer ends lines at \r\n, \r or \n only (not at \f, \v or unicode separators),

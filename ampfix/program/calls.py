@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from ampfix.program.module import ModuleSource
 from ampfix.program.project import Definition, ProjectIndex
@@ -65,20 +65,32 @@ def _method(semantic: SemanticModel, cls: ast.ClassDef, name: str) -> Optional[a
     return None
 
 
-def _instance_class(semantic: SemanticModel, expr: ast.AST) -> Optional[ast.ClassDef]:
-    """The class of this module every assignment of ``expr`` instantiates, if there is one."""
+def _instantiated(semantic: SemanticModel, expr: Optional[ast.AST], class_of: Callable):
+    """The one class every assignment of ``expr`` instantiates (``class_of`` says which class a
+    constructor names, or None), if there is one."""
     if not isinstance(expr, (ast.Name, ast.Attribute)):
         return None
-    values = [s.value for s in assignments(semantic, expr) if not isinstance(s, ast.AugAssign)]
-    classes = set()
-    for value in values:
-        if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)):
+    found: dict[int, object] = {}
+    for stmt in assignments(semantic, expr):
+        if isinstance(stmt, ast.AugAssign):
+            continue
+        cls = class_of(stmt.value.func) if isinstance(stmt.value, ast.Call) else None
+        if cls is None:
             return None
-        nodes = semantic.binding_nodes(value.func.id, semantic.scope_of(value))
-        if len(nodes) != 1 or not isinstance(nodes[0], ast.ClassDef):
+        found[id(getattr(cls, "node", cls))] = cls
+    return next(iter(found.values())) if len(found) == 1 else None
+
+
+def _instance_class(semantic: SemanticModel, expr: ast.AST) -> Optional[ast.ClassDef]:
+    """The class of this module every assignment of ``expr`` instantiates, if there is one."""
+
+    def class_of(func: ast.AST) -> Optional[ast.ClassDef]:
+        if not isinstance(func, ast.Name):
             return None
-        classes.add(nodes[0])
-    return classes.pop() if len(classes) == 1 else None
+        nodes = semantic.binding_nodes(func.id, semantic.scope_of(func))
+        return nodes[0] if len(nodes) == 1 and isinstance(nodes[0], ast.ClassDef) else None
+
+    return _instantiated(semantic, expr, class_of)
 
 
 @dataclass(frozen=True)
@@ -113,8 +125,8 @@ def _inherited(source: ModuleSource, cls: ast.ClassDef, name: str, index: Projec
     each class of the family defined in ``source``)."""
     for member_of in class_family(source.semantic, cls):
         for base in member_of.bases:
-            named = index.definition(source, base)
-            if named is None or not isinstance(named.node, ast.ClassDef) or named.attribute is not None:
+            named = _imported_class(source, base, index)
+            if named is None:
                 continue
             method = _method(named.module.semantic, named.node, name)
             if method is not None:
@@ -124,18 +136,15 @@ def _inherited(source: ModuleSource, cls: ast.ClassDef, name: str, index: Projec
 
 def _project_instance(source: ModuleSource, expr: Optional[ast.AST], index: ProjectIndex) -> Optional[Definition]:
     """The class of another project module every assignment of ``expr`` instantiates."""
-    if not isinstance(expr, (ast.Name, ast.Attribute)):
+    return _instantiated(source.semantic, expr, lambda func: _imported_class(source, func, index))
+
+
+def _imported_class(source: ModuleSource, expr: ast.AST, index: ProjectIndex) -> Optional[Definition]:
+    """The class of another project module that ``expr`` names through an import."""
+    named = index.definition(source, expr)
+    if named is None or not isinstance(named.node, ast.ClassDef) or named.attribute is not None:
         return None
-    values = [s.value for s in assignments(source.semantic, expr) if not isinstance(s, ast.AugAssign)]
-    found: dict[int, Definition] = {}
-    for value in values:
-        if not isinstance(value, ast.Call):
-            return None
-        named = index.definition(source, value.func)
-        if named is None or not isinstance(named.node, ast.ClassDef) or named.attribute is not None:
-            return None
-        found[id(named.node)] = named
-    return next(iter(found.values())) if len(found) == 1 else None
+    return named
 
 
 def bind_arguments(target: Target, call: ast.Call) -> Optional[dict[str, ast.expr]]:

@@ -121,7 +121,7 @@ class ProjectIndex:
             marked = _marked_root(package_root)
             if marked is not None:
                 roots.append(marked)
-            if folder == self.root or folder.startswith(self.root + os.sep):
+            if self._under_root(folder):
                 roots.append(self.root)
             roots = self._roots[folder] = list(dict.fromkeys(roots))
         return roots
@@ -191,6 +191,8 @@ class ProjectIndex:
             return self._imported(path, node, chain, hops + 1)
         return None
 
+    def _under_root(self, folder: str) -> bool:
+        return folder == self.root or folder.startswith(self.root + os.sep)
 
     def callers(self, source: ModuleSource, function: ast.AST) -> list[tuple[ModuleSource, ast.Call]]:
         """The calls of ``function`` (a top-level def of ``source``) in the other modules of its
@@ -231,7 +233,7 @@ class ProjectIndex:
         may have no float16 version. Found from file names and setup files only; once per root."""
         folder = os.path.dirname(os.path.abspath(path))
         root = _marked_root(folder)
-        if root is None and (folder == self.root or folder.startswith(self.root + os.sep)):
+        if root is None and self._under_root(folder):
             root = self.root
         if root is None:
             return None
