@@ -97,6 +97,11 @@ class ModuleContext:
     def semantic(self) -> SemanticModel:
         return SemanticModel(self.tree)
 
+    def release(self) -> None:
+        """Let reference counting free this context's models (see SemanticModel.release)."""
+        if "semantic" in self.__dict__:
+            self.semantic.release()
+
     @cached_property
     def quote(self) -> str:
         """The file's preferred string quote, so that inserted literals match (ruff's Stylist)."""

@@ -14,6 +14,7 @@ The pipeline for one file:
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import gc
 import re
@@ -31,7 +32,8 @@ from ampfix.program.project import ProjectIndex
 from ampfix.rules import ENGINE_CODES, RULES, prefilter_for
 from ampfix.settings import Settings
 from ampfix.source import Locator, SourceError, SourceText
-from ampfix.suppression import parse_suppressions
+from ampfix.parts import Part, is_large, top_level_parts
+from ampfix.suppression import parse_suppressions, strings_on_rows, suppression_rows
 
 MAX_FIX_PASSES = 10
 _AMP_CODE = re.compile(r"AMP\d")
@@ -71,6 +73,16 @@ def parse_quietly(text: str, path: str = "<unknown>") -> ast.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return ast.parse(text, filename=path)
+
+
+def _must_parse(text: str) -> None:
+    """Raise SyntaxError unless ``text`` parses (in parts when very large: bounded memory)."""
+    with _collector_paused():
+        if is_large(text):
+            for _ in top_level_parts(text):
+                pass
+        else:
+            parse_quietly(text)
 
 
 def check_source(
@@ -121,6 +133,8 @@ def _load_module(path: str, settings: Settings, index: ProjectIndex, prefiltered
         if prefiltered and not may_fire(data, settings.enabled(path)):
             return None, digest
         text = SourceText.decode(data).text
+        if is_large(text):
+            return None, digest  # generated code: its facts stay unknown rather than cost 2 GB
         tree = parse_quietly(text, path)
     except (SourceError, SyntaxError, ValueError, RecursionError, MemoryError):
         return None, digest
@@ -169,6 +183,7 @@ def fix_source(
 
 
 _LOOP_CODES = ("AMP2", "AMP3", "AMP4", "AMP5")
+_CYCLES_WORTH_COLLECTING = 500_000  # objects: about one piece's tree
 
 
 def _identity(diag: Diagnostic) -> tuple:
@@ -191,9 +206,12 @@ def _apply(text: str, fixable: list[Diagnostic]) -> tuple[str, list[Diagnostic]]
         return text, []
     orphans = set().union(*(d.fix.orphaned_imports for d in applied))
     try:
-        parse_quietly(new_text)
-        new_text = remove_unused_imports(new_text, orphans)
-        parse_quietly(new_text)
+        _must_parse(new_text)
+        with _collector_paused():
+            tidied = remove_unused_imports(new_text, orphans)
+        if tidied != new_text:
+            _must_parse(tidied)
+        new_text = tidied
     except (SyntaxError, ValueError, RecursionError) as exc:
         codes_used = ", ".join(sorted({d.code for d in applied}))
         raise FixError(f"fix for {codes_used} produced invalid code ({exc}); file left unchanged") from None
@@ -235,13 +253,19 @@ def _mark_refused(diagnostics: list[Diagnostic], refused: dict) -> list[Diagnost
 
 
 def _analyse(text: str, path: str, settings: Settings, codes: frozenset, prefilter: bool = True) -> list[Diagnostic]:
-    # The analysis of one file allocates a tree and its model and keeps them all alive to the
-    # end: the cyclic collector only re-scans them (on a 1.6 MB file it is 60% of the time).
-    # Paused for the file, resumed after, so what the file leaves behind is still collected.
+    with _collector_paused():
+        return _analyse_file(text, path, settings, codes, prefilter)
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """The analysis of one file allocates a tree and its model and keeps them all alive to the
+    end: the cyclic collector only re-scans them (on a 1.6 MB file it is 60% of the time).
+    Paused for the file, resumed after, so what the file leaves behind is still collected."""
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _analyse_file(text, path, settings, codes, prefilter)
+        yield
     finally:
         if enabled:
             gc.enable()
@@ -255,35 +279,19 @@ def _analyse_file(text: str, path: str, settings: Settings, codes: frozenset, pr
     else:
         candidates = codes
     locator = Locator(text)
-    diagnostics: list[Diagnostic] = []
-    try:
-        tree = parse_quietly(text, path)
-    except SyntaxError as exc:
-        if "AMP001" in codes:
-            diagnostics.append(_syntax_error(exc, locator))
+    if is_large(text):
+        diagnostics, crashes, string_rows = _run_rules_in_parts(text, path, settings, codes, candidates, locator)
         tree = None
-    except (RecursionError, MemoryError):
-        if "AMP001" in codes:
-            diagnostics.append(_syntax_error(SyntaxError("too deeply nested to parse", (path, 1, 1, "")), locator))
-        tree = None
-    crashes: list[str] = []
-    if tree is not None:
-        project = project_index(settings) if not path.startswith("<") else None
-        ctx = ModuleContext(path, text, tree, settings, project=project)
-        for code in sorted(candidates - ENGINE_CODES):
-            try:
-                found = list(RULES[code].check(ctx))
-            except Exception as exc:  # a bug in one rule must not take the file's other findings
-                crashes.append(f"rule {code} crashed ({type(exc).__name__}: {exc}); its findings are missing")
-                continue
-            diagnostics.extend(found)
+    else:
+        diagnostics, crashes, tree = _run_rules(text, path, settings, codes, candidates, locator)
+        string_rows = None
     if not diagnostics and ("AMP002" not in codes or not _AMP_CODE.search(text)):
         if crashes:
             raise RuleCrash("; ".join(crashes), [])
         return []  # nothing to suppress and no AMP code in a comment: skip the comment scan
     for diag in diagnostics:
         _apply_fix_settings(diag, settings)
-    suppressions = parse_suppressions(text, locator, set(RULES), tree)
+    suppressions = parse_suppressions(text, locator, set(RULES), tree, string_rows)
     kept = []
     for diag in diagnostics:
         start, end = locator.position(diag.start), locator.position(diag.end)
@@ -308,6 +316,96 @@ def _analyse_file(text: str, path: str, settings: Settings, codes: frozenset, pr
     if crashes:
         raise RuleCrash("; ".join(crashes), kept)
     return kept
+
+
+def _run_rules(text, path, settings, codes, candidates, locator):
+    """The candidate rules' findings on one parsed text (AMP001 where it does not parse),
+    the rules that crashed, and the tree."""
+    try:
+        tree = parse_quietly(text, path)
+    except SyntaxError as exc:
+        return ([_syntax_error(exc, locator)] if "AMP001" in codes else []), [], None
+    except (RecursionError, MemoryError):
+        error = SyntaxError("too deeply nested to parse", (path, 1, 1, ""))
+        return ([_syntax_error(error, locator)] if "AMP001" in codes else []), [], None
+    project = project_index(settings) if not path.startswith("<") else None
+    diagnostics, crashes = _findings(ModuleContext(path, text, tree, settings, project=project), candidates)
+    return diagnostics, crashes, tree
+
+
+def _findings(ctx: ModuleContext, candidates: frozenset) -> tuple[list[Diagnostic], list[str]]:
+    diagnostics, crashes = [], []
+    for code in sorted(candidates - ENGINE_CODES):
+        try:
+            diagnostics.extend(RULES[code].check(ctx))
+        except Exception as exc:  # a bug in one rule must not take the file's other findings
+            crashes.append(f"rule {code} crashed ({type(exc).__name__}: {exc}); its findings are missing")
+    return diagnostics, crashes
+
+
+def _run_rules_in_parts(text, path, settings, codes, candidates, locator):
+    """`_run_rules` for a very large text (ampfix/parts.py), one piece at a time: findings in the
+    whole text's offsets, and the rows of strings on lines with a suppression-like comment (what
+    the suppression scan would have read from the whole tree).
+
+    Only rules that read a statement and the imports run: the loop rules ask about the whole
+    module (an ``update()`` in another function, the callers of a step function), which no piece
+    holds, and a finding made without it could be false. They stay silent on such a file."""
+    candidates = frozenset(code for code in candidates if not code.startswith(_LOOP_CODES))
+    project = project_index(settings) if not path.startswith("<") else None
+    diagnostics, crashes, string_rows = [], [], set()
+    try:
+        for part in top_level_parts(text, path, with_imports=True):
+            if not candidates - ENGINE_CODES:
+                continue  # parsed for AMP001 alone
+            part_text = part.text(text)
+            ctx = ModuleContext(path, part_text, part.tree, settings, project=project)
+            found, failed = _findings(ctx, candidates)
+            ctx.release()
+            crashes.extend(failed)
+            if found:
+                diagnostics.extend(d for d in (_in_whole_text(diag, part) for diag in found) if d is not None)
+                rows = suppression_rows(part_text, Locator(part_text))
+                shift = part.first_row - 1 - part.head_rows
+                string_rows |= {row + shift for row in strings_on_rows(part.tree, rows) if row > part.head_rows}
+            del part, found, part_text, ctx
+            # The analysis pauses the collector and the released model goes by reference
+            # counting; should a rule have left cycles (many more objects alive than before),
+            # they are collected, and what survives is set aside for later collections.
+            if gc.get_count()[0] > _CYCLES_WORTH_COLLECTING:
+                gc.collect()
+                gc.freeze()
+    except SyntaxError as exc:
+        if "AMP001" in codes:
+            diagnostics.append(_syntax_error(exc, locator))
+    except (RecursionError, MemoryError):
+        if "AMP001" in codes:
+            diagnostics.append(_syntax_error(SyntaxError("too deeply nested to parse", (path, 1, 1, "")), locator))
+    finally:
+        gc.unfreeze()
+    return diagnostics, crashes, string_rows
+
+
+def _in_whole_text(diag: Diagnostic, part: Part) -> Optional[Diagnostic]:
+    """A piece's finding in the whole text's offsets; None for one in the head (the piece that
+    holds that import reports it). A fix that would edit the head is not offered."""
+    head = len(part.head)
+    if diag.start < head:
+        return None
+    diag.start, diag.end = part.to_whole(diag.start), part.to_whole(diag.end)
+    diag.evidence = tuple(
+        dataclasses.replace(note, start=part.to_whole(note.start), end=part.to_whole(note.end))
+        for note in diag.evidence if note.start >= head
+    )
+    if diag.fix is not None:
+        # an insertion where the head ends is an import added "after the leading imports": in a
+        # later piece that is not the top of the file
+        if any(e.start < head or (part.start > 0 and e.start == e.end == head) for e in diag.fix.edits):
+            diag.fix, diag.no_fix_reason = None, "the file is analysed in parts (it is very large) and the fix would edit the imports at its top"
+        else:
+            edits = tuple(dataclasses.replace(e, start=part.to_whole(e.start), end=part.to_whole(e.end)) for e in diag.fix.edits)
+            diag.fix = dataclasses.replace(diag.fix, edits=edits)
+    return diag
 
 
 def _apply_fix_settings(diag: Diagnostic, settings: Settings) -> None:

@@ -13,6 +13,7 @@ import warnings
 from typing import Iterable, Optional
 
 from ampfix.diagnostics import Edit
+from ampfix.parts import is_large, top_level_parts
 from ampfix.source import Locator
 
 
@@ -32,24 +33,49 @@ def remove_unused_imports(text: str, candidates: Iterable[str]) -> str:
     candidates = set(candidates)
     if not candidates:
         return text
+    if is_large(text):
+        return _remove_unused_in_parts(text, candidates)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the code's own SyntaxWarnings are not ours to print
         tree = ast.parse(text)
     unused = candidates - used_names(tree)
+    return _apply_edits(text, _removal_edits(text, tree, unused)) if unused else text
+
+
+def _remove_unused_in_parts(text: str, candidates: set[str]) -> str:
+    """The same for a file parsed in parts (ampfix/parts.py): one pass for the names used, one
+    for the statements to edit, one piece's tree alive at a time."""
+    used: set[str] = set()
+    for part in top_level_parts(text):
+        used |= used_names(part.tree)
+    unused = candidates - used
     if not unused:
         return text
+    edits = []
+    for part in top_level_parts(text):
+        piece = text[part.start:part.end]
+        edits += [Edit(e.start + part.start, e.end + part.start, e.content) for e in _removal_edits(piece, part.tree, unused)]
+    return _apply_edits(text, edits)
+
+
+def _removal_edits(text: str, tree: ast.Module, unused: set[str]) -> list[Edit]:
     locator = Locator(text)
     edits = []
     for stmt, parent_body in _import_statements(tree):
-        bound = {_bound_name(alias) for alias in stmt.names}
-        drop = bound & unused
+        drop = {_bound_name(alias) for alias in stmt.names} & unused
         if drop:
             edit = _removal_edit(text, locator, stmt, drop, parent_body)
             if edit is not None:
                 edits.append(edit)
-    for edit in sorted(edits, key=lambda e: e.start, reverse=True):
-        text = text[: edit.start] + edit.content + text[edit.end :]
-    return text
+    return edits
+
+
+def _apply_edits(text: str, edits: list[Edit]) -> str:
+    pieces, last = [], 0
+    for edit in sorted(edits, key=lambda e: e.start):
+        pieces += [text[last:edit.start], edit.content]
+        last = edit.end
+    return "".join(pieces) + text[last:]
 
 
 def _bound_name(alias: ast.alias) -> str:

@@ -93,6 +93,15 @@ class SemanticModel:
         self._scope_cache: dict[int, Scope] = {}
         _Binder(self).visit_module(tree)
 
+    def release(self) -> None:
+        """Break the links from bindings back to their scopes, the model's only cycles, so that
+        reference counting frees it (and the tree) at once: a file analysed in parts drops
+        each piece's model before the next is built."""
+        for scope in self.scopes.values():
+            for bindings in scope.bindings.values():
+                for binding in bindings:
+                    binding.scope = None
+
     # -- structure --------------------------------------------------------------------------
 
     def nodes(self, *types: type) -> list:

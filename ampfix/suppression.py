@@ -51,11 +51,11 @@ class Suppressions:
         return False
 
 
-def parse_suppressions(text: str, locator: Locator, known: set[str], tree=None) -> Suppressions:
+def parse_suppressions(text: str, locator: Locator, known: set[str], tree=None, string_rows=None) -> Suppressions:
     result = Suppressions()
     if not _ANY_DIRECTIVE.search(text):
         return result
-    for row, col, comment in _comments(text, locator, tree):
+    for row, col, comment in _comments(text, locator, tree, string_rows):
         offset = locator.line_start(row) + col
         file_match = _FILE.search(comment)
         if file_match:
@@ -93,19 +93,35 @@ def _codes(match, comment: str, offset: int, known: set[str], result: Suppressio
     return codes
 
 
-def _comments(text: str, locator: Locator, tree=None):
+def suppression_rows(text: str, locator: Locator) -> set[int]:
+    """The rows that mention ``noqa`` or ``ampfix``: the only ones that may hold a directive."""
+    return {locator.position(m.start()).row for m in _ANY_DIRECTIVE.finditer(text)}
+
+
+def strings_on_rows(tree, rows: set[int]) -> set[int]:
+    """The rows of the string literals of ``tree`` that touch one of ``rows``."""
+    found: set[int] = set()
+    if not rows:
+        return found
+    first = min(rows)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Constant, ast.JoinedStr)) and isinstance(getattr(node, "value", ""), (str, bytes)):
+            if node.lineno in rows or node.end_lineno in rows or (node.lineno < first <= node.end_lineno):
+                found.update(range(node.lineno, node.end_lineno + 1))
+    return found
+
+
+def _comments(text: str, locator: Locator, tree=None, string_rows=None):
     """(row, column, text) of the comments that may hold a directive.
 
-    With a syntax tree, only lines mentioning ``noqa``/``ampfix`` are looked at, and a ``#`` on a
-    line that no string literal touches is a comment (cheap). Otherwise the file is tokenized.
+    With a syntax tree (or the rows of its strings, from a file parsed in parts), only lines
+    mentioning ``noqa``/``ampfix`` are looked at, and a ``#`` on a line that no string literal
+    touches is a comment (cheap). Otherwise the file is tokenized.
     """
-    if tree is not None:
-        rows = {locator.position(m.start()).row for m in _ANY_DIRECTIVE.finditer(text)}
-        string_rows = set()
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Constant, ast.JoinedStr)) and isinstance(getattr(node, "value", ""), (str, bytes)):
-                if node.lineno in rows or node.end_lineno in rows or (node.lineno < min(rows) <= node.end_lineno):
-                    string_rows.update(range(node.lineno, node.end_lineno + 1))
+    if tree is not None or string_rows is not None:
+        rows = suppression_rows(text, locator)
+        if string_rows is None:
+            string_rows = strings_on_rows(tree, rows)
         if not rows & string_rows:
             found = []
             for row in sorted(rows):
