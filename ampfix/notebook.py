@@ -46,6 +46,13 @@ class Notebook:
         notebook._build_program()
         return notebook
 
+    @classmethod
+    def from_cells(cls, cells: list[tuple[str, str]]) -> "Notebook":
+        """A notebook of (cell type, source) pairs: an editor's open notebook, which has no JSON."""
+        notebook = cls({"cells": [{"cell_type": kind, "source": text} for kind, text in cells]}, "")
+        notebook._build_program()
+        return notebook
+
     def _build_program(self) -> None:
         parts, row = [], 1
         for index, cell in enumerate(self.data["cells"]):
@@ -93,23 +100,30 @@ class Notebook:
         diag.evidence_locations = in_cell(diag.evidence_locations)
 
     def _cell_of(self, row: int):
+        """(cell number as Jupyter shows it, the program row of its first line) of a program row."""
         for position, start in reversed(list(enumerate(self.cell_starts))):
             if row >= start:
                 return self.cells[position] + 1, start
         return None, 1
 
-    def render(self, program: str) -> str:
-        """The notebook JSON with the fixed program's cells put back, layout preserved."""
+    def cell_sources(self, program: str) -> dict[int, str]:
+        """The code cells' sources (by index in the notebook) in a program made from this one
+        (after fixes), magics restored."""
         pieces = _BOUNDARY_LINE.split(program)
         # pieces: ["", index, text, index, text, ...]
-        updated = dict(zip(map(int, pieces[1::2]), pieces[2::2]))
-        for index, text in updated.items():
+        sources = {}
+        for index, text in zip(map(int, pieces[1::2]), pieces[2::2]):
             text = self._unmask(text)
-            cell = self.data["cells"][index]
-            original = _cell_text(cell)
-            if not original.endswith("\n") and text.endswith("\n"):
+            if not _cell_text(self.data["cells"][index]).endswith("\n") and text.endswith("\n"):
                 text = text[:-1]
-            if text != original:
+            sources[index] = text
+        return sources
+
+    def render(self, program: str) -> str:
+        """The notebook JSON with the fixed program's cells put back, layout preserved."""
+        for index, text in self.cell_sources(program).items():
+            cell = self.data["cells"][index]
+            if text != _cell_text(cell):
                 cell["source"] = _as_source(text, cell.get("source"))
         return _dump_like(self.data, self.text)
 
