@@ -102,7 +102,7 @@ def to_dict(diag: Diagnostic) -> dict:
         fix = {
             "message": diag.fix.message,
             "applicability": diag.fix.applicability.value,
-            "edits": [[e.start, e.end, e.content] for e in diag.fix.edits],
+            "edits": [[e.start, e.end, e.content, *([list(e.rewrite)] if e.rewrite else [])] for e in diag.fix.edits],
             "orphans": sorted(diag.fix.orphaned_imports),
         }
     return {
@@ -129,7 +129,7 @@ def from_dict(data: dict, filename: str) -> Diagnostic:
         f = data["fix"]
         fix = Fix(
             f["message"],
-            tuple(Edit(s, e, c) for s, e, c in f["edits"]),
+            tuple(Edit(s, e, c, tuple(r[0]) if r else ()) for s, e, c, *r in f["edits"]),
             Applicability(f["applicability"]),
             frozenset(f["orphans"]),
         )

@@ -24,11 +24,16 @@ class Applicability(enum.Enum):
 
 @dataclass(frozen=True, order=True)
 class Edit:
-    """Replace source[start:end] with content (character offsets)."""
+    """Replace source[start:end] with content (character offsets).
+
+    A statement-level rewrite leaves ``content`` empty and describes itself in ``rewrite``
+    (kind and arguments, ampfix/rewrite.py): LibCST builds the content when the fix is applied
+    or shown, so that checking never needs it."""
 
     start: int
     end: int
     content: str
+    rewrite: tuple = ()
 
     @classmethod
     def insert(cls, at: int, content: str) -> "Edit":

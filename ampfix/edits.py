@@ -1,7 +1,10 @@
-"""Statement-level edits for the loop rules: insert, delete, move and dedent whole statements.
+"""Statement-level edits for the loop rules: insert, delete, move and re-block whole statements.
 
-All of them refuse (return None) rather than guess when a statement shares its line with
-another one or contains a multi-line string whose content indentation would change.
+Inserting a new line and deleting one are exact text edits; moving statements to another
+block level (into a gate, out of a ``with``, under a new ``with``) is a LibCST rewrite built
+when the fix is applied (ampfix/rewrite.py), so nested blocks, comments and the content of
+strings are kept. All of them refuse (return None) rather than guess when a statement shares
+its line with another one.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Optional, Sequence
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Edit
+from ampfix.rewrite import reblock_edit
 
 
 def owns_lines(ctx: ModuleContext, stmt: ast.stmt) -> bool:
@@ -63,24 +67,39 @@ def delete_statement(ctx: ModuleContext, stmt: ast.stmt, siblings: Sequence[ast.
     return Edit.delete(start, end)
 
 
-def statement_text(ctx: ModuleContext, stmt: ast.stmt, new_indent: str) -> Optional[str]:
-    """stmt's lines re-indented from its own indentation to new_indent (no final newline)."""
-    if not owns_lines(ctx, stmt) or has_multiline_string(stmt):
+def moved_before(ctx: ModuleContext, stmt: ast.stmt, anchor: ast.stmt, indent: Optional[str] = None) -> Optional[Edit]:
+    """An insertion of stmt's lines before anchor's, at anchor's indentation (or ``indent``),
+    re-blocked by LibCST when the fix is applied (ampfix/rewrite.py). Delete stmt separately."""
+    if not owns_lines(ctx, stmt) or not owns_lines(ctx, anchor):
         return None
+    at = ctx.locator.line_start(anchor.lineno)
+    return _moved(ctx, stmt, at, indentation(ctx, anchor) if indent is None else indent)
+
+
+def moved_after(ctx: ModuleContext, stmt: ast.stmt, anchor: ast.stmt, indent: Optional[str] = None) -> Optional[Edit]:
+    """The same, after anchor's lines."""
+    if not owns_lines(ctx, stmt) or not owns_lines(ctx, anchor):
+        return None
+    _, at = line_span(ctx, anchor)
+    if not ctx.text[:at].endswith(("\n", "\r")):
+        return None  # anchor ends the file without a line break
+    return _moved(ctx, stmt, at, indentation(ctx, anchor) if indent is None else indent)
+
+
+def _moved(ctx: ModuleContext, stmt: ast.stmt, at: int, indent: str) -> Edit:
     start, end = line_span(ctx, stmt)
-    return reindent(ctx.text[start:end], indentation(ctx, stmt), new_indent).rstrip("\r\n")
+    return reblock_edit(at, at, ctx.text[start:end], indentation(ctx, stmt), indent, newline=ctx.locator.newline())
 
 
-def reindent(block: str, old: str, new: str) -> str:
-    out = []
-    for line in block.splitlines(keepends=True):
-        if line.startswith(old):
-            out.append(new + line[len(old):])
-        elif not line.strip():
-            out.append(line)
-        else:
-            out.append(new + line.lstrip(" \t"))
-    return "".join(out)
+def reblocked(ctx: ModuleContext, statements: Sequence[ast.stmt], indent: str, header: str = "", unit: str = "    ") -> Optional[Edit]:
+    """Replace the lines of ``statements`` (contiguous siblings) with themselves at ``indent``,
+    under ``with <header>:`` if given: LibCST moves them, nested blocks, comments and strings
+    intact, when the fix is applied."""
+    if any(not owns_lines(ctx, s) for s in statements):
+        return None
+    start, end = line_span(ctx, statements[0], statements[-1])
+    old = indentation(ctx, statements[0])
+    return reblock_edit(start, end, ctx.text[start:end], old, indent, header, unit, ctx.locator.newline())
 
 
 def has_multiline_string(node: ast.AST) -> bool:

@@ -11,6 +11,7 @@ import bisect
 from typing import Iterable
 
 from ampfix.diagnostics import Diagnostic, Edit
+from ampfix.rewrite import RewriteError, resolve_fix
 
 
 class _Accepted:
@@ -65,7 +66,10 @@ def apply_fixes(text: str, diagnostics: Iterable[Diagnostic]) -> tuple[str, list
         (d for d in diagnostics if d.fix is not None), key=lambda d: (d.fix.span(), d.code)
     )
     for diag in candidates:
-        edits = diag.fix.edits
+        try:
+            edits = resolve_fix(diag.fix).edits
+        except RewriteError:
+            continue  # LibCST could not build it: the finding stays, unfixed
         if _self_overlapping(edits) or any(accepted.conflicts(edit) for edit in edits):
             continue  # a fix whose own edits overlap is a rule bug: never apply it
         for index, edit in enumerate(edits):

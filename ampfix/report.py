@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Optional, TextIO
 from ampfix import __version__
 from ampfix.diagnostics import Applicability, Diagnostic
 from ampfix.docs import rule_doc, rule_doc_url
+from ampfix.rewrite import resolve_diagnostics
 from ampfix.rules import RULES
 from ampfix.source import Locator, SourceError, read_source
 
@@ -96,7 +97,7 @@ def _excerpt(diag: Diagnostic, sources: SourceCache) -> str:
 
 
 def write_json(out: TextIO, diagnostics: list[Diagnostic]) -> None:
-    json.dump([_json_record(d) for d in diagnostics], out, indent=2)
+    json.dump([_json_record(d) for d in resolve_diagnostics(diagnostics)], out, indent=2)
     out.write("\n")
 
 
@@ -221,6 +222,7 @@ def _gh_prop(text: str) -> str:
 
 
 def sarif_document(diagnostics: list[Diagnostic]) -> dict:
+    diagnostics = resolve_diagnostics(diagnostics)  # the fixes' content (LibCST rewrites)
     rules = [
         {
             "id": rule.code,

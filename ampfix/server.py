@@ -29,6 +29,7 @@ from ampfix.docs import rule_doc
 from ampfix.engine import check_source, fix_source
 from ampfix.notebook import Notebook
 from ampfix.report import level_of
+from ampfix.rewrite import RewriteError, resolve_fix
 from ampfix.settings import (
     CliOverrides,
     ConfigError,
@@ -345,7 +346,11 @@ def _overlaps(a: lsp.Range, b: lsp.Range) -> bool:
 def _fix_edits(view, diag: Diagnostic) -> Optional[dict[str, list[lsp.TextEdit]]]:
     """The fix's edits per document; None when one of them cannot be placed (a cell boundary)."""
     changes: dict[str, list[lsp.TextEdit]] = {}
-    for edit in diag.fix.edits:
+    try:
+        fix = resolve_fix(diag.fix)
+    except RewriteError:
+        return None
+    for edit in fix.edits:
         placed = view.place(edit.start, edit.end)
         if placed is None:
             return None

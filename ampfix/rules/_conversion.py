@@ -11,13 +11,7 @@ from typing import Optional
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Edit
-from ampfix.edits import (
-    has_multiline_string,
-    line_span,
-    owns_lines,
-    parent_body,
-    reindent,
-)
+from ampfix.edits import parent_body, reblocked
 from ampfix.semantic import dotted_name
 from ampfix.training.model import Event, StepFunction
 
@@ -182,17 +176,8 @@ def _has_backward_or_step(stmt: ast.stmt) -> bool:
 
 
 def wrap_in_autocast(ctx: ModuleContext, statements: list[ast.stmt], header: str) -> Optional[Edit]:
-    """Indent ``statements`` (contiguous siblings) under ``with <header>:``."""
-    if any(not owns_lines(ctx, s) or has_multiline_string(s) for s in statements):
-        return None
-    start, end = line_span(ctx, statements[0], statements[-1])
-    indent = ctx.locator.indentation(statements[0].lineno)
-    block = ctx.text[start:end]
-    newline = ctx.locator.newline()
-    if not block.endswith(("\n", "\r")):
-        block += newline
-    body = reindent(block, indent, indent + indent_unit(ctx))
-    return Edit(start, end, f"{indent}with {header}:{newline}{body}")
+    """Indent ``statements`` (contiguous siblings) under ``with <header>:`` (a LibCST rewrite)."""
+    return reblocked(ctx, statements, ctx.locator.indentation(statements[0].lineno), header, indent_unit(ctx))
 
 
 @dataclass

@@ -8,13 +8,7 @@ from typing import Iterator
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
-from ampfix.edits import (
-    delete_statement,
-    indentation,
-    insert_before,
-    parent_body,
-    statement_text,
-)
+from ampfix.edits import delete_statement, moved_before, parent_body
 from ampfix.program.calls import resolve as resolve_call
 from ampfix.rules._loop import loops_of
 from ampfix.rules.base import FIX_UNSAFE, Rule
@@ -61,9 +55,8 @@ class ScalerRecreated(Rule):
         used = {n.id for n in ast.walk(create.call) if isinstance(n, ast.Name)}
         if used & loop_names:
             return None  # its arguments change inside the loop
-        moved = statement_text(ctx, stmt, indentation(ctx, loop))
         delete = delete_statement(ctx, stmt, parent_body(ctx, stmt) or [])
-        insert = insert_before(ctx, loop, moved.lstrip(" \t")) if moved is not None else None
+        insert = moved_before(ctx, stmt, loop)
         if delete is None or insert is None:
             return None
         return Fix("Create the scaler once, before the loop", (insert, delete), Applicability.UNSAFE)

@@ -6,13 +6,7 @@ from typing import Iterator
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
-from ampfix.edits import (
-    delete_statement,
-    insert_after,
-    insert_before,
-    parent_body,
-    statement_text,
-)
+from ampfix.edits import delete_statement, moved_after, moved_before, parent_body
 from ampfix.prefilter import FileBytes, may_train_step
 from ampfix.rules._loop import at, call_name
 from ampfix.rules.base import FIX_UNSAFE, Rule
@@ -70,22 +64,21 @@ class PerMicrobatchScalerCalls(Rule):
             return None  # unscale_/clipping after the step branch: not a local move
         gate_body = acc.gate.body
         indent = ctx.locator.indentation(gate_body[0].lineno)
-        moved = statement_text(ctx, event.stmt, indent)
         delete = delete_statement(ctx, event.stmt, body)
-        if moved is None or delete is None:
+        if delete is None:
             return None
         steps = [s.stmt for s in acc.steps if s.stmt in gate_body and s.kind in (SCALER_STEP, OPT_STEP)]
         if not steps:
             return None
         if event.kind == UPDATE:
-            insert = insert_after(ctx, steps[-1], moved.lstrip(" \t"), indent)
+            insert = moved_after(ctx, event.stmt, steps[-1], indent)
         else:
             # unscale_ goes before any clipping already in the branch, clipping right before the step
             anchor = steps[0]
             if event.kind == UNSCALE:
                 clips = [e.stmt for e in fn.of(CLIP) if e.stmt in gate_body and e.stmt.lineno < anchor.lineno]
                 anchor = clips[0] if clips else anchor
-            insert = insert_before(ctx, anchor, moved.lstrip(" \t"), indent)
+            insert = moved_before(ctx, event.stmt, anchor, indent)
         if insert is None:
             return None
         return Fix("Move it into the step branch", (delete, insert), Applicability.UNSAFE)

@@ -7,7 +7,7 @@ from typing import Iterator
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
-from ampfix.edits import delete_statement, insert_after, parent_body, statement_text
+from ampfix.edits import delete_statement, moved_after, parent_body
 from ampfix.prefilter import FileBytes, may_train_step
 from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_UNSAFE, Rule
@@ -63,9 +63,8 @@ class PerMicrobatchZeroGrad(Rule):
             return None
         anchor = max(last, key=lambda s: s.lineno)
         indent = ctx.locator.indentation(gate_body[0].lineno)
-        moved = statement_text(ctx, zero.stmt, indent)
         delete = delete_statement(ctx, zero.stmt, body)
-        insert = insert_after(ctx, anchor, moved.lstrip(" \t"), indent) if moved is not None else None
+        insert = moved_after(ctx, zero.stmt, anchor, indent)
         if delete is None or insert is None:
             return None
         return Fix("Move `zero_grad()` into the step branch, after the step", (delete, insert), Applicability.UNSAFE)

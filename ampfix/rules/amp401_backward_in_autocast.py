@@ -6,8 +6,8 @@ import ast
 from typing import Iterator
 
 from ampfix.context import ModuleContext
-from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
-from ampfix.edits import has_multiline_string, line_span, owns_lines, reindent
+from ampfix.diagnostics import Applicability, Diagnostic, Fix
+from ampfix.edits import owns_lines, reblocked
 from ampfix.prefilter import FileBytes, may_backward
 from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_SOMETIMES, Rule
@@ -52,16 +52,9 @@ class BackwardInAutocast(Rule):
         index = body.index(top)
         if index == 0:
             return None  # nothing would stay inside the block
-        trailing = body[index:]
-        if any(not owns_lines(ctx, s) or has_multiline_string(s) for s in trailing):
-            return None
         if not owns_lines(ctx, with_node.body[0]):
             return None
-        start, end = line_span(ctx, trailing[0], trailing[-1])
-        old = ctx.locator.indentation(trailing[0].lineno)
-        new = ctx.locator.indentation(with_node.lineno)
-        return Fix(
-            "Move the statements from the backward pass on out of the autocast block",
-            (Edit(start, end, reindent(ctx.text[start:end], old, new)),),
-            Applicability.SAFE,
-        )
+        moved = reblocked(ctx, body[index:], ctx.locator.indentation(with_node.lineno))
+        if moved is None:
+            return None
+        return Fix("Move the statements from the backward pass on out of the autocast block", (moved,), Applicability.SAFE)

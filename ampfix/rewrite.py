@@ -1,0 +1,137 @@
+"""Statement-level rewrites done with LibCST: wrapping statements in ``with``, moving them to
+another block level (out of a ``with``, into or out of a gate).
+
+A rule describes such a rewrite when it checks a file (``Edit.rewrite``: the kind and its
+arguments, the statements' source among them) and LibCST builds the new text only when the fix
+is applied or shown in full (``resolve``): ``ampfix check`` never imports LibCST.
+
+The statements are parsed as a block by LibCST and printed in their new place by LibCST, so the
+indentation of nested blocks, comments and blank lines are kept by construction; what LibCST
+keeps verbatim inside a statement (a line continued after ``\\``) is moved by the same
+indentation, and the content of a string is never touched.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ampfix.diagnostics import Diagnostic, Edit, Fix
+
+REBLOCK = "reblock"
+
+
+class RewriteError(Exception):
+    """LibCST could not rewrite the statements: the fix is not applied."""
+
+
+def reblock_edit(start: int, end: int, statements: str, old_indent: str, new_indent: str,
+                 header: str = "", unit: str = "    ", newline: str = "\n") -> Edit:
+    """An edit replacing [start, end) (or inserting at start, when start == end) with
+    ``statements`` (whole lines at ``old_indent``) re-blocked at ``new_indent``, under
+    ``with <header>:`` when a header is given (its body one ``unit`` deeper)."""
+    return Edit(start, end, "", (REBLOCK, statements, old_indent, new_indent, header, unit, newline))
+
+
+def resolve(edit: Edit) -> Edit:
+    """The edit with its content built (an edit without a rewrite is returned as it is)."""
+    if not edit.rewrite:
+        return edit
+    kind, *args = edit.rewrite
+    if kind != REBLOCK:
+        raise RewriteError(f"unknown rewrite {kind!r}")
+    return Edit(edit.start, edit.end, reblock(*args))
+
+
+def resolve_fix(fix: Fix) -> Fix:
+    if not any(e.rewrite for e in fix.edits):
+        return fix
+    return Fix(fix.message, tuple(resolve(e) for e in fix.edits), fix.applicability, fix.orphaned_imports)
+
+
+def resolve_diagnostics(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """Build the content of every fix (for output that shows it: JSON, SARIF, an editor); a fix
+    that cannot be built is dropped, with the reason."""
+    for diag in diagnostics:
+        if diag.fix is not None and any(e.rewrite for e in diag.fix.edits):
+            try:
+                diag.fix = resolve_fix(diag.fix)
+            except RewriteError as exc:
+                diag.fix, diag.no_fix_reason, diag.edit_locations = None, f"the fix could not be built ({exc})", ()
+    return diagnostics
+
+
+def reblock(statements: str, old_indent: str, new_indent: str, header: str = "", unit: str = "    ",
+            newline: str = "\n") -> str:
+    import libcst as cst  # only fixing needs it (~0.2 s to import)
+
+    try:
+        module, body = _parse_block(statements, old_indent, newline)
+        inner = new_indent + unit if header else new_indent
+        body = [stmt.visit(_ShiftContinuations(old_indent, inner)) for stmt in body]
+        if header:
+            with_node = cst.parse_statement(f"with {header}:{newline}{unit}pass{newline}", config=module.config_for_parsing)
+            leading = body[0].leading_lines  # comments above the first statement stay above the with
+            body[0] = body[0].with_changes(leading_lines=())
+            body = [with_node.with_changes(body=with_node.body.with_changes(body=body, indent=unit), leading_lines=leading)]
+        return _print_block(module, body, new_indent, newline)
+    except cst.ParserSyntaxError as exc:
+        raise RewriteError(f"LibCST cannot parse the statements: {exc.message}") from None
+
+
+def _parse_block(statements: str, indent: str, newline: str):
+    """(module, statements) of whole lines of statements at ``indent``, parsed as a block."""
+    import libcst as cst
+
+    if not statements.endswith(("\n", "\r")):
+        statements += newline
+    if not indent:
+        module = cst.parse_module(statements)
+        return module, list(module.body)
+    module = cst.parse_module(f"if True:{newline}{statements}")
+    block = module.body[0].body
+    if not isinstance(block, cst.IndentedBlock) or (block.indent or module.default_indent) != indent:
+        raise cst.ParserSyntaxError("the statements are not one block", lines=[], raw_line=1, raw_column=0)
+    return module, list(block.body)
+
+
+def _print_block(module, body: list, indent: str, newline: str) -> str:
+    import libcst as cst
+
+    if not indent:
+        return module.with_changes(body=body, header=(), footer=()).code
+    shim = cst.If(test=cst.Name("True"), body=cst.IndentedBlock(body=body, indent=indent))
+    code = module.with_changes(body=[shim], header=(), footer=()).code
+    return code[code.index(newline) + len(newline):]  # without the `if True:` line
+
+
+def _shifted(whitespace: str, old: str, new: str) -> str:
+    """The indentation of a continued line moved from ``old`` to ``new`` (a line indented less
+    than the block, which only brackets allow, stays where it is)."""
+    head, sep, line = whitespace.rpartition("\n")
+    if not sep or not line.startswith(old):
+        return whitespace
+    return head + sep + new + line[len(old):]
+
+
+def _ShiftContinuations(old: str, new: str):
+    import libcst as cst
+
+    class Shift(cst.CSTTransformer):
+        """Lines continued after a ``\\`` move with the statement: LibCST keeps their whitespace
+        verbatim (a line continued inside brackets it already prints relative to the block)."""
+
+        def leave_SimpleWhitespace(self, original, updated):
+            if "\\" in updated.value and "\n" in updated.value:  # a `\` continuation
+                return updated.with_changes(value=_shifted(updated.value, old, new))
+            return updated
+
+    return Shift()
+
+
+def reindented(statements: str, old_indent: str, new_indent: str, newline: str = "\n") -> Optional[str]:
+    """``statements`` at ``new_indent`` (without the final newline), or None if LibCST cannot
+    parse them as a block."""
+    try:
+        return reblock(statements, old_indent, new_indent, newline=newline).rstrip("\r\n")
+    except RewriteError:
+        return None
