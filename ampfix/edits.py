@@ -10,6 +10,7 @@ its line with another one.
 from __future__ import annotations
 
 import ast
+import textwrap
 from typing import Optional, Sequence
 
 from ampfix.context import ModuleContext
@@ -40,20 +41,29 @@ def indentation(ctx: ModuleContext, stmt: ast.stmt) -> str:
 
 
 def insert_before(ctx: ModuleContext, stmt: ast.stmt, code: str, indent: Optional[str] = None) -> Optional[Edit]:
+    """New statements (``code``, written at column 0) on the lines before stmt, at its
+    indentation (or ``indent``), placed by LibCST when the fix is applied."""
     if not owns_lines(ctx, stmt):
         return None
     indent = indentation(ctx, stmt) if indent is None else indent
-    return Edit.insert(ctx.locator.line_start(stmt.lineno), indent + code + ctx.locator.newline())
+    return _inserted(ctx, ctx.locator.line_start(stmt.lineno), code, indent)
 
 
 def insert_after(ctx: ModuleContext, stmt: ast.stmt, code: str, indent: Optional[str] = None) -> Optional[Edit]:
+    """The same, on the lines after stmt."""
     if not owns_lines(ctx, stmt):
         return None
     indent = indentation(ctx, stmt) if indent is None else indent
     _, end = line_span(ctx, stmt)
+    if not ctx.text[:end].endswith(("\n", "\r")):  # the file's last line, without a line break
+        newline = ctx.locator.newline()
+        return Edit.insert(end, newline + textwrap.indent(code, indent) + newline)
+    return _inserted(ctx, end, code, indent)
+
+
+def _inserted(ctx: ModuleContext, at: int, code: str, indent: str) -> Edit:
     newline = ctx.locator.newline()
-    prefix = "" if ctx.text[:end].endswith(("\n", "\r")) else newline
-    return Edit.insert(end, prefix + indent + code + newline)
+    return reblock_edit(at, at, code + newline, "", indent, newline=newline)
 
 
 def delete_statement(ctx: ModuleContext, stmt: ast.stmt, siblings: Sequence[ast.stmt]) -> Optional[Edit]:

@@ -143,3 +143,18 @@ def test_the_fixes_run_as_a_libcst_codemod(tmp_path):
     for name, source in expected.items():
         assert (tmp_path / name).read_text() == source
     assert "torch.autocast(" in expected["train.py"] and "torch.amp.GradScaler" in expected["old.py"]
+
+
+@pytest.mark.parametrize("text", ["def f(x):\n    g(x)\n", "def f(x):\n    g(x)"])  # with and without a last line break
+def test_inserted_statements_take_the_anchors_indentation(text):
+    from ampfix.context import ModuleContext
+    from ampfix.edits import insert_after, insert_before
+    from ampfix.fixer import apply_fixes
+    from ampfix.diagnostics import Applicability, Diagnostic, Fix
+    from ampfix.settings import Settings
+
+    ctx = ModuleContext("t.py", text, ast.parse(text), Settings())
+    call = ctx.tree.body[0].body[0]
+    edits = (insert_before(ctx, call, "h()"), insert_after(ctx, call, "if x:\n    k(x)"))
+    fixed, _ = apply_fixes(text, [Diagnostic("AMP204", "n", "m", 0, 1, Fix("f", edits, Applicability.SAFE))])
+    assert fixed.rstrip("\n") == "def f(x):\n    h()\n    g(x)\n    if x:\n        k(x)"

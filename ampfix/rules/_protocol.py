@@ -73,8 +73,7 @@ def add_scaler_protocol(
     arguments = device + (f", enabled={enabled}" if enabled else "")
     creation = f"{name} = {torch_name}.amp.GradScaler({arguments})"
     if lazy:
-        indent = ctx.locator.indentation(anchor.lineno)
-        creation = f"if {name} is None:{ctx.locator.newline()}{indent}{_unit(ctx)}{creation}"
+        creation = f"if {name} is None:{ctx.locator.newline()}{_unit(ctx)}{creation}"
     create = insert_before(ctx, anchor, creation)
     if create is None:
         return None

@@ -101,12 +101,11 @@ class CheckpointWithoutScaler(Rule):
             return None
         quote = ctx.quote
         key = f"{quote}scaler{quote}"
-        indent = ctx.locator.indentation(stmt.lineno)
         newline = ctx.locator.newline()
         # a disabled scaler saves `{}`, which an enabled one refuses: restore only a real state
         code = (
             f"if {key} in {checkpoint} and {checkpoint}[{key}]:{newline}"
-            f"{indent}    {scaler}.load_state_dict({checkpoint}[{key}])"
+            f"    {scaler}.load_state_dict({checkpoint}[{key}])"
         )
         edit = insert_after(ctx, stmt, code)
         if edit is None:
