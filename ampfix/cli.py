@@ -528,29 +528,38 @@ def rule(code: Optional[str], show_all: bool, output_format: str) -> None:
 
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
-@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True, help="Optimizer steps to observe.")
+@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Training steps to observe (one step: one round of optimizer steps).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(["auto", "float16", "bfloat16"]), default="auto", show_default=True)
 @click.option("--against", type=click.Path(exists=True, dir_okay=False), help="SCRIPT is a rewrite you made of this original.")
-@click.option("--tolerance", type=float, default=1e-3, show_default=True, help="rtol for |Δloss| ≤ rtol·|loss| + 1e-4.")
+@click.option("--tolerance", type=float, default=None,
+              help="Relative agreement asked of every step [default: 4 rounding units of the dtype × √step].")
 @click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds each run may take.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch threads per run (pinned).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cwd", type=click.Path(exists=True, file_okay=False), help="Working directory of the runs [default: the current one].")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--show-diff", is_flag=True, help="Print the rewrite that is run, as a diff.")
+@click.option("--keep-workdir", is_flag=True, help="Keep the rewrite's folder, the traces and the runs' stderr.")
 @click.option("--cuda-shim", is_flag=True, help="Run a CUDA-only script on the CPU (best effort).")
 @click.option("--no-flops", is_flag=True, help="Do not count FLOPs by dtype (skips the low-precision check).")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
-def verify(script, steps, device, dtype, against, tolerance, timeout, threads, seed, fmt, cuda_shim, no_flops, script_args):
+def verify(script, steps, device, dtype, against, tolerance, timeout, threads, seed, cwd, fmt, show_diff, keep_workdir,
+           cuda_shim, no_flops, script_args):
     """Run SCRIPT and its AMP rewrite and prove the rewrite, with numbers.
 
-    Rewrites SCRIPT in memory with every ampfix fix (unsafe ones included), then runs three
-    processes under a harness: the original, the rewrite with AMP, and the rewrite with autocast
-    and GradScaler forced off (its fp32 reference). It checks that low precision is really used,
-    that the AMP run trains like the fp32 one, that the scaler protocol holds, and how the
-    rewrite's behaviour compares with the original's.
+    Rewrites SCRIPT and the modules of its folder it imports with every ampfix fix (unsafe ones
+    included), then runs three processes under a harness: the original, the rewrite with AMP,
+    and the rewrite with autocast and GradScaler forced off (its fp32 reference). Per training
+    step it compares the loss the criterion returned and a digest of the parameters: that low
+    precision is really used, that the AMP run trains like the fp32 one, that the scaler
+    protocol holds, and how the rewrite's behaviour compares with the original's.
 
-    SCRIPT runs as a program: only in subprocesses, each in a temporary working directory, with a
-    timeout. Arguments after `--` go to the script. Exit codes: 0 pass, 1 fail, 2 could not run.
+    SCRIPT runs as a program, as you would start it: only in subprocesses, from the current
+    directory (or --cwd), the rewrite from a temporary mirror of the script's folder, with a
+    timeout; when one run fails the next ones do not start. Arguments after `--` go to the
+    script. Exit codes: 0 pass, 1 fail, 2 could not run (nothing to verify, too few steps).
     """
     from ampfix.verify import checks as verify_checks
     from ampfix.verify import report as verify_report
@@ -559,7 +568,7 @@ def verify(script, steps, device, dtype, against, tolerance, timeout, threads, s
     options = VerifyOptions(
         steps=steps, device=device, dtype=dtype, against=against, tolerance=tolerance, timeout=timeout,
         threads=threads, seed=seed, script_args=[a for a in script_args if a != "--"], cuda_shim=cuda_shim,
-        count_flops=not no_flops,
+        count_flops=not no_flops, cwd=cwd, keep_workdir=keep_workdir,
     )
     try:
         prepared = prepare(script, options)
@@ -567,20 +576,20 @@ def verify(script, steps, device, dtype, against, tolerance, timeout, threads, s
         raise UsageFailure(str(exc)) from None
     interactive = sys.stderr.isatty() and not os.environ.get("CI")
 
-    def progress(mode: str) -> None:
+    def progress(mode: str, step: int, elapsed: float) -> None:
         if interactive:
-            sys.stderr.write(f"\rrunning {mode:<8} ...")
+            sys.stderr.write(f"\rrunning {mode:<8} step {step}/{steps}  {elapsed:5.1f} s ")
             sys.stderr.flush()
 
-    traces = run_all(script, prepared, options, progress)
+    traces, workdir = run_all(script, prepared, options, progress)
     if interactive:
-        sys.stderr.write("\r" + " " * 30 + "\r")
+        sys.stderr.write("\r" + " " * 50 + "\r")
     verdict = verify_checks.evaluate(traces, prepared.applied, steps, tolerance, against=bool(against))
     out = click.get_text_stream("stdout")
     if fmt == "json":
         verify_report.write_json(out, script, prepared, options, verdict, traces)
     else:
-        verify_report.write_text(out, script, prepared, options, verdict)
+        verify_report.write_text(out, script, prepared, options, verdict, show_diff=show_diff, workdir=workdir)
     sys.exit(verdict.exit_code)
 
 

@@ -3,10 +3,10 @@
     python -m ampfix.verify.harness CONFIG.json
 
 It seeds everything and pins threads, installs instrumentation that observes without changing
-results, runs the script as ``__main__`` with its arguments, stops after N attempted optimizer
-steps with a ``BaseException`` (so ``except Exception`` in the script cannot swallow it), and
-writes a JSON trace in ``finally``, then leaves with ``os._exit`` so DataLoader workers and
-stray threads cannot hang the run. Building blocks and their measured costs:
+results, runs the script as ``__main__`` with its arguments and, when the step after the last one
+to observe begins, writes the JSON trace and leaves with ``os._exit`` from the hook itself: no
+``except:`` in the script can swallow the stop, and DataLoader workers and stray threads cannot
+hang the run. A step is one iteration of the training loop (see ``Trace``). Building blocks and their measured costs:
 ../shared/reference/verifier-notes.md.
 
 Modes: ``original`` and ``amp`` run the script as it is; ``fp32`` forces autocast and every
@@ -27,21 +27,26 @@ import time
 import traceback
 import warnings
 import weakref
+from typing import Optional
 
 LOW_PRECISION = ("torch.float16", "torch.bfloat16")
 
 
-class StopRun(BaseException):
-    """Raised after the last step to observe; not an Exception, so scripts cannot catch it."""
-
-
 class Trace:
+    """What one run did, step by step. A step is one iteration of the training loop: one round
+    of optimizer steps (a GAN's two optimizers step once each), closed by the scaler's
+    ``update()`` where there is one; the loss is what the criterion returned in it (the value
+    handed to ``backward`` only where no loss function was called)."""
+
     def __init__(self, config: dict):
         self.config = config
-        self.steps: list[dict] = []  # one per attempted optimizer step
-        self.pending_losses: list[float] = []
+        self.steps: list[dict] = []  # one per completed iteration
+        self.current: Optional[dict] = None  # the iteration whose optimizer steps are running
+        self.pending_losses: list[float] = []  # handed to backward, since the last optimizer step
+        self.pending_criterion: list[float] = []  # returned by a loss function, since then
         self.pending_backwards = 0
-        self.pending_updates = 0
+        self.compile_calls = 0
+        self.optimizers: list = []  # those that stepped, held to the end (their digest is taken then)
         self.events: dict[str, int] = {}
         self.event_samples: list[str] = []
         self.scalers_created = 0
@@ -90,6 +95,7 @@ class Trace:
             "step_cpu_times": self.step_cpu_times,
             "scale_history": self.scale_history,
             "skipped": self.skipped,
+            "compile_calls": self.compile_calls,
             "peak_rss": peak,
             "peak_cuda": cuda_peak,
             "wall": time.perf_counter() - self.started,
@@ -120,40 +126,59 @@ def _install(trace: Trace, torch) -> None:
     limit = config["steps"]
     window = set(range(config.get("flop_window", [2, 4])[0], config.get("flop_window", [2, 4])[1]))
     scalers = weakref.WeakSet()
-    state = {"in_scaler_step": 0, "opt_depth": 0, "mode_active": None}
+    state = {"in_scaler_step": 0, "opt_depth": 0, "mode_active": None, "optimizer_steps": 0}
     GradScaler = torch.amp.GradScaler
 
-    # -- step accounting -----------------------------------------------------------------
-    def begin_step() -> None:
-        """Called when an optimizer step is attempted; stops the run before step limit + 1."""
-        if len(trace.steps) >= limit:
-            raise StopRun()
+    # -- step accounting: iterations ------------------------------------------------------
+    replay_skips = set(config.get("replay_skips") or [])  # the AMP run's skipped steps (fp32 mode)
 
-    def end_step(skipped: bool) -> None:
-        _clock_step(trace, counted=state["mode_active"] is None)  # steps under the FLOP counter are slower
-        index = len(trace.steps)
-        trace.steps.append(
-            {
-                "losses": trace.pending_losses,
-                "backwards": trace.pending_backwards,
-                "skipped": skipped,
+    def optimizer_stepping(optimizer) -> None:
+        """An optimizer step begins: it opens the next iteration when this optimizer already
+        stepped in the current one, or the scaler's update() closed it; before the first step
+        past the limit the run ends (recorded and left from here: no `except:` can swallow it)."""
+        current = trace.current
+        if current is None or current["closed"] or id(optimizer) in current["optimizer_ids"]:
+            if current is not None:
+                close_iteration()
+            if len(trace.steps) >= limit:
+                finish(trace, "stopped")
+            trace.current = current = {
+                "losses": [], "criterion": [], "backwards": 0, "skipped": False, "updates": 0,
+                "optimizer_steps": 0, "optimizer_ids": set(), "closed": False,
             }
-        )
-        if skipped:
-            trace.skipped.append(index)
-        trace.pending_losses = []
-        trace.pending_backwards = 0
-        _flop_window(index + 1)
+            _flop_window(len(trace.steps))
+        current["optimizer_ids"].add(id(optimizer))
+        current["optimizer_steps"] += 1
+        current["losses"] += trace.pending_losses
+        current["criterion"] += trace.pending_criterion
+        current["backwards"] += trace.pending_backwards
+        trace.pending_losses, trace.pending_criterion, trace.pending_backwards = [], [], 0
+        if not any(o is optimizer for o in trace.optimizers):
+            trace.optimizers.append(optimizer)
 
-    def _flop_window(next_index: int) -> None:
+    def close_iteration() -> None:
+        current = trace.current
+        trace.current = None
+        _clock_step(trace, counted=state["mode_active"] is None)  # steps under the FLOP counter are slower
+        current.pop("optimizer_ids")
+        current.pop("closed")
+        current["params"] = parameter_digest(trace)
+        if current["skipped"]:
+            trace.skipped.append(len(trace.steps))
+        trace.steps.append(current)
+        _report_progress(trace)
+
+    trace.close_iteration = close_iteration
+
+    def _flop_window(index: int) -> None:
         if config.get("count_flops", True) is False:
             return
         active = state["mode_active"]
-        if next_index in window and active is None:
+        if index in window and active is None:
             counter = _FlopCounter(torch, trace)
             counter.__enter__()
             state["mode_active"] = counter
-        elif next_index not in window and active is not None:
+        elif index not in window and active is not None:
             active.__exit__(None, None, None)
             state["mode_active"] = None
 
@@ -161,15 +186,13 @@ def _install(trace: Trace, torch) -> None:
     def pre_hook(optimizer, args, kwargs):
         state["opt_depth"] += 1
         if state["opt_depth"] == 1 and not state["in_scaler_step"]:
-            begin_step()
+            optimizer_stepping(optimizer)
             if _scale_pending(optimizer):
                 trace.event("step_bypasses_scaler", f"{type(optimizer).__name__}.step() on scaled gradients")
         return None
 
     def post_hook(optimizer, args, kwargs):
         state["opt_depth"] -= 1
-        if state["opt_depth"] == 0 and not state["in_scaler_step"]:
-            end_step(False)
 
     optim_module.register_optimizer_step_pre_hook(pre_hook)
     optim_module.register_optimizer_step_post_hook(post_hook)
@@ -255,15 +278,18 @@ def _install(trace: Trace, torch) -> None:
         return original["unscale_"](self, optimizer)
 
     def scaler_step(self, optimizer, *args, **kwargs):
-        begin_step()
+        optimizer_stepping(optimizer)
+        state["optimizer_steps"] += 1
+        self._ampfix_last_step = state["optimizer_steps"]
+        if len(trace.steps) in replay_skips:
+            # the fp32 reference skips where the AMP run skipped, so both stay aligned
+            trace.current["skipped"] = True
+            return None
         state["in_scaler_step"] += 1
         try:
-            result = original["step"](self, optimizer, *args, **kwargs)
+            return original["step"](self, optimizer, *args, **kwargs)
         finally:
             state["in_scaler_step"] -= 1
-        self._ampfix_last_step = len(trace.steps)
-        end_step(False)  # update() tells whether it was skipped (the scale backs off on inf/NaN only)
-        return result
 
     def scaler_update(self, *args, **kwargs):
         if self.is_enabled() and self._ampfix_last_step == self._ampfix_last_update:
@@ -276,12 +302,16 @@ def _install(trace: Trace, torch) -> None:
             after = float(self.get_scale())
             self._ampfix_scale = after
             trace.scale_history.append(after)
+            if trace.current is not None:
+                trace.current["scale"] = after
             # found_inf read without another sync: only an inf/NaN step makes the scale back off
-            if before is not None and after < before and trace.steps and not args and not kwargs:
-                trace.steps[-1]["skipped"] = True
-                trace.skipped.append(len(trace.steps) - 1)
-        if trace.steps:
-            trace.steps[-1]["updates"] = trace.steps[-1].get("updates", 0) + 1
+            if before is not None and after < before and trace.current is not None and not args and not kwargs:
+                trace.current["skipped"] = True
+        if trace.current is not None:
+            trace.current["updates"] += 1
+            trace.current["closed"] = True  # the update ends the iteration
+        elif trace.steps:
+            trace.steps[-1]["updates"] += 1  # a second update after the iteration closed
         else:
             trace.event("update_before_step", "scaler.update() before any optimizer step")
         return result
@@ -313,26 +343,67 @@ def _install(trace: Trace, torch) -> None:
             clip._ampfix = True
             setattr(module, name, clip)
 
-    # -- backward ----------------------------------------------------------------------------
-    original_backward = torch.Tensor.backward
+    # -- backward (Tensor.backward calls torch.autograd.backward: one hook sees both) ----------
+    original_backward = torch.autograd.backward
 
-    def backward(self, *args, **kwargs):
+    def backward(tensors, *args, **kwargs):
         trace.pending_backwards += 1
-        try:
-            value = self.item() if self.numel() == 1 else None
-        except Exception:
-            value = None
-        if getattr(self, "_ampfix_scaled", False):
-            scale = next((s._ampfix_scale for s in list(scalers) if getattr(s, "_ampfix_pending", False)), None)
-            if value is not None and scale:
-                value /= scale
-        elif any(getattr(s, "_ampfix_pending", False) and s.is_enabled() for s in list(scalers)):
-            trace.event("discarded_scaled_loss", "backward of a loss not returned by scaler.scale()")
+        first = tensors[0] if isinstance(tensors, (list, tuple)) and tensors else tensors
+        value = None
+        if isinstance(first, torch.Tensor):
+            try:
+                value = first.item() if first.numel() == 1 else None
+            except Exception:
+                value = None
+            if getattr(first, "_ampfix_scaled", False):
+                scale = next((s._ampfix_scale for s in list(scalers) if getattr(s, "_ampfix_pending", False)), None)
+                if value is not None and scale:
+                    value /= scale
+            elif any(getattr(s, "_ampfix_pending", False) and s.is_enabled() for s in list(scalers)):
+                trace.event("discarded_scaled_loss", "backward of a loss not returned by scaler.scale()")
         if value is not None:
             trace.pending_losses.append(value)
-        return original_backward(self, *args, **kwargs)
+        return original_backward(tensors, *args, **kwargs)
 
-    torch.Tensor.backward = backward
+    torch.autograd.backward = backward
+
+    # -- the criterion's loss (outermost loss call: a loss module calls its functional form) ---
+    depth = {"loss": 0}
+
+    def recording(function):
+        def call(*args, **kwargs):
+            depth["loss"] += 1
+            try:
+                out = function(*args, **kwargs)
+            finally:
+                depth["loss"] -= 1
+            if depth["loss"] == 0 and isinstance(out, torch.Tensor) and out.numel() == 1:
+                try:
+                    trace.pending_criterion.append(float(out.detach().float().item()))
+                except Exception:
+                    pass
+            return out
+
+        call._ampfix = True
+        return call
+
+    loss_call = torch.nn.modules.loss._Loss.__call__
+    torch.nn.modules.loss._Loss.__call__ = recording(loss_call)
+    import torch.nn.functional as functional
+
+    for name in _LOSS_FUNCTIONS:
+        function = getattr(functional, name, None)
+        if function is not None and not getattr(function, "_ampfix", False):
+            setattr(functional, name, recording(function))
+
+    # -- torch.compile is disabled for the runs (TORCH_COMPILE_DISABLE): count what was asked ---
+    compile_function = torch.compile
+
+    def counted_compile(*args, **kwargs):
+        trace.compile_calls += 1
+        return compile_function(*args, **kwargs)
+
+    torch.compile = counted_compile
 
     # -- precision overrides ---------------------------------------------------------------------
     autocast_init = torch.amp.autocast.__init__
@@ -360,6 +431,61 @@ def _clock_step(trace: Trace, counted: bool) -> None:
     trace.last_step_end, trace.last_step_cpu = now, cpu
 
 
+_LOSS_FUNCTIONS = (
+    "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "cross_entropy", "nll_loss", "binary_cross_entropy",
+    "binary_cross_entropy_with_logits", "kl_div", "poisson_nll_loss", "gaussian_nll_loss", "cosine_embedding_loss",
+    "margin_ranking_loss", "hinge_embedding_loss", "soft_margin_loss", "multilabel_soft_margin_loss",
+    "triplet_margin_loss", "ctc_loss",
+)
+
+
+def parameter_digest(trace: Trace) -> Optional[dict]:
+    """A cheap fingerprint of every parameter the optimizers hold: the L2 norm and the sum, in
+    float64. Equal digests: the same training; their drift: how far two runs went apart."""
+    torch = sys.modules["torch"]
+    seen, squares, total, count = set(), 0.0, 0.0, 0
+    with torch.no_grad():
+        for optimizer in trace.optimizers:
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    if id(p) in seen or not isinstance(p, torch.Tensor):
+                        continue
+                    seen.add(id(p))
+                    values = p.detach().double()
+                    squares += float((values * values).sum())
+                    total += float(values.sum())
+                    count += p.numel()
+    return {"norm": math.sqrt(squares), "sum": total, "count": count} if seen else None
+
+
+def _report_progress(trace: Trace) -> None:
+    """The step reached, for the runner's counter and for a run killed at the timeout."""
+    path = trace.config.get("progress")
+    if path:
+        try:
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(f"{len(trace.steps)} {time.perf_counter() - trace.started:.3f}\n")
+        except OSError:
+            pass
+
+
+def finish(trace: Trace, status: str, error: Optional[str] = None) -> None:
+    """Record the run and leave the process at once (DataLoader workers and stray threads
+    cannot hang it, a script's `except:` cannot swallow the stop)."""
+    try:
+        if trace.current is not None and getattr(trace, "close_iteration", None) is not None:
+            trace.close_iteration()
+        if trace.status == "finished":
+            trace.status = status
+        trace.error = trace.error or error
+        with open(trace.config["trace"], "w", encoding="utf-8") as handle:
+            json.dump(trace.to_json(), handle, default=_jsonable)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
 def _install_timing_only(trace: Trace, torch) -> None:
     """Step timing and the stop, nothing else: the baseline for measuring harness overhead."""
     import torch.optim.optimizer as optim_module
@@ -369,13 +495,13 @@ def _install_timing_only(trace: Trace, torch) -> None:
     def pre(optimizer, args, kwargs):
         depth["n"] += 1
         if depth["n"] == 1 and len(trace.steps) >= trace.config["steps"]:
-            raise StopRun()
+            finish(trace, "stopped")
 
     def post(optimizer, args, kwargs):
         depth["n"] -= 1
         if depth["n"] == 0:
             _clock_step(trace, counted=True)
-            trace.steps.append({"losses": [], "backwards": 0, "skipped": False})
+            trace.steps.append({"losses": [], "criterion": [], "backwards": 0, "skipped": False, "updates": 0})
 
     optim_module.register_optimizer_step_pre_hook(pre)
     optim_module.register_optimizer_step_post_hook(post)
@@ -404,6 +530,7 @@ def _install_cuda_shim(torch) -> None:
         return device
 
     torch.Tensor.cuda = lambda self, *a, **k: self
+    torch.Tensor.pin_memory = lambda self, *a, **k: self  # pinned memory needs a CUDA device
     torch.nn.Module.cuda = lambda self, *a, **k: self
     tensor_to, module_to = torch.Tensor.to, torch.nn.Module.to
 
@@ -504,24 +631,13 @@ def main(config_path: str) -> None:
         else:
             _install_timing_only(trace, torch)
         runpy.run_path(script, run_name="__main__")
-    except StopRun:
-        trace.status = "stopped"
     except SystemExit as exc:
         trace.exit_code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if trace.exit_code:
-            trace.status = "error"
-            trace.error = f"SystemExit({exc.code!r})"
+            finish(trace, "error", f"SystemExit({exc.code!r})")
     except BaseException as exc:  # noqa: BLE001 - the script's failure is the data
-        trace.status = "error"
-        trace.error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:])
-    finally:
-        try:
-            with open(config["trace"], "w", encoding="utf-8") as handle:
-                json.dump(trace.to_json(), handle, default=_jsonable)
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(0)
+        finish(trace, "error", "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:]))
+    finish(trace, "finished")
 
 
 def _jsonable(value):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TextIO
+from typing import Optional, TextIO
 
 from ampfix.verify.checks import Verdict
 from ampfix.verify.runner import Prepared, VerifyOptions
@@ -12,18 +12,42 @@ from ampfix.verify.runner import Prepared, VerifyOptions
 _MARK = {"pass": "pass", "fail": "FAIL", "warn": "warn", "info": "info"}
 
 
-def write_text(out: TextIO, script: str, prepared: Prepared, options: VerifyOptions, verdict: Verdict) -> None:
-    dtype = options.dtype if options.dtype != "auto" else "auto"
+def write_text(out: TextIO, script: str, prepared: Prepared, options: VerifyOptions, verdict: Verdict,
+               show_diff: bool = False, workdir: Optional[str] = None) -> None:
+    ran = verdict.metrics.get("dtype") if verdict.metrics.get("low_precision_fraction") else None
+    dtype = f"{ran} ran" if ran else (options.dtype if options.dtype != "auto" else "auto")
     out.write(f"ampfix verify {script}  (device {prepared.device}, dtype {dtype}, {options.steps} steps, "
               f"seed {options.seed}, {options.threads} thread(s){', cuda shim' if options.cuda_shim else ''})\n")
     if options.against:
         out.write(f"comparing with the original {options.against}\n")
     else:
-        out.write(f"fixes applied: {', '.join(prepared.applied) if prepared.applied else 'none'}\n")
+        modules = ", ".join(sorted(prepared.modules)) or "none"
+        out.write(f"fixes applied: {', '.join(prepared.applied) if prepared.applied else 'none'} (in {modules})\n")
+    if show_diff and prepared.diff:
+        out.write(prepared.diff if prepared.diff.endswith("\n") else prepared.diff + "\n")
+    rows = verdict.metrics.get("steps") or []
+    if rows:
+        out.write("  step   loss AMP    loss fp32   rel. Δ     params Δ   tolerance  scale\n")
+        for row in rows:
+            out.write(f"  {row['step']:>4}   {_number(row['amp_loss']):>9}   {_number(row['fp32_loss']):>9}   "
+                      f"{_small(row['relative']):>8}   {_small(row['drift']):>8}   {_small(row['tolerance']):>8}   "
+                      f"{_number(row['scale']) if row['scale'] is not None else '-':>6}{'  skipped' if row['skipped'] else ''}\n")
     width = max((len(c.name) for c in verdict.checks), default=10)
     for check in verdict.checks:
         out.write(f"  {check.name:<{width}}  {_MARK[check.status]:<4}  {check.detail}\n")
+    if workdir:
+        out.write(f"work folder kept: {workdir}\n")
     out.write(f"verdict: {verdict.summary}\n")
+
+
+def _number(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.5g}" if math.isfinite(value) else str(value)
+
+
+def _small(value) -> str:
+    return "-" if value is None else f"{value:.1e}"
 
 
 def write_json(out: TextIO, script: str, prepared: Prepared, options: VerifyOptions, verdict: Verdict,
@@ -43,7 +67,8 @@ def write_json(out: TextIO, script: str, prepared: Prepared, options: VerifyOpti
             mode: {k: v for k, v in trace.items() if k in (
                 "status", "error", "events", "scalers_created", "flops", "skipped", "scale_history",
                 "warnings", "peak_rss", "peak_cuda", "wall")}
-            | {"losses": [s.get("losses") for s in trace.get("steps", [])]}
+            | {"losses": [s.get("criterion") or s.get("losses") for s in trace.get("steps", [])],
+               "params": [s.get("params") for s in trace.get("steps", [])]}
             for mode, trace in traces.items()
         },
     }

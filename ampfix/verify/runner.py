@@ -1,4 +1,17 @@
-"""Rewrites the script and runs original, AMP rewrite and fp32 reference under the harness."""
+"""Rewrites the project and runs original, AMP rewrite and fp32 reference under the harness.
+
+The runs are started as the user starts the script: from the user's working directory (or
+``--cwd``), the script's folder first on ``sys.path``. The original runs in place; the rewrite
+runs from a temporary mirror of the script's folder (of the folder that holds its top package)
+in which the script and every module of the tree it imports are rewritten where ampfix fixes
+them, the other Python files are copied and everything else (data folders whole) is linked, so ``__file__``-relative paths, sibling imports and data resolve
+as they do for the original. With ``--against`` both scripts run in place, each with its own
+siblings.
+
+Fail fast: when the original does not run, nothing else starts; when the AMP run does not, the
+fp32 reference does not either. The fp32 reference skips the optimizer steps the AMP run's
+scaler skipped, so the two stay aligned step for step.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -16,6 +30,9 @@ from ampfix.settings import Settings
 from ampfix.source import read_source
 
 RUNS = ("original", "amp", "fp32")
+_NOT_MIRRORED = {".git", ".hg", ".svn", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache", ".pytest_cache",
+                 "node_modules", ".ampfix_cache", "build", "dist"}
+_MAX_MIRRORED_MODULES = 2000
 
 
 @dataclass
@@ -24,7 +41,7 @@ class VerifyOptions:
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto | float16 | bfloat16
     against: Optional[str] = None
-    tolerance: float = 1e-3
+    tolerance: Optional[float] = None  # None: derived from the dtype and the step
     timeout: float = 600.0
     threads: int = 1
     seed: int = 0
@@ -32,22 +49,33 @@ class VerifyOptions:
     cuda_shim: bool = False
     flop_window: tuple[int, int] = (2, 4)
     count_flops: bool = True
+    cwd: Optional[str] = None  # the runs' working directory (default: the current one)
+    keep_workdir: bool = False
 
 
 @dataclass
 class Prepared:
     original_path: str
-    rewrite_text: str
+    rewrite_text: str  # the entry script's rewrite
     applied: list[str]  # rule codes whose fixes made the rewrite (empty with --against)
     device: str
     note: Optional[str] = None
+    rewrite_path: Optional[str] = None  # with --against: the rewrite, run in place
+    root: str = ""  # the folder mirrored for the rewrite
+    modules: dict[str, str] = field(default_factory=dict)  # root-relative path -> rewritten text
+    diff: str = ""  # what was changed, as a unified diff per module
 
 
 class VerifyError(Exception):
     """Could not even start: exit 2."""
 
 
-def resolve_device(requested: str) -> str:
+def resolve_device(requested: str, cuda_shim: bool = False) -> str:
+    if requested == "cuda" and not cuda_shim:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise VerifyError("--device cuda: this machine has no CUDA device (--cuda-shim maps CUDA to the CPU)")
     if requested != "auto":
         return requested
     try:
@@ -57,14 +85,29 @@ def resolve_device(requested: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def project_root(script: str) -> str:
+    """The folder whose tree the rewrite mirrors: the script's, or the one that holds its top
+    package (``pkg/train.py`` importing ``pkg.data``)."""
+    root = os.path.dirname(os.path.abspath(script))
+    while os.path.isfile(os.path.join(root, "__init__.py")) and os.path.dirname(root) != root:
+        root = os.path.dirname(root)
+    return root
+
+
 def prepare(script: str, options: VerifyOptions) -> Prepared:
-    device = resolve_device(options.device)
+    if options.against and options.dtype != "auto":
+        raise VerifyError("--dtype chooses the dtype of ampfix's rewrite; with --against the rewrite is yours")
     try:
+        device = resolve_device(options.device, options.cuda_shim)
         if options.against:
-            return Prepared(os.path.abspath(options.against), read_source(script).text, [], device)
-        text = read_source(script).text
+            read_source(options.against)
+            return Prepared(os.path.abspath(options.against), read_source(script).text, [], device,
+                            rewrite_path=os.path.abspath(script))
+        read_source(script)
     except OSError as exc:
         raise VerifyError(f"{script}: {exc}") from None
+    except VerifyError:
+        raise
     except Exception as exc:
         raise VerifyError(f"{script}: {exc}") from None
     settings = Settings(
@@ -72,53 +115,163 @@ def prepare(script: str, options: VerifyOptions) -> Prepared:
         default_device=device,
         amp_dtype=None if options.dtype == "auto" else options.dtype,
     )
+    root = project_root(script)
+    entry = os.path.relpath(os.path.abspath(script), root)
+    modules, applied, diffs = {}, set(), []
+    for relative in _python_files(root, entry):
+        path = os.path.join(root, relative)
+        try:
+            text = read_source(path).text
+            result = fix_source(text, path, settings, unsafe_fixes=True)
+        except FixError as exc:
+            if relative == entry:
+                raise VerifyError(f"{script}: {exc}") from None
+            continue  # another module ampfix cannot fix stays as it is
+        except Exception:
+            if relative == entry:
+                raise
+            continue
+        if result.fixed:
+            modules[relative] = result.source
+            applied |= {d.code for d in result.fixed}
+            diffs.append(_diff(relative, text, result.source))
+    if not modules:
+        raise VerifyError(
+            f"{script}: no fix applies to it or to its folder's modules, so there is nothing to verify "
+            "(`ampfix check` shows what it found; compare two scripts with --against)"
+        )
+    entry_text = modules.get(entry) or read_source(script).text
+    return Prepared(os.path.abspath(script), entry_text, sorted(applied), device, root=root, modules=modules,
+                    diff="".join(diffs))
+
+
+def _python_files(root: str, entry: str) -> list[str]:
+    """The entry script, then the modules of the tree it imports, directly or not (bounded):
+    what the rewrite runs. Imports are read, never executed."""
+    import ast
+
+    from ampfix.program.project import ProjectIndex
+
+    index = ProjectIndex(lambda *args: None, root)
+    found, queue = [entry], [entry]
+    while queue and len(found) < _MAX_MIRRORED_MODULES:
+        path = os.path.join(root, queue.pop())
+        try:
+            tree = ast.parse(read_source(path).text)
+        except (OSError, SyntaxError, ValueError, Exception):
+            continue
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [(a.name, 0) for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [(node.module or "", node.level)]
+                names += [(f"{node.module}.{a.name}" if node.module else a.name, node.level) for a in node.names]
+            for name, level in names:
+                target = index.module_file(path, name, level) if name or level else None
+                if target is None:
+                    continue
+                relative = os.path.relpath(target, root)
+                if relative.startswith(os.pardir) or relative in found:
+                    continue
+                found.append(relative)
+                queue.append(relative)
+    return found
+
+
+def _diff(relative: str, before: str, after: str) -> str:
+    import difflib
+
+    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
+                                        fromfile=f"a/{relative}", tofile=f"b/{relative}"))
+
+
+def mirror(prepared: Prepared, destination: str) -> str:
+    """The rewrite's tree: folders recreated, Python files copied (rewritten where ampfix fixed
+    them), anything else linked. Returns the entry script's path in it."""
+    root = prepared.root
+    for folder, dirs, files in os.walk(root):
+        relative_folder = os.path.relpath(folder, root)
+        target = os.path.normpath(os.path.join(destination, relative_folder))
+        os.makedirs(target, exist_ok=True)
+        linked = [d for d in dirs if d in _NOT_MIRRORED or d.startswith(".") or not _holds_python(os.path.join(folder, d))]
+        for name in linked:
+            _link(os.path.join(folder, name), os.path.join(target, name))
+        dirs[:] = [d for d in dirs if d not in linked]
+        for name in files:
+            source = os.path.join(folder, name)
+            relative = os.path.normpath(os.path.join(relative_folder, name))
+            if relative in prepared.modules:
+                with open(os.path.join(target, name), "w", encoding="utf-8", newline="") as handle:
+                    handle.write(prepared.modules[relative])
+            elif name.endswith(".py"):
+                shutil.copy2(source, os.path.join(target, name))
+            else:
+                _link(source, os.path.join(target, name))
+    return os.path.join(destination, os.path.relpath(prepared.original_path, root))
+
+
+def _holds_python(folder: str) -> bool:
+    """A folder of code (it has Python files of its own), not of data: a data folder is
+    linked whole, never walked."""
     try:
-        result = fix_source(text, script, settings, unsafe_fixes=True)
-    except FixError as exc:
-        raise VerifyError(f"{script}: {exc}") from None
-    applied = sorted({d.code for d in result.fixed})
-    note = None if result.fixed else "no fix applied: the rewrite is the original"
-    return Prepared(os.path.abspath(script), result.source, applied, device, note)
+        return any(name.endswith(".py") for name in os.listdir(folder))
+    except OSError:
+        return False
+
+
+def _link(source: str, target: str) -> None:
+    try:
+        os.symlink(source, target)
+    except OSError:
+        if os.path.isfile(source):
+            shutil.copy2(source, target)
 
 
 def run_all(
-    script: str, prepared: Prepared, options: VerifyOptions, progress: Optional[Callable[[str], None]] = None
-) -> dict[str, dict]:
+    script: str, prepared: Prepared, options: VerifyOptions,
+    progress: Optional[Callable[[str, int, float], None]] = None,
+) -> tuple[dict[str, dict], Optional[str]]:
+    """The runs' traces (fewer than three when one did not run: fail fast) and the kept
+    work folder (with --keep-workdir)."""
     workspace = tempfile.mkdtemp(prefix="ampfix-verify-")
     try:
-        rewrite_dir = os.path.join(workspace, "rewrite")
-        os.makedirs(rewrite_dir)
-        rewrite_path = os.path.join(rewrite_dir, os.path.basename(script))
-        with open(rewrite_path, "w", encoding="utf-8") as handle:
-            handle.write(prepared.rewrite_text)
-        import_dir = os.path.dirname(prepared.original_path)
-        traces = {}
+        if prepared.rewrite_path is not None:
+            rewrite_path = prepared.rewrite_path  # --against: in place, with its own siblings
+        else:
+            rewrite_path = mirror(prepared, os.path.join(workspace, "rewrite"))
+        cwd = os.path.abspath(options.cwd or os.getcwd())
+        traces: dict[str, dict] = {}
         for mode in RUNS:
-            if progress:
-                progress(mode)
             path = prepared.original_path if mode == "original" else rewrite_path
-            traces[mode] = _run_one(mode, path, import_dir, workspace, prepared, options)
-        return traces
+            replay = traces["amp"].get("skipped", []) if mode == "fp32" else []
+            traces[mode] = _run_one(mode, path, cwd, workspace, options, replay, progress)
+            if traces[mode].get("status") not in ("stopped", "finished"):
+                break  # the next runs would not tell more
+        return traces, workspace if options.keep_workdir else None
     finally:
-        shutil.rmtree(workspace, ignore_errors=True)
+        if not options.keep_workdir:
+            shutil.rmtree(workspace, ignore_errors=True)
 
 
-def _run_one(mode: str, path: str, import_dir: str, workspace: str, prepared: Prepared, options: VerifyOptions) -> dict:
-    workdir = os.path.join(workspace, f"run-{mode}")
-    os.makedirs(workdir)
+def _run_one(mode: str, path: str, cwd: str, workspace: str, options: VerifyOptions, replay_skips: list,
+             progress: Optional[Callable[[str, int, float], None]]) -> dict:
     trace_path = os.path.join(workspace, f"trace-{mode}.json")
+    progress_path = os.path.join(workspace, f"progress-{mode}.txt")
     config = {
         "mode": mode,
         "script": path,
-        "import_dir": import_dir,
+        "import_dir": os.path.dirname(os.path.abspath(path)),
         "args": options.script_args,
         "steps": options.steps,
         "seed": options.seed,
         "threads": options.threads,
-        "workdir": workdir,
+        "workdir": cwd,
         "trace": trace_path,
+        "progress": progress_path,
+        "replay_skips": replay_skips,
         "cuda_shim": options.cuda_shim,
-        "flop_window": list(options.flop_window),
+        "flop_window": list(flop_window(options)),
         "count_flops": options.count_flops,
     }
     config_path = os.path.join(workspace, f"config-{mode}.json")
@@ -134,27 +287,60 @@ def _run_one(mode: str, path: str, import_dir: str, workspace: str, prepared: Pr
     )
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    try:
-        completed = subprocess.run(
+    stderr_path = os.path.join(workspace, f"stderr-{mode}.txt")
+    started = time.monotonic()
+    with open(stderr_path, "w+", encoding="utf-8", errors="replace") as stderr:
+        process = subprocess.Popen(
             [sys.executable, "-m", "ampfix.verify.harness", config_path],
-            cwd=workdir,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=options.timeout,
-            stdin=subprocess.DEVNULL,
+            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr, stdin=subprocess.DEVNULL,
         )
-    except subprocess.TimeoutExpired as exc:
-        return {"mode": mode, "status": "timeout", "error": f"timed out after {options.timeout:g} s",
-                "stderr": _tail(exc.stderr)}
+        while process.poll() is None:
+            elapsed = time.monotonic() - started
+            if elapsed > options.timeout:
+                process.kill()
+                process.wait()
+                reached = _reached(progress_path)
+                return {"mode": mode, "status": "timeout", "reached": reached,
+                        "error": f"timed out after {options.timeout:g} s (at step {reached} of {options.steps})",
+                        "stderr": _tail(_read(stderr_path))}
+            if progress:
+                progress(mode, _reached(progress_path), elapsed)
+            time.sleep(0.1)
     try:
         with open(trace_path, encoding="utf-8") as handle:
             trace = json.load(handle)
     except (OSError, ValueError):
-        return {"mode": mode, "status": "error", "error": "the harness wrote no trace (the process died)",
-                "stderr": _tail(completed.stderr)}
-    trace["stderr"] = _tail(completed.stderr)
+        reached = _reached(progress_path)
+        return {"mode": mode, "status": "error", "reached": reached,
+                "error": f"the process died at step {reached} (exit code {process.returncode}) and wrote no trace",
+                "stderr": _tail(_read(stderr_path))}
+    trace["stderr"] = _tail(_read(stderr_path))
     return trace
+
+
+def flop_window(options: VerifyOptions) -> tuple[int, int]:
+    """The steps whose FLOPs are counted: 2-3 by default (past the first steps' warm-up), moved
+    forward for a script with fewer steps so that it still opens."""
+    start, end = options.flop_window
+    if options.steps >= end:
+        return start, end
+    return max(0, options.steps - (end - start)), options.steps
+
+
+def _reached(progress_path: str) -> int:
+    try:
+        with open(progress_path, encoding="utf-8") as handle:
+            return int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return ""
 
 
 def _tail(text, lines: int = 15) -> str:
