@@ -77,6 +77,10 @@ class Trace:
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available() and not self.config.get("cuda_shim"):
             cuda_peak = torch.cuda.max_memory_allocated()
+        for step in self.steps:
+            digest = step.get("params")
+            if digest is not None and not isinstance(digest["norm"], float):
+                digest["norm"] = float(digest["norm"])
         return {
             "mode": self.config["mode"],
             "status": self.status,
@@ -440,22 +444,33 @@ _LOSS_FUNCTIONS = (
 
 
 def parameter_digest(trace: Trace) -> Optional[dict]:
-    """A cheap fingerprint of every parameter the optimizers hold: the L2 norm and the sum, in
-    float64. Equal digests: the same training; their drift: how far two runs went apart."""
+    """A cheap fingerprint of every parameter the optimizers hold: the L2 norm of them all (one
+    fused norm per tensor, combined in float64). Equal digests: the same training; their
+    relative difference: how far two runs went apart."""
     torch = sys.modules["torch"]
-    seen, squares, total, count = set(), 0.0, 0.0, 0
+    params = _parameters(trace, torch)
+    if not params:
+        return None
     with torch.no_grad():
+        norms = torch._foreach_norm(params)
+        total = torch.linalg.vector_norm(torch.stack(norms).double())
+    return {"norm": total, "count": len(params)}  # the norm stays a tensor until the trace is written
+
+
+def _parameters(trace: Trace, torch) -> list:
+    """The distinct parameters of the optimizers, listed again only when their groups change."""
+    key = tuple((id(o), len(o.param_groups), sum(len(g["params"]) for g in o.param_groups)) for o in trace.optimizers)
+    cached = getattr(trace, "_parameters", None)
+    if cached is None or cached[0] != key:
+        seen, params = set(), []
         for optimizer in trace.optimizers:
             for group in optimizer.param_groups:
                 for p in group["params"]:
-                    if id(p) in seen or not isinstance(p, torch.Tensor):
-                        continue
-                    seen.add(id(p))
-                    values = p.detach().double()
-                    squares += float((values * values).sum())
-                    total += float(values.sum())
-                    count += p.numel()
-    return {"norm": math.sqrt(squares), "sum": total, "count": count} if seen else None
+                    if isinstance(p, torch.Tensor) and id(p) not in seen and p.numel():
+                        seen.add(id(p))
+                        params.append(p)
+        cached = trace._parameters = (key, params)
+    return cached[1]
 
 
 def _report_progress(trace: Trace) -> None:
