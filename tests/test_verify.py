@@ -250,3 +250,13 @@ def test_the_report_shows_the_steps_the_diff_and_the_kept_work_folder():
     import shutil
 
     shutil.rmtree(kept)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_gpu_benchmark_rewrite_passes_and_runs_in_low_precision():
+    script = os.path.join(os.path.dirname(FIXTURES), "bench", "gpu", "matmul_mlp.py")
+    result = run_ampfix("verify", script, "--device", "cuda", "--steps", "20", "--format", "json")
+    document = json.loads(result.stdout)
+    assert document["exit_code"] == 0, document["verdict"]
+    assert document["metrics"]["low_precision_fraction"] > 0.9
