@@ -542,11 +542,12 @@ def rule(code: Optional[str], show_all: bool, output_format: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--show-diff", is_flag=True, help="Print the rewrite that is run, as a diff.")
 @click.option("--keep-workdir", is_flag=True, help="Keep the rewrite's folder, the traces and the runs' stderr.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write loss curves and the loss scale to this image (the `plot` extra).")
 @click.option("--cuda-shim", is_flag=True, help="Run a CUDA-only script on the CPU (best effort).")
 @click.option("--no-flops", is_flag=True, help="Do not count FLOPs by dtype (skips the low-precision check).")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 def verify(script, steps, device, dtype, against, tolerance, timeout, threads, seed, cwd, fmt, show_diff, keep_workdir,
-           cuda_shim, no_flops, script_args):
+           plot_path, cuda_shim, no_flops, script_args):
     """Run SCRIPT and its AMP rewrite and prove the rewrite, with numbers.
 
     Rewrites SCRIPT and the modules of its folder it imports with every ampfix fix (unsafe ones
@@ -570,6 +571,11 @@ def verify(script, steps, device, dtype, against, tolerance, timeout, threads, s
         threads=threads, seed=seed, script_args=[a for a in script_args if a != "--"], cuda_shim=cuda_shim,
         count_flops=not no_flops, cwd=cwd, keep_workdir=keep_workdir,
     )
+    if plot_path:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageFailure("--plot needs matplotlib: pip install 'ampfix[plot]'") from None
     try:
         prepared = prepare(script, options)
     except VerifyError as exc:
@@ -590,6 +596,8 @@ def verify(script, steps, device, dtype, against, tolerance, timeout, threads, s
         verify_report.write_json(out, script, prepared, options, verdict, traces)
     else:
         verify_report.write_text(out, script, prepared, options, verdict, show_diff=show_diff, workdir=workdir)
+    if plot_path:
+        verify_report.write_plot(plot_path, script, verdict, traces)
     sys.exit(verdict.exit_code)
 
 

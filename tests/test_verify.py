@@ -260,3 +260,11 @@ def test_the_gpu_benchmark_rewrite_passes_and_runs_in_low_precision():
     document = json.loads(result.stdout)
     assert document["exit_code"] == 0, document["verdict"]
     assert document["metrics"]["low_precision_fraction"] > 0.9
+
+
+def test_the_plot_shows_the_loss_curves(tmp_path):
+    pytest.importorskip("matplotlib")
+    image = tmp_path / "verify.png"
+    result = verify(os.path.join(CASES, "two_steps.py"), "--plot", str(image), steps="2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image.stat().st_size > 10_000

@@ -85,3 +85,34 @@ def _finite(value):
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+def write_plot(path: str, script: str, verdict: Verdict, traces: dict) -> None:
+    """Loss per step of the three runs, and the AMP run's loss scale (matplotlib, the `plot` extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # a file, never a window
+    from matplotlib import pyplot
+
+    from ampfix.verify.checks import step_losses
+
+    figure, (losses, scale) = pyplot.subplots(2, 1, figsize=(8, 6), sharex=True, height_ratios=[3, 1])
+    for mode, style in (("original", ":"), ("fp32", "--"), ("amp", "-")):
+        if mode in traces:
+            values = step_losses(traces[mode])
+            losses.plot(range(len(values)), [v if v is not None else float("nan") for v in values], style, label=mode)
+    skipped = traces.get("amp", {}).get("skipped", [])
+    for index in skipped:
+        losses.axvline(index, color="grey", alpha=0.3)
+    losses.set_ylabel("loss (criterion)")
+    losses.set_title(f"ampfix verify {script}: {verdict.summary[:80]}")
+    losses.legend()
+    rows = verdict.metrics.get("steps") or []
+    scales = [(r["step"], r["scale"]) for r in rows if r.get("scale")]
+    if scales:
+        scale.semilogy([s for s, _ in scales], [v for _, v in scales], "o-", base=2)
+    scale.set_ylabel("loss scale")
+    scale.set_xlabel("training step" + (f" (grey: {len(skipped)} skipped)" if skipped else ""))
+    figure.tight_layout()
+    figure.savefig(path)
+    pyplot.close(figure)
