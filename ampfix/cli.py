@@ -543,11 +543,13 @@ def rule(code: Optional[str], show_all: bool, output_format: str) -> None:
 @click.option("--show-diff", is_flag=True, help="Print the rewrite that is run, as a diff.")
 @click.option("--keep-workdir", is_flag=True, help="Keep the rewrite's folder, the traces and the runs' stderr.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write loss curves and the loss scale to this image (the `plot` extra).")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes per run, under torchrun (a DDP script: gloo on a CPU, nccl on GPUs, as it chooses).")
 @click.option("--cuda-shim", is_flag=True, help="Run a CUDA-only script on the CPU (best effort).")
 @click.option("--no-flops", is_flag=True, help="Do not count FLOPs by dtype (skips the low-precision check).")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 def verify(script, steps, device, dtype, against, tolerance, timeout, threads, seed, cwd, fmt, show_diff, keep_workdir,
-           plot_path, cuda_shim, no_flops, script_args):
+           plot_path, nproc, cuda_shim, no_flops, script_args):
     """Run SCRIPT and its AMP rewrite and prove the rewrite, with numbers.
 
     Rewrites SCRIPT and the modules of its folder it imports with every ampfix fix (unsafe ones
@@ -569,7 +571,7 @@ def verify(script, steps, device, dtype, against, tolerance, timeout, threads, s
     options = VerifyOptions(
         steps=steps, device=device, dtype=dtype, against=against, tolerance=tolerance, timeout=timeout,
         threads=threads, seed=seed, script_args=[a for a in script_args if a != "--"], cuda_shim=cuda_shim,
-        count_flops=not no_flops, cwd=cwd, keep_workdir=keep_workdir,
+        count_flops=not no_flops, cwd=cwd, keep_workdir=keep_workdir, nproc=nproc,
     )
     if plot_path:
         try:

@@ -268,3 +268,12 @@ def test_the_plot_shows_the_loss_curves(tmp_path):
     result = verify(os.path.join(CASES, "two_steps.py"), "--plot", str(image), steps="2")
     assert result.returncode == 0, result.stdout + result.stderr
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image.stat().st_size > 10_000
+
+
+def test_a_ddp_script_with_no_sync_accumulation_verifies_on_two_processes():
+    result = verify(os.path.join(CASES, "ddp_no_sync.py"), "--nproc", "2", "--format", "json")
+    document = json.loads(result.stdout)
+    assert document["exit_code"] == 0, document["verdict"]
+    for mode in ("original", "amp", "fp32"):
+        assert document["runs"][mode]["ranks"] == [{"status": "stopped", "steps": 4}] * 2
+    assert document["applied"] == ["AMP101"]

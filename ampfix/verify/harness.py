@@ -630,6 +630,10 @@ def _capture_warnings(trace: Trace) -> None:
 def main(config_path: str) -> None:
     with open(config_path, encoding="utf-8") as handle:
         config = json.load(handle)
+    rank = os.environ.get("RANK")  # set by torchrun (--nproc): each rank writes its own trace
+    if rank not in (None, "0"):
+        config["trace"] = f"{config['trace']}.rank{rank}"
+        config["progress"] = None
     trace = Trace(config)
     os.chdir(config["workdir"])
     script = config["script"]

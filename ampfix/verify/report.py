@@ -17,7 +17,8 @@ def write_text(out: TextIO, script: str, prepared: Prepared, options: VerifyOpti
     ran = verdict.metrics.get("dtype") if verdict.metrics.get("low_precision_fraction") else None
     dtype = f"{ran} ran" if ran else (options.dtype if options.dtype != "auto" else "auto")
     out.write(f"ampfix verify {script}  (device {prepared.device}, dtype {dtype}, {options.steps} steps, "
-              f"seed {options.seed}, {options.threads} thread(s){', cuda shim' if options.cuda_shim else ''})\n")
+              f"seed {options.seed}, {options.threads} thread(s)"
+              f"{f', {options.nproc} processes (torchrun)' if options.nproc > 1 else ''}{', cuda shim' if options.cuda_shim else ''})\n")
     if options.against:
         out.write(f"comparing with the original {options.against}\n")
     else:
@@ -66,7 +67,7 @@ def write_json(out: TextIO, script: str, prepared: Prepared, options: VerifyOpti
         "runs": {
             mode: {k: v for k, v in trace.items() if k in (
                 "status", "error", "events", "scalers_created", "flops", "skipped", "scale_history",
-                "warnings", "peak_rss", "peak_cuda", "wall")}
+                "warnings", "peak_rss", "peak_cuda", "wall", "ranks", "compile_calls")}
             | {"losses": [s.get("criterion") or s.get("losses") for s in trace.get("steps", [])],
                "params": [s.get("params") for s in trace.get("steps", [])]}
             for mode, trace in traces.items()

@@ -51,6 +51,7 @@ class VerifyOptions:
     count_flops: bool = True
     cwd: Optional[str] = None  # the runs' working directory (default: the current one)
     keep_workdir: bool = False
+    nproc: int = 1  # > 1: each run under torchrun with this many processes (DDP scripts)
 
 
 @dataclass
@@ -288,17 +289,21 @@ def _run_one(mode: str, path: str, cwd: str, workspace: str, options: VerifyOpti
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     stderr_path = os.path.join(workspace, f"stderr-{mode}.txt")
+    command = [sys.executable, "-m", "ampfix.verify.harness", config_path]
+    if options.nproc > 1:
+        # torchrun: a rendezvous on this machine, one harness per rank (each writes its trace)
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={options.nproc}",
+                   "-m", "ampfix.verify.harness", config_path]
     started = time.monotonic()
     with open(stderr_path, "w+", encoding="utf-8", errors="replace") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ampfix.verify.harness", config_path],
-            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr, stdin=subprocess.DEVNULL,
+            command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a timeout kills every rank, not only torchrun
         )
         while process.poll() is None:
             elapsed = time.monotonic() - started
             if elapsed > options.timeout:
-                process.kill()
-                process.wait()
+                _kill(process)
                 reached = _reached(progress_path)
                 return {"mode": mode, "status": "timeout", "reached": reached,
                         "error": f"timed out after {options.timeout:g} s (at step {reached} of {options.steps})",
@@ -306,16 +311,36 @@ def _run_one(mode: str, path: str, cwd: str, workspace: str, options: VerifyOpti
             if progress:
                 progress(mode, _reached(progress_path), elapsed)
             time.sleep(0.1)
-    try:
-        with open(trace_path, encoding="utf-8") as handle:
-            trace = json.load(handle)
-    except (OSError, ValueError):
-        reached = _reached(progress_path)
-        return {"mode": mode, "status": "error", "reached": reached,
-                "error": f"the process died at step {reached} (exit code {process.returncode}) and wrote no trace",
-                "stderr": _tail(_read(stderr_path))}
+    traces = []
+    for rank in range(options.nproc):
+        path = trace_path if rank == 0 else f"{trace_path}.rank{rank}"
+        try:
+            with open(path, encoding="utf-8") as handle:
+                traces.append(json.load(handle))
+        except (OSError, ValueError):
+            reached = _reached(progress_path)
+            where = f" (rank {rank})" if options.nproc > 1 else ""
+            return {"mode": mode, "status": "error", "reached": reached,
+                    "error": f"the process died at step {reached}{where} (exit code {process.returncode}) and wrote no trace",
+                    "stderr": _tail(_read(stderr_path))}
+    trace = traces[0]  # rank 0 speaks for the run; a rank that failed makes the run fail
+    failed = next((t for t in traces if t.get("status") not in ("stopped", "finished")), None)
+    if failed is not None and failed is not trace:
+        trace = dict(trace, status=failed["status"], error=failed.get("error"))
+    if options.nproc > 1:
+        trace["ranks"] = [{"status": t.get("status"), "steps": len(t.get("steps", []))} for t in traces]
     trace["stderr"] = _tail(_read(stderr_path))
     return trace
+
+
+def _kill(process: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except OSError:
+        process.kill()
+    process.wait()
 
 
 def flop_window(options: VerifyOptions) -> tuple[int, int]:
