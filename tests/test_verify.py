@@ -277,3 +277,16 @@ def test_a_ddp_script_with_no_sync_accumulation_verifies_on_two_processes():
     for mode in ("original", "amp", "fp32"):
         assert document["runs"][mode]["ranks"] == [{"status": "stopped", "steps": 4}] * 2
     assert document["applied"] == ["AMP101"]
+
+
+@pytest.mark.parametrize("name", [n for n in ORIGINALS if n != "convert_apex_o1.py"])  # that original needs apex
+def test_every_fixed_fixture_passes_against_its_original(name):
+    """ampfix's own rewrites, given as files: the same training where the fixes keep it, the
+    intended change reported (not failed) where a bug fix changes it."""
+    original = os.path.join(FIXTURES, name)
+    fixed = original[:-3] + ".fixed.py"
+    args = [fixed, "--against", original] + (["--cuda-shim"] if name in CUDA_STYLE | CUDA_ONLY_REWRITES else [])
+    result = verify(*args, steps=STEPS.get(name, "4"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    [behaviour] = [line for line in result.stdout.splitlines() if line.strip().startswith("behaviour vs original")]
+    assert "  pass  " in behaviour or ("  info  " in behaviour and "changed on purpose by AMP" in behaviour), behaviour

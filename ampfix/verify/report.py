@@ -20,7 +20,8 @@ def write_text(out: TextIO, script: str, prepared: Prepared, options: VerifyOpti
               f"seed {options.seed}, {options.threads} thread(s)"
               f"{f', {options.nproc} processes (torchrun)' if options.nproc > 1 else ''}{', cuda shim' if options.cuda_shim else ''})\n")
     if options.against:
-        out.write(f"comparing with the original {options.against}\n")
+        ours = f" (the rewrite is ampfix's: {', '.join(prepared.applied)})" if prepared.applied else ""
+        out.write(f"comparing with the original {options.against}{ours}\n")
     else:
         modules = ", ".join(sorted(prepared.modules)) or "none"
         out.write(f"fixes applied: {', '.join(prepared.applied) if prepared.applied else 'none'} (in {modules})\n")

@@ -100,11 +100,8 @@ def prepare(script: str, options: VerifyOptions) -> Prepared:
         raise VerifyError("--dtype chooses the dtype of ampfix's rewrite; with --against the rewrite is yours")
     try:
         device = resolve_device(options.device, options.cuda_shim)
-        if options.against:
-            read_source(options.against)
-            return Prepared(os.path.abspath(options.against), read_source(script).text, [], device,
-                            rewrite_path=os.path.abspath(script))
-        read_source(script)
+        text = read_source(script).text
+        original_text = read_source(options.against).text if options.against else None
     except OSError as exc:
         raise VerifyError(f"{script}: {exc}") from None
     except VerifyError:
@@ -116,6 +113,9 @@ def prepare(script: str, options: VerifyOptions) -> Prepared:
         default_device=device,
         amp_dtype=None if options.dtype == "auto" else options.dtype,
     )
+    if options.against:
+        return Prepared(os.path.abspath(options.against), text, _codes_of_our_rewrite(options.against, original_text, text, settings),
+                        device, rewrite_path=os.path.abspath(script))
     root = project_root(script)
     entry = os.path.relpath(os.path.abspath(script), root)
     modules, applied, diffs = {}, set(), []
@@ -144,6 +144,16 @@ def prepare(script: str, options: VerifyOptions) -> Prepared:
     entry_text = modules.get(entry) or read_source(script).text
     return Prepared(os.path.abspath(script), entry_text, sorted(applied), device, root=root, modules=modules,
                     diff="".join(diffs))
+
+
+def _codes_of_our_rewrite(path: str, original: str, rewrite: str, settings: Settings) -> list[str]:
+    """With --against: when the rewrite is exactly what ampfix makes of the original, the codes
+    of its fixes (so that a bug fix is reported as the intended change it is); else none."""
+    try:
+        ours = fix_source(original, path, settings, unsafe_fixes=True)
+    except FixError:
+        return []
+    return sorted({d.code for d in ours.fixed}) if ours.fixed and ours.source == rewrite else []
 
 
 def _python_files(root: str, entry: str) -> list[str]:
