@@ -290,3 +290,11 @@ def test_every_fixed_fixture_passes_against_its_original(name):
     assert result.returncode == 0, result.stdout + result.stderr
     [behaviour] = [line for line in result.stdout.splitlines() if line.strip().startswith("behaviour vs original")]
     assert "  pass  " in behaviour or ("  info  " in behaviour and "changed on purpose by AMP" in behaviour), behaviour
+
+
+def test_an_untouched_two_optimizer_fp32_loop_is_not_a_behaviour_change_and_has_no_autocast():
+    script = os.path.join(CASES, "two_optimizers_fp32.py")
+    result = verify(script, "--against", script, steps="6")
+    assert result.returncode == 1
+    assert "behaviour vs original  pass" in result.stdout and "trains like fp32       pass" in result.stdout
+    assert "the rewrite never enters autocast" in result.stdout

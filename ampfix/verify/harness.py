@@ -46,6 +46,7 @@ class Trace:
         self.pending_criterion: list[float] = []  # returned by a loss function, since then
         self.pending_backwards = 0
         self.compile_calls = 0
+        self.autocast_entered = 0  # autocast regions the script enabled (before fp32 mode forces them off)
         self.optimizers: list = []  # those that stepped, held to the end (their digest is taken then)
         self.events: dict[str, int] = {}
         self.event_samples: list[str] = []
@@ -100,6 +101,7 @@ class Trace:
             "scale_history": self.scale_history,
             "skipped": self.skipped,
             "compile_calls": self.compile_calls,
+            "autocast_entered": self.autocast_entered,
             "peak_rss": peak,
             "peak_cuda": cuda_peak,
             "wall": time.perf_counter() - self.started,
@@ -413,6 +415,8 @@ def _install(trace: Trace, torch) -> None:
     autocast_init = torch.amp.autocast.__init__
 
     def forced_autocast_init(self, device_type, dtype=None, enabled=True, cache_enabled=None):
+        if enabled:
+            trace.autocast_entered += 1
         if mode != "fp32" and not enabled:
             # the script's own choice (``enabled=device.type == "cuda"`` on a CPU): reported as such
             trace.disabled_autocast[str(device_type)] = trace.disabled_autocast.get(str(device_type), 0) + 1
