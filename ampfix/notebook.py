@@ -84,7 +84,7 @@ class Notebook:
 
     def locate(self, diag: Diagnostic) -> None:
         """Program rows -> (cell number as Jupyter shows it, row within the cell)."""
-        cell, start = self._cell_of(diag.location.row)
+        cell, start = self.cell_of(diag.location.row)
         if cell is None:
             return
         diag.cell = cell
@@ -99,7 +99,7 @@ class Notebook:
         diag.edit_locations = in_cell(diag.edit_locations)
         diag.evidence_locations = in_cell(diag.evidence_locations)
 
-    def _cell_of(self, row: int):
+    def cell_of(self, row: int):
         """(cell number as Jupyter shows it, the program row of its first line) of a program row."""
         for position, start in reversed(list(enumerate(self.cell_starts))):
             if row >= start:

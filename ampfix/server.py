@@ -195,7 +195,7 @@ class _NotebookView:
     def _in_cell(self, offset: int) -> Optional[tuple[int, int]]:
         """(cell index, offset in the cell's text) of a program offset; None on a boundary line."""
         where = self._locator.position(offset)
-        number, first_row = self.cells._cell_of(where.row)
+        number, first_row = self.cells.cell_of(where.row)
         if number is None:
             return None
         index, row = number - 1, where.row - first_row + 1

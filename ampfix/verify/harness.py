@@ -3,11 +3,11 @@
     python -m ampfix.verify.harness CONFIG.json
 
 It seeds everything and pins threads, installs instrumentation that observes without changing
-results, runs the script as ``__main__`` with its arguments and, when the step after the last one
-to observe begins, writes the JSON trace and leaves with ``os._exit`` from the hook itself: no
-``except:`` in the script can swallow the stop, and DataLoader workers and stray threads cannot
-hang the run. A step is one iteration of the training loop (see ``Trace``). Building blocks and their measured costs:
-../shared/reference/verifier-notes.md.
+results, runs the script as ``__main__`` with its arguments and, when the step after the last
+one to observe begins, writes the JSON trace and leaves with ``os._exit`` from the hook itself:
+no ``except:`` in the script can swallow the stop, and DataLoader workers and stray threads
+cannot hang the run. A step is one iteration of the training loop (see ``Trace``). Building
+blocks and their measured costs: ../shared/reference/verifier-notes.md.
 
 Modes: ``original`` and ``amp`` run the script as it is; ``fp32`` forces autocast and every
 GradScaler off (the float32 reference of the same code). With ``cuda_shim`` CUDA devices,
