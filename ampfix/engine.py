@@ -33,7 +33,7 @@ from ampfix.rules import ENGINE_CODES, RULES, prefilter_for
 from ampfix.settings import Settings
 from ampfix.source import Locator, SourceError, SourceText
 from ampfix.parts import Part, is_large, top_level_parts
-from ampfix.suppression import parse_suppressions, strings_on_rows, suppression_rows
+from ampfix.suppression import may_hold_directive, parse_suppressions, strings_on_rows, suppression_rows
 
 MAX_FIX_PASSES = 10
 _AMP_CODE = re.compile(r"AMP\d")
@@ -363,8 +363,10 @@ def _run_rules_in_parts(text, path, settings, codes, candidates, locator):
             found, failed = _findings(ctx, candidates)
             ctx.release()
             crashes.extend(failed)
-            if found:
-                diagnostics.extend(d for d in (_in_whole_text(diag, part) for diag in found) if d is not None)
+            diagnostics.extend(d for d in (_in_whole_text(diag, part) for diag in found) if d is not None)
+            if may_hold_directive(part_text):
+                # every piece's strings count: a directive-like text in any of them (`"# ampfix: noqa"`)
+                # must not be read as a comment for the whole file
                 rows = suppression_rows(part_text, Locator(part_text))
                 shift = part.first_row - 1 - part.head_rows
                 string_rows |= {row + shift for row in strings_on_rows(part.tree, rows) if row > part.head_rows}

@@ -159,3 +159,12 @@ def test_unused_imports_left_by_fixes_are_removed_in_parts(in_parts):
 
     text = "import os\nfrom torch.cuda.amp import GradScaler\n" + "x = 1\n" * 100 + "y = os.sep\n"
     assert remove_unused_imports(text, {"GradScaler", "os"}) == "import os\n" + "x = 1\n" * 100 + "y = os.sep\n"
+
+
+def test_a_directive_inside_a_string_of_another_piece_suppresses_nothing(in_parts):
+    text = ("import torch\n" + "x = 1\n" * 40 + "note = '# ampfix: noqa'\n" + "y = 2\n" * 40
+            + "scaler = torch.cuda.amp.GradScaler()\n")
+    piece_of = {text.index(needle): next(i for i, p in enumerate(top_level_parts(text)) if p.start <= text.index(needle) < p.end)
+                for needle in ("'# ampfix: noqa'", "GradScaler")}
+    assert len(set(piece_of.values())) == 2  # the string's piece has no finding of its own
+    assert [d.code for d in ampfix.check_source(text, "train.py")] == ["AMP102"]
