@@ -326,8 +326,7 @@ def _run_rules(text, path, settings, codes, candidates, locator):
     except SyntaxError as exc:
         return ([_syntax_error(exc, locator)] if "AMP001" in codes else []), [], None
     except (RecursionError, MemoryError):
-        error = SyntaxError("too deeply nested to parse", (path, 1, 1, ""))
-        return ([_syntax_error(error, locator)] if "AMP001" in codes else []), [], None
+        return ([_syntax_error(_too_deep(path), locator)] if "AMP001" in codes else []), [], None
     project = project_index(settings) if not path.startswith("<") else None
     diagnostics, crashes = _findings(ModuleContext(path, text, tree, settings, project=project), candidates)
     return diagnostics, crashes, tree
@@ -382,7 +381,7 @@ def _run_rules_in_parts(text, path, settings, codes, candidates, locator):
             diagnostics.append(_syntax_error(exc, locator))
     except (RecursionError, MemoryError):
         if "AMP001" in codes:
-            diagnostics.append(_syntax_error(SyntaxError("too deeply nested to parse", (path, 1, 1, "")), locator))
+            diagnostics.append(_syntax_error(_too_deep(path), locator))
     finally:
         gc.unfreeze()
     return diagnostics, crashes, string_rows
@@ -421,6 +420,11 @@ def _apply_fix_settings(diag: Diagnostic, settings: Settings) -> None:
         diag.fix = dataclasses.replace(diag.fix, applicability=Applicability.SAFE)
     elif diag.code in settings.unsafe_fix_codes:
         diag.fix = dataclasses.replace(diag.fix, applicability=Applicability.UNSAFE)
+
+
+def _too_deep(path: str) -> SyntaxError:
+    """What a parser that ran out of stack or memory reports, as AMP001 reads it."""
+    return SyntaxError("too deeply nested to parse", (path, 1, 1, ""))
 
 
 def _syntax_error(exc: SyntaxError, locator: Locator) -> Diagnostic:

@@ -20,6 +20,7 @@ from ampfix.rules import RULES
 from ampfix.source import Locator, SourceError, read_source
 
 FORMATS = ("text", "concise", "json", "sarif", "github", "gitlab", "junit")
+SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 
 
 def level_of(code: str) -> str:
@@ -27,7 +28,6 @@ def level_of(code: str) -> str:
     unparsable files are errors; deprecations (AMP1xx), suppression typos and speed or
     modernisation advice (AMP5xx) are warnings."""
     return "error" if code == "AMP001" or code.startswith(("AMP2", "AMP3", "AMP4")) else "warning"
-SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 
 
 def _header(diag: Diagnostic, unsafe_fixes: bool) -> str:

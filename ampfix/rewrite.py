@@ -13,8 +13,6 @@ indentation, and the content of a string is never touched.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from ampfix.diagnostics import Diagnostic, Edit, Fix
 
 REBLOCK = "reblock"
@@ -52,7 +50,7 @@ def resolve_diagnostics(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
     """Build the content of every fix (for output that shows it: JSON, SARIF, an editor); a fix
     that cannot be built is dropped, with the reason."""
     for diag in diagnostics:
-        if diag.fix is not None and any(e.rewrite for e in diag.fix.edits):
+        if diag.fix is not None:
             try:
                 diag.fix = resolve_fix(diag.fix)
             except RewriteError as exc:
@@ -126,12 +124,3 @@ def _ShiftContinuations(old: str, new: str):
             return updated
 
     return Shift()
-
-
-def reindented(statements: str, old_indent: str, new_indent: str, newline: str = "\n") -> Optional[str]:
-    """``statements`` at ``new_indent`` (without the final newline), or None if LibCST cannot
-    parse them as a block."""
-    try:
-        return reblock(statements, old_indent, new_indent, newline=newline).rstrip("\r\n")
-    except RewriteError:
-        return None

@@ -48,6 +48,9 @@ class Trace:
         self.compile_calls = 0
         self.autocast_entered = 0  # autocast regions the script enabled (before fp32 mode forces them off)
         self.optimizers: list = []  # those that stepped, held to the end (their digest is taken then)
+        self.parameters: Optional[tuple] = None  # (key of the optimizers' groups, their parameters)
+        self.progress_fd: Optional[int] = None
+        self.close_iteration = None  # installed by the instrumentation: records the open iteration
         self.events: dict[str, int] = {}
         self.event_samples: list[str] = []
         self.scalers_created = 0
@@ -132,7 +135,7 @@ def _install(trace: Trace, torch) -> None:
     limit = config["steps"]
     window = set(range(config.get("flop_window", [2, 4])[0], config.get("flop_window", [2, 4])[1]))
     scalers = weakref.WeakSet()
-    state = {"in_scaler_step": 0, "opt_depth": 0, "mode_active": None, "optimizer_steps": 0}
+    state = {"in_scaler_step": 0, "opt_depth": 0, "mode_active": None, "scaler_steps": 0}
     GradScaler = torch.amp.GradScaler
 
     # -- step accounting: iterations ------------------------------------------------------
@@ -285,8 +288,8 @@ def _install(trace: Trace, torch) -> None:
 
     def scaler_step(self, optimizer, *args, **kwargs):
         optimizer_stepping(optimizer)
-        state["optimizer_steps"] += 1
-        self._ampfix_last_step = state["optimizer_steps"]
+        state["scaler_steps"] += 1
+        self._ampfix_last_step = state["scaler_steps"]
         if len(trace.steps) in replay_skips:
             # the fp32 reference skips where the AMP run skipped, so both stay aligned
             trace.current["skipped"] = True
@@ -463,7 +466,7 @@ def parameter_digest(trace: Trace) -> Optional[dict]:
 def _parameters(trace: Trace, torch) -> list:
     """The distinct parameters of the optimizers, listed again only when their groups change."""
     key = tuple((id(o), len(o.param_groups), sum(len(g["params"]) for g in o.param_groups)) for o in trace.optimizers)
-    cached = getattr(trace, "_parameters", None)
+    cached = trace.parameters
     if cached is None or cached[0] != key:
         seen, params = set(), []
         for optimizer in trace.optimizers:
@@ -472,7 +475,7 @@ def _parameters(trace: Trace, torch) -> list:
                     if isinstance(p, torch.Tensor) and id(p) not in seen and p.numel():
                         seen.add(id(p))
                         params.append(p)
-        cached = trace._parameters = (key, params)
+        cached = trace.parameters = (key, params)
     return cached[1]
 
 
@@ -483,10 +486,10 @@ def _report_progress(trace: Trace) -> None:
     if not path:
         return
     try:
-        if getattr(trace, "_progress_fd", None) is None:
-            trace._progress_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        if trace.progress_fd is None:
+            trace.progress_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         line = f"{len(trace.steps):>10} {time.perf_counter() - trace.started:>14.3f}\n".encode()
-        os.pwrite(trace._progress_fd, line, 0)
+        os.pwrite(trace.progress_fd, line, 0)
     except OSError:
         trace.config["progress"] = None
 
@@ -495,7 +498,7 @@ def finish(trace: Trace, status: str, error: Optional[str] = None) -> None:
     """Record the run and leave the process at once (DataLoader workers and stray threads
     cannot hang it, a script's `except:` cannot swallow the stop)."""
     try:
-        if trace.current is not None and getattr(trace, "close_iteration", None) is not None:
+        if trace.current is not None and trace.close_iteration is not None:
             trace.close_iteration()
         if trace.status == "finished":
             trace.status = status

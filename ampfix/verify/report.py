@@ -33,7 +33,7 @@ def write_text(out: TextIO, script: str, prepared: Prepared, options: VerifyOpti
         for row in rows:
             out.write(f"  {row['step']:>4}   {_number(row['amp_loss']):>9}   {_number(row['fp32_loss']):>9}   "
                       f"{_small(row['relative']):>8}   {_small(row['drift']):>8}   {_small(row['tolerance']):>8}   "
-                      f"{_number(row['scale']) if row['scale'] is not None else '-':>6}{'  skipped' if row['skipped'] else ''}\n")
+                      f"{_number(row['scale']):>6}{'  skipped' if row['skipped'] else ''}\n")
     width = max((len(c.name) for c in verdict.checks), default=10)
     for check in verdict.checks:
         out.write(f"  {check.name:<{width}}  {_MARK[check.status]:<4}  {check.detail}\n")

@@ -122,8 +122,8 @@ def prepare(script: str, options: VerifyOptions) -> Prepared:
     for relative in _python_files(root, entry):
         path = os.path.join(root, relative)
         try:
-            text = read_source(path).text
-            result = fix_source(text, path, settings, unsafe_fixes=True)
+            source = text if relative == entry else read_source(path).text
+            result = fix_source(source, path, settings, unsafe_fixes=True)
         except FixError as exc:
             if relative == entry:
                 raise VerifyError(f"{script}: {exc}") from None
@@ -135,14 +135,13 @@ def prepare(script: str, options: VerifyOptions) -> Prepared:
         if result.fixed:
             modules[relative] = result.source
             applied |= {d.code for d in result.fixed}
-            diffs.append(_diff(relative, text, result.source))
+            diffs.append(_diff(relative, source, result.source))
     if not modules:
         raise VerifyError(
             f"{script}: no fix applies to it or to its folder's modules, so there is nothing to verify "
             "(`ampfix check` shows what it found; compare two scripts with --against)"
         )
-    entry_text = modules.get(entry) or read_source(script).text
-    return Prepared(os.path.abspath(script), entry_text, sorted(applied), device, root=root, modules=modules,
+    return Prepared(os.path.abspath(script), modules.get(entry, text), sorted(applied), device, root=root, modules=modules,
                     diff="".join(diffs))
 
 
@@ -169,7 +168,7 @@ def _python_files(root: str, entry: str) -> list[str]:
         path = os.path.join(root, queue.pop())
         try:
             tree = ast.parse(read_source(path).text)
-        except (OSError, SyntaxError, ValueError, Exception):
+        except Exception:  # unreadable or unparsable: its imports are not followed
             continue
         for node in ast.walk(tree):
             names = []
