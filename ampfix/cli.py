@@ -34,6 +34,7 @@ from ampfix.report import (
     write_text,
 )
 from ampfix.rules import RULES
+from ampfix.rules.base import STABLE
 from ampfix.runner import CHECK, DIFF, FIX, Job, all_diagnostics, run
 from ampfix.settings import (
     CONFIG_NAMES,
@@ -92,6 +93,7 @@ def cli() -> None:
     envvar="AMPFIX_OUTPUT_FORMAT",
     help="How to print findings [default: text].",
 )
+@click.option("--preview/--no-preview", default=None, help="Enable preview rules (not yet stable), as ruff's --preview.")
 @click.option("--statistics", is_flag=True, help="Print a count per rule instead of each finding.")
 @click.option("--show-fixes", is_flag=True, help="List the fixes applied, per file.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even if problems remain.")
@@ -144,6 +146,7 @@ def check(
     fix_only: bool = False,
     exit_non_zero_on_fix: bool = False,
     output_file: Optional[str] = None,
+    preview: Optional[bool] = None,
 ) -> None:
     """Check PATHS (default: .) for AMP mistakes; `-` reads stdin."""
     paths = paths or (".",)
@@ -161,6 +164,7 @@ def check(
         ignore_noqa=ignore_noqa,
         fixable=_split(fixable) or None,
         unfixable=_split(unfixable),
+        preview=preview,
     )
     anchor = stdin_filename if paths == ("-",) and stdin_filename else paths[0]
     try:
@@ -300,10 +304,20 @@ class _Configurations:
             self._fixed_config = FileConfig(root=os.getcwd())
         elif config_file:
             self._fixed_config = load_config(config_file)
+        self._warned: set[str] = set()
         if self._fixed_config is not None:
-            self._fixed = build_settings(self._fixed_config, overrides)
+            self._fixed = self._build(self._fixed_config)
         self._by_folder: dict[str, Settings] = {}
         self._by_config: dict[tuple, Settings] = {}
+
+    def _build(self, config: FileConfig) -> Settings:
+        """The settings of one configuration; what they warn about is said once per run."""
+        settings = build_settings(config, self.overrides)
+        for warning in settings.warnings:
+            if warning not in self._warned:
+                self._warned.add(warning)
+                click.echo(f"warning: {warning}", err=True)
+        return settings
 
     def for_path(self, path: str) -> Settings:
         if self._fixed is not None:
@@ -326,7 +340,7 @@ class _Configurations:
                 key = (config.path, config.root, config.torch_requirement)
                 found = self._by_config.get(key)
                 if found is None:
-                    found = self._by_config[key] = build_settings(config, self.overrides)
+                    found = self._by_config[key] = self._build(config)
             else:
                 found = self._for_folder(parent)
             self._by_folder[folder] = found
@@ -505,17 +519,18 @@ def rule(code: Optional[str], show_all: bool, output_format: str) -> None:
             raise UsageFailure(f"unknown rule code `{code}` (see `ampfix rule --all`)")
         rows = [
             {"code": r.code, "name": r.name, "summary": r.summary, "fix": r.fix_safety,
+             "stability": r.stability, "opportunity": r.opportunity,
              "level": level_of(r.code), "explanation": rule_doc(r.code)}
             for r in chosen
         ]
         click.echo(json.dumps(rows if show_all or not code else rows[0], indent=2))
         return
     if show_all or not code:
-        rows = [(r.code, r.name, r.fix_safety, r.summary) for r in RULES.values()]
+        rows = [(r.code, r.name, _tier(r), r.fix_safety, r.summary) for r in RULES.values()]
         width = max(len(r.name) for r in RULES.values()) + 2  # the longest name still has a gap
-        click.echo(f"{'code':<8}{'name':<{width}}{'fix':<11}summary")
+        click.echo(f"{'code':<8}{'name':<{width}}{'tier':<21}{'fix':<11}summary")
         for row in rows:
-            click.echo(f"{row[0]:<8}{row[1]:<{width}}{row[2]:<11}{row[3]}")
+            click.echo(f"{row[0]:<8}{row[1]:<{width}}{row[2]:<21}{row[3]:<11}{row[4]}")
         return
     rule_obj = RULES.get(code.upper())
     if rule_obj is None:
@@ -523,7 +538,25 @@ def rule(code: Optional[str], show_all: bool, output_format: str) -> None:
     doc = rule_doc(rule_obj.code)
     if doc is None:
         raise UsageFailure(f"no documentation found for {rule_obj.code}")
-    click.echo(doc.rstrip("\n"))
+    title, _, body = doc.rstrip("\n").partition("\n")
+    click.echo(title)
+    click.echo(f"\n{_tier_sentence(rule_obj)}")
+    click.echo(body)
+
+
+def _tier(rule) -> str:
+    """``stable``, ``preview``, with ``opportunity`` for a rule only an exact selection runs."""
+    return f"{rule.stability} opportunity" if rule.opportunity else rule.stability
+
+
+def _tier_sentence(rule) -> str:
+    if rule.stability == STABLE:
+        sentence = "This rule is stable."
+    else:
+        sentence = "This rule is in preview and is not stable. The `--preview` flag is required for use."
+    if rule.opportunity:
+        sentence += f" It is an opportunity, not a bug: it runs only when selected by its code (`--select {rule.code}`)."
+    return sentence
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})

@@ -34,15 +34,17 @@ class AmpfixFix(CodemodCommand):
                                 help="Apply the fixes that change training too (ruff's unsafe fixes).")
         arg_parser.add_argument("--select", dest="select", default=None, help="Comma-separated rule codes or prefixes.")
         arg_parser.add_argument("--ignore", dest="ignore", default=None, help="Comma-separated rule codes or prefixes.")
+        arg_parser.add_argument("--preview", dest="preview", action="store_true", help="Enable preview rules.")
 
     def __init__(self, context: CodemodContext, unsafe_fixes: bool = False, select: Optional[str] = None,
-                 ignore: Optional[str] = None) -> None:
+                 ignore: Optional[str] = None, preview: bool = False) -> None:
         super().__init__(context)
         self.unsafe_fixes = unsafe_fixes
         selected = _codes(select)
         self.overrides = CliOverrides(
             select=validate_selectors(selected, "--select") if selected else None,
             ignore=validate_selectors(_codes(ignore), "--ignore"),
+            preview=preview or None,
         )
 
     def transform_module_impl(self, tree: cst.Module) -> cst.Module:

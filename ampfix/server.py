@@ -35,6 +35,7 @@ from ampfix.settings import (
     ConfigError,
     FileConfig,
     Settings,
+    default_settings,
     build_settings,
     find_config,
     load_config,
@@ -97,11 +98,14 @@ def editor_settings(options: Any) -> tuple[EditorSettings, list[str]]:
                 found.configuration = os.path.expanduser(value)
             else:
                 setattr(found.overrides, _TEXT_SETTINGS[key], value)
-        elif key == "unsafeFixes":
+        elif key in ("unsafeFixes", "preview"):
             if not isinstance(value, bool):
-                problems.append("`unsafeFixes` must be true or false")
+                problems.append(f"`{key}` must be true or false")
                 continue
-            found.unsafe_fixes = value
+            if key == "preview":
+                found.overrides.preview = value
+            else:
+                found.unsafe_fixes = value
         else:
             problems.append(f"unknown setting `{key}`")
     return found, problems
@@ -132,7 +136,7 @@ def _settings(path: str) -> Settings:
             _State.by_folder[folder] = build_settings(config, editor.overrides)
         except ConfigError as exc:
             _show_error(str(exc))
-            _State.by_folder[folder] = Settings()
+            _State.by_folder[folder] = default_settings()
     return _State.by_folder[folder]
 
 

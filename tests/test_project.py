@@ -145,10 +145,10 @@ def test_an_object_only_the_other_module_names_makes_the_call_unknown(tmp_path):
 
 def test_the_cache_of_a_file_holds_only_while_the_files_it_read_are_unchanged(tmp_path):
     write(tmp_path, {"train.py": TRAIN, "helpers.py": SCALES})
-    first = json.loads(run_ampfix("check", "--output-format", "json", ".", cwd=tmp_path).stdout)
+    first = json.loads(run_ampfix("check", "--preview", "--output-format", "json", ".", cwd=tmp_path).stdout)
     assert "AMP201" in {r["code"] for r in first}
     (tmp_path / "helpers.py").write_text(SCALES_AND_UNSCALES)
-    second = json.loads(run_ampfix("check", "--output-format", "json", ".", cwd=tmp_path).stdout)
+    second = json.loads(run_ampfix("check", "--preview", "--output-format", "json", ".", cwd=tmp_path).stdout)
     assert "AMP201" not in {r["code"] for r in second}
 
 
@@ -197,8 +197,8 @@ def test_a_step_function_whose_callers_set_the_precision_up_is_not_converted(tmp
 def test_a_file_read_for_facts_that_held_none_still_invalidates_the_cache(tmp_path):
     # the helper first holds nothing AMP-related (never parsed), then starts scaling
     write(tmp_path, {"train.py": TRAIN, "helpers.py": "def backward_step(s, loss, opt):\n    pass\n"})
-    first = json.loads(run_ampfix("check", "--output-format", "json", ".", cwd=tmp_path).stdout)
+    first = json.loads(run_ampfix("check", "--preview", "--output-format", "json", ".", cwd=tmp_path).stdout)
     assert "AMP201" not in {r["code"] for r in first}
     (tmp_path / "helpers.py").write_text(SCALES)
-    second = json.loads(run_ampfix("check", "--output-format", "json", ".", cwd=tmp_path).stdout)
+    second = json.loads(run_ampfix("check", "--preview", "--output-format", "json", ".", cwd=tmp_path).stdout)
     assert "AMP201" in {r["code"] for r in second}

@@ -110,19 +110,19 @@ def test_checking_never_imports_libcst_and_json_shows_the_built_fix(tmp_path):
         "out = io.StringIO()\n"
         "with contextlib.redirect_stdout(out):\n"
         "    try:\n"
-        "        main(['check', '--no-cache', '--unsafe-fixes', 'train.py', 'amp401.py'])\n"
+        "        main(['check', '--preview', '--extend-select', 'AMP501', '--no-cache', '--unsafe-fixes', 'train.py', 'amp401.py'])\n"
         "    except SystemExit:\n"
         "        pass\n"
         "print('libcst' in sys.modules, 'AMP401' in out.getvalue(), 'AMP501' in out.getvalue())\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["False", "True", "True"], done.stderr
-    shown = run_ampfix("check", "--no-cache", "--output-format", "json", "amp401.py", cwd=tmp_path)
+    shown = run_ampfix("check", "--preview", "--no-cache", "--output-format", "json", "amp401.py", cwd=tmp_path)
     [record] = [r for r in json.loads(shown.stdout) if r["code"] == "AMP401"]
     [edit] = record["fix"]["edits"]
     assert edit["content"].startswith("    loss.backward()\n")
-    again = run_ampfix("check", "--output-format", "json", "amp401.py", cwd=tmp_path)
-    cached = run_ampfix("check", "--output-format", "json", "amp401.py", cwd=tmp_path)  # from the cache
+    again = run_ampfix("check", "--preview", "--output-format", "json", "amp401.py", cwd=tmp_path)
+    cached = run_ampfix("check", "--preview", "--output-format", "json", "amp401.py", cwd=tmp_path)  # from the cache
     assert json.loads(again.stdout) == json.loads(cached.stdout) == json.loads(shown.stdout)
 
 
@@ -136,7 +136,7 @@ def test_the_fixes_run_as_a_libcst_codemod(tmp_path):
     }
     done = subprocess.run(
         [sys.executable, "-m", "libcst.tool", "codemod", "--no-format", "-x", "ampfix.codemod.AmpfixFix",
-         "--unsafe-fixes", "."],
+         "--unsafe-fixes", "--preview", "--select", "ALL,AMP501", "."],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr

@@ -254,7 +254,7 @@ def test_notebook_findings_after_apply_are_positioned_in_the_fixed_cells(tmp_pat
              "    scaler.scale(model(x)).backward()\n    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
              "    scaler.step(optimizer)\n    scaler.update()"),
     ]))
-    result = run_ampfix("check", "--apply", "--no-cache", "--output-format", "json", str(path))
+    result = run_ampfix("check", "--preview", "--apply", "--no-cache", "--output-format", "json", str(path))
     [record] = [r for r in json.loads(result.stdout) if r["code"] == "AMP201"]
     cells = json.loads(path.read_text())["cells"]
     assert "from torch.cuda.amp import GradScaler\n" not in cells[0]["source"]  # a line of cell 1 went

@@ -63,7 +63,8 @@ def test_rule_all_lists_every_rule_with_fix_safety():
     result = run_ampfix("rule", "--all")
     assert result.returncode == 0
     for code, rule in RULES.items():
-        assert re.search(rf"^{code}\s+{rule.name}\s+{rule.fix_safety}\s", result.stdout, re.M)
+        tier = rule.stability + (" opportunity" if rule.opportunity else "")
+        assert re.search(rf"^{code}\s+{rule.name}\s+{tier}\s+{rule.fix_safety}\s", result.stdout, re.M)
 
 
 def test_rule_unknown_code_is_a_usage_error():

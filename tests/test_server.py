@@ -73,6 +73,7 @@ async def test_a_code_action_applies_the_fix(client: LanguageClient, tmp_path):
 
 
 async def test_an_unsafe_fix_is_labelled_and_not_preferred(client: LanguageClient, tmp_path):
+    (tmp_path / "pyproject.toml").write_text("[tool.ampfix]\npreview = true\n")  # AMP201 is a preview rule
     uri = (tmp_path / "loop.py").as_uri()
     diagnostics = await open_document(client, uri, BUG)
     [clip] = [d for d in diagnostics if d.code == "AMP201"]
@@ -164,7 +165,7 @@ async def test_a_fix_that_adds_an_import_edits_the_first_cell(client: LanguageCl
 async def configured_client(lsp_client: LanguageClient, tmp_path):
     await lsp_client.initialize_session(lsp.InitializeParams(
         capabilities=client_capabilities("visual-studio-code"), root_uri=tmp_path.as_uri(),
-        initialization_options={"ampfix": {"ignore": ["AMP102"], "extendSelect": ["AMP201"]}},
+        initialization_options={"ampfix": {"ignore": ["AMP102"], "extendSelect": ["AMP201"], "preview": True}},
     ))
     yield
     await lsp_client.shutdown_session()
@@ -180,7 +181,7 @@ async def test_the_editors_settings_select_rules_and_can_change(configured_clien
     client.workspace_did_change_configuration(lsp.DidChangeConfigurationParams(settings={"ampfix": {"select": ["AMP1"]}}))
     await client.wait_for_notification(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
     assert {d.code for d in client.diagnostics[uri]} == {"AMP102"}
-    (tmp_path / "team.toml").write_text('select = ["AMP2"]\n')
+    (tmp_path / "team.toml").write_text('select = ["AMP2"]\npreview = true\n')
     client.workspace_did_change_configuration(lsp.DidChangeConfigurationParams(settings={"configuration": str(tmp_path / "team.toml")}))
     await client.wait_for_notification(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
     assert {d.code for d in client.diagnostics[uri]} == {"AMP201"}  # that file instead of pyproject.toml

@@ -21,7 +21,7 @@ from typing import Iterator, Optional
 from ampfix.context import FALLBACK, GUARDED, ModuleContext, Reference
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.prefilter import FileBytes, names_amp_module
-from ampfix.rules.base import Rule
+from ampfix.rules.base import STABLE, Rule
 from ampfix.semantic import ALIAS, dotted_parts
 
 
@@ -123,6 +123,7 @@ _PARTIAL = {"functools.partial"}
 
 
 class MigrationRule(Rule):
+    stability = STABLE
     """Reports every reference to this rule's deprecated symbols and rewrites calls to them."""
 
     symbols: tuple[str, ...] = ()

@@ -7,7 +7,7 @@ the engine, not ``check``, produces them.
 import re
 from typing import TYPE_CHECKING
 
-from ampfix.rules.base import FIX_NONE, Rule
+from ampfix.rules.base import FIX_NONE, STABLE, Rule
 
 if TYPE_CHECKING:
     from ampfix.prefilter import FileBytes
@@ -17,6 +17,7 @@ _AMP_CODE = re.compile(rb"AMP\d")
 
 class SyntaxErrorRule(Rule):
     code = "AMP001"
+    stability = STABLE
     name = "syntax-error"
     summary = "The file cannot be parsed, so it is not checked"
     triggers = ()
@@ -28,6 +29,7 @@ class SyntaxErrorRule(Rule):
 
 class InvalidSuppression(Rule):
     code = "AMP002"
+    stability = STABLE
     name = "invalid-suppression"
     summary = "A suppression comment names an AMP code that does not exist"
     triggers = (b"AMP",)

@@ -31,7 +31,7 @@ from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import insert_after, insert_before, line_span, owns_lines
 from ampfix.prefilter import FileBytes
 from ampfix.rules._conversion import forward_statements, infer_device, wrap_in_autocast
-from ampfix.rules.base import FIX_UNSAFE, Rule
+from ampfix.rules.base import FIX_UNSAFE, STABLE, Rule
 from ampfix.semantic import dotted_name
 from ampfix.training.model import BACKWARD, OPT_STEP, Event, encloses
 
@@ -52,6 +52,7 @@ _HARMLESS_OPTIONS = {"opt_level", "loss_scale", "verbosity"}
 
 class ApexAmp(Rule):
     code = "AMP105"
+    stability = STABLE
     name = "apex-amp"
     summary = "NVIDIA apex `amp` is unmaintained; use native `torch.amp`"
     triggers = (b"apex",)

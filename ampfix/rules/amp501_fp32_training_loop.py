@@ -27,6 +27,7 @@ from ampfix.training.precision import candidate_reasons
 
 class Fp32TrainingLoop(Rule):
     code = "AMP501"
+    opportunity = True
     name = "fp32-training-loop"
     summary = "A training step runs in plain fp32: autocast (and a GradScaler for float16) would speed it up"
     triggers = (b"backward",)

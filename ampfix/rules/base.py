@@ -25,6 +25,12 @@ FIX_UNSAFE = "unsafe"
 FIX_SOMETIMES = "sometimes"  # safe where the rewrite is local, report-only otherwise
 FIX_NONE = "none"
 
+# Stability tiers, as ruff has them: a rule is ``preview`` until its findings on code nobody tuned
+# it on (the ecosystem check's scoring half) have earned ``stable``; preview rules run only with
+# ``--preview``. The figure that promoted a rule is in README's rule table.
+STABLE = "stable"
+PREVIEW = "preview"
+
 
 class Rule:
     code: ClassVar[str]
@@ -33,6 +39,10 @@ class Rule:
     triggers: ClassVar[tuple[bytes, ...]]  # at least one must occur ...
     requires: ClassVar[tuple[bytes, ...]] = ()  # ... and all of these
     fix_safety: ClassVar[str] = FIX_NONE
+    stability: ClassVar[str] = PREVIEW  # a new rule starts in preview
+    # A suggestion to speed training up (convert an fp32 loop), not a bug: never in the default
+    # selection nor in `ALL` or a prefix; it runs only when selected by its exact code.
+    opportunity: ClassVar[bool] = False
     # What its fix changes in training, for a rule whose fix mends a bug. Fix safety as ruff
     # defines it: a safe fix computes the same thing; one that changes numerics or control flow,
     # even to mend a bug, is unsafe. This is the one definition: the report, --apply, the
