@@ -16,10 +16,13 @@ class Applicability(enum.Enum):
 
     SAFE = "safe"  # keeps behaviour: applied by --apply
     UNSAFE = "unsafe"  # changes numerics or semantics: needs --unsafe-fixes
+    # needs a person (a conversion that adds a parameter its callers must pass): shown as a
+    # suggested diff, never applied, not even with --unsafe-fixes (ruff's DisplayOnly)
+    DISPLAY_ONLY = "display-only"
 
     @property
     def rank(self) -> int:
-        return 0 if self is Applicability.SAFE else 1
+        return {Applicability.SAFE: 0, Applicability.UNSAFE: 1, Applicability.DISPLAY_ONLY: 2}[self]
 
 
 @dataclass(frozen=True, order=True)
@@ -99,7 +102,9 @@ class Diagnostic:
 
     def fix_applies(self, unsafe_fixes: bool) -> bool:
         """Whether a run with (or without) --unsafe-fixes applies this diagnostic's fix."""
-        return self.fix is not None and (unsafe_fixes or self.fix.applicability is Applicability.SAFE)
+        if self.fix is None or self.fix.applicability is Applicability.DISPLAY_ONLY:
+            return False
+        return unsafe_fixes or self.fix.applicability is Applicability.SAFE
 
     def sort_key(self) -> tuple:
         return (self.filename, self.cell or 0, self.location.row, self.location.column, self.code)

@@ -19,7 +19,6 @@ import dataclasses
 import gc
 import re
 import warnings
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -34,6 +33,7 @@ from ampfix.settings import Settings
 from ampfix.source import Locator, SourceError, SourceText
 from ampfix.parts import Part, is_large, top_level_parts
 from ampfix.suppression import may_hold_directive, parse_suppressions, strings_on_rows, suppression_rows
+from ampfix.validate import FixValidator, refuse
 
 MAX_FIX_PASSES = 10
 _AMP_CODE = re.compile(r"AMP\d")
@@ -91,7 +91,8 @@ def check_source(
     """Diagnostics for one source text, sorted by position. ``prefilter=False`` runs every
     selected rule whatever the file contains (the soundness tests of the triggers use it)."""
     settings = settings or Settings()
-    return _analyse(source, path, settings, settings.enabled(path), prefilter)
+    codes = settings.enabled(path)
+    return _validated(source, path, settings, codes, _analyse(source, path, settings, codes, prefilter))
 
 
 # One project index per settings object (a run has one; each worker process builds its own).
@@ -149,35 +150,28 @@ def fix_source(
 ) -> FixResult:
     """Apply fixes to a fixed point. Raises FixError if a fix would break the code.
 
-    Fix closure: after each pass the file is analysed again; fixes whose result has a loop
-    finding (AMP2xx-AMP5xx) the original file did not have (a conversion that adds a scaler but
-    not to the checkpoint: a new AMP206) are refused, code by code, and their findings stay,
-    reported with the reason instead of a fix."""
+    Fix closure: only validated fixes are tried (ampfix/validate.py), and after each pass the
+    result of the fixes applied together is validated too; where together they are worse than
+    the text they were applied to, each rule's fixes are tried alone, and the rules whose fixes
+    still make it worse are refused for that pass, their findings reported with the reason."""
     settings = settings or Settings()
     codes = settings.enabled(path)
     allow_unsafe = settings.unsafe_fixes if unsafe_fixes is None else unsafe_fixes
     text = source
     fixed: list[Diagnostic] = []
-    diagnostics = _analyse(text, path, settings, codes)
-    baseline = _loop_counts(diagnostics)
+    diagnostics = _validated(text, path, settings, codes, _analyse(text, path, settings, codes))
     for _ in range(MAX_FIX_PASSES):
-        # (code, message) -> why its fix was not applied. Refusals hold for one pass: once other
-        # fixes landed, a refused rule's fix may target other code (and a second run must not
-        # find fixes the first one left).
-        refused: dict[tuple, str] = {}
         fixable = [d for d in diagnostics if d.fix_applies(allow_unsafe)]
         new_text, applied = _apply(text, fixable)
         if not applied:
-            return FixResult(text, fixed, _mark_refused(diagnostics, refused))
-        after = _analyse(new_text, path, settings, codes)
-        created = _created(after, baseline)
-        if created:
-            new_text, applied, after = _without_fixes_that_create_work(
-                text, fixable, baseline, refused, lambda t: _analyse(t, path, settings, codes)
-            )
+            return FixResult(text, fixed, diagnostics)
+        validator = _validator(text, path, settings, codes)
+        if validator.problem(new_text) is not None:
+            new_text, applied = _without_rules_that_make_it_worse(text, fixable, validator)
             if not applied:
-                return FixResult(text, fixed, _mark_refused(diagnostics, refused))
-        text, diagnostics = new_text, after
+                return FixResult(text, fixed, diagnostics)
+        text = new_text
+        diagnostics = _validated(text, path, settings, codes, _analyse(text, path, settings, codes))
         fixed.extend(applied)
     raise FixError(f"fixes did not converge after {MAX_FIX_PASSES} passes; file left unchanged")
 
@@ -186,17 +180,39 @@ _LOOP_CODES = ("AMP2", "AMP3", "AMP4", "AMP5")
 _CYCLES_WORTH_COLLECTING = 500_000  # objects: about one piece's tree
 
 
-def _identity(diag: Diagnostic) -> tuple:
-    return diag.code, diag.message
+def _validator(text: str, path: str, settings: Settings, codes: frozenset) -> FixValidator:
+    return FixValidator(text, path, codes, lambda fixed, asked: _analyse(fixed, path, settings, asked))
 
 
-def _loop_counts(diagnostics: list[Diagnostic]) -> Counter:
-    return Counter(d.code for d in diagnostics if d.code.startswith(_LOOP_CODES))
+def _validated(text: str, path: str, settings: Settings, codes: frozenset, diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """The diagnostics with every fix that would make the file worse withdrawn, with the reason
+    (ampfix/validate.py). A rule's fixes are tried together first (in a file of twenty
+    deprecations that is one trial), and one at a time only when together they fail."""
+    offered = [d for d in diagnostics if d.fix is not None]
+    if not offered:
+        return diagnostics
+    validator = _validator(text, path, settings, codes)
+    for code in sorted({d.code for d in offered}):
+        group = [d for d in offered if d.code == code]
+        if len(group) > 1 and _trial_problem(text, group, validator) is None:
+            continue
+        for diag in group:
+            reason = _trial_problem(text, [diag], validator)
+            if reason is not None:
+                refuse(diag, reason)
+    return diagnostics
 
 
-def _created(after: list[Diagnostic], baseline: Counter) -> list[str]:
-    """The loop codes the fixed text has more findings of than the original file."""
-    return sorted(code for code, count in _loop_counts(after).items() if count > baseline[code])
+def _trial_problem(text: str, group: list[Diagnostic], validator: FixValidator, every: bool = True) -> Optional[str]:
+    """Why applying ``group``'s fixes to ``text`` is refused; None when it is not. With
+    ``every``, each of them must apply (a fix that overlaps another waits for a later pass otherwise)."""
+    try:
+        fixed, applied = _apply(text, group)
+    except FixError:
+        return "its result would not parse"
+    if not applied or (every and len(applied) < len(group)):
+        return "it could not be built, or it overlaps another fix of the same rule"
+    return validator.problem(fixed)
 
 
 def _apply(text: str, fixable: list[Diagnostic]) -> tuple[str, list[Diagnostic]]:
@@ -218,38 +234,25 @@ def _apply(text: str, fixable: list[Diagnostic]) -> tuple[str, list[Diagnostic]]
     return new_text, applied
 
 
-def _without_fixes_that_create_work(text, fixable, baseline, refused, analyse):
-    """Try each rule's fixes of this pass alone; refuse a rule's fixes whose result has a new loop
-    finding, then apply the others together (and refuse them all if together they still do)."""
+def _without_rules_that_make_it_worse(text, fixable, validator):
+    """Try each rule's fixes of this pass alone; refuse a rule's fixes whose result is worse,
+    then apply the others together (and refuse them all if together they still are)."""
     accepted = []
     for code in sorted({d.code for d in fixable}):
         group = [d for d in fixable if d.code == code]
-        trial, applied = _apply(text, group)
-        created = _created(analyse(trial), baseline) if applied else []
-        if created:
+        reason = _trial_problem(text, group, validator, every=False)
+        if reason is not None:
             for diag in group:
-                refused[_identity(diag)] = f"its result would have a new finding ({', '.join(created)})"
+                refuse(diag, reason)
         else:
             accepted += group
     new_text, applied = _apply(text, accepted)
-    after = analyse(new_text) if applied else []
-    created = _created(after, baseline) if applied else []
-    if created:
+    reason = validator.problem(new_text) if applied else None
+    if reason is not None:
         for diag in accepted:
-            refused[_identity(diag)] = f"together with the other fixes its result has a new finding ({', '.join(created)})"
-        return text, [], []
-    return new_text, applied, after
-
-
-def _mark_refused(diagnostics: list[Diagnostic], refused: dict) -> list[Diagnostic]:
-    """Remaining findings whose fix was refused keep no fix, and say why."""
-    for diag in diagnostics:
-        reason = refused.get(_identity(diag))
-        if reason is not None and diag.fix is not None:
-            diag.fix_refused = f"{diag.fix.message}: not applied, {reason}"
-            diag.fix = None
-            diag.edit_locations = ()
-    return diagnostics
+            refuse(diag, f"together with the other fixes, {reason}")
+        return text, []
+    return new_text, applied
 
 
 def _analyse(text: str, path: str, settings: Settings, codes: frozenset, prefilter: bool = True) -> list[Diagnostic]:

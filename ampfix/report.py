@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Optional, TextIO
 from ampfix import __version__
 from ampfix.diagnostics import Applicability, Diagnostic
 from ampfix.docs import rule_doc, rule_doc_url
+from ampfix.fixer import apply_fixes
 from ampfix.rewrite import resolve_diagnostics
 from ampfix.rules import RULES
 from ampfix.source import Locator, SourceError, read_source
@@ -72,10 +73,25 @@ def write_text(
             out.write(f"  = note: {diag.fix_refused}\n")
         if diag.no_fix_reason is not None and diag.fix is None:
             out.write(f"  = note: no fix offered: {diag.no_fix_reason}\n")
-        if diag.fix is not None:
+        if diag.fix is not None and diag.fix.applicability is Applicability.DISPLAY_ONLY:
+            out.write(f"  = help: {diag.fix.message} (a suggestion: review it and apply it by hand)\n")
+            out.write(_suggested_diff(diag, sources))
+        elif diag.fix is not None:
             note = "" if diag.fix.applicability is Applicability.SAFE else " (unsafe fix: may change runtime behavior)"
             out.write(f"  = help: {diag.fix.message}{note}\n")
         out.write("\n")
+
+
+def _suggested_diff(diag: Diagnostic, sources: SourceCache) -> str:
+    """A display-only fix as the diff it would make to the file, indented under the finding."""
+    locator = sources.locator(diag.filename)
+    if locator is None or diag.cell is not None:
+        return ""
+    fixed, applied = apply_fixes(locator.text, [diag])
+    if not applied:
+        return ""
+    lines = difflib.unified_diff(locator.text.splitlines(True), fixed.splitlines(True), n=1)
+    return "".join(f"    {line.rstrip()}".rstrip() + "\n" for line in list(lines)[2:])
 
 
 def _excerpt(diag: Diagnostic, sources: SourceCache) -> str:

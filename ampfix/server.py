@@ -376,6 +376,8 @@ def code_actions(params: lsp.CodeActionParams) -> list[lsp.CodeAction]:
         for diag, where_uri, where in _placed(view, found):
             if diag.fix is None or where_uri != uri or not _overlaps(where, params.range):
                 continue
+            if diag.fix.applicability is Applicability.DISPLAY_ONLY:
+                continue  # a suggestion for a person: shown in the diagnostic's text, never applied
             changes = _fix_edits(view, diag)
             if changes is None:
                 continue

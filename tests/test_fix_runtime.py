@@ -308,3 +308,132 @@ def test_a_conversion_runs_the_forward_pass_in_low_precision_and_trains_like_fp3
     after, before = run(fixed), run(FP32_LOOP)
     assert before["dtypes"] == {"torch.float32"} and after["dtypes"] == {"torch.bfloat16"}
     assert torch.allclose(torch.tensor(after["losses"]), torch.tensor(before["losses"]), rtol=2e-2)
+
+
+# -- the harmful fixes of real code, each as a program that must still run and train ------------
+
+def test_accumulation_with_autograd_backward_is_divided_and_trains_as_the_concatenated_batch():
+    # `from torch.autograd import backward` crashed AMP301 ('Name' object has no attribute 'value')
+    source = script("""
+        import torch
+        from torch.autograd import backward
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 1, bias=False)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        xs = [torch.randn(3, 4) for _ in range(4)]
+        accum = 2
+        for i, x in enumerate(xs):
+            loss = model(x).pow(2).mean()
+            backward(loss)
+            if (i + 1) % accum == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+        RESULT = {"losses": [], "params": [p.detach().clone() for p in model.parameters()]}
+    """)
+    fixed = rewrite(source, "AMP301")
+    assert "backward(loss / accum)" in fixed
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1, bias=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    xs = [torch.randn(3, 4) for _ in range(4)]
+    for pair in (xs[:2], xs[2:]):
+        model(torch.cat(pair)).pow(2).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert torch.allclose(run(fixed)["params"][0], model.weight.detach(), atol=1e-6)
+
+
+def test_an_accumulation_whose_factor_may_be_zero_gets_no_division():
+    # `not accum or ...`: accum = 0 means "step every iteration"; `loss / accum` would give inf
+    source = script("""
+        import torch
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        accum = 0
+        for i in range(4):
+            loss = model(torch.randn(3, 4)).pow(2).mean()
+            loss.backward()
+            if not accum or (i + 1) % accum == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+        RESULT = {"losses": [], "params": [p.detach().clone() for p in model.parameters()]}
+    """)
+    [diag] = [d for d in ampfix.check_source(source, "case.py", Settings(select=frozenset({"AMP301"})))]
+    assert diag.fix is None and "may be 0" in diag.no_fix_reason
+    assert all(torch.isfinite(p).all() for p in run(source)["params"])
+
+
+def test_a_checkpoint_of_a_run_without_amp_saves_and_loads(tmp_path):
+    # the scaler is None unless AMP is on: the fix must hold on that path too
+    source = script(f"""
+        import torch
+        torch.manual_seed(0)
+
+
+        class Trainer:
+            def __init__(self, use_amp):
+                self.model = torch.nn.Linear(4, 1)
+                self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)
+                self._scaler = torch.amp.GradScaler("cpu") if use_amp else None
+
+            def step(self, x):
+                loss = self.model(x).pow(2).mean()
+                if self._scaler is not None:
+                    self._scaler.scale(loss).backward()
+                    self._scaler.step(self.optimizer)
+                    self._scaler.update()
+                else:
+                    loss.backward()
+                    self.optimizer.step()
+                self.optimizer.zero_grad()
+
+            def save(self, path):
+                torch.save({{"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}}, path)
+
+            def load(self, path):
+                ckpt = torch.load(path)
+                self.model.load_state_dict(ckpt["model"])
+                self.optimizer.load_state_dict(ckpt["optimizer"])
+
+
+        for use_amp in (False, True):
+            trainer = Trainer(use_amp)
+            trainer.step(torch.randn(3, 4))
+            trainer.save({str(tmp_path / "ckpt.pt")!r})
+            Trainer(use_amp).load({str(tmp_path / "ckpt.pt")!r})
+        RESULT = {{"losses": [], "params": [p.detach().clone() for p in trainer.model.parameters()]}}
+    """)
+    fixed = rewrite(source, "AMP206")
+    assert "self._scaler.state_dict() if self._scaler is not None else None" in fixed
+    assert "if self._scaler is not None and " in fixed
+    run(fixed)  # raised AttributeError: 'NoneType' object has no attribute 'state_dict'
+
+
+def test_backward_stays_inside_no_sync():
+    # `with torch.autocast(...), ddp.no_sync():` — moving the backward out would all-reduce it
+    source = script("""
+        import contextlib
+        import torch
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        synced = []
+
+        @contextlib.contextmanager
+        def no_sync():
+            synced.append(False)
+            yield
+
+        for i in range(2):
+            with torch.autocast("cpu", dtype=torch.bfloat16), no_sync():
+                loss = model(torch.randn(3, 4)).float().pow(2).mean()
+                loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        RESULT = {"losses": [], "params": [p.detach().clone() for p in model.parameters()]}
+    """)
+    [diag] = ampfix.check_source(source, "case.py", Settings(select=frozenset({"AMP401"})))
+    assert diag.fix is None and "`no_sync()`" in diag.no_fix_reason
+    result = ampfix.fix_source(source, "case.py", Settings(select=frozenset({"AMP401"})), unsafe_fixes=True)
+    assert result.source == source

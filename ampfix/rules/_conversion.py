@@ -6,12 +6,14 @@ which device the code trains on, which statements are the forward pass, and wrap
 from __future__ import annotations
 
 import ast
+import builtins
 from dataclasses import dataclass
 from typing import Optional
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Edit
 from ampfix.edits import parent_body, reblocked
+from ampfix.program.values import enclosing_function
 from ampfix.semantic import dotted_name
 from ampfix.training.model import Event, StepFunction
 
@@ -36,10 +38,15 @@ class Device:
 
 
 def infer_device(ctx: ModuleContext, fn: StepFunction) -> Device:
-    """From the code, never a blind "cuda": the variable passed to ``.to(...)``, ``"cuda"`` for
-    ``.cuda()`` code, else the configured default device."""
+    """From the step's own code, never a blind "cuda": the device passed to ``.to(...)``,
+    ``"cuda"`` for ``.cuda()`` code, else the configured default device. Only the step's function
+    and the module's top level are read (a helper's ``x.to(logits.device)`` names a local of the
+    helper), only names bound where the step runs are used, a dtype (``.to(torch.long)``,
+    ``.to(x.dtype)``) is never a device, and a move to the CPU (for logging, numpy) counts only
+    where nothing moves anywhere else."""
     quote = ctx.quote
     scopes = [fn.node] if isinstance(fn.node, ast.Module) else [fn.node, ctx.tree]
+    cpu = None
     for scope in scopes:
         for call in _calls_in(ctx, scope):
             func = call.func
@@ -49,17 +56,41 @@ def infer_device(ctx: ModuleContext, fn: StepFunction) -> Device:
                 return Device(f"{quote}cuda{quote}", "cuda")
             if func.attr == "to":
                 target = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "device"), None)
-                device = _device_expression(ctx, target)
-                if device is not None:
+                device = _device_expression(ctx, target) if _visible_at(ctx, target, fn.node) else None
+                if device is not None and device.literal == "cpu":
+                    cpu = cpu or device
+                elif device is not None:
                     return device
+    if cpu is not None:
+        return cpu
     default = ctx.settings.default_device
     return Device(f"{quote}{default}{quote}", default)
 
 
 def _calls_in(ctx: ModuleContext, scope: ast.AST):
+    """The calls of a function (nested ones included), or of the module's top level alone."""
     if isinstance(scope, ast.Module):
-        return ctx.semantic.nodes(ast.Call)
+        return [n for n in ctx.semantic.nodes(ast.Call) if enclosing_function(ctx.semantic, n) is None]
     return [n for n in ctx.semantic.nodes(ast.Call) if scope.lineno <= n.lineno <= scope.end_lineno]
+
+
+def _visible_at(ctx: ModuleContext, target: Optional[ast.AST], function: ast.AST) -> bool:
+    """Whether the names ``target`` reads are bound in ``function``'s scope (or globally)."""
+    if target is None:
+        return False
+    scope = ctx.semantic.scopes.get(function, ctx.semantic.module_scope)
+    names = {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+    return all(ctx.semantic.is_bound(name, scope) or name in _BUILTINS for name in names)
+
+
+_BUILTINS = frozenset(dir(builtins))
+_TORCH_DTYPES = frozenset(
+    f"torch.{name}" for name in (
+        "float16", "half", "bfloat16", "float32", "float", "float64", "double", "complex64", "complex128",
+        "cfloat", "cdouble", "uint8", "int8", "int16", "short", "int32", "int", "int64", "long", "bool",
+        "float8_e4m3fn", "float8_e5m2",
+    )
+)
 
 
 def _device_expression(ctx: ModuleContext, target: Optional[ast.AST]) -> Optional[Device]:
@@ -71,12 +102,16 @@ def _device_expression(ctx: ModuleContext, target: Optional[ast.AST]) -> Optiona
     if name is None:
         return None
     qualified = ctx.semantic.qualified_name(target) or ""
-    if qualified.startswith("torch.") and ("float" in qualified or "int" in qualified or "bfloat" in qualified):
-        return None  # .to(torch.float16) is a dtype
+    if qualified in _TORCH_DTYPES or name.rsplit(".", 1)[-1] == "dtype":
+        return None  # .to(torch.long), .to(x.dtype): a dtype
     values = [
         n.value for n in ctx.semantic.nodes(ast.Assign)
         if any(dotted_name(t) == name for t in n.targets)
     ]
+    if values and all(_is_dtype(ctx, v) for v in values):
+        return None  # `input_dtype = x.dtype` / `= torch.bfloat16`: a dtype by its value
+    if not values and "dtype" in name.rsplit(".", 1)[-1].lower():
+        return None  # a parameter whose value is unknown: its name is all there is (a known problem)
     if values and all(_is_torch_device(ctx, v) for v in values):
         return Device(f"{name}.type", None)
     strings = [s for v in values for s in _string_literals(v)]
@@ -87,6 +122,11 @@ def _device_expression(ctx: ModuleContext, target: Optional[ast.AST]) -> Optiona
     # a parameter, an attribute or an index: torch.device() accepts a str, a device or an int
     torch_name = ctx.semantic.module_alias("torch", ctx.semantic.module_scope) or "torch"
     return Device(f"{torch_name}.device({name}).type", None)
+
+
+def _is_dtype(ctx: ModuleContext, value: ast.AST) -> bool:
+    name = dotted_name(value)
+    return name is not None and (name.rsplit(".", 1)[-1] == "dtype" or ctx.semantic.qualified_name(value) in _TORCH_DTYPES)
 
 
 def _is_torch_device(ctx: ModuleContext, value: ast.AST) -> bool:

@@ -7,6 +7,7 @@ import os
 from typing import Optional
 
 from ampfix.context import ModuleContext
+from ampfix.semantic import dotted_name
 from ampfix.training.model import SCALER_STEP, Event, StepFunction
 
 
@@ -15,10 +16,11 @@ def text(ctx: ModuleContext, node: Optional[ast.AST]) -> Optional[str]:
 
 
 def optimizer_for(ctx: ModuleContext, function: StepFunction, near: Event) -> Optional[str]:
-    """The optimizer that ``scaler.step(...)`` steps after ``near``, when the code says so."""
+    """The optimizer that ``scaler.step(...)`` steps after ``near``, when the code says so with a
+    name a fix can repeat (``scaler.step(make_optimizer())`` names none: a second call is another object)."""
     for step in function.of(SCALER_STEP):
         if function.before(near, step) and step.arg is not None:
-            return ctx.segment(step.arg)
+            return ctx.segment(step.arg) if dotted_name(step.arg) is not None else None
     return None
 
 

@@ -31,6 +31,8 @@ class ScalerRecreated(Rule):
                 if _created_only_when_missing(ctx, create):
                     continue  # `if scaler is None: scaler = GradScaler()`: the caller's scaler wins
                 loops = loops_of(create)
+                if loops and _builds_an_optimizer(ctx, loops[-1]):
+                    continue  # `for fold in folds:` with a new model and optimizer: each iteration is a run of its own
                 if loops:
                     message = (
                         "`GradScaler` created inside a loop starts over at the initial scale every iteration: "
@@ -60,6 +62,19 @@ class ScalerRecreated(Rule):
         if delete is None or insert is None:
             return None
         return Fix("Create the scaler once, before the loop", (insert, delete), Applicability.UNSAFE)
+
+
+def _builds_an_optimizer(ctx: ModuleContext, loop: ast.AST) -> bool:
+    """Whether each iteration of ``loop`` constructs an optimizer (``torch.optim.AdamW(...)``):
+    then it starts a training run of its own (cross-validation folds, a hyperparameter sweep),
+    and a scaler per run is right."""
+    for node in ast.walk(loop):
+        if isinstance(node, ast.Call):
+            name = ctx.semantic.qualified_name(node.func) or ""
+            last = name.rsplit(".", 1)[-1]
+            if name.startswith("torch.optim.") and ".lr_scheduler." not in name and last[:1].isupper():
+                return True
+    return False
 
 
 def _runs_whole_training(fn) -> bool:

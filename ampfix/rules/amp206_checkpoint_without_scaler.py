@@ -10,7 +10,7 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import insert_after
 from ampfix.prefilter import FileBytes, may_call_scaler
-from ampfix.program.values import enclosing_function
+from ampfix.program.values import enclosing_class, enclosing_function
 from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.semantic import dotted_name
 
@@ -103,8 +103,9 @@ class CheckpointWithoutScaler(Rule):
         key = f"{quote}scaler{quote}"
         newline = ctx.locator.newline()
         # a disabled scaler saves `{}`, which an enabled one refuses: restore only a real state
+        guard = f"{scaler} is not None and " if _may_be_none(ctx, scaler, call) else ""
         code = (
-            f"if {key} in {checkpoint} and {checkpoint}[{key}]:{newline}"
+            f"if {guard}{key} in {checkpoint} and {checkpoint}[{key}]:{newline}"
             f"    {scaler}.load_state_dict({checkpoint}[{key}])"
         )
         edit = insert_after(ctx, stmt, code)
@@ -144,7 +145,10 @@ class CheckpointWithoutScaler(Rule):
         if scaler is None or not isinstance(node, ast.Dict) or not node.values or None in node.keys:
             return None
         quote = ctx.quote
-        key = f"{quote}scaler{quote}: {scaler}.state_dict()"
+        state = f"{scaler}.state_dict()"
+        if _may_be_none(ctx, scaler, node):  # `GradScaler() if use_amp else None`: a run without AMP saves None
+            state = f"{state} if {scaler} is not None else None"
+        key = f"{quote}scaler{quote}: {state}"
         loc = ctx.locator
         last_end = loc.node_range(node.values[-1])[1]
         close = loc.node_range(node)[1] - 1
@@ -163,6 +167,31 @@ class CheckpointWithoutScaler(Rule):
         else:
             edits = [Edit.insert(last_end, f", {key}")]
         return Fix(f"Add `{key}` to the checkpoint", tuple(edits), Applicability.UNSAFE)
+
+
+def _may_be_none(ctx: ModuleContext, scaler: str, anchor: ast.AST) -> bool:
+    """Whether an assignment of ``scaler`` (of the anchor's class, for ``self.x``) may give it
+    None: ``None`` itself, or a conditional whose other branch is None."""
+    cls = enclosing_class(ctx.semantic, anchor) if scaler.startswith("self.") else None
+    for node in ctx.semantic.nodes(ast.Assign, ast.AnnAssign):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        if node.value is None or scaler not in {dotted_name(t) for t in targets}:
+            continue
+        if cls is not None and enclosing_class(ctx.semantic, node) is not cls:
+            continue
+        if _none_possible(node.value):
+            return True
+    return False
+
+
+def _none_possible(value: ast.expr) -> bool:
+    if isinstance(value, ast.Constant):
+        return value.value is None
+    if isinstance(value, ast.IfExp):
+        return _none_possible(value.body) or _none_possible(value.orelse)
+    if isinstance(value, ast.BoolOp):  # `use_amp and GradScaler()`
+        return True
+    return False
 
 
 def _field_exists_at(ctx: ModuleContext, field: str, call: ast.Call) -> bool:

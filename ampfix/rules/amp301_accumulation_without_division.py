@@ -47,7 +47,7 @@ class AccumulationWithoutDivision(Rule):
         for fn in model.functions:
             for acc in model.accumulations(fn):
                 for backward in acc.backwards:
-                    if _divided(ctx, fn, backward):
+                    if divided(ctx, fn, backward) or _zeroed_in_window(fn, acc, backward):
                         continue
                     factor = ctx.segment(acc.factor) if acc.factor is not None else "N"
                     message = (
@@ -63,8 +63,14 @@ class AccumulationWithoutDivision(Rule):
                         message += f" (the backward is in `{_function_name(model, origin)}`, line {origin.line})"
                         yield ctx.diagnostic(self, backward.call, message, None, evidence)
                         continue
-                    fix = self._fix(ctx, fn, backward, acc.factor)
-                    yield ctx.diagnostic(self, backward.call, message, fix, evidence)
+                    unsafe_divisor = may_be_zero(acc.gate.test, acc.factor)
+                    fix = None if unsafe_divisor else division_fix(ctx, backward, acc.factor)
+                    diag = ctx.diagnostic(self, backward.call, message, fix, evidence)
+                    if unsafe_divisor:
+                        diag.no_fix_reason = (
+                            f"the step's condition shows `{factor}` may be 0 or unset, where dividing by it would fail"
+                        )
+                    yield diag
             for backward in _microbatch_backwards(ctx, fn):
                 message = (
                     "backward runs once per micro-batch and the optimizer steps once after the loop, but the loss "
@@ -72,26 +78,29 @@ class AccumulationWithoutDivision(Rule):
                 )
                 yield ctx.diagnostic(self, backward.call, message)
 
-    def _fix(self, ctx: ModuleContext, fn: StepFunction, backward: Event, factor: Optional[ast.expr]) -> Optional[Fix]:
-        if factor is None or backward.arg is None or backward.receiver is not None:
-            return None
-        if any(isinstance(n, ast.Call) for n in ast.walk(factor)):
-            return None  # the divisor must be cheap and side-effect free to repeat
-        loss = backward.arg
-        start, end = ctx.locator.node_range(loss)
-        divisor = ctx.segment(factor)
-        if not isinstance(factor, (ast.Name, ast.Attribute, ast.Constant)):
-            divisor = f"({divisor})"
-        text = ctx.segment(loss)
-        if not isinstance(loss, (ast.Name, ast.Attribute, ast.Call, ast.Subscript)):
-            text = f"({text})"
-        if backward.scaled:
-            new = f"{text} / {divisor}"
-        else:
-            new = f"({text} / {divisor})"
-            # `(loss).backward()`: replace the parenthesised receiver, not just the name
-            start, end = receiver_range(ctx, backward.call)
-        return Fix(f"Divide the loss by `{ctx.segment(factor)}`", (Edit(start, end, new),), Applicability.UNSAFE)
+
+def division_fix(ctx: ModuleContext, backward: Event, factor: Optional[ast.expr]) -> Optional[Fix]:
+    """Divide the loss that ``backward`` differentiates by ``factor`` (AMP303 adds it to its own fix)."""
+    if factor is None or backward.arg is None or backward.receiver is not None:
+        return None
+    if any(isinstance(n, ast.Call) for n in ast.walk(factor)):
+        return None  # the divisor must be cheap and side-effect free to repeat
+    loss = backward.arg
+    start, end = ctx.locator.node_range(loss)
+    divisor = ctx.segment(factor)
+    if not isinstance(factor, (ast.Name, ast.Attribute, ast.Constant)):
+        divisor = f"({divisor})"
+    text = ctx.segment(loss)
+    if not isinstance(loss, (ast.Name, ast.Attribute, ast.Call, ast.Subscript)):
+        text = f"({text})"
+    func = backward.call.func
+    if backward.scaled or not (isinstance(func, ast.Attribute) and func.value is loss):
+        new = f"{text} / {divisor}"  # an argument: `scaler.scale(loss)`, `torch.autograd.backward(loss)`
+    else:
+        new = f"({text} / {divisor})"
+        # `(loss).backward()`: replace the parenthesised receiver, not just the name
+        start, end = receiver_range(ctx, backward.call)
+    return Fix(f"Divide the loss by `{ctx.segment(factor)}`", (Edit(start, end, new),), Applicability.UNSAFE)
 
 
 def _function_name(model, event: Event) -> str:
@@ -99,23 +108,68 @@ def _function_name(model, event: Event) -> str:
     return getattr(function.node, "name", "<module>") if function is not None else "?"
 
 
-def _divided(ctx: ModuleContext, fn: StepFunction, backward: Event) -> bool:
+def may_be_zero(test: ast.AST, factor: Optional[ast.expr]) -> bool:
+    """Whether the gate guards its modulo by the factor with an earlier test of the factor
+    (``not accum or (i + 1) % accum == 0``, ``accum and ...``): then the factor may be 0 or None
+    on the iterations where the backward still runs, and ``loss / accum`` would raise there."""
+    if factor is None:
+        return False
+    key = ast.dump(factor)
+    for node in ast.walk(test):
+        if not isinstance(node, ast.BoolOp):
+            continue
+        for index, operand in enumerate(node.values):
+            has_modulo = any(isinstance(s, ast.BinOp) and isinstance(s.op, ast.Mod) and ast.dump(s.right) == key
+                             for s in ast.walk(operand))
+            if has_modulo and any(ast.dump(s) == key for earlier in node.values[:index] for s in ast.walk(earlier)):
+                return True
+    return False
+
+
+def _zeroed_in_window(fn: StepFunction, acc, backward: Event) -> bool:
+    """Whether gradients are zeroed on a path into this backward within one iteration, on every
+    iteration or under the step's own condition (``if (i + 1) % n == 0: opt.zero_grad()`` before
+    the backward): nothing accumulates, so there is nothing to divide (the misplaced
+    ``zero_grad`` is the bug). A ``zero_grad`` under another condition opens a window: that is
+    accumulation done right."""
+    gate = ast.dump(acc.gate.test)
+    for zero in fn.of(ZERO_GRAD):
+        frames = [f.node for f in zero.context]
+        if not any(node is acc.loop for node in frames) or not fn.before(zero, backward):
+            continue
+        inner = frames[next(i for i, node in enumerate(frames) if node is acc.loop) + 1:]
+        conditions = [node.test for node in inner if isinstance(node, ast.If)]
+        if not conditions or any(ast.dump(test) == gate for test in conditions):
+            return True
+    return False
+
+
+def divided(ctx: ModuleContext, fn: StepFunction, backward: Event) -> bool:
     """Whether the loss reaching backward was divided (or weighted by a fraction) somewhere: in
     this function, or, for a helper's backward, in the helper (or the argument the caller passes)."""
     if backward.via is not None:
         callee = ctx.training.function_of(backward)
-        if callee is None or _divided(ctx, callee, backward.origin):
+        if callee is None or divided(ctx, callee, backward.origin):
             return True
-    loss = backward.arg
-    if loss is None:
+    if backward.arg is None:
         return True
+    return _valuedivided(ctx, fn, backward.arg, backward.call.lineno, depth=3)
+
+
+def _valuedivided(ctx: ModuleContext, fn: StepFunction, loss: ast.expr, line: int, depth: int) -> bool:
+    """Whether ``loss`` (used at ``line``) is divided: in itself, or in what a name of it was
+    assigned before, following the wrappers a loss passes through on its way to the backward
+    (``scaled = scaler.scale(loss)``, ``with amp.scale_loss(loss, opt) as scaled:``)."""
     if _has_division(loss):
         return True
+    wrapped = _wrapped_loss(loss)
+    if wrapped is not None:
+        return depth > 0 and _valuedivided(ctx, fn, wrapped, line, depth - 1)
     name = ctx.segment(loss) if isinstance(loss, (ast.Name, ast.Attribute)) else None
     if name is None:
         return False
     for node in ast.walk(fn.node):
-        if getattr(node, "lineno", 10**9) > backward.call.lineno:
+        if getattr(node, "lineno", 10**9) > line:
             continue
         if isinstance(node, ast.AugAssign) and ctx.segment(node.target) == name:
             if isinstance(node.op, (ast.Div, ast.FloorDiv)) or _has_division(node.value):
@@ -123,9 +177,26 @@ def _divided(ctx: ModuleContext, fn: StepFunction, backward: Event) -> bool:
         if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             if any(name in {ctx.segment(t), *(ctx.segment(e) for e in getattr(t, "elts", []))} for t in targets):
-                if _has_division(node.value):
+                if _has_division(node.value) or (
+                    depth > 0 and _wrapped_loss(node.value) is not None
+                    and _valuedivided(ctx, fn, node.value, node.lineno, depth - 1)
+                ):
                     return True
+        if isinstance(node, (ast.With, ast.AsyncWith)) and depth > 0:
+            for item in node.items:
+                if item.optional_vars is not None and ctx.segment(item.optional_vars) == name:
+                    inner = _wrapped_loss(item.context_expr)
+                    if inner is not None and _valuedivided(ctx, fn, inner, node.lineno, depth - 1):
+                        return True
     return False
+
+
+def _wrapped_loss(expr: ast.expr) -> Optional[ast.expr]:
+    """The loss inside a loss-scaling wrapper call: ``scaler.scale(loss)``, ``amp.scale_loss(loss, opt)``."""
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and expr.args:
+        if expr.func.attr in ("scale", "scale_loss"):
+            return expr.args[0]
+    return None
 
 
 def _has_division(expr: ast.AST) -> bool:
@@ -152,7 +223,7 @@ def _microbatch_backwards(ctx: ModuleContext, fn: StepFunction) -> list[Event]:
         if any(inside(s) for s in fn.of(OPT_STEP, SCALER_STEP)):
             continue
         zero = [z for z in fn.of(ZERO_GRAD) if z.call.lineno < loop.lineno and not inside(z)]
-        if zero and not _divided(ctx, fn, backward):
+        if zero and not divided(ctx, fn, backward):
             found.append(backward)
     return found
 

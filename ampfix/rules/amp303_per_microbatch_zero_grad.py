@@ -10,6 +10,7 @@ from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.edits import delete_statement, moved_after, parent_body
 from ampfix.prefilter import FileBytes, may_train_step
 from ampfix.rules._loop import at
+from ampfix.rules.amp301_accumulation_without_division import divided, division_fix, may_be_zero
 from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.training.model import OPT_STEP, SCALER_STEP, UPDATE, ZERO_GRAD
 
@@ -67,4 +68,17 @@ class PerMicrobatchZeroGrad(Rule):
         insert = moved_after(ctx, zero.stmt, anchor, indent)
         if delete is None or insert is None:
             return None
-        return Fix("Move `zero_grad()` into the step branch, after the step", (delete, insert), Applicability.UNSAFE)
+        # once gradients accumulate, an undivided loss makes each step N× larger (AMP301): the
+        # fix divides it too, or is not offered
+        divisions = []
+        for backward in acc.backwards:
+            if divided(ctx, fn, backward):
+                continue
+            division = None if may_be_zero(acc.gate.test, acc.factor) else division_fix(ctx, backward, acc.factor)
+            if division is None:
+                return None
+            divisions += division.edits
+        message = "Move `zero_grad()` into the step branch, after the step"
+        if divisions:
+            message += f", and divide the loss by `{ctx.segment(acc.factor)}`"
+        return Fix(message, (delete, insert, *divisions), Applicability.UNSAFE)

@@ -21,8 +21,9 @@ from ampfix.rules.amp502_manual_gradient_scaling import (
     scaled_loss_factor,
 )
 from ampfix.rules.base import FIX_UNSAFE, Rule
+from ampfix.program.values import enclosing_function
 from ampfix.training.model import BACKWARD, OPT_STEP, StepFunction, encloses
-from ampfix.training.precision import candidate_reasons
+from ampfix.training.precision import candidate_reasons, model_facts
 
 
 class Fp32TrainingLoop(Rule):
@@ -53,6 +54,9 @@ class Fp32TrainingLoop(Rule):
                 continue
             if candidate_reasons(ctx, fn):
                 continue  # a test, CPU-only code, managed precision, a demo: not a loop to convert
+            facts = model_facts(ctx, fn)
+            if facts is not None and (facts.dtype is not None or (facts.layers and facts.worth_amp() is None)):
+                continue  # weights built in a dtype of their own, or a model too small for AMP to pay
             if any(encloses(fn.node, node) for node in rescaled) or any(scaled_loss_factor(ctx, fn, b) for b in backwards):
                 continue  # hand-rolled scaling: AMP502 converts that step
             message = (
@@ -61,6 +65,9 @@ class Fp32TrainingLoop(Rule):
             )
             step = next(s for s in steps if any(fn.before(b, s) for b in backwards))
             evidence = [at(backwards[0], "fp32 backward (no autocast, no scaler in this step)"), at(step, "optimizer step")]
+            pays = facts.worth_amp() if facts is not None else None
+            if pays is not None:
+                evidence.append((pays, f"the model's `{ctx.segment(pays.func)}` runs in float32: its matmuls and convolutions are what AMP speeds up"))
             extension = ctx.project.compiled_extension(ctx.path) if ctx.project is not None else None
             if extension is None:
                 fix, reason = self._fix(ctx, fn, backwards)
@@ -87,6 +94,7 @@ class Fp32TrainingLoop(Rule):
         scaler_args = device.scaler + (f", enabled={conversion.enabled}" if conversion.enabled else "")
         if device.literal != "cpu" and _uses_binary_cross_entropy(ctx):
             return None, "the loss uses BCELoss, which raises under CUDA autocast (AMP402): use BCEWithLogitsLoss first"
+        threaded = None
         if dtype == "float16":
             loops = loops_of(backward)
             if not loops:
@@ -103,7 +111,21 @@ class Fp32TrainingLoop(Rule):
             if threaded is not None:
                 edits += threaded[1]
         kind = "autocast + GradScaler" if dtype == "float16" else "bfloat16 autocast"
+        if threaded is not None and not _every_caller_passes_it(ctx, fn, threaded[1]):
+            # a new parameter that every caller must pass (one in another module would build a
+            # scaler per call): a person decides where the scaler lives
+            return Fix(f"Convert the step to AMP ({kind}), with a `{threaded[0]}` parameter its callers pass",
+                       tuple(edits), Applicability.DISPLAY_ONLY), None
         return Fix(f"Convert the step to AMP ({kind})", tuple(edits), Applicability.UNSAFE), None
+
+
+def _every_caller_passes_it(ctx: ModuleContext, fn: StepFunction, edits: list) -> bool:
+    """Whether the threading plan updates every call of ``fn`` that the project has: some call
+    of this module passes the new scaler (the plan's edits beyond the parameter), and no module
+    of the project calls ``fn`` (its call would be left creating a scaler per call)."""
+    if ctx.project is None or len(edits) < 2:
+        return False
+    return not ctx.project.callers(ctx, fn.node)
 
 
 def _no_grad_context(ctx: ModuleContext, backward) -> bool:
@@ -154,7 +176,7 @@ def _threading_plan(ctx: ModuleContext, fn: StepFunction):
     ]
     model = ctx.training
     for call in calls:
-        caller = next((f for f in model.functions if encloses(f.node, call) and f.node is not node), None)
+        caller = model.step_function(enclosing_function(ctx.semantic, call) or ctx.tree)  # the innermost: its names
         if caller is None or any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
             return None
         loops = [a for a in ctx.semantic.ancestors(call) if isinstance(a, (ast.For, ast.AsyncFor, ast.While))

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
 
 from ampfix.program.values import assignments
 from ampfix.training.model import BACKWARD, OPT_STEP
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 _TEST_FILE = re.compile(r"(^test_.*|.*_test|^conftest|^tests?)\.py$")
 _TEST_DIRS = frozenset({"test", "tests", "testing", "unittests"})
+_BENCHMARK_DIRS = frozenset({"bench", "benchmark", "benchmarks"})
 # Accelerator evidence: a device string or API that names an accelerator.
 _ACCELERATOR = re.compile(r"""["'](cuda|mps|xpu|npu)(:\d+)?["']|\.cuda\(|torch\.cuda\.|torch\.accelerator\.|device_ids\s*=""")
 # Precision already managed: low-precision weights, framework policies, hand-made loss scaling.
@@ -171,11 +173,135 @@ def reinforcement_learning(ctx: "ModuleSource") -> bool:
     return bool(_RL.search(ctx.text))
 
 
+# Layers whose work is matmuls or convolutions, which low precision runs 2-3x faster on tensor cores.
+_HEAVY_LAYERS = frozenset({
+    "Linear", "LazyLinear", "Bilinear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
+    "ConvTranspose3d", "LazyConv1d", "LazyConv2d", "LazyConv3d", "MultiheadAttention", "Transformer",
+    "TransformerEncoder", "TransformerDecoder", "TransformerEncoderLayer", "TransformerDecoderLayer",
+    "LSTM", "GRU", "RNN",
+})
+_CONTAINERS = frozenset({"Sequential", "ModuleList", "ModuleDict"})
+_SMALL = 64  # a layer whose literal widths are all below this does too little work for AMP to pay
+_MOVES = frozenset({"to", "cuda", "train", "float", "requires_grad_"})
+
+
+@dataclass
+class ModelFacts:
+    """What the step's model is made of, as far as the module shows it."""
+
+    layers: list  # the torch.nn layer constructions of the model (empty: unknown)
+    dtype: Optional[ast.AST] = None  # a dtype the weights are built or cast in (``dtype=cfg["dtype"]``)
+
+    def worth_amp(self) -> Optional[ast.Call]:
+        """A matmul or convolution layer big enough for low precision to pay (None: none is)."""
+        return next((c for c in self.layers if _layer_name(c) in _HEAVY_LAYERS and not _small(c)), None)
+
+
+def model_facts(ctx: "ModuleSource", fn: "StepFunction") -> Optional[ModelFacts]:
+    """The model whose ``.parameters()`` the step's optimizer was built with, read from values:
+    the optimizer's construction, the model's (a ``torch.nn`` layer, a ``Sequential``, or a class
+    of this module and its ``__init__``), with the ``.to(...)`` calls on it. None when the module
+    does not show it (a factory, a config, another module): then nothing is known."""
+    for step in fn.of(OPT_STEP):
+        if not isinstance(step.call.func, ast.Attribute):
+            continue
+        for built in _values(ctx, step.call.func.value):
+            model = _parameters_owner(built)
+            if model is None:
+                continue
+            for value in _values(ctx, model):
+                facts = _facts_of_construction(ctx, value)
+                if facts is not None:
+                    return facts
+    return None
+
+
+def _values(ctx: "ModuleSource", expr: ast.AST) -> list:
+    return [s.value for s in assignments(ctx.semantic, expr) if isinstance(s, (ast.Assign, ast.AnnAssign)) and s.value]
+
+
+def _parameters_owner(value: ast.AST) -> Optional[ast.AST]:
+    """``model`` of ``torch.optim.SGD(model.parameters(), ...)``."""
+    if not isinstance(value, ast.Call) or not value.args:
+        return None
+    first = value.args[0]
+    if isinstance(first, ast.Call) and isinstance(first.func, ast.Attribute) and first.func.attr == "parameters":
+        return first.func.value
+    return None
+
+
+def _facts_of_construction(ctx: "ModuleSource", value: ast.AST) -> Optional[ModelFacts]:
+    dtype = None
+    while isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and value.func.attr in _MOVES:
+        dtype = dtype or _dtype_argument(ctx, value)
+        value = value.func.value  # `Net().to(device)`: the construction is underneath
+    if not isinstance(value, ast.Call):
+        return None
+    dtype = dtype or _dtype_argument(ctx, value)
+    qualified = ctx.semantic.qualified_name(value.func) or ""
+    if qualified.startswith("torch.nn."):
+        return ModelFacts(_layers_in(ctx, value), dtype)
+    name = value.func.id if isinstance(value.func, ast.Name) else None
+    classes = [n for n in ctx.tree.body if isinstance(n, ast.ClassDef) and n.name == name]
+    if len(classes) != 1:
+        return ModelFacts([], dtype) if dtype is not None else None
+    layers = [c for c in ast.walk(classes[0]) if isinstance(c, ast.Call)
+              and (ctx.semantic.qualified_name(c.func) or "").startswith("torch.nn.")]
+    return ModelFacts(layers, dtype)
+
+
+def _layers_in(ctx: "ModuleSource", call: ast.Call) -> list:
+    """A layer, or the layers of a ``Sequential`` (nested containers included)."""
+    if _layer_name(call) in _CONTAINERS:
+        return [layer for arg in call.args if isinstance(arg, ast.Call) for layer in _layers_in(ctx, arg)]
+    return [call]
+
+
+def _layer_name(call: ast.Call) -> str:
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+
+
+def _small(call: ast.Call) -> bool:
+    """Every width of the layer is a literal below ``_SMALL`` (``nn.Linear(1, 1)``)."""
+    widths = call.args[:2] or [k.value for k in call.keywords if k.arg in ("in_features", "out_features")]
+    return bool(widths) and all(isinstance(w, ast.Constant) and isinstance(w.value, int) and w.value < _SMALL
+                                for w in widths)
+
+
+def _dtype_argument(ctx: "ModuleSource", call: ast.Call) -> Optional[ast.AST]:
+    """A dtype the call builds or casts weights in, unless it is float32: ``dtype=cfg["dtype"]``,
+    ``.to(torch.bfloat16)``, ``.to(device, dtype)``."""
+    candidates = [k.value for k in call.keywords if k.arg in ("dtype", "torch_dtype")]
+    if isinstance(call.func, ast.Attribute) and call.func.attr == "to":
+        candidates += [a for a in call.args if _looks_like_dtype(ctx, a)]
+    for value in candidates:
+        if (ctx.semantic.qualified_name(value) or "") not in ("torch.float32", "torch.float"):
+            return value
+    return None
+
+
+def _looks_like_dtype(ctx: "ModuleSource", value: ast.AST) -> bool:
+    qualified = ctx.semantic.qualified_name(value) or ""
+    if qualified.startswith("torch.") and qualified.rsplit(".", 1)[-1] in ("float16", "half", "bfloat16", "float32", "float"):
+        return True
+    key = value.slice if isinstance(value, ast.Subscript) else None
+    text = key.value if isinstance(key, ast.Constant) and isinstance(key.value, str) else ctx.segment(value)
+    return "dtype" in text.lower()
+
+
+def is_benchmark(ctx: "ModuleSource") -> bool:
+    """A benchmark's baseline loop: a file in a ``bench``/``benchmarks`` folder."""
+    return bool(_BENCHMARK_DIRS & set(ctx.path.replace("\\", "/").split("/")[:-1]))
+
+
 def candidate_reasons(ctx: "ModuleSource", fn: "StepFunction") -> list[str]:
     """Why this step is not an fp32 loop to convert (empty: it is a candidate)."""
     reasons = []
     if is_test_code(ctx, fn):
         reasons.append("a unit test")
+    if is_benchmark(ctx):
+        reasons.append("a benchmark")
     if not runs_on_accelerator(ctx):
         reasons.append("no accelerator on the default path")
     if precision_managed(ctx):

@@ -1,0 +1,138 @@
+"""Fix validation (ampfix/validate.py): a fix whose result is worse than the original is never
+offered, and the one decision shows everywhere (check's [*], counts, JSON, --apply)."""
+
+import json
+import textwrap
+
+from conftest import run_ampfix
+
+import ampfix
+from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix, Position
+from ampfix.engine import _analyse
+from ampfix.settings import Settings
+from ampfix.validate import FixValidator
+
+OLD = "import torch\nscaler = torch.cuda.amp.GradScaler()\n"
+
+LOOP = textwrap.dedent("""\
+    import torch
+    scaler = torch.amp.GradScaler("cuda")
+    for x in loader:
+        with torch.autocast("cuda"):
+            loss = model(x).mean()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""")
+
+
+def finding(code: str, row: int) -> Diagnostic:
+    diag = Diagnostic(code, "name", "message", 0, 0)
+    diag.location = Position(row, 1)
+    return diag
+
+
+def marker_analysis(text: str, codes: frozenset) -> list:
+    """A fake analysis: one AMP206 finding on every line that says `BAD`."""
+    return [finding("AMP206", row) for row, line in enumerate(text.splitlines(), 1) if "BAD" in line]
+
+
+def validator(text: str) -> FixValidator:
+    return FixValidator(text, "t.py", frozenset({"AMP206"}), marker_analysis)
+
+
+def test_findings_are_compared_by_location_not_by_count():
+    original = "a = 1\nb = 2\nc = 3\nd = 4  # BAD\n"
+    # one finding gone and another created elsewhere: the counts agree, the locations do not
+    assert "new finding (AMP206)" in validator(original).problem("a = 1  # BAD\nb = 2\nc = 3\nd = 4\n")
+    # lines inserted above move the old finding down: that is the same finding
+    assert validator(original).problem("import torch\n\na = 1\nb = 2\nc = 3\nd = 4  # BAD\n") is None
+
+
+def test_a_statement_a_fix_moves_keeps_its_findings():
+    original = "for x in y:\n    clip()  # BAD\n    if step:\n        go()\n"
+    moved = "for x in y:\n    if step:\n        clip()  # BAD\n        go()\n"
+    assert validator(original).problem(moved) is None
+
+
+def test_a_name_the_fix_uses_must_be_defined_where_it_runs():
+    original = "def helper(x):\n    device = x.device\n    return device\n\ndef main(model):\n    model.to('cuda')\n"
+    moved = "def helper(x):\n    device = x.device\n    return device\n\ndef main(model):\n    model.to(device)\n"
+    problem = validator(original).problem(moved)
+    assert problem == "its result would use `device` where no such name is defined"
+    # a free variable the original already uses (a snippet's `loader`) is not the fix's doing
+    snippet = "for x in loader:\n    f(x)\n"
+    assert validator(snippet).problem("for x in loader:\n    f(x)\n    f(loader)\n") is None
+
+
+def test_a_fix_that_breaks_the_scaler_protocol_is_worse_whatever_is_selected():
+    def analyse(text, codes):
+        return _analyse(text, "t.py", Settings(), codes)
+
+    check = FixValidator(LOOP, "t.py", frozenset({"AMP102"}), analyse)  # only a migration selected
+    twice = LOOP + "    scaler.update()\n"
+    assert "new finding (AMP204" in check.problem(twice)
+
+
+def test_a_refused_fix_is_not_offered_by_check_json_or_apply(monkeypatch, tmp_path):
+    from ampfix.rules import RULES
+
+    rule = RULES["AMP102"]
+    original = rule.check
+
+    def fix_with_a_foreign_name(ctx):
+        for diag in original(ctx):
+            edit = Edit(diag.start, diag.end, "make_scaler(device)")
+            diag.fix = Fix("Use the factory", (edit,), Applicability.SAFE)
+            yield diag
+
+    monkeypatch.setattr(rule, "check", fix_with_a_foreign_name)
+    [diag] = ampfix.check_source(OLD, "t.py", Settings(select=frozenset({"AMP102"})))
+    assert diag.fix is None
+    assert diag.fix_refused == (
+        "Use the factory: not offered, its result would use `device`, `make_scaler` where no such name is defined"
+    )
+    result = ampfix.fix_source(OLD, "t.py", Settings(select=frozenset({"AMP102"})))
+    assert result.source == OLD and not result.fixed
+
+
+def test_the_summary_and_json_agree_with_what_apply_does(tmp_path):
+    # the conversion adds a scaler that the checkpoint below would lack (a new AMP206): refused
+    # in check (no [*], counted as refused), in JSON, and by --apply alike
+    source = textwrap.dedent("""\
+        import torch
+        device = "cuda"
+        model = Net().to(device)
+        for epoch in range(3):
+            for x, y in loader:
+                x, y = x.to(device), y.to(device)
+                optimizer.zero_grad()
+                loss = criterion(model(x), y)
+                loss.backward()
+                optimizer.step()
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, "ckpt.pt")
+    """)
+    (tmp_path / "train.py").write_text(source)
+    options = ("check", "--preview", "--select", "AMP501", "--no-cache", "--unsafe-fixes")
+    text = run_ampfix(*options, "train.py", cwd=tmp_path).stdout
+    [record] = json.loads(run_ampfix(*options, "--output-format", "json", "train.py", cwd=tmp_path).stdout)
+    applied = run_ampfix(*options, "--apply", "train.py", cwd=tmp_path)
+    assert "[*]" not in text and "Found 1 problem (1 fix refused)." in text
+    assert "not offered, its result would have a new finding (AMP206)" in text
+    assert record["fix"] is None and "new finding (AMP206)" in record["fix_refused"]
+    assert applied.returncode == 1 and (tmp_path / "train.py").read_text() == source
+
+
+def test_an_optimizer_made_by_a_call_is_not_repeated_by_a_fix():
+    # `scaler.step(make_optimizer())`: an inserted `unscale_(make_optimizer())` would unscale another optimizer
+    source = textwrap.dedent("""\
+        import torch
+        scaler = torch.amp.GradScaler("cuda")
+        for x in loader:
+            scaler.scale(model(x).mean()).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(make_optimizer())
+            scaler.update()
+    """)
+    [diag] = ampfix.check_source(source, "t.py", Settings(select=frozenset({"AMP201"})))
+    assert diag.fix is None
