@@ -27,14 +27,14 @@ ampfix runs on each checkout as a user would (``ampfix check DIR``, all rules, u
 no project config). Every loop finding is looked up in the triage file (``bench/triage/ecosystem.json``,
 or ``dev.json`` with ``--dev``), one entry per finding:
 
-    {"repo", "path", "line", "code", "verdict": "TP" | "FP" | "debatable" | "?", "fix": "ok" | "harmful" | "none",
+    {"repo", "path", "cell" (notebooks only), "line", "code", "verdict": "TP" | "FP" | "debatable" | "?", "fix": "ok" | "harmful" | "none",
      "reason": "one line, from reading the code and its callers", "status": "silenced" (optional)}
 
 Verdicts are kept forever: an entry whose finding is no longer reported stays in the file and is
 counted as *silenced* with its verdict (a silenced TP is a lost true positive, a silenced FP a
 false alarm fixed); ``--write-new`` marks it ``"status": "silenced"`` and clears the mark if the
 finding comes back. ``bench/triage/misses.json`` lists real AMP bugs seen while reading that no
-finding reported, ``{"repo", "path", "line", "end_line" (optional), "code", "reason"}``; a miss
+finding reported, ``{"repo", "path", "cell" (notebooks), "line", "end_line" (optional), "code", "reason"}``; a miss
 counts as found when a finding of its code lies in [line, end_line].
 
 Printed per half and per rule: findings, TP/FP/debatable/untriaged, precision = TP / (TP + FP)
@@ -229,17 +229,18 @@ def findings(root: str, repo: str, commit: str) -> list[dict]:
             "fix": fix["applicability"] if fix else "none",
             "message": record["message"],
             "half": half_of(repo),
+            **({"cell": record["cell"]} if record.get("cell") is not None else {}),  # notebooks: row is in the cell
         })
     return out
 
 
 def key(entry: dict) -> tuple:
-    return entry["repo"], entry["path"], entry["line"], entry["code"]
+    return entry["repo"], entry["path"], entry.get("cell", 0), entry["line"], entry["code"]
 
 
 def labelled_positives(labels: dict) -> set:
     return {
-        (l["repo"], l["path"], line, l["code"])
+        (l["repo"], l["path"], 0, line, l["code"])
         for l in labels["labels"] if not l["code"].startswith("!")
         for line in range(l["line"], l["end_line"] + 1)
     }
@@ -254,13 +255,15 @@ def miss_found(miss: dict, found: list[dict]) -> bool:
     last = miss.get("end_line", miss["line"])
     return any(
         f["repo"] == miss["repo"] and f["path"] == miss["path"] and f["code"] == miss["code"]
+        and f.get("cell", 0) == miss.get("cell", 0)
         and miss["line"] <= f["line"] <= last
         for f in found
     )
 
 
 def show(tag: str, entry: dict, extra: str = "") -> None:
-    print(f"  {tag:<9}{entry['repo']} {entry['path']}:{entry['line']} {entry['code']} {extra}".rstrip())
+    where = f"{entry['path']}:" + (f"cell {entry['cell']}:" if "cell" in entry else "") + str(entry["line"])
+    print(f"  {tag:<9}{entry['repo']} {where} {entry['code']} {extra}".rstrip())
 
 
 def compare(found: list[dict], triage: list[dict], expected: set, misses: list[dict], half: str, listed: bool) -> int:
@@ -345,10 +348,10 @@ def diff_baseline(found: list[dict], path: str, halves: tuple[str, ...], repos: 
 
 
 def ampfix_version() -> str:
-    """The commit of the ampfix code that runs (this worktree), '-dirty' when ampfix/ has uncommitted changes."""
+    """The last commit of the ampfix code that runs (this worktree's ampfix/), '-dirty' with uncommitted changes there."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", HERE, *args], capture_output=True, text=True).stdout.strip()
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    commit = git("log", "-1", "--format=%h", "--", os.path.join(HERE, "..", "ampfix")) or "unknown"
     return commit + ("-dirty" if git("status", "--porcelain", "--", os.path.join(HERE, "..", "ampfix")) else "")
 
 
@@ -376,7 +379,7 @@ def updated_triage(everything: list[dict], found: list[dict], repos: dict, expec
         out.append(entry)
     for k, f in sorted(now.items()):
         if k not in known and k not in expected:
-            out.append({**{n: f[n] for n in ("repo", "path", "line", "code")}, "verdict": "?",
+            out.append({**{n: f[n] for n in ("repo", "path", "cell", "line", "code") if n in f}, "verdict": "?",
                         "fix": "none" if f["fix"] == "none" else "?", "reason": f["message"]})
     return out
 
