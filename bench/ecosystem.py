@@ -11,15 +11,17 @@
 
 As ruff's ecosystem check guards its rule changes, this shows what a change does to code nobody
 labelled in advance. ``ECOSYSTEM`` below pins 108 public repositories with hand-written PyTorch
-training loops, each with a domain tag, none of them in ``../shared/corpus/reserved-repos.txt``
-(kept for an independent evaluation) or in the dev corpus. Their Python files are extracted from
-the git snapshots that the ``fetch`` tool brings (``MIRRORS/owner+name/repo``, a bare git directory
-or a work tree with ``.git``) into ``CHECKOUTS/owner+name@commit[:10]`` (default ``/work/eco/checkouts``);
-their code is never committed.
+training loops (16,245 Python files and notebooks), each with one of 13 domain tags (vision,
+generative, speech, nlp, recsys, tabular, timeseries, rl, gnn, sciml, course, kaggle,
+library-examples), none of them in ``../shared/corpus/reserved-repos.txt`` (kept for an independent
+evaluation) or in the dev corpus, each at the commit of the snapshot that the ``fetch`` tool
+brought (``MIRRORS/owner+name/repo``, a bare git directory or a work tree with ``.git``). Their
+Python files and notebooks are extracted into ``CHECKOUTS/owner+name@commit[:10]`` (default
+``/work/eco/checkouts``); their code is never committed.
 
 Halves. A repository is in the *dev* half when the first byte of ``sha256(b"owner/name")`` is even,
 else in the *scoring* half. The split is fixed (no seed, no list to edit): the dev half is read
-finding by finding while rules change; the scoring half is only counted (this script prints no
+finding by finding while rules change (55 repositories); the scoring half (53) is only counted (this script prints no
 scoring-half finding one by one unless ``--list-scoring`` is given) until a change is done, so
 its precision measures code nobody tuned on.
 
