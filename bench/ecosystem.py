@@ -1,31 +1,60 @@
 #!/usr/bin/env python3
-"""The ecosystem check: every loop finding (AMP2xx-AMP5xx) on real code, against a committed triage.
+"""The ecosystem check: every loop finding (AMP2xx-AMP5xx) on real code, against a triage kept forever.
 
-    python bench/ecosystem.py --checkouts DIR --extract-from /work/.mirror            # public repos
-    python bench/ecosystem.py --dev --checkouts DIR --extract-from /work/.mirror      # the dev corpus
-    python bench/ecosystem.py --checkouts DIR --write-new                              # add untriaged stubs
+    python bench/ecosystem.py --extract-from /work/.mirror                   # build the checkouts, then check
+    python bench/ecosystem.py --half dev                                      # the half we read while changing rules
+    python bench/ecosystem.py --half scoring                                  # counted, not read, until a change is done
+    python bench/ecosystem.py --save bench/ecosystem/baseline-COMMIT.json     # snapshot of the findings
+    python bench/ecosystem.py --baseline bench/ecosystem/baseline-111e6c9.json  # what a change added/removed
+    python bench/ecosystem.py --half dev --write-new                          # add '?' stubs for untriaged findings
+    python bench/ecosystem.py --dev                                           # the labelled dev corpus instead
 
 As ruff's ecosystem check guards its rule changes, this shows what a change does to code nobody
-labelled in advance. The repositories are pinned below (``ECOSYSTEM``) or, with ``--dev``, taken
-from ``../shared/corpus/dev-labels.json``; their Python files are extracted from local git mirrors
-(``MIRRORS/owner+name/repo``) into ``DIR/owner+name@commit[:10]``; their code is never committed.
+labelled in advance. ``ECOSYSTEM`` below pins 108 public repositories with hand-written PyTorch
+training loops (16,245 Python files and notebooks), each with one of 13 domain tags (vision,
+generative, speech, nlp, recsys, tabular, timeseries, rl, gnn, sciml, course, kaggle,
+library-examples), none of them in ``../shared/corpus/reserved-repos.txt`` (kept for an independent
+evaluation) or in the dev corpus, each at the commit of the snapshot that the ``fetch`` tool
+brought (``MIRRORS/owner+name/repo``, a bare git directory or a work tree with ``.git``). Their
+Python files and notebooks are extracted into ``CHECKOUTS/owner+name@commit[:10]`` (default
+``/work/eco/checkouts``); their code is never committed.
+
+Halves. A repository is in the *dev* half when the first byte of ``sha256(b"owner/name")`` is even,
+else in the *scoring* half. The split is fixed (no seed, no list to edit): the dev half is read
+finding by finding while rules change (55 repositories); the scoring half (53) is only counted (this script prints no
+scoring-half finding one by one unless ``--list-scoring`` is given) until a change is done, so
+its precision measures code nobody tuned on.
 
 ampfix runs on each checkout as a user would (``ampfix check DIR``, all rules, unsafe fixes shown,
-no project config), and every loop finding is compared with the triage file
-(``bench/triage/ecosystem.json`` or ``bench/triage/dev.json``), one entry per finding:
+no project config). Every loop finding is looked up in the triage file (``bench/triage/ecosystem.json``,
+or ``dev.json`` with ``--dev``), one entry per finding:
 
-    {"repo", "path", "line", "code", "verdict": "TP" | "FP", "fix": "ok" | "harmful" | "none",
-     "reason": "one line, from reading the code and its callers"}
+    {"repo", "path", "cell" (notebooks only), "line", "code", "verdict": "TP" | "FP" | "debatable" | "?", "fix": "ok" | "harmful" | "none",
+     "reason": "one line, from reading the code and its callers", "status": "silenced" (optional)}
 
-Printed: new findings (not triaged yet), removed ones (triaged, no longer found), findings whose
-fix appeared or disappeared, and the precision (TP / triaged findings found now), with the number
-of offered fixes triaged harmful. Dev-corpus findings that a positive label expects count as TP
-without an entry. Exit 1 when a finding is untriaged, so a rule change cannot land unread.
+Verdicts are kept forever: an entry whose finding is no longer reported stays in the file and is
+counted as *silenced* with its verdict (a silenced TP is a lost true positive, a silenced FP a
+false alarm fixed); ``--write-new`` marks it ``"status": "silenced"`` and clears the mark if the
+finding comes back. ``bench/triage/misses.json`` lists real AMP bugs seen while reading that no
+finding reported, ``{"repo", "path", "cell" (notebooks), "line", "end_line" (optional), "code", "reason"}``; a miss
+counts as found when a finding of its code lies in [line, end_line].
+
+Printed per half and per rule: findings, TP/FP/debatable/untriaged, precision = TP / (TP + FP)
+with its counts, offered fixes triaged harmful, silenced entries by verdict, and recall on the
+known bugs (TP findings found + misses now found, over TP entries found or silenced + all misses).
+Dev-corpus findings that a positive label expects count as TP without an entry. Exit 1 when a
+finding of the selected half is untriaged, so a rule change cannot land unread.
+
+``--save FILE`` writes the findings (repo, path, line, code, fix applicability, message, half:
+no third-party code) as JSON; ``--baseline FILE`` prints, per half and per rule, the findings
+added, removed, and changed (same place and code, other message or fix) against such a snapshot,
+listing each one for the dev half only.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -37,46 +66,149 @@ sys.path.insert(0, HERE)
 
 from corpus_eval import DEFAULT_LABELS, checkout_dir, extract  # noqa: E402
 
-# Public repositories with hand-written training loops, not in the dev corpus, at pinned commits.
-ECOSYSTEM = {
-    "facebookresearch/ConvNeXt": "048efcea897d999aed302f2639b6270aedf8d4c8",
-    "microsoft/Swin-Transformer": "f82860bfb5225915aca09c3227159ee9e1df874d",
-    "facebookresearch/moco-v3": "c349e6e24f40d3fedb22d973f92defa4cedf37a7",
-    "facebookresearch/dinov2": "b8931f7bf91576930313be2c6d6af376033b35f0",
-    "mlfoundations/open_clip": "89fb801f1e6087880e951fc8354b8a2077b79c6d",
-    "karpathy/llm.c": "f1e2ace651495b74ae22d45d1723443fd00ecd3a",
-    "karpathy/build-nanogpt": "6104ab1b53920f6e2159749676073ff7d815c1fa",
-    "openai/improved-diffusion": "1bc7bbbdc414d83d4abf2ad8cc1446dc36c4e4d5",
-    "NVlabs/edm": "008a4e5316c8e3bfe61a62f874bddba254295afb",
-    "facebookresearch/DiT": "ed81ce2229091fd4ecc9a223645f95cf379d582b",
-    "kuangliu/pytorch-cifar": "49b7aa97b0c12fe0d4054e670403a16b6b834ddd",
-    "facebookresearch/ijepa": "52c1ae95d05f743e000e8f10a1f3a79b10cff048",
-    "jik876/hifi-gan": "4769534d45265d52a904b850da5a622601885777",
-    "fundamentalvision/Deformable-DETR": "11169a60c33333af00a4849f1808023eba96a931",
-    "facebookresearch/vicreg": "4e12602fd495af83efd1631fbe82523e6db092e0",
-    "facebookresearch/barlowtwins": "8e8d284ca0bc02f88b92328e53f9b901e86b4a3c",
-    "NVIDIA/tacotron2": "185cd24e046cc1304b4f8e564734d2498c6e2e6f",
-    "eriklindernoren/PyTorch-GAN": "36d3c77e5ff20ebe0aeefd322326a134a279b93e",
-    "Tianxiaomo/pytorch-YOLOv4": "a65d219f9066bae4e12003bd7cdc04531860c672",
-    "facebookresearch/sam2": "2b90b9f5ceec907a1c18123530e92e794ad901a4",
-    "jaywalnut310/vits": "2e561ba58618d021b5b8323d3765880f7e0ecfdb",
-    "meituan/YOLOv6": "e86a483f3f6bded25d45970b56831345a99744a4",
-    "apple/ml-cvnets": "77717569ab4a852614dae01f010b32b820cb33bb",
-    "WongKinYiu/yolov9": "5b1ea9a8b3f0ffe4fe0e203ec6232d788bb3fcff",
-    "facebookresearch/SlowFast": "287ec0076846560f44a9327e931a5a2360240533",
-    "Vision-CAIR/MiniGPT-4": "d94738a7626ec43eba6c2cddf3cd2043f1a9689a",
-    "rosinality/stylegan2-pytorch": "bef283a1c24087da704d16c30abc8e36e63efa0e",
-    "openai/consistency_models": "e32b69ee436d518377db86fb2127a3972d0d8716",
-    "RVC-Project/Retrieval-based-Voice-Conversion-WebUI": "4338f12c3c28c80b3ac015e2d0df66c41592746d",
-    "facebookresearch/xcit": "82f5291f412604970c39a912586e008ec009cdca",
-}
-LOOP_CODES = ("AMP2", "AMP3", "AMP4", "AMP5")
+DEFAULT_CHECKOUTS = "/work/eco/checkouts"
 TRIAGE = os.path.join(HERE, "triage")
+MISSES = os.path.join(TRIAGE, "misses.json")
+LOOP_CODES = ("AMP2", "AMP3", "AMP4", "AMP5")
+VERDICTS = ("TP", "FP", "debatable")
+HALVES = ("dev", "scoring")
+
+# Public repositories with hand-written training loops, at the commit of the fetched snapshot: (commit, domain).
+ECOSYSTEM = {
+    # vision
+    "kuangliu/pytorch-cifar": ("49b7aa97b0c12fe0d4054e670403a16b6b834ddd", "vision"),
+    "fundamentalvision/Deformable-DETR": ("11169a60c33333af00a4849f1808023eba96a931", "vision"),
+    "facebookresearch/vicreg": ("4e12602fd495af83efd1631fbe82523e6db092e0", "vision"),
+    "Tianxiaomo/pytorch-YOLOv4": ("a65d219f9066bae4e12003bd7cdc04531860c672", "vision"),
+    "facebookresearch/sam2": ("2b90b9f5ceec907a1c18123530e92e794ad901a4", "vision"),
+    "meituan/YOLOv6": ("e86a483f3f6bded25d45970b56831345a99744a4", "vision"),
+    "apple/ml-cvnets": ("77717569ab4a852614dae01f010b32b820cb33bb", "vision"),
+    "WongKinYiu/yolov9": ("5b1ea9a8b3f0ffe4fe0e203ec6232d788bb3fcff", "vision"),
+    "facebookresearch/xcit": ("82f5291f412604970c39a912586e008ec009cdca", "vision"),
+    "facebookresearch/simsiam": ("a7bc1772896d0dad0806c51f0bb6f3b16d290468", "vision"),
+    "bubbliiiing/yolov7-pytorch": ("170bf5bc5fb5e89ef9b9ed83a05329d4ce49395e", "vision"),
+    "xinntao/BasicSR": ("d21eac885b6de90a7adef7cc59e937dbdbb200b1", "vision"),
+    "NVIDIA/semantic-segmentation": ("7726b144c2cc0b8e09c67eabb78f027efdf3f0fa", "vision"),
+    "clovaai/deep-text-recognition-benchmark": ("e2117f2fb882b3c6085030500a260c113be27a63", "vision"),
+    "Beckschen/TransUNet": ("02ef0010b36eb8328b5e689eadaf613602edf9b8", "vision"),
+    "Project-MONAI/research-contributions": ("21ed8e57c7256834d4fbaf19579ca25ad3d135ee", "vision"),
+    "ashawkey/torch-ngp": ("b6e080468925f0bb44827b4f8f0ed08291dcf8a9", "vision"),
+    "yenchenlin/nerf-pytorch": ("63a5a630c9abd62b0f21c08703d0ac2ea7d4b9dd", "vision"),
+    # generative
+    "NVlabs/edm": ("008a4e5316c8e3bfe61a62f874bddba254295afb", "generative"),
+    "eriklindernoren/PyTorch-GAN": ("36d3c77e5ff20ebe0aeefd322326a134a279b93e", "generative"),
+    "openai/consistency_models": ("e32b69ee436d518377db86fb2127a3972d0d8716", "generative"),
+    "NVlabs/stylegan2-ada-pytorch": ("d72cc7d041b42ec8e806021a205ed9349f87c6a4", "generative"),
+    "crowsonkb/k-diffusion": ("4601bf085320592473f681a62808ed873d17fad5", "generative"),
+    "lucidrains/imagen-pytorch": ("c166739b03b06fbc2e7c00116ffc81724626ad08", "generative"),
+    "lucidrains/DALLE-pytorch": ("58c1e1a4fef10725a79bd45cdb5581c03e3e59e7", "generative"),
+    "ermongroup/ddim": ("e8df66cf02e457719930748b5c26e37e3126dfdd", "generative"),
+    "willisma/SiT": ("947f95bd3a510e9af441d38c1e9f72e0eee873c5", "generative"),
+    "cloneofsimo/lora": ("d84074b3e3496f1cfa8a3f49b8b9972ef463b483", "generative"),
+    # speech
+    "jik876/hifi-gan": ("4769534d45265d52a904b850da5a622601885777", "speech"),
+    "NVIDIA/tacotron2": ("185cd24e046cc1304b4f8e564734d2498c6e2e6f", "speech"),
+    "jaywalnut310/vits": ("2e561ba58618d021b5b8323d3765880f7e0ecfdb", "speech"),
+    "RVC-Project/Retrieval-based-Voice-Conversion-WebUI": ("4338f12c3c28c80b3ac015e2d0df66c41592746d", "speech"),
+    "NVIDIA/waveglow": ("8afb643df59265016af6bd255c7516309d675168", "speech"),
+    "svc-develop-team/so-vits-svc": ("730930d337d171479eadf305f96cbed4bb393e77", "speech"),
+    "ming024/FastSpeech2": ("d4e79eb52e8b01d24703b2dfc0385544092958f3", "speech"),
+    "yl4579/StyleTTS2": ("5cedc71c333f8d8b8551ca59378bdcc7af4c9529", "speech"),
+    "speechbrain/speechbrain": ("9c826ef3937bac885c8a6ca86c6889a30f256fb5", "speech"),
+    "coqui-ai/TTS": ("dbf1a08a0d4e47fdad6172e433eeb34bc6b13b4e", "speech"),
+    "descriptinc/descript-audio-codec": ("c7cfc5d2647e26471dc394f95846a0830e7bec34", "speech"),
+    "s3prl/s3prl": ("ec8064b5889f81ca460fbe2c094ce576a6f120b7", "speech"),
+    "lifeiteng/vall-e": ("9c69096d603ce13174fb5cb025f185e2e9b36ac7", "speech"),
+    "kan-bayashi/ParallelWaveGAN": ("86740373ec609cb9fb192d472d2aea125041491a", "speech"),
+    "facebookresearch/demucs": ("e976d93ecc3865e5757426930257e200846a520a", "speech"),
+    # nlp
+    "karpathy/build-nanogpt": ("6104ab1b53920f6e2159749676073ff7d815c1fa", "nlp"),
+    "meta-llama/llama-recipes": ("faae2fd877995430906e1d0904131ecdaa89a604", "nlp"),
+    "Lightning-AI/litgpt": ("26857050fe3ff627cd714fe92f5838f51a3d5efa", "nlp"),
+    "jzhang38/TinyLlama": ("bf122247c486b6b897050e98cbb7bedae8eeba73", "nlp"),
+    "OpenGVLab/LLaMA-Adapter": ("521a09da84f70f6913d54b7421afa24010319e47", "nlp"),
+    "UKPLab/sentence-transformers": ("85ec64559f4414aa536eca4bf53538291e0a333f", "nlp"),
+    "ThilinaRajapakse/simpletransformers": ("03a3789f2c65119949f7cd98b524e78c6cc87d27", "nlp"),
+    "monologg/JointBERT": ("00324f60dda4a491b2913bc3065ae93966caea3f", "nlp"),
+    "microsoft/LoRA": ("c4593f060e6a368d7bb5af5273b8e42810cdef90", "nlp"),
+    "CarperAI/trlx": ("3340c2f3a56d1d14fdd5f13ad575121fa26b6d92", "nlp"),
+    # recsys
+    "pytorch/torchrec": ("a48cef79ebc333da92af1311c04b041ee21a8e75", "recsys"),
+    "shenweichen/DeepCTR-Torch": ("f6854257b1fc29caab655ce72c6b5528b7432574", "recsys"),
+    "pmixer/SASRec.pytorch": ("fde8a9c08febc2c898dc269b1d98ab762c50d2be", "recsys"),
+    "gusye1234/LightGCN-PyTorch": ("947ca2b3b1d2d3545b114145710cb06c4e57b3d2", "recsys"),
+    "guoyang9/NCF": ("89ff06ffcd2bca6bb773b54925265c208a28d318", "recsys"),
+    "jaywonchung/BERT4Rec-VAE-Pytorch": ("f66f2534ebfd937778c7174b5f9f216efdebe5de", "recsys"),
+    "xue-pai/FuxiCTR": ("063ac98935cde6421ca8d5dfd2b038297eb5c081", "recsys"),
+    # tabular
+    "yandex-research/rtdl": ("4ca77be57aae445648df63e9ef3a5566b1f0a835", "tabular"),
+    "yandex-research/tab-ddpm": ("b476257dd460b778ba09eb97f7a51d6490fa17f8", "tabular"),
+    "jrzaurin/pytorch-widedeep": ("268dad9c228d3e6c598d677a023979707524a313", "tabular"),
+    "somepago/saint": ("e288e84c77a54cfd2ffb55a53678fb7cbbb16630", "tabular"),
+    "yandex-research/tabular-dl-revisiting-models": ("e3ed46cac38568785289d8fa16b8cfa585bde27e", "tabular"),
+    # timeseries
+    "zhouhaoyi/Informer2020": ("29f2a739226a509202a092b464163da81fa74960", "timeseries"),
+    "thuml/Autoformer": ("51c7d416ae120b805fd5beef2f4ccf7de496a6ff", "timeseries"),
+    "cure-lab/LTSF-Linear": ("0c113668a3b88c4c4ee586b8c5ec3e539c4de5a6", "timeseries"),
+    "yuqinie98/PatchTST": ("204c21efe0b39603ad6e2ca640ef5896646ab1a9", "timeseries"),
+    # rl
+    "DLR-RM/stable-baselines3": ("e05d2dbe6eda0acd0ef2e316e3e4065677add3eb", "rl"),
+    "thu-ml/tianshou": ("f2402056b03acafeedf2518a5088db55add004ab", "rl"),
+    "openai/spinningup": ("038665d62d569055401d91856abb287263096178", "rl"),
+    "ikostrikov/pytorch-a2c-ppo-acktr-gail": ("41332b78dfb50321c29bade65f9d244387f68a60", "rl"),
+    "kzl/decision-transformer": ("e2d82e68f330c00f763507b3b01d774740bee53f", "rl"),
+    "facebookresearch/drqv2": ("c0c650b76c6e5d22a7eb5f2edffd1440fe94f8ef", "rl"),
+    "eloialonso/iris": ("24326aaaa283c527f42b89b44cfdecf2665a7a16", "rl"),
+    "seungeunrho/minimalRL": ("c8efed8481e3cd40e9739cfde220a55522555b57", "rl"),
+    # gnn
+    "pyg-team/pytorch_geometric": ("5c6461b2305ad068a6d61165b3c55852a11aaa41", "gnn"),
+    "tkipf/pygcn": ("1600b5b748b3976413d1e307540ccc62605b4d6d", "gnn"),
+    "Diego999/pyGAT": ("3664f2dc90cbf971564c0bf186dc794f12446d0c", "gnn"),
+    "graphdeeplearning/benchmarking-gnns": ("b6c407712fa576e9699555e1e035d1e327ccae6c", "gnn"),
+    "rampasek/GraphGPS": ("28015707cbab7f8ad72bed0ee872d068ea59c94b", "gnn"),
+    # sciml
+    "zongyi-li/fourier_neural_operator": ("00b7d86f8d74ff0af55da53eb585fe26df9c71f0", "sciml"),
+    "lululxvi/deepxde": ("99b6620386d18cefb1549dddb7b7fe468cfad607", "sciml"),
+    "pdebench/PDEBench": ("9754b4c0ee2bcb967233a89d1c8a6a58bf7f7bc9", "sciml"),
+    "ACEsuit/mace": ("667eee4e58d23a38ff5a75122109ec2025809649", "sciml"),
+    "mir-group/nequip": ("e07489d4c55535f758501f0536e76d1b59caed38", "sciml"),
+    "rtqichen/torchdiffeq": ("657943acefa826ef04c025ebeb1ff5e9d60dc268", "sciml"),
+    # course
+    "bentrevett/pytorch-seq2seq": ("b3cd54c72cd6e4e63f672d334c795b4fe744ef92", "course"),
+    "yunjey/pytorch-tutorial": ("0500d3df5a2a8080ccfccbc00aca0eacc21818db", "course"),
+    "karpathy/nn-zero-to-hero": ("73c3fcc741f0ec104ca850b1fb0df90e7e8d4cde", "course"),
+    "rasbt/deeplearning-models": ("18e046926551378cd691fd871dda0f21dcd272ab", "course"),
+    "dvgodoy/PyTorchStepByStep": ("d837dec7250dae20d247634c4aba63791bd89b2f", "course"),
+    "karpathy/ng-video-lecture": ("52201428ed7b46804849dea0b3ccf0de9df1a5c3", "course"),
+    # kaggle
+    "jionie/Bengaliai": ("02b580dbb75f443d78c0f5bd6e4ff74e3cbbba71", "kaggle"),
+    "BloodAxe/Kaggle-2020-Alaska2": ("3c1f5e8e564c9f04423beef69244fc74168f88ca", "kaggle"),
+    "bilzard/kaggle-hms-public": ("7d737b0904613ae9574215e40b2be65c42a829e8", "kaggle"),
+    "selimsef/dfdc_deepfake_challenge": ("89c6290490bac96b29193a4061b3db9dd3933e36", "kaggle"),
+    "ditwoo/batteries": ("e182d9178782a77f4f0a8e1bae935b6bef85e203", "kaggle"),
+    "paolorechia/common-lit-kaggle": ("795b53ebceb812fad9f214602957373cbd225121", "kaggle"),
+    "ChristofHenkel/kaggle-landmark-2021-1st-place": ("1ddd3f676431a7639f0b8a99606235548a0983d7", "kaggle"),
+    # library-examples
+    "huggingface/accelerate": ("16cb6eb80dd9aa8b4df1a63ef57863e455d53b83", "library-examples"),
+    "huggingface/diffusers": ("58eb52c0803ea9af3abec60841c2a093bdf1f951", "library-examples"),
+    "huggingface/peft": ("5d602fdbff04c33c1c4de55cda9d4ae1d7cb7e40", "library-examples"),
+    "huggingface/notebooks": ("5068b1142e8ed1e691c8b1e9f98e4473ebe55790", "library-examples"),
+    "pytorch/ignite": ("de08e799cfb55a6cf4aa778575d6bad725385453", "library-examples"),
+    "microsoft/DeepSpeedExamples": ("83757d9c937daabd1089a08051061706cb73900d", "library-examples"),
+    "pytorch/opacus": ("4d0ebc84613d214fbfd37fbfd1390e3747a625ce", "library-examples"),
+}
+
+
+def half_of(repo: str) -> str:
+    """The fixed split: dev when sha256(owner/name)'s first byte is even."""
+    return "dev" if hashlib.sha256(repo.encode()).digest()[0] % 2 == 0 else "scoring"
 
 
 def findings(root: str, repo: str, commit: str) -> list[dict]:
     """ampfix's loop findings on one checkout: dicts with path (relative), line, code, fix, message."""
     folder = os.path.abspath(checkout_dir(root, repo, commit))
+    if not os.path.isdir(folder):
+        raise SystemExit(f"no checkout {folder}: build it with --extract-from MIRRORS")
     command = [
         sys.executable, "-m", "ampfix", "check", folder, "--isolated", "--no-cache", "--unsafe-fixes",
         "--output-format", "json", "--exit-zero", "--quiet",
@@ -86,9 +218,8 @@ def findings(root: str, repo: str, commit: str) -> list[dict]:
     done = subprocess.run(command, capture_output=True, text=True, cwd=folder, env=env)
     if done.returncode not in (0, 1):
         raise SystemExit(f"ampfix failed on {folder} (exit {done.returncode}):\n{done.stderr}")
-    records = json.loads(done.stdout or "[]")
     out = []
-    for record in records:
+    for record in json.loads(done.stdout or "[]"):
         if not record["code"].startswith(LOOP_CODES):
             continue
         fix = record.get("fix")
@@ -99,66 +230,176 @@ def findings(root: str, repo: str, commit: str) -> list[dict]:
             "code": record["code"],
             "fix": fix["applicability"] if fix else "none",
             "message": record["message"],
+            "half": half_of(repo),
+            **({"cell": record["cell"]} if record.get("cell") is not None else {}),  # notebooks: row is in the cell
         })
     return out
 
 
 def key(entry: dict) -> tuple:
-    return entry["repo"], entry["path"], entry["line"], entry["code"]
+    return entry["repo"], entry["path"], entry.get("cell", 0), entry["line"], entry["code"]
 
 
 def labelled_positives(labels: dict) -> set:
     return {
-        (l["repo"], l["path"], line, l["code"])
+        (l["repo"], l["path"], 0, line, l["code"])
         for l in labels["labels"] if not l["code"].startswith("!")
         for line in range(l["line"], l["end_line"] + 1)
     }
 
 
-def compare(found: list[dict], triage: list[dict], expected: set) -> int:
-    """Print the differences and the precision; return the number of untriaged findings."""
+def verdict_of(entry: dict | None) -> str:
+    verdict = entry["verdict"] if entry else "untriaged"
+    return verdict if verdict in VERDICTS else "untriaged"
+
+
+def miss_found(miss: dict, found: list[dict]) -> bool:
+    last = miss.get("end_line", miss["line"])
+    return any(
+        f["repo"] == miss["repo"] and f["path"] == miss["path"] and f["code"] == miss["code"]
+        and f.get("cell", 0) == miss.get("cell", 0)
+        and miss["line"] <= f["line"] <= last
+        for f in found
+    )
+
+
+def show(tag: str, entry: dict, extra: str = "") -> None:
+    where = f"{entry['path']}:" + (f"cell {entry['cell']}:" if "cell" in entry else "") + str(entry["line"])
+    print(f"  {tag:<9}{entry['repo']} {where} {entry['code']} {extra}".rstrip())
+
+
+def compare(found: list[dict], triage: list[dict], expected: set, misses: list[dict], half: str, listed: bool) -> int:
+    """Print one half's differences and figures; return the number of its untriaged findings."""
     triaged = {key(t): t for t in triage}
     now = {key(f): f for f in found}
     new = [f for k, f in sorted(now.items()) if k not in triaged and k not in expected]
-    removed = [t for k, t in sorted(triaged.items()) if k not in now]
+    silenced = [t for k, t in sorted(triaged.items()) if k not in now]
     changed = [
         (f, triaged[k]) for k, f in sorted(now.items())
         if k in triaged and (f["fix"] == "none") != (triaged[k]["fix"] == "none")
     ]
-    for f in new:
-        print(f"  NEW      {f['repo']} {f['path']}:{f['line']} {f['code']} (fix: {f['fix']}) {f['message'][:110]}")
-    for t in removed:
-        print(f"  REMOVED  {t['repo']} {t['path']}:{t['line']} {t['code']} (was {t['verdict']}: {t['reason'][:90]})")
-    for f, t in changed:
-        print(f"  FIX CHANGED {f['repo']} {f['path']}:{f['line']} {f['code']}: triaged {t['fix']}, now {f['fix']}")
-    verdicts = Counter()
-    harmful = 0
+    if listed:
+        for f in new:
+            show("NEW", f, f"(fix: {f['fix']}) {f['message'][:110]}")
+        for t in silenced:
+            show("SILENCED", t, f"(was {t['verdict']}: {t['reason'][:90]})")
+        for f, t in changed:
+            show("FIX", f, f"triaged {t['fix']}, now {f['fix']}")
     by_code: dict[str, Counter] = {}
     for k, f in now.items():
-        verdict = "TP" if k in expected else triaged[k]["verdict"] if k in triaged else "untriaged"
-        verdict = verdict if verdict in ("TP", "FP") else "untriaged"
-        verdicts[verdict] += 1
-        by_code.setdefault(f["code"], Counter())[verdict] += 1
-        if k in triaged and f["fix"] != "none" and triaged[k]["fix"] == "harmful":
-            harmful += 1
-    judged = verdicts["TP"] + verdicts["FP"]
-    precision = verdicts["TP"] / judged if judged else 1.0
-    print("per rule (TP/FP/untriaged): " + ", ".join(
-        f"{code} {c['TP']}/{c['FP']}/{c['untriaged']}" for code, c in sorted(by_code.items())))
-    print(f"loop findings: {len(now)} ({verdicts['TP']} TP, {verdicts['FP']} FP, {verdicts['untriaged']} untriaged); "
-          f"precision {precision:.1%}; offered fixes triaged harmful: {harmful}; "
-          f"new {len(new)}, removed {len(removed)}, fix changed {len(changed)}")
-    return len(new)
+        verdict = "TP" if k in expected else verdict_of(triaged.get(k))
+        counts = by_code.setdefault(f["code"], Counter())
+        counts[verdict] += 1
+        counts["harmful"] += k in triaged and f["fix"] != "none" and triaged[k]["fix"] == "harmful"
+    for t in silenced:
+        by_code.setdefault(t["code"], Counter())["silenced " + verdict_of(t)] += 1
+    total = Counter()
+    print(f"[{half}] per rule: found (TP/FP/debatable/untriaged), precision TP/(TP+FP), harmful fixes, silenced")
+    for code, counts in sorted(by_code.items()):
+        total.update(counts)
+        print("  " + row(code, counts))
+    print("  " + row("all", total))
+    known = [t for t in triage if t["verdict"] == "TP"]
+    caught = sum(key(t) in now for t in known)
+    misses_found = sum(miss_found(m, found) for m in misses)
+    denominator = len(known) + len(misses)
+    recall = f"{(caught + misses_found) / denominator:.1%}" if denominator else "n/a"
+    print(f"  recall on known bugs: {caught + misses_found}/{denominator} ({recall}; "
+          f"{caught}/{len(known)} triaged TP still found, {misses_found}/{len(misses)} misses found); "
+          f"new {len(new)}, silenced {len(silenced)}, fix changed {len(changed)}")
+    return len(new) + sum(verdict_of(triaged.get(k)) == "untriaged" for k in now if k in triaged)
+
+
+def row(code: str, counts: Counter) -> str:
+    found = sum(counts[v] for v in (*VERDICTS, "untriaged"))
+    judged = counts["TP"] + counts["FP"]
+    precision = f"{counts['TP'] / judged:.2f} ({counts['TP']}/{judged})" if judged else "n/a"
+    silenced = ", ".join(f"{counts['silenced ' + v]} {v}" for v in (*VERDICTS, "untriaged") if counts["silenced " + v])
+    return (f"{code:<7} {found:>4} ({counts['TP']}/{counts['FP']}/{counts['debatable']}/{counts['untriaged']})"
+            f"  precision {precision:<14} harmful {counts['harmful']}"
+            + (f"  silenced: {silenced}" if silenced else ""))
+
+
+def diff_baseline(found: list[dict], path: str, halves: tuple[str, ...], repos: dict, listed: bool) -> None:
+    """ruff-ecosystem style: findings added, removed and changed against a saved snapshot, per half and rule."""
+    with open(path, encoding="utf-8") as handle:
+        saved = json.load(handle)
+    before = {key(f): f for f in saved["findings"] if f["repo"] in repos}
+    now = {key(f): f for f in found}
+    print(f"against {path} (ampfix {saved.get('ampfix', '?')}):")
+    for half in halves:
+        added = [now[k] for k in sorted(now.keys() - before.keys()) if now[k]["half"] == half]
+        removed = [before[k] for k in sorted(before.keys() - now.keys()) if before[k].get("half", half_of(k[0])) == half]
+        changed = [
+            (before[k], now[k]) for k in sorted(now.keys() & before.keys())
+            if now[k]["half"] == half and (now[k]["fix"], now[k]["message"]) != (before[k]["fix"], before[k]["message"])
+        ]
+        per_rule: dict[str, Counter] = {}
+        for what, entries in (("+", added), ("-", removed), ("~", [n for _, n in changed])):
+            for entry in entries:
+                per_rule.setdefault(entry["code"], Counter())[what] += 1
+        print(f"[{half}] +{len(added)} -{len(removed)} ~{len(changed)}  per rule: " + (", ".join(
+            f"{code} +{c['+']} -{c['-']} ~{c['~']}" for code, c in sorted(per_rule.items())) or "no change"))
+        if half == "dev" or listed:
+            for entry in added:
+                show("+", entry, f"(fix: {entry['fix']}) {entry['message'][:110]}")
+            for entry in removed:
+                show("-", entry, f"(fix: {entry['fix']}) {entry['message'][:110]}")
+            for old, new in changed:
+                show("~", new, f"fix {old['fix']} -> {new['fix']}; {new['message'][:100]}")
+
+
+def ampfix_version() -> str:
+    """The last commit of the ampfix code that runs (this worktree's ampfix/), '-dirty' with uncommitted changes there."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", HERE, *args], capture_output=True, text=True).stdout.strip()
+    commit = git("log", "-1", "--format=%h", "--", os.path.join(HERE, "..", "ampfix")) or "unknown"
+    return commit + ("-dirty" if git("status", "--porcelain", "--", os.path.join(HERE, "..", "ampfix")) else "")
+
+
+def save(found: list[dict], path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    entries = sorted(found, key=key)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write('{"ampfix": ' + json.dumps(ampfix_version()) + ', "findings": [\n')
+        handle.write(",\n".join(json.dumps(e, ensure_ascii=False) for e in entries) + "\n]}\n")
+    print(f"saved {len(entries)} findings to {path}")
+
+
+def updated_triage(everything: list[dict], found: list[dict], repos: dict, expected: set) -> list[dict]:
+    """The triage with '?' stubs for new findings and the silenced mark set or cleared (never an entry dropped)."""
+    now = {key(f): f for f in found}
+    known = {key(t) for t in everything}
+    out = []
+    for entry in everything:
+        entry = dict(entry)
+        if entry["repo"] in repos:
+            if key(entry) in now:
+                entry.pop("status", None)
+            else:
+                entry["status"] = "silenced"
+        out.append(entry)
+    for k, f in sorted(now.items()):
+        if k not in known and k not in expected:
+            out.append({**{n: f[n] for n in ("repo", "path", "cell", "line", "code") if n in f}, "verdict": "?",
+                        "fix": "none" if f["fix"] == "none" else "?", "reason": f["message"]})
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkouts", required=True, help="folder of extracted checkouts")
-    parser.add_argument("--extract-from", help="folder of git mirrors (owner+name/repo) to extract from")
-    parser.add_argument("--dev", action="store_true", help="the dev corpus instead of the ecosystem repositories")
+    parser.add_argument("--checkouts", default=DEFAULT_CHECKOUTS, help=f"folder of extracted checkouts ({DEFAULT_CHECKOUTS})")
+    parser.add_argument("--extract-from", help="folder of git snapshots (owner+name/repo) to extract missing checkouts from")
+    parser.add_argument("--half", choices=(*HALVES, "all"), default="all", help="which half of the ecosystem (default all)")
+    parser.add_argument("--dev", action="store_true", help="the labelled dev corpus instead of the ecosystem repositories")
     parser.add_argument("--triage", help="triage file (default: bench/triage/ecosystem.json or dev.json)")
+    parser.add_argument("--misses", default=MISSES, help="known bugs no finding reported (default bench/triage/misses.json)")
     parser.add_argument("--write-new", action="store_true",
-                        help="append untriaged findings to the triage file with verdict '?' (to fill in by reading)")
+                        help="add '?' stubs for untriaged findings and set/clear the silenced mark in the triage file")
+    parser.add_argument("--save", metavar="FILE", help="write the findings snapshot (JSON) to FILE")
+    parser.add_argument("--baseline", metavar="FILE", help="print findings added/removed/changed against a saved snapshot")
+    parser.add_argument("--list-scoring", action="store_true",
+                        help="list scoring-half findings one by one (only once a change is done)")
     parser.add_argument("--repo", action="append", help="only these repositories")
     args = parser.parse_args()
 
@@ -167,29 +408,39 @@ def main() -> int:
         with open(DEFAULT_LABELS, encoding="utf-8") as handle:
             labels = json.load(handle)
         repos = labels["repos"]
+        halves = ("dev",)
     else:
-        repos = ECOSYSTEM
+        halves = HALVES if args.half == "all" else (args.half,)
+        repos = {r: commit for r, (commit, _domain) in ECOSYSTEM.items() if half_of(r) in halves}
     if args.repo:
         repos = {r: c for r, c in repos.items() if r in args.repo}
     if args.extract_from:
         extract(args.checkouts, args.extract_from, {"repos": repos})
     triage_path = args.triage or os.path.join(TRIAGE, "dev.json" if args.dev else "ecosystem.json")
-    triage = [t for t in load_triage(triage_path) if t["repo"] in repos]
+    everything = load_json(triage_path)
+    misses = [m for m in load_json(args.misses) if m["repo"] in repos]
     found = [f for repo, commit in sorted(repos.items()) for f in findings(args.checkouts, repo, commit)]
-    expected = labelled_positives(labels)
-    untriaged = compare(found, triage, expected)
-    if args.write_new and untriaged:
-        known = {key(t) for t in triage} | expected
-        everything = load_triage(triage_path)
+    if args.dev:
         for f in found:
-            if key(f) not in known:
-                everything.append({**{k: f[k] for k in ("repo", "path", "line", "code", "fix")},
-                                   "verdict": "?", "reason": f["message"]})
-        write_triage(triage_path, everything)
-    return 1 if untriaged or any(t["verdict"] not in ("TP", "FP") for t in triage) else 0
+            f["half"] = "dev"
+    expected = labelled_positives(labels)
+    untriaged = 0
+    for half in halves:
+        in_half = lambda e, half=half: args.dev or half_of(e["repo"]) == half  # noqa: E731
+        untriaged += compare(
+            [f for f in found if in_half(f)], [t for t in everything if t["repo"] in repos and in_half(t)],
+            expected, [m for m in misses if in_half(m)], half, listed=half == "dev" or args.list_scoring,
+        )
+    if args.save:
+        save(found, args.save)
+    if args.baseline:
+        diff_baseline(found, args.baseline, halves, repos, args.list_scoring)
+    if args.write_new:
+        write_triage(triage_path, updated_triage(everything, found, repos, expected))
+    return 1 if untriaged else 0
 
 
-def load_triage(path: str) -> list[dict]:
+def load_json(path: str) -> list[dict]:
     if not os.path.exists(path):
         return []
     with open(path, encoding="utf-8") as handle:

@@ -12,7 +12,11 @@ from ampfix.rules.base import FIX_NONE
 from ampfix.settings import Settings
 from conftest import RULE_DOCS, run_ampfix
 
-SECTIONS = ("## What it does", "## Why is this bad?", "## Example", "## Use instead", "## Fix safety")
+SECTIONS = (
+    "## What it does", "## Why is this bad?", "## Example", "## Use instead", "## Fix safety", "## Known problems",
+)
+# their section comes with the typestate work
+KNOWN_PROBLEMS_PENDING = frozenset({"AMP201", "AMP202", "AMP203", "AMP204", "AMP302"})
 
 
 def blocks(doc, heading):
@@ -29,8 +33,11 @@ def doc(code):
 def test_document_has_every_section(code):
     text = doc(code)
     assert text.startswith(f"# {RULES[code].name} ({code})")
-    for section in SECTIONS:
+    sections = [s for s in SECTIONS if not (s == "## Known problems" and code in KNOWN_PROBLEMS_PENDING)]
+    for section in sections:
         assert section in text, f"{code}.md lacks {section}"
+    positions = [text.index(section) for section in sections]
+    assert positions == sorted(positions), f"{code}.md has its sections out of order"
 
 
 @pytest.mark.parametrize("code", sorted(RULES))
