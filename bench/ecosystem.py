@@ -210,7 +210,7 @@ def findings(root: str, repo: str, commit: str) -> list[dict]:
     if not os.path.isdir(folder):
         raise SystemExit(f"no checkout {folder}: build it with --extract-from MIRRORS")
     command = [
-        sys.executable, "-m", "ampfix", "check", folder, "--isolated", "--no-cache", "--unsafe-fixes",
+        sys.executable, "-m", "ampfix", "check", folder, "--isolated", "--no-cache", "--unsafe-fixes", "--preview", "--extend-select", "AMP501",
         "--output-format", "json", "--exit-zero", "--quiet",
     ]
     # run from the checkout, as its user would (the project root is the checkout's)

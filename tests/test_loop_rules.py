@@ -275,8 +275,8 @@ def test_amp207_silent(source):
 
 
 @pytest.mark.parametrize("source", [
-    loop("with torch.autocast('cuda', dtype=torch.float16):\n    loss = model(x)\nloss.backward()\n"),
-    loop("with torch.autocast('cuda'):\n    loss = model(x)\nloss.backward()\n"),  # the CUDA default
+    loop("with torch.autocast('cuda', dtype=torch.float16):\n    loss = model(x)\nloss.backward()\noptimizer.step()\n"),
+    loop("with torch.autocast('cuda'):\n    loss = model(x)\nloss.backward()\noptimizer.step()\n"),  # the CUDA default
     loop("""
     dtype = 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
     ptdtype = {'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
@@ -284,6 +284,7 @@ def test_amp207_silent(source):
     with ctx:
         loss = model(x)
     loss.backward()
+    optimizer.step()
     """),
 ])
 def test_amp208_fires(source):
@@ -295,6 +296,8 @@ def test_amp208_fires(source):
     loop("with torch.autocast('cpu'):\n    loss = model(x)\nloss.backward()\n"),  # CPU default: bf16
     loop("scaler = torch.amp.GradScaler()\nwith torch.autocast('cuda'):\n    loss = model(x)\nscaler.scale(loss).backward()\n"),
     loop("with torch.autocast('cuda'):\n    out = model(x)\n"),  # inference
+    # a kernel timing or gradient check: no optimizer applies the gradients, nothing to underflow into
+    loop("with torch.autocast('cuda', dtype=torch.float16):\n    loss = model(x)\nloss.backward()\n"),
 ])
 def test_amp208_silent(source):
     assert only("AMP208", source) == []

@@ -23,7 +23,7 @@ for x, y in loader:
 
 FP32_TUTORIAL = """\
 import torch
-model = torch.nn.Linear(10, 2).cuda()
+model = torch.nn.Sequential(torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10)).cuda()
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
 for x, y in loader:
     x, y = x.cuda(), y.cuda()
@@ -86,6 +86,25 @@ def test_a_plain_fp32_tutorial_loop_reports_nothing_by_default(tmp_path):
     assert run_ampfix("check", "--no-cache", "--preview", "train.py", cwd=tmp_path).returncode == 0
     opted_in = run_ampfix("check", "--no-cache", "--preview", "--select", "AMP501", "train.py", cwd=tmp_path)
     assert "AMP501" in opted_in.stdout
+
+
+def test_the_opportunity_stays_silent_where_amp_does_not_pay(tmp_path):
+    # AMP501 opted in: a CPU-only loop, a test, a linear regression, a model built in bfloat16 by its config
+    cpu = FP32_TUTORIAL.replace(".cuda()", "")
+    regression = FP32_TUTORIAL.replace(
+        "torch.nn.Sequential(torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10))", "torch.nn.Linear(1, 1)")
+    bfloat16 = FP32_TUTORIAL.replace("import torch\n", 'import torch\ncfg = {"dtype": torch.bfloat16}\n').replace(
+        ".cuda()\n", '.to("cuda", dtype=cfg["dtype"])\n', 1)
+    (tmp_path / "tests").mkdir()
+    for name, source in (("cpu.py", cpu), ("tests/test_train.py", FP32_TUTORIAL), ("regression.py", regression),
+                         ("bf16.py", bfloat16), ("bench/baseline.py", FP32_TUTORIAL)):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(source)
+        result = run_ampfix("check", "--no-cache", "--preview", "--select", "AMP501", name, cwd=tmp_path)
+        assert result.returncode == 0, (name, result.stdout)
+    (tmp_path / "train.py").write_text(FP32_TUTORIAL)
+    found = run_ampfix("check", "--no-cache", "--preview", "--select", "AMP501", "train.py", cwd=tmp_path).stdout
+    assert "the model's `torch.nn.Linear` runs in float32" in found  # why it pays, as evidence
 
 
 def test_rule_shows_the_tier(tmp_path):

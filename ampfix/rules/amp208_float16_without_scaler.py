@@ -13,7 +13,7 @@ from ampfix.rules._loop import at
 from ampfix.rules._protocol import add_scaler_protocol, protocol_anchor
 from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.semantic import dotted_name
-from ampfix.training.model import AUTOCASTS, BACKWARD, OPT_STEP, AutocastRegion
+from ampfix.training.model import AUTOCASTS, BACKWARD, OPT_STEP, SCALER_STEP, AutocastRegion
 
 _FP16 = re.compile(r"float16|\bhalf\b|fp16")
 
@@ -31,6 +31,10 @@ class Float16WithoutScaler(Rule):
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training
+        # a backward whose gradients no optimizer applies (a kernel timing, a gradient check)
+        # trains nothing: an underflow there harms nobody
+        if not any(f.of(OPT_STEP, SCALER_STEP, calls=True) for f in model.functions):
+            return
         for fn in model.functions:
             if model.step_uses_scaler(fn):
                 continue  # this step scales (or hands the loss to a scaler wrapper): AMP202-204 check how

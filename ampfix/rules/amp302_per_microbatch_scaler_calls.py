@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+
 from typing import Iterator
 
 from ampfix.context import ModuleContext
@@ -43,6 +45,8 @@ class PerMicrobatchScalerCalls(Rule):
                         continue
                     if any(f.node is acc.gate for f in event.context):
                         continue
+                    if _shares_a_branch_with_a_step(event, acc, fn.of(OPT_STEP, SCALER_STEP)):
+                        continue  # under a condition that also holds a step: it runs where the step runs
                     what = call_name(ctx, event.call)
                     consequence = {
                         UNSCALE: "a second micro-batch raises `unscale_() has already been called`",
@@ -82,3 +86,18 @@ class PerMicrobatchScalerCalls(Rule):
         if insert is None:
             return None
         return Fix("Move it into the step branch", (delete, insert), Applicability.UNSAFE)
+
+
+def _shares_a_branch_with_a_step(event, acc: Accumulation, steps) -> bool:
+    """Whether an ``if`` branch inside the accumulation loop holds both the event and a step
+    (a retry loop's ``if high_loss: backward; unscale_; step``): not a micro-batch call."""
+    frames = [f for f in event.context if isinstance(f.node, ast.If)]
+    inside = {(id(f.node), f.branch) for f in frames if _within(event, f.node, acc.loop)}
+    return any(
+        (id(f.node), f.branch) in inside for step in steps for f in step.context if isinstance(f.node, ast.If)
+    )
+
+
+def _within(event, node, loop) -> bool:
+    nodes = [f.node for f in event.context]
+    return any(n is loop for n in nodes) and nodes.index(node) > next(i for i, n in enumerate(nodes) if n is loop)

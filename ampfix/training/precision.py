@@ -181,6 +181,11 @@ _HEAVY_LAYERS = frozenset({
     "LSTM", "GRU", "RNN",
 })
 _CONTAINERS = frozenset({"Sequential", "ModuleList", "ModuleDict"})
+_NN_MODULES = frozenset({"torch.nn", "torch.nn.modules"})
+_WRAPPERS = frozenset({
+    "torch.nn.DataParallel", "torch.nn.parallel.DistributedDataParallel", "torch.nn.parallel.DataParallel",
+    "torch.compile",
+})
 _SMALL = 64  # a layer whose literal widths are all below this does too little work for AMP to pay
 _MOVES = frozenset({"to", "cuda", "train", "float", "requires_grad_"})
 
@@ -200,20 +205,29 @@ class ModelFacts:
 def model_facts(ctx: "ModuleSource", fn: "StepFunction") -> Optional[ModelFacts]:
     """The model whose ``.parameters()`` the step's optimizer was built with, read from values:
     the optimizer's construction, the model's (a ``torch.nn`` layer, a ``Sequential``, or a class
-    of this module and its ``__init__``), with the ``.to(...)`` calls on it. None when the module
-    does not show it (a factory, a config, another module): then nothing is known."""
+    of this module whose fields are all ``torch.nn`` layers), through wrappers (``DataParallel``,
+    ``torch.compile``) and ``.to(...)`` calls. Every assignment of the model counts: a layer size
+    is known only when every one of them shows it. None when the module does not show it (a
+    factory, a config, a class of another module): then nothing is known."""
     for step in fn.of(OPT_STEP):
         if not isinstance(step.call.func, ast.Attribute):
             continue
         for built in _values(ctx, step.call.func.value):
             model = _parameters_owner(built)
-            if model is None:
-                continue
-            for value in _values(ctx, model):
-                facts = _facts_of_construction(ctx, value)
-                if facts is not None:
-                    return facts
+            if model is not None:
+                return _facts_of_model(ctx, model, depth=3)
     return None
+
+
+def _facts_of_model(ctx: "ModuleSource", model: ast.AST, depth: int) -> Optional[ModelFacts]:
+    values = _values(ctx, model)
+    if not values or depth == 0:
+        return None
+    found = [_facts_of_construction(ctx, value, depth) for value in values]
+    dtype = next((f.dtype for f in found if f is not None and f.dtype is not None), None)
+    if any(f is None for f in found):
+        return ModelFacts([], dtype) if dtype is not None else None
+    return ModelFacts([layer for f in found for layer in f.layers], dtype)
 
 
 def _values(ctx: "ModuleSource", expr: ast.AST) -> list:
@@ -230,30 +244,60 @@ def _parameters_owner(value: ast.AST) -> Optional[ast.AST]:
     return None
 
 
-def _facts_of_construction(ctx: "ModuleSource", value: ast.AST) -> Optional[ModelFacts]:
+def _facts_of_construction(ctx: "ModuleSource", value: ast.AST, depth: int) -> Optional[ModelFacts]:
     dtype = None
     while isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and value.func.attr in _MOVES:
         dtype = dtype or _dtype_argument(ctx, value)
         value = value.func.value  # `Net().to(device)`: the construction is underneath
+    if isinstance(value, (ast.Name, ast.Attribute)):
+        inner = _facts_of_model(ctx, value, depth - 1)  # `net = net.to(device)`: the earlier value
+        return ModelFacts(inner.layers, inner.dtype or dtype) if inner is not None else None
     if not isinstance(value, ast.Call):
         return None
     dtype = dtype or _dtype_argument(ctx, value)
     qualified = ctx.semantic.qualified_name(value.func) or ""
+    if qualified in _WRAPPERS:
+        return _facts_of_construction(ctx, value.args[0], depth) if value.args else None
     if qualified.startswith("torch.nn."):
-        return ModelFacts(_layers_in(ctx, value), dtype)
+        layers = _layers_in(ctx, value)
+        return ModelFacts(layers, dtype) if layers is not None else None
     name = value.func.id if isinstance(value.func, ast.Name) else None
     classes = [n for n in ctx.tree.body if isinstance(n, ast.ClassDef) and n.name == name]
-    if len(classes) != 1:
+    layers = _layers_of_class(ctx, classes[0]) if len(classes) == 1 else None
+    if layers is None:
         return ModelFacts([], dtype) if dtype is not None else None
-    layers = [c for c in ast.walk(classes[0]) if isinstance(c, ast.Call)
-              and (ctx.semantic.qualified_name(c.func) or "").startswith("torch.nn.")]
     return ModelFacts(layers, dtype)
 
 
-def _layers_in(ctx: "ModuleSource", call: ast.Call) -> list:
-    """A layer, or the layers of a ``Sequential`` (nested containers included)."""
+def _layers_of_class(ctx: "ModuleSource", cls: ast.ClassDef) -> Optional[list]:
+    """The layers a module class builds, when every field it assigns a call to is a known
+    ``torch.nn`` layer (None: it builds something else, whose size is unknown)."""
+    layers = []
+    for node in ast.walk(cls):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            if not any(isinstance(t, ast.Attribute) for t in node.targets):
+                continue
+            qualified = ctx.semantic.qualified_name(node.value.func) or ""
+            if not qualified.startswith("torch.nn."):
+                return None
+            found = _layers_in(ctx, node.value)
+            if found is None:
+                return None
+            layers += found
+    return layers
+
+
+def _layers_in(ctx: "ModuleSource", call: ast.Call) -> Optional[list]:
+    """A layer, or the layers of a ``Sequential`` (nested containers included); None when a part
+    is not a ``torch.nn`` layer (a block of the project's own) or the container is built from a
+    list whose members are not shown."""
+    if (ctx.semantic.qualified_name(call.func) or "").rsplit(".", 1)[0] not in _NN_MODULES:
+        return None
     if _layer_name(call) in _CONTAINERS:
-        return [layer for arg in call.args if isinstance(arg, ast.Call) for layer in _layers_in(ctx, arg)]
+        if not call.args or any(not isinstance(arg, ast.Call) for arg in call.args):
+            return None
+        parts = [_layers_in(ctx, arg) for arg in call.args]
+        return None if any(p is None for p in parts) else [layer for part in parts for layer in part]
     return [call]
 
 
