@@ -22,6 +22,7 @@ else:  # pragma: no cover
 from ampfix.rules import ENGINE_CODES, RULES
 
 DEFAULT_TARGET_TORCH = (2, 4)
+ALWAYS_REPORTED = frozenset({"AMP001"})  # syntax errors: no selection hides them (ruff)
 DEFAULT_EXCLUDES = (
     ".git",
     ".hg",
@@ -74,15 +75,16 @@ class Settings:
     fixable: frozenset[str] = frozenset(RULES)  # codes whose fixes are offered and applied
 
     def enabled(self, path: str) -> frozenset[str]:
-        """Codes selected for path once per-file ignores apply."""
+        """Codes selected for path once per-file ignores apply. A file that is parsed and does not
+        parse is always reported (AMP001), whatever is selected or ignored, as ruff does."""
         if not self.per_file_ignores:
-            return self.select
+            return self.select | ALWAYS_REPORTED
         rel = _relative(path, self.project_root)
         codes = set(self.select)
         for pattern, ignored in self.per_file_ignores:
             if _glob_match(rel, pattern):
                 codes -= ignored
-        return frozenset(codes)
+        return frozenset(codes) | ALWAYS_REPORTED
 
     def cache_key(self) -> str:
         return repr(
@@ -192,6 +194,11 @@ _KEYS = {
 # In each folder, the first of these that exists is its configuration (ruff's order): the two
 # ampfix files hold the settings at their top level, pyproject.toml under [tool.ampfix].
 CONFIG_NAMES = (".ampfix.toml", "ampfix.toml", "pyproject.toml")
+# ruff's `extend`: the rule selection of each file is a layer over the one it extends (a child's
+# `ignore` adjusts the parent's choice, its `select` starts over); these lists are appended; every
+# other key of the child replaces the parent's.
+_LAYERED_KEYS = ("select", "extend-select", "ignore", "fixable", "unfixable")
+_APPENDED_KEYS = ("extend-exclude", "extend-safe-fixes", "extend-unsafe-fixes")
 
 
 @dataclass
@@ -200,6 +207,8 @@ class FileConfig:
     root: str = "."
     values: dict[str, Any] = field(default_factory=dict)
     torch_requirement: Optional[tuple[int, int]] = None
+    # the selection keys of the files this one extends, base first: (their path, their keys)
+    inherited_layers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 def find_config(start: str) -> FileConfig:
@@ -266,9 +275,26 @@ def load_config(path: str, require_table: bool = True, _extending: tuple = ()) -
         if target in _extending or target == os.path.abspath(path):
             raise ConfigError(f"{path}: `{prefix}extend` makes a cycle through {target}")
         inherited = load_config(target, require_table=True, _extending=(*_extending, os.path.abspath(path)))
-        values = {**inherited.values, **values}
+        own, values = values, {k: v for k, v in inherited.values.items() if k not in _LAYERED_KEYS}
+        values.update(own)
+        for key in _APPENDED_KEYS:
+            if key in own and key in inherited.values:
+                values[key] = [
+                    *_string_list(inherited.values[key], _key_where(inherited.path, key)),
+                    *_string_list(own[key], _key_where(path, key)),
+                ]
+        layer = {k: v for k, v in inherited.values.items() if k in _LAYERED_KEYS}
+        layers = [*inherited.inherited_layers, (inherited.path, layer)]
         requirement = requirement or inherited.torch_requirement
+        return FileConfig(path, root, values, requirement, layers)
     return FileConfig(path, root, values, requirement)
+
+
+def _key_where(path: Optional[str], key: str) -> str:
+    """How an error names a key: in the file that set it, or as the command-line option."""
+    if not path:
+        return f"--{key}"
+    return f"{path}: `tool.ampfix.{key}`" if os.path.basename(path) == "pyproject.toml" else f"{path}: `{key}`"
 
 
 def _torch_requirement(data: dict, path: str) -> Optional[tuple[int, int]]:
@@ -290,6 +316,9 @@ def _torch_requirement(data: dict, path: str) -> Optional[tuple[int, int]]:
 
 
 def parse_version(value: Any, where: str) -> tuple[int, int]:
+    if isinstance(value, float):
+        # TOML reads 2.10 as the number 2.1: a version is a string (ruff rejects target-version = 3.10)
+        raise ConfigError(f'{where}: invalid torch version {value} (a TOML number): write it as a string, e.g. "2.10" (TOML reads 2.10 as 2.1)')
     match = re.fullmatch(r"\s*(\d+)\.(\d+)(?:\.\d+)?\s*", str(value))
     if not match or isinstance(value, bool):
         raise ConfigError(f"{where}: invalid torch version `{value}` (expected X.Y, e.g. 2.4)")
@@ -330,15 +359,13 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
             return f"--{key}"
         return f"{where}: `tool.ampfix.{key}`" if in_pyproject else f"{where}: `{key}`"
 
-    # two layers, as ruff resolves them: the configuration's selectors, then the command line's
-    config_select = _string_list(values["select"], key_where("select")) if "select" in values else ["ALL"]
-    config_layer = (
-        validate_selectors(config_select, key_where("select")),
-        validate_selectors(
-            _string_list(values.get("extend-select", []), key_where("extend-select")), key_where("extend-select")
-        ),
-        validate_selectors(_string_list(values.get("ignore", []), key_where("ignore")), key_where("ignore")),
-    )
+    # layers, as ruff resolves them: each configuration's selectors (those it extends first), then
+    # the command line's
+    files = [*config.inherited_layers, (config.path, {k: values[k] for k in _LAYERED_KEYS if k in values})]
+    config_layers = [_selection_layer(layer, path, first=i == 0) for i, (path, layer) in enumerate(files)]
+    fixable_layers = [
+        _selection_layer(layer, path, i == 0, ("fixable", None, "unfixable")) for i, (path, layer) in enumerate(files)
+    ]
     cli_layer = (
         validate_selectors(cli.select, "--select") if cli.select is not None else None,
         validate_selectors(cli.extend_select, "--extend-select"),
@@ -396,7 +423,7 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
     extend_exclude = tuple(_string_list(values.get("extend-exclude", []), key_where("extend-exclude")))
 
     return Settings(
-        select=resolve_layers([config_layer, cli_layer]),
+        select=resolve_layers([*config_layers, cli_layer]),
         per_file_ignores=per_file_ignores,
         exclude=exclude,
         extend_exclude=extend_exclude,
@@ -408,11 +435,7 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
         amp_dtype=dtype,
         ignore_noqa=cli.ignore_noqa,
         fixable=resolve_layers([
-            (
-                validate_selectors(_string_list(values.get("fixable", ["ALL"]), key_where("fixable")), key_where("fixable")),
-                [],
-                validate_selectors(_string_list(values.get("unfixable", []), key_where("unfixable")), key_where("unfixable")),
-            ),
+            *fixable_layers,
             (
                 validate_selectors(cli.fixable, "--fixable") if cli.fixable is not None else None,
                 [],
@@ -422,6 +445,20 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
         safe_fix_codes=safe_codes,
         unsafe_fix_codes=unsafe_codes,
     )
+
+
+def _selection_layer(values: dict, path: Optional[str], first: bool, keys=("select", "extend-select", "ignore")) -> tuple:
+    """One configuration file's (select, extend-select, ignore), or with ``keys`` its (fixable, -,
+    unfixable): a first file without the first key selects ALL, a later one keeps what the files
+    it extends chose."""
+
+    def selectors(key: Optional[str], default):
+        if key is None or key not in values:
+            return default
+        return validate_selectors(_string_list(values[key], _key_where(path, key)), _key_where(path, key))
+
+    select, extend, ignore = keys
+    return selectors(select, ["ALL"] if first else None), selectors(extend, []), selectors(ignore, [])
 
 
 def known_code(code: str) -> bool:
