@@ -308,6 +308,9 @@ def _analyse_file(text: str, path: str, settings: Settings, codes: frozenset, pr
     if "AMP002" in codes:
         rule = RULES["AMP002"]
         for invalid in suppressions.invalid:
+            row = locator.position(invalid.start).row
+            if not settings.ignore_noqa and suppressions.suppresses("AMP002", (row, row)):
+                continue  # `# noqa: AMP012, AMP002`: the typo baselined, as `--add-noqa` writes it
             diag = Diagnostic(rule.code, rule.name, f"unknown rule code `{invalid.code}` in suppression comment", invalid.start, invalid.end)
             diag.filename = path
             diag.location, diag.end_location = locator.position(invalid.start), locator.position(invalid.end)

@@ -144,7 +144,7 @@ def write_github(out: TextIO, diagnostics: list[Diagnostic]) -> None:
     """GitHub workflow annotations. A notebook's finding is annotated on the file, with its cell
     and position in the message: its rows are the cell's, not lines of the .ipynb JSON."""
     for d in diagnostics:
-        props = [f"title={_gh_prop(f'ampfix ({d.code})')}", f"file={_gh_prop(d.filename)}"]
+        props = [f"title={_gh_prop(f'ampfix ({d.code})')}", f"file={_gh_prop(repository_path(d.filename, 'GITHUB_WORKSPACE'))}"]
         message = f"{d.code} {d.message}"
         if d.cell is None:
             props += [
@@ -161,7 +161,7 @@ def write_gitlab(out: TextIO, diagnostics: list[Diagnostic]) -> None:
     while the finding does (code, path, message, and how many identical ones came before)."""
     issues, seen = [], Counter()
     for d in diagnostics:
-        path = _relative(d.filename)
+        path = repository_path(d.filename, "CI_PROJECT_DIR")
         key = (d.code, path, d.message)
         seen[key] += 1
         fingerprint = hashlib.sha256(repr((*key, seen[key])).encode()).hexdigest()[:32]
@@ -211,6 +211,31 @@ def _relative(filename: str) -> str:
         return filename or "-"
     relative = os.path.relpath(filename)
     return (filename if relative.startswith("..") else relative).replace(os.sep, "/")
+
+
+def repository_path(filename: str, workspace_variable: str) -> str:
+    """A path as a CI service resolves it: relative to its checkout (``$GITHUB_WORKSPACE``,
+    ``$CI_PROJECT_DIR``), else to the git repository holding the file, else to the working
+    directory; so a run from a subfolder annotates the right file."""
+    if filename in ("-", ""):
+        return filename or "-"
+    path = os.path.abspath(filename)
+    root = os.environ.get(workspace_variable) or _repository_root(os.path.dirname(path))
+    if root:
+        relative = os.path.relpath(path, os.path.abspath(root))
+        if not relative.startswith(".."):
+            return relative.replace(os.sep, "/")
+    return _relative(filename)
+
+
+def _repository_root(directory: str) -> Optional[str]:
+    while True:
+        if os.path.exists(os.path.join(directory, ".git")):
+            return directory
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None
+        directory = parent
 
 
 def _gh_data(text: str) -> str:

@@ -209,6 +209,7 @@ class FileConfig:
     torch_requirement: Optional[tuple[int, int]] = None
     # the selection keys of the files this one extends, base first: (their path, their keys)
     inherited_layers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    origins: dict[str, str] = field(default_factory=dict)  # key -> the file(s) its value comes from
 
 
 def find_config(start: str) -> FileConfig:
@@ -286,8 +287,10 @@ def load_config(path: str, require_table: bool = True, _extending: tuple = ()) -
         layer = {k: v for k, v in inherited.values.items() if k in _LAYERED_KEYS}
         layers = [*inherited.inherited_layers, (inherited.path, layer)]
         requirement = requirement or inherited.torch_requirement
-        return FileConfig(path, root, values, requirement, layers)
-    return FileConfig(path, root, values, requirement)
+        origins = {**inherited.origins, **{k: path for k in own}}
+        origins.update({k: f"{inherited.origins[k]} + {path}" for k in _APPENDED_KEYS if k in own and k in inherited.values})
+        return FileConfig(path, root, values, requirement, layers, origins)
+    return FileConfig(path, root, values, requirement, origins={k: path for k in values})
 
 
 def _key_where(path: Optional[str], key: str) -> str:
@@ -345,16 +348,38 @@ class CliOverrides:
     ignore_noqa: bool = False
     fixable: Optional[list[str]] = None
     unfixable: list[str] = field(default_factory=list)
+    exclude: Optional[list[str]] = None  # replaces the configured `exclude`
+    extend_exclude: list[str] = field(default_factory=list)
+    per_file_ignores: Optional[dict[str, list[str]]] = None  # replaces the configured table
+    # `--config KEY=VALUE` (TOML): over every configuration file, under the other options (ruff)
+    config_values: dict[str, Any] = field(default_factory=dict)
+
+
+def inline_config(text: str) -> dict[str, Any]:
+    """The keys of one ``--config 'KEY = VALUE'`` (a TOML pair, as a configuration file holds it)."""
+    try:
+        values = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config: `{text}` is neither a file nor a TOML `KEY = VALUE` pair ({exc})") from None
+    for key in values:
+        if key not in _KEYS or key == "extend":
+            raise ConfigError(f"--config: unknown key `{key}` (expected one of: {', '.join(sorted(_KEYS - {'extend'}))})")
+    return values
 
 
 def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
     """Merge a configuration file with command-line options (the command line wins)."""
-    values = config.values
+    inline = cli.config_values
+    values = {**config.values, **{k: v for k, v in inline.items() if k not in _LAYERED_KEYS}}
     where = config.path or "configuration"
 
     in_pyproject = config.path is not None and os.path.basename(config.path) == "pyproject.toml"
 
     def key_where(key: str) -> str:
+        if key.split(".", 1)[0] in inline:
+            return f"--config: `{key}`"
+        if key.startswith("per-file-ignores") and cli.per_file_ignores is not None:
+            return f"--per-file-ignores {key[len('per-file-ignores.'):]}".rstrip()
         if not config.path:
             return f"--{key}"
         return f"{where}: `tool.ampfix.{key}`" if in_pyproject else f"{where}: `{key}`"
@@ -362,6 +387,8 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
     # layers, as ruff resolves them: each configuration's selectors (those it extends first), then
     # the command line's
     files = [*config.inherited_layers, (config.path, {k: values[k] for k in _LAYERED_KEYS if k in values})]
+    if any(k in inline for k in _LAYERED_KEYS):
+        files.append(("--config", {k: inline[k] for k in _LAYERED_KEYS if k in inline}))
     config_layers = [_selection_layer(layer, path, first=i == 0) for i, (path, layer) in enumerate(files)]
     fixable_layers = [
         _selection_layer(layer, path, i == 0, ("fixable", None, "unfixable")) for i, (path, layer) in enumerate(files)
@@ -372,7 +399,7 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
         validate_selectors(cli.ignore, "--ignore"),
     )
 
-    per_file = values.get("per-file-ignores", {})
+    per_file = values.get("per-file-ignores", {}) if cli.per_file_ignores is None else cli.per_file_ignores
     if not isinstance(per_file, dict):
         raise ConfigError(f"{key_where('per-file-ignores')}: expected a table of glob = [codes]")
     per_file_ignores = tuple(
@@ -420,7 +447,10 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
     safe_codes, unsafe_codes = resolve_fix_safety(safety["extend-safe-fixes"], safety["extend-unsafe-fixes"])
 
     exclude = tuple(_string_list(values["exclude"], key_where("exclude"))) if "exclude" in values else DEFAULT_EXCLUDES
+    if cli.exclude is not None:
+        exclude = tuple(cli.exclude)
     extend_exclude = tuple(_string_list(values.get("extend-exclude", []), key_where("extend-exclude")))
+    extend_exclude += tuple(cli.extend_exclude)
 
     return Settings(
         select=resolve_layers([*config_layers, cli_layer]),
@@ -483,41 +513,48 @@ def _glob_match(rel: str, pattern: str) -> bool:
 __all__ = ["ConfigError", "Settings", "build_settings", "find_config", "load_config", "replace"]
 
 
-def describe_settings(config: FileConfig, cli: CliOverrides, settings: Settings) -> list[tuple[str, str, str]]:
-    """(key, resolved value, where it came from) for ``--show-settings``."""
-    where = config.path or "defaults"
+def describe_settings(
+    config: FileConfig, cli: CliOverrides, settings: Settings, chosen_by: str = "the nearest configuration file"
+) -> list[tuple[str, str, str]]:
+    """(key, resolved value, where it came from) for ``--show-settings``: the file of each key
+    (the one it extends, when inherited), ``--config`` for an inline pair, the command line."""
 
-    def source(key: str, given) -> str:
-        if given not in (None, [], ()):
-            return "command line"
-        return where if key in config.values else "default"
+    def source(key: str, given, appended: bool = False) -> str:
+        given = given not in (None, [], (), {})
+        origins = [config.origins[key]] if key in config.values and key in config.origins else []
+        if key in cli.config_values:
+            origins = [*origins, "--config"] if appended else ["--config"]
+        if given:
+            origins = [*origins, "command line"] if appended else ["command line"]
+        return " + ".join(origins) or "default"
 
-    selectors = [cli.select, cli.ignore, cli.extend_select]
-    selection_from = "command line" if any(selectors) else (
-        where if any(k in config.values for k in ("select", "ignore", "extend-select")) else "default"
-    )
-    if cli.target_torch is not None:
-        torch_from = "command line"
-    elif "target-torch" in config.values:
-        torch_from = where
+    selection = [path for path, layer in config.inherited_layers if layer.keys() & {"select", "extend-select", "ignore"}]
+    selection += [config.origins.get(k, config.path) for k in ("select", "extend-select", "ignore") if k in config.values][:1]
+    if cli.config_values.keys() & {"select", "extend-select", "ignore"}:
+        selection = (selection if "select" not in cli.config_values else []) + ["--config"]
+    if cli.select is not None or cli.ignore or cli.extend_select:
+        selection = (selection if cli.select is None else []) + ["command line"]
+    if cli.target_torch is not None or "target-torch" in config.values or "target-torch" in cli.config_values:
+        torch_from = source("target-torch", cli.target_torch)
     elif config.torch_requirement is not None:
         torch_from = "the project's torch requirement"
     else:
         torch_from = "default"
     return [
-        ("config", config.path or "(none)", "nearest pyproject.toml with [tool.ampfix]"),
+        ("config", config.path or "(none)", chosen_by),
         ("project-root", settings.project_root, "the configuration's folder (or the working directory)"),
-        ("select", ", ".join(sorted(settings.select)), selection_from),
+        ("select", ", ".join(sorted(settings.select)), " + ".join(selection) or "default"),
         ("per-file-ignores", "; ".join(f"{p}: {', '.join(sorted(c))}" for p, c in settings.per_file_ignores) or "(none)",
-         source("per-file-ignores", None)),
-        ("exclude", ", ".join(settings.exclude), source("exclude", None)),
-        ("extend-exclude", ", ".join(settings.extend_exclude) or "(none)", source("extend-exclude", None)),
+         source("per-file-ignores", cli.per_file_ignores)),
+        ("exclude", ", ".join(settings.exclude), source("exclude", cli.exclude)),
+        ("extend-exclude", ", ".join(settings.extend_exclude) or "(none)",
+         source("extend-exclude", cli.extend_exclude, appended=True)),
         ("target-torch", ".".join(map(str, settings.target_torch)), torch_from),
         ("unsafe-fixes", str(settings.unsafe_fixes).lower(), source("unsafe-fixes", cli.unsafe_fixes)),
         ("extend-safe-fixes", ", ".join(sorted(settings.safe_fix_codes)) or "(none)",
-         source("extend-safe-fixes", cli.extend_safe_fixes)),
+         source("extend-safe-fixes", cli.extend_safe_fixes, appended=True)),
         ("extend-unsafe-fixes", ", ".join(sorted(settings.unsafe_fix_codes)) or "(none)",
-         source("extend-unsafe-fixes", cli.extend_unsafe_fixes)),
+         source("extend-unsafe-fixes", cli.extend_unsafe_fixes, appended=True)),
         ("default-device", settings.default_device, source("default-device", cli.default_device)),
         ("amp-dtype", settings.amp_dtype or "(float16; bfloat16 for literal CPU code)", source("amp-dtype", cli.amp_dtype)),
     ]

@@ -78,3 +78,146 @@ def test_a_file_with_nothing_amp_related_is_still_not_parsed(tmp_path):
     (tmp_path / "other.py").write_text("def broken(:\n    pass\n")
     result = run_ampfix("check", "--no-cache", "other.py", cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.strip() == "All checks passed!"
+
+
+# -- command-line options ------------------------------------------------------------------------
+
+
+def concise(result) -> list[str]:
+    """`path:row:col: CODE` of each finding of a concise report."""
+    return [" ".join(line.split()[:2]) for line in result.stdout.splitlines() if ": AMP" in line]
+
+
+def test_config_takes_inline_toml_over_every_configuration_file(tmp_path):
+    (tmp_path / ".ampfix.toml").write_text('ignore = ["AMP101"]\n')
+    (tmp_path / "t.py").write_text(GRAD_SCALER + "with torch.cuda.amp.autocast():\n    pass\n")
+    both = ["t.py:2:10: AMP102", "t.py:3:6: AMP101"]
+    plain = run_ampfix("check", "--no-cache", "--output-format", "concise", "t.py", cwd=tmp_path)
+    assert concise(plain) == both[:1]
+    inline = run_ampfix("check", "--no-cache", "--output-format", "concise", "--config", 'ignore = ["AMP102"]', "t.py", cwd=tmp_path)
+    assert concise(inline) == []  # a layer over the file's: both ignores hold
+    over = run_ampfix("check", "--no-cache", "--output-format", "concise", "--config", "select = ['ALL']", "t.py", cwd=tmp_path)
+    assert concise(over) == both
+    # the command line's own options come last, as in ruff
+    cli = run_ampfix("check", "--no-cache", "--output-format", "concise", "--config", "select = ['AMP101']",
+                     "--extend-select", "AMP102", "t.py", cwd=tmp_path)
+    assert concise(cli) == both
+    bad = run_ampfix("check", "--config", "bogus = 1", "t.py", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("ampfix: error: --config: unknown key `bogus`")
+    typo = run_ampfix("check", "--config", "select = ['AMP9']", "t.py", cwd=tmp_path)
+    assert typo.returncode == 2 and "--config: `select`: unknown rule selector `AMP9`" in typo.stderr
+
+
+def test_config_file_with_isolated_is_a_usage_error(tmp_path):
+    (tmp_path / "other.toml").write_text('ignore = ["AMP1"]\n')
+    (tmp_path / "t.py").write_text(GRAD_SCALER)
+    result = run_ampfix("check", "--config", "other.toml", "--isolated", "t.py", cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "ampfix: error: --config other.toml cannot be used with --isolated, which ignores every configuration file"]
+
+
+def test_exclude_extend_exclude_and_per_file_ignores_on_the_command_line(tmp_path):
+    (tmp_path / ".ampfix.toml").write_text('exclude = ["gen_*.py"]\n[per-file-ignores]\n"a.py" = ["AMP102"]\n')
+    for name in ("a.py", "b.py", "gen_c.py"):
+        (tmp_path / name).write_text(GRAD_SCALER)
+    run = lambda *options: concise(run_ampfix("check", "--no-cache", "--output-format", "concise", *options, ".", cwd=tmp_path))
+    assert run() == ["b.py:2:10: AMP102"]
+    assert run("--extend-exclude", "b.py") == []  # added to the configured patterns
+    assert run("--exclude", "b.py") == ["gen_c.py:2:10: AMP102"]  # replaces them (and the defaults), as ruff's
+    assert run("--per-file-ignores", "b.py:AMP1") == ["a.py:2:10: AMP102"]  # replaces the table
+    assert run("--per-file-ignores", "a.py:AMP102,b.py:AMP102") == []  # ruff's comma-separated pairs
+    bad = run_ampfix("check", "--per-file-ignores", "AMP102", ".", cwd=tmp_path)
+    assert bad.returncode == 2 and "--per-file-ignores: expected PATTERN:CODES" in bad.stderr
+
+
+def test_show_settings_names_the_source_of_every_setting(tmp_path):
+    (tmp_path / "base.toml").write_text('ignore = ["AMP103"]\ntarget-torch = "2.3"\nextend-exclude = ["q"]\n')
+    (tmp_path / "pkg").mkdir()
+    child = tmp_path / "pkg" / ".ampfix.toml"
+    child.write_text('extend = "../base.toml"\nignore = ["AMP102"]\nextend-exclude = ["r"]\n')
+    (tmp_path / "pkg" / "t.py").write_text(GRAD_SCALER)
+    result = run_ampfix("check", "--show-settings", "--extend-exclude", "z", "--config", 'default-device = "cpu"',
+                        "pkg/t.py", cwd=tmp_path)
+    origin = {line.split("=", 1)[0].strip(): line.rsplit("    # ", 1)[1] for line in result.stdout.splitlines()}
+    base = str(tmp_path / "base.toml")
+    assert origin["config"] == "the nearest .ampfix.toml, ampfix.toml or pyproject.toml with [tool.ampfix]"
+    assert origin["select"] == f"{base} + {child}"
+    assert origin["target-torch"] == base  # inherited: the file that says it
+    assert origin["extend-exclude"] == f"{base} + {child} + command line"
+    assert origin["default-device"] == "--config"
+    assert origin["unsafe-fixes"] == "default"
+    isolated = run_ampfix("check", "--show-settings", "--isolated", "pkg/t.py", cwd=tmp_path)
+    assert isolated.stdout.splitlines()[0].endswith("(none)    # --isolated: no configuration file")
+    given = run_ampfix("check", "--show-settings", "--config", "base.toml", "pkg/t.py", cwd=tmp_path)
+    assert given.stdout.splitlines()[0].endswith("base.toml    # --config")
+
+
+# -- CI formats, unreadable files, baselines ------------------------------------------------------
+
+
+def test_github_paths_are_relative_to_the_repository_from_a_subfolder(tmp_path):
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "src" / "pkg").mkdir(parents=True)
+    (tmp_path / "src" / "pkg" / "t.py").write_text(GRAD_SCALER)
+    env = {"GITHUB_WORKSPACE": "", "CI_PROJECT_DIR": ""}
+    github = run_ampfix("check", "--output-format", "github", "pkg", cwd=tmp_path / "src", env=env)
+    assert ",file=src/pkg/t.py,line=2," in github.stdout
+    gitlab = json.loads(run_ampfix("check", "--output-format", "gitlab", "pkg", cwd=tmp_path / "src", env=env).stdout)
+    assert gitlab[0]["location"]["path"] == "src/pkg/t.py"
+    # on GitHub the checkout is $GITHUB_WORKSPACE, whatever the folder holding .git
+    env = {"GITHUB_WORKSPACE": str(tmp_path / "src")}
+    github = run_ampfix("check", "--output-format", "github", "t.py", cwd=tmp_path / "src" / "pkg", env=env)
+    assert ",file=pkg/t.py,line=2," in github.stdout
+
+
+def _as_unprivileged(command: list[str]) -> list[str]:
+    """``command`` run by a user who cannot read a mode-000 file (root can)."""
+    if os.geteuid() != 0:
+        return command
+    import shutil
+    import subprocess
+
+    unshare = shutil.which("unshare")
+    if unshare is None or subprocess.run([unshare, "--user", "--map-user=1000", "true"], capture_output=True).returncode:
+        pytest.skip("running as root without user namespaces: every file is readable")
+    return [unshare, "--user", "--map-user=1000", *command]
+
+
+def test_an_unreadable_file_is_one_error_and_the_others_are_checked(tmp_path):
+    import subprocess
+    import sys
+
+    for name in ("a.py", "b.py"):
+        (tmp_path / name).write_text(GRAD_SCALER)
+    (tmp_path / "b.py").chmod(0)
+    os.chmod(tmp_path, 0o777)
+    command = _as_unprivileged([sys.executable, "-m", "ampfix", "check", "--no-cache", "--output-format", "concise", "a.py", "b.py"])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["ampfix: error: b.py: cannot read file: Permission denied"]
+    assert result.stdout.splitlines() == ["a.py:2:10: AMP102 [*] `torch.cuda.amp.GradScaler` is deprecated; use `torch.amp.GradScaler(\"cuda\", ...)`",
+                                          "Found 1 problem (1 fixable with --apply). 1 file with an error (see above)."]
+
+
+def test_the_add_noqa_baseline_leaves_no_finding_behind(tmp_path):
+    import shutil
+
+    from conftest import FIXTURES
+
+    shutil.copytree(FIXTURES, tmp_path / "fixtures")
+    before = run_ampfix("check", "--no-cache", "fixtures", cwd=tmp_path)
+    assert before.returncode == 1 and "AMP002" in before.stdout  # a typo'd code in a noqa comment, among others
+    added = run_ampfix("check", "--no-cache", "--add-noqa", "fixtures", cwd=tmp_path)
+    assert added.returncode == 0 and added.stdout.startswith("Added ")
+    after = run_ampfix("check", "--no-cache", "fixtures", cwd=tmp_path)
+    assert after.returncode == 0 and after.stdout.strip() == "All checks passed!"
+    again = run_ampfix("check", "--no-cache", "--add-noqa", "fixtures", cwd=tmp_path)
+    assert again.stdout.strip() == "Added 0 noqa directives."
+
+
+def test_output_is_utf8_where_the_locale_says_ascii(tmp_path):
+    (tmp_path / "t.py").write_text(GRAD_SCALER)
+    result = run_ampfix("check", "--no-cache", "--apply", "--show-fixes", "t.py", cwd=tmp_path, env={"PYTHONIOENCODING": "ascii"})
+    assert result.returncode == 0 and "1 × AMP102 (deprecated-grad-scaler)" in result.stdout
