@@ -114,6 +114,7 @@ def to_dict(diag: Diagnostic) -> dict:
         "edit_locations": [[s.row, s.column, e.row, e.column] for s, e in diag.edit_locations],
         "fix": fix,
         "cell": diag.cell,
+        "evidence_cells": list(diag.evidence_cells),
         "fix_refused": diag.fix_refused,
         "no_fix_reason": diag.no_fix_reason,
         "evidence": [
@@ -139,6 +140,7 @@ def from_dict(data: dict, filename: str) -> Diagnostic:
     diag.location, diag.end_location = Position(row, column), Position(end_row, end_column)
     diag.edit_locations = tuple((Position(a, b), Position(c, d)) for a, b, c, d in data["edit_locations"])
     diag.cell = data.get("cell")
+    diag.evidence_cells = tuple(data.get("evidence_cells", ()))
     diag.fix_refused = data.get("fix_refused")
     diag.no_fix_reason = data.get("no_fix_reason")
     evidence = data.get("evidence", [])

@@ -90,6 +90,7 @@ class Diagnostic:
     cell: Optional[int] = None
     evidence: tuple[Note, ...] = ()  # the events that make the finding true, in path order
     evidence_locations: tuple[tuple[Position, Position], ...] = ()  # filled in by the engine
+    evidence_cells: tuple[Optional[int], ...] = ()  # a notebook: the cell of each piece of evidence
     fix_refused: Optional[str] = None  # a fix the engine did not apply, and why (fix closure)
     no_fix_reason: Optional[str] = None  # why the rule offers no fix for this finding
 

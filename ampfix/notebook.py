@@ -97,7 +97,17 @@ class Notebook:
             )
 
         diag.edit_locations = in_cell(diag.edit_locations)
-        diag.evidence_locations = in_cell(diag.evidence_locations)
+        # evidence may lie in another cell (the scaler created in cell 2, clipped in cell 4): each
+        # piece is placed in its own cell
+        placed = [self._in_own_cell(a, b) for a, b in diag.evidence_locations]
+        diag.evidence_cells = tuple(number for number, _ in placed)
+        diag.evidence_locations = tuple(span for _, span in placed)
+
+    def _in_own_cell(self, a: Position, b: Position):
+        number, first = self.cell_of(a.row)
+        if number is None:
+            return None, (a, b)
+        return number, (Position(a.row - first + 1, a.column), Position(max(1, b.row - first + 1), b.column))
 
     def cell_of(self, row: int):
         """(cell number as Jupyter shows it, the program row of its first line) of a program row."""

@@ -65,8 +65,9 @@ def write_text(
         excerpt = _excerpt(diag, sources)
         if excerpt:
             out.write(excerpt)
-        for note, (start, _) in zip(diag.evidence, diag.evidence_locations):
-            cell = f"cell {diag.cell}:" if diag.cell is not None else ""
+        for index, (note, (start, _)) in enumerate(zip(diag.evidence, diag.evidence_locations)):
+            number = evidence_cell(diag, index)
+            cell = f"cell {number}:" if number is not None else ""
             out.write(f"  = evidence: {cell}{start.row}:{start.column}: {note.message}\n")
         if diag.fix_refused is not None:
             out.write(f"  = note: {diag.fix_refused}\n")
@@ -76,6 +77,11 @@ def write_text(
             note = "" if diag.fix.applicability is Applicability.SAFE else " (unsafe fix: may change runtime behavior)"
             out.write(f"  = help: {diag.fix.message}{note}\n")
         out.write("\n")
+
+
+def evidence_cell(diag: Diagnostic, index: int) -> Optional[int]:
+    """The notebook cell of a finding's ``index``-th piece of evidence (None for a Python file)."""
+    return diag.evidence_cells[index] if index < len(diag.evidence_cells) else diag.cell
 
 
 def _excerpt(diag: Diagnostic, sources: SourceCache) -> str:
@@ -129,11 +135,12 @@ def _json_record(diag: Diagnostic) -> dict:
         "no_fix_reason": diag.no_fix_reason,
         "evidence": [
             {
+                "cell": evidence_cell(diag, index),
                 "message": note.message,
                 "location": {"row": start.row, "column": start.column},
                 "end_location": {"row": end.row, "column": end.column},
             }
-            for note, (start, end) in zip(diag.evidence, diag.evidence_locations)
+            for index, (note, (start, end)) in enumerate(zip(diag.evidence, diag.evidence_locations))
         ],
         "noqa_row": diag.location.row,
         "url": rule_doc_url(diag.code),
@@ -287,8 +294,9 @@ def sarif_document(diagnostics: list[Diagnostic]) -> dict:
             related = [
                 {
                     "id": i,
-                    "message": {"text": note.message},
+                    "message": {"text": note.message if (cell := evidence_cell(d, i)) is None else f"cell {cell}: {note.message}"},
                     "physicalLocation": {"artifactLocation": {"uri": uri}, "region": _region(start, end)},
+                    **({"properties": {"cell": cell}} if cell is not None else {}),
                 }
                 for i, (note, (start, end)) in enumerate(zip(d.evidence, d.evidence_locations))
             ]

@@ -221,3 +221,40 @@ def test_output_is_utf8_where_the_locale_says_ascii(tmp_path):
     (tmp_path / "t.py").write_text(GRAD_SCALER)
     result = run_ampfix("check", "--no-cache", "--apply", "--show-fixes", "t.py", cwd=tmp_path, env={"PYTHONIOENCODING": "ascii"})
     assert result.returncode == 0 and "1 × AMP102 (deprecated-grad-scaler)" in result.stdout
+
+
+# -- notebooks: evidence in another cell ------------------------------------------------------------
+
+NOTEBOOK_CELLS = [
+    "import torch\n",
+    "scaler = torch.amp.GradScaler('cuda')\n",
+    "x = 1\n",
+    "for x in loader:\n    scaler.scale(model(x)).backward()\n    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
+    "    scaler.step(optimizer)\n    scaler.update()\n",
+]
+
+
+@pytest.fixture
+def notebook(tmp_path):
+    cells = [{"cell_type": "code", "source": c, "metadata": {}, "outputs": [], "execution_count": None} for c in NOTEBOOK_CELLS]
+    (tmp_path / "nb.ipynb").write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    return tmp_path
+
+
+def test_notebook_evidence_in_another_cell_names_that_cell(notebook):
+    text = run_ampfix("check", "nb.ipynb", cwd=notebook).stdout
+    assert "nb.ipynb:cell 4:3:5: AMP201" in text
+    assert [line.strip() for line in text.splitlines() if "= evidence" in line] == [
+        "= evidence: cell 2:1:10: `scaler` created here",
+        "= evidence: cell 4:2:5: gradients scaled by `scaler` here",
+        "= evidence: cell 4:3:5: clipped here on a path with no `unscale_`",
+    ]
+    again = run_ampfix("check", "nb.ipynb", cwd=notebook).stdout  # from the cache: the same
+    assert again == text
+    [finding] = json.loads(run_ampfix("check", "--output-format", "json", "nb.ipynb", cwd=notebook).stdout)
+    assert [(e["cell"], e["location"]["row"], e["location"]["column"]) for e in finding["evidence"]] == [
+        (2, 1, 10), (4, 2, 5), (4, 3, 5)]
+    sarif = json.loads(run_ampfix("check", "--output-format", "sarif", "nb.ipynb", cwd=notebook).stdout)
+    related = sarif["runs"][0]["results"][0]["relatedLocations"]
+    assert [(r["properties"]["cell"], r["physicalLocation"]["region"]["startLine"]) for r in related] == [(2, 1), (4, 2), (4, 3)]
+    assert related[0]["message"]["text"] == "cell 2: `scaler` created here"
