@@ -258,3 +258,28 @@ def test_notebook_evidence_in_another_cell_names_that_cell(notebook):
     related = sarif["runs"][0]["results"][0]["relatedLocations"]
     assert [(r["properties"]["cell"], r["physicalLocation"]["region"]["startLine"]) for r in related] == [(2, 1), (4, 2), (4, 3)]
     assert related[0]["message"]["text"] == "cell 2: `scaler` created here"
+
+
+# -- AMP208: the precision of the region the loss was computed in -----------------------------------
+
+STEP = "        loss.backward()\n        optimizer.step()\n"
+
+
+@pytest.mark.parametrize("body, reported", [
+    # a float16 warm-up, then the step under bfloat16: not a float16 backward
+    ('    with torch.autocast("cuda", dtype=torch.float16):\n        warm = model(x0)\n'
+     '    for x in loader:\n        with torch.autocast("cuda", dtype=torch.bfloat16):\n            loss = model(x).sum()\n' + STEP, False),
+    # float16 features, then the loss under bfloat16 in the same iteration
+    ('    for x in loader:\n        with torch.autocast("cuda", dtype=torch.float16):\n            feats = model.encoder(x)\n'
+     '        with torch.autocast("cuda", dtype=torch.bfloat16):\n            loss = model(feats).sum()\n' + STEP, False),
+    # a bfloat16 warm-up, the step under float16: reported
+    ('    with torch.autocast("cuda", dtype=torch.bfloat16):\n        warm = model(x0)\n'
+     '    for x in loader:\n        with torch.autocast("cuda", dtype=torch.float16):\n            loss = model(x).sum()\n' + STEP, True),
+])
+def test_a_bfloat16_backward_after_a_float16_region_is_not_amp208(tmp_path, body, reported):
+    (tmp_path / "train.py").write_text("import torch\n\ndef train(model, loader, optimizer, x0):\n" + body)
+    result = run_ampfix("check", "--no-cache", "--output-format", "concise", "train.py", cwd=tmp_path)
+    assert ("AMP208" in result.stdout) is reported, result.stdout
+    if reported:
+        evidence = run_ampfix("check", "--no-cache", "train.py", cwd=tmp_path).stdout
+        assert "dtype torch.float16" in evidence and "dtype torch.bfloat16" not in evidence
