@@ -283,3 +283,48 @@ def test_a_bfloat16_backward_after_a_float16_region_is_not_amp208(tmp_path, body
     if reported:
         evidence = run_ampfix("check", "--no-cache", "train.py", cwd=tmp_path).stdout
         assert "dtype torch.float16" in evidence and "dtype torch.bfloat16" not in evidence
+
+
+# -- a single fix owns the import it orphans --------------------------------------------------------
+
+
+def _apply_edits(text: str, edits: list[tuple[int, int, int, int, str]]) -> str:
+    """Apply (row, column, end row, end column, content) edits, 1-based, as an editor applies them."""
+    starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n"]
+    offset = lambda row, column: starts[row - 1] + column - 1
+    for row, column, end_row, end_column, content in sorted(edits, reverse=True):
+        text = text[:offset(row, column)] + content + text[offset(end_row, end_column):]
+    return text
+
+
+ONE_NAME = "from torch.cuda.amp import GradScaler\n\nscaler = GradScaler()\n"
+TWO_NAMES = "from torch.cuda.amp import GradScaler, autocast  # old API\n\nscaler = GradScaler()\nwith autocast():\n    pass\n"
+
+
+@pytest.mark.parametrize("source, expected", [
+    (ONE_NAME, 'import torch\n\nscaler = torch.amp.GradScaler("cuda")\n'),
+    (TWO_NAMES, 'from torch.cuda.amp import autocast  # old API\nimport torch\n\nscaler = torch.amp.GradScaler("cuda")\n'
+                "with autocast():\n    pass\n"),
+])
+def test_one_json_or_sarif_fix_applied_alone_leaves_no_unused_import(tmp_path, source, expected):
+    (tmp_path / "t.py").write_text(source)
+    findings = json.loads(run_ampfix("check", "--no-cache", "--output-format", "json", "t.py", cwd=tmp_path).stdout)
+    [scaler] = [f for f in findings if f["code"] == "AMP102"]
+    edits = [(e["location"]["row"], e["location"]["column"], e["end_location"]["row"], e["end_location"]["column"], e["content"])
+             for e in scaler["fix"]["edits"]]
+    assert _apply_edits(source, edits) == expected
+    sarif = json.loads(run_ampfix("check", "--no-cache", "--output-format", "sarif", "t.py", cwd=tmp_path).stdout)
+    [result] = [r for r in sarif["runs"][0]["results"] if r["ruleId"] == "AMP102"]
+    replacements = result["fixes"][0]["artifactChanges"][0]["replacements"]
+    region = lambda r: (r["startLine"], r["startColumn"], r["endLine"], r["endColumn"])
+    assert _apply_edits(source, [(*region(r["deletedRegion"]), r["insertedContent"]["text"]) for r in replacements]) == expected
+    # --apply is unchanged: every fix, the import gone
+    run_ampfix("check", "--no-cache", "--apply", "t.py", cwd=tmp_path)
+    assert "torch.cuda.amp" not in (tmp_path / "t.py").read_text()
+
+
+def test_a_name_still_used_elsewhere_keeps_its_import(tmp_path):
+    source = "from torch.cuda.amp import GradScaler\n\nscaler = GradScaler()\nkind = GradScaler\n"
+    (tmp_path / "t.py").write_text(source)
+    [finding, *_] = json.loads(run_ampfix("check", "--no-cache", "--output-format", "json", "t.py", cwd=tmp_path).stdout)
+    assert not any(e["location"]["row"] == 1 and e["content"] == "" for e in finding["fix"]["edits"])
