@@ -29,6 +29,7 @@ from ampfix.report import (
     level_of,
     summary,
     unified_diff,
+    use_colour,
     write_fixes,
     write_statistics,
     write_text,
@@ -93,7 +94,7 @@ def cli() -> None:
     help="How to print findings [default: text].",
 )
 @click.option("--statistics", is_flag=True, help="Print a count per rule instead of each finding.")
-@click.option("--show-fixes", is_flag=True, help="List the fixes applied, per file.")
+@click.option("--show-fixes", is_flag=True, help="Show each fix's diff under its finding; with --apply, list the fixes applied per file.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even if problems remain.")
 @click.option("--config", "config_options", multiple=True, metavar="FILE | KEY=VALUE",
               help="A configuration file to use, or a TOML `KEY = VALUE` over every configuration (repeatable).")
@@ -267,7 +268,8 @@ def check(
             out.write((f"Fixed {fixed} problem{'s' if fixed != 1 else ''}." if fixed else "No fixes applied.") + "\n")
         out.flush()
         sys.exit(2 if had_errors else 1 if (exit_non_zero_on_fix and fixed) else 0)
-    _emit(out, remaining, settings.unsafe_fixes, fmt, statistics, SourceCache())
+    colour = output_file is None and use_colour(out)
+    _emit(out, remaining, settings.unsafe_fixes, fmt, statistics, SourceCache(), colour, show_fixes)
     if show_fixes and mode == FIX:
         write_fixes(out, ((r.path, r.fixed) for r in results))
     if fmt in ("text", "concise") and not quiet:
@@ -275,7 +277,7 @@ def check(
             remaining, fixed, settings.unsafe_fixes, "fix" if mode == FIX else "check", len(errors) + len(found.missing)
         )
         if line:
-            out.write(line + "\n")
+            out.write((click.style(line, fg="green", bold=True) if colour and line == "All checks passed!" else line) + "\n")
     out.flush()
     code = _exit_code(remaining, had_errors, exit_zero)
     sys.exit(1 if code == 0 and exit_non_zero_on_fix and fixed else code)
@@ -415,7 +417,7 @@ def _check_stdin(settings, mode, fmt, stdin_filename, force_exclude, statistics,
     out = _text_stream(sys.stdout)
     if mode == CHECK:
         remaining = document.located(check_source(document.program, path, settings), source.text)
-        _emit(out, remaining, settings.unsafe_fixes, fmt, statistics, document.sources(source.text))
+        _emit(out, remaining, settings.unsafe_fixes, fmt, statistics, document.sources(source.text), use_colour(out))
         if fmt in ("text", "concise") and not quiet:
             out.write(summary(remaining, 0, settings.unsafe_fixes, "check") + "\n")
         return _exit_code(remaining, False, exit_zero)
@@ -482,13 +484,13 @@ def _diff(path: str, before: str, after: str) -> str:
     return unified_diff(path, before, after)
 
 
-def _emit(out, diagnostics, unsafe_fixes, fmt, statistics, sources) -> None:
+def _emit(out, diagnostics, unsafe_fixes, fmt, statistics, sources, colour=False, show_fixes=False) -> None:
     if statistics:
         write_statistics(out, diagnostics, unsafe_fixes, fmt)
     elif fmt in WRITERS:
         WRITERS[fmt](out, diagnostics)
     else:
-        write_text(out, diagnostics, unsafe_fixes, sources, concise=fmt == "concise")
+        write_text(out, diagnostics, unsafe_fixes, sources, concise=fmt == "concise", colour=colour, show_fixes=show_fixes)
 
 
 def _exit_code(remaining, had_errors: bool, exit_zero: bool) -> int:

@@ -30,10 +30,35 @@ def level_of(code: str) -> str:
     return "error" if code == "AMP001" or code.startswith(("AMP2", "AMP3", "AMP4")) else "warning"
 
 
-def _header(diag: Diagnostic, unsafe_fixes: bool) -> str:
-    mark = " [*]" if diag.fix_applies(unsafe_fixes) else ""
+def use_colour(stream) -> bool:
+    """ruff's choice: colour on a terminal; ``NO_COLOR`` turns it off, ``FORCE_COLOR`` (or
+    ``CLICOLOR_FORCE``) on wherever the output goes (https://no-color.org, https://force-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR") or os.environ.get("CLICOLOR_FORCE") not in (None, "", "0"):
+        return True
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _plain(text: str, **_style) -> str:
+    return text
+
+
+def _painter(colour: bool) -> Callable[..., str]:
+    if not colour:
+        return _plain
+    import click
+
+    return click.style
+
+
+def _header(diag: Diagnostic, unsafe_fixes: bool, paint: Callable[..., str] = _plain) -> str:
+    mark = " " + paint("[*]", fg="cyan") if diag.fix_applies(unsafe_fixes) else ""
     cell = f"cell {diag.cell}:" if diag.cell is not None else ""
-    return f"{diag.filename}:{cell}{diag.location.row}:{diag.location.column}: {diag.code}{mark} {diag.message}"
+    colon = paint(":", fg="cyan")
+    where = f"{paint(diag.filename, bold=True)}{colon}{cell}{diag.location.row}{colon}{diag.location.column}{colon}"
+    return f"{where} {paint(diag.code, fg='red', bold=True)}{mark} {diag.message}"
 
 
 class SourceCache:
@@ -56,13 +81,16 @@ class SourceCache:
 
 
 def write_text(
-    out: TextIO, diagnostics: list[Diagnostic], unsafe_fixes: bool, sources: SourceCache, concise: bool
+    out: TextIO, diagnostics: list[Diagnostic], unsafe_fixes: bool, sources: SourceCache, concise: bool,
+    colour: bool = False, show_fixes: bool = False,
 ) -> None:
+    """ruff's full (or concise) output; with ``show_fixes`` each fix's diff follows its finding."""
+    paint = _painter(colour)
     for diag in diagnostics:
-        out.write(_header(diag, unsafe_fixes) + "\n")
+        out.write(_header(diag, unsafe_fixes, paint) + "\n")
         if concise:
             continue
-        excerpt = _excerpt(diag, sources)
+        excerpt = _excerpt(diag, sources, paint)
         if excerpt:
             out.write(excerpt)
         for index, (note, (start, _)) in enumerate(zip(diag.evidence, diag.evidence_locations)):
@@ -75,8 +103,38 @@ def write_text(
             out.write(f"  = note: no fix offered: {diag.no_fix_reason}\n")
         if diag.fix is not None:
             note = "" if diag.fix.applicability is Applicability.SAFE else " (unsafe fix: may change runtime behavior)"
-            out.write(f"  = help: {diag.fix.message}{note}\n")
+            out.write(f"  = {paint('help', fg='cyan', bold=True)}: {diag.fix.message}{note}\n")
+            if show_fixes:
+                out.write(fix_preview(diag, sources, paint))
         out.write("\n")
+
+
+def fix_preview(diag: Diagnostic, sources: SourceCache, paint: Callable[..., str] = _plain) -> str:
+    """The diff of a finding's fix applied alone, as ruff prints it under a finding (``ℹ Safe
+    fix`` and the changed lines with both line numbers); empty where it cannot be shown."""
+    locator = sources.locator(diag.filename) if diag.cell is None else None
+    if diag.fix is None or locator is None:
+        return ""
+    from ampfix.fixer import apply_fixes
+
+    before = locator.text
+    after, applied = apply_fixes(before, [diag])
+    if not applied:
+        return ""
+    old, new = before.splitlines(), after.splitlines()
+    width = len(str(max(len(old), len(new), 1)))
+    safe = diag.fix.applicability is Applicability.SAFE
+    lines = ["", paint(f"ℹ {'Safe' if safe else 'Unsafe'} fix", bold=True)]
+    for group in difflib.SequenceMatcher(None, old, new, autojunk=False).get_grouped_opcodes(2):
+        if len(lines) > 2:
+            lines.append(paint(f"{'':>{width}} {'':>{width}} ...", fg="blue"))
+        for tag, i1, i2, j1, j2 in group:
+            if tag == "equal":
+                lines += [f"{paint(f'{i + 1:>{width}} {j + 1:>{width}} |', fg='blue')} {old[i]}" for i, j in zip(range(i1, i2), range(j1, j2))]
+                continue
+            lines += [paint(f"{i + 1:>{width}} {'':>{width}} |-{old[i]}", fg="red") for i in range(i1, i2)]
+            lines += [paint(f"{'':>{width}} {j + 1:>{width}} |+{new[j]}", fg="green") for j in range(j1, j2)]
+    return "\n".join(lines) + "\n"
 
 
 def evidence_cell(diag: Diagnostic, index: int) -> Optional[int]:
@@ -84,7 +142,7 @@ def evidence_cell(diag: Diagnostic, index: int) -> Optional[int]:
     return diag.evidence_cells[index] if index < len(diag.evidence_cells) else diag.cell
 
 
-def _excerpt(diag: Diagnostic, sources: SourceCache) -> str:
+def _excerpt(diag: Diagnostic, sources: SourceCache, paint: Callable[..., str] = _plain) -> str:
     if diag.cell is not None:
         return ""  # a notebook: the file's lines are JSON, not the cell's code
     locator = sources.locator(diag.filename)
@@ -97,9 +155,10 @@ def _excerpt(diag: Diagnostic, sources: SourceCache) -> str:
     width = len(str(row))
     start = diag.location.column - 1
     end = diag.end_location.column - 1 if diag.end_location.row == row else len(line)
-    carets = "^" * max(1, end - start)
+    carets = paint("^" * max(1, end - start) + f" {diag.code}", fg="red", bold=True)
     pad = " " * width
-    return f"{pad} |\n{row} | {line}\n{pad} | {' ' * start}{carets} {diag.code}\n"
+    gutter, numbered = paint(f"{pad} |", fg="blue", bold=True), paint(f"{row} |", fg="blue", bold=True)
+    return f"{gutter}\n{numbered} {line}\n{gutter} {' ' * start}{carets}\n"
 
 
 def write_json(out: TextIO, diagnostics: list[Diagnostic]) -> None:

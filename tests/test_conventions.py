@@ -328,3 +328,64 @@ def test_a_name_still_used_elsewhere_keeps_its_import(tmp_path):
     (tmp_path / "t.py").write_text(source)
     [finding, *_] = json.loads(run_ampfix("check", "--no-cache", "--output-format", "json", "t.py", cwd=tmp_path).stdout)
     assert not any(e["location"]["row"] == 1 and e["content"] == "" for e in finding["fix"]["edits"])
+
+
+# -- colour and fix previews ------------------------------------------------------------------------
+
+ESC = "\x1b["
+
+
+def _on_a_terminal(args: list[str], cwd, env: dict) -> str:
+    """What ampfix prints when its stdout is a terminal (a pseudo-terminal)."""
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    full_env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "CLICOLOR_FORCE")}
+    with subprocess.Popen([sys.executable, "-m", "ampfix", *args], cwd=cwd, stdout=follower, stderr=subprocess.DEVNULL,
+                          env={**full_env, **env}) as process:
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        process.wait(timeout=120)
+    os.close(leader)
+    return b"".join(chunks).decode()
+
+
+def test_colour_on_a_terminal_only_and_as_no_color_and_force_color_say(tmp_path):
+    (tmp_path / "t.py").write_text(GRAD_SCALER)
+    args = ["check", "--no-cache", "t.py"]
+    assert ESC in _on_a_terminal(args, tmp_path, {})
+    assert ESC not in _on_a_terminal(args, tmp_path, {"NO_COLOR": "1"})
+    plain = {"NO_COLOR": "", "FORCE_COLOR": "", "CLICOLOR_FORCE": ""}
+    assert ESC not in run_ampfix(*args, cwd=tmp_path, env=plain).stdout  # a pipe
+    forced = run_ampfix(*args, cwd=tmp_path, env={**plain, "FORCE_COLOR": "1"}).stdout
+    assert f"{ESC}31m{ESC}1mAMP102{ESC}0m" in forced
+    assert ESC not in run_ampfix(*args, cwd=tmp_path, env={"FORCE_COLOR": "1", "NO_COLOR": "1"}).stdout
+    assert ESC not in run_ampfix(*args, "-o", "report.txt", cwd=tmp_path, env=plain).stdout
+    assert ESC not in (tmp_path / "report.txt").read_text()
+
+
+def test_show_fixes_prints_each_fixs_diff_under_its_finding(tmp_path):
+    (tmp_path / "t.py").write_text(ONE_NAME)
+    result = run_ampfix("check", "--no-cache", "--show-fixes", "t.py", cwd=tmp_path)
+    assert result.returncode == 1 and (tmp_path / "t.py").read_text() == ONE_NAME  # a preview: nothing written
+    preview = result.stdout.split("= help: ", 1)[1].split("\n\n")[1]
+    assert preview.splitlines() == [
+        "ℹ Safe fix",
+        "1   |-from torch.cuda.amp import GradScaler",
+        "  1 |+import torch",
+        "2 2 | ",
+        "3   |-scaler = GradScaler()",
+        '  3 |+scaler = torch.amp.GradScaler("cuda")',
+    ]
+    without = run_ampfix("check", "--no-cache", "t.py", cwd=tmp_path)
+    assert "Safe fix" not in without.stdout
