@@ -389,3 +389,43 @@ def test_show_fixes_prints_each_fixs_diff_under_its_finding(tmp_path):
     ]
     without = run_ampfix("check", "--no-cache", "t.py", cwd=tmp_path)
     assert "Safe fix" not in without.stdout
+
+
+# -- the README says what the program does ----------------------------------------------------------
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+
+
+def test_the_readme_rule_table_agrees_with_ampfix_rule_all():
+    import re
+
+    listed = {r["code"]: r for r in json.loads(run_ampfix("rule", "--all", "--output-format", "json").stdout)}
+    text = open(README, encoding="utf-8").read()
+    table = text.split("## Rules", 1)[1].split("\n\n", 2)[1]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    assert [code for code, _, _ in rows] == list(listed)  # every rule, in order
+    for code, name, fix in rows:
+        assert re.split(r"[:\s]", name, maxsplit=1)[0] == listed[code]["name"], code
+        assert fix.split()[0] == listed[code]["fix"], code  # AMP401: "sometimes", not "safe"
+
+
+def test_the_readmes_first_run_reports_what_the_readme_says(tmp_path):
+    import re
+    import shlex
+    import shutil
+
+    from conftest import FIXTURES
+
+    text = open(README, encoding="utf-8").read()
+    command = re.search(r"pip install \. && (ampfix check [^\n]*fixtures/)", text).group(1)
+    shutil.copytree(FIXTURES, tmp_path / "fixtures")
+    result = run_ampfix(*shlex.split(command)[1:], cwd=tmp_path)
+    total, scripts = map(int, re.search(r"It reports (\d+) problems in the (\d+) scripts", text).groups())
+    safe, unsafe = map(int, re.search(r"`\[\*\]` marks the (\d+) findings\s+`--apply` fixes; (\d+) more", text).groups())
+    assert result.stdout.splitlines()[-1] == f"Found {total} problems ({safe} fixable with --apply, {unsafe} with --unsafe-fixes)."
+    assert len({line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("fixtures/")}) == scripts
+    report_only = int(re.search(r"the other (\d+) are report-only", text).group(1))
+    assert report_only == total - safe - unsafe
+    everything = run_ampfix("check", "fixtures/", cwd=tmp_path).stdout.splitlines()[-1]
+    with_expected = int(re.search(r"checked too [(](\d+) problems[)]", text).group(1))
+    assert everything.startswith(f"Found {with_expected} problems")
