@@ -24,6 +24,9 @@ from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix, Note, Posit
 from ampfix.settings import Settings
 
 CACHE_DIR = ".ampfix_cache"
+# What an entry holds, beside the version: raised when results for the same settings change
+# within a version (2: evidence cells of notebooks, AMP001 whatever the selection)
+_FORMAT = 2
 _TAG = "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by ampfix.\n"
 
 
@@ -34,7 +37,7 @@ def content_hash(data: bytes) -> str:
 class Cache:
     def __init__(self, settings: Settings, root: Optional[str] = None):
         self.root = os.path.join(os.path.abspath(root or settings.project_root), CACHE_DIR)
-        key = hashlib.blake2b(f"{__version__}|{settings.cache_key()}".encode(), digest_size=12).hexdigest()
+        key = hashlib.blake2b(f"{__version__}|{_FORMAT}|{settings.cache_key()}".encode(), digest_size=12).hexdigest()
         self.path = os.path.join(self.root, __version__, f"{key}.json")
         self.entries: dict[str, list] = {}
         self.changed = False

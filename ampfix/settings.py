@@ -371,6 +371,9 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
     """Merge a configuration file with command-line options (the command line wins)."""
     inline = cli.config_values
     values = {**config.values, **{k: v for k, v in inline.items() if k not in _LAYERED_KEYS}}
+    for key in _APPENDED_KEYS:  # a layer over the file's, as `extend` makes one
+        if key in inline and key in config.values:
+            values[key] = [*_string_list(config.values[key], _key_where(config.path, key)), *_string_list(inline[key], f"--config: `{key}`")]
     where = config.path or "configuration"
 
     in_pyproject = config.path is not None and os.path.basename(config.path) == "pyproject.toml"

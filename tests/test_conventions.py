@@ -138,13 +138,14 @@ def test_show_settings_names_the_source_of_every_setting(tmp_path):
     child.write_text('extend = "../base.toml"\nignore = ["AMP102"]\nextend-exclude = ["r"]\n')
     (tmp_path / "pkg" / "t.py").write_text(GRAD_SCALER)
     result = run_ampfix("check", "--show-settings", "--extend-exclude", "z", "--config", 'default-device = "cpu"',
-                        "pkg/t.py", cwd=tmp_path)
+                        "--config", 'extend-exclude = ["w"]', "pkg/t.py", cwd=tmp_path)
     origin = {line.split("=", 1)[0].strip(): line.rsplit("    # ", 1)[1] for line in result.stdout.splitlines()}
     base = str(tmp_path / "base.toml")
     assert origin["config"] == "the nearest .ampfix.toml, ampfix.toml or pyproject.toml with [tool.ampfix]"
     assert origin["select"] == f"{base} + {child}"
     assert origin["target-torch"] == base  # inherited: the file that says it
-    assert origin["extend-exclude"] == f"{base} + {child} + command line"
+    assert origin["extend-exclude"] == f"{base} + {child} + --config + command line"
+    assert "extend-exclude       = q, r, w, z    #" in result.stdout  # each layer appends
     assert origin["default-device"] == "--config"
     assert origin["unsafe-fixes"] == "default"
     isolated = run_ampfix("check", "--show-settings", "--isolated", "pkg/t.py", cwd=tmp_path)

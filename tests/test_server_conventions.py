@@ -95,3 +95,14 @@ async def test_a_single_quick_fix_leaves_no_unused_import(client: LanguageClient
     assert fixed == ("from torch.cuda.amp import autocast  # old API\nimport torch\n\n"
                      'scaler = torch.amp.GradScaler("cuda")\nwith autocast():\n    pass\n')
     ast.parse(fixed)
+
+
+async def test_disable_for_this_line_in_a_notebook_cell(client: LanguageClient, tmp_path):
+    from test_server import NOTEBOOK_CELLS, open_notebook
+
+    uris = await open_notebook(client, tmp_path)
+    [diagnostic] = client.diagnostics[uris[2]]
+    [disable] = [a for a in await quick_fixes(client, uris[2], diagnostic) if "Disable for this line" in a.title]
+    assert set(disable.edit.changes) == {uris[2]}
+    assert apply(NOTEBOOK_CELLS[2][1], disable.edit.changes[uris[2]]) == (
+        "%matplotlib inline\nscaler = torch.cuda.amp.GradScaler()  # noqa: AMP102\n")
