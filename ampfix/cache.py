@@ -118,6 +118,7 @@ def to_dict(diag: Diagnostic) -> dict:
         "fix": fix,
         "cell": diag.cell,
         "evidence_cells": list(diag.evidence_cells),
+        "edit_cells": list(diag.edit_cells),
         "fix_refused": diag.fix_refused,
         "no_fix_reason": diag.no_fix_reason,
         "evidence": [
@@ -144,6 +145,7 @@ def from_dict(data: dict, filename: str) -> Diagnostic:
     diag.edit_locations = tuple((Position(a, b), Position(c, d)) for a, b, c, d in data["edit_locations"])
     diag.cell = data.get("cell")
     diag.evidence_cells = tuple(data.get("evidence_cells", ()))
+    diag.edit_cells = tuple(data.get("edit_cells", ()))
     diag.fix_refused = data.get("fix_refused")
     diag.no_fix_reason = data.get("no_fix_reason")
     evidence = data.get("evidence", [])

@@ -88,6 +88,7 @@ class Diagnostic:
     # (start, end) positions of each fix edit, for JSON and SARIF output
     edit_locations: tuple[tuple[Position, Position], ...] = ()
     cell: Optional[int] = None
+    edit_cells: tuple[Optional[int], ...] = ()  # a notebook: the cell of each fix edit (an import goes to cell 1)
     evidence: tuple[Note, ...] = ()  # the events that make the finding true, in path order
     evidence_locations: tuple[tuple[Position, Position], ...] = ()  # filled in by the engine
     evidence_cells: tuple[Optional[int], ...] = ()  # a notebook: the cell of each piece of evidence

@@ -139,7 +139,11 @@ def fix_preview(diag: Diagnostic, sources: SourceCache, paint: Callable[..., str
 
 def evidence_cell(diag: Diagnostic, index: int) -> Optional[int]:
     """The notebook cell of a finding's ``index``-th piece of evidence (None for a Python file)."""
-    return diag.evidence_cells[index] if index < len(diag.evidence_cells) else diag.cell
+    return _nth_cell(diag.evidence_cells, index, diag)
+
+
+def _nth_cell(cells: tuple, index: int, diag: Diagnostic) -> Optional[int]:
+    return cells[index] if index < len(cells) else diag.cell
 
 
 def _excerpt(diag: Diagnostic, sources: SourceCache, paint: Callable[..., str] = _plain) -> str:
@@ -174,11 +178,12 @@ def _json_record(diag: Diagnostic) -> dict:
             "message": diag.fix.message,
             "edits": [
                 {
+                    **({"cell": _nth_cell(diag.edit_cells, index, diag)} if diag.cell is not None else {}),
                     "content": edit.content,
                     "location": {"row": start.row, "column": start.column},
                     "end_location": {"row": end.row, "column": end.column},
                 }
-                for edit, (start, end) in zip(diag.fix.edits, diag.edit_locations)
+                for index, (edit, (start, end)) in enumerate(zip(diag.fix.edits, diag.edit_locations))
             ],
         }
     return {
@@ -374,8 +379,9 @@ def sarif_document(diagnostics: list[Diagnostic]) -> dict:
                                 {
                                     "deletedRegion": _region(start, end),
                                     "insertedContent": {"text": edit.content},
+                                    **({"properties": {"cell": _nth_cell(d.edit_cells, i, d)}} if d.cell is not None else {}),
                                 }
-                                for edit, (start, end) in zip(d.fix.edits, d.edit_locations)
+                                for i, (edit, (start, end)) in enumerate(zip(d.fix.edits, d.edit_locations))
                             ],
                         }
                     ],

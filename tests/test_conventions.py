@@ -430,3 +430,20 @@ def test_the_readmes_first_run_reports_what_the_readme_says(tmp_path):
     everything = run_ampfix("check", "fixtures/", cwd=tmp_path).stdout.splitlines()[-1]
     with_expected = int(re.search(r"checked too [(](\d+) problems[)]", text).group(1))
     assert everything.startswith(f"Found {with_expected} problems")
+
+
+def test_notebook_fix_edits_in_another_cell_name_that_cell(tmp_path):
+    cells = ["from torch.cuda.amp import GradScaler\n", "x = 1\n", "scaler = GradScaler()\n"]
+    notebook = {"cells": [{"cell_type": "code", "source": c, "metadata": {}, "outputs": [], "execution_count": None} for c in cells],
+                "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (tmp_path / "nb.ipynb").write_text(json.dumps(notebook))
+    [finding] = json.loads(run_ampfix("check", "--no-cache", "--output-format", "json", "nb.ipynb", cwd=tmp_path).stdout)
+    by_cell: dict = {}
+    for e in finding["fix"]["edits"]:
+        by_cell.setdefault(e["cell"], []).append(
+            (e["location"]["row"], e["location"]["column"], e["end_location"]["row"], e["end_location"]["column"], e["content"]))
+    fixed = [_apply_edits(text, by_cell.get(number, [])) for number, text in enumerate(cells, start=1)]
+    assert fixed == ["import torch\n", "x = 1\n", 'scaler = torch.amp.GradScaler("cuda")\n']
+    sarif = json.loads(run_ampfix("check", "--no-cache", "--output-format", "sarif", "nb.ipynb", cwd=tmp_path).stdout)
+    replacements = sarif["runs"][0]["results"][0]["fixes"][0]["artifactChanges"][0]["replacements"]
+    assert [r["properties"]["cell"] for r in replacements] == [e["cell"] for e in finding["fix"]["edits"]]
