@@ -24,6 +24,9 @@ from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix, Note, Posit
 from ampfix.settings import Settings
 
 CACHE_DIR = ".ampfix_cache"
+# What an entry holds, beside the version: raised when results for the same settings change
+# within a version (2: evidence cells of notebooks, AMP001 whatever the selection)
+_FORMAT = 2
 _TAG = "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by ampfix.\n"
 
 
@@ -34,7 +37,7 @@ def content_hash(data: bytes) -> str:
 class Cache:
     def __init__(self, settings: Settings, root: Optional[str] = None):
         self.root = os.path.join(os.path.abspath(root or settings.project_root), CACHE_DIR)
-        key = hashlib.blake2b(f"{__version__}|{settings.cache_key()}".encode(), digest_size=12).hexdigest()
+        key = hashlib.blake2b(f"{__version__}|{_FORMAT}|{settings.cache_key()}".encode(), digest_size=12).hexdigest()
         self.path = os.path.join(self.root, __version__, f"{key}.json")
         self.entries: dict[str, list] = {}
         self.changed = False
@@ -114,6 +117,8 @@ def to_dict(diag: Diagnostic) -> dict:
         "edit_locations": [[s.row, s.column, e.row, e.column] for s, e in diag.edit_locations],
         "fix": fix,
         "cell": diag.cell,
+        "evidence_cells": list(diag.evidence_cells),
+        "edit_cells": list(diag.edit_cells),
         "fix_refused": diag.fix_refused,
         "no_fix_reason": diag.no_fix_reason,
         "evidence": [
@@ -139,6 +144,8 @@ def from_dict(data: dict, filename: str) -> Diagnostic:
     diag.location, diag.end_location = Position(row, column), Position(end_row, end_column)
     diag.edit_locations = tuple((Position(a, b), Position(c, d)) for a, b, c, d in data["edit_locations"])
     diag.cell = data.get("cell")
+    diag.evidence_cells = tuple(data.get("evidence_cells", ()))
+    diag.edit_cells = tuple(data.get("edit_cells", ()))
     diag.fix_refused = data.get("fix_refused")
     diag.no_fix_reason = data.get("no_fix_reason")
     evidence = data.get("evidence", [])

@@ -29,6 +29,7 @@ from ampfix.report import (
     level_of,
     summary,
     unified_diff,
+    use_colour,
     write_fixes,
     write_statistics,
     write_text,
@@ -75,7 +76,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path(readable=False))  # an unreadable file is that file's error
 @click.option("--apply", "--fix", "apply", is_flag=True, help="Apply safe fixes in place.")
 @click.option("--unsafe-fixes/--no-unsafe-fixes", default=None, help="Also apply (or offer) fixes that may change behaviour.")
 @click.option("--diff", is_flag=True, help="Print the diffs fixes would make; write nothing. Exit 1 if any.")
@@ -95,10 +96,15 @@ def cli() -> None:
 )
 @click.option("--preview/--no-preview", default=None, help="Enable preview rules (not yet stable), as ruff's --preview.")
 @click.option("--statistics", is_flag=True, help="Print a count per rule instead of each finding.")
-@click.option("--show-fixes", is_flag=True, help="List the fixes applied, per file.")
+@click.option("--show-fixes", is_flag=True, help="Show each fix's diff under its finding; with --apply, list the fixes applied per file.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even if problems remain.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Configuration file to use.")
+@click.option("--config", "config_options", multiple=True, metavar="FILE | KEY=VALUE",
+              help="A configuration file to use, or a TOML `KEY = VALUE` over every configuration (repeatable).")
 @click.option("--isolated", is_flag=True, help="Ignore all configuration files.")
+@click.option("--exclude", multiple=True, help="Patterns to exclude (replaces the configured `exclude`).")
+@click.option("--extend-exclude", multiple=True, help="Patterns to exclude in addition.")
+@click.option("--per-file-ignores", multiple=True, metavar="PATTERN:CODES",
+              help="Codes to ignore in files matching PATTERN (replaces the configured table), e.g. 'tests/*:AMP1'.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Worker processes [default: CPU count].")
 @click.option("--target-torch", default=None, metavar="X.Y", help="Oldest torch the code must run on.")
 @click.option("--force-exclude", is_flag=True, help="Apply exclusions even to files named explicitly.")
@@ -130,8 +136,11 @@ def check(
     statistics: bool,
     show_fixes: bool,
     exit_zero: bool,
-    config_file: Optional[str],
+    config_options: tuple[str, ...],
     isolated: bool,
+    exclude: tuple[str, ...],
+    extend_exclude: tuple[str, ...],
+    per_file_ignores: tuple[str, ...],
     jobs: Optional[int],
     target_torch: Optional[str],
     force_exclude: bool,
@@ -165,16 +174,22 @@ def check(
         fixable=_split(fixable) or None,
         unfixable=_split(unfixable),
         preview=preview,
+        exclude=_split(exclude) or None,
+        extend_exclude=_split(extend_exclude),
     )
     anchor = stdin_filename if paths == ("-",) and stdin_filename else paths[0]
     try:
+        overrides.per_file_ignores = _per_file_ignores(per_file_ignores)
+        config_file = _config_file(config_options, overrides, isolated)
         configs = _Configurations(overrides, isolated, config_file)
         settings = configs.for_path(anchor if os.path.exists(anchor) else ".")
     except ConfigError as exc:
         raise UsageFailure(str(exc)) from None
     if show_settings:
         config, resolved = configs.config_and_settings(anchor if os.path.exists(anchor) else ".")
-        for key, value, origin in describe_settings(config, overrides, resolved):
+        chosen_by = "--isolated: no configuration file" if isolated else "--config" if config_file else (
+            "the nearest .ampfix.toml, ampfix.toml or pyproject.toml with [tool.ampfix]")
+        for key, value, origin in describe_settings(config, overrides, resolved, chosen_by):
             click.echo(f"{key:<20} = {value}    # {origin}")
         sys.exit(0)
     mode = CHECK if add_noqa else DIFF if diff else FIX if apply else CHECK
@@ -231,7 +246,7 @@ def check(
         except OSError as exc:
             raise UsageFailure(f"{output_file}: cannot write the report: {exc.strerror or exc}") from None
     else:
-        out = click.get_text_stream("stdout")
+        out = _text_stream(sys.stdout)
 
     if mode == DIFF:
         for result in results:
@@ -257,7 +272,8 @@ def check(
             out.write((f"Fixed {fixed} problem{'s' if fixed != 1 else ''}." if fixed else "No fixes applied.") + "\n")
         out.flush()
         sys.exit(2 if had_errors else 1 if (exit_non_zero_on_fix and fixed) else 0)
-    _emit(out, remaining, settings.unsafe_fixes, fmt, statistics, SourceCache())
+    colour = output_file is None and use_colour(out)
+    _emit(out, remaining, settings.unsafe_fixes, fmt, statistics, SourceCache(), colour, show_fixes)
     if show_fixes and mode == FIX:
         write_fixes(out, ((r.path, r.fixed) for r in results))
     if fmt in ("text", "concise") and not quiet:
@@ -265,10 +281,55 @@ def check(
             remaining, fixed, settings.unsafe_fixes, "fix" if mode == FIX else "check", len(errors) + len(found.missing)
         )
         if line:
-            out.write(line + "\n")
+            out.write((click.style(line, fg="green", bold=True) if colour and line == "All checks passed!" else line) + "\n")
     out.flush()
     code = _exit_code(remaining, had_errors, exit_zero)
     sys.exit(1 if code == 0 and exit_non_zero_on_fix and fixed else code)
+
+
+def _text_stream(stream):
+    """``sys.stdout`` / ``sys.stderr``, in UTF-8 where the locale says ASCII (as click's own
+    streams write; ``click.get_text_stream`` is gone in Click 9)."""
+    import codecs
+
+    if codecs.lookup(getattr(stream, "encoding", None) or "ascii").name == "ascii" and hasattr(stream, "reconfigure"):
+        stream.reconfigure(encoding="utf-8")
+    return stream
+
+
+def _config_file(options: tuple[str, ...], overrides: CliOverrides, isolated: bool) -> Optional[str]:
+    """ruff's ``--config``: the configuration file among the options (at most one), the inline
+    ``KEY = VALUE`` pairs put in ``overrides``. A file with ``--isolated`` is an error."""
+    from ampfix.settings import inline_config
+
+    files = []
+    for option in options:
+        if "=" in option and not os.path.isfile(option):
+            overrides.config_values.update(inline_config(option))
+        else:
+            files.append(option)
+    if len(files) > 1:
+        raise ConfigError(f"--config: one configuration file at most (given: {', '.join(files)})")
+    if files and isolated:
+        raise ConfigError(f"--config {files[0]} cannot be used with --isolated, which ignores every configuration file")
+    return files[0] if files else None
+
+
+def _per_file_ignores(values: tuple[str, ...]) -> Optional[dict[str, list[str]]]:
+    """``--per-file-ignores 'tests/*:AMP1,AMP2'`` or ruff's ``'a.py:AMP1,b.py:AMP2'`` (repeatable)
+    as the configuration's table: a comma-separated piece with a colon starts a pattern."""
+    if not values:
+        return None
+    table: dict[str, list[str]] = {}
+    for value in values:
+        pattern = None
+        for piece in _split((value,)):
+            if ":" in piece:
+                pattern, _, piece = piece.rpartition(":")
+            if not pattern or not piece.strip():
+                raise ConfigError(f"--per-file-ignores: expected PATTERN:CODES (e.g. 'tests/*:AMP1'), got `{value}`")
+            table.setdefault(pattern.strip(), []).append(piece.strip())
+    return table
 
 
 def _add_noqa(results) -> tuple[int, int]:
@@ -352,14 +413,14 @@ def _folder_of(path: str) -> str:
 
 
 def _check_stdin(settings, mode, fmt, stdin_filename, force_exclude, statistics, quiet, exit_zero) -> int:
-    data = click.get_binary_stream("stdin").read()
+    data = sys.stdin.buffer.read()
     path = stdin_filename or "-"
     if force_exclude and stdin_filename:
         from ampfix.discovery import _Ignorer
 
         if _Ignorer(settings).excluded(stdin_filename, False):
             if mode == FIX:
-                click.get_binary_stream("stdout").write(data)
+                sys.stdout.buffer.write(data)
             return 0
     try:
         source = SourceText.decode(data)
@@ -367,10 +428,10 @@ def _check_stdin(settings, mode, fmt, stdin_filename, force_exclude, statistics,
     except SourceError as exc:
         click.echo(f"ampfix: error: {path}: {exc}", err=True)
         return 2
-    out = click.get_text_stream("stdout")
+    out = _text_stream(sys.stdout)
     if mode == CHECK:
         remaining = document.located(check_source(document.program, path, settings), source.text)
-        _emit(out, remaining, settings.unsafe_fixes, fmt, statistics, document.sources(source.text))
+        _emit(out, remaining, settings.unsafe_fixes, fmt, statistics, document.sources(source.text), use_colour(out))
         if fmt in ("text", "concise") and not quiet:
             out.write(summary(remaining, 0, settings.unsafe_fixes, "check") + "\n")
         return _exit_code(remaining, False, exit_zero)
@@ -379,7 +440,7 @@ def _check_stdin(settings, mode, fmt, stdin_filename, force_exclude, statistics,
     except FixError as exc:
         click.echo(f"ampfix: error: {path}: {exc}", err=True)
         if mode == FIX:
-            click.get_binary_stream("stdout").write(data)
+            sys.stdout.buffer.write(data)
         return 2
     fixed_text = document.render(result.source) if result.changed else source.text
     if mode == DIFF:
@@ -389,8 +450,8 @@ def _check_stdin(settings, mode, fmt, stdin_filename, force_exclude, statistics,
             click.echo(summary(result.remaining, len(result.fixed), settings.unsafe_fixes, "diff"), err=True)
         return 1 if result.changed else 0
     # --apply on stdin: stdout is exactly the fixed source; the report goes to stderr.
-    click.get_binary_stream("stdout").write(source.encode(fixed_text))
-    err = click.get_text_stream("stderr")
+    sys.stdout.buffer.write(source.encode(fixed_text))
+    err = _text_stream(sys.stderr)
     remaining = document.located(result.remaining, fixed_text)
     _emit(err, remaining, settings.unsafe_fixes, fmt, statistics, document.sources(fixed_text))
     if not quiet:
@@ -437,13 +498,13 @@ def _diff(path: str, before: str, after: str) -> str:
     return unified_diff(path, before, after)
 
 
-def _emit(out, diagnostics, unsafe_fixes, fmt, statistics, sources) -> None:
+def _emit(out, diagnostics, unsafe_fixes, fmt, statistics, sources, colour=False, show_fixes=False) -> None:
     if statistics:
         write_statistics(out, diagnostics, unsafe_fixes, fmt)
     elif fmt in WRITERS:
         WRITERS[fmt](out, diagnostics)
     else:
-        write_text(out, diagnostics, unsafe_fixes, sources, concise=fmt == "concise")
+        write_text(out, diagnostics, unsafe_fixes, sources, concise=fmt == "concise", colour=colour, show_fixes=show_fixes)
 
 
 def _exit_code(remaining, had_errors: bool, exit_zero: bool) -> int:
@@ -626,7 +687,7 @@ def verify(script, steps, device, dtype, against, tolerance, timeout, threads, s
     if interactive:
         sys.stderr.write("\r" + " " * 50 + "\r")
     verdict = verify_checks.evaluate(traces, prepared.applied, steps, tolerance, against=bool(against))
-    out = click.get_text_stream("stdout")
+    out = _text_stream(sys.stdout)
     if fmt == "json":
         verify_report.write_json(out, script, prepared, options, verdict, traces)
     else:

@@ -91,8 +91,10 @@ class Diagnostic:
     # (start, end) positions of each fix edit, for JSON and SARIF output
     edit_locations: tuple[tuple[Position, Position], ...] = ()
     cell: Optional[int] = None
+    edit_cells: tuple[Optional[int], ...] = ()  # a notebook: the cell of each fix edit (an import goes to cell 1)
     evidence: tuple[Note, ...] = ()  # the events that make the finding true, in path order
     evidence_locations: tuple[tuple[Position, Position], ...] = ()  # filled in by the engine
+    evidence_cells: tuple[Optional[int], ...] = ()  # a notebook: the cell of each piece of evidence
     fix_refused: Optional[str] = None  # a fix the engine did not apply, and why (fix closure)
     no_fix_reason: Optional[str] = None  # why the rule offers no fix for this finding
 

@@ -26,7 +26,7 @@ from ampfix.cache import content_hash
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic
 from ampfix.fixer import apply_fixes
-from ampfix.imports import remove_unused_imports
+from ampfix.imports import carry_orphaned_imports, remove_unused_imports
 from ampfix.program.project import ProjectIndex
 from ampfix.rules import ENGINE_CODES, RULES, prefilter_for
 from ampfix.settings import Settings
@@ -294,6 +294,8 @@ def _analyse_file(text: str, path: str, settings: Settings, codes: frozenset, pr
         return []  # nothing to suppress and no AMP code in a comment: skip the comment scan
     for diag in diagnostics:
         _apply_fix_settings(diag, settings)
+    if tree is not None:
+        carry_orphaned_imports(diagnostics, text, tree, locator)  # each fix, applied alone, leaves no unused import
     suppressions = parse_suppressions(text, locator, set(RULES), tree, string_rows)
     kept = []
     for diag in diagnostics:
@@ -311,6 +313,9 @@ def _analyse_file(text: str, path: str, settings: Settings, codes: frozenset, pr
     if "AMP002" in codes:
         rule = RULES["AMP002"]
         for invalid in suppressions.invalid:
+            row = locator.position(invalid.start).row
+            if not settings.ignore_noqa and suppressions.suppresses("AMP002", (row, row)):
+                continue  # `# noqa: AMP012, AMP002`: the typo baselined, as `--add-noqa` writes it
             diag = Diagnostic(rule.code, rule.name, f"unknown rule code `{invalid.code}` in suppression comment", invalid.start, invalid.end)
             diag.filename = path
             diag.location, diag.end_location = locator.position(invalid.start), locator.position(invalid.end)

@@ -19,6 +19,12 @@ from ampfix.source import Locator
 
 def used_names(tree: ast.Module) -> set[str]:
     names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Store)}
+    return names | _all_names(tree)
+
+
+def _all_names(tree: ast.Module) -> set[str]:
+    """The names ``__all__`` lists (exported: an import they name is used)."""
+    names: set[str] = set()
     for node in tree.body:
         if isinstance(node, (ast.Assign, ast.AugAssign)) and isinstance(node.value, (ast.List, ast.Tuple)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
@@ -58,16 +64,55 @@ def _remove_unused_in_parts(text: str, candidates: set[str]) -> str:
     return _apply_edits(text, edits)
 
 
-def _removal_edits(text: str, tree: ast.Module, unused: set[str]) -> list[Edit]:
-    locator = Locator(text)
+def _removal_edits(text: str, tree: ast.Module, unused: set[str], locator: Optional[Locator] = None, lazy: bool = False) -> list[Edit]:
+    locator = locator or Locator(text)
     edits = []
     for stmt, parent_body in _import_statements(tree):
         drop = {_bound_name(alias) for alias in stmt.names} & unused
         if drop:
-            edit = _removal_edit(text, locator, stmt, drop, parent_body)
+            edit = _removal_edit(text, locator, stmt, drop, parent_body, lazy)
             if edit is not None:
                 edits.append(edit)
     return edits
+
+
+DROP_IMPORTS = "drop-imports"  # an Edit.rewrite kind: names dropped from an import statement
+
+
+def carry_orphaned_imports(diagnostics, text: str, tree: ast.Module, locator: Locator) -> None:
+    """Give each fix that alone leaves an import unused (every use of the name is in what the
+    fix replaces) the edit that removes it: a fix applied on its own (an editor's quick fix, a
+    JSON or SARIF edit) leaves no orphaned import behind, as ``--apply`` leaves none."""
+    owners = [d for d in diagnostics if d.fix is not None and d.fix.orphaned_imports]
+    if not owners:
+        return
+    import dataclasses
+
+    names = set().union(*(d.fix.orphaned_imports for d in owners))
+    uses: dict[str, list[tuple[int, int]]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in names and not isinstance(node.ctx, ast.Store):
+            uses.setdefault(node.id, []).append(locator.node_range(node))
+    exported = _all_names(tree)
+    for diag in owners:
+        replaced = [(e.start, e.end) for e in diag.fix.edits if e.end > e.start]
+        alone = {
+            name for name in diag.fix.orphaned_imports
+            if name in uses and name not in exported
+            and all(any(a <= start and end <= b for a, b in replaced) for start, end in uses[name])
+        }
+        edits = _removal_edits(text, tree, alone, locator, lazy=True) if alone else []
+        if edits and not any(e.start < b and a < e.end for e in edits for a, b in replaced):
+            diag.fix = dataclasses.replace(diag.fix, edits=(*diag.fix.edits, *edits))
+
+
+def drop_imports(statement: str, names: str) -> str:
+    """The import ``statement`` without the comma-separated ``names`` (LibCST: comments and
+    layout of the other names kept)."""
+    edit = _rewrite_statement(statement, 0, len(statement), set(names.split(",")))
+    if edit is None:
+        raise ValueError("LibCST cannot parse the import statement")
+    return edit.content
 
 
 def _apply_edits(text: str, edits: list[Edit]) -> str:
@@ -93,7 +138,7 @@ def _import_statements(tree: ast.AST):
 
 
 def _removal_edit(
-    text: str, locator: Locator, stmt: ast.stmt, drop: set[str], parent_body: list
+    text: str, locator: Locator, stmt: ast.stmt, drop: set[str], parent_body: list, lazy: bool = False
 ) -> Optional[Edit]:
     start, end = locator.node_range(stmt)
     if all(_bound_name(alias) in drop for alias in stmt.names):
@@ -106,6 +151,8 @@ def _removal_edit(
             next_line = locator.line_starts[stmt.end_lineno] if stmt.end_lineno < len(locator.line_starts) else len(text)
             return Edit.delete(line_start, next_line)
         return Edit(start, end, "pass")
+    if lazy:  # LibCST builds it when the fix is applied or shown (ampfix/rewrite.py)
+        return Edit(start, end, "", (DROP_IMPORTS, text[start:end], ",".join(sorted(drop))))
     return _rewrite_statement(text[start:end], start, end, drop)
 
 

@@ -90,14 +90,20 @@ class Notebook:
         diag.cell = cell
         diag.location = Position(diag.location.row - start + 1, diag.location.column)
         diag.end_location = Position(max(1, diag.end_location.row - start + 1), diag.end_location.column)
-        def in_cell(spans):
-            return tuple(
-                (Position(max(1, a.row - start + 1), a.column), Position(max(1, b.row - start + 1), b.column))
-                for a, b in spans
-            )
+        # evidence and edits may lie in another cell (the scaler created in cell 2, clipped in
+        # cell 4; an import edited in cell 1): each is placed in its own cell
+        placed = [self._in_own_cell(a, b) for a, b in diag.edit_locations]
+        diag.edit_cells = tuple(number for number, _ in placed)
+        diag.edit_locations = tuple(span for _, span in placed)
+        placed = [self._in_own_cell(a, b) for a, b in diag.evidence_locations]
+        diag.evidence_cells = tuple(number for number, _ in placed)
+        diag.evidence_locations = tuple(span for _, span in placed)
 
-        diag.edit_locations = in_cell(diag.edit_locations)
-        diag.evidence_locations = in_cell(diag.evidence_locations)
+    def _in_own_cell(self, a: Position, b: Position):
+        number, first = self.cell_of(a.row)
+        if number is None:
+            return None, (a, b)
+        return number, (Position(a.row - first + 1, a.column), Position(max(1, b.row - first + 1), b.column))
 
     def cell_of(self, row: int):
         """(cell number as Jupyter shows it, the program row of its first line) of a program row."""

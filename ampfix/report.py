@@ -15,7 +15,6 @@ from typing import Callable, Iterable, Optional, TextIO
 from ampfix import __version__
 from ampfix.diagnostics import Applicability, Diagnostic
 from ampfix.docs import rule_doc, rule_doc_url
-from ampfix.fixer import apply_fixes
 from ampfix.rewrite import resolve_diagnostics
 from ampfix.rules import RULES
 from ampfix.source import Locator, SourceError, read_source
@@ -31,10 +30,35 @@ def level_of(code: str) -> str:
     return "error" if code == "AMP001" or code.startswith(("AMP2", "AMP3", "AMP4")) else "warning"
 
 
-def _header(diag: Diagnostic, unsafe_fixes: bool) -> str:
-    mark = " [*]" if diag.fix_applies(unsafe_fixes) else ""
+def use_colour(stream) -> bool:
+    """ruff's choice: colour on a terminal; ``NO_COLOR`` turns it off, ``FORCE_COLOR`` (or
+    ``CLICOLOR_FORCE``) on wherever the output goes (https://no-color.org, https://force-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR") or os.environ.get("CLICOLOR_FORCE") not in (None, "", "0"):
+        return True
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _plain(text: str, **_style) -> str:
+    return text
+
+
+def _painter(colour: bool) -> Callable[..., str]:
+    if not colour:
+        return _plain
+    import click
+
+    return click.style
+
+
+def _header(diag: Diagnostic, unsafe_fixes: bool, paint: Callable[..., str] = _plain) -> str:
+    mark = " " + paint("[*]", fg="cyan") if diag.fix_applies(unsafe_fixes) else ""
     cell = f"cell {diag.cell}:" if diag.cell is not None else ""
-    return f"{diag.filename}:{cell}{diag.location.row}:{diag.location.column}: {diag.code}{mark} {diag.message}"
+    colon = paint(":", fg="cyan")
+    where = f"{paint(diag.filename, bold=True)}{colon}{cell}{diag.location.row}{colon}{diag.location.column}{colon}"
+    return f"{where} {paint(diag.code, fg='red', bold=True)}{mark} {diag.message}"
 
 
 class SourceCache:
@@ -57,44 +81,77 @@ class SourceCache:
 
 
 def write_text(
-    out: TextIO, diagnostics: list[Diagnostic], unsafe_fixes: bool, sources: SourceCache, concise: bool
+    out: TextIO, diagnostics: list[Diagnostic], unsafe_fixes: bool, sources: SourceCache, concise: bool,
+    colour: bool = False, show_fixes: bool = False,
 ) -> None:
+    """ruff's full (or concise) output; with ``show_fixes`` each fix's diff follows its finding."""
+    paint = _painter(colour)
     for diag in diagnostics:
-        out.write(_header(diag, unsafe_fixes) + "\n")
+        out.write(_header(diag, unsafe_fixes, paint) + "\n")
         if concise:
             continue
-        excerpt = _excerpt(diag, sources)
+        excerpt = _excerpt(diag, sources, paint)
         if excerpt:
             out.write(excerpt)
-        for note, (start, _) in zip(diag.evidence, diag.evidence_locations):
-            cell = f"cell {diag.cell}:" if diag.cell is not None else ""
+        for index, (note, (start, _)) in enumerate(zip(diag.evidence, diag.evidence_locations)):
+            number = evidence_cell(diag, index)
+            cell = f"cell {number}:" if number is not None else ""
             out.write(f"  = evidence: {cell}{start.row}:{start.column}: {note.message}\n")
         if diag.fix_refused is not None:
             out.write(f"  = note: {diag.fix_refused}\n")
         if diag.no_fix_reason is not None and diag.fix is None:
             out.write(f"  = note: no fix offered: {diag.no_fix_reason}\n")
         if diag.fix is not None and diag.fix.applicability is Applicability.DISPLAY_ONLY:
-            out.write(f"  = help: {diag.fix.message} (a suggestion: review it and apply it by hand)\n")
-            out.write(_suggested_diff(diag, sources))
+            # never applied: the diff is the point, so it is shown whether or not --show-fixes asks
+            out.write(f"  = {paint('help', fg='cyan', bold=True)}: {diag.fix.message} (a suggestion: review it and apply it by hand)\n")
+            out.write(fix_preview(diag, sources, paint))
         elif diag.fix is not None:
             note = "" if diag.fix.applicability is Applicability.SAFE else " (unsafe fix: may change runtime behavior)"
-            out.write(f"  = help: {diag.fix.message}{note}\n")
+            out.write(f"  = {paint('help', fg='cyan', bold=True)}: {diag.fix.message}{note}\n")
+            if show_fixes:
+                out.write(fix_preview(diag, sources, paint))
         out.write("\n")
 
 
-def _suggested_diff(diag: Diagnostic, sources: SourceCache) -> str:
-    """A display-only fix as the diff it would make to the file, indented under the finding."""
-    locator = sources.locator(diag.filename)
-    if locator is None or diag.cell is not None:
+def fix_preview(diag: Diagnostic, sources: SourceCache, paint: Callable[..., str] = _plain) -> str:
+    """The diff of a finding's fix applied alone, as ruff prints it under a finding (``ℹ Safe
+    fix`` and the changed lines with both line numbers); empty where it cannot be shown."""
+    locator = sources.locator(diag.filename) if diag.cell is None else None
+    if diag.fix is None or locator is None:
         return ""
-    fixed, applied = apply_fixes(locator.text, [diag])
+    from ampfix.fixer import apply_fixes
+
+    before = locator.text
+    after, applied = apply_fixes(before, [diag])
     if not applied:
         return ""
-    lines = difflib.unified_diff(locator.text.splitlines(True), fixed.splitlines(True), n=1)
-    return "".join(f"    {line.rstrip()}".rstrip() + "\n" for line in list(lines)[2:])
+    old, new = before.splitlines(), after.splitlines()
+    width = len(str(max(len(old), len(new), 1)))
+    kind = {Applicability.SAFE: "Safe fix", Applicability.UNSAFE: "Unsafe fix",
+            Applicability.DISPLAY_ONLY: "Suggested fix (never applied)"}[diag.fix.applicability]
+    lines = ["", paint(f"ℹ {kind}", bold=True)]
+    for group in difflib.SequenceMatcher(None, old, new, autojunk=False).get_grouped_opcodes(2):
+        if len(lines) > 2:
+            lines.append(paint(f"{'':>{width}} {'':>{width}} ...", fg="blue"))
+        for tag, i1, i2, j1, j2 in group:
+            if tag == "equal":
+                lines += [f"{paint(f'{i + 1:>{width}} {j + 1:>{width}} |', fg='blue')} {old[i]}" for i, j in zip(range(i1, i2), range(j1, j2))]
+                continue
+            lines += [paint(f"{i + 1:>{width}} {'':>{width}} |-{old[i]}", fg="red") for i in range(i1, i2)]
+            lines += [paint(f"{'':>{width}} {j + 1:>{width}} |+{new[j]}", fg="green") for j in range(j1, j2)]
+    return "\n".join(lines) + "\n"
 
 
-def _excerpt(diag: Diagnostic, sources: SourceCache) -> str:
+def evidence_cell(diag: Diagnostic, index: int) -> Optional[int]:
+    """The notebook cell of a finding's ``index``-th piece of evidence (None for a Python file)."""
+    return _nth_cell(diag.evidence_cells, index, diag)
+
+
+def _nth_cell(cells: tuple, index: int, diag: Diagnostic) -> Optional[int]:
+    return cells[index] if index < len(cells) else diag.cell
+
+
+def _excerpt(diag: Diagnostic, sources: SourceCache, paint: Callable[..., str] = _plain) -> str:
     if diag.cell is not None:
         return ""  # a notebook: the file's lines are JSON, not the cell's code
     locator = sources.locator(diag.filename)
@@ -107,9 +164,10 @@ def _excerpt(diag: Diagnostic, sources: SourceCache) -> str:
     width = len(str(row))
     start = diag.location.column - 1
     end = diag.end_location.column - 1 if diag.end_location.row == row else len(line)
-    carets = "^" * max(1, end - start)
+    carets = paint("^" * max(1, end - start) + f" {diag.code}", fg="red", bold=True)
     pad = " " * width
-    return f"{pad} |\n{row} | {line}\n{pad} | {' ' * start}{carets} {diag.code}\n"
+    gutter, numbered = paint(f"{pad} |", fg="blue", bold=True), paint(f"{row} |", fg="blue", bold=True)
+    return f"{gutter}\n{numbered} {line}\n{gutter} {' ' * start}{carets}\n"
 
 
 def write_json(out: TextIO, diagnostics: list[Diagnostic]) -> None:
@@ -125,11 +183,12 @@ def _json_record(diag: Diagnostic) -> dict:
             "message": diag.fix.message,
             "edits": [
                 {
+                    **({"cell": _nth_cell(diag.edit_cells, index, diag)} if diag.cell is not None else {}),
                     "content": edit.content,
                     "location": {"row": start.row, "column": start.column},
                     "end_location": {"row": end.row, "column": end.column},
                 }
-                for edit, (start, end) in zip(diag.fix.edits, diag.edit_locations)
+                for index, (edit, (start, end)) in enumerate(zip(diag.fix.edits, diag.edit_locations))
             ],
         }
     return {
@@ -145,11 +204,12 @@ def _json_record(diag: Diagnostic) -> dict:
         "no_fix_reason": diag.no_fix_reason,
         "evidence": [
             {
+                "cell": evidence_cell(diag, index),
                 "message": note.message,
                 "location": {"row": start.row, "column": start.column},
                 "end_location": {"row": end.row, "column": end.column},
             }
-            for note, (start, end) in zip(diag.evidence, diag.evidence_locations)
+            for index, (note, (start, end)) in enumerate(zip(diag.evidence, diag.evidence_locations))
         ],
         "noqa_row": diag.location.row,
         "url": rule_doc_url(diag.code),
@@ -160,7 +220,7 @@ def write_github(out: TextIO, diagnostics: list[Diagnostic]) -> None:
     """GitHub workflow annotations. A notebook's finding is annotated on the file, with its cell
     and position in the message: its rows are the cell's, not lines of the .ipynb JSON."""
     for d in diagnostics:
-        props = [f"title={_gh_prop(f'ampfix ({d.code})')}", f"file={_gh_prop(d.filename)}"]
+        props = [f"title={_gh_prop(f'ampfix ({d.code})')}", f"file={_gh_prop(repository_path(d.filename, 'GITHUB_WORKSPACE'))}"]
         message = f"{d.code} {d.message}"
         if d.cell is None:
             props += [
@@ -177,7 +237,7 @@ def write_gitlab(out: TextIO, diagnostics: list[Diagnostic]) -> None:
     while the finding does (code, path, message, and how many identical ones came before)."""
     issues, seen = [], Counter()
     for d in diagnostics:
-        path = _relative(d.filename)
+        path = repository_path(d.filename, "CI_PROJECT_DIR")
         key = (d.code, path, d.message)
         seen[key] += 1
         fingerprint = hashlib.sha256(repr((*key, seen[key])).encode()).hexdigest()[:32]
@@ -229,6 +289,31 @@ def _relative(filename: str) -> str:
     return (filename if relative.startswith("..") else relative).replace(os.sep, "/")
 
 
+def repository_path(filename: str, workspace_variable: str) -> str:
+    """A path as a CI service resolves it: relative to its checkout (``$GITHUB_WORKSPACE``,
+    ``$CI_PROJECT_DIR``), else to the git repository holding the file, else to the working
+    directory; so a run from a subfolder annotates the right file."""
+    if filename in ("-", ""):
+        return filename or "-"
+    path = os.path.abspath(filename)
+    root = os.environ.get(workspace_variable) or _repository_root(os.path.dirname(path))
+    if root:
+        relative = os.path.relpath(path, os.path.abspath(root))
+        if not relative.startswith(".."):
+            return relative.replace(os.sep, "/")
+    return _relative(filename)
+
+
+def _repository_root(directory: str) -> Optional[str]:
+    while True:
+        if os.path.exists(os.path.join(directory, ".git")):
+            return directory
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None
+        directory = parent
+
+
 def _gh_data(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
@@ -278,8 +363,9 @@ def sarif_document(diagnostics: list[Diagnostic]) -> dict:
             related = [
                 {
                     "id": i,
-                    "message": {"text": note.message},
+                    "message": {"text": note.message if (cell := evidence_cell(d, i)) is None else f"cell {cell}: {note.message}"},
                     "physicalLocation": {"artifactLocation": {"uri": uri}, "region": _region(start, end)},
+                    **({"properties": {"cell": cell}} if cell is not None else {}),
                 }
                 for i, (note, (start, end)) in enumerate(zip(d.evidence, d.evidence_locations))
             ]
@@ -298,8 +384,9 @@ def sarif_document(diagnostics: list[Diagnostic]) -> dict:
                                 {
                                     "deletedRegion": _region(start, end),
                                     "insertedContent": {"text": edit.content},
+                                    **({"properties": {"cell": _nth_cell(d.edit_cells, i, d)}} if d.cell is not None else {}),
                                 }
-                                for edit, (start, end) in zip(d.fix.edits, d.edit_locations)
+                                for i, (edit, (start, end)) in enumerate(zip(d.fix.edits, d.edit_locations))
                             ],
                         }
                     ],

@@ -14,6 +14,7 @@ indentation, and the content of a string is never touched.
 from __future__ import annotations
 
 from ampfix.diagnostics import Diagnostic, Edit, Fix
+from ampfix.imports import DROP_IMPORTS, drop_imports
 
 REBLOCK = "reblock"
 
@@ -35,6 +36,11 @@ def resolve(edit: Edit) -> Edit:
     if not edit.rewrite:
         return edit
     kind, *args = edit.rewrite
+    if kind == DROP_IMPORTS:
+        try:
+            return Edit(edit.start, edit.end, drop_imports(*args))
+        except ValueError as exc:
+            raise RewriteError(str(exc)) from None
     if kind != REBLOCK:
         raise RewriteError(f"unknown rewrite {kind!r}")
     return Edit(edit.start, edit.end, reblock(*args))

@@ -25,12 +25,13 @@ from pygls.lsp.server import LanguageServer
 
 from ampfix import __version__
 from ampfix.diagnostics import Applicability, Diagnostic
-from ampfix.docs import rule_doc
+from ampfix.docs import rule_doc, rule_doc_url
 from ampfix.engine import check_source, fix_source
 from ampfix.notebook import Notebook
 from ampfix.report import level_of
 from ampfix.rewrite import RewriteError, resolve_fix
 from ampfix.settings import (
+    CONFIG_NAMES,
     CliOverrides,
     ConfigError,
     FileConfig,
@@ -148,11 +149,43 @@ def initialize(params: lsp.InitializeParams) -> None:
 @server.feature(lsp.WORKSPACE_DID_CHANGE_CONFIGURATION)
 def did_change_configuration(params: lsp.DidChangeConfigurationParams) -> None:
     _use_editor_settings(params.settings)
+    _republish_all()
+
+
+def _republish_all() -> None:
     for uri in list(server.workspace.text_documents):
         if server.workspace.get_notebook_document(cell_uri=uri) is None:
             _publish(uri)
     for uri in list(server.workspace.notebook_documents):
         _publish_notebook(uri)
+
+
+# Configuration files whose change on disk reloads the settings, as ruff's server watches its own;
+# `*.toml` covers the files an `extend` names.
+_WATCHED = [f"**/{name}" for name in CONFIG_NAMES] + ["**/*.toml"]
+
+
+@server.feature(lsp.INITIALIZED)
+def initialized(params: lsp.InitializedParams) -> None:
+    capabilities = server.client_capabilities.workspace
+    watched = capabilities.did_change_watched_files if capabilities is not None else None
+    if watched is not None and watched.dynamic_registration:
+        server.client_register_capability(lsp.RegistrationParams(registrations=[lsp.Registration(
+            id="ampfix-configuration-files",
+            method=lsp.WORKSPACE_DID_CHANGE_WATCHED_FILES,
+            register_options=lsp.DidChangeWatchedFilesRegistrationOptions(
+                watchers=[lsp.FileSystemWatcher(glob_pattern=pattern) for pattern in _WATCHED]
+            ),
+        )]))
+
+
+@server.feature(lsp.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+def did_change_watched_files(params: lsp.DidChangeWatchedFilesParams) -> None:
+    """A configuration file was created, edited or deleted: settings are read again and every
+    open document is checked with them."""
+    if any(_path(change.uri).endswith(".toml") for change in params.changes):
+        _State.by_folder = {}
+        _republish_all()
 
 
 # -- where the findings are -------------------------------------------------------------------
@@ -251,9 +284,10 @@ def _to_lsp(view, diag: Diagnostic, where: lsp.Range) -> lsp.Diagnostic:
         placed = view.place(note.start, note.end)
         if placed is not None:
             related.append(lsp.DiagnosticRelatedInformation(location=lsp.Location(uri=placed[0], range=placed[1]), message=note.message))
+    url = rule_doc_url(diag.code)
     return lsp.Diagnostic(
         range=where, message=diag.message, severity=severity, code=diag.code, source="ampfix",
-        related_information=related or None,
+        related_information=related or None, code_description=lsp.CodeDescription(href=url) if url else None,
     )
 
 
@@ -389,10 +423,43 @@ def code_actions(params: lsp.CodeActionParams) -> list[lsp.CodeAction]:
                 is_preferred=safe,
                 edit=lsp.WorkspaceEdit(changes=changes),
             ))
+        for diag, where_uri, where in _placed(view, found):
+            if where_uri == uri and _overlaps(where, params.range):
+                disable = _disable_for_line(view, diag, where)
+                if disable is not None:
+                    actions.append(disable)
     fix_all = _fix_all(view)
     if fix_all is not None and (not wanted or any(k in wanted for k in (lsp.CodeActionKind.QuickFix, FIX_ALL, "source.fixAll", "source"))):
         actions.append(fix_all)
     return actions
+
+
+def _disable_for_line(view, diag: Diagnostic, where: lsp.Range) -> Optional[lsp.CodeAction]:
+    """ruff's "Disable for this line": ``# noqa: CODE`` at the end of the finding's line (merged
+    into a noqa comment the line has), as ``ampfix check --add-noqa`` writes it."""
+    from ampfix.noqa import add_noqa
+
+    if diag.code == "AMP001":
+        return None  # a syntax error is not suppressed
+    program = view.program
+    located = Locator(program)
+    row = located.position(diag.start).row
+    diag_at_row = Diagnostic(diag.code, diag.name, diag.message, diag.start, diag.end)
+    diag_at_row.location = located.position(diag.start)
+    new_program, added, _ = add_noqa(program, [diag_at_row])
+    if not added:
+        return None
+    start, end = located.line_start(row), located.line_end(row)
+    new_line = new_program[start:len(new_program) - (len(program) - end)]
+    placed = view.place(start, end)
+    if placed is None:
+        return None
+    return lsp.CodeAction(
+        title=f"ampfix ({diag.code}): Disable for this line",
+        kind=lsp.CodeActionKind.QuickFix,
+        diagnostics=[_to_lsp(view, diag, where)],
+        edit=lsp.WorkspaceEdit(changes={placed[0]: [lsp.TextEdit(range=placed[1], new_text=new_line)]}),
+    )
 
 
 def _fix_all(view) -> Optional[lsp.CodeAction]:

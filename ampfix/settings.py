@@ -23,6 +23,7 @@ from ampfix.rules import ENGINE_CODES, RULES
 from ampfix.rules.base import STABLE
 
 DEFAULT_TARGET_TORCH = (2, 4)
+ALWAYS_REPORTED = frozenset({"AMP001"})  # syntax errors: no selection hides them (ruff)
 DEFAULT_EXCLUDES = (
     ".git",
     ".hg",
@@ -82,15 +83,16 @@ class Settings:
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def enabled(self, path: str) -> frozenset[str]:
-        """Codes selected for path once per-file ignores apply."""
+        """Codes selected for path once per-file ignores apply. A file that is parsed and does not
+        parse is always reported (AMP001), whatever is selected or ignored, as ruff does."""
         if not self.per_file_ignores:
-            return self.select
+            return self.select | ALWAYS_REPORTED
         rel = _relative(path, self.project_root)
         codes = set(self.select)
         for pattern, ignored in self.per_file_ignores:
             if _glob_match(rel, pattern):
                 codes -= ignored
-        return frozenset(codes)
+        return frozenset(codes) | ALWAYS_REPORTED
 
     def cache_key(self) -> str:
         return repr(
@@ -227,6 +229,11 @@ _KEYS = {
 # In each folder, the first of these that exists is its configuration (ruff's order): the two
 # ampfix files hold the settings at their top level, pyproject.toml under [tool.ampfix].
 CONFIG_NAMES = (".ampfix.toml", "ampfix.toml", "pyproject.toml")
+# ruff's `extend`: the rule selection of each file is a layer over the one it extends (a child's
+# `ignore` adjusts the parent's choice, its `select` starts over); these lists are appended; every
+# other key of the child replaces the parent's.
+_LAYERED_KEYS = ("select", "extend-select", "ignore", "fixable", "unfixable")
+_APPENDED_KEYS = ("extend-exclude", "extend-safe-fixes", "extend-unsafe-fixes")
 
 
 @dataclass
@@ -235,6 +242,9 @@ class FileConfig:
     root: str = "."
     values: dict[str, Any] = field(default_factory=dict)
     torch_requirement: Optional[tuple[int, int]] = None
+    # the selection keys of the files this one extends, base first: (their path, their keys)
+    inherited_layers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    origins: dict[str, str] = field(default_factory=dict)  # key -> the file(s) its value comes from
 
 
 def find_config(start: str) -> FileConfig:
@@ -301,9 +311,28 @@ def load_config(path: str, require_table: bool = True, _extending: tuple = ()) -
         if target in _extending or target == os.path.abspath(path):
             raise ConfigError(f"{path}: `{prefix}extend` makes a cycle through {target}")
         inherited = load_config(target, require_table=True, _extending=(*_extending, os.path.abspath(path)))
-        values = {**inherited.values, **values}
+        own, values = values, {k: v for k, v in inherited.values.items() if k not in _LAYERED_KEYS}
+        values.update(own)
+        for key in _APPENDED_KEYS:
+            if key in own and key in inherited.values:
+                values[key] = [
+                    *_string_list(inherited.values[key], _key_where(inherited.path, key)),
+                    *_string_list(own[key], _key_where(path, key)),
+                ]
+        layer = {k: v for k, v in inherited.values.items() if k in _LAYERED_KEYS}
+        layers = [*inherited.inherited_layers, (inherited.path, layer)]
         requirement = requirement or inherited.torch_requirement
-    return FileConfig(path, root, values, requirement)
+        origins = {**inherited.origins, **{k: path for k in own}}
+        origins.update({k: f"{inherited.origins[k]} + {path}" for k in _APPENDED_KEYS if k in own and k in inherited.values})
+        return FileConfig(path, root, values, requirement, layers, origins)
+    return FileConfig(path, root, values, requirement, origins={k: path for k in values})
+
+
+def _key_where(path: Optional[str], key: str) -> str:
+    """How an error names a key: in the file that set it, or as the command-line option."""
+    if not path:
+        return f"--{key}"
+    return f"{path}: `tool.ampfix.{key}`" if os.path.basename(path) == "pyproject.toml" else f"{path}: `{key}`"
 
 
 def _torch_requirement(data: dict, path: str) -> Optional[tuple[int, int]]:
@@ -325,6 +354,9 @@ def _torch_requirement(data: dict, path: str) -> Optional[tuple[int, int]]:
 
 
 def parse_version(value: Any, where: str) -> tuple[int, int]:
+    if isinstance(value, float):
+        # TOML reads 2.10 as the number 2.1: a version is a string (ruff rejects target-version = 3.10)
+        raise ConfigError(f'{where}: invalid torch version {value} (a TOML number): write it as a string, e.g. "2.10" (TOML reads 2.10 as 2.1)')
     match = re.fullmatch(r"\s*(\d+)\.(\d+)(?:\.\d+)?\s*", str(value))
     if not match or isinstance(value, bool):
         raise ConfigError(f"{where}: invalid torch version `{value}` (expected X.Y, e.g. 2.4)")
@@ -352,36 +384,61 @@ class CliOverrides:
     fixable: Optional[list[str]] = None
     unfixable: list[str] = field(default_factory=list)
     preview: Optional[bool] = None
+    exclude: Optional[list[str]] = None  # replaces the configured `exclude`
+    extend_exclude: list[str] = field(default_factory=list)
+    per_file_ignores: Optional[dict[str, list[str]]] = None  # replaces the configured table
+    # `--config KEY=VALUE` (TOML): over every configuration file, under the other options (ruff)
+    config_values: dict[str, Any] = field(default_factory=dict)
+
+
+def inline_config(text: str) -> dict[str, Any]:
+    """The keys of one ``--config 'KEY = VALUE'`` (a TOML pair, as a configuration file holds it)."""
+    try:
+        values = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config: `{text}` is neither a file nor a TOML `KEY = VALUE` pair ({exc})") from None
+    for key in values:
+        if key not in _KEYS or key == "extend":
+            raise ConfigError(f"--config: unknown key `{key}` (expected one of: {', '.join(sorted(_KEYS - {'extend'}))})")
+    return values
 
 
 def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
     """Merge a configuration file with command-line options (the command line wins)."""
-    values = config.values
+    inline = cli.config_values
+    values = {**config.values, **{k: v for k, v in inline.items() if k not in _LAYERED_KEYS}}
+    for key in _APPENDED_KEYS:  # a layer over the file's, as `extend` makes one
+        if key in inline and key in config.values:
+            values[key] = [*_string_list(config.values[key], _key_where(config.path, key)), *_string_list(inline[key], f"--config: `{key}`")]
     where = config.path or "configuration"
 
     in_pyproject = config.path is not None and os.path.basename(config.path) == "pyproject.toml"
 
     def key_where(key: str) -> str:
+        if key.split(".", 1)[0] in inline:
+            return f"--config: `{key}`"
+        if key.startswith("per-file-ignores") and cli.per_file_ignores is not None:
+            return f"--per-file-ignores {key[len('per-file-ignores.'):]}".rstrip()
         if not config.path:
             return f"--{key}"
         return f"{where}: `tool.ampfix.{key}`" if in_pyproject else f"{where}: `{key}`"
 
-    # two layers, as ruff resolves them: the configuration's selectors, then the command line's
-    config_select = _string_list(values["select"], key_where("select")) if "select" in values else ["ALL"]
-    config_layer = (
-        validate_selectors(config_select, key_where("select")),
-        validate_selectors(
-            _string_list(values.get("extend-select", []), key_where("extend-select")), key_where("extend-select")
-        ),
-        validate_selectors(_string_list(values.get("ignore", []), key_where("ignore")), key_where("ignore")),
-    )
+    # layers, as ruff resolves them: each configuration's selectors (those it extends first), then
+    # the command line's
+    files = [*config.inherited_layers, (config.path, {k: values[k] for k in _LAYERED_KEYS if k in values})]
+    if any(k in inline for k in _LAYERED_KEYS):
+        files.append(("--config", {k: inline[k] for k in _LAYERED_KEYS if k in inline}))
+    config_layers = [_selection_layer(layer, path, first=i == 0) for i, (path, layer) in enumerate(files)]
+    fixable_layers = [
+        _selection_layer(layer, path, i == 0, ("fixable", None, "unfixable")) for i, (path, layer) in enumerate(files)
+    ]
     cli_layer = (
         validate_selectors(cli.select, "--select") if cli.select is not None else None,
         validate_selectors(cli.extend_select, "--extend-select"),
         validate_selectors(cli.ignore, "--ignore"),
     )
 
-    per_file = values.get("per-file-ignores", {})
+    per_file = values.get("per-file-ignores", {}) if cli.per_file_ignores is None else cli.per_file_ignores
     if not isinstance(per_file, dict):
         raise ConfigError(f"{key_where('per-file-ignores')}: expected a table of glob = [codes]")
     per_file_ignores = tuple(
@@ -409,7 +466,7 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
     unsafe = _flag(values, "unsafe-fixes", cli.unsafe_fixes, key_where)
     preview = _flag(values, "preview", cli.preview, key_where)
     select, selection_warnings = by_tier(
-        resolve_layers([config_layer, cli_layer], exact_only=OPPORTUNITIES), [config_layer, cli_layer], preview
+        resolve_layers([*config_layers, cli_layer], exact_only=OPPORTUNITIES), [*config_layers, cli_layer], preview
     )
 
     # a bad value is reported where it was given: the command line, or the configuration file
@@ -429,7 +486,10 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
     safe_codes, unsafe_codes = resolve_fix_safety(safety["extend-safe-fixes"], safety["extend-unsafe-fixes"])
 
     exclude = tuple(_string_list(values["exclude"], key_where("exclude"))) if "exclude" in values else DEFAULT_EXCLUDES
+    if cli.exclude is not None:
+        exclude = tuple(cli.exclude)
     extend_exclude = tuple(_string_list(values.get("extend-exclude", []), key_where("extend-exclude")))
+    extend_exclude += tuple(cli.extend_exclude)
 
     return Settings(
         select=select,
@@ -446,11 +506,7 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
         amp_dtype=dtype,
         ignore_noqa=cli.ignore_noqa,
         fixable=resolve_layers([
-            (
-                validate_selectors(_string_list(values.get("fixable", ["ALL"]), key_where("fixable")), key_where("fixable")),
-                [],
-                validate_selectors(_string_list(values.get("unfixable", []), key_where("unfixable")), key_where("unfixable")),
-            ),
+            *fixable_layers,
             (
                 validate_selectors(cli.fixable, "--fixable") if cli.fixable is not None else None,
                 [],
@@ -475,6 +531,20 @@ def default_settings() -> Settings:
     return build_settings(FileConfig(), CliOverrides())
 
 
+def _selection_layer(values: dict, path: Optional[str], first: bool, keys=("select", "extend-select", "ignore")) -> tuple:
+    """One configuration file's (select, extend-select, ignore), or with ``keys`` its (fixable, -,
+    unfixable): a first file without the first key selects ALL, a later one keeps what the files
+    it extends chose."""
+
+    def selectors(key: Optional[str], default):
+        if key is None or key not in values:
+            return default
+        return validate_selectors(_string_list(values[key], _key_where(path, key)), _key_where(path, key))
+
+    select, extend, ignore = keys
+    return selectors(select, ["ALL"] if first else None), selectors(extend, []), selectors(ignore, [])
+
+
 def known_code(code: str) -> bool:
     return code.upper() in RULES or code.upper() in ENGINE_CODES
 
@@ -497,42 +567,49 @@ def _glob_match(rel: str, pattern: str) -> bool:
 __all__ = ["ConfigError", "Settings", "build_settings", "find_config", "load_config", "replace"]
 
 
-def describe_settings(config: FileConfig, cli: CliOverrides, settings: Settings) -> list[tuple[str, str, str]]:
-    """(key, resolved value, where it came from) for ``--show-settings``."""
-    where = config.path or "defaults"
+def describe_settings(
+    config: FileConfig, cli: CliOverrides, settings: Settings, chosen_by: str = "the nearest configuration file"
+) -> list[tuple[str, str, str]]:
+    """(key, resolved value, where it came from) for ``--show-settings``: the file of each key
+    (the one it extends, when inherited), ``--config`` for an inline pair, the command line."""
 
-    def source(key: str, given) -> str:
-        if given not in (None, [], ()):
-            return "command line"
-        return where if key in config.values else "default"
+    def source(key: str, given, appended: bool = False) -> str:
+        given = given not in (None, [], (), {})
+        origins = [config.origins[key]] if key in config.values and key in config.origins else []
+        if key in cli.config_values:
+            origins = [*origins, "--config"] if appended else ["--config"]
+        if given:
+            origins = [*origins, "command line"] if appended else ["command line"]
+        return " + ".join(origins) or "default"
 
-    selectors = [cli.select, cli.ignore, cli.extend_select]
-    selection_from = "command line" if any(selectors) else (
-        where if any(k in config.values for k in ("select", "ignore", "extend-select")) else "default"
-    )
-    if cli.target_torch is not None:
-        torch_from = "command line"
-    elif "target-torch" in config.values:
-        torch_from = where
+    selection = [path for path, layer in config.inherited_layers if layer.keys() & {"select", "extend-select", "ignore"}]
+    selection += [config.origins.get(k, config.path) for k in ("select", "extend-select", "ignore") if k in config.values][:1]
+    if cli.config_values.keys() & {"select", "extend-select", "ignore"}:
+        selection = (selection if "select" not in cli.config_values else []) + ["--config"]
+    if cli.select is not None or cli.ignore or cli.extend_select:
+        selection = (selection if cli.select is None else []) + ["command line"]
+    if cli.target_torch is not None or "target-torch" in config.values or "target-torch" in cli.config_values:
+        torch_from = source("target-torch", cli.target_torch)
     elif config.torch_requirement is not None:
         torch_from = "the project's torch requirement"
     else:
         torch_from = "default"
     return [
-        ("config", config.path or "(none)", "nearest pyproject.toml with [tool.ampfix]"),
+        ("config", config.path or "(none)", chosen_by),
         ("project-root", settings.project_root, "the configuration's folder (or the working directory)"),
-        ("select", ", ".join(sorted(settings.select)), selection_from),
+        ("select", ", ".join(sorted(settings.select)), " + ".join(selection) or "default"),
         ("preview", str(settings.preview).lower(), source("preview", cli.preview)),
         ("per-file-ignores", "; ".join(f"{p}: {', '.join(sorted(c))}" for p, c in settings.per_file_ignores) or "(none)",
-         source("per-file-ignores", None)),
-        ("exclude", ", ".join(settings.exclude), source("exclude", None)),
-        ("extend-exclude", ", ".join(settings.extend_exclude) or "(none)", source("extend-exclude", None)),
+         source("per-file-ignores", cli.per_file_ignores)),
+        ("exclude", ", ".join(settings.exclude), source("exclude", cli.exclude)),
+        ("extend-exclude", ", ".join(settings.extend_exclude) or "(none)",
+         source("extend-exclude", cli.extend_exclude, appended=True)),
         ("target-torch", ".".join(map(str, settings.target_torch)), torch_from),
         ("unsafe-fixes", str(settings.unsafe_fixes).lower(), source("unsafe-fixes", cli.unsafe_fixes)),
         ("extend-safe-fixes", ", ".join(sorted(settings.safe_fix_codes)) or "(none)",
-         source("extend-safe-fixes", cli.extend_safe_fixes)),
+         source("extend-safe-fixes", cli.extend_safe_fixes, appended=True)),
         ("extend-unsafe-fixes", ", ".join(sorted(settings.unsafe_fix_codes)) or "(none)",
-         source("extend-unsafe-fixes", cli.extend_unsafe_fixes)),
+         source("extend-unsafe-fixes", cli.extend_unsafe_fixes, appended=True)),
         ("default-device", settings.default_device, source("default-device", cli.default_device)),
         ("amp-dtype", settings.amp_dtype or "(float16; bfloat16 for literal CPU code)", source("amp-dtype", cli.amp_dtype)),
     ]

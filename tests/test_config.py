@@ -204,7 +204,7 @@ def test_show_settings_says_where_each_setting_comes_from(tmp_path):
     result = run_ampfix("check", "--preview", "--show-settings", "--amp-dtype", "bfloat16", "train.py", cwd=tmp_path)
     assert result.returncode == 0
     lines = {line.split("=", 1)[0].strip(): line for line in result.stdout.splitlines()}
-    assert lines["config"].endswith("pyproject.toml    # nearest pyproject.toml with [tool.ampfix]")
+    assert lines["config"].endswith("pyproject.toml    # the nearest .ampfix.toml, ampfix.toml or pyproject.toml with [tool.ampfix]")
     assert "AMP101" not in lines["select"] and "AMP201" in lines["select"] and lines["select"].endswith("pyproject.toml")
     assert lines["default-device"].split("=", 1)[1].strip().startswith("cpu") and lines["default-device"].endswith("pyproject.toml")
     assert "bfloat16" in lines["amp-dtype"] and lines["amp-dtype"].endswith("# command line")

@@ -38,11 +38,14 @@ class Float16WithoutScaler(Rule):
         for fn in model.functions:
             if model.step_uses_scaler(fn):
                 continue  # this step scales (or hands the loss to a scaler wrapper): AMP202-204 check how
-            regions = [r for r in model.regions_in(fn) if self._may_be_float16(ctx, r)]
+            every = model.regions_in(fn)
+            regions = [r for r in every if self._may_be_float16(ctx, r)]
             # a float16 region reaches the backward on a path that runs (not the fp32 branch of `if use_amp`)
+            # and no other region entered after it does (a bfloat16 step after a float16 warm-up)
             reaching = {
                 id(b): found for b in fn.of(BACKWARD)
-                if not b.scaled and b.receiver is None and (found := model.regions_reaching(fn, b, regions))
+                if not b.scaled and b.receiver is None and regions
+                and (found := [r for r in _last_regions(fn, b, model.regions_reaching(fn, b, every)) if r in regions])
             }
             backwards = [b for b in fn.of(BACKWARD) if id(b) in reaching]
             groups: dict[int, list] = {}
@@ -139,6 +142,20 @@ class Float16WithoutScaler(Rule):
         if values and all(dotted_name(v) is None for v in values):
             return " ".join(ctx.segment(v) for v in values)
         return ctx.text if _FP16.search(ctx.text) else ctx.segment(expr)
+
+
+def _last_regions(fn, backward, reaching: list[AutocastRegion]) -> list[AutocastRegion]:
+    """The regions of ``reaching`` that no other one follows on the way to ``backward``: the
+    precision the loss was computed in. All of them when each follows another (a loop)."""
+    last = [
+        r for r in reaching
+        if r.entry is not None and not any(
+            o is not r and o.entry is not None and fn.before(r.entry, o.entry) and fn.before(o.entry, backward)
+            and not fn.before(o.entry, r.entry)
+            for o in reaching
+        )
+    ]
+    return last or reaching
 
 
 def _statement_of(ctx: ModuleContext, node: ast.stmt, fn) -> ast.stmt:
