@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import textwrap
 
+from ampfix.program.calls import module_callers
 from ampfix.program.values import value_flow
 from ampfix.semantic import SemanticModel
 
@@ -12,7 +13,7 @@ from ampfix.semantic import SemanticModel
 def module(source: str):
     tree = ast.parse(textwrap.dedent(source))
     semantic = SemanticModel(tree)
-    return tree, value_flow(semantic, "m.py")
+    return tree, value_flow(semantic, "m.py", module_callers)
 
 
 def receivers(tree, method: str) -> list:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from typing import Optional
+from typing import Callable, Optional
 
 from ampfix.program.flow import dotted_key
 from ampfix.semantic import SemanticModel
@@ -167,14 +167,17 @@ class ValueFlow:
     """Reaching definitions and objects for one module, computed on demand and memoized: one
     control-flow graph per function, one forward pass per (function, reference)."""
 
-    def __init__(self, semantic: SemanticModel, path: str = "<module>"):
+    def __init__(self, semantic: SemanticModel, path: str = "<module>", callers: Optional[Callable] = None):
         self.semantic = semantic
         self.path = path
+        # callers(semantic, function) -> [(call, parameter -> argument or None)]: the module's
+        # calls that run the function (ampfix.program.calls.module_callers; calls imports values)
+        self._find_callers = callers
         self._graphs: dict[int, object] = {}
         self._reaching: dict[tuple, list] = {}
         self._defining: dict[int, dict] = {}
         self._objects: dict[int, frozenset] = {}
-        self._calls_by_name: Optional[dict] = None
+        self._callers_memo: dict[int, list] = {}
 
     # -- graphs and reaching definitions ---------------------------------------------------
 
@@ -374,22 +377,11 @@ class ValueFlow:
 
     def _callers(self, function: ast.AST) -> list:
         """(call, parameter -> argument or None) for the calls of this module that run ``function``."""
-        from ampfix.program.calls import bind_arguments
-        from ampfix.program.calls import resolve as resolve_call
-
-        if self._calls_by_name is None:
-            index: dict[str, list] = {}
-            for call in self.semantic.nodes(ast.Call):
-                func = call.func
-                name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
-                if name is not None:
-                    index.setdefault(name, []).append(call)
-            self._calls_by_name = index
-        found = []
-        for call in self._calls_by_name.get(function.name, ()):
-            target = resolve_call(self.semantic, call)
-            if target is not None and target.function is function:
-                found.append((call, bind_arguments(target, call)))
+        if self._find_callers is None:
+            return []
+        found = self._callers_memo.get(id(function))
+        if found is None:
+            found = self._callers_memo[id(function)] = self._find_callers(self.semantic, function)
         return found
 
     def _field(self, expr: ast.Attribute) -> Optional[ObjectId]:
@@ -459,11 +451,11 @@ class ValueFlow:
         return result
 
 
-def value_flow(semantic: SemanticModel, path: str = "<module>") -> ValueFlow:
+def value_flow(semantic: SemanticModel, path: str = "<module>", callers: Optional[Callable] = None) -> ValueFlow:
     """The module's ValueFlow, built once and kept on its semantic model."""
     found = getattr(semantic, "_value_flow", None)
     if found is None:
-        found = semantic._value_flow = ValueFlow(semantic, path)
+        found = semantic._value_flow = ValueFlow(semantic, path, callers)
     return found
 
 
