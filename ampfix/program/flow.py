@@ -101,9 +101,9 @@ def read_keys(expr: ast.AST) -> frozenset:
     return frozenset(found)
 
 
-def bindings_of(stmt: ast.AST) -> tuple:
+def bindings_of(stmt: ast.AST, walrus: bool = True) -> tuple:
     """What a flow node binds: a simple statement, or the header of a compound one (its blocks
-    are nodes of their own)."""
+    are nodes of their own). ``walrus=False``: the caller knows the module has no ``:=``."""
     found: list[Binding] = []
     if isinstance(stmt, ast.Assign):
         for target in stmt.targets:
@@ -132,7 +132,7 @@ def bindings_of(stmt: ast.AST) -> tuple:
     elif isinstance(stmt, ast.Delete):
         for target in stmt.targets:
             _targets(target, None, "delete", found)
-    for header in _header_expressions(stmt):
+    for header in _header_expressions(stmt) if walrus else ():
         for sub in ast.walk(header):
             if isinstance(sub, ast.NamedExpr) and isinstance(sub.target, ast.Name):
                 found.append(Binding(sub.target.id, "walrus", sub.value))
@@ -276,10 +276,11 @@ class FlowGraph:
         return "\n".join(lines)
 
 
-def build(function: ast.AST) -> FlowGraph:
-    """The graph of a function's body (or a module's top level)."""
+def build(function: ast.AST, walrus: bool = True) -> FlowGraph:
+    """The graph of a function's body (or a module's top level); ``walrus=False`` when the
+    module has no ``:=`` (no expression need be searched for one)."""
     graph = FlowGraph()
-    builder = _Builder(graph)
+    builder = _Builder(graph, walrus)
     out = builder.block(function.body, [(FlowGraph.ENTRY, None)])
     builder.link(out, FlowGraph.EXIT)
     return graph
@@ -292,8 +293,9 @@ class _Loop:
 
 
 class _Builder:
-    def __init__(self, graph: FlowGraph):
+    def __init__(self, graph: FlowGraph, walrus: bool = True):
         self.graph = graph
+        self.walrus = walrus
         self.loops: list[_Loop] = []
         self.handlers: list[list[int]] = []  # per enclosing try: handler entry nodes (filled later)
         self.raisers: list[list[int]] = []  # per enclosing try body: nodes that may raise into it
@@ -303,7 +305,7 @@ class _Builder:
         index = len(graph.nodes)
         graph.nodes.append(stmt)
         graph.index[id(stmt)] = index
-        bound = bindings_of(stmt)
+        bound = bindings_of(stmt, self.walrus)
         if bound:
             graph.bindings[index] = bound
         for loop in self.loops:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Callable, Optional
 
-from ampfix.program.flow import dotted_key
+from ampfix.program.flow import bindings_of, dotted_key
 from ampfix.semantic import SemanticModel
 
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
@@ -38,10 +38,23 @@ def enclosing_function(semantic: SemanticModel, node: ast.AST) -> Optional[ast.A
 
 
 def class_family(semantic: SemanticModel, cls: ast.ClassDef) -> list[ast.ClassDef]:
-    """The class and its bases (and their bases) defined in this module, by name."""
-    by_name: dict[str, list[ast.ClassDef]] = {}
-    for node in semantic.nodes(ast.ClassDef):
-        by_name.setdefault(node.name, []).append(node)
+    """The class and its bases (and their bases) defined in this module, by name (memoized on
+    the module's semantic model: fields and methods ask it per reference)."""
+    families = getattr(semantic, "_class_families", None)
+    if families is None:
+        families = semantic._class_families = {}
+    found = families.get(id(cls))
+    if found is None:
+        found = families[id(cls)] = _class_family(semantic, cls)
+    return found
+
+
+def _class_family(semantic: SemanticModel, cls: ast.ClassDef) -> list[ast.ClassDef]:
+    by_name = getattr(semantic, "_classes_by_name", None)
+    if by_name is None:
+        by_name = semantic._classes_by_name = {}
+        for node in semantic.nodes(ast.ClassDef):
+            by_name.setdefault(node.name, []).append(node)
     family, todo = [], [cls]
     while todo:
         current = todo.pop()
@@ -178,6 +191,7 @@ class ValueFlow:
         self._defining: dict[int, dict] = {}
         self._objects: dict[int, frozenset] = {}
         self._callers_memo: dict[int, list] = {}
+        self._bound_by: dict[int, dict] = {}  # id(assignment) -> its bindings by key
 
     # -- graphs and reaching definitions ---------------------------------------------------
 
@@ -187,7 +201,7 @@ class ValueFlow:
 
         found = self._graphs.get(id(function))
         if found is None:
-            found = self._graphs[id(function)] = build(function)
+            found = self._graphs[id(function)] = build(function, walrus=bool(self.semantic.nodes(ast.NamedExpr)))
         return found
 
     def reaching(self, function: ast.AST, key: str, node: int) -> list[Definition]:
@@ -273,7 +287,12 @@ class ValueFlow:
         """The identity of the reference ``dotted`` (``scaler``, ``self.scaler``) read where
         ``at`` is (a call of the caller, for a callee's object read in the caller's names)."""
         parts = dotted.split(".")
-        found = self._name_objects(parts[0], at, 0)
+        if parts[0] == "self" and len(parts) > 1 and enclosing_class(self.semantic, at) is not None:
+            field_id = self._field_at(at, parts[1])
+            found = frozenset({field_id}) if field_id is not None else frozenset()
+            parts = parts[1:]
+        else:
+            found = self._name_objects(parts[0], at, 0)
         for attr in parts[1:]:
             found = self._attribute(found, attr, at, 0, dotted)
         return _one(found, dotted)
@@ -305,18 +324,57 @@ class ValueFlow:
         return ObjectId("call", (self.path, call.lineno, call.col_offset), callee, f"{callee or 'a call'}(...)")
 
     def _name_objects(self, name: str, at: ast.AST, depth: int) -> frozenset:
-        function = enclosing_function(self.semantic, at)
-        if isinstance(function, ast.Lambda):
+        owner, stmt = self._owner_and_statement(at)
+        if owner is None or isinstance(owner, ast.Lambda):
             return frozenset()
-        owner = function if function is not None else self.semantic.tree
-        if function is not None and (not _binds(self, owner, name) or _declared_global(self.semantic, owner, name)):
+        scope = self.semantic.scopes.get(owner)
+        bindings = scope.bindings.get(name) if scope is not None else None
+        if owner is not self.semantic.tree and (not bindings or name in scope.global_names):
             return self._global_objects(name, depth)
-        stmt = _statement_of(self.semantic, at)
+        if bindings is not None and len(bindings) == 1:
+            # bound once in its function (most names): that binding is the only one that can
+            # reach, no graph needed
+            single = self._single_definition(owner, name, bindings[0].node)
+            if single is not None:
+                return self._definition_objects(owner, single, depth)
         graph = self.graph(owner)
         node = graph.node_of(stmt) if stmt is not None else None
         if node is None:
             return frozenset()
         return self._from_definitions(owner, self.reaching(owner, name, node), depth)
+
+    def _single_definition(self, owner: ast.AST, name: str, node: ast.AST) -> Optional[Definition]:
+        """The Definition of ``name`` by its one binding ``node`` (a statement or, for a
+        parameter, the function), when it is a parameter or a plain assignment."""
+        if node is owner:
+            return Definition(name, "param", 0, owner, None)
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            bound = self._bound_by.get(id(node))
+            if bound is None:
+                bound = self._bound_by[id(node)] = {b.key: b for b in bindings_of(node, walrus=False)}
+            binding = bound.get(name)
+            if binding is not None:
+                return Definition(name, binding.kind, -1, node, binding.value)
+        return None
+
+    def _owner_and_statement(self, at: ast.AST) -> tuple:
+        """(the function, lambda or module whose flow holds ``at``, the flow node's statement);
+        (None, None) in a class body. A decorator or default is evaluated where the ``def`` is."""
+        parents = self.semantic.parents
+        stmt = None
+        child, node = None, at
+        while node is not None:
+            if child is not None:
+                if isinstance(node, _FUNCTIONS) and child in node.body:
+                    return node, stmt
+                if isinstance(node, ast.Lambda) and child is node.body:
+                    return node, stmt
+                if isinstance(node, ast.ClassDef) and child in node.body:
+                    return None, None
+            if stmt is None and isinstance(node, (ast.stmt, ast.ExceptHandler)):
+                stmt = node
+            child, node = node, parents.get(node)
+        return self.semantic.tree, stmt
 
     def _from_definitions(self, owner: ast.AST, definitions: list, depth: int) -> frozenset:
         found: set = set()
@@ -343,12 +401,14 @@ class ValueFlow:
         """A module name read in a function: what every module-level binding of it gives (the
         function may run after any of them); a name bound nowhere is one ``global``."""
         tree = self.semantic.tree
-        bound = self._defining_nodes(tree).get(name, ())
         found: set = set()
-        for index, binding in bound:
-            stmt = self.graph(tree).nodes[index]
-            definition = Definition(name, binding.kind, index, stmt, binding.value)
-            found |= self._definition_objects(tree, definition, depth)
+        for binding in self.semantic.module_scope.bindings.get(name, ()):
+            single = self._single_definition(tree, name, binding.node)
+            if single is not None:
+                found |= self._definition_objects(tree, single, depth)
+            elif binding.kind == "import":
+                node = binding.node
+                found.add(ObjectId("import", (self.path, node.lineno, node.col_offset, name), label=name))
         if not found:
             return frozenset({ObjectId("global", (self.path, name), label=name)})
         return frozenset(found)
@@ -385,15 +445,20 @@ class ValueFlow:
         return found
 
     def _field(self, expr: ast.Attribute) -> Optional[ObjectId]:
-        """``self.x`` in a method: the field of the class family's member that assigns it (the
-        base-most), so a subclass's ``self.x`` is its base's."""
-        cls = enclosing_class(self.semantic, expr)
+        return self._field_at(expr, expr.attr)
+
+    def _field_at(self, at: ast.AST, attr: str) -> Optional[ObjectId]:
+        """``self.attr`` in the method holding ``at``: the field of the class family's member that
+        assigns it (the base-most), so a subclass's ``self.x`` is its base's."""
+        cls = enclosing_class(self.semantic, at)
         if cls is None:
             return None
         family = class_family(self.semantic, cls)
-        assigning = {id(enclosing_class(self.semantic, s)) for s in _assigning(self.semantic, expr, None)}
+        assigning = {
+            id(enclosing_class(self.semantic, s)) for s in _assignment_index(self.semantic).get(("self", attr), [])
+        }
         owner = next((c for c in reversed(family) if id(c) in assigning), cls)
-        return ObjectId("field", (self.path, owner.lineno, owner.col_offset, expr.attr), label=f"self.{expr.attr}")
+        return ObjectId("field", (self.path, owner.lineno, owner.col_offset, attr), label=f"self.{attr}")
 
     def _attribute(self, base: frozenset, attr: str, at: ast.AST, depth: int, label: str) -> frozenset:
         """``obj.attr`` for each object ``obj`` may be: a field of a module class it instantiates,
@@ -477,19 +542,6 @@ def _parameters(function: ast.AST) -> set:
     args = function.args
     every = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
     return {a.arg for a in every if a is not None}
-
-
-def _binds(flow: ValueFlow, function: ast.AST, name: str) -> bool:
-    return name in _parameters(function) or name in flow._defining_nodes(function)
-
-
-def _statement_of(semantic: SemanticModel, node: ast.AST) -> Optional[ast.AST]:
-    """The flow node's statement an expression belongs to (a compound statement's header, an
-    ``except`` handler)."""
-    current: Optional[ast.AST] = node
-    while current is not None and not isinstance(current, (ast.stmt, ast.ExceptHandler)):
-        current = semantic.parents.get(current)
-    return current
 
 
 def _self_target(stmt: ast.stmt, attr: str) -> Optional[ast.Attribute]:

@@ -39,19 +39,23 @@ class ClipScaledGradients(Rule):
                     continue
                 backward = scaled[-1]
                 scaler = backward.scaler
-                if not fn.avoidable(backward, clip, [UNSCALE], where=lambda u: u.receiver == scaler):
+
+                def same_scaler(u, backward=backward):
+                    return model.same_object(u.obj, u.receiver, backward.scaler_obj, backward.scaler)
+
+                if not fn.avoidable(backward, clip, [UNSCALE], where=same_scaler):
                     continue  # unscaled on every path from the backward to the clip (or unknown)
                 optimizer = optimizer_for(ctx, fn, clip)
                 message = (
                     f"`{call_name(ctx, clip.call)}` runs on gradients still scaled by `{scaler}`: the threshold "
                     f"is in effect max_norm × scale (65536 by default); call `{scaler}.unscale_(optimizer)` first"
                 )
-                partial = [u for u in fn.of(UNSCALE, calls=True) if u.receiver == scaler and fn.before(backward, u)]
+                partial = [u for u in fn.of(UNSCALE, calls=True) if same_scaler(u) and fn.before(backward, u)]
                 evidence = [
                     at(backward, f"gradients scaled by `{scaler}` here"),
                     *(at(u, "`unscale_` here runs only on some paths to the clip") for u in partial),
                     at(clip, "clipped here on a path with no `unscale_`"),
-                    created(ctx, fn, scaler),
+                    created(ctx, fn, scaler, backward.scaler_obj),
                 ]
                 fix = self._fix(ctx, fn, backward, clip, scaler, optimizer)
                 yield ctx.diagnostic(self, clip.call, message, fix, evidence)

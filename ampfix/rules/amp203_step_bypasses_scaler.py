@@ -25,18 +25,20 @@ class StepBypassesScaler(Rule):
         return may_backward_scaled(file) and may_step(file)
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
-        for fn in ctx.training.functions:
+        model = ctx.training
+        for fn in model.functions:
             for step in fn.of(OPT_STEP):
                 if step.call.args or step.call.keywords:
                     continue  # step(closure): not a plain step the scaler could take over
                 scaled = [b for b in fn.of(BACKWARD) if b.scaled and fn.before(b, step)]
                 if not scaled:
                     continue
-                scaler = scaled[-1].scaler
+                backward = scaled[-1]
+                scaler = backward.scaler
                 optimizer = step.receiver
                 already = [
-                    s for s in fn.between(SCALER_STEP, scaled[-1], step)
-                    if s.arg is not None and ctx.segment(s.arg) == optimizer
+                    s for s in fn.between(SCALER_STEP, backward, step)
+                    if s.arg is not None and model.same_object(s.arg_obj, ctx.segment(s.arg), step.obj, optimizer)
                 ]
                 if already:
                     continue  # stepping twice is a different bug; leave it to a person
@@ -44,13 +46,15 @@ class StepBypassesScaler(Rule):
                     f"`{optimizer}.step()` after `{scaler}.scale(...).backward()` steps on scaled gradients and "
                     f"ignores inf/NaN checks; use `{scaler}.step({optimizer})`"
                 )
-                yield ctx.diagnostic(self, step.call, message, self._fix(ctx, fn, step, scaler, optimizer))
+                yield ctx.diagnostic(self, step.call, message, self._fix(ctx, fn, step, backward, optimizer))
 
-    def _fix(self, ctx, fn, step, scaler, optimizer):
+    def _fix(self, ctx, fn, step, backward, optimizer):
+        scaler = backward.scaler
         start, end = ctx.locator.node_range(step.call)
         edits = [Edit(start, end, f"{scaler}.step({optimizer})")]
         has_update = any(
-            u.receiver == scaler and fn.before(step, u) for u in fn.of(UPDATE)
+            ctx.training.same_object(u.obj, u.receiver, backward.scaler_obj, scaler) and fn.before(step, u)
+            for u in fn.of(UPDATE)
         )
         if not has_update:
             if not owns_lines(ctx, step.stmt):
