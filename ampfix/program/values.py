@@ -329,8 +329,8 @@ class ValueFlow:
             return frozenset()
         scope = self.semantic.scopes.get(owner)
         bindings = scope.bindings.get(name) if scope is not None else None
-        if owner is not self.semantic.tree and (not bindings or name in scope.global_names):
-            return self._global_objects(name, depth)
+        if not bindings or (owner is not self.semantic.tree and name in scope.global_names):
+            return self._global_objects(name, depth)  # a module name (or one bound nowhere: a builtin)
         if bindings is not None and len(bindings) == 1:
             # bound once in its function (most names): that binding is the only one that can
             # reach, no graph needed

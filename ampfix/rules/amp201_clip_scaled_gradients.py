@@ -11,7 +11,8 @@ from ampfix.edits import insert_before
 from ampfix.prefilter import FileBytes, may_backward_scaled, may_use_scaler
 from ampfix.rules._loop import at, call_name, created, loops_of, optimizer_for
 from ampfix.rules.base import FIX_UNSAFE, Rule
-from ampfix.training.model import BACKWARD, CLIP, SCALER_STEP, UNSCALE
+from ampfix.training.model import SCALER_STEP, UNSCALE
+from ampfix.training.typestate import CLIP_SCALED, errors_of
 
 
 class ClipScaledGradients(Rule):
@@ -29,22 +30,23 @@ class ClipScaledGradients(Rule):
         return (may_backward_scaled(file) or may_use_scaler(file)) and file.has(b"clip_grad", b"get_total_norm")
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
+        """A query over the scaler typestate: a clip reached while gradients are scaled (a
+        scaled backward, then no ``unscale_`` and no step of that scaler on the path)."""
         model = ctx.training
         for fn in model.functions:
-            for clip in fn.of(CLIP):
-                scaled = [
-                    b for b in fn.of(BACKWARD, calls=True) if b.scaled and not b.conditional and fn.before(b, clip)
-                ]
-                if not scaled:
-                    continue
-                backward = scaled[-1]
+            reported = set()
+            for error in errors_of(model, fn, CLIP_SCALED):
+                clip = error.event
+                if clip.via is not None or not error.path or id(clip) in reported:
+                    continue  # a helper's own clip: reported in the helper
+                backward = error.path[0]
+                if backward.conditional:
+                    continue  # a helper's backward under its own condition may not run
+                reported.add(id(clip))
                 scaler = backward.scaler
 
                 def same_scaler(u, backward=backward):
                     return model.same_object(u.obj, u.receiver, backward.scaler_obj, backward.scaler)
-
-                if not fn.avoidable(backward, clip, [UNSCALE], where=same_scaler):
-                    continue  # unscaled on every path from the backward to the clip (or unknown)
                 optimizer = optimizer_for(ctx, fn, clip)
                 message = (
                     f"`{call_name(ctx, clip.call)}` runs on gradients still scaled by `{scaler}`: the threshold "

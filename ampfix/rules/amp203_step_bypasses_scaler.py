@@ -8,8 +8,10 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import insert_after, owns_lines
 from ampfix.prefilter import FileBytes, may_backward_scaled, may_step
+from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_UNSAFE, Rule
-from ampfix.training.model import BACKWARD, OPT_STEP, SCALER_STEP, UPDATE
+from ampfix.training.model import UPDATE
+from ampfix.training.typestate import STEP_WHILE_SCALED, errors_of
 
 
 class StepBypassesScaler(Rule):
@@ -25,28 +27,27 @@ class StepBypassesScaler(Rule):
         return may_backward_scaled(file) and may_step(file)
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
+        """A query over the scaler typestate: ``optimizer.step()`` reached while that
+        optimizer's gradients are scaled (a scaled backward, no ``scaler.step`` of it since)."""
         model = ctx.training
         for fn in model.functions:
-            for step in fn.of(OPT_STEP):
-                if step.call.args or step.call.keywords:
-                    continue  # step(closure): not a plain step the scaler could take over
-                scaled = [b for b in fn.of(BACKWARD) if b.scaled and fn.before(b, step)]
-                if not scaled:
-                    continue
-                backward = scaled[-1]
+            for error in errors_of(model, fn, STEP_WHILE_SCALED):
+                step = error.event
+                if step.via is not None or not error.path:
+                    continue  # a helper's own step: reported in the helper, where it can be fixed
+                backward = error.path[0]
+                if backward.via is not None:
+                    continue  # the scaled backward of a helper: the prefilter reads this file's own text
                 scaler = backward.scaler
                 optimizer = step.receiver
-                already = [
-                    s for s in fn.between(SCALER_STEP, backward, step)
-                    if s.arg is not None and model.same_object(s.arg_obj, ctx.segment(s.arg), step.obj, optimizer)
-                ]
-                if already:
-                    continue  # stepping twice is a different bug; leave it to a person
                 message = (
                     f"`{optimizer}.step()` after `{scaler}.scale(...).backward()` steps on scaled gradients and "
                     f"ignores inf/NaN checks; use `{scaler}.step({optimizer})`"
                 )
-                yield ctx.diagnostic(self, step.call, message, self._fix(ctx, fn, step, backward, optimizer))
+                evidence = [at(backward, f"gradients scaled by `{scaler}` here"),
+                            at(step, "stepped here on a path with no `scaler.step` of this optimizer")]
+                fix = self._fix(ctx, fn, step, backward, optimizer)
+                yield ctx.diagnostic(self, step.call, message, fix, evidence)
 
     def _fix(self, ctx, fn, step, backward, optimizer):
         scaler = backward.scaler

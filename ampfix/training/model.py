@@ -578,7 +578,7 @@ class TrainingModel:
             if placed is None:
                 continue
             owner, stmt, context = placed
-            event = self._classify(call, stmt, context)
+            event = self._classify(call, stmt, context, owner)
             if event is not None:
                 functions[owner].events.append(event)
                 if event.kind == CREATE:
@@ -852,7 +852,7 @@ class TrainingModel:
         """Autocast regions lexically inside ``function`` (nested functions included)."""
         return self._regions_by_owner.get(id(function.node), [])
 
-    def _classify(self, call: ast.Call, stmt: ast.stmt, context: tuple) -> Optional[Event]:
+    def _classify(self, call: ast.Call, stmt: ast.stmt, context: tuple, owner=None) -> Optional[Event]:
         func = call.func
         last = _last_name(func)
         if last not in _INTERESTING_CALLS and last not in self._imported_names:
@@ -872,7 +872,7 @@ class TrainingModel:
         if method == "backward":
             if isinstance(receiver_node, ast.Call) and isinstance(receiver_node.func, ast.Attribute):
                 inner = receiver_node.func
-                if inner.attr == "scale" and self.is_scaler(dotted_name(inner.value), inner.value) and receiver_node.args:
+                if inner.attr == "scale" and self.is_scaler(dotted_name(inner.value), inner.value, owner) and receiver_node.args:
                     return Event(BACKWARD, call, stmt, context, arg=receiver_node.args[0], scaled=True,
                                  scaler=dotted_name(inner.value), scaler_obj=self.values.object_of(inner.value))
             if call.args and receiver is not None and not _is_tensor_like(receiver):
@@ -884,20 +884,20 @@ class TrainingModel:
         if method not in ("scale", "unscale_", "update", "step", "zero_grad"):
             return None
         obj = self.values.object_of(receiver_node) if receiver is not None else None
-        if method == "scale" and self.is_scaler(receiver, receiver_node) and call.args:
+        if method == "scale" and self.is_scaler(receiver, receiver_node, owner) and call.args:
             if isinstance(stmt, ast.Expr) and stmt.value is call:
                 return Event(SCALE, call, stmt, context, receiver=receiver, arg=call.args[0], obj=obj)
             return None
         first = call.args[0] if call.args else None
         arg_obj = self.values.object_of(first) if first is not None else None
-        if method == "unscale_" and self.is_scaler(receiver, receiver_node):
+        if method == "unscale_" and self.is_scaler(receiver, receiver_node, owner):
             return Event(UNSCALE, call, stmt, context, receiver=receiver, arg=first, obj=obj, arg_obj=arg_obj)
-        if method == "update" and self.is_scaler(receiver, receiver_node):
+        if method == "update" and self.is_scaler(receiver, receiver_node, owner):
             return Event(UPDATE, call, stmt, context, receiver=receiver, obj=obj)
         if method == "step":
-            if self.is_scaler(receiver, receiver_node):
+            if self.is_scaler(receiver, receiver_node, owner):
                 return Event(SCALER_STEP, call, stmt, context, receiver=receiver, arg=first, obj=obj, arg_obj=arg_obj)
-            if self.is_optimizer(receiver, receiver_node):
+            if self.is_optimizer(receiver, receiver_node, owner):
                 return Event(OPT_STEP, call, stmt, context, receiver=receiver, obj=obj)
         if method == "zero_grad" and receiver is not None:
             return Event(ZERO_GRAD, call, stmt, context, receiver=receiver, obj=obj)
