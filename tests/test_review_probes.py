@@ -28,6 +28,8 @@ EXPECTED = {
     "gs_field.py": ["AMP201"],
     "correct_protocol.py": [],
     "update_twice.py": ["AMP204"],
+    # program-shapes §7: a step split across a class's methods (backward, clip, step)
+    "step_split_across_methods.py": ["AMP201"],
     # §2.5: protocol errors a typestate reports by construction (both raise at run time)
     "second_unscale.py": ["AMP210"],
     "unscale_after_step.py": ["AMP210"],

@@ -37,11 +37,13 @@ class ClipScaledGradients(Rule):
             reported = set()
             for error in errors_of(model, fn, CLIP_SCALED):
                 clip = error.event
-                if clip.via is not None or not error.path or id(clip) in reported:
-                    continue  # a helper's own clip: reported in the helper
+                if not error.path or id(clip) in reported:
+                    continue
                 backward = error.path[0]
                 if backward.conditional:
                     continue  # a helper's backward under its own condition may not run
+                if clip.via is not None and (clip.origin_path is not None or backward.call is clip.call):
+                    continue  # the callee's finding (or another file's, which the prefilter reads)
                 reported.add(id(clip))
                 scaler = backward.scaler
 
@@ -59,7 +61,8 @@ class ClipScaledGradients(Rule):
                     at(clip, "clipped here on a path with no `unscale_`"),
                     created(ctx, fn, scaler, backward.scaler_obj),
                 ]
-                fix = self._fix(ctx, fn, backward, clip, scaler, optimizer)
+                # a clip in a helper of the step (a class's `clip()` method): reported at its call
+                fix = self._fix(ctx, fn, backward, clip, scaler, optimizer) if clip.via is None else None
                 yield ctx.diagnostic(self, clip.call, message, fix, evidence)
 
     def _fix(self, ctx, fn, backward, clip, scaler, optimizer):

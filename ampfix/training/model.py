@@ -876,6 +876,8 @@ class TrainingModel:
                     return Event(BACKWARD, call, stmt, context, arg=receiver_node.args[0], scaled=True,
                                  scaler=dotted_name(inner.value), scaler_obj=self.values.object_of(inner.value))
             if call.args and receiver is not None and not _is_tensor_like(receiver):
+                if self._may_resolve(call) and resolve_call(self.ctx.semantic, call) is not None:
+                    return None  # a method of the module (``self.backward(loss)``): its calls say what it does
                 # a wrapper: accelerator.backward(loss), mp_trainer.backward(loss)
                 return Event(BACKWARD, call, stmt, context, receiver=receiver, arg=call.args[0])
             return Event(BACKWARD, call, stmt, context, arg=receiver_node)
