@@ -11,7 +11,7 @@ from ampfix.edits import insert_before
 from ampfix.prefilter import FileBytes, may_backward_scaled, may_use_scaler
 from ampfix.rules._loop import at, call_name, created, loops_of, optimizer_for
 from ampfix.rules.base import FIX_UNSAFE, Rule
-from ampfix.training.model import SCALER_STEP, UNSCALE
+from ampfix.training.model import CLIP, SCALER_STEP, UNSCALE
 from ampfix.training.typestate import CLIP_SCALED, errors_of
 
 
@@ -33,6 +33,8 @@ class ClipScaledGradients(Rule):
         """A query over the scaler typestate: a clip reached while gradients are scaled (a
         scaled backward, then no ``unscale_`` and no step of that scaler on the path)."""
         model = ctx.training
+        if not any(fn.of(CLIP) for fn in model.functions):
+            return  # a clip of another module is that module's finding: no clip here, none to report
         for fn in model.functions:
             reported = set()
             for error in errors_of(model, fn, CLIP_SCALED):

@@ -10,7 +10,7 @@ from ampfix.edits import delete_statement, parent_body
 from ampfix.prefilter import FileBytes, may_backward, may_scale_loss, may_step_scaler
 from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_UNSAFE, Rule
-from ampfix.training.model import BACKWARD, SCALE
+from ampfix.training.model import BACKWARD, SCALE, SCALER_STEP
 from ampfix.training.typestate import PLAIN_THEN_STEP, errors_of
 
 
@@ -54,7 +54,8 @@ class UnscaledBackward(Rule):
                 yield ctx.diagnostic(self, scale.call, message, fix)
             # a query over the scaler typestate: an unscaled backward whose gradients a
             # `scaler.step` of this iteration then steps
-            for error in errors_of(model, fn, PLAIN_THEN_STEP):
+            own_steps = fn.of(SCALER_STEP)  # the rule reports own backwards stepped by own steps only
+            for error in errors_of(model, fn, PLAIN_THEN_STEP) if plain and own_steps else ():
                 backward, step = error.event, error.path[-1] if error.path else None
                 if id(backward) in handled or backward.via is not None or step is None or step.via is not None:
                     continue

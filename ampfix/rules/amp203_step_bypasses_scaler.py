@@ -10,7 +10,7 @@ from ampfix.edits import insert_after, owns_lines
 from ampfix.prefilter import FileBytes, may_backward_scaled, may_step
 from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_UNSAFE, Rule
-from ampfix.training.model import UPDATE
+from ampfix.training.model import BACKWARD, OPT_STEP, UPDATE
 from ampfix.training.typestate import STEP_WHILE_SCALED, errors_of
 
 
@@ -31,6 +31,8 @@ class StepBypassesScaler(Rule):
         optimizer's gradients are scaled (a scaled backward, no ``scaler.step`` of it since)."""
         model = ctx.training
         for fn in model.functions:
+            if not fn.of(OPT_STEP) or not any(b.scaled for b in fn.of(BACKWARD)):
+                continue  # the rule reports its own steps after its own scaled backwards only
             for error in errors_of(model, fn, STEP_WHILE_SCALED):
                 step = error.event
                 if step.via is not None or not error.path:

@@ -26,6 +26,8 @@ class UnscaleOrder(Rule):
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training
+        if not any(fn.of(UNSCALE) for fn in model.functions):
+            return  # an unscale_ of another module only: that module's finding
         for fn in model.functions:
             for error in errors_of(model, fn, SECOND_UNSCALE, UNSCALE_AFTER_STEP):
                 if _seen_by_the_callee(error):

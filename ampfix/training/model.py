@@ -50,7 +50,7 @@ import ast
 import copy
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from ampfix.program.calls import bind_arguments, module_callers, resolve_in_project
@@ -127,9 +127,29 @@ class Event:
     assume: tuple = ()
     conditional: bool = False
     callee_path: Optional[str] = None  # for a call's event: the callee's file, when another module
-    obj: Optional[ObjectId] = None  # the receiver's object (None: unknown, compare ``receiver``)
-    scaler_obj: Optional[ObjectId] = None  # for a scaled backward: the scaler's object
-    arg_obj: Optional[ObjectId] = None  # for unscale_/scaler.step: the optimizer's object
+    # (receiver's object, scaled backward's scaler's object, unscale_/scaler.step argument's
+    # object), or a function that computes them on first use (most events are never compared)
+    objects: object = field(default=None, repr=False, compare=False)
+
+    def _objects(self) -> tuple:
+        if callable(self.objects):
+            self.objects = self.objects()
+        return self.objects or (None, None, None)
+
+    @property
+    def obj(self) -> Optional[ObjectId]:
+        """The receiver's object (None: unknown, compare ``receiver``)."""
+        return self._objects()[0]
+
+    @property
+    def scaler_obj(self) -> Optional[ObjectId]:
+        """For a scaled backward: the scaler's object."""
+        return self._objects()[1]
+
+    @property
+    def arg_obj(self) -> Optional[ObjectId]:
+        """For ``unscale_``/``scaler.step``: the optimizer's object."""
+        return self._objects()[2]
 
     @property
     def scaler_key(self):
@@ -489,8 +509,7 @@ class TrainingModel:
         if self._role_objects is None:
             seeds = [
                 call for call in self.ctx.semantic.nodes(ast.Call)
-                if (_last_name(call.func) in _SCALER_CLASSES or "optim" in (dotted_name(call.func) or ""))
-                and _is_role_constructor(self._qualified(call.func))
+                if _last_name(call.func) in _ROLE_CLASSES and _is_role_constructor(self._qualified(call.func))
             ]
             self._role_objects = bool(self._unscaled or seeds)
             if self._role_objects:
@@ -732,11 +751,16 @@ class TrainingModel:
         if receiver_of is unnamed or scaler_of is unnamed:
             return None
         arg = event.arg
-        arg_obj = caller_object(dotted_name(arg), event.arg_obj) if arg is not None else None
         if isinstance(arg, ast.Name) and arg.id in bound:
             arg = bound[arg.id]
-            arg_obj = self.values.object_of(arg)
-        elif foreign is not None:
+            argument = arg
+            arg_object = lambda: self.values.object_of(argument)  # noqa: E731
+        else:
+            callee_arg = arg
+            arg_object = lambda: (  # noqa: E731
+                caller_object(dotted_name(callee_arg), event.arg_obj) if callee_arg is not None else None
+            )
+        if foreign is not None and not (isinstance(event.arg, ast.Name) and event.arg.id in bound):
             arg = None  # a node of the other module's tree: never read with this module's text
         conditions = [(f.node.test, f.branch) for f in event.context if isinstance(f.node, ast.If)]
         assume, conditional = [], event.conditional
@@ -752,8 +776,9 @@ class TrainingModel:
             event.kind, call, placed[1], placed[2], receiver=receiver_of, arg=arg,
             scaled=event.scaled, scaler=scaler_of, via=event,
             assume=tuple(assume), conditional=conditional, callee_path=foreign,
-            obj=caller_object(event.receiver, event.obj), scaler_obj=caller_object(event.scaler, event.scaler_obj),
-            arg_obj=arg_obj,
+            objects=lambda: (
+                caller_object(event.receiver, event.obj), caller_object(event.scaler, event.scaler_obj), arg_object(),
+            ),
         )
 
     def _scaler_handed_to(self, call: ast.Call, owner: Optional[ast.AST] = None) -> Optional[str]:
@@ -874,7 +899,7 @@ class TrainingModel:
                 inner = receiver_node.func
                 if inner.attr == "scale" and self.is_scaler(dotted_name(inner.value), inner.value, owner) and receiver_node.args:
                     return Event(BACKWARD, call, stmt, context, arg=receiver_node.args[0], scaled=True,
-                                 scaler=dotted_name(inner.value), scaler_obj=self.values.object_of(inner.value))
+                                 scaler=dotted_name(inner.value), objects=_lazy(self.values, None, inner.value, None))
             if call.args and receiver is not None and not _is_tensor_like(receiver):
                 if self._may_resolve(call) and resolve_call(self.ctx.semantic, call) is not None:
                     return None  # a method of the module (``self.backward(loss)``): its calls say what it does
@@ -885,24 +910,25 @@ class TrainingModel:
             return Event(CLIP, call, stmt, context)
         if method not in ("scale", "unscale_", "update", "step", "zero_grad"):
             return None
-        obj = self.values.object_of(receiver_node) if receiver is not None else None
+        node = receiver_node if receiver is not None else None
         if method == "scale" and self.is_scaler(receiver, receiver_node, owner) and call.args:
             if isinstance(stmt, ast.Expr) and stmt.value is call:
-                return Event(SCALE, call, stmt, context, receiver=receiver, arg=call.args[0], obj=obj)
+                return Event(SCALE, call, stmt, context, receiver=receiver, arg=call.args[0],
+                             objects=_lazy(self.values, node, None, None))
             return None
         first = call.args[0] if call.args else None
-        arg_obj = self.values.object_of(first) if first is not None else None
+        objects = _lazy(self.values, node, None, first)
         if method == "unscale_" and self.is_scaler(receiver, receiver_node, owner):
-            return Event(UNSCALE, call, stmt, context, receiver=receiver, arg=first, obj=obj, arg_obj=arg_obj)
+            return Event(UNSCALE, call, stmt, context, receiver=receiver, arg=first, objects=objects)
         if method == "update" and self.is_scaler(receiver, receiver_node, owner):
-            return Event(UPDATE, call, stmt, context, receiver=receiver, obj=obj)
+            return Event(UPDATE, call, stmt, context, receiver=receiver, objects=objects)
         if method == "step":
             if self.is_scaler(receiver, receiver_node, owner):
-                return Event(SCALER_STEP, call, stmt, context, receiver=receiver, arg=first, obj=obj, arg_obj=arg_obj)
+                return Event(SCALER_STEP, call, stmt, context, receiver=receiver, arg=first, objects=objects)
             if self.is_optimizer(receiver, receiver_node, owner):
-                return Event(OPT_STEP, call, stmt, context, receiver=receiver, obj=obj)
+                return Event(OPT_STEP, call, stmt, context, receiver=receiver, objects=objects)
         if method == "zero_grad" and receiver is not None:
-            return Event(ZERO_GRAD, call, stmt, context, receiver=receiver, obj=obj)
+            return Event(ZERO_GRAD, call, stmt, context, receiver=receiver, objects=objects)
         return None
 
     def _autocast_region(self, stmt: ast.With, item: ast.withitem) -> Optional[AutocastRegion]:
@@ -1000,6 +1026,18 @@ _SCALER_CLASSES = frozenset({"GradScaler", "ShardedGradScaler"})
 # Calls the model classifies, by their last name; only these are resolved through imports.
 _RESOLVED_CALLS = _SCALER_CLASSES | CLIP_METHOD_NAMES | {"get_total_norm", "backward"}
 _INTERESTING_CALLS = _RESOLVED_CALLS | {"scale", "unscale_", "update", "step", "zero_grad"}
+
+
+# the classes whose instances have a role: only calls so named are resolved through imports
+_ROLE_CLASSES = frozenset({"GradScaler", "ShardedGradScaler"}) | frozenset({
+    "SGD", "Adam", "AdamW", "Adagrad", "Adadelta", "Adamax", "Adafactor", "ASGD", "LBFGS", "NAdam", "RAdam",
+    "RMSprop", "Rprop", "SparseAdam", "Muon",
+})
+
+
+def _lazy(values: ValueFlow, receiver, scaler, arg):
+    """The objects of an event's receiver, scaler and argument nodes, computed when first asked."""
+    return lambda: tuple(values.object_of(n) if n is not None else None for n in (receiver, scaler, arg))
 
 
 def _is_role_constructor(qualified: Optional[str]) -> bool:

@@ -60,11 +60,27 @@ CLIP_SCALED, STEP_WHILE_SCALED, PLAIN_THEN_STEP = "clip_scaled", "step_while_sca
 SECOND_UNSCALE, UNSCALE_AFTER_STEP = "second_unscale", "unscale_after_step"
 UPDATE_TWICE, STEP_AFTER_UPDATE = "update_twice", "step_after_update"
 _MAX_STATES = 20000
-# the event whose transition reaches each error state
+# the events a function needs for each error state to be reachable ("scaled"/"plain": a scaled
+# or an unscaled backward pass)
 _MADE_BY = {
-    CLIP_SCALED: CLIP, STEP_WHILE_SCALED: OPT_STEP, PLAIN_THEN_STEP: BACKWARD, SECOND_UNSCALE: UNSCALE,
-    UNSCALE_AFTER_STEP: UNSCALE, UPDATE_TWICE: UPDATE, STEP_AFTER_UPDATE: SCALER_STEP,
+    CLIP_SCALED: ("scaled", CLIP), STEP_WHILE_SCALED: ("scaled", OPT_STEP), PLAIN_THEN_STEP: ("plain", SCALER_STEP),
+    SECOND_UNSCALE: (UNSCALE,), UNSCALE_AFTER_STEP: (UNSCALE, SCALER_STEP), UPDATE_TWICE: (UPDATE,),
+    STEP_AFTER_UPDATE: (UPDATE, SCALER_STEP),
 }
+
+
+def _kinds_present(function: StepFunction) -> set:
+    """The event kinds of the function and its calls, a backward as "scaled" or "plain"."""
+    found = getattr(function, "_kinds_present", None)
+    if found is None:
+        found = set()
+        for event in function.of(BACKWARD, CLIP, OPT_STEP, SCALER_STEP, UNSCALE, UPDATE, calls=True):
+            if event.kind == BACKWARD:
+                found.add("scaled" if event.scaled else "plain" if event.receiver is None else BACKWARD)
+            else:
+                found.add(event.kind)
+        function._kinds_present = found
+    return found
 
 
 @dataclass(frozen=True)
@@ -108,8 +124,8 @@ def protocols(model: "TrainingModel", function: StepFunction) -> list[ScalerProt
 def errors_of(model: "TrainingModel", function: StepFunction, *kinds: str) -> list[ProtocolError]:
     """The errors of these kinds of every scaler of ``function`` whose search completed; the
     search runs only where the function has an event that could make one of them."""
-    needed = {_MADE_BY[kind] for kind in kinds}
-    if not any(e.kind in needed for e in function.of(*needed, calls=True)):
+    present = _kinds_present(function)
+    if not any(all(k in present for k in _MADE_BY[kind]) for kind in kinds):
         return []
     return [e for p in protocols(model, function) if p.complete for e in p.errors if e.kind in kinds]
 
