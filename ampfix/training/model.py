@@ -373,7 +373,8 @@ class TrainingModel:
         self._unscaled: set[ObjectId] = set()  # objects `.unscale_()` is called on
         self._roles: dict[tuple, Optional[str]] = {}  # (function id, reference) -> role
         self._role_objects: Optional[bool] = None
-        self._role_names: set[str] = set()
+        self._role_names: dict[str, set] = {"scaler": set(), "optimizer": set()}
+        self._name_index: Optional[tuple] = None
         self._unscaled_nodes: list[ast.AST] = []
         # is_scaler accepts a known scaler, or a name ending in "scaler" (any case): without either
         # in the module, no call is handed one
@@ -472,7 +473,7 @@ class TrainingModel:
 
     def is_optimizer(self, receiver: Optional[str], node: Optional[ast.AST] = None, owner=None) -> bool:
         if node is not None:
-            known = self._role_by_value(node, owner)
+            known = self._role_by_value(node, owner, "optimizer")
             if known is not None:
                 return known == "optimizer"
         if receiver is None or self.is_scaler(receiver):
@@ -482,13 +483,13 @@ class TrainingModel:
             return False
         return receiver in self.optimizers or bool(_OPTIMIZER_NAME.search(last))
 
-    def _role_by_value(self, node: ast.AST, owner: Optional[ast.AST] = None) -> Optional[str]:
+    def _role_by_value(self, node: ast.AST, owner: Optional[ast.AST] = None, asked: str = "scaler") -> Optional[str]:
         """"scaler", "optimizer" or "other" when the value of ``node`` says so; None when it
-        cannot be known (then names decide)."""
+        cannot be known (then names decide). ``asked``: the role the caller wants to know of."""
         if not self._has_role_objects():
             return None  # nothing here creates or unscales one: values cannot say more than names
         name = _last_name(node)
-        if name and name not in self._role_names:
+        if name and name not in self._role_names[asked]:
             return None  # no assignment or call of the module can give this reference one
         # a role is asked of every argument of every call: one answer per reference and function
         # (a name rebound in one function to a scaler and to something else is rare)
@@ -513,39 +514,53 @@ class TrainingModel:
             ]
             self._role_objects = bool(self._unscaled or seeds)
             if self._role_objects:
-                self._role_names = self._names_holding(seeds)
+                scalers = [c for c in seeds if self._qualified(c.func) in GRAD_SCALERS]
+                optimizers = [c for c in seeds if self._qualified(c.func) not in GRAD_SCALERS]
+                self._role_names = {
+                    "scaler": self._names_holding(scalers, self._unscaled_nodes),
+                    "optimizer": self._names_holding(optimizers, []),
+                }
         return self._role_objects
 
-    def _names_holding(self, seeds: list) -> set:
+    def _name_flow_index(self) -> tuple:
+        """Read once per module for ``_names_holding``: parameters by function name; per
+        assignment (the names its value mentions, the ids of its calls, its targets' names); per
+        call with arguments (argument names, (keyword, name) pairs, the called name)."""
+        if self._name_index is None:
+            semantic = self.ctx.semantic
+            params_by_function: dict[str, list] = {}
+            for function in semantic.nodes(ast.FunctionDef, ast.AsyncFunctionDef):
+                args = function.args
+                params_by_function.setdefault(function.name, []).append(
+                    [a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]]
+                )
+            assigns = []
+            for node in semantic.nodes(ast.Assign, ast.AnnAssign):
+                if node.value is None:
+                    continue
+                subs = _carried(node.value)
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                assigns.append((
+                    {_last_name(sub) for sub in subs}, {id(sub) for sub in subs if isinstance(sub, ast.Call)},
+                    {_last_name(e) for t in targets for e in ast.walk(t) if isinstance(e, (ast.Name, ast.Attribute))},
+                ))
+            calls = [
+                ([_last_name(a) for a in call.args], {(k.arg, _last_name(k.value)) for k in call.keywords},
+                 _last_name(call.func))
+                for call in semantic.nodes(ast.Call) if call.args or call.keywords
+            ]
+            self._name_index = (params_by_function, assigns, calls)
+        return self._name_index
+
+    def _names_holding(self, seeds: list, unscaled: list) -> set:
         """A cheap over-approximation of the last names of references that may hold an object
         created by ``seeds`` or unscaled: assignment targets whose value mentions one, then the
         parameters (of module functions of the called name) an argument mentioning one binds,
         to a fixed point. A reference whose name is not here has no role by value."""
-        semantic = self.ctx.semantic
-        names = {_last_name(obj_node) for obj_node in self._unscaled_nodes}
+        names = {_last_name(obj_node) for obj_node in unscaled}
         seed_ids = {id(c) for c in seeds}
-        params_by_function: dict[str, list] = {}
-        for function in semantic.nodes(ast.FunctionDef, ast.AsyncFunctionDef):
-            args = function.args
-            params_by_function.setdefault(function.name, []).append(
-                [a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]]
-            )
-        # each assignment read once: (the names its value mentions, whether it creates a seed,
-        # its targets' names); each call: its argument names, keywords and called name
-        assigns = []
-        for node in semantic.nodes(ast.Assign, ast.AnnAssign):
-            if node.value is None:
-                continue
-            subs = [sub for sub in ast.walk(node.value) if isinstance(sub, (ast.Call, ast.Name, ast.Attribute))]
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            assigns.append((
-                {_last_name(sub) for sub in subs}, any(id(sub) in seed_ids for sub in subs),
-                {_last_name(e) for t in targets for e in ast.walk(t) if isinstance(e, (ast.Name, ast.Attribute))},
-            ))
-        calls = [
-            ({_last_name(a) for a in call.args}, {(k.arg, _last_name(k.value)) for k in call.keywords}, _last_name(call.func))
-            for call in semantic.nodes(ast.Call) if call.args or call.keywords
-        ]
+        params_by_function, assign_index, calls = self._name_flow_index()
+        assigns = [(mentioned, not seed_ids.isdisjoint(created), targets) for mentioned, created, targets in assign_index]
         for _ in range(_MAX_CALL_DEPTH):
             before = len(names)
             for mentioned, creates, targets in assigns:
@@ -553,11 +568,13 @@ class TrainingModel:
                     names |= targets
             for positional, keywords, called in calls:
                 handed = [k for k, value in keywords if value in names]
-                if not handed and positional.isdisjoint(names):
+                places = [i for i, name in enumerate(positional) if name in names]
+                if not handed and not places:
                     continue
                 names.update(k for k in handed if k)
                 for params in params_by_function.get(called, ()):
-                    names.update(params)
+                    # the parameter at that place, or the next one (a method's `self` comes first)
+                    names.update(params[j] for i in places for j in (i, i + 1) if j < len(params))
             if len(names) == before:
                 break
         names.discard("")
@@ -1033,6 +1050,23 @@ _ROLE_CLASSES = frozenset({"GradScaler", "ShardedGradScaler"}) | frozenset({
     "SGD", "Adam", "AdamW", "Adagrad", "Adadelta", "Adamax", "Adafactor", "ASGD", "LBFGS", "NAdam", "RAdam",
     "RMSprop", "Rprop", "SparseAdam", "Muon",
 })
+
+
+def _carried(expr: ast.AST) -> list:
+    """The expressions whose object ``expr`` may evaluate to, as ampfix.program.values follows
+    them: a name, an attribute, a call's result, either side of ``a if c else b`` / ``a or b``."""
+    found, todo = [], [expr]
+    while todo:
+        current = todo.pop()
+        if isinstance(current, (ast.Name, ast.Attribute, ast.Call)):
+            found.append(current)
+        elif isinstance(current, ast.IfExp):
+            todo += [current.body, current.orelse]
+        elif isinstance(current, ast.BoolOp):
+            todo += current.values
+        elif isinstance(current, ast.NamedExpr):
+            todo.append(current.value)
+    return found
 
 
 def _lazy(values: ValueFlow, receiver, scaler, arg):
