@@ -163,3 +163,23 @@ def bind_arguments(target: Target, call: ast.Call) -> Optional[dict[str, ast.exp
         if keyword.arg in names:
             bound[keyword.arg] = keyword.value
     return bound
+
+
+def module_callers(semantic: SemanticModel, function: ast.AST) -> list[tuple[ast.Call, Optional[dict]]]:
+    """(call, parameter -> argument, or None for ``*args`` calls) for every call of the module
+    that runs ``function`` (calls are indexed by their last name once per module)."""
+    index = getattr(semantic, "_calls_by_name", None)
+    if index is None:
+        index = {}
+        for call in semantic.nodes(ast.Call):
+            func = call.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+            if name is not None:
+                index.setdefault(name, []).append(call)
+        semantic._calls_by_name = index
+    found = []
+    for call in index.get(getattr(function, "name", ""), ()):
+        target = resolve(semantic, call)
+        if target is not None and target.function is function:
+            found.append((call, bind_arguments(target, call)))
+    return found

@@ -16,10 +16,17 @@ what its header evaluates (an ``if`` test, a loop's iterator or test, a ``with``
 A training step is one iteration of its loop: ``reaches(a, b)`` follows no back edge of a loop
 that holds both a and b, so the next iteration's events never come "after" this one's.
 
+Every node records what it *binds* (``bindings``: Pyright's assignment flow nodes): the names and
+fields an assignment, a loop target, a ``with ... as``, an ``except ... as``, an import, a ``def``
+or a walrus in a header gives a value, with that value where there is one expression for it.
+ampfix.program.values computes reaching definitions from them.
+
 Paths are *branch-correlated*: a path that took the ``body`` of ``if use_amp:`` cannot take the
 ``else`` of a later ``if use_amp:`` (the same test text). That is what lets ``if use_amp:
-<scaled backward>`` ... ``if use_amp: scaler.step(...)`` read as one protocol. Assumptions made
-inside a loop are dropped when the path goes round it (the test may change per iteration).
+<scaled backward>`` ... ``if use_amp: scaler.step(...)`` read as one protocol. What a path
+assumed about a test is forgotten when it passes a node that binds a name the test reads
+(``use_amp = i > 100`` between the two tests, ``cfg = load()`` before ``if cfg.amp:``), and when
+it goes round a loop that holds an ``if`` on that test (the test may change per iteration).
 Searches are bounded; a search that runs out answers ``None`` (unknown) and rules stay silent.
 """
 
@@ -32,11 +39,130 @@ from typing import Callable, Iterable, Optional
 _LOOPS = (ast.For, ast.AsyncFor, ast.While)
 _MAX_STATES = 20000
 
-Label = Optional[tuple]  # (test key, "body" | "orelse") on an edge into an if branch
+Label = Optional[tuple]  # (TestKey, "body" | "orelse") on an edge into an if branch
 
 
-def branch_key(test: ast.AST) -> str:
-    return ast.dump(test)
+class TestKey:
+    """An ``if`` test's identity on a path: its text (``ast.dump``), with the references it
+    reads (what an assignment must bind to make the path forget it)."""
+
+    __slots__ = ("text", "reads")
+
+    def __init__(self, test: ast.AST):
+        self.text = ast.dump(test)
+        self.reads = read_keys(test)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TestKey) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __repr__(self) -> str:
+        return f"TestKey({self.text})"
+
+
+def branch_key(test: ast.AST) -> TestKey:
+    return TestKey(test)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One name or field a node gives a value: ``key`` is its dotted text (``scaler``,
+    ``self.scaler``); ``value`` the expression assigned, when one expression is (``a, b = x, y``
+    binds ``a`` to ``x``; ``a, b = pair`` binds both to nothing known)."""
+
+    key: str
+    kind: str  # assign | augassign | annassign | for | with | except | import | def | walrus | delete
+    value: Optional[ast.expr] = None
+
+
+def dotted_key(expr: ast.AST) -> Optional[str]:
+    """``a.b.c`` for a Name/Attribute chain, else None."""
+    parts = []
+    while isinstance(expr, ast.Attribute):
+        parts.append(expr.attr)
+        expr = expr.value
+    if not isinstance(expr, ast.Name):
+        return None
+    parts.append(expr.id)
+    return ".".join(reversed(parts))
+
+
+def read_keys(expr: ast.AST) -> frozenset:
+    """The dotted references an expression reads, with their prefixes (``cfg.amp`` reads ``cfg``
+    and ``cfg.amp``): a binding of any of them changes its value."""
+    found = set()
+    for sub in ast.walk(expr):
+        if isinstance(sub, (ast.Name, ast.Attribute)):
+            key = dotted_key(sub)
+            if key is not None:
+                found.add(key)
+    return frozenset(found)
+
+
+def bindings_of(stmt: ast.AST, walrus: bool = True) -> tuple:
+    """What a flow node binds: a simple statement, or the header of a compound one (its blocks
+    are nodes of their own). ``walrus=False``: the caller knows the module has no ``:=``."""
+    found: list[Binding] = []
+    if isinstance(stmt, ast.Assign):
+        for target in stmt.targets:
+            _targets(target, stmt.value, "assign", found)
+    elif isinstance(stmt, ast.AnnAssign):
+        if stmt.value is not None:
+            _targets(stmt.target, stmt.value, "annassign", found)
+    elif isinstance(stmt, ast.AugAssign):
+        _targets(stmt.target, None, "augassign", found)
+    elif isinstance(stmt, (ast.For, ast.AsyncFor)):
+        _targets(stmt.target, None, "for", found)
+    elif isinstance(stmt, (ast.With, ast.AsyncWith)):
+        for item in stmt.items:
+            if item.optional_vars is not None:
+                _targets(item.optional_vars, item.context_expr, "with", found)
+    elif isinstance(stmt, ast.ExceptHandler):
+        if stmt.name:
+            found.append(Binding(stmt.name, "except"))
+    elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        for alias in stmt.names:
+            name = alias.asname or alias.name.split(".", 1)[0]
+            if name != "*":
+                found.append(Binding(name, "import"))
+    elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        found.append(Binding(stmt.name, "def"))
+    elif isinstance(stmt, ast.Delete):
+        for target in stmt.targets:
+            _targets(target, None, "delete", found)
+    for header in _header_expressions(stmt) if walrus else ():
+        for sub in ast.walk(header):
+            if isinstance(sub, ast.NamedExpr) and isinstance(sub.target, ast.Name):
+                found.append(Binding(sub.target.id, "walrus", sub.value))
+    return tuple(found)
+
+
+def _header_expressions(stmt: ast.AST) -> list:
+    """The expressions a node evaluates itself (a walrus in them binds at this node)."""
+    if isinstance(stmt, (ast.If, ast.While)):
+        return [stmt.test]
+    if isinstance(stmt, (ast.For, ast.AsyncFor)):
+        return [stmt.iter]
+    if isinstance(stmt, (ast.With, ast.AsyncWith)):
+        return [item.context_expr for item in stmt.items]
+    if isinstance(stmt, (ast.Expr, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Return)):
+        return [stmt.value] if stmt.value is not None else []
+    return []
+
+
+def _targets(target: ast.AST, value: Optional[ast.expr], kind: str, found: list) -> None:
+    if isinstance(target, (ast.Tuple, ast.List)):
+        paired = isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == len(target.elts)
+        for i, element in enumerate(target.elts):
+            _targets(element, value.elts[i] if paired else None, kind, found)
+    elif isinstance(target, ast.Starred):
+        _targets(target.value, None, kind, found)
+    else:
+        key = dotted_key(target)
+        if key is not None:
+            found.append(Binding(key, kind, value))
 
 
 @dataclass
@@ -50,6 +176,7 @@ class FlowGraph:
     loop_of_header: dict = field(default_factory=dict)  # header index -> loop statement
     inside: dict = field(default_factory=dict)  # loop header index -> set of node indices in the loop
     if_nodes: dict = field(default_factory=dict)  # test key -> set of indices of ifs with that test
+    bindings: dict = field(default_factory=dict)  # index -> tuple[Binding], for nodes that bind
 
     ENTRY = 0
     EXIT = 1
@@ -88,6 +215,8 @@ class FlowGraph:
                     next_assumed = frozenset(a for a in assumed if not (self.if_nodes.get(a[0], set()) & inside))
                 else:
                     next_assumed = assumed
+                if next_assumed and nxt in self.bindings:
+                    next_assumed = self._forget_rebound(next_assumed, nxt)
                 if label is not None:
                     key, branch = label
                     if (key, "orelse" if branch == "body" else "body") in next_assumed:
@@ -106,11 +235,52 @@ class FlowGraph:
                 stack.append(state)
         return False
 
+    def _forget_rebound(self, assumed: frozenset, node: int) -> frozenset:
+        """``assumed`` less what it knew of tests reading a reference that ``node`` binds."""
+        bound = {b.key for b in self.bindings[node]}
+        kept = frozenset(a for a in assumed if not (a[0].reads & bound))
+        return kept if len(kept) != len(assumed) else assumed
 
-def build(function: ast.AST) -> FlowGraph:
-    """The graph of a function's body (or a module's top level)."""
+    def predecessors(self) -> dict:
+        """index -> list of predecessor indices (computed on first use)."""
+        preds = getattr(self, "_preds", None)
+        if preds is None:
+            preds = {}
+            for source, edges in self.succ.items():
+                for target, _ in edges:
+                    preds.setdefault(target, []).append(source)
+            self._preds = preds
+        return preds
+
+    def dump(self, source: Optional[str] = None) -> str:
+        """A readable listing of nodes and edges (the snapshot tests compare it): each node with
+        its line and kind, what it binds, then its successors (``~`` a back edge, ``+``/``-`` the
+        body/else branch of an if)."""
+        lines = []
+        for index, stmt in enumerate(self.nodes):
+            if index == self.ENTRY:
+                head = "entry"
+            elif index == self.EXIT:
+                head = "exit"
+            else:
+                head = f"{type(stmt).__name__}@{stmt.lineno}"
+                if index in self.bindings:
+                    head += " binds " + ",".join(b.key for b in self.bindings[index])
+            edges = []
+            for target, label in self.succ.get(index, ()):
+                mark = "~" if (index, target) in self.back_edges else ""
+                if label is not None:
+                    mark += "+" if label[1] == "body" else "-"
+                edges.append(f"{mark}{target}")
+            lines.append(f"{index}: {head} -> {' '.join(edges)}".rstrip())
+        return "\n".join(lines)
+
+
+def build(function: ast.AST, walrus: bool = True) -> FlowGraph:
+    """The graph of a function's body (or a module's top level); ``walrus=False`` when the
+    module has no ``:=`` (no expression need be searched for one)."""
     graph = FlowGraph()
-    builder = _Builder(graph)
+    builder = _Builder(graph, walrus)
     out = builder.block(function.body, [(FlowGraph.ENTRY, None)])
     builder.link(out, FlowGraph.EXIT)
     return graph
@@ -123,8 +293,9 @@ class _Loop:
 
 
 class _Builder:
-    def __init__(self, graph: FlowGraph):
+    def __init__(self, graph: FlowGraph, walrus: bool = True):
         self.graph = graph
+        self.walrus = walrus
         self.loops: list[_Loop] = []
         self.handlers: list[list[int]] = []  # per enclosing try: handler entry nodes (filled later)
         self.raisers: list[list[int]] = []  # per enclosing try body: nodes that may raise into it
@@ -134,6 +305,9 @@ class _Builder:
         index = len(graph.nodes)
         graph.nodes.append(stmt)
         graph.index[id(stmt)] = index
+        bound = bindings_of(stmt, self.walrus)
+        if bound:
+            graph.bindings[index] = bound
         for loop in self.loops:
             graph.inside.setdefault(loop.header, set()).add(index)
         if self.raisers:

@@ -12,8 +12,11 @@ Identities, not source text:
 from __future__ import annotations
 
 import ast
-from typing import Optional
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from typing import Callable, Optional
 
+from ampfix.program.flow import bindings_of, dotted_key
 from ampfix.semantic import SemanticModel
 
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
@@ -35,10 +38,23 @@ def enclosing_function(semantic: SemanticModel, node: ast.AST) -> Optional[ast.A
 
 
 def class_family(semantic: SemanticModel, cls: ast.ClassDef) -> list[ast.ClassDef]:
-    """The class and its bases (and their bases) defined in this module, by name."""
-    by_name: dict[str, list[ast.ClassDef]] = {}
-    for node in semantic.nodes(ast.ClassDef):
-        by_name.setdefault(node.name, []).append(node)
+    """The class and its bases (and their bases) defined in this module, by name (memoized on
+    the module's semantic model: fields and methods ask it per reference)."""
+    families = getattr(semantic, "_class_families", None)
+    if families is None:
+        families = semantic._class_families = {}
+    found = families.get(id(cls))
+    if found is None:
+        found = families[id(cls)] = _class_family(semantic, cls)
+    return found
+
+
+def _class_family(semantic: SemanticModel, cls: ast.ClassDef) -> list[ast.ClassDef]:
+    by_name = getattr(semantic, "_classes_by_name", None)
+    if by_name is None:
+        by_name = semantic._classes_by_name = {}
+        for node in semantic.nodes(ast.ClassDef):
+            by_name.setdefault(node.name, []).append(node)
     family, todo = [], [cls]
     while todo:
         current = todo.pop()
@@ -115,3 +131,430 @@ def _assignment_index(semantic: SemanticModel) -> dict:
                 index.setdefault(("attr", target.attr), []).append(node)
     semantic._assignment_index = index
     return index
+
+
+# -- value flow: reaching definitions and object identity ------------------------------------
+#
+# A reference (``scaler``, ``self.scaler``, ``cfg.amp``) at a statement has the definitions that
+# reach it on the function's control-flow graph (ampfix.program.flow records what each node
+# binds); each definition's value is another expression, read at its own statement. Following
+# them ends at an *object*: a call that creates one (``GradScaler(...)``, ``torch.optim.AdamW(...)``),
+# a parameter (or, when every module-local call binds it, what the callers pass), a field of a
+# class (``self.x`` is one object per class family), a loop variable, a ``with ... as`` target.
+# Aliases (``s = scaler``) are the same object; a name with several reaching definitions holds any
+# of their objects (``objects``) and has one identity for all of them (``object_of``).
+
+_MAX_DEPTH = 8  # alias chains followed (a = b; b = c; ...), through callers and fields
+
+
+@dataclass(frozen=True)
+class ObjectId:
+    """An abstract object. ``kind``: ``call`` (created or returned by the call at ``site``;
+    ``callee`` its qualified name), ``param``, ``field`` (``self.x`` of a class family), ``loop``
+    (a ``for`` target), ``with`` (a ``with ... as`` target), ``global`` (a module name with no one
+    value), ``attr`` (an attribute of another object), ``phi`` (one of several), ``import``."""
+
+    kind: str
+    site: tuple  # what makes it one object: (path, line, column, ...) of where it comes from
+    callee: Optional[str] = None
+    label: str = dc_field(default="", compare=False)  # how messages name it
+
+    @property
+    def line(self) -> Optional[int]:
+        return self.site[1] if len(self.site) > 1 and isinstance(self.site[1], int) else None
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A binding that reaches a use: its flow node (0 is a parameter's, at entry), statement
+    and value (None when the binding has no one expression: a loop target, an unpacking)."""
+
+    key: str
+    kind: str
+    node: int
+    stmt: Optional[ast.AST]
+    value: Optional[ast.expr]
+
+
+class ValueFlow:
+    """Reaching definitions and objects for one module, computed on demand and memoized: one
+    control-flow graph per function, one forward pass per (function, reference)."""
+
+    def __init__(self, semantic: SemanticModel, path: str = "<module>", callers: Optional[Callable] = None):
+        self.semantic = semantic
+        self.path = path
+        # callers(semantic, function) -> [(call, parameter -> argument or None)]: the module's
+        # calls that run the function (ampfix.program.calls.module_callers; calls imports values)
+        self._find_callers = callers
+        self._graphs: dict[int, object] = {}
+        self._reaching: dict[tuple, list] = {}
+        self._defining: dict[int, dict] = {}
+        self._objects: dict[int, frozenset] = {}
+        self._callers_memo: dict[int, list] = {}
+        self._bound_by: dict[int, dict] = {}  # id(assignment) -> its bindings by key
+
+    # -- graphs and reaching definitions ---------------------------------------------------
+
+    def graph(self, function: ast.AST):
+        """The control-flow graph of a function or of the module's top level (built once)."""
+        from ampfix.program.flow import build  # flow knows nothing of values
+
+        found = self._graphs.get(id(function))
+        if found is None:
+            found = self._graphs[id(function)] = build(function, walrus=bool(self.semantic.nodes(ast.NamedExpr)))
+        return found
+
+    def reaching(self, function: ast.AST, key: str, node: int) -> list[Definition]:
+        """The definitions of ``key`` (a dotted reference) that reach the entry of ``node``."""
+        per_node = self._reaching.get((id(function), key))
+        if per_node is None:
+            per_node = self._reaching[(id(function), key)] = self._solve(function, key)
+        return per_node.get(node, [])
+
+    def _defining_nodes(self, function: ast.AST) -> dict:
+        """key -> [(node, Binding)] of every binding in the graph, and the parameters at entry."""
+        found = self._defining.get(id(function))
+        if found is None:
+            graph = self.graph(function)
+            found = {}
+            for index, bound in graph.bindings.items():
+                for binding in bound:
+                    found.setdefault(binding.key, []).append((index, binding))
+            self._defining[id(function)] = found
+        return found
+
+    def _solve(self, function: ast.AST, key: str) -> dict:
+        """A forward may-analysis for one reference: the definitions live at each node's entry.
+        A binding of ``key`` replaces them; a binding of a prefix (``a = ...`` for ``a.b``) kills
+        them (the field of another object); a parameter is defined at entry."""
+        graph = self.graph(function)
+        defining = self._defining_nodes(function)
+        gen: dict[int, list[Definition]] = {}
+        for index, binding in defining.get(key, ()):
+            gen.setdefault(index, []).append(
+                Definition(key, binding.kind, index, graph.nodes[index], binding.value)
+            )
+        parts = key.split(".")
+        kills = {
+            index for i in range(1, len(parts))
+            for index, _ in defining.get(".".join(parts[:i]), ())
+        }
+        entry: list[Definition] = []
+        if len(parts) == 1 and key in _parameters(function):
+            entry = [Definition(key, "param", graph.ENTRY, function, None)]
+        if not gen and not entry:
+            return {}
+        preds = graph.predecessors()
+        live_in: dict[int, frozenset] = {}
+        live_out: dict[int, frozenset] = {graph.ENTRY: frozenset(entry)}
+        work = list(graph.succ.get(graph.ENTRY, ()))
+        work = [target for target, _ in work]
+        while work:
+            index = work.pop()
+            incoming = frozenset().union(*(live_out.get(p, frozenset()) for p in preds.get(index, ())))
+            live_in[index] = incoming
+            if index in gen:
+                out = frozenset(gen[index])
+            elif index in kills:
+                out = frozenset()
+            else:
+                out = incoming
+            if live_out.get(index) != out or index not in live_out:
+                live_out[index] = out
+                work.extend(target for target, _ in graph.succ.get(index, ()))
+        return {index: sorted(defs, key=lambda d: d.node) for index, defs in live_in.items() if defs}
+
+    # -- objects -------------------------------------------------------------------------------
+
+    def objects(self, expr: ast.AST, depth: int = 0) -> frozenset:
+        """The objects ``expr`` may evaluate to (empty when nothing is known: a constant, an
+        arithmetic result, a subscript)."""
+        if depth == 0:
+            cached = self._objects.get(id(expr))
+            if cached is not None:
+                return cached
+        found = self._objects_of(expr, depth)
+        if depth == 0:
+            self._objects[id(expr)] = found
+        return found
+
+    def object_of(self, expr: ast.AST) -> Optional[ObjectId]:
+        """One identity for ``expr``: its object, or one ``phi`` for several (two aliases of the
+        same choice compare equal); None when nothing is known."""
+        return _one(self.objects(expr), _label(expr))
+
+    def object_at(self, dotted: str, at: ast.AST) -> Optional[ObjectId]:
+        """The identity of the reference ``dotted`` (``scaler``, ``self.scaler``) read where
+        ``at`` is (a call of the caller, for a callee's object read in the caller's names)."""
+        parts = dotted.split(".")
+        if parts[0] == "self" and len(parts) > 1 and enclosing_class(self.semantic, at) is not None:
+            field_id = self._field_at(at, parts[1])
+            found = frozenset({field_id}) if field_id is not None else frozenset()
+            parts = parts[1:]
+        else:
+            found = self._name_objects(parts[0], at, 0)
+        for attr in parts[1:]:
+            found = self._attribute(found, attr, at, 0, dotted)
+        return _one(found, dotted)
+
+    def _objects_of(self, expr: ast.AST, depth: int) -> frozenset:
+        if depth > _MAX_DEPTH:
+            return frozenset()
+        if isinstance(expr, ast.Name):
+            return self._name_objects(expr.id, expr, depth)
+        if isinstance(expr, ast.Attribute):
+            if _is_self_field(expr):
+                field_id = self._field(expr)
+                if field_id is not None:
+                    return frozenset({field_id})
+            base = self._objects_of(expr.value, depth + 1)
+            return self._attribute(base, expr.attr, expr, depth, dotted_key(expr) or expr.attr)
+        if isinstance(expr, ast.Call):
+            return frozenset({self._call_object(expr)})
+        if isinstance(expr, ast.IfExp):
+            return self._objects_of(expr.body, depth + 1) | self._objects_of(expr.orelse, depth + 1)
+        if isinstance(expr, ast.BoolOp):  # `scaler or GradScaler()`: either operand
+            return frozenset().union(*(self._objects_of(v, depth + 1) for v in expr.values))
+        if isinstance(expr, ast.NamedExpr):
+            return self._objects_of(expr.value, depth + 1)
+        return frozenset()
+
+    def _call_object(self, call: ast.Call) -> ObjectId:
+        callee = self.semantic.qualified_name(call.func) or dotted_key(call.func)
+        return ObjectId("call", (self.path, call.lineno, call.col_offset), callee, f"{callee or 'a call'}(...)")
+
+    def _name_objects(self, name: str, at: ast.AST, depth: int) -> frozenset:
+        owner, stmt = self._owner_and_statement(at)
+        if owner is None or isinstance(owner, ast.Lambda):
+            return frozenset()
+        scope = self.semantic.scopes.get(owner)
+        bindings = scope.bindings.get(name) if scope is not None else None
+        if not bindings or (owner is not self.semantic.tree and name in scope.global_names):
+            return self._global_objects(name, depth)  # a module name (or one bound nowhere: a builtin)
+        if bindings is not None and len(bindings) == 1:
+            # bound once in its function (most names): that binding is the only one that can
+            # reach, no graph needed
+            single = self._single_definition(owner, name, bindings[0].node)
+            if single is not None:
+                return self._definition_objects(owner, single, depth)
+        graph = self.graph(owner)
+        node = graph.node_of(stmt) if stmt is not None else None
+        if node is None:
+            return frozenset()
+        return self._from_definitions(owner, self.reaching(owner, name, node), depth)
+
+    def _single_definition(self, owner: ast.AST, name: str, node: ast.AST) -> Optional[Definition]:
+        """The Definition of ``name`` by its one binding ``node`` (a statement or, for a
+        parameter, the function), when it is a parameter or a plain assignment."""
+        if node is owner:
+            return Definition(name, "param", 0, owner, None)
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            bound = self._bound_by.get(id(node))
+            if bound is None:
+                bound = self._bound_by[id(node)] = {b.key: b for b in bindings_of(node, walrus=False)}
+            binding = bound.get(name)
+            if binding is not None:
+                return Definition(name, binding.kind, -1, node, binding.value)
+        return None
+
+    def _owner_and_statement(self, at: ast.AST) -> tuple:
+        """(the function, lambda or module whose flow holds ``at``, the flow node's statement);
+        (None, None) in a class body. A decorator or default is evaluated where the ``def`` is."""
+        parents = self.semantic.parents
+        stmt = None
+        child, node = None, at
+        while node is not None:
+            if child is not None:
+                if isinstance(node, _FUNCTIONS) and child in node.body:
+                    return node, stmt
+                if isinstance(node, ast.Lambda) and child is node.body:
+                    return node, stmt
+                if isinstance(node, ast.ClassDef) and child in node.body:
+                    return None, None
+            if stmt is None and isinstance(node, (ast.stmt, ast.ExceptHandler)):
+                stmt = node
+            child, node = node, parents.get(node)
+        return self.semantic.tree, stmt
+
+    def _from_definitions(self, owner: ast.AST, definitions: list, depth: int) -> frozenset:
+        found: set = set()
+        for definition in definitions:
+            found |= self._definition_objects(owner, definition, depth)
+        return frozenset(found)
+
+    def _definition_objects(self, owner: ast.AST, definition: Definition, depth: int) -> frozenset:
+        kind, stmt = definition.kind, definition.stmt
+        where = (self.path, getattr(stmt, "lineno", 0), getattr(stmt, "col_offset", 0), definition.key)
+        if kind == "param":
+            return self._parameter_objects(owner, definition.key, depth)
+        if kind in ("assign", "annassign", "walrus") and definition.value is not None:
+            return self._objects_of(definition.value, depth + 1)
+        if kind == "with":
+            return frozenset({ObjectId("with", where, label=definition.key)})
+        if kind == "for":
+            return frozenset({ObjectId("loop", where, label=definition.key)})
+        if kind == "import":
+            return frozenset({ObjectId("import", where, label=definition.key)})
+        return frozenset()  # augmented assignment, unpacking, except, del: not one known object
+
+    def _global_objects(self, name: str, depth: int) -> frozenset:
+        """A module name read in a function: what every module-level binding of it gives (the
+        function may run after any of them); a name bound nowhere is one ``global``."""
+        tree = self.semantic.tree
+        found: set = set()
+        for binding in self.semantic.module_scope.bindings.get(name, ()):
+            single = self._single_definition(tree, name, binding.node)
+            if single is not None:
+                found |= self._definition_objects(tree, single, depth)
+            elif binding.kind == "import":
+                node = binding.node
+                found.add(ObjectId("import", (self.path, node.lineno, node.col_offset, name), label=name))
+        if not found:
+            return frozenset({ObjectId("global", (self.path, name), label=name)})
+        return frozenset(found)
+
+    def _parameter_objects(self, function: ast.AST, name: str, depth: int) -> frozenset:
+        """A parameter is what every module-local call binds it to (when each one does, to
+        something known); otherwise the parameter itself, with what the known callers pass."""
+        param = ObjectId("param", (self.path, function.lineno, function.col_offset, name), label=name)
+        if not isinstance(function, _FUNCTIONS):
+            return frozenset({param})
+        passed: set = set()
+        complete = True
+        callers = self._callers(function)
+        for call, bound in callers:
+            argument = bound.get(name) if bound is not None else None
+            if argument is None:
+                complete = False
+                continue
+            objects = self._objects_of(argument, depth + 1)
+            if not objects:
+                complete = False
+            passed |= objects
+        if callers and complete and passed:
+            return frozenset(passed)
+        return frozenset({param} | passed)
+
+    def _callers(self, function: ast.AST) -> list:
+        """(call, parameter -> argument or None) for the calls of this module that run ``function``."""
+        if self._find_callers is None:
+            return []
+        found = self._callers_memo.get(id(function))
+        if found is None:
+            found = self._callers_memo[id(function)] = self._find_callers(self.semantic, function)
+        return found
+
+    def _field(self, expr: ast.Attribute) -> Optional[ObjectId]:
+        return self._field_at(expr, expr.attr)
+
+    def _field_at(self, at: ast.AST, attr: str) -> Optional[ObjectId]:
+        """``self.attr`` in the method holding ``at``: the field of the class family's member that
+        assigns it (the base-most), so a subclass's ``self.x`` is its base's."""
+        cls = enclosing_class(self.semantic, at)
+        if cls is None:
+            return None
+        family = class_family(self.semantic, cls)
+        assigning = {
+            id(enclosing_class(self.semantic, s)) for s in _assignment_index(self.semantic).get(("self", attr), [])
+        }
+        owner = next((c for c in reversed(family) if id(c) in assigning), cls)
+        return ObjectId("field", (self.path, owner.lineno, owner.col_offset, attr), label=f"self.{attr}")
+
+    def _attribute(self, base: frozenset, attr: str, at: ast.AST, depth: int, label: str) -> frozenset:
+        """``obj.attr`` for each object ``obj`` may be: a field of a module class it instantiates,
+        else an attribute of that object."""
+        found = set()
+        for obj in base:
+            cls = self._instantiated_class(obj)
+            if cls is not None:
+                found.add(ObjectId("field", (self.path, cls.lineno, cls.col_offset, attr), label=label))
+            else:
+                found.add(ObjectId("attr", (obj, attr), label=label))
+        return frozenset(found)
+
+    def _instantiated_class(self, obj: ObjectId) -> Optional[ast.ClassDef]:
+        if obj.kind != "call" or obj.callee is None or "." in obj.callee:
+            return None
+        nodes = self.semantic.binding_nodes(obj.callee, self.semantic.module_scope)
+        return nodes[0] if len(nodes) == 1 and isinstance(nodes[0], ast.ClassDef) else None
+
+    # -- what an object holds ----------------------------------------------------------------
+
+    def origins(self, obj: Optional[ObjectId], depth: int = 0) -> frozenset:
+        """The objects ``obj`` may have been created as: itself for a call, what every
+        assignment of a field gives, the members of a ``phi``; a parameter nobody is seen
+        passing stays itself."""
+        if obj is None or depth > _MAX_DEPTH:
+            return frozenset()
+        if obj.kind == "phi":
+            return frozenset().union(*(self.origins(o, depth + 1) for o in obj.site))
+        if obj.kind == "field":
+            values = self._field_values(obj)
+            return frozenset().union(*(self.origins(o, depth + 1) for o in values)) if values else frozenset({obj})
+        return frozenset({obj})
+
+    def _field_values(self, obj: ObjectId) -> frozenset:
+        cached = self._objects.get(("field", obj.site))
+        if cached is not None:
+            return cached
+        self._objects[("field", obj.site)] = frozenset()  # a field assigned from itself
+        attr = obj.site[-1]
+        found: set = set()
+        for stmt in _assignment_index(self.semantic).get(("self", attr), []):
+            cls = enclosing_class(self.semantic, stmt)
+            if cls is None or isinstance(stmt, ast.AugAssign):
+                continue
+            family_owner = self._field(_self_target(stmt, attr))
+            if family_owner is not None and family_owner.site == obj.site:
+                found |= self.objects(stmt.value)
+        for stmt in _assignment_index(self.semantic).get(("attr", attr), []):
+            target = _attr_target(stmt, attr)
+            if target is not None and not isinstance(stmt, ast.AugAssign) and obj in self.objects(target):
+                found |= self.objects(stmt.value)
+        result = frozenset(found)
+        self._objects[("field", obj.site)] = result
+        return result
+
+
+def value_flow(semantic: SemanticModel, path: str = "<module>", callers: Optional[Callable] = None) -> ValueFlow:
+    """The module's ValueFlow, built once and kept on its semantic model."""
+    found = getattr(semantic, "_value_flow", None)
+    if found is None:
+        found = semantic._value_flow = ValueFlow(semantic, path, callers)
+    return found
+
+
+def _one(objects: frozenset, label: str) -> Optional[ObjectId]:
+    if not objects:
+        return None
+    if len(objects) == 1:
+        return next(iter(objects))
+    return ObjectId("phi", tuple(sorted(objects, key=repr)), label=label)
+
+
+def _label(expr: ast.AST) -> str:
+    return dotted_key(expr) or type(expr).__name__
+
+
+def _parameters(function: ast.AST) -> set:
+    if not isinstance(function, _FUNCTIONS + (ast.Lambda,)):
+        return set()
+    args = function.args
+    every = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+    return {a.arg for a in every if a is not None}
+
+
+def _self_target(stmt: ast.stmt, attr: str) -> Optional[ast.Attribute]:
+    targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+    for target in (e for t in targets for e in (t.elts if isinstance(t, (ast.Tuple, ast.List)) else [t])):
+        if _is_self_field(target) and target.attr == attr:
+            return target
+    return None
+
+
+def _attr_target(stmt: ast.stmt, attr: str) -> Optional[ast.Attribute]:
+    targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+    for target in targets:
+        if isinstance(target, ast.Attribute) and not _is_self_field(target) and target.attr == attr:
+            return target
+    return None

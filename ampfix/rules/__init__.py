@@ -18,6 +18,7 @@ from ampfix.rules.amp206_checkpoint_without_scaler import CheckpointWithoutScale
 from ampfix.rules.amp207_scaler_with_bfloat16 import ScalerWithBfloat16
 from ampfix.rules.amp208_float16_without_scaler import Float16WithoutScaler
 from ampfix.rules.amp209_float16_weights import Float16Weights
+from ampfix.rules.amp210_unscale_order import UnscaleOrder
 from ampfix.rules.amp301_accumulation_without_division import (
     AccumulationWithoutDivision,
 )
@@ -46,6 +47,7 @@ _RULE_CLASSES: list[type[Rule]] = [
     ScalerWithBfloat16,
     Float16WithoutScaler,
     Float16Weights,
+    UnscaleOrder,
     AccumulationWithoutDivision,
     PerMicrobatchScalerCalls,
     PerMicrobatchZeroGrad,

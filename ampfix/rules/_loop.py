@@ -51,7 +51,7 @@ def shown_path(path: str) -> str:
     return path if relative.startswith("..") else relative
 
 
-def created(ctx: ModuleContext, function: StepFunction, scaler: Optional[str]):
-    """Evidence: where the scaler was created, when the module shows it."""
-    create = ctx.training.created_at(function, scaler)
+def created(ctx: ModuleContext, function: StepFunction, scaler: Optional[str], obj=None):
+    """Evidence: where the scaler was created, when the module shows it (``obj``: its identity)."""
+    create = ctx.training.created_at(function, scaler, obj)
     return at(create, f"`{scaler}` created here") if create is not None else (None, "")

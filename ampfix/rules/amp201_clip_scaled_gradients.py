@@ -11,7 +11,8 @@ from ampfix.edits import insert_before
 from ampfix.prefilter import FileBytes, may_backward_scaled, may_use_scaler
 from ampfix.rules._loop import at, call_name, created, loops_of, optimizer_for
 from ampfix.rules.base import FIX_UNSAFE, Rule
-from ampfix.training.model import BACKWARD, CLIP, SCALER_STEP, UNSCALE
+from ampfix.training.model import CLIP, SCALER_STEP, UNSCALE
+from ampfix.training.typestate import CLIP_SCALED, errors_of
 
 
 class ClipScaledGradients(Rule):
@@ -29,31 +30,41 @@ class ClipScaledGradients(Rule):
         return (may_backward_scaled(file) or may_use_scaler(file)) and file.has(b"clip_grad", b"get_total_norm")
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
+        """A query over the scaler typestate: a clip reached while gradients are scaled (a
+        scaled backward, then no ``unscale_`` and no step of that scaler on the path)."""
         model = ctx.training
+        if not any(fn.of(CLIP) for fn in model.functions):
+            return  # a clip of another module is that module's finding: no clip here, none to report
         for fn in model.functions:
-            for clip in fn.of(CLIP):
-                scaled = [
-                    b for b in fn.of(BACKWARD, calls=True) if b.scaled and not b.conditional and fn.before(b, clip)
-                ]
-                if not scaled:
+            reported = set()
+            for error in errors_of(model, fn, CLIP_SCALED):
+                clip = error.event
+                if not error.path or id(clip) in reported:
                     continue
-                backward = scaled[-1]
+                backward = error.path[0]
+                if backward.conditional:
+                    continue  # a helper's backward under its own condition may not run
+                if clip.via is not None and (clip.origin_path is not None or backward.call is clip.call):
+                    continue  # the callee's finding (or another file's, which the prefilter reads)
+                reported.add(id(clip))
                 scaler = backward.scaler
-                if not fn.avoidable(backward, clip, [UNSCALE], where=lambda u: u.receiver == scaler):
-                    continue  # unscaled on every path from the backward to the clip (or unknown)
+
+                def same_scaler(u, backward=backward):
+                    return model.same_object(u.obj, u.receiver, backward.scaler_obj, backward.scaler)
                 optimizer = optimizer_for(ctx, fn, clip)
                 message = (
                     f"`{call_name(ctx, clip.call)}` runs on gradients still scaled by `{scaler}`: the threshold "
                     f"is in effect max_norm × scale (65536 by default); call `{scaler}.unscale_(optimizer)` first"
                 )
-                partial = [u for u in fn.of(UNSCALE, calls=True) if u.receiver == scaler and fn.before(backward, u)]
+                partial = [u for u in fn.of(UNSCALE, calls=True) if same_scaler(u) and fn.before(backward, u)]
                 evidence = [
                     at(backward, f"gradients scaled by `{scaler}` here"),
                     *(at(u, "`unscale_` here runs only on some paths to the clip") for u in partial),
                     at(clip, "clipped here on a path with no `unscale_`"),
-                    created(ctx, fn, scaler),
+                    created(ctx, fn, scaler, backward.scaler_obj),
                 ]
-                fix = self._fix(ctx, fn, backward, clip, scaler, optimizer)
+                # a clip in a helper of the step (a class's `clip()` method): reported at its call
+                fix = self._fix(ctx, fn, backward, clip, scaler, optimizer) if clip.via is None else None
                 yield ctx.diagnostic(self, clip.call, message, fix, evidence)
 
     def _fix(self, ctx, fn, backward, clip, scaler, optimizer):

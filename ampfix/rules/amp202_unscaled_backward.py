@@ -8,8 +8,10 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import delete_statement, parent_body
 from ampfix.prefilter import FileBytes, may_backward, may_scale_loss, may_step_scaler
+from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.training.model import BACKWARD, SCALE, SCALER_STEP
+from ampfix.training.typestate import PLAIN_THEN_STEP, errors_of
 
 
 class UnscaledBackward(Rule):
@@ -50,13 +52,15 @@ class UnscaledBackward(Rule):
                             Applicability.UNSAFE,
                         )
                 yield ctx.diagnostic(self, scale.call, message, fix)
-            for backward in plain:
-                if id(backward) in handled:
+            # a query over the scaler typestate: an unscaled backward whose gradients a
+            # `scaler.step` of this iteration then steps
+            own_steps = fn.of(SCALER_STEP)  # the rule reports own backwards stepped by own steps only
+            for error in errors_of(model, fn, PLAIN_THEN_STEP) if plain and own_steps else ():
+                backward, step = error.event, error.path[-1] if error.path else None
+                if id(backward) in handled or backward.via is not None or step is None or step.via is not None:
                     continue
-                steps = [s for s in fn.of(SCALER_STEP) if fn.before(backward, s)]
-                if not steps:
-                    continue
-                scaler = steps[0].receiver
+                handled.add(id(backward))
+                scaler = step.receiver
                 loss = ctx.segment(backward.arg)
                 message = (
                     f"`{loss}.backward()` bypasses `{scaler}` although the step uses `{scaler}.step(...)`: "
@@ -64,7 +68,8 @@ class UnscaledBackward(Rule):
                 )
                 fix = Fix(f"Use `{scaler}.scale({loss}).backward()`", tuple(self._scale_edits(ctx, backward, scaler)),
                           Applicability.UNSAFE)
-                yield ctx.diagnostic(self, backward.call, message, fix)
+                evidence = [at(backward, "unscaled backward here"), at(step, "its gradients are stepped (and unscaled) here")]
+                yield ctx.diagnostic(self, backward.call, message, fix, evidence)
 
     @staticmethod
     def _scale_edits(ctx, backward, scaler):

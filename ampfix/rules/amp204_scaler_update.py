@@ -27,8 +27,10 @@ class ScalerUpdate(Rule):
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training
+        # by identity and, where a call's event has no object (another module's), by text
         updated_anywhere = {
-            model.object_key(fn, e.receiver) for fn in model.functions for e in fn.of(UPDATE, calls=True)
+            key for fn in model.functions for e in fn.of(UPDATE, calls=True)
+            for key in (model.object_key(fn, e.receiver, e.obj), model.object_key(fn, e.receiver))
         }
         for fn in model.functions:
             for step in fn.of(SCALER_STEP):
@@ -47,9 +49,10 @@ class ScalerUpdate(Rule):
         model = ctx.training
         later = [
             u for u in fn.of(UPDATE, calls=True)
-            if (u.kind == UNKNOWN or u.receiver == step.receiver) and fn.reaches(step, u) is not False
+            if (u.kind == UNKNOWN or model.same_object(u.obj, u.receiver, step.obj, step.receiver))
+            and fn.reaches(step, u) is not False
         ]
-        if later or model.object_key(fn, step.receiver) in updated_anywhere:
+        if later or model.object_key(fn, step.receiver, step.obj) in updated_anywhere:
             return
         message = (
             f"`{step.receiver}.step(...)` without `{step.receiver}.update()`: the loss scale never "
@@ -57,14 +60,19 @@ class ScalerUpdate(Rule):
         )
         edit = insert_after(ctx, step.stmt, f"{step.receiver}.update()")
         fix = Fix(f"Add `{step.receiver}.update()` after the step", (edit,), Applicability.UNSAFE) if edit else None
-        evidence = [at(step, "stepped here; no `update()` of this scaler follows"), created(ctx, fn, step.receiver)]
+        evidence = [at(step, "stepped here; no `update()` of this scaler follows"), created(ctx, fn, step.receiver, step.obj)]
         yield ctx.diagnostic(self, step.call, message, fix, evidence)
 
     def _repeated_update(self, ctx, fn, update):
         """An ``update()`` that runs again, or is followed by a ``scaler.step`` of gradients scaled
         before it, in one iteration of the training loop (the loop around the backward pass)."""
         scaler = update.receiver
-        mine = lambda e: e.receiver == scaler or e.scaler == scaler  # noqa: E731
+        model = ctx.training
+
+        def mine(e) -> bool:
+            same = model.same_object
+            return same(e.obj, e.receiver, update.obj, scaler) or same(e.scaler_obj, e.scaler, update.obj, scaler)
+
         backwards = [b for b in fn.of(BACKWARD, calls=True) if b.scaled and mine(b) and fn.before(b, update)]
         anchor = backwards[-1] if backwards else None
         calls = fn.of(SCALER_STEP, BACKWARD, calls=True)

@@ -55,7 +55,11 @@ class ScalerWithBfloat16(Rule):
         found = []
         for fn in model.functions:
             for backward in fn.of(BACKWARD, calls=True):
-                if not backward.scaled or model.object_key(fn, backward.scaler) not in keys:
+                if not backward.scaled:
+                    continue
+                site = (ctx.path, create.call.lineno, create.call.col_offset)
+                scales_it = any(o.site == site for o in model.values.origins(backward.scaler_obj))
+                if not scales_it and model.object_key(fn, backward.scaler) not in keys:
                     continue
                 reaching = model.regions_reaching(fn, backward)
                 if not reaching:

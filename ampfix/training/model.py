@@ -27,12 +27,17 @@ handed a scaler or an optimizer are followed into other modules of the project t
 the callee's module globals are not the caller's: a condition on one makes the event
 conditional, and an object named only there makes the call UNKNOWN.
 
-Names get *roles* from how the module uses them: a scaler is what ``GradScaler(...)`` is
-assigned to, or what ``.scale()``/``.unscale_()`` is called on, or a name like ``loss_scaler``;
-an optimizer is what ``scaler.step()``/``zero_grad()`` take or a name like ``optimizer``;
-schedulers are never optimizers. ``self.x`` of one class is not ``self.x`` of another
-(``object_key``); other receivers are compared by their text, so a parameter and the caller's
-argument of the same name are one object.
+Objects get *roles* from their values (ampfix.program.values): a scaler is an object created by a
+``GradScaler`` constructor (any spelling, through imports), a parameter or field whose value is
+one (its assignments, the module's callers), or something ``.unscale_()`` is called on, whatever
+the names (``gs``, ``amp = grad_scaler``); an optimizer is an object a ``torch.optim``
+constructor created. Only where the value cannot be known (a parameter nobody in the module
+passes, an attribute of an unknown object, a helper's result) do names decide: a name like
+``loss_scaler``, what ``.scale()`` is called on when so named, ``optimizer``; schedulers are never
+optimizers. Events carry their objects' identities (``Event.obj``, ``Event.scaler_obj``), so an
+alias (``s = scaler``) is its scaler and ``self.x`` of one class is not ``self.x`` of another; a
+call's event reads the callee's parameter as the caller's argument object. Receivers with no
+known object are compared by their text (``same_object``).
 
 Autocast regions are ``with`` items that call an autocast API (resolved through the import
 table), or a name assigned from one (``ctx = torch.autocast(...)``,
@@ -45,14 +50,14 @@ import ast
 import copy
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from ampfix.program.calls import bind_arguments, resolve_in_project
+from ampfix.program.calls import bind_arguments, module_callers, resolve_in_project
 from ampfix.program.calls import resolve as resolve_call
 from ampfix.program.flow import FlowGraph, branch_key
 from ampfix.program.flow import build as build_flow
-from ampfix.program.values import enclosing_class, enclosing_function
+from ampfix.program.values import ObjectId, ValueFlow, enclosing_class, enclosing_function, value_flow
 from ampfix.semantic import dotted_name
 
 if TYPE_CHECKING:
@@ -122,6 +127,46 @@ class Event:
     assume: tuple = ()
     conditional: bool = False
     callee_path: Optional[str] = None  # for a call's event: the callee's file, when another module
+    # (receiver's object, scaled backward's scaler's object, unscale_/scaler.step argument's
+    # object), or a function that computes them on first use (most events are never compared)
+    objects: object = field(default=None, repr=False, compare=False)
+
+    def _objects(self) -> tuple:
+        if callable(self.objects):
+            self.objects = self.objects()
+        return self.objects or (None, None, None)
+
+    @property
+    def obj(self) -> Optional[ObjectId]:
+        """The receiver's object (None: unknown, compare ``receiver``)."""
+        return self._objects()[0]
+
+    @property
+    def scaler_obj(self) -> Optional[ObjectId]:
+        """For a scaled backward: the scaler's object."""
+        return self._objects()[1]
+
+    @property
+    def arg_obj(self) -> Optional[ObjectId]:
+        """For ``unscale_``/``scaler.step``: the optimizer's object."""
+        return self._objects()[2]
+
+    @property
+    def scaler_key(self):
+        """The scaler this event acts on, as an identity (its object, else its text)."""
+        if self.kind == BACKWARD:
+            return self.scaler_obj or self.scaler
+        return self.obj or self.receiver
+
+    @property
+    def optimizer_key(self):
+        """The optimizer this event acts on: ``scaler.step(opt)``/``unscale_(opt)``'s argument,
+        ``opt.step()``/``zero_grad()``'s receiver (its object, else its text)."""
+        if self.kind in (SCALER_STEP, UNSCALE):
+            if self.arg_obj is not None:
+                return self.arg_obj
+            return dotted_name(self.arg) if self.arg is not None else None
+        return self.obj or self.receiver
 
     @property
     def line(self) -> int:
@@ -161,6 +206,7 @@ class StepFunction:
         self._call_events: Optional[list[Event]] = None
         self._summarise: Optional[object] = None  # the model's call-event pass, run on first use
         self._flow: Optional[FlowGraph] = None
+        self._values: Optional[ValueFlow] = None  # the module's value flow, which owns the graphs
 
     @property
     def call_events(self) -> list[Event]:
@@ -184,7 +230,7 @@ class StepFunction:
     @property
     def flow(self) -> FlowGraph:
         if self._flow is None:
-            self._flow = build_flow(self.node)
+            self._flow = self._values.graph(self.node) if self._values is not None else build_flow(self.node)
         return self._flow
 
     def _node(self, event: Event) -> Optional[int]:
@@ -323,6 +369,13 @@ class TrainingModel:
         self._callee_locals: dict[int, tuple[set, set]] = {}
         self._summaries: dict[int, list[Event]] = {}
         self._by_node: Optional[dict[int, StepFunction]] = None
+        self.values = value_flow(ctx.semantic, ctx.path, module_callers)
+        self._unscaled: set[ObjectId] = set()  # objects `.unscale_()` is called on
+        self._roles: dict[tuple, Optional[str]] = {}  # (function id, reference) -> role
+        self._role_objects: Optional[bool] = None
+        self._role_names: dict[str, set] = {"scaler": set(), "optimizer": set()}
+        self._name_index: Optional[tuple] = None
+        self._unscaled_nodes: list[ast.AST] = []
         # is_scaler accepts a known scaler, or a name ending in "scaler" (any case): without either
         # in the module, no call is handed one
         self._scaler_text = "caler" in ctx.text or "CALER" in ctx.text
@@ -342,6 +395,7 @@ class TrainingModel:
         model._collect_events()
         for function in model.functions:
             function._summarise = model._collect_call_events
+            function._values = model.values
         return model
 
     def _qualified(self, expr: ast.AST) -> Optional[str]:
@@ -368,7 +422,13 @@ class TrainingModel:
             if receiver is None:
                 continue
             method = node.func.attr
-            if method == "unscale_" or (method == "scale" and node.args and _SCALER_NAME.search(receiver.rsplit(".", 1)[-1])):
+            if method == "unscale_":
+                self.scalers.add(receiver)
+                obj = self.values.object_of(node.func.value)
+                if obj is not None:
+                    self._unscaled.add(obj)
+                    self._unscaled_nodes.append(node.func.value)
+            elif method == "scale" and node.args and _SCALER_NAME.search(receiver.rsplit(".", 1)[-1]):
                 self.scalers.add(receiver)
             elif method == "zero_grad" and _OPTIMIZER_NAME.search(receiver.rsplit(".", 1)[-1]):
                 self.optimizers.add(receiver)
@@ -399,18 +459,145 @@ class TrainingModel:
                 found[id(node)] = node
         return list(found.values())
 
-    def is_scaler(self, receiver: Optional[str]) -> bool:
+    def is_scaler(self, receiver: Optional[str], node: Optional[ast.AST] = None, owner=None) -> bool:
+        """Whether ``receiver`` (the text of ``node``, when given, in the function ``owner``) is
+        a GradScaler: from the value of ``node`` where it is known, else from the name
+        (``(^|_)scaler$``)."""
+        if node is not None:
+            known = self._role_by_value(node, owner)
+            if known is not None:
+                return known == "scaler"
         if receiver is None:
             return False
         return receiver in self.scalers or bool(_SCALER_NAME.search(receiver.rsplit(".", 1)[-1]))
 
-    def is_optimizer(self, receiver: Optional[str]) -> bool:
+    def is_optimizer(self, receiver: Optional[str], node: Optional[ast.AST] = None, owner=None) -> bool:
+        if node is not None:
+            known = self._role_by_value(node, owner, "optimizer")
+            if known is not None:
+                return known == "optimizer"
         if receiver is None or self.is_scaler(receiver):
             return False
         last = receiver.rsplit(".", 1)[-1]
         if _SCHEDULER_NAME.search(last):
             return False
         return receiver in self.optimizers or bool(_OPTIMIZER_NAME.search(last))
+
+    def _role_by_value(self, node: ast.AST, owner: Optional[ast.AST] = None, asked: str = "scaler") -> Optional[str]:
+        """"scaler", "optimizer" or "other" when the value of ``node`` says so; None when it
+        cannot be known (then names decide). ``asked``: the role the caller wants to know of."""
+        if not self._has_role_objects():
+            return None  # nothing here creates or unscales one: values cannot say more than names
+        name = _last_name(node)
+        if name and name not in self._role_names[asked]:
+            return None  # no assignment or call of the module can give this reference one
+        # a role is asked of every argument of every call: one answer per reference and function
+        # (a name rebound in one function to a scaler and to something else is rare)
+        if owner is None:
+            owner = enclosing_function(self.ctx.semantic, node)
+        key = (id(owner), dotted_name(node))
+        if key[1] is None or key not in self._roles:
+            obj = self.values.object_of(node)
+            role = self._role_of_object(obj) if obj is not None else None
+            if key[1] is None:
+                return role
+            self._roles[key] = role
+        return self._roles[key]
+
+    def _has_role_objects(self) -> bool:
+        """Whether the module constructs a GradScaler or a torch optimizer, or calls ``unscale_``
+        (and, when it does, the names that may come to hold one: ``_role_names``)."""
+        if self._role_objects is None:
+            seeds = [
+                call for call in self.ctx.semantic.nodes(ast.Call)
+                if _last_name(call.func) in _ROLE_CLASSES and _is_role_constructor(self._qualified(call.func))
+            ]
+            self._role_objects = bool(self._unscaled or seeds)
+            if self._role_objects:
+                scalers = [c for c in seeds if self._qualified(c.func) in GRAD_SCALERS]
+                optimizers = [c for c in seeds if self._qualified(c.func) not in GRAD_SCALERS]
+                self._role_names = {
+                    "scaler": self._names_holding(scalers, self._unscaled_nodes),
+                    "optimizer": self._names_holding(optimizers, []),
+                }
+        return self._role_objects
+
+    def _name_flow_index(self) -> tuple:
+        """Read once per module for ``_names_holding``: parameters by function name; per
+        assignment (the names its value mentions, the ids of its calls, its targets' names); per
+        call with arguments (argument names, (keyword, name) pairs, the called name)."""
+        if self._name_index is None:
+            semantic = self.ctx.semantic
+            params_by_function: dict[str, list] = {}
+            for function in semantic.nodes(ast.FunctionDef, ast.AsyncFunctionDef):
+                args = function.args
+                params_by_function.setdefault(function.name, []).append(
+                    [a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]]
+                )
+            assigns = []
+            for node in semantic.nodes(ast.Assign, ast.AnnAssign):
+                if node.value is None:
+                    continue
+                subs = _carried(node.value)
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                assigns.append((
+                    {_last_name(sub) for sub in subs}, {id(sub) for sub in subs if isinstance(sub, ast.Call)},
+                    {_last_name(e) for t in targets for e in ast.walk(t) if isinstance(e, (ast.Name, ast.Attribute))},
+                ))
+            calls = [
+                ([_last_name(a) for a in call.args], {(k.arg, _last_name(k.value)) for k in call.keywords},
+                 _last_name(call.func))
+                for call in semantic.nodes(ast.Call) if call.args or call.keywords
+            ]
+            self._name_index = (params_by_function, assigns, calls)
+        return self._name_index
+
+    def _names_holding(self, seeds: list, unscaled: list) -> set:
+        """A cheap over-approximation of the last names of references that may hold an object
+        created by ``seeds`` or unscaled: assignment targets whose value mentions one, then the
+        parameters (of module functions of the called name) an argument mentioning one binds,
+        to a fixed point. A reference whose name is not here has no role by value."""
+        names = {_last_name(obj_node) for obj_node in unscaled}
+        seed_ids = {id(c) for c in seeds}
+        params_by_function, assign_index, calls = self._name_flow_index()
+        assigns = [(mentioned, not seed_ids.isdisjoint(created), targets) for mentioned, created, targets in assign_index]
+        for _ in range(_MAX_CALL_DEPTH):
+            before = len(names)
+            for mentioned, creates, targets in assigns:
+                if creates or not mentioned.isdisjoint(names):
+                    names |= targets
+            for positional, keywords, called in calls:
+                handed = [k for k, value in keywords if value in names]
+                places = [i for i, name in enumerate(positional) if name in names]
+                if not handed and not places:
+                    continue
+                names.update(k for k in handed if k)
+                for params in params_by_function.get(called, ()):
+                    # the parameter at that place, or the next one (a method's `self` comes first)
+                    names.update(params[j] for i in places for j in (i, i + 1) if j < len(params))
+            if len(names) == before:
+                break
+        names.discard("")
+        return names
+
+    def _role_of_object(self, obj: ObjectId) -> Optional[str]:
+        origins = self.values.origins(obj)
+        if obj in self._unscaled or any(o in self._unscaled for o in origins):
+            return "scaler"
+        callees = [o.callee for o in origins if o.kind == "call"]
+        if any(c in GRAD_SCALERS for c in callees):
+            return "scaler"
+        if any(c and c.startswith("torch.optim.") and ".lr_scheduler" not in c for c in callees):
+            return "optimizer"
+        if callees and len(callees) == len(origins) and all(c and c.startswith("torch.") for c in callees):
+            return "other"  # created by torch, and not a scaler or an optimizer (a scheduler, a module)
+        return None
+
+    def same_object(self, a_obj, a_text, b_obj, b_text) -> bool:
+        """Whether two receivers are one object: by identity when both are known, else by text."""
+        if a_obj is not None and b_obj is not None:
+            return a_obj == b_obj
+        return a_text is not None and a_text == b_text
 
     def _collect_events(self) -> None:
         """One pass over the module's calls: classify each, then place it in its function with
@@ -427,7 +614,7 @@ class TrainingModel:
             if placed is None:
                 continue
             owner, stmt, context = placed
-            event = self._classify(call, stmt, context)
+            event = self._classify(call, stmt, context, owner)
             if event is not None:
                 functions[owner].events.append(event)
                 if event.kind == CREATE:
@@ -470,11 +657,11 @@ class TrainingModel:
             if callee is not None and callee is not function:
                 events = self.summary(callee, depth + 1)
             elif callee is None:
-                followed = self._follow_into_project(call, depth)
+                followed = self._follow_into_project(call, depth, function.node)
                 if followed is not None:
                     target, foreign, events = followed
             if events is None:
-                scaler = self._scaler_handed_to(call)
+                scaler = self._scaler_handed_to(call, function.node)
                 if scaler is not None:
                     placed = self._place(call)
                     if placed is not None:
@@ -497,16 +684,16 @@ class TrainingModel:
             if any(e is None for e in mapped):
                 # an object only the other module names (its global scaler): what the call does
                 # to the caller's objects is unknown
-                found.append(Event(UNKNOWN, call, placed[1], placed[2], receiver=self._scaler_handed_to(call)))
+                found.append(Event(UNKNOWN, call, placed[1], placed[2], receiver=self._scaler_handed_to(call, function.node)))
                 continue
             found.extend(mapped)
         return found
 
-    def _follow_into_project(self, call: ast.Call, depth: int):
+    def _follow_into_project(self, call: ast.Call, depth: int, owner: ast.AST):
         """(target, callee path, callee's events) for a call into another project module that
         is handed a scaler or an optimizer (or is a ``self`` method inherited from one), else None."""
         project = getattr(self.ctx, "project", None)
-        if project is None or depth >= _MAX_CALL_DEPTH or not self._worth_following(call):
+        if project is None or depth >= _MAX_CALL_DEPTH or not self._worth_following(call, owner):
             return None
         found = resolve_in_project(self.ctx, call, project)
         if found is None or os.path.abspath(found.module.path) == os.path.abspath(self.ctx.path):
@@ -518,18 +705,19 @@ class TrainingModel:
             return None
         return found.target, found.module.path, other.summary(callee, depth + 1)
 
-    def _worth_following(self, call: ast.Call) -> bool:
+    def _worth_following(self, call: ast.Call, owner: ast.AST) -> bool:
         func = call.func
         if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self":
             # an inherited method is looked up (a base imported from the project) only when its
             # name says it may take part in a step: following every `self.x()` loads half a package
             if _STEP_METHOD.search(func.attr):
                 return True
-        if self.is_scaler(dotted_name(func.value if isinstance(func, ast.Attribute) else func)):
+        callee = func.value if isinstance(func, ast.Attribute) else func
+        if self.is_scaler(dotted_name(callee), callee, owner):
             return True
         for arg in [*call.args, *(k.value for k in call.keywords)]:
             name = dotted_name(arg)
-            if self.is_scaler(name) or self.is_optimizer(name):
+            if name is not None and (self.is_scaler(name, arg, owner) or self.is_optimizer(name, arg, owner)):
                 return True
         return False
 
@@ -567,13 +755,29 @@ class TrainingModel:
                 return unnamed  # a global (or local) of the other module: not a caller's name
             return text
 
+        def caller_object(text: Optional[str], obj: Optional[ObjectId]) -> Optional[ObjectId]:
+            """The callee's object as the caller's: a parameter's is the argument's, ``self``'s
+            field the receiver's; a global of this module is itself (of another: unknown)."""
+            base = text.partition(".")[0] if text is not None else None
+            if base is not None and (base in bound or base == "self"):
+                mapped = caller_text(text)
+                return self.values.object_at(mapped, call) if isinstance(mapped, str) else None
+            return obj if foreign is None else None
+
         receiver_of, scaler_of = caller_text(event.receiver), caller_text(event.scaler)
         if receiver_of is unnamed or scaler_of is unnamed:
             return None
         arg = event.arg
         if isinstance(arg, ast.Name) and arg.id in bound:
             arg = bound[arg.id]
-        elif foreign is not None:
+            argument = arg
+            arg_object = lambda: self.values.object_of(argument)  # noqa: E731
+        else:
+            callee_arg = arg
+            arg_object = lambda: (  # noqa: E731
+                caller_object(dotted_name(callee_arg), event.arg_obj) if callee_arg is not None else None
+            )
+        if foreign is not None and not (isinstance(event.arg, ast.Name) and event.arg.id in bound):
             arg = None  # a node of the other module's tree: never read with this module's text
         conditions = [(f.node.test, f.branch) for f in event.context if isinstance(f.node, ast.If)]
         assume, conditional = [], event.conditional
@@ -589,26 +793,31 @@ class TrainingModel:
             event.kind, call, placed[1], placed[2], receiver=receiver_of, arg=arg,
             scaled=event.scaled, scaler=scaler_of, via=event,
             assume=tuple(assume), conditional=conditional, callee_path=foreign,
+            objects=lambda: (
+                caller_object(event.receiver, event.obj), caller_object(event.scaler, event.scaler_obj), arg_object(),
+            ),
         )
 
-    def _scaler_handed_to(self, call: ast.Call) -> Optional[str]:
+    def _scaler_handed_to(self, call: ast.Call, owner: Optional[ast.AST] = None) -> Optional[str]:
         """The scaler an unresolved call is handed (as an argument, or as the callee itself:
         ``loss_scaler(loss, optimizer)``), if any."""
         if not (self.scalers or self._scaler_text):
             return None  # no name in the module can be a scaler
         func = dotted_name(call.func)
-        if self.is_scaler(func):
+        if func is not None and self.is_scaler(func, call.func, owner):
             return func
         for arg in [*call.args, *(k.value for k in call.keywords)]:
             name = dotted_name(arg)
-            if self.is_scaler(name):
+            if name is not None and self.is_scaler(name, arg, owner):
                 return name
         return None
 
-    def object_key(self, function: StepFunction, receiver: Optional[str]) -> tuple:
-        """An identity for a receiver: ``self.x`` is the field of the class of ``function``
-        (two classes' ``self.scaler`` differ); other names stay text (a parameter and the caller's
-        argument of the same name are taken to be one object)."""
+    def object_key(self, function: StepFunction, receiver: Optional[str], obj: Optional[ObjectId] = None):
+        """An identity for a receiver: its object when known (``obj``, or the value of the
+        reference ``receiver`` read in ``function``); else ``self.x`` is the field of the class
+        of ``function`` (two classes' ``self.scaler`` differ) and other names stay text."""
+        if obj is not None:
+            return obj
         if receiver is not None and receiver.startswith("self.") and not isinstance(function.node, ast.Module):
             cls = enclosing_class(self.ctx.semantic, function.node)
             return (id(cls), receiver)
@@ -620,9 +829,15 @@ class TrainingModel:
         placed = self._place(node)
         return Event(kind, node, placed[1], placed[2]) if placed is not None else None
 
-    def created_at(self, function: StepFunction, receiver: Optional[str]) -> Optional[Event]:
-        """Where the scaler named ``receiver`` in ``function`` was created (``self.scaler`` of
-        this class, or a name of this module), if the module shows it."""
+    def created_at(
+        self, function: StepFunction, receiver: Optional[str], obj: Optional[ObjectId] = None,
+    ) -> Optional[Event]:
+        """Where the scaler ``obj`` (or, not known, named ``receiver`` in ``function``: ``self.scaler``
+        of this class, or a name of this module) was created, if the module shows it."""
+        sites = {o.site for o in self.values.origins(obj) if o.kind == "call"}
+        for create in self.creations:
+            if (self.ctx.path, create.call.lineno, create.call.col_offset) in sites:
+                return create
         key = self.object_key(function, receiver)
         for create in self.creations:
             owner = self.function_of(create)
@@ -679,7 +894,7 @@ class TrainingModel:
         """Autocast regions lexically inside ``function`` (nested functions included)."""
         return self._regions_by_owner.get(id(function.node), [])
 
-    def _classify(self, call: ast.Call, stmt: ast.stmt, context: tuple) -> Optional[Event]:
+    def _classify(self, call: ast.Call, stmt: ast.stmt, context: tuple, owner=None) -> Optional[Event]:
         func = call.func
         last = _last_name(func)
         if last not in _INTERESTING_CALLS and last not in self._imported_names:
@@ -699,30 +914,38 @@ class TrainingModel:
         if method == "backward":
             if isinstance(receiver_node, ast.Call) and isinstance(receiver_node.func, ast.Attribute):
                 inner = receiver_node.func
-                if inner.attr == "scale" and self.is_scaler(dotted_name(inner.value)) and receiver_node.args:
+                if inner.attr == "scale" and self.is_scaler(dotted_name(inner.value), inner.value, owner) and receiver_node.args:
                     return Event(BACKWARD, call, stmt, context, arg=receiver_node.args[0], scaled=True,
-                                 scaler=dotted_name(inner.value))
+                                 scaler=dotted_name(inner.value), objects=_lazy(self.values, None, inner.value, None))
             if call.args and receiver is not None and not _is_tensor_like(receiver):
+                if self._may_resolve(call) and resolve_call(self.ctx.semantic, call) is not None:
+                    return None  # a method of the module (``self.backward(loss)``): its calls say what it does
                 # a wrapper: accelerator.backward(loss), mp_trainer.backward(loss)
                 return Event(BACKWARD, call, stmt, context, receiver=receiver, arg=call.args[0])
             return Event(BACKWARD, call, stmt, context, arg=receiver_node)
-        if method == "scale" and self.is_scaler(receiver) and call.args:
-            if isinstance(stmt, ast.Expr) and stmt.value is call:
-                return Event(SCALE, call, stmt, context, receiver=receiver, arg=call.args[0])
-            return None
-        if method == "unscale_" and self.is_scaler(receiver):
-            return Event(UNSCALE, call, stmt, context, receiver=receiver, arg=call.args[0] if call.args else None)
-        if method == "update" and self.is_scaler(receiver):
-            return Event(UPDATE, call, stmt, context, receiver=receiver)
-        if method == "step":
-            if self.is_scaler(receiver):
-                return Event(SCALER_STEP, call, stmt, context, receiver=receiver, arg=call.args[0] if call.args else None)
-            if self.is_optimizer(receiver):
-                return Event(OPT_STEP, call, stmt, context, receiver=receiver)
-        if method == "zero_grad" and receiver is not None:
-            return Event(ZERO_GRAD, call, stmt, context, receiver=receiver)
         if method in CLIP_METHOD_NAMES and receiver in ("torch.nn.utils", "nn.utils"):
             return Event(CLIP, call, stmt, context)
+        if method not in ("scale", "unscale_", "update", "step", "zero_grad"):
+            return None
+        node = receiver_node if receiver is not None else None
+        if method == "scale" and self.is_scaler(receiver, receiver_node, owner) and call.args:
+            if isinstance(stmt, ast.Expr) and stmt.value is call:
+                return Event(SCALE, call, stmt, context, receiver=receiver, arg=call.args[0],
+                             objects=_lazy(self.values, node, None, None))
+            return None
+        first = call.args[0] if call.args else None
+        objects = _lazy(self.values, node, None, first)
+        if method == "unscale_" and self.is_scaler(receiver, receiver_node, owner):
+            return Event(UNSCALE, call, stmt, context, receiver=receiver, arg=first, objects=objects)
+        if method == "update" and self.is_scaler(receiver, receiver_node, owner):
+            return Event(UPDATE, call, stmt, context, receiver=receiver, objects=objects)
+        if method == "step":
+            if self.is_scaler(receiver, receiver_node, owner):
+                return Event(SCALER_STEP, call, stmt, context, receiver=receiver, arg=first, objects=objects)
+            if self.is_optimizer(receiver, receiver_node, owner):
+                return Event(OPT_STEP, call, stmt, context, receiver=receiver, objects=objects)
+        if method == "zero_grad" and receiver is not None:
+            return Event(ZERO_GRAD, call, stmt, context, receiver=receiver, objects=objects)
         return None
 
     def _autocast_region(self, stmt: ast.With, item: ast.withitem) -> Optional[AutocastRegion]:
@@ -820,6 +1043,41 @@ _SCALER_CLASSES = frozenset({"GradScaler", "ShardedGradScaler"})
 # Calls the model classifies, by their last name; only these are resolved through imports.
 _RESOLVED_CALLS = _SCALER_CLASSES | CLIP_METHOD_NAMES | {"get_total_norm", "backward"}
 _INTERESTING_CALLS = _RESOLVED_CALLS | {"scale", "unscale_", "update", "step", "zero_grad"}
+
+
+# the classes whose instances have a role: only calls so named are resolved through imports
+_ROLE_CLASSES = frozenset({"GradScaler", "ShardedGradScaler"}) | frozenset({
+    "SGD", "Adam", "AdamW", "Adagrad", "Adadelta", "Adamax", "Adafactor", "ASGD", "LBFGS", "NAdam", "RAdam",
+    "RMSprop", "Rprop", "SparseAdam", "Muon",
+})
+
+
+def _carried(expr: ast.AST) -> list:
+    """The expressions whose object ``expr`` may evaluate to, as ampfix.program.values follows
+    them: a name, an attribute, a call's result, either side of ``a if c else b`` / ``a or b``."""
+    found, todo = [], [expr]
+    while todo:
+        current = todo.pop()
+        if isinstance(current, (ast.Name, ast.Attribute, ast.Call)):
+            found.append(current)
+        elif isinstance(current, ast.IfExp):
+            todo += [current.body, current.orelse]
+        elif isinstance(current, ast.BoolOp):
+            todo += current.values
+        elif isinstance(current, ast.NamedExpr):
+            todo.append(current.value)
+    return found
+
+
+def _lazy(values: ValueFlow, receiver, scaler, arg):
+    """The objects of an event's receiver, scaler and argument nodes, computed when first asked."""
+    return lambda: tuple(values.object_of(n) if n is not None else None for n in (receiver, scaler, arg))
+
+
+def _is_role_constructor(qualified: Optional[str]) -> bool:
+    return qualified is not None and (
+        qualified in GRAD_SCALERS or (qualified.startswith("torch.optim.") and ".lr_scheduler" not in qualified)
+    )
 
 
 def _last_name(expr: ast.AST) -> str:
