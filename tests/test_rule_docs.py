@@ -15,8 +15,6 @@ from conftest import RULE_DOCS, run_ampfix
 SECTIONS = (
     "## What it does", "## Why is this bad?", "## Example", "## Use instead", "## Fix safety", "## Known problems",
 )
-# their section comes with the typestate work
-KNOWN_PROBLEMS_PENDING = frozenset({"AMP201", "AMP202", "AMP203", "AMP204", "AMP302"})
 
 
 def blocks(doc, heading):
@@ -33,10 +31,9 @@ def doc(code):
 def test_document_has_every_section(code):
     text = doc(code)
     assert text.startswith(f"# {RULES[code].name} ({code})")
-    sections = [s for s in SECTIONS if not (s == "## Known problems" and code in KNOWN_PROBLEMS_PENDING)]
-    for section in sections:
+    for section in SECTIONS:
         assert section in text, f"{code}.md lacks {section}"
-    positions = [text.index(section) for section in sections]
+    positions = [text.index(section) for section in SECTIONS]
     assert positions == sorted(positions), f"{code}.md has its sections out of order"
 
 
