@@ -375,7 +375,7 @@ def test_the_official_amp_recipe_shape_is_verified_phase_by_phase():
     assert result.returncode == 0, document["verdict"]
     assert document["verdict"] == "PASS (rests on 8 non-skipped step(s) compared in 1 AMP phase(s) of 2)"
     assert [p["steps"] for p in document["metrics"]["phases"]] == [4, 4]
-    assert "2 phases of training steps" in checks["runs"][1] and "28 more step(s) ran through" in checks["runs"][1]
+    assert "2 phases of training steps" in checks["runs"][1] and "14 more step(s) ran through" in checks["runs"][1]
     assert "stays float32, as in the original" in checks["low precision"][1]
     assert "ran under the CUDA shim automatically" in checks["device"][1]  # torch.cuda memory statistics work there
     assert checks["behaviour vs original"][0] == "pass"
@@ -463,3 +463,11 @@ def test_verify_selects_every_rule_whatever_check_selects_by_default():
 
     settings = verify_settings("cpu", "auto")
     assert settings.select == frozenset(RULES) and "AMP501" in settings.select and settings.unsafe_fixes
+
+
+def test_mp_spawn_children_get_the_harness_and_the_shim():
+    result = verify(os.path.join(CASES, "spawn_cuda.py"), "--format", "json")
+    document, checks = _checks(result)
+    assert result.returncode == 0, document["verdict"]
+    assert len(document["runs"]["amp"]["losses"]) == 4 and document["cuda_shim"]
+    assert checks["low precision"][0] == "pass"

@@ -485,7 +485,7 @@ def _behaviour(original: dict, amp: dict, fp32: dict, amp_phases: list[dict], ap
     intended = [c for c in applied if c in BEHAVIOUR_CHANGING and c in exercised]
     checks = []
     if idle:
-        lines = "; ".join(f"{code} (line {', '.join(str(n) for n in rows)})" for code, rows in idle.items())
+        lines = "; ".join(f"{code} (line {_spans(rows)})" for code, rows in idle.items())
         checks.append(Check("fixes", INFO, f"not exercised by this run: {lines} never ran with these arguments"))
     if horizon == 0:
         checks.append(Check("behaviour vs original", WARN, "the first step was skipped: nothing to compare with the original"))
@@ -523,6 +523,17 @@ def _behaviour(original: dict, amp: dict, fp32: dict, amp_phases: list[dict], ap
     else:
         checks += failed
     return checks
+
+
+def _spans(rows: list[int]) -> str:
+    """1, 5, 6, 7 -> '1, 5-7'."""
+    spans: list[list[int]] = []
+    for row in rows:
+        if spans and row == spans[-1][1] + 1:
+            spans[-1][1] = row
+        else:
+            spans.append([row, row])
+    return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in spans)
 
 
 def _exercised(applied: list[str], runner: dict) -> tuple[set, dict]:

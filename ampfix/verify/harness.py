@@ -69,13 +69,15 @@ class Trace:
         self.started = time.perf_counter()
         self.scale_history: list[float] = []
         self.skipped: list[int] = []  # indices (in steps) of recorded steps the scaler skipped
-        self.skip_keys: list[list[int]] = []  # [phase, step in phase] of every skipped step, run-through ones too
+        self.skip_keys: list[list[int]] = []  # [phase, step in phase, optimizer step in it] of every skipped step
         self.disabled_autocast: dict[str, int] = {}  # device type -> autocast regions the script disabled
         self.phases: list[dict] = []  # one per training loop that stepped, in order (see _phase_key)
         self.through_steps = 0  # steps run past a phase's limit to reach the next phase, not recorded
         self.pending_grads: dict[int, tuple] = {}  # optimizer id -> (gradient norm, divisor) before its step
         self.pending_clips: list = []  # total norms clip_grad_norm_ returned (what it acted on)
-        self.start_params: dict[int, object] = {}  # parameter id -> its copy when its phase began (w_0)
+        self.start_params: dict[int, object] = {}  # parameter id -> its sample's copy when its phase began (w_0)
+        self.sample_views: dict[int, object] = {}  # parameter id -> the view of it the digest reads
+        self.sampled = [0, 0]  # elements in the digest samples, elements in the parameters
         self.exercised: dict[str, list[int]] = {}  # watched file -> lines that ran
         self.shim_notes: list[str] = []  # what the CUDA shim changed (dtype chosen for the CPU, ...)
 
@@ -101,6 +103,7 @@ class Trace:
             "events": self.events,
             "disabled_autocast": self.disabled_autocast,
             "phases": self.phases,
+            "sampled": self.sampled,
             "through_steps": self.through_steps,
             "exercised": {f: sorted(lines) for f, lines in self.exercised.items()},
             "shim_notes": self.shim_notes,
@@ -212,8 +215,6 @@ def _install(trace: Trace, torch) -> None:
         current = trace.current
         trace.current = None
         phase = trace.phases[current["phase"]]
-        if current["skipped"]:
-            trace.skip_keys.append([current["phase"], current["index"]])  # replayed by the fp32 reference
         if current["through"]:
             phase["through"] += 1
             trace.through_steps += 1
@@ -303,6 +304,14 @@ def _install(trace: Trace, torch) -> None:
         return next((s._ampfix_scale for s in list(scalers) if getattr(s, "_ampfix_pending", False)
                      and getattr(s, "_ampfix_scale", None)), 1.0)
 
+    module_init = torch.nn.Module.__init__
+
+    def registering_init(self, *args, **kwargs):
+        module_init(self, *args, **kwargs)
+        _MODULES.add(self)  # for the names of the tensors in the report (cheaper than a heap scan)
+
+    torch.nn.Module.__init__ = registering_init
+
     live_optimizers = weakref.WeakSet()
     original_optimizer_init = torch.optim.Optimizer.__init__
 
@@ -355,12 +364,8 @@ def _install(trace: Trace, torch) -> None:
         return result
 
     def scaler_unscale(self, optimizer):
-        stage = _stage(self, optimizer)
-        if (self.is_enabled() and not state["in_scaler_step"] and id(optimizer) not in trace.pending_grads
-                and (stage is None or stage.name == "READY")):
-            grad = _gradient_norm(torch, _own_parameters(optimizer), getattr(self, "_ampfix_scale", None) or 1.0)
-            if grad is not None:
-                trace.pending_grads[id(optimizer)] = grad
+        # no pass over the gradients here: the clip that follows returns their norm, else the
+        # step measures them (unscaled by then)
         return original["unscale_"](self, optimizer)
 
     def scaler_step(self, optimizer, *args, **kwargs):
@@ -369,15 +374,28 @@ def _install(trace: Trace, torch) -> None:
         if self.is_enabled():
             trace.phases[-1]["scalers_stepped"] += 1
         self._ampfix_last_step = state["scaler_steps"]
-        if (trace.current["phase"], trace.current["index"]) in replay_skips:
-            # the fp32 reference skips where the AMP run skipped, so both stay aligned
-            trace.current["skipped"] = True
+        current = trace.current
+        key = (current["phase"], current["index"], current["optimizer_steps"] - 1)  # which step of the iteration
+        if key in replay_skips:
+            # the fp32 reference skips where the AMP run skipped (optimizer by optimizer), so both stay aligned
+            current["skipped"] = True
             return None
         state["in_scaler_step"] += 1
         try:
-            return original["step"](self, optimizer, *args, **kwargs)
+            result = original["step"](self, optimizer, *args, **kwargs)
         finally:
             state["in_scaler_step"] -= 1
+        if self.is_enabled() and _found_inf(self, optimizer):
+            current["skipped"] = True
+            trace.skip_keys.append(list(key))
+        return result
+
+    def _found_inf(scaler, optimizer) -> bool:
+        """Whether this optimizer's step was skipped: its inf checks, read before update() resets
+        them (scaler.step has synchronised on them already)."""
+        entry = getattr(scaler, "_per_optimizer_states", {}).get(id(optimizer))
+        found = entry.get("found_inf_per_device") if entry else None
+        return bool(found) and sum(float(v) for v in found.values()) > 0
 
     def scaler_update(self, *args, **kwargs):
         direct, self._ampfix_direct_step = getattr(self, "_ampfix_direct_step", False), False
@@ -518,9 +536,75 @@ def _install(trace: Trace, torch) -> None:
         autocast_init(self, device_type, dtype=dtype, enabled=enabled, cache_enabled=cache_enabled)
 
     torch.amp.autocast.__init__ = forced_autocast_init
+    _install_spawn(trace, torch)
     if config.get("cuda_shim"):
         _install_cuda_shim(torch, trace)
     _start_line_tracing(trace, state)
+
+
+def _install_spawn(trace: Trace, torch) -> None:
+    """``torch.multiprocessing.spawn`` children run the trainer: each gets the harness (and the
+    shim) before its function runs, and writes its own trace; the parent, which takes no step
+    itself, reports child 0's (see ``finish``)."""
+    import functools
+
+    import torch.multiprocessing
+
+    spawn_module = sys.modules["torch.multiprocessing.spawn"]  # the attribute `spawn` is the function
+    start_processes = spawn_module.start_processes
+
+    def start(fn, args=(), nprocs=1, join=True, daemon=False, start_method="spawn"):
+        import importlib
+
+        harness = importlib.import_module("ampfix.verify.harness")  # by name: this module may be __main__
+        trace.config["spawned"] = max(int(trace.config.get("spawned") or 0), int(nprocs))
+        wrapped = functools.partial(harness._spawned_child, fn, dict(trace.config))
+        return start_processes(wrapped, args, nprocs, join, daemon, start_method)
+
+    spawn_module.start_processes = start
+    torch.multiprocessing.start_processes = start
+
+
+def _spawned_child(fn, config: dict, index: int, *args) -> None:
+    """In a spawned child: the harness around ``fn(index, *args)``; never returns."""
+    config = dict(config, trace=f"{config['trace']}.spawn{index}", spawned=0)
+    if index:
+        config["progress"] = None
+    trace = Trace(config)
+    try:
+        _capture_warnings(trace)
+        import torch
+
+        _seed_everything(config["seed"], config["threads"])
+        _install(trace, torch)
+        fn(index, *args)
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            finish(trace, "error", f"SystemExit({exc.code!r})")
+    except BaseException as exc:  # noqa: BLE001 - the trainer's failure is the data
+        finish(trace, "error", "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:]))
+    finish(trace, "finished")
+
+
+def _adopt_spawned(trace: Trace, document: dict) -> dict:
+    """The parent of spawned trainers reports child 0's trace (the first failing child's status)."""
+    children = []
+    for index in range(int(trace.config.get("spawned") or 0)):
+        try:
+            with open(f"{trace.config['trace']}.spawn{index}", encoding="utf-8") as handle:
+                children.append(json.load(handle))
+        except (OSError, ValueError):
+            children.append({"status": "error", "error": f"spawned child {index} wrote no trace"})
+    if not children or document["steps"]:
+        return document
+    adopted = dict(children[0]) if "steps" in children[0] else dict(document, **children[0])
+    failed = next((c for c in children if c.get("status") not in ("stopped", "finished")), None)
+    if failed is not None:
+        adopted.update(status=failed["status"], error=failed.get("error"))
+    elif document["status"] not in ("stopped", "finished"):
+        adopted.update(status=document["status"], error=document.get("error"))
+    adopted["spawned"] = len(children)
+    return adopted
 
 
 def _clock_step(trace: Trace, counted: bool) -> None:
@@ -542,20 +626,43 @@ _LOSS_FUNCTIONS = (
 def parameter_digest(trace: Trace) -> Optional[dict]:
     """A cheap fingerprint of every parameter the optimizers hold, per tensor: the norm of each
     (``norm``) and of its update since its phase began (``update``, w_t - w_0), each one fused
-    op; turned into floats when the trace is written. Two runs that train alike have close
-    updates tensor by tensor; one global norm would hide an update a thousand times too small."""
+    op over a fixed sample of each tensor (all of a tensor of up to SAMPLE elements, else an
+    evenly strided view of SAMPLE of them: the same elements in every run, so two runs compare
+    exactly on them); turned into floats when the trace is written. Two runs that train alike
+    have close updates tensor by tensor; one global norm would hide an update a thousand times
+    too small."""
     torch = sys.modules["torch"]
     params = _parameters(trace, torch)
     if not params:
         return None
+    samples = [_sample(trace, p) for p in params]
     with torch.no_grad():
-        norms = torch._foreach_norm(params)
+        norms = torch._foreach_norm(samples)
         starts = [trace.start_params.get(id(p)) for p in params]
         if all(s is not None for s in starts):
-            updates = torch._foreach_norm(torch._foreach_sub(params, starts))
+            updates = torch._foreach_norm(torch._foreach_sub(samples, starts))
         else:  # a parameter whose optimizer has not stepped yet in this phase
-            updates = [torch.linalg.vector_norm(p - s) if s is not None else torch.zeros(()) for p, s in zip(params, starts)]
+            updates = [torch.linalg.vector_norm(v - s) if s is not None else torch.zeros(()) for v, s in zip(samples, starts)]
     return {"norm": norms, "update": updates, "count": len(params)}
+
+
+SAMPLE = 4096  # elements per tensor in the digest: its cost stays small next to a step
+
+
+def _sample(trace: Trace, p):
+    """The digest's view of a parameter (a live view: the optimizer updates in place)."""
+    view = trace.sample_views.get(id(p))
+    if view is None:
+        flat = p.detach()
+        if p.numel() > SAMPLE and p.is_contiguous():
+            stride = p.numel() // SAMPLE
+            while stride > 1 and math.gcd(stride, p.shape[-1]) != 1:
+                stride += 1  # coprime with a row's length: the sample spreads over every column
+            flat = flat.view(-1)[::stride]
+        view = trace.sample_views[id(p)] = flat
+        trace.sampled[0] += view.numel()
+        trace.sampled[1] += p.numel()
+    return view
 
 
 def _parameters(trace: Trace, torch) -> list:
@@ -578,6 +685,7 @@ def _close_phase(trace: Trace, torch) -> None:
     """A fresh list of optimizers for the next phase (the tensors of a phase are its own)."""
     _name_tensors(trace, torch)
     trace.optimizers, trace.parameters = [], None
+    trace.sample_views.clear()
 
 
 def _name_tensors(trace: Trace, torch) -> None:
@@ -593,13 +701,11 @@ def _name_tensors(trace: Trace, torch) -> None:
 
 
 def _names(params: list, torch) -> list[str]:
-    """Each parameter's name in the largest module that holds it (found among live objects once
-    per phase), else its shape."""
-    import gc
-
+    """Each parameter's name in the largest module that holds it (among the modules the script
+    built), else its shape."""
     wanted = {id(p): i for i, p in enumerate(params)}
     names = [f"#{i} {tuple(p.shape)}" for i, p in enumerate(params)]
-    modules = [o for o in gc.get_objects() if isinstance(o, torch.nn.Module)]
+    modules = list(_MODULES)
     modules.sort(key=lambda m: -sum(1 for _ in m.parameters()))
     named = set()
     for module in modules[:50]:
@@ -614,11 +720,13 @@ def _names(params: list, torch) -> list[str]:
 
 
 def _remember_start(trace: Trace, torch, optimizer) -> None:
-    """w_0 of the optimizer's parameters, copied before their first step in this phase."""
+    """w_0 of the optimizer's parameters (of their digest samples), copied before their first
+    step in this phase."""
     missing = [p for p in _own_parameters(optimizer) if id(p) not in trace.start_params]
     if missing:
         with torch.no_grad():
-            for p, copy in zip(missing, torch._foreach_add(missing, 0)):  # one fused copy
+            copies = torch._foreach_add([_sample(trace, p) for p in missing], 0)  # one fused copy
+            for p, copy in zip(missing, copies):
                 trace.start_params[id(p)] = copy
 
 
@@ -649,6 +757,7 @@ def _materialise(step: dict) -> None:
 
 
 _TORCH_DIR = None
+_MODULES = weakref.WeakSet()  # every torch.nn.Module the script built
 
 
 def _not_user_code(filename: str) -> bool:
@@ -768,8 +877,11 @@ def finish(trace: Trace, status: str, error: Optional[str] = None) -> None:
         if trace.status == "finished":
             trace.status = status
         trace.error = trace.error or error
+        document = trace.to_json()
+        if trace.config.get("spawned"):
+            document = _adopt_spawned(trace, document)
         with open(trace.config["trace"], "w", encoding="utf-8") as handle:
-            json.dump(trace.to_json(), handle, default=_jsonable)
+            json.dump(document, handle, default=_jsonable)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -148,7 +148,7 @@ def prepare(script: str, options: VerifyOptions) -> Prepared:
         )
     return Prepared(os.path.abspath(script), modules.get(entry, text), sorted(applied), device, root=root, modules=modules,
                     diff="".join(diffs), watched=_watched_lines(originals, sorted(applied), settings),
-                    phases_expected=count_training_loops([text, *originals.values()]))
+                    phases_expected=count_training_loops(list({os.path.abspath(script): text, **originals}.values())))
 
 
 def verify_settings(device: str, dtype: str) -> Settings:
@@ -171,7 +171,7 @@ def verify_settings(device: str, dtype: str) -> Settings:
 
 
 def _watched_lines(originals: dict[str, str], applied: list[str], settings: Settings) -> dict[str, list]:
-    """For each applied fix, the lines of the original it flags or edits: if none of them runs
+    """For each applied fix, the lines of the original it flags: if none of them runs
     in the original run, the fix is "not exercised by this run"."""
     watched: dict[str, list] = {}
     for path, text in originals.items():
@@ -182,8 +182,9 @@ def _watched_lines(originals: dict[str, str], applied: list[str], settings: Sett
         for diagnostic in diagnostics:
             if diagnostic.code not in applied or not diagnostic.fix_applies(True):
                 continue
-            rows = {diagnostic.location.row} | {start.row for start, _ in diagnostic.edit_locations}
-            watched.setdefault(diagnostic.code, []).extend((path, row) for row in sorted(rows))
+            # the flagged code's own lines (an edit may be an insertion before the next statement)
+            rows = range(diagnostic.location.row, diagnostic.end_location.row + 1)
+            watched.setdefault(diagnostic.code, []).extend((path, row) for row in rows)
     return watched
 
 
