@@ -373,7 +373,7 @@ def test_the_official_amp_recipe_shape_is_verified_phase_by_phase():
     result = verify(os.path.join(CASES, "amp_recipe.py"), "--format", "json")
     document, checks = _checks(result)
     assert result.returncode == 0, document["verdict"]
-    assert document["verdict"] == "PASS (rests on 8 non-skipped step(s) compared in 1 AMP phase(s) of 2)"
+    assert document["verdict"] == "PASS (rests on 8 non-skipped step(s) compared in 2 phases, 1 of them measured in low precision)"
     assert [p["steps"] for p in document["metrics"]["phases"]] == [4, 4]
     assert "2 phases of training steps" in checks["runs"][1] and "14 more step(s) ran through" in checks["runs"][1]
     assert "stays float32, as in the original" in checks["low precision"][1]
@@ -471,3 +471,13 @@ def test_mp_spawn_children_get_the_harness_and_the_shim():
     assert result.returncode == 0, document["verdict"]
     assert len(document["runs"]["amp"]["losses"]) == 4 and document["cuda_shim"]
     assert checks["low precision"][0] == "pass"
+
+
+def test_training_loops_are_counted_without_the_loops_that_never_run():
+    from ampfix.verify.runner import count_training_loops
+
+    with open(os.path.join(CASES, "amp_recipe.py")) as handle:
+        recipe = handle.read()
+    assert count_training_loops([recipe]) == 2  # the baseline and the AMP loop; not the range(0) one
+    with open(os.path.join(CASES, "two_optimizers_amp.py")) as handle:
+        assert count_training_loops([handle.read()]) == 1  # two optimizers, one loop

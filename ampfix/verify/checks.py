@@ -246,7 +246,7 @@ def evaluate(traces: dict[str, dict], applied: list[str], steps: int, tolerance:
     metrics["compared_steps"] = compared
     verdict = _finish(checks, metrics)
     if verdict.exit_code == EXIT_PASS:
-        where = f" in {len(amp_phases)} AMP phase(s) of {count}" if count > 1 else ""
+        where = f" in {count} phases, {len(amp_phases)} of them measured in low precision" if count > 1 else ""
         verdict.summary = f"PASS (rests on {compared} non-skipped step(s) compared{where})"
     return verdict
 
@@ -265,9 +265,9 @@ def _could_not_run(original: dict, steps: int) -> Optional[Verdict]:
     if ran == 0:
         summary = "the original took no optimizer step (is this a training script?)"
         return Verdict(EXIT_CANNOT_RUN, [Check("runs", FAIL, summary)], summary)
-    longest = max((len(p["indices"]) for p in phases(original)), default=0)
-    if longest < steps:
-        summary = (f"only {longest} of the {steps} steps asked for ran before the original ended: too few to verify "
+    # --steps is per phase; short phases (loops the script ends early) count together
+    if ran < steps:
+        summary = (f"only {ran} of the {steps} steps asked for ran before the original ended: too few to verify "
                    f"(lower --steps, or give the script more data)")
         return Verdict(EXIT_CANNOT_RUN, [Check("runs", FAIL, summary)], summary)
     return None
@@ -373,7 +373,7 @@ def _trains_like_fp32(amp: dict, fp32: dict, amp_phases: list[dict], dtype: str,
     amp_params, fp32_params = step_params(amp), step_params(fp32)
     steps = amp.get("steps", [])
     limit = update_tolerance(dtype, tolerance)
-    rows, outside, spikes, problems, compared, warmups = [], [], [], [], 0, 0
+    rows, outside, spikes, problems, compared, warmups, non_finite = [], [], [], [], 0, 0, []
     for number, phase in enumerate(amp_phases):
         warm = set(warm_up(amp, phase))
         warmups += len(warm)
@@ -391,7 +391,7 @@ def _trains_like_fp32(amp: dict, fp32: dict, amp_phases: list[dict], dtype: str,
             if not skipped:
                 a, r = amp_losses[i], fp32_losses[i]
                 if a is not None and r is not None and not math.isfinite(a) and math.isfinite(r):
-                    problems.append(f"non-finite AMP loss at step {i} where fp32 is finite")
+                    non_finite.append(i)
                 if loss_delta is not None or drift is not None:
                     compared += 1
                 if drift is not None and drift > limit:
@@ -402,6 +402,8 @@ def _trains_like_fp32(amp: dict, fp32: dict, amp_phases: list[dict], dtype: str,
             rows.append({"step": i, "phase": number, "amp_loss": amp_losses[i], "fp32_loss": fp32_losses[i],
                          "relative": loss_delta, "drift": drift, "tolerance": limit, "loss_tolerance": loss_limit,
                          "scale": steps[i].get("scale"), "skipped": skipped, "warm_up": i in warm})
+    if non_finite:
+        problems.append(f"non-finite AMP loss at steps {non_finite[:5]} where fp32 is finite")
     scales = amp.get("scale_history", [])
     if scales and min(scales) < 1:
         problems.append(f"the loss scale fell to {min(scales):g} (< 1)")
