@@ -77,6 +77,7 @@ class Trace:
         self.pending_clips: list = []  # total norms clip_grad_norm_ returned (what it acted on)
         self.start_params: dict[int, object] = {}  # parameter id -> its sample's copy when its phase began (w_0)
         self.sample_views: dict[int, object] = {}  # parameter id -> the view of it the digest reads
+        self.sample_strides: dict[int, int] = {}  # parameter id -> the stride of that view (> 1 only)
         self.sampled = [0, 0]  # elements in the digest samples, elements in the parameters
         self.exercised: dict[str, list[int]] = {}  # watched file -> lines that ran
         self.shim_notes: list[str] = []  # what the CUDA shim changed (dtype chosen for the CPU, ...)
@@ -200,7 +201,7 @@ def _install(trace: Trace, torch) -> None:
             grad = trace.pending_grads.get(id(optimizer))
             if grad is None:  # no unscale_ or clip before the step: its gradients, unscaled if still scaled
                 divisor = _pending_scale() if _scale_pending(optimizer) else 1.0
-                grad = _gradient_norm(torch, _own_parameters(optimizer), divisor)
+                grad = _gradient_norm(torch, _own_parameters(optimizer), divisor, trace.sample_strides)
             if grad is not None:
                 current["grad"].append(grad)
             current["clip"] += trace.pending_clips
@@ -659,6 +660,7 @@ def _sample(trace: Trace, p):
             while stride > 1 and math.gcd(stride, p.shape[-1]) != 1:
                 stride += 1  # coprime with a row's length: the sample spreads over every column
             flat = flat.view(-1)[::stride]
+            trace.sample_strides[id(p)] = stride
         view = trace.sample_views[id(p)] = flat
         trace.sampled[0] += view.numel()
         trace.sampled[1] += p.numel()
@@ -686,6 +688,7 @@ def _close_phase(trace: Trace, torch) -> None:
     _name_tensors(trace, torch)
     trace.optimizers, trace.parameters = [], None
     trace.sample_views.clear()
+    trace.sample_strides.clear()
 
 
 def _name_tensors(trace: Trace, torch) -> None:
@@ -735,9 +738,18 @@ def _own_parameters(optimizer) -> list:
     return [p for g in optimizer.param_groups for p in g["params"] if isinstance(p, torch.Tensor) and p.numel()]
 
 
-def _gradient_norm(torch, params: list, divisor: float) -> Optional[tuple]:
-    """(total gradient norm as a tensor, the loss scale it still carries): no sync here."""
-    grads = [p.grad for p in params if p.grad is not None]
+def _gradient_norm(torch, params: list, divisor: float, strides: Optional[dict] = None) -> Optional[tuple]:
+    """(total gradient norm as a tensor, the loss scale it still carries): no sync here. Over
+    the digest's sample of each large tensor where its stride is known (a constant factor, the
+    effect a prediction measures, scales the sample as it scales the whole)."""
+    strides = strides or {}
+    grads = []
+    for p in params:
+        grad = p.grad
+        if grad is None:
+            continue
+        stride = strides.get(id(p), 1)
+        grads.append(grad.view(-1)[::stride] if stride > 1 and grad.is_contiguous() else grad)
     if not grads:
         return None
     with torch.no_grad():
