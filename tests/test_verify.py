@@ -71,6 +71,8 @@ def test_a_correct_rewrite_passes_against_its_original():
         ("no_division", "differs from the original"),
         ("update_per_microbatch", "scaler.update() without a scaler.step()"),
         ("scaler_per_step", "a GradScaler is created"),
+        ("deprecated_scaler_per_step", "a GradScaler is created 10× at broken_deprecated_scaler_per_step.py:13 "),
+        ("step_after_unscale", "4× optimizer.step() after scaler.unscale_(): the step bypasses scaler.step"),
         ("step_bypasses_scaler", "bypassing scaler.step"),
         ("discarded_scaled_loss", "backward of an unscaled loss while a scaled one was discarded"),
         ("autocast_misses_forward", "autocast does not cover the forward pass"),
@@ -80,12 +82,18 @@ def test_broken_rewrites_fail_with_the_right_reason(case, reason):
     result = verify(os.path.join(CASES, f"broken_{case}.py"), "--against", os.path.join(CASES, "base.py"))
     assert result.returncode == 1, result.stdout
     assert reason in result.stdout
+    assert "update per micro-batch" not in result.stdout or case == "update_per_microbatch"
 
 
-def test_a_rewrite_for_cuda_only_says_so_on_a_cpu():
+def test_a_rewrite_for_cuda_only_runs_under_the_shim_on_a_cpu_and_says_so():
+    """The conversion of a device-agnostic script enables autocast on CUDA only: on a CPU it
+    equals its original, so verify starts again under the CUDA shim instead of failing."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
     result = verify(os.path.join(FIXTURES, "convert_tutorial_loop.py"))
-    assert result.returncode == 1
-    assert "present but disabled on this device (cpu" in result.stdout and "--cuda-shim" in result.stdout
+    assert result.returncode == 0, result.stdout
+    assert "ran under the CUDA shim automatically" in result.stdout and "cuda shim)" in result.stdout
+    assert "not a GPU figure" in result.stdout  # the speed line says what it measured
     assert "Failed to initialize NumPy" not in result.stdout + result.stderr  # the verify extra brings numpy
 
 
@@ -125,14 +133,21 @@ def test_a_hanging_script_is_killed_at_the_timeout_and_says_where(tmp_path):
     assert list(document["runs"]) == ["original"]
 
 
-def test_a_cuda_only_script_on_a_cpu_machine_says_so(tmp_path):
+def test_a_cuda_only_script_the_shim_cannot_run_cannot_be_verified_here(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     script = tmp_path / "cuda_only.py"
-    script.write_text(FIXABLE + "model = torch.nn.Linear(2, 2).cuda()\n")
-    result = verify(str(script))
-    assert result.returncode == 2
-    assert "needs CUDA" in result.stdout and "--cuda-shim" in result.stdout
+    script.write_text(
+        FIXABLE + "model = torch.nn.Linear(2, 2).cuda()\nbuffer = torch.cuda.FloatTensor(2)\n"
+        "opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        "for i in range(8):\n    model(torch.ones(1, 2).cuda()).sum().backward()\n    opt.step()\n"
+    )
+    result = verify(str(script), "--format", "json")
+    document = json.loads(result.stdout)
+    assert result.returncode == 2, document["verdict"]
+    assert document["verdict"].startswith("cannot verify on this device: the original needs CUDA, and under the CUDA "
+                                          "shim the original run does not run here")
+    assert "speed" not in {c["name"] for c in document["checks"]}
     asked = verify(str(script), "--device", "cuda")
     assert asked.returncode == 2 and "this machine has no CUDA device" in asked.stderr
 
@@ -298,3 +313,171 @@ def test_an_untouched_two_optimizer_fp32_loop_is_not_a_behaviour_change_and_has_
     assert result.returncode == 1
     assert "behaviour vs original  pass" in result.stdout and "trains like fp32       pass" in result.stdout
     assert "the rewrite never enters autocast" in result.stdout
+
+
+# -- issue 22: sensitive numerics, phases, predicted changes, the device --------------------
+
+
+def _checks(result):
+    document = json.loads(result.stdout)
+    return document, {c["name"]: (c["status"], c["detail"]) for c in document["checks"]}
+
+
+def test_a_clamp_on_still_scaled_gradients_fails_on_the_updates():
+    """No clip function runs, so no protocol event sees it; the weights barely move (each
+    gradient clamped to 0.05 / 65536): one global parameter norm hid it, the updates do not."""
+    result = verify(os.path.join(CASES, "broken_clamp_scaled_gradients.py"), "--against",
+                    os.path.join(CASES, "clamp_fp32.py"), "--format", "json", steps="20")
+    document, checks = _checks(result)
+    assert result.returncode == 1, document["verdict"]
+    status, detail = checks["trains like fp32"]
+    assert status == "fail" and "the parameters' updates differ from the fp32 reference's by 1.00e+00" in detail
+    assert "most in 0.weight" in detail and "the AMP update is 3.2e-05× the fp32 one" in detail
+    assert checks["scaler protocol"][0] == "pass" and checks["behaviour vs original"][0] == "pass"
+
+
+def test_a_two_percent_learning_rate_change_is_a_behaviour_change():
+    result = verify(os.path.join(CASES, "broken_lr_change.py"), "--against", os.path.join(CASES, "base.py"),
+                    "--format", "json", steps="8")
+    document, checks = _checks(result)
+    assert result.returncode == 1
+    assert checks["trains like fp32"][0] == "pass"
+    assert checks["behaviour vs original"] == (
+        "fail", "the fp32 reference differs from the original by up to 2.00e-02 relative (updates at step 0), but the "
+                "rewrite should train identically")
+
+
+def test_a_missing_loss_division_fails_clearly():
+    result = verify(os.path.join(CASES, "broken_no_division.py"), "--against", os.path.join(CASES, "base.py"),
+                    "--format", "json", steps="8")
+    document, checks = _checks(result)
+    assert result.returncode == 1
+    status, detail = checks["behaviour vs original"]
+    assert status == "fail" and "differs from the original by up to 1.00e+00 relative (gradients at step" in detail
+
+
+def test_real_bfloat16_differences_pass_over_twenty_steps():
+    """A conv + BatchNorm model under Adam, bfloat16 against float32: rounding noise, not a bug."""
+    result = verify(os.path.join(CASES, "adam_cnn_bf16.py"), "--against", os.path.join(CASES, "adam_cnn_fp32.py"),
+                    "--format", "json", steps="20")
+    document, checks = _checks(result)
+    assert result.returncode == 0, document["verdict"]
+    assert document["verdict"] == "PASS (rests on 20 non-skipped step(s) compared)"
+    assert 1e-4 < document["metrics"]["max_update_difference"] < 0.078 / 2
+    assert "updates within 0.078 of the fp32 update (bfloat16)" in checks["trains like fp32"][1]
+
+
+def test_the_official_amp_recipe_shape_is_verified_phase_by_phase():
+    """An fp32 baseline loop, then an AMP loop (and loops of zero epochs): two phases, the
+    baseline run through to reach the AMP loop, each compared with the same phase."""
+    result = verify(os.path.join(CASES, "amp_recipe.py"), "--format", "json")
+    document, checks = _checks(result)
+    assert result.returncode == 0, document["verdict"]
+    assert document["verdict"] == "PASS (rests on 8 non-skipped step(s) compared in 2 phases, 1 of them measured in low precision)"
+    assert [p["steps"] for p in document["metrics"]["phases"]] == [4, 4]
+    assert "2 phases of training steps" in checks["runs"][1] and "14 more step(s) ran through" in checks["runs"][1]
+    assert "stays float32, as in the original" in checks["low precision"][1]
+    assert "ran under the CUDA shim automatically" in checks["device"][1]  # torch.cuda memory statistics work there
+    assert checks["behaviour vs original"][0] == "pass"
+    assert "fixes" not in checks  # the scaler line between the loops ran: every fix exercised
+
+
+def test_a_scaler_warm_up_is_a_warm_up_and_a_pass_needs_steps_that_trained():
+    warm = verify(os.path.join(CASES, "warmup_skips_amp.py"), "--against", os.path.join(CASES, "warmup_fp32.py"),
+                  "--format", "json", steps="8")
+    document, checks = _checks(warm)
+    assert warm.returncode == 0 and document["verdict"] == "PASS (rests on 5 non-skipped step(s) compared)"
+    assert "3 scaler warm-up skip(s) skipped in both" in checks["trains like fp32"][1]
+    only_warm_up = verify(os.path.join(CASES, "warmup_skips_amp.py"), "--against", os.path.join(CASES, "warmup_fp32.py"),
+                          "--format", "json", steps="3")
+    document, _ = _checks(only_warm_up)
+    assert only_warm_up.returncode == 2
+    assert document["verdict"].startswith("every step the AMP run took was a scaler warm-up skip")
+
+
+def test_an_accumulation_fix_is_predicted_and_measured_and_an_unrun_fix_is_not_exercised():
+    result = verify(os.path.join(CASES, "accumulation_undivided.py"), "--format", "json")
+    document, checks = _checks(result)
+    assert result.returncode == 0, document["verdict"]
+    assert checks["AMP301 prediction"] == (
+        "pass", "the first step's gradients are the original's / 4 (the accumulation factor), as predicted: measured "
+                "ratio 0.25")
+    assert checks["behaviour vs original"][0] == "info"
+    assert checks["fixes"] == ("info", "not exercised by this run: AMP101 (line 22) never ran with these arguments")
+    assert checks["low precision"][0] == "info"  # a float32 bug fix is not an AMP rewrite that failed
+
+
+def _step(grad, update, backwards=1):
+    return {"criterion": [1.0], "backwards": backwards, "updates": 0, "optimizer_steps": 1, "phase": 0,
+            "grad": [grad], "clip": [], "params": {"norm": 10.0, "update": update, "updates": [update],
+                                                     "tensors": [10.0]}}
+
+
+def _trace(steps, **extra):
+    trace = {"status": "stopped", "steps": steps, "phases": [{"key": "t.py:3", "steps": len(steps), "tensors": ["w"]}],
+             "events": {}, "flops": {}, "skipped": []}
+    trace.update(extra)
+    return trace
+
+
+def test_a_double_division_fails_naming_amp301():
+    """The fix divided the loss by the factor twice (the first step's gradients are the
+    original's / 4 with 2 micro-batches): larger than the intended change, so it fails."""
+    from ampfix.verify.checks import evaluate
+
+    original = _trace([_step(1.0, 0.1, 2), _step(1.0, 0.2, 2)])
+    rewrite = _trace([_step(0.25, 0.025, 2), _step(0.25, 0.05, 2)])
+    verdict = evaluate({"original": original, "amp": rewrite, "fp32": rewrite}, ["AMP301"], 2)
+    assert verdict.exit_code == 1
+    [prediction] = [c for c in verdict.checks if c.name == "AMP301 prediction"]
+    assert prediction.status == "fail" and prediction.detail == (
+        "AMP301 predicts the first step's gradients = the original's / 2 (ratio 0.5); measured 0.25: the loss is "
+        "divided more than the accumulation factor")
+    halved = _trace([_step(0.5, 0.05, 2), _step(0.5, 0.1, 2)])
+    assert evaluate({"original": original, "amp": halved, "fp32": halved}, ["AMP301"], 2).exit_code == 0
+
+
+def test_a_one_step_loss_spike_is_judged_by_the_parameters():
+    from ampfix.verify.checks import evaluate
+
+    steps = [_step(1.0, 0.1 * (i + 1)) for i in range(4)]
+    spiky = [dict(s, criterion=[1.2 if i == 2 else 1.0]) for i, s in enumerate(steps)]
+    verdict = evaluate({"original": _trace(steps), "amp": _trace(spiky), "fp32": _trace(steps)}, [], 4, against=True)
+    [check] = [c for c in verdict.checks if c.name == "trains like fp32"]
+    assert check.status == "warn" and "the loss jumps by 2.00e-01 at step 2" in check.detail
+    assert "judged by the parameters" in check.detail
+
+
+def test_an_lstm_under_the_cuda_shim_runs_in_bfloat16_and_says_so():
+    result = verify(os.path.join(CASES, "lstm_cuda.py"), "--format", "json", steps="6")
+    document, checks = _checks(result)
+    assert result.returncode == 0, document["verdict"]
+    assert document["metrics"]["dtype"] == "bfloat16"
+    assert any("bfloat16 instead of float16 on the CPU, for the model's recurrent (LSTM/GRU/RNN) layers" in c["detail"]
+               for c in document["checks"])
+
+
+def test_verify_selects_every_rule_whatever_check_selects_by_default():
+    from ampfix.rules import RULES
+    from ampfix.verify.runner import verify_settings
+
+    settings = verify_settings("cpu", "auto")
+    assert settings.select == frozenset(RULES) and "AMP501" in settings.select and settings.unsafe_fixes
+
+
+def test_mp_spawn_children_get_the_harness_and_the_shim():
+    result = verify(os.path.join(CASES, "spawn_cuda.py"), "--format", "json")
+    document, checks = _checks(result)
+    assert result.returncode == 0, document["verdict"]
+    assert len(document["runs"]["amp"]["losses"]) == 4 and document["cuda_shim"]
+    assert checks["low precision"][0] == "pass"
+
+
+def test_training_loops_are_counted_without_the_loops_that_never_run():
+    from ampfix.verify.runner import count_training_loops
+
+    with open(os.path.join(CASES, "amp_recipe.py")) as handle:
+        recipe = handle.read()
+    assert count_training_loops([recipe]) == 2  # the baseline and the AMP loop; not the range(0) one
+    with open(os.path.join(CASES, "two_optimizers_amp.py")) as handle:
+        assert count_training_loops([handle.read()]) == 1  # two optimizers, one loop

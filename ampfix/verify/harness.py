@@ -47,6 +47,7 @@ class Trace:
         self.pending_backwards = 0
         self.compile_calls = 0
         self.autocast_entered = 0  # autocast regions the script enabled (before fp32 mode forces them off)
+        self.pending_autocast = 0  # of them, since the last optimizer step
         self.optimizers: list = []  # those that stepped, held to the end (their digest is taken then)
         self.parameters: Optional[tuple] = None  # (key of the optimizers' groups, their parameters)
         self.progress_fd: Optional[int] = None
@@ -67,8 +68,19 @@ class Trace:
         self.last_step_cpu = None
         self.started = time.perf_counter()
         self.scale_history: list[float] = []
-        self.skipped: list[int] = []
+        self.skipped: list[int] = []  # indices (in steps) of recorded steps the scaler skipped
+        self.skip_keys: list[list[int]] = []  # [phase, step in phase, optimizer step in it] of every skipped step
         self.disabled_autocast: dict[str, int] = {}  # device type -> autocast regions the script disabled
+        self.phases: list[dict] = []  # one per training loop that stepped, in order (see _phase_key)
+        self.through_steps = 0  # steps run past a phase's limit to reach the next phase, not recorded
+        self.pending_grads: dict[int, tuple] = {}  # optimizer id -> (gradient norm, divisor) before its step
+        self.pending_clips: list = []  # total norms clip_grad_norm_ returned (what it acted on)
+        self.start_params: dict[int, object] = {}  # parameter id -> its sample's copy when its phase began (w_0)
+        self.sample_views: dict[int, object] = {}  # parameter id -> the view of it the digest reads
+        self.sample_strides: dict[int, int] = {}  # parameter id -> the stride of that view (> 1 only)
+        self.sampled = [0, 0]  # elements in the digest samples, elements in the parameters
+        self.exercised: dict[str, list[int]] = {}  # watched file -> lines that ran
+        self.shim_notes: list[str] = []  # what the CUDA shim changed (dtype chosen for the CPU, ...)
 
     def event(self, name: str, detail: str) -> None:
         self.events[name] = self.events.get(name, 0) + 1
@@ -82,9 +94,7 @@ class Trace:
         if torch is not None and torch.cuda.is_available() and not self.config.get("cuda_shim"):
             cuda_peak = torch.cuda.max_memory_allocated()
         for step in self.steps:
-            digest = step.get("params")
-            if digest is not None and not isinstance(digest["norm"], float):
-                digest["norm"] = math.sqrt(sum(float(n) ** 2 for n in digest["norm"]))
+            _materialise(step)
         return {
             "mode": self.config["mode"],
             "status": self.status,
@@ -93,6 +103,11 @@ class Trace:
             "steps": self.steps,
             "events": self.events,
             "disabled_autocast": self.disabled_autocast,
+            "phases": self.phases,
+            "sampled": self.sampled,
+            "through_steps": self.through_steps,
+            "exercised": {f: sorted(lines) for f, lines in self.exercised.items()},
+            "shim_notes": self.shim_notes,
             "event_samples": self.event_samples,
             "scalers_created": self.scalers_created,
             "scaler_sites": self.scaler_sites,
@@ -103,6 +118,7 @@ class Trace:
             "step_cpu_times": self.step_cpu_times,
             "scale_history": self.scale_history,
             "skipped": self.skipped,
+            "skip_keys": self.skip_keys,
             "compile_calls": self.compile_calls,
             "autocast_entered": self.autocast_entered,
             "peak_rss": peak,
@@ -135,51 +151,90 @@ def _install(trace: Trace, torch) -> None:
     limit = config["steps"]
     window = set(range(config.get("flop_window", [2, 4])[0], config.get("flop_window", [2, 4])[1]))
     scalers = weakref.WeakSet()
-    state = {"in_scaler_step": 0, "opt_depth": 0, "mode_active": None, "scaler_steps": 0}
+    state = {"in_scaler_step": 0, "opt_depth": 0, "mode_active": None, "scaler_steps": 0, "tracing": False}
     GradScaler = torch.amp.GradScaler
 
-    # -- step accounting: iterations ------------------------------------------------------
-    replay_skips = set(config.get("replay_skips") or [])  # the AMP run's skipped steps (fp32 mode)
+    # -- step accounting: iterations, grouped in phases (one per training loop) ---------------
+    replay_skips = {tuple(key) for key in config.get("replay_skips") or []}  # the AMP run's [phase, step]
+    phases_expected = max(1, int(config.get("phases_expected") or 1))
+    max_through = int(config.get("max_through_steps", 2000))
 
     def optimizer_stepping(optimizer) -> None:
         """An optimizer step begins: it opens the next iteration when this optimizer already
-        stepped in the current one, or the scaler's update() closed it; before the first step
-        past the limit the run ends (recorded and left from here: no `except:` can swallow it)."""
+        stepped in the current one, the scaler's update() closed it, or it steps in another
+        training loop (a new phase); before the first step past a phase's limit the run ends
+        (recorded and left from here: no `except:` can swallow it), unless a later training
+        loop is still to come: then the steps run through, unrecorded, until it begins."""
         current = trace.current
-        if current is None or current["closed"] or id(optimizer) in current["optimizer_ids"]:
+        key = _phase_key(sys._getframe(1))
+        if (current is None or current["closed"] or id(optimizer) in current["optimizer_ids"]
+                or key != current["phase_key"]):
             if current is not None:
                 close_iteration()
-            if len(trace.steps) >= limit:
+            phase = trace.phases[-1] if trace.phases else None
+            if phase is None or phase["key"] != key:
+                if phase is not None:
+                    _close_phase(trace, torch)
+                phase = {"key": key, "steps": 0, "through": 0, "autocast_entered": 0, "flops": {},
+                         "scalers_stepped": 0}
+                trace.phases.append(phase)
+                trace.start_params.clear()  # w_0 of this phase: taken as its optimizers first step
+            through = phase["steps"] >= limit
+            if through and (len(trace.phases) >= phases_expected or trace.through_steps >= max_through):
                 finish(trace, "stopped")
             trace.current = current = {
                 "losses": [], "criterion": [], "backwards": 0, "skipped": False, "updates": 0,
-                "optimizer_steps": 0, "optimizer_ids": set(), "closed": False,
+                "optimizer_steps": 0, "optimizer_ids": set(), "closed": False, "phase_key": key,
+                "phase": len(trace.phases) - 1, "index": phase["steps"] + phase["through"], "through": through,
+                "grad": [], "clip": [],
             }
-            _flop_window(len(trace.steps))
+            _flop_window(None if through else phase["steps"])
         current["optimizer_ids"].add(id(optimizer))
         current["optimizer_steps"] += 1
         current["losses"] += trace.pending_losses
         current["criterion"] += trace.pending_criterion
         current["backwards"] += trace.pending_backwards
+        trace.phases[-1]["autocast_entered"] += trace.pending_autocast
         trace.pending_losses, trace.pending_criterion, trace.pending_backwards = [], [], 0
+        trace.pending_autocast = 0
+        if not current["through"]:
+            grad = trace.pending_grads.get(id(optimizer))
+            if grad is None:  # no unscale_ or clip before the step: its gradients, unscaled if still scaled
+                divisor = _pending_scale() if _scale_pending(optimizer) else 1.0
+                grad = _gradient_norm(torch, _own_parameters(optimizer), divisor, trace.sample_strides)
+            if grad is not None:
+                current["grad"].append(grad)
+            current["clip"] += trace.pending_clips
+            _remember_start(trace, torch, optimizer)
+        trace.pending_grads.pop(id(optimizer), None)
+        trace.pending_clips = []
         if not any(o is optimizer for o in trace.optimizers):
             trace.optimizers.append(optimizer)
+            trace.parameters = None
 
     def close_iteration() -> None:
         current = trace.current
         trace.current = None
-        _clock_step(trace, counted=state["mode_active"] is None)  # steps under the FLOP counter are slower
-        current.pop("optimizer_ids")
-        current.pop("closed")
+        phase = trace.phases[current["phase"]]
+        if current["through"]:
+            phase["through"] += 1
+            trace.through_steps += 1
+            return
+        _clock_step(trace, counted=state["mode_active"] is None)
+        for name in ("optimizer_ids", "closed", "phase_key", "through"):
+            current.pop(name)
         current["params"] = parameter_digest(trace)
+        if phase["steps"] == 0:
+            _name_tensors(trace, torch)
         if current["skipped"]:
             trace.skipped.append(len(trace.steps))
         trace.steps.append(current)
+        phase["steps"] += 1
         _report_progress(trace)
 
     trace.close_iteration = close_iteration
 
-    def _flop_window(index: int) -> None:
+    def _flop_window(index) -> None:
         if config.get("count_flops", True) is False:
             return
         active = state["mode_active"]
@@ -198,6 +253,20 @@ def _install(trace: Trace, torch) -> None:
             optimizer_stepping(optimizer)
             if _scale_pending(optimizer):
                 trace.event("step_bypasses_scaler", f"{type(optimizer).__name__}.step() on scaled gradients")
+            else:
+                unscaled_by = _unscaled_by(optimizer)
+                if unscaled_by is not None:
+                    unscaled_by._ampfix_direct_step = True  # its update() then has no scaler.step: this is why
+                    trace.event("step_after_unscale", f"{type(optimizer).__name__}.step() after scaler.unscale_()")
+        return None
+
+    def _unscaled_by(optimizer):
+        """The enabled scaler that unscaled this optimizer's gradients in the current step."""
+        for scaler in list(scalers):
+            if scaler.is_enabled() and getattr(scaler, "_ampfix_pending", False):
+                stage = _stage(scaler, optimizer)
+                if stage is not None and stage.name == "UNSCALED":
+                    return scaler
         return None
 
     def post_hook(optimizer, args, kwargs):
@@ -232,6 +301,18 @@ def _install(trace: Trace, torch) -> None:
                 return True
         return False
 
+    def _pending_scale() -> float:
+        return next((s._ampfix_scale for s in list(scalers) if getattr(s, "_ampfix_pending", False)
+                     and getattr(s, "_ampfix_scale", None)), 1.0)
+
+    module_init = torch.nn.Module.__init__
+
+    def registering_init(self, *args, **kwargs):
+        module_init(self, *args, **kwargs)
+        _MODULES.add(self)  # for the names of the tensors in the report (cheaper than a heap scan)
+
+    torch.nn.Module.__init__ = registering_init
+
     live_optimizers = weakref.WeakSet()
     original_optimizer_init = torch.optim.Optimizer.__init__
 
@@ -264,7 +345,7 @@ def _install(trace: Trace, torch) -> None:
         original["__init__"](self, *args, **kwargs)
         trace.scalers_created += 1
         caller = sys._getframe(1)
-        while caller is not None and caller.f_code.co_filename == __file__:
+        while caller is not None and _not_user_code(caller.f_code.co_filename):
             caller = caller.f_back
         site = f"{os.path.basename(caller.f_code.co_filename)}:{caller.f_lineno}" if caller else "?"
         trace.scaler_sites[site] = trace.scaler_sites.get(site, 0) + 1
@@ -284,24 +365,42 @@ def _install(trace: Trace, torch) -> None:
         return result
 
     def scaler_unscale(self, optimizer):
+        # no pass over the gradients here: the clip that follows returns their norm, else the
+        # step measures them (unscaled by then)
         return original["unscale_"](self, optimizer)
 
     def scaler_step(self, optimizer, *args, **kwargs):
         optimizer_stepping(optimizer)
         state["scaler_steps"] += 1
+        if self.is_enabled():
+            trace.phases[-1]["scalers_stepped"] += 1
         self._ampfix_last_step = state["scaler_steps"]
-        if len(trace.steps) in replay_skips:
-            # the fp32 reference skips where the AMP run skipped, so both stay aligned
-            trace.current["skipped"] = True
+        current = trace.current
+        key = (current["phase"], current["index"], current["optimizer_steps"] - 1)  # which step of the iteration
+        if key in replay_skips:
+            # the fp32 reference skips where the AMP run skipped (optimizer by optimizer), so both stay aligned
+            current["skipped"] = True
             return None
         state["in_scaler_step"] += 1
         try:
-            return original["step"](self, optimizer, *args, **kwargs)
+            result = original["step"](self, optimizer, *args, **kwargs)
         finally:
             state["in_scaler_step"] -= 1
+        if self.is_enabled() and _found_inf(self, optimizer):
+            current["skipped"] = True
+            trace.skip_keys.append(list(key))
+        return result
+
+    def _found_inf(scaler, optimizer) -> bool:
+        """Whether this optimizer's step was skipped: its inf checks, read before update() resets
+        them (scaler.step has synchronised on them already)."""
+        entry = getattr(scaler, "_per_optimizer_states", {}).get(id(optimizer))
+        found = entry.get("found_inf_per_device") if entry else None
+        return bool(found) and sum(float(v) for v in found.values()) > 0
 
     def scaler_update(self, *args, **kwargs):
-        if self.is_enabled() and self._ampfix_last_step == self._ampfix_last_update:
+        direct, self._ampfix_direct_step = getattr(self, "_ampfix_direct_step", False), False
+        if self.is_enabled() and self._ampfix_last_step == self._ampfix_last_update and not direct:
             trace.event("update_without_step", "scaler.update() with no scaler.step() since the last update")
         self._ampfix_last_update = self._ampfix_last_step
         before = getattr(self, "_ampfix_scale", None)
@@ -345,9 +444,16 @@ def _install(trace: Trace, torch) -> None:
                     args = (params, *args[1:]) if args else args
                     if not args:
                         kwargs["parameters"] = params
-                    if _scale_pending(params=params):
+                    scaled = _scale_pending(params=params)
+                    if scaled:
                         trace.event("clip_on_scaled_gradients", f"{_name} before scaler.unscale_()")
-                return _function(*args, **kwargs)
+                result = _function(*args, **kwargs)
+                if _name == "clip_grad_norm_" and isinstance(result, torch.Tensor):
+                    trace.pending_clips.append(result.detach())  # the total norm it clipped (before clipping)
+                    divisor = _pending_scale() if scaled else 1.0
+                    for optimizer in _optimizers_of(params):
+                        trace.pending_grads.setdefault(id(optimizer), (result.detach(), divisor))
+                return result
 
             clip._ampfix = True
             setattr(module, name, clip)
@@ -420,18 +526,86 @@ def _install(trace: Trace, torch) -> None:
     def forced_autocast_init(self, device_type, dtype=None, enabled=True, cache_enabled=None):
         if enabled:
             trace.autocast_entered += 1
+            trace.pending_autocast += 1
         if mode != "fp32" and not enabled:
             # the script's own choice (``enabled=device.type == "cuda"`` on a CPU): reported as such
             trace.disabled_autocast[str(device_type)] = trace.disabled_autocast.get(str(device_type), 0) + 1
         if mode == "fp32":
             enabled = False
         if config.get("cuda_shim") and str(device_type).startswith("cuda"):
-            device_type, dtype = "cpu", dtype or torch.float16
+            device_type, dtype = "cpu", shim_dtype(torch, dtype)
         autocast_init(self, device_type, dtype=dtype, enabled=enabled, cache_enabled=cache_enabled)
 
     torch.amp.autocast.__init__ = forced_autocast_init
+    _install_spawn(trace, torch)
     if config.get("cuda_shim"):
-        _install_cuda_shim(torch)
+        _install_cuda_shim(torch, trace)
+    _start_line_tracing(trace, state)
+
+
+def _install_spawn(trace: Trace, torch) -> None:
+    """``torch.multiprocessing.spawn`` children run the trainer: each gets the harness (and the
+    shim) before its function runs, and writes its own trace; the parent, which takes no step
+    itself, reports child 0's (see ``finish``)."""
+    import functools
+
+    import torch.multiprocessing
+
+    spawn_module = sys.modules["torch.multiprocessing.spawn"]  # the attribute `spawn` is the function
+    start_processes = spawn_module.start_processes
+
+    def start(fn, args=(), nprocs=1, join=True, daemon=False, start_method="spawn"):
+        import importlib
+
+        harness = importlib.import_module("ampfix.verify.harness")  # by name: this module may be __main__
+        trace.config["spawned"] = max(int(trace.config.get("spawned") or 0), int(nprocs))
+        wrapped = functools.partial(harness._spawned_child, fn, dict(trace.config))
+        return start_processes(wrapped, args, nprocs, join, daemon, start_method)
+
+    spawn_module.start_processes = start
+    torch.multiprocessing.start_processes = start
+
+
+def _spawned_child(fn, config: dict, index: int, *args) -> None:
+    """In a spawned child: the harness around ``fn(index, *args)``; never returns."""
+    config = dict(config, trace=f"{config['trace']}.spawn{index}", spawned=0)
+    if index:
+        config["progress"] = None
+    trace = Trace(config)
+    try:
+        _capture_warnings(trace)
+        import torch
+
+        _seed_everything(config["seed"], config["threads"])
+        _install(trace, torch)
+        fn(index, *args)
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            finish(trace, "error", f"SystemExit({exc.code!r})")
+    except BaseException as exc:  # noqa: BLE001 - the trainer's failure is the data
+        finish(trace, "error", "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:]))
+    finish(trace, "finished")
+
+
+def _adopt_spawned(trace: Trace, document: dict) -> dict:
+    """The parent of spawned trainers reports child 0's trace (the first failing child's status)."""
+    children = []
+    for index in range(int(trace.config.get("spawned") or 0)):
+        try:
+            with open(f"{trace.config['trace']}.spawn{index}", encoding="utf-8") as handle:
+                children.append(json.load(handle))
+        except (OSError, ValueError):
+            children.append({"status": "error", "error": f"spawned child {index} wrote no trace"})
+    if not children or document["steps"]:
+        return document
+    adopted = dict(children[0]) if "steps" in children[0] else dict(document, **children[0])
+    failed = next((c for c in children if c.get("status") not in ("stopped", "finished")), None)
+    if failed is not None:
+        adopted.update(status=failed["status"], error=failed.get("error"))
+    elif document["status"] not in ("stopped", "finished"):
+        adopted.update(status=document["status"], error=document.get("error"))
+    adopted["spawned"] = len(children)
+    return adopted
 
 
 def _clock_step(trace: Trace, counted: bool) -> None:
@@ -451,16 +625,46 @@ _LOSS_FUNCTIONS = (
 
 
 def parameter_digest(trace: Trace) -> Optional[dict]:
-    """A cheap fingerprint of every parameter the optimizers hold: the L2 norm of them all (a
-    norm per tensor in one fused op, combined in float64 when the trace is written). Equal
-    digests: the same training; their relative difference: how far two runs went apart."""
+    """A cheap fingerprint of every parameter the optimizers hold, per tensor: the norm of each
+    (``norm``) and of its update since its phase began (``update``, w_t - w_0), each one fused
+    op over a fixed sample of each tensor (all of a tensor of up to SAMPLE elements, else an
+    evenly strided view of SAMPLE of them: the same elements in every run, so two runs compare
+    exactly on them); turned into floats when the trace is written. Two runs that train alike
+    have close updates tensor by tensor; one global norm would hide an update a thousand times
+    too small."""
     torch = sys.modules["torch"]
     params = _parameters(trace, torch)
     if not params:
         return None
+    samples = [_sample(trace, p) for p in params]
     with torch.no_grad():
-        norms = torch._foreach_norm(params)  # one fused op; combined when the trace is written
-    return {"norm": norms, "count": len(params)}
+        norms = torch._foreach_norm(samples)
+        starts = [trace.start_params.get(id(p)) for p in params]
+        if all(s is not None for s in starts):
+            updates = torch._foreach_norm(torch._foreach_sub(samples, starts))
+        else:  # a parameter whose optimizer has not stepped yet in this phase
+            updates = [torch.linalg.vector_norm(v - s) if s is not None else torch.zeros(()) for v, s in zip(samples, starts)]
+    return {"norm": norms, "update": updates, "count": len(params)}
+
+
+SAMPLE = 4096  # elements per tensor in the digest: its cost stays small next to a step
+
+
+def _sample(trace: Trace, p):
+    """The digest's view of a parameter (a live view: the optimizer updates in place)."""
+    view = trace.sample_views.get(id(p))
+    if view is None:
+        flat = p.detach()
+        if p.numel() > SAMPLE and p.is_contiguous():
+            stride = p.numel() // SAMPLE
+            while stride > 1 and math.gcd(stride, p.shape[-1]) != 1:
+                stride += 1  # coprime with a row's length: the sample spreads over every column
+            flat = flat.view(-1)[::stride]
+            trace.sample_strides[id(p)] = stride
+        view = trace.sample_views[id(p)] = flat
+        trace.sampled[0] += view.numel()
+        trace.sampled[1] += p.numel()
+    return view
 
 
 def _parameters(trace: Trace, torch) -> list:
@@ -477,6 +681,186 @@ def _parameters(trace: Trace, torch) -> list:
                         params.append(p)
         cached = trace.parameters = (key, params)
     return cached[1]
+
+
+def _close_phase(trace: Trace, torch) -> None:
+    """A fresh list of optimizers for the next phase (the tensors of a phase are its own)."""
+    _name_tensors(trace, torch)
+    trace.optimizers, trace.parameters = [], None
+    trace.sample_views.clear()
+    trace.sample_strides.clear()
+
+
+def _name_tensors(trace: Trace, torch) -> None:
+    """The phase's tensors by name, for the report: taken at its first step, while the modules
+    are alive (a finished script's globals are gone)."""
+    phase = trace.phases[-1]
+    if "tensors" in phase:
+        return
+    try:
+        phase["tensors"] = _names(_parameters(trace, torch), torch)
+    except Exception:  # names are for people; a failure to find them must not stop the run
+        phase["tensors"] = []
+
+
+def _names(params: list, torch) -> list[str]:
+    """Each parameter's name in the largest module that holds it (among the modules the script
+    built), else its shape."""
+    wanted = {id(p): i for i, p in enumerate(params)}
+    names = [f"#{i} {tuple(p.shape)}" for i, p in enumerate(params)]
+    modules = list(_MODULES)
+    modules.sort(key=lambda m: -sum(1 for _ in m.parameters()))
+    named = set()
+    for module in modules[:50]:
+        for name, p in module.named_parameters():
+            index = wanted.get(id(p))
+            if index is not None and index not in named:
+                named.add(index)
+                names[index] = name
+        if len(named) == len(params):
+            break
+    return names
+
+
+def _remember_start(trace: Trace, torch, optimizer) -> None:
+    """w_0 of the optimizer's parameters (of their digest samples), copied before their first
+    step in this phase."""
+    missing = [p for p in _own_parameters(optimizer) if id(p) not in trace.start_params]
+    if missing:
+        with torch.no_grad():
+            copies = torch._foreach_add([_sample(trace, p) for p in missing], 0)  # one fused copy
+            for p, copy in zip(missing, copies):
+                trace.start_params[id(p)] = copy
+
+
+def _own_parameters(optimizer) -> list:
+    torch = sys.modules["torch"]
+    return [p for g in optimizer.param_groups for p in g["params"] if isinstance(p, torch.Tensor) and p.numel()]
+
+
+def _gradient_norm(torch, params: list, divisor: float, strides: Optional[dict] = None) -> Optional[tuple]:
+    """(total gradient norm as a tensor, the loss scale it still carries): no sync here. Over
+    the digest's sample of each large tensor where its stride is known (a constant factor, the
+    effect a prediction measures, scales the sample as it scales the whole)."""
+    strides = strides or {}
+    grads = []
+    for p in params:
+        grad = p.grad
+        if grad is None:
+            continue
+        stride = strides.get(id(p), 1)
+        grads.append(grad.view(-1)[::stride] if stride > 1 and grad.is_contiguous() else grad)
+    if not grads:
+        return None
+    with torch.no_grad():
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float()), float(divisor)
+
+
+def _materialise(step: dict) -> None:
+    """Tensors of a recorded step become floats (once, when the trace is written)."""
+    digest = step.get("params")
+    if digest is not None:
+        digest["tensors"] = [float(n) for n in digest.pop("norm")]
+        digest["updates"] = [float(u) for u in digest.pop("update")]
+        digest["norm"] = math.sqrt(sum(n * n for n in digest["tensors"]))
+        digest["update"] = math.sqrt(sum(u * u for u in digest["updates"]))
+    step["grad"] = [float(g) / d for g, d in step.get("grad", [])]  # unscaled, before clipping
+    step["clip"] = [float(c) for c in step.get("clip", [])]
+
+
+_TORCH_DIR = None
+_MODULES = weakref.WeakSet()  # every torch.nn.Module the script built
+
+
+def _not_user_code(filename: str) -> bool:
+    """Frames of the harness, of torch and of the standard library: not where a loop is."""
+    global _TORCH_DIR
+    if _TORCH_DIR is None:
+        torch = sys.modules.get("torch")
+        _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep if torch is not None else "\0"
+    return (filename == __file__ or filename.startswith(_TORCH_DIR) or filename.startswith("<")
+            or filename.startswith(_STDLIB) or os.path.basename(filename) == "typing_extensions.py")  # @deprecated
+
+
+_STDLIB = os.path.dirname(os.__file__) + os.sep
+_LOOPS: dict[str, list] = {}  # file -> its (first line, last line) of every for/while loop
+_KEYS: dict[tuple, str] = {}  # (code, line) -> phase key
+
+
+def _phase_key(frame) -> str:
+    """The training loop a step belongs to: the innermost for/while loop of user code around
+    the call that steps (``file:line`` of the loop), walking out through helper functions; a
+    step outside any loop of user code is keyed by its outermost user call site."""
+    while frame is not None and _not_user_code(frame.f_code.co_filename):
+        frame = frame.f_back
+    last = None
+    while frame is not None:
+        code, line = frame.f_code, frame.f_lineno
+        if not _not_user_code(code.co_filename):
+            cached = _KEYS.get((code, line))
+            if cached is not None:
+                return cached
+            loop = _innermost_loop(code.co_filename, line, code.co_firstlineno)
+            if loop is not None:
+                key = _KEYS[(code, line)] = f"{os.path.basename(code.co_filename)}:{loop}"
+                return key
+            last = f"{os.path.basename(code.co_filename)}:{line}"
+        frame = frame.f_back
+    return last or "?"
+
+
+def _innermost_loop(filename: str, line: int, first_line: int) -> Optional[int]:
+    loops = _LOOPS.get(filename)
+    if loops is None:
+        import ast
+
+        try:
+            with open(filename, encoding="utf-8") as handle:
+                tree = ast.parse(handle.read())
+            loops = [(n.lineno, n.end_lineno) for n in ast.walk(tree) if isinstance(n, (ast.For, ast.While, ast.AsyncFor))]
+        except (OSError, SyntaxError, ValueError):
+            loops = []
+        _LOOPS[filename] = loops
+    inside = [(start, end) for start, end in loops if start <= line <= end and start >= first_line]
+    return max(inside)[0] if inside else None
+
+
+def _start_line_tracing(trace: Trace, state: dict) -> None:
+    """Which of the watched lines (those a fix flags or edits) run: a tracer on the watched
+    files' frames only, until every watched line ran (a fix inside the loop: at the first
+    step). Only the original run watches lines; its timing is not the one reported."""
+    watched = {os.path.abspath(f): set(lines) for f, lines in (trace.config.get("watch_lines") or {}).items()}
+    if not watched:
+        return
+    seen = {f: set() for f in watched}
+    left = {"count": sum(len(lines) for lines in watched.values())}
+
+    def local(frame, event, arg):
+        if event == "line":
+            path = frame.f_code.co_filename
+            if frame.f_lineno in watched[path] and frame.f_lineno not in seen[path]:
+                seen[path].add(frame.f_lineno)
+                left["count"] -= 1
+                if left["count"] == 0:
+                    _stop_line_tracing(trace, state)
+                    return None
+        return local
+
+    def global_trace(frame, event, arg):
+        return local if frame.f_code.co_filename in watched else None
+
+    trace.exercised = seen
+    state["tracing"] = True
+    sys.settrace(global_trace)
+
+
+def _stop_line_tracing(trace: Trace, state: dict) -> None:
+    sys.settrace(None)
+    frame = sys._getframe(1)
+    while frame is not None:  # frames already running keep a local tracer: drop it
+        frame.f_trace = None
+        frame = frame.f_back
+    state["tracing"] = False
 
 
 def _report_progress(trace: Trace) -> None:
@@ -500,11 +884,16 @@ def finish(trace: Trace, status: str, error: Optional[str] = None) -> None:
     try:
         if trace.current is not None and trace.close_iteration is not None:
             trace.close_iteration()
+        if trace.phases:
+            _name_tensors(trace, sys.modules["torch"])
         if trace.status == "finished":
             trace.status = status
         trace.error = trace.error or error
+        document = trace.to_json()
+        if trace.config.get("spawned"):
+            document = _adopt_spawned(trace, document)
         with open(trace.config["trace"], "w", encoding="utf-8") as handle:
-            json.dump(trace.to_json(), handle, default=_jsonable)
+            json.dump(document, handle, default=_jsonable)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -540,10 +929,13 @@ def _shim_scaler_args(args, kwargs):
     return args, kwargs
 
 
-def _install_cuda_shim(torch) -> None:
+def _install_cuda_shim(torch, trace: Optional[Trace] = None) -> None:
     """Best effort: CUDA-only scripts on a CPU machine. `.cuda()`, `.to("cuda")`, `device="cuda"`
     and `torch.device("cuda")` arguments go to the CPU; autocast and scalers become CPU ones with
-    the same dtype (float16)."""
+    the same dtype (float16), except for models with recurrent or convolution layers, whose
+    float16 CPU kernels are missing (LSTM) or 14-33x slower (convolutions): bfloat16 there, and
+    the trace says so. The memory statistics, events and streams a script reads are stubs."""
+    _shim_low_precision_layers(torch, trace)
 
     def cpu(device):
         if isinstance(device, torch.device) and device.type == "cuda":
@@ -595,8 +987,93 @@ def _install_cuda_shim(torch) -> None:
     torch.cuda.empty_cache = lambda *a, **k: None
     torch.cuda.set_device = lambda *a, **k: None
     torch.cuda.manual_seed = torch.cuda.manual_seed_all = lambda *a, **k: None
-    torch.cuda.max_memory_allocated = torch.cuda.memory_allocated = lambda *a, **k: 0
-    torch.cuda.reset_peak_memory_stats = lambda *a, **k: None
+    for name in ("max_memory_allocated", "memory_allocated", "max_memory_reserved", "memory_reserved",
+                 "memory_cached", "max_memory_cached"):
+        setattr(torch.cuda, name, lambda *a, **k: 0)
+    for name in ("reset_peak_memory_stats", "reset_max_memory_allocated", "reset_max_memory_cached",
+                 "reset_accumulated_memory_stats", "ipc_collect", "init"):
+        setattr(torch.cuda, name, lambda *a, **k: None)
+    torch.cuda.memory_stats = lambda *a, **k: {}
+    torch.cuda.memory_summary = lambda *a, **k: "cuda-shim: no CUDA memory (the run is on the CPU)"
+    torch.cuda.mem_get_info = lambda *a, **k: (0, 0)
+    torch.cuda.get_device_properties = lambda *a, **k: _ShimDeviceProperties()
+    torch.cuda.get_device_capability = lambda *a, **k: (8, 0)
+    torch.cuda.Event = _ShimEvent
+    torch.cuda.current_stream = torch.cuda.default_stream = lambda *a, **k: _ShimStream()
+
+
+class _ShimDeviceProperties:
+    name = "cuda-shim (CPU)"
+    total_memory = 0
+    major, minor = 8, 0
+    multi_processor_count = 1
+
+
+class _ShimEvent:
+    """torch.cuda.Event for timing (``elapsed_time`` in milliseconds, as CUDA events give)."""
+
+    def __init__(self, *args, **kwargs):
+        self.time = None
+
+    def record(self, *args, **kwargs):
+        self.time = time.perf_counter()
+
+    def synchronize(self):
+        return None
+
+    def wait(self, *args, **kwargs):
+        return None
+
+    def query(self):
+        return True
+
+    def elapsed_time(self, end):
+        return (end.time - self.time) * 1e3
+
+
+class _ShimStream:
+    def synchronize(self):
+        return None
+
+    def wait_stream(self, *args, **kwargs):
+        return None
+
+
+def _shim_low_precision_layers(torch, trace: Optional[Trace]) -> None:
+    """Remembers whether the script builds recurrent or convolution layers (their __init__ is
+    wrapped): the shim's autocast then runs bfloat16 on the CPU instead of float16."""
+    found = {"kind": None}
+
+    def wrap(cls, kind):
+        init = cls.__init__
+
+        def __init__(self, *args, **kwargs):
+            found["kind"] = found["kind"] or kind
+            init(self, *args, **kwargs)
+
+        cls.__init__ = __init__
+
+    wrap(torch.nn.modules.rnn.RNNBase, "recurrent (LSTM/GRU/RNN)")
+    wrap(torch.nn.modules.conv._ConvNd, "convolution")
+    _SHIM["found"] = found
+    _SHIM["trace"] = trace
+
+
+_SHIM: dict = {}
+
+
+def shim_dtype(torch, requested):
+    """The CPU dtype for a CUDA autocast under the shim."""
+    requested = requested or torch.float16
+    found = _SHIM.get("found", {}).get("kind")
+    if requested is torch.float16 and found:
+        trace = _SHIM.get("trace")
+        note = (f"cuda shim: bfloat16 instead of float16 on the CPU, for the model's {found} layers "
+                "(float16 CPU kernels are missing or very slow for them)")
+        if trace is not None and note not in trace.shim_notes:
+            trace.shim_notes.append(note)
+        return torch.bfloat16
+    return requested
 
 
 class _FlopCounter:
@@ -622,6 +1099,8 @@ class _FlopCounter:
                         (str(a.dtype) for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()), "other"
                     )
                     trace.flops[dtype] = trace.flops.get(dtype, 0) + float(count)
+                    phase = trace.phases[-1]["flops"] if trace.phases else {}
+                    phase[dtype] = phase.get(dtype, 0) + float(count)
                 return out
 
         return Counter()

@@ -28,12 +28,19 @@ def write_text(out: TextIO, script: str, prepared: Prepared, options: VerifyOpti
     if show_diff and prepared.diff:
         out.write(prepared.diff if prepared.diff.endswith("\n") else prepared.diff + "\n")
     rows = verdict.metrics.get("steps") or []
+    phases = verdict.metrics.get("phases") or []
     if rows:
-        out.write("  step   loss AMP    loss fp32   rel. Δ     params Δ   tolerance  scale\n")
+        out.write("  step   loss AMP    loss fp32   loss Δ     update Δ   tolerance  scale\n")
+        shown = None
         for row in rows:
+            if len(phases) > 1 and row.get("phase") != shown:
+                shown = row.get("phase")
+                phase = phases[shown]
+                out.write(f"  -- phase {shown + 1}: the loop at {phase['key']} ({phase['steps']} steps)\n")
+            mark = "  warm-up skip" if row.get("warm_up") else ("  skipped" if row["skipped"] else "")
             out.write(f"  {row['step']:>4}   {_number(row['amp_loss']):>9}   {_number(row['fp32_loss']):>9}   "
                       f"{_small(row['relative']):>8}   {_small(row['drift']):>8}   {_small(row['tolerance']):>8}   "
-                      f"{_number(row['scale']):>6}{'  skipped' if row['skipped'] else ''}\n")
+                      f"{_number(row['scale']):>6}{mark}\n")
     width = max((len(c.name) for c in verdict.checks), default=10)
     for check in verdict.checks:
         out.write(f"  {check.name:<{width}}  {_MARK[check.status]:<4}  {check.detail}\n")
@@ -63,15 +70,18 @@ def write_json(out: TextIO, script: str, prepared: Prepared, options: VerifyOpti
         "applied": prepared.applied,
         "exit_code": verdict.exit_code,
         "verdict": verdict.summary,
+        "cuda_shim": options.cuda_shim,
         "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in verdict.checks],
         "metrics": verdict.metrics,
         "runs": {
             mode: {k: v for k, v in trace.items() if k in (
                 "status", "error", "events", "scalers_created", "flops", "skipped", "scale_history",
-                "warnings", "peak_rss", "peak_cuda", "wall", "ranks", "compile_calls")}
+                "warnings", "peak_rss", "peak_cuda", "wall", "ranks", "compile_calls", "phases", "through_steps",
+                "shim_notes")}
             | {"losses": [s.get("criterion") or s.get("losses") for s in trace.get("steps", [])],
-               "params": [s.get("params") for s in trace.get("steps", [])]}
-            for mode, trace in traces.items()
+               "params": [s.get("params") for s in trace.get("steps", [])],
+               "gradients": [s.get("grad") for s in trace.get("steps", [])]}
+            for mode, trace in traces.items() if not mode.startswith("_")
         },
     }
     # strict JSON: a NaN or an infinite loss (a step with no scalar loss, an overflow) is null

@@ -25,7 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from ampfix.engine import FixError, fix_source
+from ampfix.engine import FixError, check_source, fix_source
+from ampfix.rules import RULES
 from ampfix.settings import Settings
 from ampfix.source import read_source
 
@@ -52,6 +53,8 @@ class VerifyOptions:
     cwd: Optional[str] = None  # the runs' working directory (default: the current one)
     keep_workdir: bool = False
     nproc: int = 1  # > 1: each run under torchrun with this many processes (DDP scripts)
+    # steps a run may take past a phase's limit to reach the next training loop (unrecorded)
+    max_through_steps: int = 300
 
 
 @dataclass
@@ -65,6 +68,8 @@ class Prepared:
     root: str = ""  # the folder mirrored for the rewrite
     modules: dict[str, str] = field(default_factory=dict)  # root-relative path -> rewritten text
     diff: str = ""  # what was changed, as a unified diff per module
+    watched: dict[str, list] = field(default_factory=dict)  # code -> [(original file, line)] its fixes change
+    phases_expected: int = 1  # training loops (a backward and a step inside) in the original's code
 
 
 class VerifyError(Exception):
@@ -108,17 +113,16 @@ def prepare(script: str, options: VerifyOptions) -> Prepared:
         raise
     except Exception as exc:
         raise VerifyError(f"{script}: {exc}") from None
-    settings = Settings(
-        unsafe_fixes=True,
-        default_device=device,
-        amp_dtype=None if options.dtype == "auto" else options.dtype,
-    )
+    settings = verify_settings(device, options.dtype)
     if options.against:
-        return Prepared(os.path.abspath(options.against), text, _codes_of_our_rewrite(options.against, original_text, text, settings),
-                        device, rewrite_path=os.path.abspath(script))
+        applied = _codes_of_our_rewrite(options.against, original_text, text, settings)
+        prepared = Prepared(os.path.abspath(options.against), text, applied, device, rewrite_path=os.path.abspath(script))
+        prepared.watched = _watched_lines({os.path.abspath(options.against): original_text}, applied, settings)
+        prepared.phases_expected = count_training_loops([original_text])
+        return prepared
     root = project_root(script)
     entry = os.path.relpath(os.path.abspath(script), root)
-    modules, applied, diffs = {}, set(), []
+    modules, applied, diffs, originals = {}, set(), [], {}
     for relative in _python_files(root, entry):
         path = os.path.join(root, relative)
         try:
@@ -134,6 +138,7 @@ def prepare(script: str, options: VerifyOptions) -> Prepared:
             continue
         if result.fixed:
             modules[relative] = result.source
+            originals[path] = source
             applied |= {d.code for d in result.fixed}
             diffs.append(_diff(relative, source, result.source))
     if not modules:
@@ -142,7 +147,77 @@ def prepare(script: str, options: VerifyOptions) -> Prepared:
             "(`ampfix check` shows what it found; compare two scripts with --against)"
         )
     return Prepared(os.path.abspath(script), modules.get(entry, text), sorted(applied), device, root=root, modules=modules,
-                    diff="".join(diffs))
+                    diff="".join(diffs), watched=_watched_lines(originals, sorted(applied), settings),
+                    phases_expected=count_training_loops(list({os.path.abspath(script): text, **originals}.values())))
+
+
+def verify_settings(device: str, dtype: str) -> Settings:
+    """Every rule selected and fixable, unsafe fixes included, whatever `check` selects by
+    default: verify proves the conversions (AMP501) too, and says which fixes it applied."""
+    import dataclasses
+
+    extra = {}
+    names = {f.name for f in dataclasses.fields(Settings)}
+    if "preview" in names:  # rules `check` keeps opt-in: verify selects them explicitly
+        extra["preview"] = True
+    return Settings(
+        select=frozenset(RULES),
+        fixable=frozenset(RULES),
+        unsafe_fixes=True,
+        default_device=device,
+        amp_dtype=None if dtype == "auto" else dtype,
+        **extra,
+    )
+
+
+def _watched_lines(originals: dict[str, str], applied: list[str], settings: Settings) -> dict[str, list]:
+    """For each applied fix, the lines of the original it flags: if none of them runs
+    in the original run, the fix is "not exercised by this run"."""
+    watched: dict[str, list] = {}
+    for path, text in originals.items():
+        try:
+            diagnostics = check_source(text, path, settings)
+        except Exception:  # the fix already succeeded; without its lines a fix counts as exercised
+            continue
+        for diagnostic in diagnostics:
+            if diagnostic.code not in applied or not diagnostic.fix_applies(True):
+                continue
+            # the flagged code's own lines (an edit may be an insertion before the next statement)
+            rows = range(diagnostic.location.row, diagnostic.end_location.row + 1)
+            watched.setdefault(diagnostic.code, []).extend((path, row) for row in rows)
+    return watched
+
+
+def count_training_loops(texts: list[str]) -> int:
+    """Loops that hold a backward() and a step() call (innermost ones), outside `range(0)`
+    loops that never run: the phases a run may have. Read, never executed."""
+    import ast
+
+    def calls(node, name):
+        return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == name
+                   for n in ast.walk(node))
+
+    def never_runs(node):
+        it = getattr(node, "iter", None)
+        return (isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range"
+                and len(it.args) == 1 and isinstance(it.args[0], ast.Constant) and it.args[0].value == 0)
+
+    count = 0
+    for text in texts:
+        try:
+            tree = ast.parse(text)
+        except (SyntaxError, ValueError):
+            continue
+        loops = [n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.While, ast.AsyncFor))
+                 and calls(n, "backward") and calls(n, "step")]
+        dead = [n for n in loops if never_runs(n)]
+        live = [n for n in loops if not any(d is n or _inside(n, d) for d in dead)]
+        count += sum(1 for n in live if not any(o is not n and _inside(o, n) for o in live))
+    return max(1, count)
+
+
+def _inside(inner, outer) -> bool:
+    return outer.lineno <= inner.lineno and inner.end_lineno <= outer.end_lineno
 
 
 def _codes_of_our_rewrite(path: str, original: str, rewrite: str, settings: Settings) -> list[str]:
@@ -242,29 +317,94 @@ def run_all(
     script: str, prepared: Prepared, options: VerifyOptions,
     progress: Optional[Callable[[str, int, float], None]] = None,
 ) -> tuple[dict[str, dict], Optional[str]]:
-    """The runs' traces (fewer than three when one did not run: fail fast) and the kept
-    work folder (with --keep-workdir)."""
+    """The runs' traces (fewer than three when one did not run: fail fast), with what the runner
+    learnt under ``"_runner"``, and the kept work folder (with --keep-workdir).
+
+    On a machine without CUDA, a rewrite whose autocast is enabled only on CUDA (a conversion
+    of a device-agnostic script) equals its original here: the runs start again under the CUDA
+    shim, saying so; where the shim cannot run them, the verdict is "cannot verify on this
+    device" (exit 2), never a failure of the script."""
     workspace = tempfile.mkdtemp(prefix="ampfix-verify-")
     try:
         if prepared.rewrite_path is not None:
             rewrite_path = prepared.rewrite_path  # --against: in place, with its own siblings
         else:
             rewrite_path = mirror(prepared, os.path.join(workspace, "rewrite"))
-        cwd = os.path.abspath(options.cwd or os.getcwd())
-        traces: dict[str, dict] = {}
-        for mode in RUNS:
-            path = prepared.original_path if mode == "original" else rewrite_path
-            replay = traces["amp"].get("skipped", []) if mode == "fp32" else []
-            traces[mode] = _run_one(mode, path, cwd, workspace, options, replay, progress)
-            if traces[mode].get("status") not in ("stopped", "finished"):
-                break  # the next runs would not tell more
+        traces = _three_runs(prepared, options, rewrite_path, workspace, progress)
+        runner = traces["_runner"]
+        if not options.cuda_shim and prepared.device == "cpu" and _needs_cuda(traces):
+            reason = _needs_cuda(traces)
+            options.cuda_shim = True
+            traces = _three_runs(prepared, options, rewrite_path, workspace, progress)
+            runner = traces["_runner"]
+            runner["shim"] = "auto"
+            runner["shim_note"] = (f"{reason} on this CPU machine: ran under the CUDA shim automatically (CUDA mapped to "
+                                   "the CPU, CUDA autocast as CPU autocast)")
+            failed = next((m for m in RUNS if m in traces and traces[m].get("status") not in ("stopped", "finished")), None)
+            if failed is not None:
+                runner["cannot_verify"] = (f"{reason}, and under the CUDA shim the {failed} run does not run here: "
+                                           f"{_one_line(traces[failed].get('error') or traces[failed].get('stderr'))} "
+                                           "(verify on a GPU)")
+        elif options.cuda_shim:
+            runner["shim"] = "asked"
+            failed = next((m for m in ("amp", "fp32") if m in traces and traces[m].get("status") == "error"), None)
+            if failed is not None and _shim_gap(traces[failed]):
+                runner["cannot_verify"] = (f"the {failed} run fails under the CUDA shim for want of a CPU kernel "
+                                           f"({_one_line(traces[failed].get('error'), 1)}): verify on a GPU")
         return traces, workspace if options.keep_workdir else None
     finally:
         if not options.keep_workdir:
             shutil.rmtree(workspace, ignore_errors=True)
 
 
-def _run_one(mode: str, path: str, cwd: str, workspace: str, options: VerifyOptions, replay_skips: list,
+def _three_runs(prepared: Prepared, options: VerifyOptions, rewrite_path: str, workspace: str,
+                progress: Optional[Callable[[str, int, float], None]]) -> dict:
+    cwd = os.path.abspath(options.cwd or os.getcwd())
+    traces: dict[str, dict] = {}
+    watch: dict[str, list] = {}
+    for places in prepared.watched.values():
+        for path, row in places:
+            watch.setdefault(path, []).append(row)
+    for mode in RUNS:
+        path = prepared.original_path if mode == "original" else rewrite_path
+        extra = {
+            "replay_skips": traces["amp"].get("skip_keys", []) if mode == "fp32" else [],
+            "watch_lines": watch if mode == "original" else {},
+            "phases_expected": prepared.phases_expected,
+        }
+        traces[mode] = _run_one(mode, path, cwd, workspace, options, extra, progress)
+        if traces[mode].get("status") not in ("stopped", "finished"):
+            break  # the next runs would not tell more
+    ran_lines = traces["original"].get("exercised") or {}
+    traces["_runner"] = {"watched": prepared.watched, "ran_lines": ran_lines}
+    return traces
+
+
+def _needs_cuda(traces: dict) -> Optional[str]:
+    """Why the runs must use the CUDA shim on this machine, or None."""
+    original, amp = traces.get("original", {}), traces.get("amp", {})
+    error = (original.get("error") or "") + (original.get("stderr") or "")
+    if original.get("status") == "error" and ("not compiled with CUDA" in error or "CUDA" in error and "available" in error):
+        return "the original needs CUDA"
+    if amp.get("disabled_autocast") and not _low_precision_ran(amp):
+        # `enabled=device.type == "cuda"` (a conversion of a device-agnostic script): the shim makes it CUDA
+        return "the rewrite's autocast is enabled only on CUDA (`enabled=` is false here)"
+    return None
+
+
+def _low_precision_ran(trace: dict) -> bool:
+    flops = trace.get("flops") or {}
+    total = sum(flops.values())
+    return bool(total) and sum(v for k, v in flops.items() if k in ("torch.float16", "torch.bfloat16")) >= total / 2
+
+
+def _shim_gap(trace: dict) -> bool:
+    """A failure of the shim rather than of the script: a low-precision kernel the CPU lacks."""
+    error = trace.get("error") or ""
+    return "not implemented for 'Half'" in error or "not implemented for 'BFloat16'" in error
+
+
+def _run_one(mode: str, path: str, cwd: str, workspace: str, options: VerifyOptions, extra: dict,
              progress: Optional[Callable[[str, int, float], None]]) -> dict:
     trace_path = os.path.join(workspace, f"trace-{mode}.json")
     progress_path = os.path.join(workspace, f"progress-{mode}.txt")
@@ -279,8 +419,9 @@ def _run_one(mode: str, path: str, cwd: str, workspace: str, options: VerifyOpti
         "workdir": cwd,
         "trace": trace_path,
         "progress": progress_path,
-        "replay_skips": replay_skips,
         "cuda_shim": options.cuda_shim,
+        "max_through_steps": options.max_through_steps,
+        **extra,
         "flop_window": list(flop_window(options)),
         "count_flops": options.count_flops,
     }
@@ -375,6 +516,10 @@ def _read(path: str) -> str:
             return handle.read()
     except OSError:
         return ""
+
+
+def _one_line(text, lines: int = 3) -> str:
+    return " | ".join(line.strip() for line in _tail(text, lines).splitlines() if line.strip())
 
 
 def _tail(text, lines: int = 15) -> str:
