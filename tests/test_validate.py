@@ -136,3 +136,38 @@ def test_an_optimizer_made_by_a_call_is_not_repeated_by_a_fix():
     """)
     [diag] = ampfix.check_source(source, "t.py", Settings(select=frozenset({"AMP201"})))
     assert diag.fix is None
+
+
+def test_no_plain_protocol_around_horovods_optimizer():
+    # hvd.DistributedOptimizer needs synchronize() before unscale_ and skip_synchronize() around the step
+    source = textwrap.dedent("""\
+        import torch
+        import horovod.torch as hvd
+        optimizer = hvd.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1))
+        scaler = torch.amp.GradScaler("cuda")
+        for x in loader:
+            with torch.autocast("cuda"):
+                loss = model(x).mean()
+            scaler.scale(loss).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(optimizer)
+            scaler.update()
+    """)
+    [diag] = ampfix.check_source(source, "t.py", Settings(select=frozenset({"AMP201"})))
+    assert diag.fix is None
+
+
+def test_no_float16_conversion_of_a_complex_or_fft_model():
+    source = textwrap.dedent("""\
+        import torch
+        model = SpectralConv().cuda()
+        optimizer = torch.optim.Adam(model.parameters())
+        for x, y in loader:
+            x_hat = torch.fft.rfft(x.cuda())
+            loss = (model(x_hat) - y.cuda()).abs().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    """)
+    [diag] = ampfix.check_source(source, "t.py", Settings(select=frozenset({"AMP501"})))
+    assert diag.fix is None and "complex tensors or FFTs (`torch.fft.rfft`)" in diag.no_fix_reason

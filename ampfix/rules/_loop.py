@@ -7,6 +7,7 @@ import os
 from typing import Optional
 
 from ampfix.context import ModuleContext
+from ampfix.program.values import assignments
 from ampfix.semantic import dotted_name
 from ampfix.training.model import SCALER_STEP, Event, StepFunction
 
@@ -20,8 +21,24 @@ def optimizer_for(ctx: ModuleContext, function: StepFunction, near: Event) -> Op
     name a fix can repeat (``scaler.step(make_optimizer())`` names none: a second call is another object)."""
     for step in function.of(SCALER_STEP):
         if function.before(near, step) and step.arg is not None:
-            return ctx.segment(step.arg) if dotted_name(step.arg) is not None else None
+            plain = dotted_name(step.arg) is not None and not has_own_protocol(ctx, step.arg)
+            return ctx.segment(step.arg) if plain else None
     return None
+
+
+# Optimizer wrappers whose step needs more than the plain scaler protocol: Horovod's needs
+# `optimizer.synchronize()` before `unscale_` and `with optimizer.skip_synchronize():` around the step.
+_OWN_PROTOCOL = frozenset({"horovod.torch.DistributedOptimizer", "horovod.DistributedOptimizer"})
+
+
+def has_own_protocol(ctx: ModuleContext, optimizer: ast.AST) -> bool:
+    """Whether ``optimizer`` is (on some assignment) an optimizer wrapper with a protocol of its own:
+    a fix that writes the plain protocol around it would be wrong there."""
+    for stmt in assignments(ctx.semantic, optimizer):
+        value = getattr(stmt, "value", None)
+        if isinstance(value, ast.Call) and ctx.semantic.qualified_name(value.func) in _OWN_PROTOCOL:
+            return True
+    return False
 
 
 def call_name(ctx: ModuleContext, call: ast.Call) -> str:

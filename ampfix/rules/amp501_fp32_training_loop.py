@@ -86,6 +86,12 @@ class Fp32TrainingLoop(Rule):
         if len(backwards) != 1:
             return None, "several losses are backpropagated in this step (GANs, multi-task): the autocast regions need a person"
         backward = backwards[0]
+        complex_op = _complex_or_fft(ctx)
+        if complex_op is not None:
+            return None, (
+                f"the module computes complex tensors or FFTs (`{complex_op}`), which float16 autocast does not "
+                "run (half-precision FFTs need power-of-two sizes, complex32 has few kernels): convert by hand"
+            )
         conversion = autocast_conversion(ctx, fn, backward, float16_on_cuda_only=True)
         if conversion is None:
             return None, "the forward pass and the loss are not statements of their own before the backward, to wrap in autocast"
@@ -117,6 +123,24 @@ class Fp32TrainingLoop(Rule):
             return Fix(f"Convert the step to AMP ({kind}), with a `{threaded[0]}` parameter its callers pass",
                        tuple(edits), Applicability.DISPLAY_ONLY), None
         return Fix(f"Convert the step to AMP ({kind})", tuple(edits), Applicability.UNSAFE), None
+
+
+_COMPLEX = frozenset({
+    "torch.view_as_complex", "torch.complex", "torch.polar", "torch.cfloat", "torch.cdouble",
+    "torch.complex64", "torch.complex128", "torch.complex32",
+})
+
+
+def _complex_or_fft(ctx: ModuleContext) -> Optional[str]:
+    """The first FFT or complex-dtype use of the module, by its resolved name (neural operators,
+    MRI reconstruction): None when there is none."""
+    if "fft" not in ctx.text and "complex" not in ctx.text and "cfloat" not in ctx.text:
+        return None
+    for node in ctx.semantic.nodes(ast.Attribute):
+        name = ctx.semantic.qualified_name(node) or ""
+        if name.startswith("torch.fft.") or name in _COMPLEX:
+            return name
+    return None
 
 
 def _every_caller_passes_it(ctx: ModuleContext, fn: StepFunction, edits: list) -> bool:

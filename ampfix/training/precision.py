@@ -293,6 +293,8 @@ def _layers_in(ctx: "ModuleSource", call: ast.Call) -> Optional[list]:
     list whose members are not shown."""
     if (ctx.semantic.qualified_name(call.func) or "").rsplit(".", 1)[0] not in _NN_MODULES:
         return None
+    if _layer_name(call) in ("Parameter", "ParameterList", "ParameterDict"):
+        return None  # raw weights: what the forward computes with them is not a layer's size
     if _layer_name(call) in _CONTAINERS:
         if not call.args or any(not isinstance(arg, ast.Call) for arg in call.args):
             return None
