@@ -28,7 +28,7 @@ class PerMicrobatchZeroGrad(Rule):
     summary = "`zero_grad()` runs on every micro-batch of an accumulation loop"
     triggers = (b"backward",)
     fix_safety = FIX_UNSAFE
-    changes_training = "gradients now accumulate"  # a bug fix: unsafe, as ruff defines it
+    changes_training = "gradients now accumulate, the loss divided by the window"  # a bug fix: unsafe, as ruff defines it
 
     @classmethod
     def may_fire(cls, file: FileBytes) -> bool:
