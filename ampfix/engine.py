@@ -165,7 +165,7 @@ def fix_source(
         new_text, applied = _apply(text, fixable)
         if not applied:
             return FixResult(text, fixed, diagnostics)
-        validator = _validator(text, path, settings, codes)
+        validator = _validator(text, path, settings, codes, diagnostics)
         if validator.problem(new_text) is not None:
             new_text, applied = _without_rules_that_make_it_worse(text, fixable, validator)
             if not applied:
@@ -180,8 +180,9 @@ _LOOP_CODES = ("AMP2", "AMP3", "AMP4", "AMP5")
 _CYCLES_WORTH_COLLECTING = 500_000  # objects: about one piece's tree
 
 
-def _validator(text: str, path: str, settings: Settings, codes: frozenset) -> FixValidator:
-    return FixValidator(text, path, codes, lambda fixed, asked: _analyse(fixed, path, settings, asked))
+def _validator(text: str, path: str, settings: Settings, codes: frozenset, diagnostics: list) -> FixValidator:
+    analyse = lambda fixed, asked: _analyse(fixed, path, settings, asked)  # noqa: E731
+    return FixValidator(text, path, codes, analyse, diagnostics)
 
 
 def _validated(text: str, path: str, settings: Settings, codes: frozenset, diagnostics: list[Diagnostic]) -> list[Diagnostic]:
@@ -191,7 +192,7 @@ def _validated(text: str, path: str, settings: Settings, codes: frozenset, diagn
     offered = [d for d in diagnostics if d.fix is not None]
     if not offered:
         return diagnostics
-    validator = _validator(text, path, settings, codes)
+    validator = _validator(text, path, settings, codes, diagnostics)
     for code in sorted({d.code for d in offered}):
         group = [d for d in offered if d.code == code]
         if len(group) > 1 and _trial_problem(text, group, validator) is None:

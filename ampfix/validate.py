@@ -61,10 +61,14 @@ class _Findings:
 class FixValidator:
     """Judges fixed versions of one original text against it."""
 
-    def __init__(self, text: str, path: str, codes: frozenset, analyse: Analyse):
+    def __init__(self, text: str, path: str, codes: frozenset, analyse: Analyse, diagnostics: Optional[list] = None):
+        """``diagnostics``: the original's findings under ``codes``, when already computed; they
+        are its findings here too when ``codes`` holds every bug rule (no second analysis)."""
         self.text, self.path, self.analyse = text, path, analyse
         self.codes = codes | BUG_CODES
         self._original: Optional[_Findings] = None
+        if diagnostics is not None and codes >= BUG_CODES:
+            self._original = self._tally(text, diagnostics)
         self._names: Optional[set[str]] = None
 
     def problem(self, fixed: str) -> Optional[str]:
@@ -86,8 +90,12 @@ class FixValidator:
         return sorted(undefined_names(fixed, self.path) - self._names)
 
     def _findings(self, text: str) -> _Findings:
+        return self._tally(text, self.analyse(text, self.codes))
+
+    @staticmethod
+    def _tally(text: str, diagnostics: list) -> _Findings:
         found = _Findings(text.splitlines())
-        for diag in self.analyse(text, self.codes):
+        for diag in diagnostics:
             if diag.code != "AMP001":
                 row = diag.location.row
                 found.at[(diag.code, row)] += 1
