@@ -171,3 +171,21 @@ def test_no_float16_conversion_of_a_complex_or_fft_model():
     """)
     [diag] = ampfix.check_source(source, "t.py", Settings(select=frozenset({"AMP501"})))
     assert diag.fix is None and "complex tensors or FFTs (`torch.fft.rfft`)" in diag.no_fix_reason
+
+
+def test_no_grad_scaler_conversion_under_opacus():
+    source = textwrap.dedent("""\
+        import torch
+        from opacus import PrivacyEngine
+        model = Net().cuda()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        model, optimizer, loader = PrivacyEngine().make_private(
+            module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=1.0, max_grad_norm=1.0)
+        for x, y in loader:
+            loss = torch.nn.functional.cross_entropy(model(x.cuda()), y.cuda())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    """)
+    [diag] = ampfix.check_source(source, "t.py", Settings(select=frozenset({"AMP501"})))
+    assert diag.fix is None and diag.no_fix_reason.startswith("Opacus clips per-sample gradients")

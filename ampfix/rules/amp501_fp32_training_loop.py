@@ -86,6 +86,11 @@ class Fp32TrainingLoop(Rule):
         if len(backwards) != 1:
             return None, "several losses are backpropagated in this step (GANs, multi-task): the autocast regions need a person"
         backward = backwards[0]
+        if _uses_opacus(ctx):
+            return None, (
+                "Opacus clips per-sample gradients inside its optimizer: with a GradScaler it would clip "
+                "gradients still multiplied by the loss scale; differential privacy needs its own AMP support"
+            )
         complex_op = _complex_or_fft(ctx)
         if complex_op is not None:
             return None, (
@@ -141,6 +146,14 @@ def _complex_or_fft(ctx: ModuleContext) -> Optional[str]:
         if name.startswith("torch.fft.") or name in _COMPLEX:
             return name
     return None
+
+
+def _uses_opacus(ctx: ModuleContext) -> bool:
+    """Whether the module trains through Opacus (a name resolved to the ``opacus`` package)."""
+    if "opacus" not in ctx.text:
+        return False
+    return any((ctx.semantic.qualified_name(n) or "").startswith("opacus")
+               for n in ctx.semantic.nodes(ast.Name, ast.Attribute))
 
 
 def _every_caller_passes_it(ctx: ModuleContext, fn: StepFunction, edits: list) -> bool:
