@@ -745,3 +745,36 @@ def test_amp209_gradscaler_on_float16_parameters_raises():
 ])
 def test_amp209_silent(source):
     assert only("AMP209", source) == []
+
+
+# -- shapes from the scoring half of the ecosystem check ---------------------------------------
+
+def test_a_scale_set_by_hand_is_not_a_second_update():
+    # icefall/vall-e rescue a tiny scale with `scaler.update(new_scale)`: no inf check, not the step's update
+    source = loop("""
+    scaler = torch.amp.GradScaler("cuda")
+    for i, x in enumerate(loader):
+        with torch.autocast("cuda"):
+            loss = model(x).mean()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        if i % 100 == 0 and scaler.get_scale() < 1.0:
+            scaler.update(scaler.get_scale() * 2.0)
+    """)
+    assert only("AMP204", source) == [] and only("AMP302", source) == []
+
+
+def test_a_scaled_loss_behind_typing_cast_is_scaled():
+    # ignite: `cast(torch.Tensor, scaler.scale(loss)).backward()`
+    source = loop("""
+    from typing import cast
+    scaler = torch.amp.GradScaler("cuda")
+    for x in loader:
+        with torch.autocast("cuda"):
+            loss = model(x).mean()
+        cast(torch.Tensor, scaler.scale(loss)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    """)
+    assert only("AMP202", source) == [] and only("AMP203", source) == []

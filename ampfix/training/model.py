@@ -912,6 +912,9 @@ class TrainingModel:
         receiver_node = func.value
         receiver = dotted_name(receiver_node)
         if method == "backward":
+            if isinstance(receiver_node, ast.Call) and self._qualified(receiver_node.func) == "typing.cast" \
+                    and len(receiver_node.args) == 2:
+                receiver_node = receiver_node.args[1]  # `cast(Tensor, scaler.scale(loss)).backward()`: the value itself
             if isinstance(receiver_node, ast.Call) and isinstance(receiver_node.func, ast.Attribute):
                 inner = receiver_node.func
                 if inner.attr == "scale" and self.is_scaler(dotted_name(inner.value), inner.value, owner) and receiver_node.args:
@@ -937,7 +940,9 @@ class TrainingModel:
         objects = _lazy(self.values, node, None, first)
         if method == "unscale_" and self.is_scaler(receiver, receiver_node, owner):
             return Event(UNSCALE, call, stmt, context, receiver=receiver, arg=first, objects=objects)
-        if method == "update" and self.is_scaler(receiver, receiver_node, owner):
+        if method == "update" and not (call.args or call.keywords) and self.is_scaler(receiver, receiver_node, owner):
+            # `scaler.update(new_scale)` sets the scale by hand (icefall's rescue of a tiny scale): it
+            # records no inf check and is not the step's update
             return Event(UPDATE, call, stmt, context, receiver=receiver, objects=objects)
         if method == "step":
             if self.is_scaler(receiver, receiver_node, owner):
