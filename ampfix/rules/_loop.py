@@ -72,3 +72,12 @@ def created(ctx: ModuleContext, function: StepFunction, scaler: Optional[str], o
     """Evidence: where the scaler was created, when the module shows it (``obj``: its identity)."""
     create = ctx.training.created_at(function, scaler, obj)
     return at(create, f"`{scaler}` created here") if create is not None else (None, "")
+
+
+def trains_through_opacus(ctx: ModuleContext) -> bool:
+    """Whether the module trains through Opacus (a name resolved to the ``opacus`` package): its
+    optimizer clips and noises per-sample gradients, which a GradScaler would leave scaled."""
+    if "opacus" not in ctx.text:
+        return False
+    return any((ctx.semantic.qualified_name(n) or "").startswith("opacus")
+               for n in ctx.semantic.nodes(ast.Name, ast.Attribute))

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Edit
 from ampfix.edits import insert_after, insert_before
-from ampfix.rules._loop import has_own_protocol, loops_of
+from ampfix.rules._loop import has_own_protocol, loops_of, trains_through_opacus
 from ampfix.training.model import CLIP, OPT_STEP, Event, StepFunction
 
 SCALER_NAMES = ("scaler", "grad_scaler", "amp_scaler")
@@ -67,6 +67,8 @@ def add_scaler_protocol(
     optimizer = steps[0].receiver
     if isinstance(steps[0].call.func, ast.Attribute) and has_own_protocol(ctx, steps[0].call.func.value):
         return None  # Horovod's DistributedOptimizer: synchronize() / skip_synchronize() needed too
+    if trains_through_opacus(ctx):
+        return None  # Opacus clips per-sample gradients in its optimizer: they would stay scaled
     name = name or free_name(ctx, SCALER_NAMES)
     torch = ctx.torch_module(anchor)
     if name is None or torch is None:

@@ -14,7 +14,7 @@ from ampfix.rules._conversion import (
     infer_device,
     module_manages_precision,
 )
-from ampfix.rules._loop import at, loops_of, shown_path
+from ampfix.rules._loop import at, loops_of, shown_path, trains_through_opacus
 from ampfix.rules._protocol import SCALER_NAMES, add_scaler_protocol, free_name
 from ampfix.rules.amp502_manual_gradient_scaling import (
     gradient_rescales,
@@ -86,7 +86,7 @@ class Fp32TrainingLoop(Rule):
         if len(backwards) != 1:
             return None, "several losses are backpropagated in this step (GANs, multi-task): the autocast regions need a person"
         backward = backwards[0]
-        if _uses_opacus(ctx):
+        if trains_through_opacus(ctx):
             return None, (
                 "Opacus clips per-sample gradients inside its optimizer: with a GradScaler it would clip "
                 "gradients still multiplied by the loss scale; differential privacy needs its own AMP support"
@@ -146,14 +146,6 @@ def _complex_or_fft(ctx: ModuleContext) -> Optional[str]:
         if name.startswith("torch.fft.") or name in _COMPLEX:
             return name
     return None
-
-
-def _uses_opacus(ctx: ModuleContext) -> bool:
-    """Whether the module trains through Opacus (a name resolved to the ``opacus`` package)."""
-    if "opacus" not in ctx.text:
-        return False
-    return any((ctx.semantic.qualified_name(n) or "").startswith("opacus")
-               for n in ctx.semantic.nodes(ast.Name, ast.Attribute))
 
 
 def _every_caller_passes_it(ctx: ModuleContext, fn: StepFunction, edits: list) -> bool:
