@@ -404,10 +404,11 @@ def test_the_readme_rule_table_agrees_with_ampfix_rule_all():
     text = open(README, encoding="utf-8").read()
     table = text.split("## Rules", 1)[1].split("\n\n", 2)[1]
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:]]
-    assert [code for code, _, _ in rows] == list(listed)  # every rule, in order
-    for code, name, fix in rows:
+    assert [row[0] for row in rows] == list(listed)  # every rule, in order
+    for code, name, fix, tier, _measured in rows:
         assert re.split(r"[:\s]", name, maxsplit=1)[0] == listed[code]["name"], code
         assert fix.split()[0] == listed[code]["fix"], code  # AMP401: "sometimes", not "safe"
+        assert tier == listed[code]["stability"] + (" opportunity" if listed[code]["opportunity"] else ""), code
 
 
 def test_the_readmes_first_run_reports_what_the_readme_says(tmp_path):
