@@ -10,7 +10,7 @@ from ampfix.edits import delete_statement, insert_after, parent_body
 from ampfix.prefilter import FileBytes, may_step_scaler
 from ampfix.rules._loop import at, created
 from ampfix.rules.base import FIX_UNSAFE, Rule
-from ampfix.training.model import BACKWARD, SCALER_STEP, UNKNOWN, UPDATE
+from ampfix.training.model import BACKWARD, SCALER_STEP, UNKNOWN, UPDATE, sets_scale
 
 
 class ScalerUpdate(Rule):
@@ -37,7 +37,7 @@ class ScalerUpdate(Rule):
                 yield from self._missing_update(ctx, fn, step, updated_anywhere)
             reported = set()
             for update in fn.of(UPDATE):
-                if id(update) not in reported:
+                if id(update) not in reported and not sets_scale(update):
                     found = self._repeated_update(ctx, fn, update)
                     if found is not None:
                         reported.add(id(update))
@@ -86,7 +86,7 @@ class ScalerUpdate(Rule):
             and fn.reaches(update, s, avoiding=backwards_anywhere + unknown, within=anchor)
         ]
         again = [
-            u for u in fn.of(UPDATE) if mine(u) and u is not update
+            u for u in fn.of(UPDATE) if mine(u) and u is not update and not sets_scale(u)
             and fn.reaches(update, u, avoiding=steps + backwards_anywhere + unknown, within=anchor)
         ]
         if stale:

@@ -19,6 +19,7 @@ from ampfix.training.model import (
     UNSCALE,
     UPDATE,
     Accumulation,
+    sets_scale,
 )
 
 
@@ -41,7 +42,7 @@ class PerMicrobatchScalerCalls(Rule):
         for fn in model.functions:
             for acc in model.accumulations(fn):
                 for event in fn.of(UNSCALE, CLIP, UPDATE):
-                    if not any(f.node is acc.loop for f in event.context):
+                    if sets_scale(event) or not any(f.node is acc.loop for f in event.context):
                         continue
                     if any(f.node is acc.gate for f in event.context):
                         continue

@@ -940,9 +940,7 @@ class TrainingModel:
         objects = _lazy(self.values, node, None, first)
         if method == "unscale_" and self.is_scaler(receiver, receiver_node, owner):
             return Event(UNSCALE, call, stmt, context, receiver=receiver, arg=first, objects=objects)
-        if method == "update" and not (call.args or call.keywords) and self.is_scaler(receiver, receiver_node, owner):
-            # `scaler.update(new_scale)` sets the scale by hand (icefall's rescue of a tiny scale): it
-            # records no inf check and is not the step's update
+        if method == "update" and self.is_scaler(receiver, receiver_node, owner):
             return Event(UPDATE, call, stmt, context, receiver=receiver, objects=objects)
         if method == "step":
             if self.is_scaler(receiver, receiver_node, owner):
@@ -1083,6 +1081,13 @@ def _is_role_constructor(qualified: Optional[str]) -> bool:
     return qualified is not None and (
         qualified in GRAD_SCALERS or (qualified.startswith("torch.optim.") and ".lr_scheduler" not in qualified)
     )
+
+
+def sets_scale(event: Event) -> bool:
+    """``scaler.update(new_scale)``: the scale set by hand (icefall's rescue of a tiny scale). It
+    closes the step like ``update()`` but reads no inf check, so it is legal in any state: after
+    another update too, and between micro-batches."""
+    return event.kind == UPDATE and bool(event.call.args or event.call.keywords)
 
 
 def _last_name(expr: ast.AST) -> str:

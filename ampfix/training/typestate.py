@@ -50,6 +50,7 @@ from ampfix.training.model import (
     Event,
     StepFunction,
     _order,
+    sets_scale,
 )
 
 if TYPE_CHECKING:
@@ -298,7 +299,7 @@ class _Search:
                 self._error(PLAIN_THEN_STEP, plain, [], at=index)
             return replace(state, stepped=state.stepped | {(optimizer, index)})
         if kind == UPDATE:
-            if phase == UPDATED:
+            if phase == UPDATED and not sets_scale(event):
                 self._error(UPDATE_TWICE, index, [state.updated_by])
             return State(UPDATED, updated_by=index)
         return state
