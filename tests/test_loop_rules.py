@@ -336,12 +336,67 @@ def test_amp301_accumulation_conditions(gate):
     assert only("AMP301", source) == ["AMP301"]
 
 
+# yolov5's shape: the loss class returns the batch mean times the batch size, with a nominal
+# batch size deciding the accumulation
+SUMMED_BY_A_LOSS_CLASS = loop("""
+class ComputeLoss:
+    def __init__(self, model):
+        self.bce = torch.nn.BCEWithLogitsLoss()
+
+    def __call__(self, p, targets):
+        bs = p.shape[0]
+        loss = self.bce(p, targets)
+        return loss * bs, loss.detach()
+
+
+compute_loss = ComputeLoss(model)
+nbs = 64
+accumulate = max(round(nbs / batch_size), 1)
+for i, (x, y) in enumerate(loader):
+    loss, loss_items = compute_loss(model(x), y)
+    loss.backward()
+    if (i + 1) % accumulate == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""")
+
+
+# pytorch-YOLOv4's shape: an nn.Module criterion whose forward sums its terms' sum reductions
+SUMMED_IN_A_MODULE_FORWARD = loop("""
+import torch.nn.functional as F
+
+
+class YoloLoss(torch.nn.Module):
+    def forward(self, outputs, y):
+        loss_xy, loss_obj = 0, 0
+        for out in outputs:
+            loss_xy += F.mse_loss(out, y, reduction="sum")
+            loss_obj += F.binary_cross_entropy(out, y, reduction="sum")
+        loss = loss_xy + loss_obj
+        return loss, loss_xy, loss_obj
+
+
+criterion = YoloLoss()
+for i, (x, y) in enumerate(loader):
+    loss, loss_xy, loss_obj = criterion(model(x), y)
+    loss.backward()
+    if (i + 1) % accum == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""")
+
+
 @pytest.mark.parametrize("source", [
     ACCUM.replace("loss = criterion(model(x), y)", "loss = criterion(model(x), y) / accum"),
     ACCUM.replace("    loss.backward()", "    loss /= accum\n    loss.backward()"),
     ACCUM.replace("loss.backward()", "(loss * len(x) / len(batch)).backward()"),
-    ACCUM.replace("criterion = torch.nn.CrossEntropyLoss()", "nbs = 64\naccum = max(round(nbs / bs), 1)"),
+    # a loss that sums over the samples: summing micro-batches is the design (the window's
+    # gradient is the sum over its samples, as one large batch's would be)
     ACCUM.replace("torch.nn.CrossEntropyLoss()", "torch.nn.CrossEntropyLoss(reduction='sum')"),
+    ACCUM.replace("loss = criterion(model(x), y)", "loss = F.mse_loss(model(x), y, reduction='sum')"),
+    ACCUM.replace("loss = criterion(model(x), y)", "loss = criterion(model(x), y) * x.shape[0]"),
+    SUMMED_BY_A_LOSS_CLASS,
+    SUMMED_IN_A_MODULE_FORWARD,
     # no accumulation: the step runs every iteration
     loop("for x in loader:\n    loss.backward()\n    optimizer.step()\n"),
     # the backward is conditional too: not accumulation
@@ -351,6 +406,25 @@ def test_amp301_accumulation_conditions(gate):
 ])
 def test_amp301_silent(source):
     assert only("AMP301", source) == []
+
+
+@pytest.mark.parametrize("source", [
+    # the file's text is not the loss's value: a comment, or a sum-reduced criterion the loop
+    # does not use, leaves a mean loss undivided
+    ACCUM.replace("criterion = torch.nn.CrossEntropyLoss()",
+                  "criterion = torch.nn.CrossEntropyLoss()  # reduction='sum' was tried"),
+    ACCUM.replace("criterion = torch.nn.CrossEntropyLoss()",
+                  "criterion = torch.nn.CrossEntropyLoss()\nprobe = torch.nn.MSELoss(reduction='sum')"),
+    ACCUM.replace("criterion = torch.nn.CrossEntropyLoss()", "nbs = 64\naccum = max(round(nbs / bs), 1)"),
+    # a criterion sometimes built with a sum and sometimes with a mean: not known to sum
+    ACCUM.replace("criterion = torch.nn.CrossEntropyLoss()",
+                  "criterion = torch.nn.CrossEntropyLoss(reduction='sum') if s else torch.nn.CrossEntropyLoss()"),
+    # a division before a later reassignment does not reach the backward
+    ACCUM.replace("    loss = criterion(model(x), y)\n",
+                  "    loss = criterion(model(x), y) / accum\n    loss = criterion(model(x), y)\n"),
+])
+def test_amp301_reads_the_loss_value_not_the_text(source):
+    assert only("AMP301", source) == ["AMP301"]
 
 
 def test_amp301_microbatch_loop_stepping_after_the_loop():

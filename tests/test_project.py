@@ -202,3 +202,42 @@ def test_a_file_read_for_facts_that_held_none_still_invalidates_the_cache(tmp_pa
     (tmp_path / "helpers.py").write_text(SCALES)
     second = json.loads(run_ampfix("check", "--preview", "--output-format", "json", ".", cwd=tmp_path).stdout)
     assert "AMP201" in {r["code"] for r in second}
+
+
+def test_accumulation_of_a_loss_summed_in_another_module_is_the_design(tmp_path):
+    # yolov5: `ComputeLoss` (utils/loss.py, a file with no AMP code) returns the batch mean times
+    # the batch size, so the nominal-batch accumulation sums samples on purpose
+    write(tmp_path, {
+        "train.py": """\
+            import torch
+            from utils.loss import ComputeLoss
+
+
+            def train(model, loader, optimizer, scaler, accumulate):
+                compute_loss = ComputeLoss(model)
+                for i, (x, y) in enumerate(loader):
+                    with torch.autocast("cuda"):
+                        loss, items = compute_loss(model(x), y)
+                    scaler.scale(loss).backward()
+                    if (i + 1) % accumulate == 0:
+                        scaler.step(optimizer)
+                        scaler.update()
+                        optimizer.zero_grad()
+        """,
+        "utils/__init__.py": "",
+        "utils/loss.py": """\
+            class ComputeLoss:
+                def __init__(self, model):
+                    self.model = model
+
+                def __call__(self, p, targets):
+                    bs, channels = p.shape[:2]
+                    loss = (p - targets).abs().mean()
+                    return loss * bs, loss.detach()
+        """,
+    })
+    assert [d.code for d in check(tmp_path)] == []
+    (tmp_path / "utils" / "loss.py").write_text(
+        (tmp_path / "utils" / "loss.py").read_text().replace("return loss * bs,", "return loss,")
+    )
+    assert [d.code for d in check(tmp_path) if d.code == "AMP301"] == ["AMP301"]

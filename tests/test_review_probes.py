@@ -33,6 +33,9 @@ EXPECTED = {
     # §2.5: protocol errors a typestate reports by construction (both raise at run time)
     "second_unscale.py": ["AMP210"],
     "unscale_after_step.py": ["AMP210"],
+    # §3.3 #10, #17: facts come from the code, not its comments or docstrings
+    "todo_comment_fp16.py": ["AMP501"],
+    "reduction_sum_comment.py": ["AMP301"],
 }
 
 

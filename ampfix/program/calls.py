@@ -35,14 +35,17 @@ class Target:
     bound_self: bool  # called as a method: its first parameter is the receiver
 
 
-def resolve(semantic: SemanticModel, call: ast.Call) -> Optional[Target]:
+def resolve(semantic: SemanticModel, call: ast.Call, module_forward: bool = False) -> Optional[Target]:
+    """The function of this module that ``call`` runs. ``module_forward``: calling an instance of
+    a class without ``__call__`` runs its ``forward`` (a ``torch.nn.Module``'s ``__call__`` does);
+    asked where what matters is the value computed, not the events on the way."""
     func = call.func
     if isinstance(func, ast.Name):
         nodes = semantic.binding_nodes(func.id, semantic.scope_of(call))
         if len(nodes) == 1 and isinstance(nodes[0], _FUNCTIONS):
             return Target(nodes[0], False)
         instance = _instance_class(semantic, func)
-        method = _method(semantic, instance, "__call__") if instance is not None else None
+        method = _call_method(semantic, instance, module_forward) if instance is not None else None
         return Target(method, True) if method is not None else None
     if isinstance(func, ast.Attribute):
         receiver = func.value
@@ -55,6 +58,11 @@ def resolve(semantic: SemanticModel, call: ast.Call) -> Optional[Target]:
             method = _method(semantic, instance, func.attr)
             return Target(method, True) if method is not None else None
     return None
+
+
+def _call_method(semantic: SemanticModel, cls: ast.ClassDef, module_forward: bool) -> Optional[ast.AST]:
+    method = _method(semantic, cls, "__call__")
+    return method if method is not None or not module_forward else _method(semantic, cls, "forward")
 
 
 def _method(semantic: SemanticModel, cls: ast.ClassDef, name: str) -> Optional[ast.AST]:
@@ -99,20 +107,29 @@ class ProjectTarget:
     target: Target
 
 
-def resolve_in_project(source: ModuleSource, call: ast.Call, index: ProjectIndex) -> Optional[ProjectTarget]:
-    """The function of another project module that ``call`` runs, if the imports say so."""
+def resolve_in_project(
+    source: ModuleSource, call: ast.Call, index: ProjectIndex, prefiltered: bool = True, module_forward: bool = False
+) -> Optional[ProjectTarget]:
+    """The function of another project module that ``call`` runs, if the imports say so
+    (``prefiltered=False``: wherever it is defined, also in a module without AMP code;
+    ``module_forward`` as for ``resolve``)."""
     func = call.func
     if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self":
         cls = enclosing_class(source.semantic, call)
         return _inherited(source, cls, func.attr, index) if cls is not None else None
-    named = index.definition(source, func)
+    named = index.definition(source, func, prefiltered)
     if named is not None:
         if isinstance(named.node, _FUNCTIONS) and named.attribute is None:
             return ProjectTarget(named.module, Target(named.node, False))
         return None  # a class: constructing it runs ``__init__`` (not followed)
-    instance = _project_instance(source, func if isinstance(func, ast.Name) else getattr(func, "value", None), index)
+    receiver = func if isinstance(func, ast.Name) else getattr(func, "value", None)
+    instance = _project_instance(source, receiver, index, prefiltered)
     if instance is None:
         return None
+    if isinstance(func, ast.Name):
+        method = _call_method(instance.module.semantic, instance.node, module_forward)
+        if method is not None:
+            return ProjectTarget(instance.module, Target(method, True))
     method_name = "__call__" if isinstance(func, ast.Name) else func.attr
     method = _method(instance.module.semantic, instance.node, method_name)
     if method is None:
@@ -134,14 +151,18 @@ def _inherited(source: ModuleSource, cls: ast.ClassDef, name: str, index: Projec
     return None
 
 
-def _project_instance(source: ModuleSource, expr: Optional[ast.AST], index: ProjectIndex) -> Optional[Definition]:
+def _project_instance(
+    source: ModuleSource, expr: Optional[ast.AST], index: ProjectIndex, prefiltered: bool = True
+) -> Optional[Definition]:
     """The class of another project module every assignment of ``expr`` instantiates."""
-    return _instantiated(source.semantic, expr, lambda func: _imported_class(source, func, index))
+    return _instantiated(source.semantic, expr, lambda func: _imported_class(source, func, index, prefiltered))
 
 
-def _imported_class(source: ModuleSource, expr: ast.AST, index: ProjectIndex) -> Optional[Definition]:
+def _imported_class(
+    source: ModuleSource, expr: ast.AST, index: ProjectIndex, prefiltered: bool = True
+) -> Optional[Definition]:
     """The class of another project module that ``expr`` names through an import."""
-    named = index.definition(source, expr)
+    named = index.definition(source, expr, prefiltered)
     if named is None or not isinstance(named.node, ast.ClassDef) or named.attribute is not None:
         return None
     return named

@@ -128,9 +128,10 @@ class ProjectIndex:
 
     # -- definitions --------------------------------------------------------------------------
 
-    def definition(self, source: ModuleSource, expr: ast.AST) -> Optional[Definition]:
+    def definition(self, source: ModuleSource, expr: ast.AST, prefiltered: bool = True) -> Optional[Definition]:
         """The function or class of another project module that ``expr`` (a name or a dotted
-        chain as written in ``source``) refers to through an import."""
+        chain as written in ``source``) refers to through an import (``prefiltered=False``: in
+        a module with no training code too, for a question that is not about AMP calls)."""
         parts = dotted_parts(expr)
         if not parts:
             return None
@@ -140,11 +141,13 @@ class ProjectIndex:
             return None
         outer, self._asking = self._asking, source.path
         try:
-            return self._imported(source.path, nodes[0], parts, 0)
+            return self._imported(source.path, nodes[0], parts, 0, prefiltered)
         finally:
             self._asking = outer
 
-    def _imported(self, importer: str, stmt: ast.stmt, parts: list[str], hops: int) -> Optional[Definition]:
+    def _imported(
+        self, importer: str, stmt: ast.stmt, parts: list[str], hops: int, prefiltered: bool = True
+    ) -> Optional[Definition]:
         alias = next((a for a in stmt.names if (a.asname or a.name.split(".", 1)[0]) == parts[0]), None)
         if alias is None or hops > _MAX_HOPS:
             return None
@@ -153,30 +156,30 @@ class ProjectIndex:
             base = stmt.module or ""
             submodule = self.module_file(importer, f"{base}.{alias.name}" if base else alias.name, stmt.level)
             if submodule is not None:
-                return self._member(submodule, parts[1:], hops)
+                return self._member(submodule, parts[1:], hops, prefiltered)
             path = self.module_file(importer, base, stmt.level)
-            return self._member(path, [alias.name, *parts[1:]], hops) if path else None
+            return self._member(path, [alias.name, *parts[1:]], hops, prefiltered) if path else None
         if alias.asname:
             path = self.module_file(importer, alias.name)
-            return self._member(path, parts[1:], hops) if path else None
+            return self._member(path, parts[1:], hops, prefiltered) if path else None
         # ``import a.b`` binds ``a``: the longest prefix of the chain that is a module
         for cut in range(len(parts) - 1, 0, -1):
             path = self.module_file(importer, ".".join(parts[:cut]))
             if path is not None:
-                return self._member(path, parts[cut:], hops)
+                return self._member(path, parts[cut:], hops, prefiltered)
         return None
 
-    def _member(self, path: str, chain: list[str], hops: int) -> Optional[Definition]:
+    def _member(self, path: str, chain: list[str], hops: int, prefiltered: bool = True) -> Optional[Definition]:
         """``chain[0]`` at the top level of the module at ``path`` (a def or class), following
         one re-export by import; ``chain[1:]`` are left to the caller (a method of a class)."""
         if len(chain) not in (1, 2):
             return None
-        module = self.load(path)
+        module = self.load(path, prefiltered)
         if module is None:
             # a module without training code (the prefilter rejects it) may still re-export one:
             # ``util/__init__.py`` with ``from .misc import NativeScaler``
             stmt = self._reexport(path, chain[0])
-            return self._imported(path, stmt, chain, hops + 1) if stmt is not None else None
+            return self._imported(path, stmt, chain, hops + 1, prefiltered) if stmt is not None else None
         bindings = module.semantic.module_scope.bindings.get(chain[0], [])
         if len(bindings) != 1:
             return None
@@ -188,7 +191,7 @@ class ProjectIndex:
                 return Definition(module, node, chain[1])
             return None
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            return self._imported(path, node, chain, hops + 1)
+            return self._imported(path, node, chain, hops + 1, prefiltered)
         return None
 
     def _under_root(self, folder: str) -> bool:

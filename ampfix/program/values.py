@@ -264,6 +264,16 @@ class ValueFlow:
                 work.extend(target for target, _ in graph.succ.get(index, ()))
         return {index: sorted(defs, key=lambda d: d.node) for index, defs in live_in.items() if defs}
 
+    def definitions_at(self, expr: ast.AST) -> list[Definition]:
+        """The definitions of the reference ``expr`` (a name or a dotted field, read or, for an
+        augmented assignment's target, read before it is rebound) that reach where it is."""
+        key = dotted_key(expr)
+        owner, stmt = self._owner_and_statement(expr)
+        if key is None or owner is None or isinstance(owner, ast.Lambda) or stmt is None:
+            return []
+        node = self.graph(owner).node_of(stmt)
+        return self.reaching(owner, key, node) if node is not None else []
+
     # -- objects -------------------------------------------------------------------------------
 
     def objects(self, expr: ast.AST, depth: int = 0) -> frozenset:

@@ -9,13 +9,14 @@ from typing import Iterator, Optional
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.prefilter import FileBytes, may_backward
+from ampfix.program.vocabulary import vocabulary
 from ampfix.rules._loop import at
 from ampfix.rules._protocol import add_scaler_protocol, protocol_anchor
 from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.semantic import dotted_name
 from ampfix.training.model import AUTOCASTS, BACKWARD, OPT_STEP, SCALER_STEP, AutocastRegion
 
-_FP16 = re.compile(r"float16|\bhalf\b|fp16")
+_FP16 = re.compile(r"(?<!b)float16|\bhalf\b|fp16")  # in a dtype expression; `bfloat16` is not float16
 
 
 class Float16WithoutScaler(Rule):
@@ -107,10 +108,9 @@ class Float16WithoutScaler(Rule):
                 return False
         if dtype is None:
             return device != "cpu"  # CUDA's default autocast dtype is float16 (None: unknown device)
-        text = self._resolved_text(ctx, dtype)
         if ctx.semantic.qualified_name(dtype) == "torch.bfloat16":
             return False
-        return bool(_FP16.search(text))
+        return self._dtype_may_be_float16(ctx, dtype)
 
     def _from_assignment(self, ctx: ModuleContext, region: AutocastRegion):
         """Device and dtype of `ctx = torch.autocast(...)` / `partial(torch.autocast, ...)` regions."""
@@ -132,16 +132,20 @@ class Float16WithoutScaler(Rule):
                         return device_value, keywords.get("dtype", args[1] if len(args) > 1 else None), True
         return None, None, False
 
-    def _resolved_text(self, ctx: ModuleContext, expr: ast.AST) -> str:
-        """The dtype expression, followed through simple assignments; for values computed elsewhere,
-        the module's own text decides whether float16 is a possibility."""
+    def _dtype_may_be_float16(self, ctx: ModuleContext, expr: ast.AST) -> bool:
+        """Whether the dtype expression may be float16: as written, or followed through simple
+        assignments; for a value computed elsewhere (a parameter, a config field), whether the
+        module's code (not its comments) names float16 as a choice."""
         name = dotted_name(expr)
         if name is None:
-            return ctx.segment(expr)
+            return bool(_FP16.search(ctx.segment(expr)))
         values = [n.value for n in ctx.semantic.nodes(ast.Assign) if any(dotted_name(t) == name for t in n.targets)]
         if values and all(dotted_name(v) is None for v in values):
-            return " ".join(ctx.segment(v) for v in values)
-        return ctx.text if _FP16.search(ctx.text) else ctx.segment(expr)
+            return bool(_FP16.search(" ".join(ctx.segment(v) for v in values)))
+        words = vocabulary(ctx.semantic)
+        return bool(_FP16.search(ctx.segment(expr))) or words.mentions("float16", "half", "fp16") or bool(
+            {"torch.float16", "torch.half"} & words.modules
+        )
 
 
 def _last_regions(fn, backward, reaching: list[AutocastRegion]) -> list[AutocastRegion]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import re
 from typing import Iterator, Optional
 
 from ampfix.context import ModuleContext
@@ -12,6 +11,7 @@ from ampfix.edits import receiver_range
 from ampfix.prefilter import FileBytes, may_backward, may_step
 from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_UNSAFE, Rule
+from ampfix.training.loss import LossSource, is_divided, loss_sources, sums_over_samples
 from ampfix.training.model import (
     BACKWARD,
     OPT_STEP,
@@ -20,12 +20,6 @@ from ampfix.training.model import (
     Event,
     StepFunction,
 )
-
-# Sum-reduced or batch-size-scaled losses with a nominal batch size (yolov5/yolov7), anywhere in
-# the module (the criterion is often a class beside the loop, pytorch-YOLOv4): not dividing is the
-# design there.
-_BY_DESIGN = re.compile(r"\bnbs\b|reduction\s*=\s*['\"]sum['\"]")
-
 
 class AccumulationWithoutDivision(Rule):
     code = "AMP301"
@@ -42,13 +36,13 @@ class AccumulationWithoutDivision(Rule):
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training
-        if _BY_DESIGN.search(ctx.text):
-            return  # a summed loss by design (a sum-reduced criterion of this module, a nominal batch size)
         for fn in model.functions:
             for acc in model.accumulations(fn):
                 for backward in acc.backwards:
                     if divided(ctx, fn, backward) or _zeroed_in_window(fn, acc, backward):
                         continue
+                    if summed_by_design(ctx, backward) is not None:
+                        continue  # a sum over samples (yolov5's loss * batch size): summing is the design
                     factor = ctx.segment(acc.factor) if acc.factor is not None else "N"
                     message = (
                         f"gradients accumulate over `{factor}` micro-batches but the loss is not divided by "
@@ -145,7 +139,7 @@ def _zeroed_in_window(fn: StepFunction, acc, backward: Event) -> bool:
 
 
 def divided(ctx: ModuleContext, fn: StepFunction, backward: Event) -> bool:
-    """Whether the loss reaching backward was divided (or weighted by a fraction) somewhere: in
+    """Whether the loss reaching backward was divided (or weighted by a fraction) on its way: in
     this function, or, for a helper's backward, in the helper (or the argument the caller passes)."""
     if backward.via is not None:
         callee = ctx.training.function_of(backward)
@@ -153,59 +147,16 @@ def divided(ctx: ModuleContext, fn: StepFunction, backward: Event) -> bool:
             return True
     if backward.arg is None:
         return True
-    return _valuedivided(ctx, fn, backward.arg, backward.call.lineno, depth=3)
+    return is_divided(loss_sources(ctx, backward.arg))
 
 
-def _valuedivided(ctx: ModuleContext, fn: StepFunction, loss: ast.expr, line: int, depth: int) -> bool:
-    """Whether ``loss`` (used at ``line``) is divided: in itself, or in what a name of it was
-    assigned before, following the wrappers a loss passes through on its way to the backward
-    (``scaled = scaler.scale(loss)``, ``with amp.scale_loss(loss, opt) as scaled:``)."""
-    if _has_division(loss):
-        return True
-    wrapped = _wrapped_loss(loss)
-    if wrapped is not None:
-        return depth > 0 and _valuedivided(ctx, fn, wrapped, line, depth - 1)
-    name = ctx.segment(loss) if isinstance(loss, (ast.Name, ast.Attribute)) else None
-    if name is None:
-        return False
-    for node in ast.walk(fn.node):
-        if getattr(node, "lineno", 10**9) > line:
-            continue
-        if isinstance(node, ast.AugAssign) and ctx.segment(node.target) == name:
-            if isinstance(node.op, (ast.Div, ast.FloorDiv)) or _has_division(node.value):
-                return True
-        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            if any(name in {ctx.segment(t), *(ctx.segment(e) for e in getattr(t, "elts", []))} for t in targets):
-                if _has_division(node.value) or (
-                    depth > 0 and _wrapped_loss(node.value) is not None
-                    and _valuedivided(ctx, fn, node.value, node.lineno, depth - 1)
-                ):
-                    return True
-        if isinstance(node, (ast.With, ast.AsyncWith)) and depth > 0:
-            for item in node.items:
-                if item.optional_vars is not None and ctx.segment(item.optional_vars) == name:
-                    inner = _wrapped_loss(item.context_expr)
-                    if inner is not None and _valuedivided(ctx, fn, inner, node.lineno, depth - 1):
-                        return True
-    return False
-
-
-def _wrapped_loss(expr: ast.expr) -> Optional[ast.expr]:
-    """The loss inside a loss-scaling wrapper call: ``scaler.scale(loss)``, ``amp.scale_loss(loss, opt)``."""
-    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and expr.args:
-        if expr.func.attr in ("scale", "scale_loss"):
-            return expr.args[0]
-    return None
-
-
-def _has_division(expr: ast.AST) -> bool:
-    for sub in ast.walk(expr):
-        if isinstance(sub, ast.BinOp) and isinstance(sub.op, (ast.Div, ast.FloorDiv)):
-            return True
-        if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) and sub.func.attr in ("div", "div_", "true_divide"):
-            return True
-    return False
+def summed_by_design(ctx: ModuleContext, backward: Event) -> Optional[LossSource]:
+    """The source that makes the differentiated loss a sum over the batch's samples, if one does
+    (then the window's gradient is the sum over its samples, as one large batch's would be)."""
+    event = backward.origin if backward.via is not None else backward
+    if event.arg is None:
+        return None
+    return sums_over_samples(loss_sources(ctx, event.arg, terms=True))
 
 
 def _microbatch_backwards(ctx: ModuleContext, fn: StepFunction) -> list[Event]:

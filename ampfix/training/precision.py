@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 from ampfix.program.values import assignments
+from ampfix.program.vocabulary import Vocabulary, vocabulary
 from ampfix.training.model import BACKWARD, OPT_STEP
 
 if TYPE_CHECKING:
@@ -25,15 +26,19 @@ if TYPE_CHECKING:
 _TEST_FILE = re.compile(r"(^test_.*|.*_test|^conftest|^tests?)\.py$")
 _TEST_DIRS = frozenset({"test", "tests", "testing", "unittests"})
 _BENCHMARK_DIRS = frozenset({"bench", "benchmark", "benchmarks"})
-# Accelerator evidence: a device string or API that names an accelerator.
-_ACCELERATOR = re.compile(r"""["'](cuda|mps|xpu|npu)(:\d+)?["']|\.cuda\(|torch\.cuda\.|torch\.accelerator\.|device_ids\s*=""")
-# Precision already managed: low-precision weights, framework policies, hand-made loss scaling.
-_MANAGED = re.compile(
-    r"\.half\(\)|\.bfloat16\(\)|torch_dtype\s*=|MixedPrecision|mixed_precision|param_dtype|use_fp16|"
-    r"\bfp16\b|\bbf16\b|loss_scaling|\.to\([^)]*torch\.(float16|half|bfloat16)"
+# Accelerator evidence, as the code names it: a device string, `.cuda()`, the `torch.cuda` or
+# `torch.accelerator` modules, DataParallel's `device_ids`.
+_ACCELERATOR_DEVICE = re.compile(r"^(cuda|mps|xpu|npu)(:\d+)?$")
+_ACCELERATOR_MODULES = ("torch.cuda", "torch.accelerator")
+# Precision already chosen by the code: low-precision weights, framework policies, precision
+# options and hand-made loss scaling.
+_LOW_PRECISION_CASTS = frozenset({"half", "bfloat16"})
+_PRECISION_SETTINGS = (
+    "torch_dtype", "MixedPrecision", "mixed_precision", "param_dtype", "use_fp16", "fp16", "bf16", "loss_scaling",
 )
+_LOW_DTYPES = frozenset({"torch.float16", "torch.half", "torch.bfloat16"})
+_RL_MODULES = ("gym", "gymnasium")
 _RANDOM_DATA = frozenset({"rand", "randn", "randint", "randn_like", "rand_like"})
-_RL = re.compile(r"^\s*(import|from)\s+(gym|gymnasium)\b", re.M)
 
 
 def is_test_code(ctx: "ModuleSource", fn: "StepFunction") -> bool:
@@ -60,7 +65,7 @@ def runs_on_accelerator(ctx: "ModuleSource") -> bool:
     is CPU code (unless the user configured CPU conversions)."""
     if ctx.settings.default_device == "cpu":
         return True  # the user asked for CPU conversions
-    if _ACCELERATOR.search(ctx.text):
+    if _names_an_accelerator(vocabulary(ctx.semantic)):
         return True
     for call in ctx.semantic.nodes(ast.Call):
         if isinstance(call.func, ast.Attribute) and call.func.attr == "to":
@@ -68,6 +73,15 @@ def runs_on_accelerator(ctx: "ModuleSource") -> bool:
             if target is not None and _may_be_accelerator(ctx, target):
                 return True
     return False
+
+
+def _names_an_accelerator(words: Vocabulary) -> bool:
+    return (
+        any(_ACCELERATOR_DEVICE.match(s) for s in words.strings)
+        or "cuda" in words.calls
+        or any(m == a or m.startswith(a + ".") for m in words.modules for a in _ACCELERATOR_MODULES)
+        or "device_ids" in words.names
+    )
 
 
 def _may_be_accelerator(ctx: "ModuleSource", target: ast.AST) -> bool:
@@ -89,9 +103,21 @@ _DTYPE_NAME = re.compile(r"dtype|float|half|long|int\b", re.I)
 
 
 def precision_managed(ctx: "ModuleSource") -> bool:
-    """Low-precision weights, an FSDP/DeepSpeed precision policy, fp16/bf16 options or a hand-made
-    loss scaling: the module chose its precision; an autocast on top would fight it."""
-    return bool(_MANAGED.search(ctx.text))
+    """Low-precision weights (``.half()``, ``.to(torch.bfloat16)``), an FSDP/DeepSpeed precision
+    policy, fp16/bf16 options (``args.fp16``, ``"--bf16"``) or a hand-made loss scaling, as the
+    module's code names them (not its comments): it chose its precision; an autocast on top
+    would fight it."""
+    words = vocabulary(ctx.semantic)
+    if _LOW_PRECISION_CASTS & words.calls or words.mentions(*_PRECISION_SETTINGS):
+        return True
+    return "to" in words.calls and any(_casts_to_low_precision(ctx, call) for call in ctx.semantic.nodes(ast.Call))
+
+
+def _casts_to_low_precision(ctx: "ModuleSource", call: ast.Call) -> bool:
+    if not (isinstance(call.func, ast.Attribute) and call.func.attr == "to"):
+        return False
+    arguments = [*call.args, *(k.value for k in call.keywords)]
+    return any(ctx.semantic.qualified_name(a) in _LOW_DTYPES for a in arguments)
 
 
 def precision_managed_by_callers(ctx: "ModuleSource", fn: "StepFunction") -> bool:
@@ -170,7 +196,8 @@ def _built_from_tensors(value: ast.AST) -> bool:
 
 def reinforcement_learning(ctx: "ModuleSource") -> bool:
     """Policy-gradient toys on gym environments: tiny networks, CPU-bound by the environment."""
-    return bool(_RL.search(ctx.text))
+    modules = vocabulary(ctx.semantic).modules
+    return any(m == name or m.startswith(name + ".") for m in modules for name in _RL_MODULES)
 
 
 # Layers whose work is matmuls or convolutions, which low precision runs 2-3x faster on tensor cores.

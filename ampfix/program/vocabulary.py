@@ -1,0 +1,97 @@
+"""The words a module's code uses, read from its syntax tree: never from comments or docstrings.
+
+Some facts about a module are about what its code names rather than about one value: whether it
+ever names an accelerator (``"cuda"``, ``.cuda()``, ``torch.cuda``), whether it has a precision
+option (``args.fp16``, ``"--bf16"``, ``cfg["mixed_precision"]``), whether it imports ``gym``.
+Those used to be regular expressions over the file's text, so a comment (``# TODO: try fp16
+later``) or a sentence in a docstring flipped them. Here they come from the code alone:
+
+- ``names``: identifiers read or bound, attribute names, keyword-argument names;
+- ``strings``: the string constants that look like an option, a key or a device (``"--fp16"``,
+  ``"mixed_precision"``, ``"cuda:0"``), without leading dashes; not prose: a log message or a
+  docstring is not a setting. ``words``: their parts (``"use-fp16"`` has ``use`` and ``fp16``);
+- ``calls``: the method names called (``.half()``, ``.cuda(rank)``);
+- ``modules``: the modules imported (``torch.cuda.amp``, ``gym``), and the qualified ``torch.*``
+  attribute chains the code reads (``torch.cuda``, ``torch.accelerator``).
+
+Built once per module, on demand (one walk of the tree).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ampfix.semantic import SemanticModel
+
+# An option name, a dictionary key or a device string: no spaces, no sentence.
+_SETTING_LIKE = re.compile(r"^-{0,2}[A-Za-z_][\w.:-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    names: frozenset
+    strings: frozenset
+    words: frozenset
+    calls: frozenset
+    modules: frozenset
+
+    def mentions(self, *tokens: str) -> bool:
+        """Whether the code names one of ``tokens``: as an identifier, an attribute, a keyword
+        argument, or a word of a setting-like string (``"--use-fp16"`` has ``use``, ``fp16``)."""
+        return any(token in self.names or token in self.strings or token in self.words for token in tokens)
+
+
+def vocabulary(semantic: "SemanticModel") -> Vocabulary:
+    found = getattr(semantic, "_vocabulary", None)
+    if found is None:
+        found = semantic._vocabulary = _collect(semantic)
+    return found
+
+
+def _collect(semantic: "SemanticModel") -> Vocabulary:
+    names: set[str] = set()
+    strings: set[str] = set()
+    words: set[str] = set()
+    calls: set[str] = set()
+    modules: set[str] = set()
+    docstrings = _docstrings(semantic.tree)
+    for node in ast.walk(semantic.tree):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+            if isinstance(node.value, ast.Name):
+                qualified = semantic.qualified_name(node)
+                if qualified is not None and qualified.startswith("torch."):
+                    modules.add(qualified)
+        elif isinstance(node, ast.keyword) and node.arg is not None:
+            names.add(node.arg)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if id(node) not in docstrings and _SETTING_LIKE.match(node.value):
+                strings.add(node.value.lstrip("-"))
+                words.update(w for w in re.split(r"[^\w]+|_", node.value) if w)
+        elif isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Attribute):
+                calls.add(node.func.attr)
+        elif isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            modules.add(node.module)
+            modules.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return Vocabulary(frozenset(names), frozenset(strings), frozenset(words), frozenset(calls), frozenset(modules))
+
+
+def _docstrings(tree: ast.Module) -> set[int]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found

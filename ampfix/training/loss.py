@@ -1,0 +1,243 @@
+"""What a loss is made of: the expressions its value flows from, and what they do to it.
+
+The accumulation rules ask two questions of the loss that a backward differentiates: was it
+divided on its way there (the accumulated gradients are averaged), and is it a sum over the
+batch's samples (a criterion built with ``reduction="sum"``, a loss multiplied by the batch size,
+as yolov5's ``ComputeLoss`` returns it)? Then summing micro-batches is the design: the window's
+gradient is the sum over its samples, as one large batch's would be.
+
+Both are read from values, never from the file's text: the definitions of the loss's names that
+reach the use (``program/values.py``), the loss-scaling wrappers it passes through
+(``scaler.scale(loss)``, ``with amp.scale_loss(loss, opt) as scaled:``) and, for the sum, what the
+function that computes it returns (in this module, or in the project module it is imported from).
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator, Optional
+
+from ampfix.program.calls import module_callers, resolve, resolve_in_project
+from ampfix.program.values import ValueFlow, value_flow
+
+if TYPE_CHECKING:
+    from ampfix.program.module import ModuleSource
+
+_MAX_DEPTH = 10  # assignments, wrappers, terms and calls followed from the backward's loss
+_RETURNS_FOLLOWED = 2  # calls whose returns are read (a loss helper, and the criterion it calls)
+_ASSIGNMENTS = ("assign", "annassign", "walrus")
+
+
+@dataclass(frozen=True)
+class LossSource:
+    """An expression the loss's value flows from (or an augmented assignment of it), in ``module``."""
+
+    module: "ModuleSource"
+    node: ast.AST
+
+
+def wrapped_loss(expr: ast.AST) -> Optional[ast.expr]:
+    """The loss inside a loss-scaling wrapper call: ``scaler.scale(loss)``, ``amp.scale_loss(loss, opt)``."""
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and expr.args:
+        if expr.func.attr in ("scale", "scale_loss"):
+            return expr.args[0]
+    return None
+
+
+def loss_sources(module: "ModuleSource", loss: ast.expr, *, terms: bool = False) -> list[LossSource]:
+    """``loss`` and every expression its value is assigned from in the function that uses it:
+    the assignments that reach it, through loss-scaling wrappers. With ``terms``, also the terms
+    it is computed from: the names in its arithmetic (``loss = lbox + lobj``) and what the loss
+    functions it calls return (a weight ``w = 1 / 3`` in ``w * criterion(out, y)`` is such a
+    term, which is why the division question does not ask for them)."""
+    found: list[LossSource] = []
+    seen: set = set()
+    _collect(module, loss, None, found, seen, _MAX_DEPTH, _RETURNS_FOLLOWED if terms else -1)
+    return found
+
+
+def _collect(module, expr, element, found, seen, depth, calls) -> None:
+    """Add ``expr`` (its ``element``-th item, for a tuple that is unpacked) and its sources."""
+    if expr is None or depth < 0 or (id(expr), element) in seen:
+        return
+    seen.add((id(expr), element))
+    if element is not None:
+        if isinstance(expr, (ast.Tuple, ast.List)) and element < len(expr.elts):
+            _collect(module, expr.elts[element], None, found, seen, depth - 1, calls)
+        elif isinstance(expr, ast.Call) and calls > 0:
+            for ret_module, value in _returned(module, expr):
+                _collect(ret_module, value, element, found, seen, depth - 1, calls - 1)
+        return
+    found.append(LossSource(module, expr))
+    inner = wrapped_loss(expr)
+    if inner is not None:
+        _collect(module, inner, None, found, seen, depth - 1, calls)
+    elif isinstance(expr, (ast.Name, ast.Attribute)):
+        for definition in _values(module).definitions_at(expr):
+            _from_definition(module, definition, found, seen, depth - 1, calls)
+    elif isinstance(expr, ast.BinOp) and calls >= 0:
+        _collect(module, expr.left, None, found, seen, depth - 1, calls)
+        _collect(module, expr.right, None, found, seen, depth - 1, calls)
+    elif isinstance(expr, ast.Call) and calls > 0:
+        for ret_module, value in _returned(module, expr):
+            _collect(ret_module, value, None, found, seen, depth - 1, calls - 1)
+
+
+def _from_definition(module, definition, found, seen, depth, calls) -> None:
+    stmt = definition.stmt
+    if definition.kind in _ASSIGNMENTS and definition.value is not None:
+        _collect(module, definition.value, None, found, seen, depth, calls)
+    elif definition.kind == "augassign" and isinstance(stmt, ast.AugAssign):
+        found.append(LossSource(module, stmt))
+        _collect(module, stmt.value, None, found, seen, depth, calls)
+        _collect(module, stmt.target, None, found, seen, depth, calls)  # the value before it
+    elif definition.kind == "with" and definition.value is not None:
+        _collect(module, definition.value, None, found, seen, depth, calls)  # `as scaled_loss`
+    elif definition.kind == "assign" and isinstance(stmt, ast.Assign):
+        element = _unpacked_index(stmt, definition.key)  # `loss, items = compute_loss(...)`
+        if element is not None:
+            _collect(module, stmt.value, element, found, seen, depth, calls)
+
+
+def _unpacked_index(stmt: ast.Assign, key: str) -> Optional[int]:
+    for target in stmt.targets:
+        if isinstance(target, (ast.Tuple, ast.List)):
+            for index, item in enumerate(target.elts):
+                if isinstance(item, ast.Name) and item.id == key:
+                    return index
+    return None
+
+
+def _returned(module: "ModuleSource", call: ast.Call) -> Iterator[tuple["ModuleSource", ast.expr]]:
+    """What the function that ``call`` runs returns: a function or ``__call__`` of this module,
+    or of the project module it is imported from (loaded whatever its contents: a loss module
+    need not mention AMP)."""
+    target = resolve(module.semantic, call, module_forward=True)
+    callee_module = module
+    if target is None and getattr(module, "project", None) is not None:
+        followed = resolve_in_project(module, call, module.project, prefiltered=False, module_forward=True)
+        if followed is not None:
+            callee_module, target = followed.module, followed.target
+    if target is None or target.function is None:
+        return
+    for node in _own_nodes(target.function):
+        if isinstance(node, ast.Return) and node.value is not None:
+            yield callee_module, node.value
+
+
+def _own_nodes(function: ast.AST) -> Iterator[ast.AST]:
+    """The nodes of a function's body, not of the functions and classes nested in it."""
+    stack = list(function.body)
+    while stack:
+        node = stack.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+                stack.append(child)
+
+
+def _values(module: "ModuleSource") -> ValueFlow:
+    return value_flow(module.semantic, module.path, module_callers)
+
+
+# -- what the sources do to the loss ---------------------------------------------------------------
+
+
+def is_divided(sources: list[LossSource]) -> bool:
+    """Whether one of the sources divides (or weights by a fraction) anywhere in it: ``loss / n``,
+    ``loss /= n``, ``.div(n)``, ``criterion(out, y) * len(x) / len(batch)``."""
+    for source in sources:
+        node = source.node
+        if isinstance(node, ast.AugAssign) and isinstance(node.op, (ast.Div, ast.FloorDiv)):
+            return True
+        if any(_divides(sub) for sub in ast.walk(node.value if isinstance(node, ast.AugAssign) else node)):
+            return True
+    return False
+
+
+def _divides(node: ast.AST) -> bool:
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Div, ast.FloorDiv)):
+        return True
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in (
+        "div", "div_", "true_divide",
+    )
+
+
+def sums_over_samples(sources: list[LossSource]) -> Optional[LossSource]:
+    """The source that makes the loss a sum over the batch's samples, if one does: a criterion
+    called or built with ``reduction="sum"`` (``size_average=False``), or a product with the
+    batch size (``x.shape[0]``, ``x.size(0)``, ``len(x)``, or a name bound to one)."""
+    for source in sources:
+        node = source.node
+        if isinstance(node, ast.Call) and (_sum_reduction(node) or _built_sum_reduced(source.module, node.func)):
+            return source
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+            if _is_batch_size(source.module, node.left) or _is_batch_size(source.module, node.right):
+                return source
+    return None
+
+
+def _sum_reduction(call: ast.Call) -> bool:
+    for keyword in call.keywords:
+        value = keyword.value
+        if keyword.arg == "reduction" and isinstance(value, ast.Constant) and value.value == "sum":
+            return True
+        if keyword.arg == "size_average" and isinstance(value, ast.Constant) and value.value is False:
+            return True
+    return False
+
+
+def _built_sum_reduced(module: "ModuleSource", func: ast.AST) -> bool:
+    """Whether the criterion called is an object every creation of which passes ``reduction="sum"``
+    (``self.criterion = nn.MSELoss(reduction="sum")`` in ``__init__``)."""
+    if not isinstance(func, (ast.Name, ast.Attribute)):
+        return False
+    values = _values(module)
+    origins = values.origins(values.object_of(func))
+    calls = _calls_by_site(module)
+    created = [calls.get(o.site) for o in origins if o.kind == "call"]
+    return bool(created) and len(created) == len(origins) and all(c is not None and _sum_reduction(c) for c in created)
+
+
+def _calls_by_site(module: "ModuleSource") -> dict:
+    found = getattr(module.semantic, "_calls_by_site", None)
+    if found is None:
+        found = module.semantic._calls_by_site = {
+            (module.path, c.lineno, c.col_offset): c for c in module.semantic.nodes(ast.Call)
+        }
+    return found
+
+
+def _is_batch_size(module: "ModuleSource", expr: ast.AST, depth: int = 2) -> bool:
+    """``x.shape[0]``, ``x.size(0)``, ``len(x)``, or a name whose every reaching value is one."""
+    if isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Attribute) and expr.value.attr == "shape":
+        return isinstance(expr.slice, ast.Constant) and expr.slice.value == 0
+    if isinstance(expr, ast.Call):
+        func = expr.func
+        if isinstance(func, ast.Attribute) and func.attr == "size" and len(expr.args) == 1:
+            return isinstance(expr.args[0], ast.Constant) and expr.args[0].value == 0
+        return isinstance(func, ast.Name) and func.id == "len" and len(expr.args) == 1
+    if isinstance(expr, ast.Name) and depth > 0:
+        definitions = _values(module).definitions_at(expr)
+        return bool(definitions) and all(_binds_batch_size(module, d, depth - 1) for d in definitions)
+    return False
+
+
+def _binds_batch_size(module: "ModuleSource", definition, depth: int) -> bool:
+    if definition.kind in _ASSIGNMENTS and definition.value is not None:
+        return _is_batch_size(module, definition.value, depth)
+    stmt = definition.stmt
+    if definition.kind == "assign" and isinstance(stmt, ast.Assign):
+        # `bs, c, h, w = x.shape`, `batch_size, grid = scores.shape[:2]`: the first item
+        if _unpacked_index(stmt, definition.key) == 0:
+            return _is_shape(stmt.value)
+    return False
+
+
+def _is_shape(expr: ast.AST) -> bool:
+    if isinstance(expr, ast.Subscript) and isinstance(expr.slice, ast.Slice):
+        expr = expr.value if expr.slice.lower is None else expr  # `.shape[:2]` starts at 0
+    if isinstance(expr, ast.Attribute):
+        return expr.attr == "shape"
+    return isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and expr.func.attr == "size" and not expr.args
