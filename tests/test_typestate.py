@@ -164,3 +164,30 @@ def test_a_scaler_not_named_scaler(spelling):
         gs.update()
     """
     assert errors(source) == [("clip_scaled", 6, [5])]
+
+
+def test_a_callee_branch_on_a_constant_argument_is_decided_at_the_call():
+    # pytorch/examples minGPT-ddp: one per-batch method for training and evaluation; the call
+    # with `train=False` neither backpropagates nor steps, so nothing steps after the update
+    source = """
+    class Trainer:
+        def run_batch(self, x, train):
+            loss = self.model(x)
+            if train:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+
+        def fit(self, loader, test_loader):
+            for epoch in range(10):
+                for x in loader:
+                    self.run_batch(x, train=True)
+                for x in test_loader:
+                    self.run_batch(x, train=False)
+    """
+    assert errors(source) == []
+    # a flag of the caller: the call's backward and step run together or not at all
+    assert errors(source.replace("train=False", "train=evaluate")) == []
+    # a call that steps without its own backward after the update does step scaled-before gradients
+    stale = source.replace("self.run_batch(x, train=False)", "self.scaler.step(self.optimizer)")
+    assert [kind for kind, _, _ in errors(stale)] == ["step_after_update"]

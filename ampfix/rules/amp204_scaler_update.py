@@ -10,7 +10,8 @@ from ampfix.edits import delete_statement, insert_after, parent_body
 from ampfix.prefilter import FileBytes, may_step_scaler
 from ampfix.rules._loop import at, created
 from ampfix.rules.base import FIX_UNSAFE, Rule
-from ampfix.training.model import BACKWARD, SCALER_STEP, UNKNOWN, UPDATE, sets_scale
+from ampfix.training.model import BACKWARD, SCALER_STEP, UNKNOWN, UPDATE
+from ampfix.training.typestate import STEP_AFTER_UPDATE, UPDATE_TWICE, errors_of, seen_by_the_callee
 
 
 class ScalerUpdate(Rule):
@@ -35,13 +36,7 @@ class ScalerUpdate(Rule):
         for fn in model.functions:
             for step in fn.of(SCALER_STEP):
                 yield from self._missing_update(ctx, fn, step, updated_anywhere)
-            reported = set()
-            for update in fn.of(UPDATE):
-                if id(update) not in reported and not sets_scale(update):
-                    found = self._repeated_update(ctx, fn, update)
-                    if found is not None:
-                        reported.add(id(update))
-                        yield found
+            yield from self._repeated_updates(ctx, fn)
 
     def _missing_update(self, ctx, fn, step, updated_anywhere):
         """``scaler.step`` with no ``update()`` of that scaler after it in the iteration, here, in a
@@ -63,51 +58,39 @@ class ScalerUpdate(Rule):
         evidence = [at(step, "stepped here; no `update()` of this scaler follows"), created(ctx, fn, step.receiver, step.obj)]
         yield ctx.diagnostic(self, step.call, message, fix, evidence)
 
-    def _repeated_update(self, ctx, fn, update):
-        """An ``update()`` that runs again, or is followed by a ``scaler.step`` of gradients scaled
-        before it, in one iteration of the training loop (the loop around the backward pass)."""
-        scaler = update.receiver
-        model = ctx.training
-
-        def mine(e) -> bool:
-            same = model.same_object
-            return same(e.obj, e.receiver, update.obj, scaler) or same(e.scaler_obj, e.scaler, update.obj, scaler)
-
-        backwards = [b for b in fn.of(BACKWARD, calls=True) if b.scaled and mine(b) and fn.before(b, update)]
-        anchor = backwards[-1] if backwards else None
-        calls = fn.of(SCALER_STEP, BACKWARD, calls=True)
-        unknown = [e for e in calls if e.kind == UNKNOWN]
-        steps = [s for s in calls if s.kind == SCALER_STEP and mine(s)]
-        backwards_anywhere = [b for b in calls if b.kind == BACKWARD]
-        # the next step after this update, with no backward in between, steps stale gradients
-        stale = [
-            s for s in steps
-            if anchor is not None
-            and fn.reaches(update, s, avoiding=backwards_anywhere + unknown, within=anchor)
-        ]
-        again = [
-            u for u in fn.of(UPDATE) if mine(u) and u is not update and not sets_scale(u)
-            and fn.reaches(update, u, avoiding=steps + backwards_anywhere + unknown, within=anchor)
-        ]
-        if stale:
-            step = stale[0]
-            where = f" (in `{ctx.segment(step.call.func)}`)" if step.via is not None else ""
-            message = (
-                f"`{scaler}.update()` runs before `{scaler}.step(...)`{where} steps gradients scaled before "
-                f"it: the scale changes between scaling and unscaling; call `{scaler}.update()` once, after every "
-                f"optimizer has stepped"
-            )
-            evidence = [
-                at(anchor, f"gradients scaled by `{scaler}` here"),
-                at(update, "the scale is updated here"),
-                at(step, "then these gradients are unscaled and stepped"),
-            ]
-            return ctx.diagnostic(self, update.call, message, None, evidence)
-        if again:
-            extra = again[0]
+    def _repeated_updates(self, ctx, fn):
+        """The protocol's update errors (training/typestate.py) in one iteration of the step: an
+        ``update()`` again with no step since the last one, and a ``scaler.step`` after
+        ``update()`` with no backward in between (it steps gradients scaled before the update)."""
+        for error in errors_of(ctx.training, fn, UPDATE_TWICE, STEP_AFTER_UPDATE):
+            if seen_by_the_callee(error):
+                continue  # every event is one call's: the callee's own finding says it
+            scaler = error.scaler or "scaler"
+            if error.kind == STEP_AFTER_UPDATE:
+                step, update = error.event, error.path[0]
+                scaled = _last_scaled_backward(ctx, fn, update)
+                where = f" (in `{ctx.segment(step.call.func)}`)" if step.via is not None else ""
+                message = (
+                    f"`{scaler}.update()` runs before `{scaler}.step(...)`{where} steps gradients scaled before "
+                    f"it: the scale changes between scaling and unscaling; call `{scaler}.update()` once, after every "
+                    f"optimizer has stepped"
+                )
+                evidence = [at(scaled, f"gradients scaled by `{scaler}` here")] if scaled is not None else []
+                evidence += [at(update, "the scale is updated here"), at(step, "then these gradients are unscaled and stepped")]
+                yield ctx.diagnostic(self, update.call, message, None, evidence)
+                continue
+            extra, first = error.event, error.path[0]
             message = f"`{scaler}.update()` is called twice for one `{scaler}.step(...)`"
-            edit = delete_statement(ctx, extra.stmt, parent_body(ctx, extra.stmt) or [])
+            edit = delete_statement(ctx, extra.stmt, parent_body(ctx, extra.stmt) or []) if extra.via is None else None
             fix = Fix("Remove the second `update()`", (edit,), Applicability.UNSAFE) if edit else None
-            evidence = [at(update, "first update"), at(extra, "updated again, with no step in between")]
-            return ctx.diagnostic(self, extra.call, message, fix, evidence)
-        return None
+            evidence = [at(first, "first update"), at(extra, "updated again, with no step in between")]
+            yield ctx.diagnostic(self, extra.call, message, fix, evidence)
+
+
+def _last_scaled_backward(ctx, fn, update):
+    model = ctx.training
+    backwards = [
+        b for b in fn.of(BACKWARD, calls=True)
+        if b.scaled and model.same_object(b.scaler_obj, b.scaler, update.obj, update.receiver) and fn.before(b, update)
+    ]
+    return backwards[-1] if backwards else None

@@ -10,7 +10,7 @@ from ampfix.prefilter import FileBytes, may_use_scaler
 from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_NONE, Rule
 from ampfix.training.model import BACKWARD, SCALER_STEP, UNSCALE
-from ampfix.training.typestate import SECOND_UNSCALE, UNSCALE_AFTER_STEP, errors_of
+from ampfix.training.typestate import SECOND_UNSCALE, UNSCALE_AFTER_STEP, errors_of, seen_by_the_callee
 
 
 class UnscaleOrder(Rule):
@@ -30,7 +30,7 @@ class UnscaleOrder(Rule):
             return  # an unscale_ of another module only: that module's finding
         for fn in model.functions:
             for error in errors_of(model, fn, SECOND_UNSCALE, UNSCALE_AFTER_STEP):
-                if _seen_by_the_callee(error):
+                if seen_by_the_callee(error):
                     continue  # every event is one call's: the callee's own finding says it
                 unscale = error.event
                 optimizer = ctx.segment(unscale.arg) if unscale.arg is not None and unscale.via is None else "optimizer"
@@ -61,9 +61,3 @@ def _note(event) -> str:
         return "stepped here (the step unscales and records it)"
     return "on the path"
 
-
-def _seen_by_the_callee(error) -> bool:
-    """Whether the error and every event on its path stand for one call's events: the callee,
-    analysed on its own, finds the same error where it is."""
-    calls = {id(e.call) for e in (error.event, *error.path)}
-    return error.event.via is not None and len(calls) == 1

@@ -35,6 +35,7 @@ A search that grows past its bound gives up (``complete`` is False) and reports 
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Optional
 
@@ -129,6 +130,13 @@ def errors_of(model: "TrainingModel", function: StepFunction, *kinds: str) -> li
     if not any(all(k in present for k in _MADE_BY[kind]) for kind in kinds):
         return []
     return [e for p in protocols(model, function) if p.complete for e in p.errors if e.kind in kinds]
+
+
+def seen_by_the_callee(error: ProtocolError) -> bool:
+    """Whether the error and every event on its path stand for one call's events: the callee,
+    analysed on its own, finds the same error where it is."""
+    calls = {id(e.call) for e in (error.event, *error.path)}
+    return error.event.via is not None and len(calls) == 1
 
 
 def _scaler_groups(model: "TrainingModel", function: StepFunction) -> list[tuple]:
@@ -254,13 +262,29 @@ class _Search:
     def _happens(self, event: Event, assumed: frozenset) -> list:
         """[(whether the event runs, assumptions)]: a call's event under the callee's
         conditions runs where they hold; one under a callee's own local may not run."""
-        conditions = [(branch_key(test), branch) for test, branch in event.assume]
+        conditions = []
+        for test, branch in event.assume:
+            if isinstance(test, ast.Constant):  # the caller passes a constant: `run_epoch(train=False)`
+                if bool(test.value) != (branch == "body"):
+                    return [(False, assumed)]
+                continue
+            conditions.append((branch_key(test), branch))
         for key, branch in conditions:
             if (key, "orelse" if branch == "body" else "body") in assumed:
                 return [(False, assumed)]
         if all(c in assumed for c in conditions) and not event.conditional:
             return [(True, assumed)]
-        return [(True, assumed | frozenset(conditions)), (False, assumed)]
+        if event.conditional:  # it may not run whatever the conditions: nothing is learnt
+            return [(True, assumed | frozenset(conditions)), (False, assumed)]
+        # it does not run when one of its conditions fails: the first that fails, the earlier
+        # ones holding (so the events of one call under one test run or not together)
+        missed = []
+        for index, (key, branch) in enumerate(conditions):
+            if (key, branch) in assumed:
+                continue
+            failed = (key, "orelse" if branch == "body" else "body")
+            missed.append((False, assumed | frozenset(conditions[:index]) | {failed}))
+        return [(True, assumed | frozenset(conditions)), *missed]
 
     def _transition(self, index: int, event: Event, state: State) -> State:
         phase = state.phase
