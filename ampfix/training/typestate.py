@@ -323,8 +323,8 @@ class _Search:
                 self._error(PLAIN_THEN_STEP, plain, [], at=index)
             return replace(state, stepped=state.stepped | {(optimizer, index)})
         if kind == UPDATE:
-            if phase == UPDATED and not sets_scale(event):
-                self._error(UPDATE_TWICE, index, [state.updated_by])
+            if phase == UPDATED and not state.stepped and not sets_scale(event):
+                self._error(UPDATE_TWICE, index, [state.updated_by])  # no step since the last update
             return State(UPDATED, updated_by=index)
         return state
 
