@@ -303,6 +303,29 @@ def test_amp208_silent(source):
     assert only("AMP208", source) == []
 
 
+# torch-ngp's testing/test_ffmlp.py: a kernel timing beside a training loop in one module
+TIMING_BESIDE_TRAINING = loop("""
+def time_backward(net, x):
+    with torch.autocast("cuda", dtype=torch.float16):
+        y = net(x)
+    y.sum().backward()
+
+
+def train(model, loader, optimizer):
+    for x in loader:
+        loss = model(x)
+        loss.backward()
+        optimizer.step()
+""")
+
+
+def test_amp208_asks_whether_an_optimizer_applies_these_gradients():
+    assert only("AMP208", TIMING_BESIDE_TRAINING) == []
+    # the same helper called from a loop that steps: its gradients are trained on
+    helper = TIMING_BESIDE_TRAINING.replace("        loss = model(x)\n        loss.backward()\n", "        time_backward(model, x)\n")
+    assert only("AMP208", helper) == ["AMP208"]
+
+
 # -- AMP301 / AMP302 / AMP303 ----------------------------------------------------------------------
 
 ACCUM = loop("""

@@ -9,6 +9,8 @@ from typing import Iterator, Optional
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.prefilter import FileBytes, may_backward
+from ampfix.program.calls import module_callers
+from ampfix.program.values import enclosing_function
 from ampfix.program.vocabulary import vocabulary
 from ampfix.rules._loop import at
 from ampfix.rules._protocol import add_scaler_protocol, protocol_anchor
@@ -32,10 +34,8 @@ class Float16WithoutScaler(Rule):
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training
-        # a backward whose gradients no optimizer applies (a kernel timing, a gradient check)
-        # trains nothing: an underflow there harms nobody
         if not any(f.of(OPT_STEP, SCALER_STEP, calls=True) for f in model.functions):
-            return
+            return  # nothing in the module steps an optimizer (the question below, answered at once)
         for fn in model.functions:
             if model.step_uses_scaler(fn):
                 continue  # this step scales (or hands the loss to a scaler wrapper): AMP202-204 check how
@@ -48,7 +48,9 @@ class Float16WithoutScaler(Rule):
                 if not b.scaled and b.receiver is None and regions
                 and (found := [r for r in _last_regions(fn, b, model.regions_reaching(fn, b, every)) if r in regions])
             }
-            backwards = [b for b in fn.of(BACKWARD) if id(b) in reaching]
+            # a backward whose gradients no optimizer applies (a kernel timing, a gradient check)
+            # trains nothing: an underflow there harms nobody
+            backwards = [b for b in fn.of(BACKWARD) if id(b) in reaching and gradients_applied(ctx, fn, b)]
             groups: dict[int, list] = {}
             for backward in backwards:
                 region = reaching[id(backward)][0]
@@ -146,6 +148,27 @@ class Float16WithoutScaler(Rule):
         return bool(_FP16.search(ctx.segment(expr))) or words.mentions("float16", "half", "fp16") or bool(
             {"torch.float16", "torch.half"} & words.modules
         )
+
+
+def gradients_applied(ctx: ModuleContext, fn, backward) -> bool:
+    """Whether an optimizer steps the gradients of ``backward``: a step after it in its function
+    (its own or a call's), or, for a function that never steps (a per-batch helper), a step in a
+    function of this module or the project that calls it."""
+    steps = fn.of(OPT_STEP, SCALER_STEP, calls=True)
+    if steps:
+        return any(fn.reaches(backward, s) is not False for s in steps)
+    model = ctx.training
+    for call, _ in module_callers(ctx.semantic, fn.node) if not isinstance(fn.node, ast.Module) else ():
+        caller = model.step_function(enclosing_function(ctx.semantic, call) or ctx.semantic.tree)
+        if caller is not None and caller.of(OPT_STEP, SCALER_STEP, calls=True):
+            return True
+    project = getattr(ctx, "project", None)
+    if project is not None and isinstance(fn.node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        for module, call in project.callers(ctx, fn.node):
+            caller = module.training.step_function(enclosing_function(module.semantic, call) or module.semantic.tree)
+            if caller is not None and caller.of(OPT_STEP, SCALER_STEP, calls=True):
+                return True
+    return False
 
 
 def _last_regions(fn, backward, reaching: list[AutocastRegion]) -> list[AutocastRegion]:
