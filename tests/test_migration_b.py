@@ -305,3 +305,118 @@ def test_the_prefilter_never_hides_a_shim(source):
     with_prefilter = [(d.code, d.start) for d in ampfix.check_source(source, "t.py", settings)]
     without = [(d.code, d.start) for d in ampfix.check_source(source, "t.py", settings, prefilter=False)]
     assert with_prefilter == without
+
+
+# -- AMP107: private AMP API ---------------------------------------------------------------------
+
+SCALER = 'import torch\nscaler = torch.amp.GradScaler("cuda")\n'
+
+PRIVATE_INVALID = [
+    "from torch.cuda.amp.grad_scaler import OptState\nstage = OptState.READY\n",
+    "import torch\nstage = torch.cuda.amp.grad_scaler.OptState.UNSCALED\n",
+    "import torch\ny = torch.cuda.amp.autocast_mode._cast(x, torch.float16)\n",
+    "from torch.cuda.amp.autocast_mode import _cast\ny = _cast(x, dtype)\n",
+    "import torch\ny = torch.amp.autocast_mode._cast(x, 'cuda', dtype)\n",
+    "import torch\nr = torch.cuda.amp.grad_scaler._MultiDeviceReplicator(t)\n",
+    "from torch.amp.grad_scaler import _refresh_per_optimizer_state\ns = _refresh_per_optimizer_state()\n",
+    "import torch\nm = torch.amp._enter_autocast('cuda', None, True, None)\n",
+    SCALER + "on = scaler._enabled\n",
+    SCALER + "scaler._growth_interval = 100\n",
+    SCALER + "print(scaler._scale.item())\n",
+    SCALER + "t = scaler._growth_tracker\n",
+    SCALER + "skipped = sum(v.item() for v in scaler._found_inf_per_device(opt).values())\n",
+    SCALER + "scaler._unscale_grads_(opt, inv, found, True)\n",
+    "def step(self):\n    return self.grad_scaler._per_optimizer_states\n",  # a name ending in `scaler`
+    "def step(s, opt):\n    s.unscale_(opt)\n    return s._scale\n",  # a receiver of unscale_
+]
+
+
+@pytest.mark.parametrize("source", PRIVATE_INVALID)
+def test_private_amp_api_fires(source):
+    assert len(found(source, "AMP107")) == 1
+
+
+PRIVATE_VALID = [
+    # public names
+    "import torch\nstage = torch.amp.grad_scaler.OptState.READY\n",
+    "import torch\nok = torch.cuda.amp.common.amp_definitely_not_available()\n",
+    "from torch.cuda.amp import amp_definitely_not_available\nok = amp_definitely_not_available()\n",
+    SCALER + "s = scaler.get_scale()\nscaler.set_growth_factor(2.0)\n",
+    # not a GradScaler
+    "class Model:\n    def forward(self):\n        return self._scale * self._enabled\n",
+    "def f(layer):\n    return layer._scale\n",
+    "import torch\nclass MyScaler(torch.amp.GradScaler):\n    def bump(self):\n        self._scale *= 2\n",
+    # not torch
+    "import mylib as torch\ny = torch.cuda.amp.autocast_mode._cast(x, dtype)\n",
+    "from mylib.grad_scaler import OptState\ns = OptState.READY\n",
+]
+
+
+@pytest.mark.parametrize("source", PRIVATE_VALID)
+def test_public_or_unrelated_names_stay_silent(source):
+    assert found(source, "AMP107") == []
+
+
+@pytest.mark.parametrize(
+    "before, after",
+    [
+        ("from torch.cuda.amp.grad_scaler import OptState\nstage = OptState.READY\n",
+         "import torch\nstage = torch.amp.grad_scaler.OptState.READY\n"),
+        ("import torch\nstage = torch.cuda.amp.grad_scaler.OptState\n",
+         "import torch\nstage = torch.amp.grad_scaler.OptState\n"),
+        ("import torch\ny = torch.cuda.amp.autocast_mode._cast(x, torch.float16)\n",
+         'import torch\ny = torch.amp.autocast_mode._cast(x, "cuda", torch.float16)\n'),
+        ("import torch\nfrom torch.cuda.amp.autocast_mode import _cast\ny = _cast(x, 'x' and dtype)\n",
+         "import torch\ny = torch.amp.autocast_mode._cast(x, 'cuda', 'x' and dtype)\n"),
+        (SCALER + "on = scaler._enabled\n", SCALER + "on = scaler.is_enabled()\n"),
+        (SCALER + "f = (scaler\n     ._backoff_factor)\n", SCALER + "f = (scaler\n     .get_backoff_factor())\n"),
+        (SCALER + "scaler._growth_factor = 2.0  # faster\n", SCALER + "scaler.set_growth_factor(2.0)  # faster\n"),
+        ('import torch\nclass T:\n    def __init__(self):\n        self.scaler = torch.amp.GradScaler("cuda")\n'
+         "    def on(self):\n        return self.scaler._enabled\n",
+         'import torch\nclass T:\n    def __init__(self):\n        self.scaler = torch.amp.GradScaler("cuda")\n'
+         "    def on(self):\n        return self.scaler.is_enabled()\n"),
+    ],
+)
+def test_private_api_fixes(before, after):
+    assert fixed(before, "AMP107") == after
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        SCALER + "scaler._scale = torch.tensor(8.0)\n",  # no public equivalent
+        SCALER + "scaler._growth_interval += 1\n",  # an augmented assignment
+        SCALER + "scaler._growth_factor = 2.0, 3.0\n",  # a tuple
+        "def f(scaler):\n    return scaler._enabled\n",  # a scaler by name only
+        'import torch\nscaler = torch.amp.GradScaler("cuda")\nif x:\n    scaler = make()\non = scaler._enabled\n',
+    ],
+)
+def test_private_api_reported_without_a_fix(source):
+    [diag] = found(source, "AMP107")
+    assert diag.fix is None
+
+
+def test_the_target_gates_the_name_fixes():
+    source = "import torch\ny = torch.cuda.amp.autocast_mode._cast(x, torch.float16)\n"
+    [diag] = found(source, "AMP107", target_torch=(2, 3))
+    assert diag.fix is None and "torch >= 2.4" in diag.no_fix_reason
+    [diag] = found("import torch\ns = torch.cuda.amp.grad_scaler.OptState\n", "AMP107", target_torch=(2, 2))
+    assert diag.fix is None
+
+
+def test_a_fallback_is_reported_and_not_fixed():
+    source = (
+        "try:\n    from torch.amp.grad_scaler import OptState\nexcept ImportError:\n"
+        "    OptState = None\nimport torch\nif hasattr(torch, 'amp'):\n    s = torch.amp.GradScaler('cuda')\n"
+        "else:\n    s = torch.cuda.amp.grad_scaler.OptState\n"
+    )
+    [diag] = found(source, "AMP107")
+    assert diag.fix is None
+
+
+@pytest.mark.parametrize("source", PRIVATE_INVALID + PRIVATE_VALID)
+def test_the_prefilter_never_hides_a_private_use(source):
+    settings = Settings(select=frozenset({"AMP107"}))
+    with_prefilter = [(d.code, d.start) for d in ampfix.check_source(source, "t.py", settings)]
+    without = [(d.code, d.start) for d in ampfix.check_source(source, "t.py", settings, prefilter=False)]
+    assert with_prefilter == without
