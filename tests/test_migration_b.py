@@ -298,6 +298,34 @@ def test_a_fallback_reported_by_amp102_is_gone_after_the_collapse():
     assert found(fixed(source, "AMP106"), "AMP102") == []
 
 
+ACCELERATE_SHIM = """\
+from .utils import is_torch_version, load
+
+if is_torch_version(">=", "2.4.0"):
+    from torch.amp import GradScaler
+else:
+    from torch.cuda.amp import GradScaler
+"""
+
+
+def test_a_librarys_own_helper_is_resolved_through_its_package(tmp_path):
+    package = tmp_path / "accelerate"
+    (package / "utils").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "utils" / "__init__.py").write_text("")
+    path = str(package / "checkpointing.py")
+    result = ampfix.fix_source(ACCELERATE_SHIM, path, Settings(select=frozenset({"AMP106"})))
+    assert result.source == "from .utils import load\n\nfrom torch.amp import GradScaler\n"
+    # the same text outside the package: `.utils` is not accelerate's
+    assert found(ACCELERATE_SHIM, "AMP106") == []
+
+
+def test_an_init_module_keeps_its_imports(tmp_path):
+    source = 'import torch\nfrom packaging import version\nif version.parse(torch.__version__) >= version.parse("2.3"):\n' \
+             '    from torch.amp import GradScaler\n'
+    result = ampfix.fix_source(source, str(tmp_path / "__init__.py"), Settings(select=frozenset({"AMP106"})))
+    assert result.source == "import torch\nfrom packaging import version\nfrom torch.amp import GradScaler\n"
+
 @pytest.mark.parametrize("source", SHIM_INVALID + SHIM_VALID)
 def test_the_prefilter_never_hides_a_shim(source):
     source = textwrap.dedent(source)

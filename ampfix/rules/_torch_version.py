@@ -29,6 +29,7 @@ above the target: a pre-release of the target release sorts below it and is not 
 from __future__ import annotations
 
 import ast
+import os
 import re
 from typing import Optional
 
@@ -115,16 +116,37 @@ class TestEvaluator:
 
     # -- the installed version ------------------------------------------------------------------
 
-    def _qualified(self, node: ast.AST) -> Optional[str]:
-        return self.ctx.semantic.qualified_name(node)
+    def qualified(self, node: ast.AST) -> Optional[str]:
+        qualified = self.ctx.semantic.qualified_name(node)
+        if qualified is None and isinstance(node, ast.Name):
+            return self._relative_import(node)  # a library's own helper: `from .versions import ...`
+        return qualified
+
+    def _relative_import(self, name: ast.Name) -> Optional[str]:
+        """``accelerate.utils.versions.is_torch_version`` for ``is_torch_version`` bound by
+        ``from .versions import is_torch_version`` in accelerate/utils/: the package is read from
+        the ``__init__.py`` files above the module."""
+        nodes = self.ctx.semantic.binding_nodes(name.id, self.ctx.semantic.scope_of(name))
+        if len(nodes) != 1 or not isinstance(nodes[0], ast.ImportFrom) or not nodes[0].level:
+            return None
+        stmt = nodes[0]
+        package = _package(self.ctx.path)
+        if len(package) < stmt.level:
+            return None
+        base = package[: len(package) - stmt.level + 1]
+        module = [*base, *(stmt.module.split(".") if stmt.module else [])]
+        for alias in stmt.names:
+            if (alias.asname or alias.name) == name.id:
+                return ".".join([*module, alias.name])
+        return None
 
     def _version_string(self, node: ast.AST) -> bool:
         """Whether node is the installed torch version as a string."""
-        if isinstance(node, (ast.Name, ast.Attribute)) and self._qualified(node) in _VERSION_STRINGS:
+        if isinstance(node, (ast.Name, ast.Attribute)) and self.qualified(node) in _VERSION_STRINGS:
             return True
         if isinstance(node, ast.Call) and len(node.args) == 1 and not node.keywords:
             arg = node.args[0]
-            if self._qualified(node.func) in _METADATA_VERSION:
+            if self.qualified(node.func) in _METADATA_VERSION:
                 return isinstance(arg, ast.Constant) and arg.value == "torch"
         if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and node.slice.value == 0:
             split = node.value  # torch.__version__.split("+")[0]: the public part
@@ -139,11 +161,11 @@ class TestEvaluator:
 
     def version_value(self, node: ast.AST) -> Optional[str]:
         """How node compares when it is the installed torch version (TORCH, PACKAGING, LOOSE), else None."""
-        if isinstance(node, (ast.Name, ast.Attribute)) and self._qualified(node) == "torch.__version__":
+        if isinstance(node, (ast.Name, ast.Attribute)) and self.qualified(node) == "torch.__version__":
             # a TorchVersion from 1.10; before, a str compared character by character
             return TORCH if self.target >= (1, 10) else None
         if isinstance(node, ast.Call) and len(node.args) == 1 and not node.keywords:
-            func = self._qualified(node.func)
+            func = self.qualified(node.func)
             if func in _PARSERS and self._version_string(node.args[0]):
                 return PACKAGING
             if func in _LOOSE and self._version_string(node.args[0]):
@@ -166,7 +188,7 @@ class TestEvaluator:
             arg = node.args[0]
             if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
                 return None
-            func = self._qualified(node.func)
+            func = self.qualified(node.func)
             if (func in _PARSERS and kind in (TORCH, PACKAGING)) or (func in _LOOSE and kind == LOOSE):
                 return _release(arg.value)
         return None
@@ -225,7 +247,7 @@ class TestEvaluator:
         return value
 
     def _call(self, call: ast.Call) -> Optional[bool]:
-        func = self._qualified(call.func)
+        func = self.qualified(call.func)
         args = call.args
         if call.keywords or any(isinstance(a, ast.Starred) for a in args):
             return None
@@ -245,7 +267,7 @@ class TestEvaluator:
     def _hasattr(self, obj: ast.AST, attr: ast.AST) -> Optional[bool]:
         if not (isinstance(attr, ast.Constant) and isinstance(attr.value, str)):
             return None
-        base = self._qualified(obj)
+        base = self.qualified(obj)
         floor = MODERN_FLOORS.get(f"{base}.{attr.value}") if base else None
         if floor is None or self.target < floor:
             return None
@@ -253,7 +275,7 @@ class TestEvaluator:
         return True
 
     def _flag(self, node: ast.AST) -> Optional[bool]:
-        qualified = self._qualified(node)
+        qualified = self.qualified(node)
         for pattern in _FLAG_NAMES:
             match = pattern.match(qualified or "")
             if match:
@@ -305,6 +327,22 @@ class TestEvaluator:
             return evaluate(value)
         finally:
             self._resolving.discard(id(value))
+
+
+def _package(path: str) -> list[str]:
+    """The dotted package of the module at path (["accelerate", "utils"]), from ``__init__.py`` files."""
+    found = _PACKAGES.get(path)
+    if found is None:
+        parts: list[str] = []
+        folder = os.path.dirname(os.path.abspath(path))
+        while os.path.isfile(os.path.join(folder, "__init__.py")) and len(parts) < 32:
+            parts.insert(0, os.path.basename(folder))
+            folder = os.path.dirname(folder)
+        found = _PACKAGES[path] = parts
+    return found
+
+
+_PACKAGES: dict[str, list[str]] = {}
 
 
 def _release(text: str) -> Optional[Release]:

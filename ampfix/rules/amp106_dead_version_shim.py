@@ -16,6 +16,7 @@ checker's business.
 from __future__ import annotations
 
 import ast
+import os
 import re
 from typing import Iterator, Optional
 
@@ -91,7 +92,7 @@ class DeadVersionShim(Rule):
             if edits is not None:
                 removed = [node.test, *(dead if isinstance(dead, list) else [dead])]
                 action = f"Keep {kept}" if kept != "nothing" else "Remove the dead block"
-                fix = Fix(action, tuple(edits), Applicability.SAFE, orphaned_imports=_orphans(ctx, removed))
+                fix = Fix(action, tuple(edits), Applicability.SAFE, orphaned_imports=_orphans(ctx, evaluator, removed))
             diag = ctx.diagnostic(self, node.test, message, fix)
             if fix is None:
                 diag.no_fix_reason = "the live branch shares a line with its header"
@@ -177,13 +178,16 @@ def _short(ctx: ModuleContext, node: ast.AST) -> str:
     return text if len(text) <= 70 else text[:67] + "..."
 
 
-def _orphans(ctx: ModuleContext, removed: list) -> frozenset:
-    """Names bound by imports of version helpers that only the removed code may have used."""
+def _orphans(ctx: ModuleContext, evaluator: TestEvaluator, removed: list) -> frozenset:
+    """Names bound by imports of version helpers that only the removed code may have used (none
+    in an ``__init__.py``, whose imports are the package's exports)."""
+    if os.path.basename(ctx.path) == "__init__.py":
+        return frozenset()
     names = set()
     for root in removed:
         for sub in ast.walk(root):
             if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load):
-                qualified = ctx.semantic.qualified_name(sub) or ""
+                qualified = evaluator.qualified(sub) or ""
                 is_import = any(b.kind == "import" for b in _bindings(ctx, sub))
                 if is_import and (
                     qualified.startswith(_HELPER_MODULES) or qualified in _HELPERS
