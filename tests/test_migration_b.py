@@ -30,32 +30,32 @@ SHIM_INVALID = [
     'import torch\nif torch.__version__ < "2.3":\n    s = torch.cuda.amp.GradScaler()\n',
     'import torch\nif not torch.__version__ >= "2.0":\n    s = torch.cuda.amp.GradScaler()\n',
     # packaging, pkg_resources, LooseVersion, importlib.metadata
-    'import torch\nfrom packaging import version\n'
-    'if version.parse(torch.__version__) >= version.parse("2.4"):\n    from torch.amp import custom_fwd\n',
-    'import torch\nimport packaging.version\nif packaging.version.Version(torch.__version__.split("+")[0]) < packaging.version.Version("1.10"):\n'
-    '    from torch.cuda.amp import autocast\n',
-    'import torch\nfrom pkg_resources import parse_version\nif parse_version(torch.__version__) >= parse_version("1.6"):\n'
-    '    from torch.cuda.amp import autocast\n',
-    'import torch\nfrom distutils.version import LooseVersion\nif LooseVersion(torch.__version__) >= "1.10.0":\n'
-    '    from torch import autocast\n',
-    'import importlib.metadata\nfrom packaging.version import parse\n'
-    'if parse(importlib.metadata.version("torch")) >= parse("2.3"):\n    from torch.amp import GradScaler\n',
+    ('import torch\nfrom packaging import version\n'
+    'if version.parse(torch.__version__) >= version.parse("2.4"):\n    from torch.amp import custom_fwd\n'),
+    ('import torch\nimport packaging.version\nif packaging.version.Version(torch.__version__.split("+")[0]) < packaging.version.Version("1.10"):\n'
+    '    from torch.cuda.amp import autocast\n'),
+    ('import torch\nfrom pkg_resources import parse_version\nif parse_version(torch.__version__) >= parse_version("1.6"):\n'
+    '    from torch.cuda.amp import autocast\n'),
+    ('import torch\nfrom distutils.version import LooseVersion\nif LooseVersion(torch.__version__) >= "1.10.0":\n'
+    '    from torch import autocast\n'),
+    ('import importlib.metadata\nfrom packaging.version import parse\n'
+    'if parse(importlib.metadata.version("torch")) >= parse("2.3"):\n    from torch.amp import GradScaler\n'),
     # hasattr of a modern name
-    'import torch\nif hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):\n    s = torch.amp.GradScaler("cuda")\n'
-    'else:\n    s = torch.cuda.amp.GradScaler()\n',
+    ('import torch\nif hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):\n    s = torch.amp.GradScaler("cuda")\n'
+    'else:\n    s = torch.cuda.amp.GradScaler()\n'),
     'import torch\nif not hasattr(torch, "autocast"):\n    a = torch.cuda.amp.autocast\n',
     # library helpers
-    'from accelerate.utils import is_torch_version\nif is_torch_version(">=", "2.4.0"):\n    from torch.amp import GradScaler\n'
-    'else:\n    from torch.cuda.amp import GradScaler\n',
-    'from transformers.utils import is_torch_greater_or_equal\nif is_torch_greater_or_equal("2.3"):\n'
-    '    from torch.amp import GradScaler\n',
-    'from lightning.fabric.utilities.imports import _TORCH_GREATER_EQUAL_2_1\nif _TORCH_GREATER_EQUAL_2_1:\n'
-    '    from torch.amp import GradScaler\n',
+    ('from accelerate.utils import is_torch_version\nif is_torch_version(">=", "2.4.0"):\n    from torch.amp import GradScaler\n'
+    'else:\n    from torch.cuda.amp import GradScaler\n'),
+    ('from transformers.utils import is_torch_greater_or_equal\nif is_torch_greater_or_equal("2.3"):\n'
+    '    from torch.amp import GradScaler\n'),
+    ('from lightning.fabric.utilities.imports import _TORCH_GREATER_EQUAL_2_1\nif _TORCH_GREATER_EQUAL_2_1:\n'
+    '    from torch.amp import GradScaler\n'),
     # a module constant
-    'import torch\nfrom packaging import version\n_TORCH_GE_1_10 = version.parse(torch.__version__) >= version.parse("1.10")\n'
-    'def f():\n    if _TORCH_GE_1_10:\n        return torch.autocast("cuda")\n    return torch.cuda.amp.autocast()\n',
-    'import torch\nfrom packaging import version\nTORCH_VERSION = version.parse(torch.__version__)\n'
-    'if TORCH_VERSION >= version.parse("2.3"):\n    from torch.amp import GradScaler\n',
+    ('import torch\nfrom packaging import version\n_TORCH_GE_1_10 = version.parse(torch.__version__) >= version.parse("1.10")\n'
+    'def f():\n    if _TORCH_GE_1_10:\n        return torch.autocast("cuda")\n    return torch.cuda.amp.autocast()\n'),
+    ('import torch\nfrom packaging import version\nTORCH_VERSION = version.parse(torch.__version__)\n'
+    'if TORCH_VERSION >= version.parse("2.3"):\n    from torch.amp import GradScaler\n'),
     # a conditional expression
     'import torch\nac = torch.amp.autocast if hasattr(torch, "amp") else torch.cuda.amp.autocast\n',
     # try/except ImportError
@@ -233,8 +233,8 @@ def test_the_target_decides():
             'import torch\nfrom torch.amp import GradScaler\n',
         ),
         (  # a conditional expression, its branch's parentheses kept
-            'import functools, torch\n'
-            'ac = (functools.partial(torch.amp.autocast, "cuda")) if hasattr(torch, "amp") else torch.cuda.amp.autocast\n',
+            ('import functools, torch\n'
+            'ac = (functools.partial(torch.amp.autocast, "cuda")) if hasattr(torch, "amp") else torch.cuda.amp.autocast\n'),
             'import functools, torch\nac = (functools.partial(torch.amp.autocast, "cuda"))\n',
         ),
         (  # try/except/else
@@ -399,10 +399,10 @@ def test_public_or_unrelated_names_stay_silent(source):
         (SCALER + "on = scaler._enabled\n", SCALER + "on = scaler.is_enabled()\n"),
         (SCALER + "f = (scaler\n     ._backoff_factor)\n", SCALER + "f = (scaler\n     .get_backoff_factor())\n"),
         (SCALER + "scaler._growth_factor = 2.0  # faster\n", SCALER + "scaler.set_growth_factor(2.0)  # faster\n"),
-        ('import torch\nclass T:\n    def __init__(self):\n        self.scaler = torch.amp.GradScaler("cuda")\n'
-         "    def on(self):\n        return self.scaler._enabled\n",
-         'import torch\nclass T:\n    def __init__(self):\n        self.scaler = torch.amp.GradScaler("cuda")\n'
-         "    def on(self):\n        return self.scaler.is_enabled()\n"),
+        (('import torch\nclass T:\n    def __init__(self):\n        self.scaler = torch.amp.GradScaler("cuda")\n'
+         "    def on(self):\n        return self.scaler._enabled\n"),
+         ('import torch\nclass T:\n    def __init__(self):\n        self.scaler = torch.amp.GradScaler("cuda")\n'
+         "    def on(self):\n        return self.scaler.is_enabled()\n")),
     ],
 )
 def test_private_api_fixes(before, after):

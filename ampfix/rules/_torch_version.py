@@ -1,6 +1,6 @@
 """What a torch-version test evaluates to on every torch from the target on (AMP106, AMP107).
 
-``TestEvaluator(ctx).truth(test)`` is True or False when the test has that value on every torch
+``VersionTestEvaluator(ctx).truth(test)`` is True or False when the test has that value on every torch
 release >= ``settings.target_torch``, and None when it may depend on the release or on anything
 else. Only forms whose meaning is known are evaluated:
 
@@ -51,26 +51,26 @@ MODERN_FLOORS: dict[str, tuple[int, int]] = {
 MODERN_FLOORS["torch.amp.autocast"] = (1, 10)  # torch.autocast is torch.amp.autocast
 MODERN_FLOORS["torch.GradScaler"] = (2, 3)
 
-_PARSERS = frozenset({
+VERSION_PARSERS = frozenset({
     "packaging.version.parse", "packaging.version.Version",
     "pkg_resources.parse_version", "pkg_resources.packaging.version.parse",
     "pkg_resources.packaging.version.Version",
 })
-_LOOSE = frozenset({
+LOOSE_VERSIONS = frozenset({
     "distutils.version.LooseVersion", "setuptools._distutils.version.LooseVersion",
     "looseversion.LooseVersion",
 })
 _VERSION_STRINGS = frozenset({"torch.__version__", "torch.version.__version__"})
-_METADATA_VERSION = frozenset({"importlib.metadata.version", "importlib_metadata.version"})
-_ACCELERATE = frozenset({
+METADATA_VERSIONS = frozenset({"importlib.metadata.version", "importlib_metadata.version"})
+ACCELERATE_HELPERS = frozenset({
     "accelerate.utils.is_torch_version", "accelerate.utils.versions.is_torch_version",
     "accelerate.utils.imports.is_torch_version",
 })
-_TRANSFORMERS_GE = frozenset({
+TRANSFORMERS_HELPERS = frozenset({
     "transformers.utils.is_torch_greater_or_equal",
     "transformers.utils.import_utils.is_torch_greater_or_equal",
 })
-_FLAG_NAMES = (
+FLAG_NAMES = (
     re.compile(r"^(?:lightning|pytorch_lightning|lightning_fabric)(?:\.\w+)*\._TORCH_GREATER_EQUAL_(\d+)_(\d+)$"),
     re.compile(r"^transformers\.pytorch_utils\.is_torch_greater_or_equal_than_(\d+)_(\d+)$"),
 )
@@ -105,14 +105,14 @@ def dead_comparison(op: type, literal: tuple, target: tuple) -> Optional[bool]:
     return None
 
 
-class TestEvaluator:
+class VersionTestEvaluator:
     """Evaluates torch-version tests of one module at its target torch."""
 
     def __init__(self, ctx: ModuleContext):
         self.ctx = ctx
         self.target: tuple = tuple(ctx.settings.target_torch)
         self._resolving: set[int] = set()
-        self.reasons: list[str] = []  # what made the last known answer known (for the message)
+        self.reasons: list[str] = []  # the floors of the modern names a `hasattr` found (for the message)
 
     # -- the installed version ------------------------------------------------------------------
 
@@ -146,7 +146,7 @@ class TestEvaluator:
             return True
         if isinstance(node, ast.Call) and len(node.args) == 1 and not node.keywords:
             arg = node.args[0]
-            if self.qualified(node.func) in _METADATA_VERSION:
+            if self.qualified(node.func) in METADATA_VERSIONS:
                 return isinstance(arg, ast.Constant) and arg.value == "torch"
         if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and node.slice.value == 0:
             split = node.value  # torch.__version__.split("+")[0]: the public part
@@ -166,9 +166,9 @@ class TestEvaluator:
             return TORCH if self.target >= (1, 10) else None
         if isinstance(node, ast.Call) and len(node.args) == 1 and not node.keywords:
             func = self.qualified(node.func)
-            if func in _PARSERS and self._version_string(node.args[0]):
+            if func in VERSION_PARSERS and self._version_string(node.args[0]):
                 return PACKAGING
-            if func in _LOOSE and self._version_string(node.args[0]):
+            if func in LOOSE_VERSIONS and self._version_string(node.args[0]):
                 return LOOSE
         if isinstance(node, ast.Name):
             value = self._module_constant(node)
@@ -189,7 +189,7 @@ class TestEvaluator:
             if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
                 return None
             func = self.qualified(node.func)
-            if (func in _PARSERS and kind in (TORCH, PACKAGING)) or (func in _LOOSE and kind == LOOSE):
+            if (func in VERSION_PARSERS and kind in (TORCH, PACKAGING)) or (func in LOOSE_VERSIONS and kind == LOOSE):
                 return _release(arg.value)
         return None
 
@@ -241,10 +241,7 @@ class TestEvaluator:
             op = _FLIPPED.get(op, op)
         if literal is None or op not in _FLIPPED:
             return None
-        value = dead_comparison(op, literal, self.target)
-        if value is not None:
-            self.reasons.append(f"torch >= {release_text(self.target)} makes it {value}")
-        return value
+        return dead_comparison(op, literal, self.target)
 
     def _call(self, call: ast.Call) -> Optional[bool]:
         func = self.qualified(call.func)
@@ -256,12 +253,12 @@ class TestEvaluator:
         strings = [a.value for a in args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
         if len(strings) != len(args):
             return None
-        if func in _ACCELERATE and len(args) == 2 and strings[0] in _OPERATORS:
+        if func in ACCELERATE_HELPERS and len(args) == 2 and strings[0] in _OPERATORS:
             literal = _release(strings[1])
-            return None if literal is None else self._known(dead_comparison(_OPERATORS[strings[0]], literal, self.target))
-        if func in _TRANSFORMERS_GE and len(args) == 1:
+            return None if literal is None else dead_comparison(_OPERATORS[strings[0]], literal, self.target)
+        if func in TRANSFORMERS_HELPERS and len(args) == 1:
             literal = _release(strings[0])
-            return None if literal is None else self._known(dead_comparison(ast.GtE, literal, self.target))
+            return None if literal is None else dead_comparison(ast.GtE, literal, self.target)
         return None
 
     def _hasattr(self, obj: ast.AST, attr: ast.AST) -> Optional[bool]:
@@ -276,21 +273,16 @@ class TestEvaluator:
 
     def _flag(self, node: ast.AST) -> Optional[bool]:
         qualified = self.qualified(node)
-        for pattern in _FLAG_NAMES:
+        for pattern in FLAG_NAMES:
             match = pattern.match(qualified or "")
             if match:
                 floor = (int(match.group(1)), int(match.group(2)))
-                return self._known(dead_comparison(ast.GtE, floor, self.target))
+                return dead_comparison(ast.GtE, floor, self.target)
         if isinstance(node, ast.Name):
             value = self._module_constant(node)
             if value is not None:
                 return self._resolved(value, self.truth)
         return None
-
-    def _known(self, value: Optional[bool]) -> Optional[bool]:
-        if value is not None:
-            self.reasons.append(f"torch >= {release_text(self.target)} makes it {value}")
-        return value
 
     # -- module constants ---------------------------------------------------------------------
 

@@ -27,8 +27,15 @@ from ampfix.prefilter import FileBytes, names_amp_module
 from ampfix.rewrite import reblock_edit
 from ampfix.rules._migration import MIGRATIONS
 from ampfix.rules._torch_version import (
-    _ACCELERATE, _FLAG_NAMES, _LOOSE, _METADATA_VERSION, _PARSERS, _TRANSFORMERS_GE,
-    MODERN_FLOORS, TestEvaluator, release_text,
+    ACCELERATE_HELPERS,
+    FLAG_NAMES,
+    LOOSE_VERSIONS,
+    METADATA_VERSIONS,
+    MODERN_FLOORS,
+    TRANSFORMERS_HELPERS,
+    VERSION_PARSERS,
+    VersionTestEvaluator,
+    release_text,
 )
 from ampfix.rules.base import FIX_SAFE, Rule
 from ampfix.semantic import dotted_parts
@@ -41,7 +48,7 @@ _AMP_WORDS = frozenset({"amp", "autocast", "GradScaler", "custom_fwd", "custom_b
 # Imports the test alone may have needed: removed when the collapse leaves them unused.
 _HELPER_MODULES = ("packaging", "pkg_resources", "distutils", "looseversion", "importlib_metadata",
                    "importlib.metadata", "setuptools._distutils")
-_HELPERS = _PARSERS | _LOOSE | _METADATA_VERSION | _ACCELERATE | _TRANSFORMERS_GE
+_HELPERS = VERSION_PARSERS | LOOSE_VERSIONS | METADATA_VERSIONS | ACCELERATE_HELPERS | TRANSFORMERS_HELPERS
 _ELSE = re.compile(r"else\s*:")
 
 
@@ -68,7 +75,7 @@ class DeadVersionShim(Rule):
         return names_amp_module(file) or file.has(b"autocast", b"GradScaler", b"custom_fwd", b"custom_bwd")
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
-        evaluator = TestEvaluator(ctx)
+        evaluator = VersionTestEvaluator(ctx)
         target = release_text(ctx.settings.target_torch)
         shims = [n for n in ctx.semantic.nodes(ast.If, ast.IfExp, ast.Try) if not _is_elif(ctx, n)]
         for node in shims:
@@ -81,7 +88,7 @@ class DeadVersionShim(Rule):
                 continue
             dead = node.orelse if truth else node.body
             kept = "the `if` branch" if truth else ("the `else` branch" if node.orelse else "nothing")
-            why = f"; {evaluator.reasons[0]}" if evaluator.reasons and "exists" in evaluator.reasons[0] else ""
+            why = f"; {evaluator.reasons[0]}" if evaluator.reasons else ""
             message = (
                 f"Version shim is dead for torch >= {target}: `{_short(ctx, node.test)}` is always "
                 f"{str(truth).lower()}{why}"
@@ -178,7 +185,7 @@ def _short(ctx: ModuleContext, node: ast.AST) -> str:
     return text if len(text) <= 70 else text[:67] + "..."
 
 
-def _orphans(ctx: ModuleContext, evaluator: TestEvaluator, removed: list) -> frozenset:
+def _orphans(ctx: ModuleContext, evaluator: VersionTestEvaluator, removed: list) -> frozenset:
     """Names bound by imports of version helpers that only the removed code may have used (none
     in an ``__init__.py``, whose imports are the package's exports)."""
     if os.path.basename(ctx.path) == "__init__.py":
@@ -191,7 +198,7 @@ def _orphans(ctx: ModuleContext, evaluator: TestEvaluator, removed: list) -> fro
                 is_import = any(b.kind == "import" for b in _bindings(ctx, sub))
                 if is_import and (
                     qualified.startswith(_HELPER_MODULES) or qualified in _HELPERS
-                    or any(p.match(qualified) for p in _FLAG_NAMES)
+                    or any(p.match(qualified) for p in FLAG_NAMES)
                 ):
                     names.add(sub.id)
     return frozenset(names)
