@@ -287,6 +287,12 @@ def test_the_fix_is_idempotent_and_clean():
     assert found(once, "AMP106") == [] and found(once, "AMP101") == []
 
 
+def test_comments_under_the_last_live_statement_move_with_it():
+    source = 'import torch\nfor i in r:\n\tif torch.__version__ < "2.3":\n\t    s = None\n\telse:\n' \
+             '\t    from torch.amp import GradScaler\n\t    # trailing\nz = 0\n# end'
+    assert fixed(source, "AMP106") == 'import torch\nfor i in r:\n\tfrom torch.amp import GradScaler\n\t# trailing\nz = 0\n# end'
+
+
 def test_tab_indented_and_crlf_sources_keep_their_form():
     source = 'import torch\r\nif torch.__version__ >= "2.3":\r\n\tfrom torch.amp import GradScaler\r\n\tS = GradScaler\r\n'
     assert fixed(source, "AMP106") == 'import torch\r\nfrom torch.amp import GradScaler\r\nS = GradScaler\r\n'

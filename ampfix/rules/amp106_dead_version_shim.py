@@ -50,6 +50,7 @@ _HELPER_MODULES = ("packaging", "pkg_resources", "distutils", "looseversion", "i
                    "importlib.metadata", "setuptools._distutils")
 _HELPERS = VERSION_PARSERS | LOOSE_VERSIONS | METADATA_VERSIONS | ACCELERATE_HELPERS | TRANSFORMERS_HELPERS
 _ELSE = re.compile(r"else\s*:")
+_LAST = 1 << 62  # no next clause: a block's footer may run to the end of the file
 
 
 def is_amp_name(qualified: Optional[str]) -> bool:
@@ -239,16 +240,18 @@ def _row_end(ctx: ModuleContext, row: int) -> int:
     return starts[row] if row < len(starts) else len(ctx.text)
 
 
-def _block_lines(ctx: ModuleContext, header_row: int, block: list, stop_row: int, indent: str) -> Optional[tuple[str, str]]:
-    """The whole lines of ``block`` (the statements after the header on ``header_row``, with the
-    comments above its first statement), and the comment lines indented under it after its last
-    statement, up to ``stop_row`` (the next clause's row, exclusive). LibCST moves the first; the
-    second (a block's footer, which it does not print with the statements) moves as text."""
+def _block_lines(ctx: ModuleContext, header_row: int, block: list, stop_row: int, indent: str) -> Optional[tuple]:
+    """(statements, footer start, footer end): the whole lines of ``block`` (the statements after
+    the header on ``header_row``, with the comments above its first statement), and the span of
+    the comment lines indented under it after its last statement, up to ``stop_row`` (the next
+    clause's row, exclusive). LibCST moves the statements; the footer, which LibCST does not
+    print with them, moves as text."""
     if block[0].lineno <= header_row:
         return None  # `if x: y` on one line
     last = block[-1].end_lineno
     footer_end = last
     row = last + 1
+    stop_row = min(stop_row, len(ctx.locator.line_starts) + 1)
     while row < stop_row:
         stripped = ctx.locator.line_text(row).strip()
         if stripped and not (stripped.startswith("#") and len(ctx.locator.indentation(row)) > len(indent)):
@@ -257,7 +260,7 @@ def _block_lines(ctx: ModuleContext, header_row: int, block: list, stop_row: int
             footer_end = row
         row += 1
     statements = ctx.text[ctx.locator.line_start(header_row + 1):_row_end(ctx, last)]
-    return statements, ctx.text[_row_end(ctx, last):_row_end(ctx, footer_end)]
+    return statements, _row_end(ctx, last), _row_end(ctx, footer_end)
 
 
 def _keyword_row(ctx: ModuleContext, after: int, before: int, indent: str) -> Optional[int]:
@@ -269,18 +272,22 @@ def _keyword_row(ctx: ModuleContext, after: int, before: int, indent: str) -> Op
     return None
 
 
-def _moved(ctx: ModuleContext, stmt: ast.stmt, lines: Optional[tuple[str, str]], block: list) -> Optional[list[Edit]]:
+def _moved(ctx: ModuleContext, stmt: ast.stmt, lines: Optional[tuple], block: list) -> Optional[list[Edit]]:
     """Replace the lines of ``stmt`` with ``lines`` (the live block and its footer comments),
     re-blocked at stmt's level."""
     if lines is None:
         return None
-    statements, footer = lines
+    statements, footer_start, footer_end = lines
     start, end = line_span(ctx, stmt)
     indent = ctx.locator.indentation(stmt.lineno)
     old = ctx.locator.indentation(block[0].lineno)
     edits = [reblock_edit(start, end, statements, old, indent, newline=ctx.locator.newline())]
-    if footer:
-        edits.append(Edit.insert(end, _dedented(footer, old, indent)))
+    if footer_end > footer_start:
+        footer = _dedented(ctx.text[footer_start:footer_end], old, indent)
+        if footer_start >= end:  # after the statement (its last clause's footer): moved in place
+            edits.append(Edit(footer_start, footer_end, footer))
+        else:  # before a clause the fix removes: after the moved statements
+            edits.append(Edit.insert(end, footer))
     return edits
 
 
@@ -299,7 +306,7 @@ def _if_fix(ctx: ModuleContext, node: ast.If, truth: bool) -> Optional[list[Edit
         body_start = ctx.locator.node_range(node.body[0])[0]
         return [Edit(ctx.locator.line_start(node.lineno), body_start, indent)]
     if truth:
-        stop = node.orelse[0].lineno if node.orelse else node.end_lineno + 1
+        stop = node.orelse[0].lineno if node.orelse else _LAST
         if node.orelse and _is_elif(ctx, node.orelse[0]):
             stop = node.orelse[0].lineno
         elif node.orelse:
@@ -313,7 +320,7 @@ def _if_fix(ctx: ModuleContext, node: ast.If, truth: bool) -> Optional[list[Edit
     else_row = _keyword_row(ctx, node.body[-1].end_lineno, node.orelse[0].lineno, indent)
     if else_row is None:
         return None
-    lines = _block_lines(ctx, else_row, node.orelse, node.end_lineno + 1, indent)
+    lines = _block_lines(ctx, else_row, node.orelse, _LAST, indent)
     return _moved(ctx, node, lines, node.orelse)
 
 
@@ -345,8 +352,8 @@ def _try_fix(ctx: ModuleContext, node: ast.Try) -> Optional[list[Edit]]:
         body_indent = ctx.locator.indentation(node.body[0].lineno)
         if else_row is None or ctx.locator.indentation(node.orelse[0].lineno) != body_indent:
             return None
-        rest = _block_lines(ctx, else_row, node.orelse, node.end_lineno + 1, indent)
-        if rest is None or lines[1]:
+        rest = _block_lines(ctx, else_row, node.orelse, _LAST, indent)
+        if rest is None or lines[2] > lines[1]:
             return None  # comments between the body and `else` would land between two statements
-        lines = (lines[0] + rest[0], rest[1])
+        lines = (lines[0] + rest[0], rest[1], rest[2])
     return _moved(ctx, node, lines, node.body)
