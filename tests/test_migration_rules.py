@@ -269,7 +269,7 @@ def test_old_api_tried_first_in_a_probe_is_not_reported():
 def test_old_api_in_the_branch_for_old_torch_is_a_fallback(source):
     import ampfix
 
-    diag, = ampfix.check_source(source, "t.py")
+    diag, = [d for d in ampfix.check_source(source, "t.py") if d.code != "AMP106"]  # a dead shim at 2.4
     assert diag.fix is None and "compatibility fallback" in diag.message
 
 

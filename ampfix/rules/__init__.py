@@ -9,6 +9,8 @@ from ampfix.rules.amp102_deprecated_grad_scaler import DeprecatedGradScaler
 from ampfix.rules.amp103_deprecated_custom_fwd import DeprecatedCustomFwd
 from ampfix.rules.amp104_legacy_autocast_state import LegacyAutocastState
 from ampfix.rules.amp105_apex_amp import ApexAmp
+from ampfix.rules.amp106_dead_version_shim import DeadVersionShim
+from ampfix.rules.amp107_private_amp_api import PrivateAmpApi
 from ampfix.rules.amp201_clip_scaled_gradients import ClipScaledGradients
 from ampfix.rules.amp202_unscaled_backward import UnscaledBackward
 from ampfix.rules.amp203_step_bypasses_scaler import StepBypassesScaler
@@ -38,6 +40,8 @@ _RULE_CLASSES: list[type[Rule]] = [
     DeprecatedCustomFwd,
     LegacyAutocastState,
     ApexAmp,
+    DeadVersionShim,
+    PrivateAmpApi,
     ClipScaledGradients,
     UnscaledBackward,
     StepBypassesScaler,
