@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         default_device: str
         amp_dtype: Optional[str]
         target_torch: tuple
+        target_torch_declared: bool
 
     from ampfix.training.model import (
         TrainingModel,  # built lazily: context -> training -> program

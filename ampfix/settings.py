@@ -67,6 +67,9 @@ class Settings:
     exclude: tuple[str, ...] = DEFAULT_EXCLUDES
     extend_exclude: tuple[str, ...] = ()
     target_torch: tuple[int, int] = DEFAULT_TARGET_TORCH
+    # Whether the user (--target-torch, `target-torch`) or the project (its torch requirement)
+    # set the target: a shim for older torch is dead only for a floor somebody declared.
+    target_torch_declared: bool = False
     unsafe_fixes: bool = False
     project_root: str = "."
     config_path: Optional[str] = None
@@ -100,6 +103,7 @@ class Settings:
                 sorted(self.select),
                 self.per_file_ignores,
                 self.target_torch,
+                self.target_torch_declared,
                 self.default_device,
                 self.amp_dtype,
                 sorted(self.safe_fix_codes),
@@ -462,6 +466,7 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
         target = parse_version(values["target-torch"], key_where("target-torch"))
     else:
         target = config.torch_requirement or DEFAULT_TARGET_TORCH
+    target_declared = cli.target_torch is not None or "target-torch" in values or config.torch_requirement is not None
 
     unsafe = _flag(values, "unsafe-fixes", cli.unsafe_fixes, key_where)
     preview = _flag(values, "preview", cli.preview, key_where)
@@ -499,6 +504,7 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
         exclude=exclude,
         extend_exclude=extend_exclude,
         target_torch=target,
+        target_torch_declared=target_declared,
         unsafe_fixes=unsafe,
         project_root=config.root,
         config_path=config.path,

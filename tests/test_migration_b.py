@@ -7,16 +7,19 @@ import pytest
 
 import ampfix
 from ampfix.settings import Settings
+from conftest import run_ampfix
 
 
 def found(source, code, **settings):
     settings.setdefault("select", frozenset({code}))
+    settings.setdefault("target_torch_declared", True)  # as --target-torch or the project's floor
     diagnostics = ampfix.check_source(textwrap.dedent(source), "t.py", Settings(**settings))
     return [d for d in diagnostics if d.code == code]
 
 
 def fixed(source, code, unsafe=False, **settings):
     settings.setdefault("select", frozenset({code}))
+    settings.setdefault("target_torch_declared", True)
     return ampfix.fix_source(textwrap.dedent(source), "t.py", Settings(**settings), unsafe_fixes=unsafe).source
 
 
@@ -320,7 +323,7 @@ def test_a_librarys_own_helper_is_resolved_through_its_package(tmp_path):
     (package / "__init__.py").write_text("")
     (package / "utils" / "__init__.py").write_text("")
     path = str(package / "checkpointing.py")
-    result = ampfix.fix_source(ACCELERATE_SHIM, path, Settings(select=frozenset({"AMP106"})))
+    result = ampfix.fix_source(ACCELERATE_SHIM, path, Settings(select=frozenset({"AMP106"}), target_torch_declared=True))
     assert result.source == "from .utils import load\n\nfrom torch.amp import GradScaler\n"
     # the same text outside the package: `.utils` is not accelerate's
     assert found(ACCELERATE_SHIM, "AMP106") == []
@@ -329,13 +332,13 @@ def test_a_librarys_own_helper_is_resolved_through_its_package(tmp_path):
 def test_an_init_module_keeps_its_imports(tmp_path):
     source = 'import torch\nfrom packaging import version\nif version.parse(torch.__version__) >= version.parse("2.3"):\n' \
              '    from torch.amp import GradScaler\n'
-    result = ampfix.fix_source(source, str(tmp_path / "__init__.py"), Settings(select=frozenset({"AMP106"})))
+    result = ampfix.fix_source(source, str(tmp_path / "__init__.py"), Settings(select=frozenset({"AMP106"}), target_torch_declared=True))
     assert result.source == "import torch\nfrom packaging import version\nfrom torch.amp import GradScaler\n"
 
 @pytest.mark.parametrize("source", SHIM_INVALID + SHIM_VALID)
 def test_the_prefilter_never_hides_a_shim(source):
     source = textwrap.dedent(source)
-    settings = Settings(select=frozenset({"AMP106"}))
+    settings = Settings(select=frozenset({"AMP106"}), target_torch_declared=True)
     with_prefilter = [(d.code, d.start) for d in ampfix.check_source(source, "t.py", settings)]
     without = [(d.code, d.start) for d in ampfix.check_source(source, "t.py", settings, prefilter=False)]
     assert with_prefilter == without
@@ -454,3 +457,18 @@ def test_the_prefilter_never_hides_a_private_use(source):
     with_prefilter = [(d.code, d.start) for d in ampfix.check_source(source, "t.py", settings)]
     without = [(d.code, d.start) for d in ampfix.check_source(source, "t.py", settings, prefilter=False)]
     assert with_prefilter == without
+
+
+def test_amp106_needs_a_declared_target(tmp_path):
+    # ampfix's default floor (2.4) is a guess: a shim is dead only for a floor the user or the
+    # project declared (--target-torch, `target-torch`, the project's torch requirement)
+    source = 'import torch\nif torch.__version__ >= "2.3":\n    s = torch.amp.GradScaler("cuda")\n'
+    assert found(source, "AMP106", target_torch_declared=False) == []
+    assert len(found(source, "AMP106")) == 1
+    (tmp_path / "t.py").write_text(source)
+    plain = run_ampfix("check", "--no-cache", "--preview", "--select", "AMP106", "t.py", cwd=tmp_path)
+    declared = run_ampfix("check", "--no-cache", "--preview", "--select", "AMP106", "--target-torch", "2.4", "t.py", cwd=tmp_path)
+    assert "AMP106" not in plain.stdout and "AMP106" in declared.stdout
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\ndependencies = ["torch>=2.4"]\n')
+    from_project = run_ampfix("check", "--no-cache", "--preview", "--select", "AMP106", "t.py", cwd=tmp_path)
+    assert "AMP106" in from_project.stdout

@@ -42,7 +42,7 @@ def test_example_fires_and_use_instead_is_clean(code):
     text = doc(code)
     example, = blocks(text, "## Example")
     use_instead, = blocks(text, "## Use instead")
-    settings = Settings()
+    settings = Settings(target_torch_declared=True)  # AMP106 asks for a declared torch floor
     found = [d.code for d in ampfix.check_source(example, "example.py", settings)]
     assert code in found
     assert code not in [d.code for d in ampfix.check_source(use_instead, "example.py", settings)]
@@ -53,7 +53,8 @@ def test_fix_turns_example_into_use_instead(code):
     text = doc(code)
     example, = blocks(text, "## Example")
     use_instead, = blocks(text, "## Use instead")
-    result = ampfix.fix_source(example, "example.py", Settings(select=frozenset({code})), unsafe_fixes=True)
+    settings = Settings(select=frozenset({code}), target_torch_declared=True)
+    result = ampfix.fix_source(example, "example.py", settings, unsafe_fixes=True)
     assert result.source == use_instead
 
 
