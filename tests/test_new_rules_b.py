@@ -43,6 +43,11 @@ AMP215_INVALID = [
         'use_scaler = cfg["scaler"]\nscaler = torch.amp.GradScaler("cuda", enabled=use_scaler)',
         ", enabled=use_amp", head='use_amp = cfg["amp"]\n',
     ),
+    # a common conjunct does not tie the flags together
+    amp_step('scaler = torch.amp.GradScaler("cuda", enabled=args.scaler and device.type == "cuda")',
+             ', enabled=args.amp and device.type == "cuda"'),
+    # the scaler is off for bfloat16 runs, but this autocast is float16 whatever `--bf16` says
+    amp_step('scaler = torch.amp.GradScaler("cuda", enabled=args.amp and not args.bf16)', ", enabled=args.amp"),
     # a scaler created only under its own flag; the old autocast's positional `enabled`
     src("""
     scaler = torch.cuda.amp.GradScaler() if args.grad_scaling else None
@@ -75,8 +80,12 @@ AMP215_VALID = [
     # the same flag under another name (yolov5's `amp`), through an assignment
     amp_step('scaler = torch.amp.GradScaler("cuda", enabled=use_amp)', ", enabled=args.amp",
              head="use_amp = args.amp\n"),
-    # the scaler flag is derived from the autocast flag
-    amp_step('scaler = torch.amp.GradScaler("cuda", enabled=args.amp and not args.bf16)', ", enabled=args.amp"),
+    # the scaler is off exactly when the run chooses bfloat16
+    amp_step('scaler = torch.amp.GradScaler("cuda", enabled=args.amp and not args.bf16)',
+             ", dtype=torch.bfloat16 if args.bf16 else torch.float16, enabled=args.amp"),
+    # a call's result may derive from its argument; `cfg.get("amp")` is the entry `cfg["amp"]`
+    amp_step('scaler = torch.amp.GradScaler("cuda", enabled=needs_scaling(args.amp))', ", enabled=args.amp"),
+    amp_step('scaler = torch.amp.GradScaler("cuda", enabled=cfg.get("amp", False))', ', enabled=self.cfg["amp"]'),
     # the scaler always on: every float16 step is scaled
     amp_step('scaler = torch.amp.GradScaler("cuda")', ", enabled=args.amp"),
     # bfloat16 needs no scaler: no configuration underflows

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ast
-from typing import Iterator, Optional
+from typing import Iterator
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Diagnostic

@@ -4,11 +4,13 @@ or a GradScaler on, and the dtypes an autocast region may run in.
 A *flag* is an expression whose value comes from outside the step (``args.amp``,
 ``cfg["fp16"]``, ``self.fp16``, a parameter its callers give a flag). ``flag_leaves`` follows an
 expression through the definitions that reach it (ampfix.program.values) down to its *leaves*:
-configuration entries (an attribute or a constant-key subscript of an object, as written:
-``args.amp``, ``config["amp"]``) and calls (``torch.cuda.is_available()``). Two flags with no
-common leaf are independent: some configuration sets one and not the other. A name the analysis
-cannot follow to a leaf (a parameter no caller in the module is seen passing, a loop variable, an
-unpacking) makes the answer unknown (None), and rules stay silent.
+configuration entries and calls (``torch.cuda.is_available()``). An entry is known by its key
+(``amp`` for ``args.amp``, ``self.config["amp"]`` and ``getattr(opts, "common.amp")``): the same
+setting is often read through different objects (the parsed arguments, a config dictionary kept
+on a trainer), so entries of one key count as one flag, which errs on the silent side. Two flags
+with no common leaf are independent: some configuration sets one and not the other. A name the
+analysis cannot follow to a leaf (a parameter no caller in the module is seen passing, a loop
+variable, an unpacking) makes the answer unknown (None), and rules stay silent.
 
 ``dtype_choices`` reads an autocast dtype the same way: ``torch.bfloat16``, a name assigned
 ``torch.bfloat16 if args.bf16 else torch.float16``, a string mapped through ``getattr(torch, s)``;
@@ -50,11 +52,6 @@ def flag_leaves(model: "TrainingModel", expr: ast.AST) -> Optional[frozenset]:
         return None
 
 
-def independent(a: Optional[frozenset], b: Optional[frozenset]) -> bool:
-    """Whether two flags are known and share no leaf (neither is a constant)."""
-    return bool(a) and bool(b) and a.isdisjoint(b)
-
-
 def _leaves(model: "TrainingModel", expr: ast.AST, depth: int) -> set:
     if depth > _MAX_DEPTH:
         raise _Unknown
@@ -65,14 +62,23 @@ def _leaves(model: "TrainingModel", expr: ast.AST, depth: int) -> set:
         return _name_leaves(model, expr, depth)
     if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name) and expr.value.id == "self":
         return _field_leaves(model, expr, depth)
-    if isinstance(expr, ast.Attribute) or (isinstance(expr, ast.Subscript) and isinstance(expr.slice, ast.Constant)):
-        return {segment(expr).replace("'", '"')}  # a configuration entry, as written
+    if isinstance(expr, ast.Attribute):
+        return {expr.attr}  # a configuration entry: `args.amp`, `cfg.train.amp`
+    if isinstance(expr, ast.Subscript) and isinstance(expr.slice, ast.Constant):
+        return {str(expr.slice.value)}  # `config["amp"]`
     if isinstance(expr, ast.Call):
         if _builtin(model, expr.func, "getattr") and len(expr.args) >= 2 and isinstance(expr.args[1], ast.Constant):
-            return {f"{segment(expr.args[0])}.{expr.args[1].value}"}  # getattr(opts, "common.mixed_precision")
+            return {str(expr.args[1].value).rsplit(".", 1)[-1]}  # getattr(opts, "common.mixed_precision")
         if _builtin(model, expr.func, "bool") and len(expr.args) == 1:
             return _leaves(model, expr.args[0], depth + 1)
-        return {segment(expr)}
+        if isinstance(expr.func, ast.Attribute) and expr.func.attr == "get" and expr.args \
+                and isinstance(expr.args[0], ast.Constant):
+            return {str(expr.args[0].value)}  # `cfg.get("amp", False)`
+        # a call is a value of its own, which may derive from its arguments (`decide(args.amp)`)
+        found = {segment(expr)}
+        for argument in [*expr.args, *(k.value for k in expr.keywords)]:
+            found |= _leaves(model, argument, depth + 1)
+        return found
     if isinstance(expr, (ast.BoolOp, ast.Compare, ast.UnaryOp, ast.IfExp, ast.BinOp)):
         found: set = set()
         for child in ast.iter_child_nodes(expr):
@@ -141,12 +147,13 @@ def _parameter_leaves(model: "TrainingModel", function: ast.AST, name: str, dept
 def _field_leaves(model: "TrainingModel", expr: ast.Attribute, depth: int) -> set:
     """``self.fp16``: what its assignments in the class give, else the field itself."""
     stmts = [s for s in assignments(model.ctx.semantic, expr) if isinstance(s, (ast.Assign, ast.AnnAssign))]
-    if not stmts:
-        return {model.ctx.segment(expr)}
     found: set = set()
-    for stmt in stmts:
-        found |= _leaves(model, stmt.value, depth + 1)
-    return found
+    try:
+        for stmt in stmts:
+            found |= _leaves(model, stmt.value, depth + 1)
+    except _Unknown:
+        return {expr.attr}  # `self.fp16 = fp16` from a constructor's caller: the entry's name
+    return found or {expr.attr}
 
 
 # -- dtypes --------------------------------------------------------------------------------------
@@ -303,3 +310,143 @@ def reads_a_dtype(model: "TrainingModel", expr: ast.AST) -> bool:
         or (isinstance(sub, ast.Name) and dtype_choices(model, sub) is not None)
         for sub in ast.walk(expr)
     )
+
+
+# -- flags as conditions -----------------------------------------------------------------------------
+#
+# For AMP215's question, "is there a configuration that runs float16 autocast with the scaler off",
+# a flag is a boolean formula over *atoms* (``and``/``or``/``not`` over anything else: an entry,
+# a comparison, a call), with names replaced by the values that reach them. Atoms of the same
+# text (entries written through different objects normalised to their key) are one variable;
+# two different atoms that read a common entry (``args.precision == "fp16"`` and
+# ``args.precision == "bf16"``) are correlated in ways this does not solve, so the answer is then
+# unknown. Otherwise the atoms are independent variables and a few of them are tried exhaustively.
+
+_MAX_ATOMS = 10
+
+
+def flag_formula(model: "TrainingModel", expr: ast.AST, depth: int = 0):
+    """``expr`` as ("and"|"or", [parts]) / ("not", part) / ("const", bool) / ("atom", text,
+    leaves); None when some part cannot be followed."""
+    if depth > _MAX_DEPTH:
+        return None
+    if isinstance(expr, ast.Constant):
+        return ("const", bool(expr.value))
+    if isinstance(expr, ast.BoolOp):
+        parts = [flag_formula(model, v, depth + 1) for v in expr.values]
+        return None if None in parts else ("and" if isinstance(expr.op, ast.And) else "or", parts)
+    if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.Not):
+        inner = flag_formula(model, expr.operand, depth + 1)
+        return None if inner is None else ("not", inner)
+    if isinstance(expr, ast.Call) and _builtin(model, expr.func, "bool") and len(expr.args) == 1:
+        return flag_formula(model, expr.args[0], depth + 1)
+    if isinstance(expr, ast.Name):
+        definitions = _definitions(model, expr)
+        if len(definitions) == 1 and definitions[0].kind in ("assign", "annassign") and definitions[0].value is not None:
+            return flag_formula(model, definitions[0].value, depth + 1)
+        if len(definitions) == 1 and definitions[0].kind == "param":
+            passed = _passed(model, expr)
+            if passed is not None:
+                return flag_formula(model, passed, depth + 1)
+    if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name) and expr.value.id == "self":
+        stmts = [s for s in assignments(model.ctx.semantic, expr) if isinstance(s, (ast.Assign, ast.AnnAssign))]
+        if len(stmts) == 1:
+            found = flag_formula(model, stmts[0].value, depth + 1)
+            if found is not None:
+                return found
+    leaves = flag_leaves(model, expr)
+    if leaves is None:
+        return None
+    return ("atom", _atom_text(expr), leaves)
+
+
+def _passed(model: "TrainingModel", name: ast.Name) -> Optional[ast.expr]:
+    """What the module's only caller passes for a parameter, if there is one caller."""
+    owner = model.values.owner_and_statement(name)[0]
+    callers = model.values.callers(owner) if owner is not None else []
+    if len(callers) != 1 or callers[0][1] is None:
+        return None
+    return callers[0][1].get(name.id)
+
+
+class _Keys(ast.NodeTransformer):
+    """An atom's text with each entry written as its key: ``self.cfg["amp"]`` and ``args.amp``
+    both read ``amp``."""
+
+    def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
+        return ast.Name(node.attr)
+
+    def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
+        if isinstance(node.slice, ast.Constant):
+            return ast.Name(str(node.slice.value))
+        return self.generic_visit(node)
+
+
+def _atom_text(expr: ast.AST) -> str:
+    import copy
+
+    return ast.dump(_Keys().visit(copy.deepcopy(expr)))
+
+
+def _atoms(formula, found: dict) -> None:
+    kind = formula[0]
+    if kind == "atom":
+        found[formula[1]] = formula[2]
+    elif kind == "not":
+        _atoms(formula[1], found)
+    elif kind in ("and", "or"):
+        for part in formula[1]:
+            _atoms(part, found)
+
+
+def _value(formula, assignment: dict) -> bool:
+    kind = formula[0]
+    if kind == "const":
+        return formula[1]
+    if kind == "atom":
+        return assignment[formula[1]]
+    if kind == "not":
+        return not _value(formula[1], assignment)
+    values = (_value(part, assignment) for part in formula[1])
+    return all(values) if kind == "and" else any(values)
+
+
+def satisfiable(*formulas) -> Optional[bool]:
+    """Whether some configuration makes every formula true; None when a formula is unknown or
+    two different atoms read a common entry (their correlation is not solved)."""
+    if any(f is None for f in formulas):
+        return None
+    atoms: dict = {}
+    for formula in formulas:
+        _atoms(formula, atoms)
+    names = sorted(atoms)
+    for i, a in enumerate(names):
+        if any(not atoms[a].isdisjoint(atoms[b]) for b in names[i + 1:]):
+            return None
+    if len(names) > _MAX_ATOMS:
+        return None
+    for bits in range(1 << len(names)):
+        assignment = {name: bool(bits >> i & 1) for i, name in enumerate(names)}
+        if all(_value(f, assignment) for f in formulas):
+            return True
+    return False
+
+
+def negated(formula):
+    return None if formula is None else ("not", formula)
+
+
+def float16_condition(model: "TrainingModel", region: AutocastRegion):
+    """When the region runs in float16, as a formula: always (its dtype is float16, or CUDA's
+    default), the float16 side of a run-time choice, never (bfloat16 or float32); None unknown."""
+    dtypes = region_dtypes(model, region)
+    if dtypes is None:
+        return None
+    if FLOAT16 not in dtypes.dtypes:
+        return ("const", False)
+    if dtypes.dtypes == {FLOAT16}:
+        return ("const", True)
+    if dtypes.choice is None:
+        return None
+    test = flag_formula(model, dtypes.choice.test)
+    return test if dtypes.float16_in_body else negated(test)
