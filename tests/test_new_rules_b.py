@@ -154,8 +154,8 @@ def test_amp216_fires_and_enables_the_scaler_for_float16_only():
 
 
 AMP216_INVALID = [
-    # a scaler flag that says nothing about the dtype (`--amp` with `--bf16`)
-    CHOSEN.format(enabled=", enabled=args.amp"),
+    # one flag turns autocast and the scaler on, another picks the dtype: `--amp --bf16` scales bfloat16
+    CHOSEN.format(enabled=", enabled=args.amp").replace("dtype=dtype)", "dtype=dtype, enabled=args.amp)"),
     # the choice by statements: either dtype reaches the region
     src("""
     amp_dtype = torch.float16
@@ -186,6 +186,10 @@ AMP216_VALID = [
     # the scaler follows the choice (nanoGPT's pattern, and the flag itself)
     CHOSEN.format(enabled=", enabled=(dtype == torch.float16)"),
     CHOSEN.format(enabled=", enabled=not args.bf16"),
+    # a scaler flag that autocast does not read: `--bf16` alone runs bfloat16 with the scaler off
+    CHOSEN.format(enabled=", enabled=args.amp"),
+    # off in the bfloat16 runs of one flag: only `--fp16 --bf16` together keeps it on, the user's choice
+    CHOSEN.format(enabled=", enabled=args.fp16 and torch.cuda.is_available()"),
     # float16 or float32: the scaler is needed whenever autocast is float16
     CHOSEN.replace("torch.bfloat16 if args.bf16 else torch.float16", "torch.float16 if args.amp else torch.float32")
     .format(enabled=""),
@@ -456,3 +460,37 @@ def test_amp305_no_fix_across_a_multiline_string():
     source = DDP_LOOP.replace("        out = model(x)\n", '        out = model(x, """a\nb""")\n')
     assert only("AMP305", source) == ["AMP305"]
     assert fixed(source, unsafe=True) == source
+
+
+def test_amp305_reads_a_ddp_helper_of_another_module(tmp_path):
+    """yolov5's `smart_DDP(model)`: the helper module holds no training step, so it is loaded
+    only because AMP305's own prefilter lets a module that constructs DDP through."""
+    import ampfix
+    from ampfix.settings import Settings
+
+    (tmp_path / "utils.py").write_text(textwrap.dedent("""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    def smart_ddp(model):
+        return DDP(model, device_ids=[0])
+    """))
+    train = textwrap.dedent("""
+    import torch
+    from utils import smart_ddp
+
+    def train(model, loader, optimizer, accumulate, distributed):
+        if distributed:
+            model = smart_ddp(model)
+        for i, (x, y) in enumerate(loader):
+            loss = criterion(model(x), y)
+            loss.backward()
+            if (i + 1) % accumulate == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+    """)
+    (tmp_path / "train.py").write_text(train)
+    settings = Settings(select=frozenset({"AMP305"}), project_root=str(tmp_path))
+    path = str(tmp_path / "train.py")
+    assert [d.code for d in ampfix.check_source(train, path, settings)] == ["AMP305"]
+    (tmp_path / "utils.py").write_text("def smart_ddp(model):\n    return model\n")
+    assert ampfix.check_source(train, path, Settings(select=frozenset({"AMP305"}), project_root=str(tmp_path))) == []

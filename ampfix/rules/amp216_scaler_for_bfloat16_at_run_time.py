@@ -10,15 +10,17 @@ from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_SOMETIMES, Rule
 from ampfix.training.config import (
-    flag_leaves,
-    reads_a_dtype,
+    flag_formula,
+    float16_condition,
+    negated,
     region_dtypes,
+    region_flag,
     regions_of_scaler,
     same_value_at,
+    satisfiable,
     scaler_always_off,
     scaler_flag,
 )
-
 
 class ScalerForBfloat16AtRunTime(Rule):
     code = "AMP216"
@@ -40,12 +42,8 @@ class ScalerForBfloat16AtRunTime(Rule):
             tests = {ast.dump(c.choice.test) if c.choice is not None else None for c in choices}
             choice = choices[0] if len(tests) == 1 else None
             enabled = scaler_flag(model, create)
-            if enabled is not None:
-                test_leaves = flag_leaves(model, choice.choice.test) if choice and choice.choice else None
-                enabled_leaves = flag_leaves(model, enabled)
-                if not enabled_leaves or test_leaves is None or not test_leaves.isdisjoint(enabled_leaves) \
-                        or reads_a_dtype(model, enabled):
-                    continue  # the scaler already follows the choice (or may)
+            if enabled is not None and not self._on_in_every_bfloat16_run(model, regions, enabled):
+                continue  # the scaler follows the choice (or may)
             if choice is not None and choice.choice is not None:
                 test = ctx.segment(choice.choice.test)
                 float16_when = test if choice.float16_in_body else f"not {_grouped(ctx, choice.choice.test)}"
@@ -63,6 +61,21 @@ class ScalerForBfloat16AtRunTime(Rule):
             if enabled is None and float16_when is not None:
                 fix = self._fix(ctx, create, choice.choice, float16_when)
             yield ctx.diagnostic(self, create.call, message, fix, evidence)
+
+    @staticmethod
+    def _on_in_every_bfloat16_run(model, regions: list, enabled: ast.expr) -> bool:
+        """Whether no configuration runs a region in bfloat16 with the scaler off (``enabled=args.amp``
+        beside ``dtype = torch.bfloat16 if args.bf16 else ...``), while some runs one in bfloat16."""
+        scaler_off = negated(flag_formula(model, enabled))
+        for region in regions:
+            flag = region_flag(model, region)
+            region_on = flag_formula(model, flag) if flag is not None else ("const", True)
+            in_bfloat16 = negated(float16_condition(model, region))
+            if satisfiable(region_on, in_bfloat16) is not True:
+                return False
+            if satisfiable(region_on, in_bfloat16, scaler_off) is not False:
+                return False
+        return True
 
     @staticmethod
     def _fix(ctx: ModuleContext, create, choice: ast.IfExp, float16_when: str) -> Optional[Fix]:

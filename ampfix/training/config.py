@@ -302,16 +302,6 @@ def same_value_at(model: "TrainingModel", expr: ast.AST, here: ast.AST, there: a
     return True
 
 
-def reads_a_dtype(model: "TrainingModel", expr: ast.AST) -> bool:
-    """Whether ``expr`` reads a dtype (``enabled=(amp_dtype == torch.float16)``): it follows the
-    precision, whatever chooses it."""
-    return any(
-        model.ctx.semantic.qualified_name(sub) in _DTYPES
-        or (isinstance(sub, ast.Name) and dtype_choices(model, sub) is not None)
-        for sub in ast.walk(expr)
-    )
-
-
 # -- flags as conditions -----------------------------------------------------------------------------
 #
 # For AMP215's question, "is there a configuration that runs float16 autocast with the scaler off",
