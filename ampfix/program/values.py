@@ -445,6 +445,14 @@ class ValueFlow:
             return frozenset(passed)
         return frozenset({param} | passed)
 
+    def callers(self, function: ast.AST) -> list:
+        """(call, parameter -> argument or None) for the calls of this module that run ``function``."""
+        return self._callers(function)
+
+    def owner_and_statement(self, at: ast.AST) -> tuple:
+        """(the function, lambda or module whose flow holds ``at``, its statement there)."""
+        return self._owner_and_statement(at)
+
     def _callers(self, function: ast.AST) -> list:
         """(call, parameter -> argument or None) for the calls of this module that run ``function``."""
         if self._find_callers is None:

@@ -30,6 +30,10 @@ from ampfix.rules.amp401_backward_in_autocast import BackwardInAutocast
 from ampfix.rules.amp402_bce_in_autocast import BceInAutocast
 from ampfix.rules.amp501_fp32_training_loop import Fp32TrainingLoop
 from ampfix.rules.amp502_manual_gradient_scaling import ManualGradientScaling
+from ampfix.rules.amp215_independent_amp_and_scaler_flags import IndependentAmpAndScalerFlags
+from ampfix.rules.amp216_scaler_for_bfloat16_at_run_time import ScalerForBfloat16AtRunTime
+from ampfix.rules.amp217_scheduler_on_skipped_steps import SchedulerOnSkippedSteps
+from ampfix.rules.amp305_ddp_accumulation_without_no_sync import DdpAccumulationWithoutNoSync
 from ampfix.rules.base import Rule
 
 _RULE_CLASSES: list[type[Rule]] = [
@@ -59,6 +63,10 @@ _RULE_CLASSES: list[type[Rule]] = [
     BceInAutocast,
     Fp32TrainingLoop,
     ManualGradientScaling,
+    IndependentAmpAndScalerFlags,
+    ScalerForBfloat16AtRunTime,
+    SchedulerOnSkippedSteps,
+    DdpAccumulationWithoutNoSync,
 ]
 
 RULES: dict[str, Rule] = {cls.code: cls() for cls in sorted(_RULE_CLASSES, key=lambda c: c.code)}

@@ -9,7 +9,8 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_UNSAFE, Rule
-from ampfix.training.model import BACKWARD, CREATE
+from ampfix.training.config import regions_of_scaler
+from ampfix.training.model import CREATE
 
 
 def _bfloat16(ctx: ModuleContext, region) -> bool:
@@ -35,7 +36,7 @@ class ScalerWithBfloat16(Rule):
                     continue  # enabled=(dtype == "float16"): already conditional
                 if len(create.call.args) >= 5 or any(k.arg is None for k in create.call.keywords):
                     continue
-                regions = self._regions_of_its_steps(ctx, fn, create)
+                regions = regions_of_scaler(model, create)
                 if not regions or not all(_bfloat16(ctx, r) for r in regions):
                     continue  # some step's precision is unknown, or float16
                 message = (
@@ -44,28 +45,6 @@ class ScalerWithBfloat16(Rule):
                 )
                 evidence = [at(r.entry, "autocast region in bfloat16") for r in regions[:3]]
                 yield ctx.diagnostic(self, create.call, message, self._fix(ctx, create.call, enabled), evidence)
-
-    @staticmethod
-    def _regions_of_its_steps(ctx: ModuleContext, creator, create) -> list:
-        """The autocast regions that reach a backward this scaler scales, in every function that
-        uses it (per step, not per file); empty when one of its backwards is under no region the
-        model sees, or the scaler is not used in this module."""
-        model = ctx.training
-        keys = {model.object_key(creator, name) for name in model.creation_targets(create)}
-        found = []
-        for fn in model.functions:
-            for backward in fn.of(BACKWARD, calls=True):
-                if not backward.scaled:
-                    continue
-                site = (ctx.path, create.call.lineno, create.call.col_offset)
-                scales_it = any(o.site == site for o in model.values.origins(backward.scaler_obj))
-                if not scales_it and model.object_key(fn, backward.scaler) not in keys:
-                    continue
-                reaching = model.regions_reaching(fn, backward)
-                if not reaching:
-                    return []
-                found += [r for r in reaching if r not in found]
-        return found
 
     @staticmethod
     def _fix(ctx: ModuleContext, call: ast.Call, enabled) -> Fix:
