@@ -1,0 +1,90 @@
+"""AMP212: under apex `amp.initialize`, a backward outside `with amp.scale_loss(...)` in a step that
+scales another one."""
+
+from __future__ import annotations
+
+import ast
+from typing import Iterator, Optional
+
+from ampfix.context import ModuleContext
+from ampfix.diagnostics import Diagnostic
+from ampfix.prefilter import FileBytes, may_backward
+from ampfix.rules.base import Rule
+from ampfix.semantic import dotted_name
+from ampfix.training.frameworks import ScaleLossRegion, apex_initialized, scale_loss_regions
+from ampfix.training.model import BACKWARD, OPT_STEP, ZERO_GRAD, Event, StepFunction
+
+
+class ApexBackwardOutsideScaleLoss(Rule):
+    code = "AMP212"
+    name = "apex-backward-outside-scale-loss"
+    summary = "A backward outside `with amp.scale_loss(...)` in an apex step that scales another loss"
+    triggers = (b"scale_loss",)
+
+    @classmethod
+    def may_fire(cls, file: FileBytes) -> bool:
+        return file.has(b"apex") and file.has(b"initialize") and may_backward(file)
+
+    def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
+        initialize = apex_initialized(ctx)
+        regions = scale_loss_regions(ctx) if initialize is not None else []
+        if not regions:
+            return
+        model = ctx.training
+        for fn in model.functions:
+            backwards = [e for e in fn.of(BACKWARD) if e.receiver is None and not e.scaled]  # `x.backward()`, not wrappers
+            scaled = [(b, r) for b in backwards for r in [_region_of(b, regions)] if r is not None]
+            plain = [b for b in backwards if _region_of(b, regions) is None]
+            for backward in plain:
+                found = _scaled_in_same_step(model, fn, backward, scaled)
+                if found is None:
+                    continue
+                other, region = found
+                message = (
+                    f"`{ctx.segment(backward.call)}` runs outside `with amp.scale_loss(...)` while this step scales "
+                    f"`{ctx.segment(region.call.args[0]) if region.call.args else 'another loss'}`: apex unscales "
+                    f"the optimizer's gradients when `scale_loss` exits, so this loss's gradients are divided by the "
+                    f"loss scale (or, with O2's master weights, dropped) and never protected from float16 underflow; "
+                    f"wrap it in its own `with amp.scale_loss(loss, optimizer) as scaled_loss:`"
+                )
+                evidence = [
+                    (initialize, "apex amp initialized here"),
+                    (region.call, "this loss is scaled"),
+                    (other.call, "its backward"),
+                    (backward.call, "a backward with no loss scaling, in the same step"),
+                ]
+                yield ctx.diagnostic(self, backward.call, message, None, evidence)
+
+
+def _region_of(backward: Event, regions: list[ScaleLossRegion]) -> Optional[ScaleLossRegion]:
+    """The ``scale_loss`` region a backward differentiates: the one it runs in, or the one whose
+    ``as`` name it is called on."""
+    for frame in reversed(backward.context):
+        region = next((r for r in regions if r.with_node is frame.node), None)
+        if region is not None:
+            return region
+    receiver = backward.call.func.value if isinstance(backward.call.func, ast.Attribute) else None
+    name = receiver.id if isinstance(receiver, ast.Name) else None
+    return next((r for r in regions if name is not None and r.target == name), None)
+
+
+def _scaled_in_same_step(model, fn: StepFunction, plain: Event, scaled: list) -> Optional[tuple]:
+    """A scaled backward of ``fn`` whose gradients one optimizer step uses together with
+    ``plain``'s: both reach a step of the optimizer ``scale_loss`` names, with no ``zero_grad``
+    in between, and they can run in the same iteration (not ``if fp16: ... else: loss.backward()``)."""
+    steps = fn.of(OPT_STEP)
+    zeros = fn.of(ZERO_GRAD)
+    for backward, region in scaled:
+        if fn.exclusive(plain, backward):
+            continue
+        for step in steps:
+            if region.optimizer is not None and not _same(model, step, region.optimizer):
+                continue
+            if fn.reaches(plain, step, avoiding=zeros) and fn.reaches(backward, step, avoiding=zeros):
+                return backward, region
+    return None
+
+
+def _same(model, step: Event, optimizer: ast.expr) -> bool:
+    """Whether ``step`` (``opt.step()``) steps ``optimizer`` (by value, else by text)."""
+    return model.same_object(step.obj, step.receiver, model.values.object_of(optimizer), dotted_name(optimizer))
