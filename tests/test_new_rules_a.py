@@ -246,6 +246,10 @@ AMP213_INVALID = [
             self.scaler.scale(loss).backward()
             self.scaler.step(optimizer)
             self.scaler.update()
+
+    trainer = Trainer(model)
+    for x in loader:
+        trainer.step(x, optimizer)
     """,
 ]
 
@@ -273,6 +277,30 @@ AMP213_VALID = [
     """,
     # precision owned by Accelerate
     "from accelerate import Accelerator\n" + SCALER_ONLY,
+    # a wrapper whose callers (elsewhere) may run the forward under autocast (timm/MAE NativeScaler)
+    """\
+    import torch
+
+    class NativeScaler:
+        def __init__(self):
+            self._scaler = torch.amp.GradScaler("cuda")
+
+        def __call__(self, loss, optimizer):
+            self._scaler.scale(loss).backward()
+            self._scaler.step(optimizer)
+            self._scaler.update()
+    """,
+    # a step function nothing here calls: its callers are not seen
+    """\
+    import torch
+    scaler = torch.amp.GradScaler("cuda")
+
+    def train_one_epoch(model, loader, optimizer):
+        for x in loader:
+            scaler.scale(model(x).mean()).backward()
+            scaler.step(optimizer)
+            scaler.update()
+    """,
 ]
 
 

@@ -13,7 +13,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-from ampfix.program.values import assignments
+from ampfix.program.calls import module_callers
+from ampfix.program.values import assignments, enclosing_function
 from ampfix.semantic import dotted_name
 
 if TYPE_CHECKING:
@@ -250,18 +251,39 @@ def autocast_may_be_entered(ctx: "ModuleContext", function: ast.AST) -> bool:
     model = ctx.training
     if model.regions or model.autocast_names or _mentions_precision(ctx.text):
         return True
-    project = ctx.project
-    if project is None:
-        return False
-    for path in _imported_project_files(ctx):
+    for path in _imported_project_files(ctx) if ctx.project is not None else ():
         try:
             with open(path, encoding="utf-8", errors="replace") as handle:
                 if _mentions_precision(handle.read()):
                     return True
         except OSError:
             return True
-    if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
-        return any(_mentions_precision(module.text) for module, _ in project.callers(ctx, function))
+    return _entered_elsewhere(ctx, function)
+
+
+def _entered_elsewhere(ctx: "ModuleContext", function: ast.AST) -> bool:
+    """Whether ``function`` may run from code this module does not show, which may enter
+    autocast: follow its callers in the module up to the top level; a function on the way that
+    nothing here calls must be called from other modules, all found and none naming precision
+    (a method nobody here calls: unknown, True)."""
+    semantic = ctx.semantic
+    todo, seen = [function], set()
+    while todo:
+        current = todo.pop()
+        if current is semantic.tree or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if len(seen) > 16:
+            return True  # too far to tell
+        callers = module_callers(semantic, current)
+        if callers:
+            todo += [enclosing_function(semantic, call) or semantic.tree for call, _ in callers]
+            continue
+        if enclosing_function(semantic, current) is not None or not isinstance(semantic.parent(current), ast.Module):
+            return True  # a method or a nested function run from elsewhere
+        elsewhere = ctx.project.callers(ctx, current) if ctx.project is not None else []
+        if not elsewhere or any(_mentions_precision(module.text) for module, _ in elsewhere):
+            return True
     return False
 
 
