@@ -482,3 +482,57 @@ def test_amp304_and_amp303_are_disjoint():
     settings = Settings(select=frozenset({"AMP303", "AMP304"}))
     assert [d.code for d in ampfix.check_source(textwrap.dedent(every_micro_batch), "t.py", settings)] == ["AMP303"]
     assert [d.code for d in ampfix.check_source(WIPED_WINDOW, "t.py", settings)] == ["AMP304"]
+
+
+# -- the prefilter is sound on every case ------------------------------------------------------
+
+CASES = [
+    (code, source)
+    for code, sources in [
+        ("AMP211", AMP211_INVALID + AMP211_VALID), ("AMP212", AMP212_INVALID + AMP212_VALID),
+        ("AMP213", AMP213_INVALID + AMP213_VALID), ("AMP214", AMP214_INVALID + AMP214_VALID),
+        ("AMP304", AMP304_INVALID + AMP304_VALID),
+    ]
+    for source in sources
+]
+
+
+@pytest.mark.parametrize("code, source", CASES)
+def test_the_prefilter_hides_no_finding(code, source):
+    settings = Settings(select=frozenset({code}))
+    text = textwrap.dedent(source)
+    filtered = ampfix.check_source(text, "t.py", settings)
+    unfiltered = ampfix.check_source(text, "t.py", settings, prefilter=False)
+    assert [(d.code, d.start) for d in filtered] == [(d.code, d.start) for d in unfiltered]
+
+
+def test_amp211_reads_accelerates_old_fp16_switch():
+    old = ACCELERATE_CLIP.replace('mixed_precision="fp16"', "fp16=args.fp16")
+    [diagnostic] = found("AMP211", old)
+    assert "when `fp16` (args.fp16) is true" in diagnostic.message
+    assert found("AMP211", ACCELERATE_CLIP.replace('mixed_precision="fp16"', "fp16=False")) == []
+
+
+def test_amp212_reads_amp_initialize_in_the_script_beside_the_step_module(tmp_path):
+    step = tmp_path / "engine.py"
+    step.write_text(textwrap.dedent("""\
+        from apex import amp
+
+        def train_one_epoch(model, loader, optimizer):
+            for x, y in loader:
+                with amp.scale_loss(criterion(model(x), y), optimizer) as scaled_loss:
+                    scaled_loss.backward()
+                aux_loss(model).backward()
+                optimizer.step()
+                optimizer.zero_grad()
+        """))
+    settings = Settings(select=frozenset({"AMP212"}), project_root=str(tmp_path))
+
+    def check():
+        return [d.code for d in ampfix.check_source(step.read_text(), str(step), settings)]
+    assert check() == []
+    (tmp_path / "main.py").write_text(
+        "from apex import amp\nfrom engine import train_one_epoch\n"
+        "model, optimizer = amp.initialize(model, optimizer, opt_level='O2')\n"
+    )
+    assert check() == ["AMP212"]

@@ -11,7 +11,13 @@ from ampfix.prefilter import FileBytes
 from ampfix.rules._loop import at, call_name
 from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.semantic import dotted_name
-from ampfix.training.frameworks import FP16, accelerate_backward, accelerator_precision, accelerators_of
+from ampfix.training.frameworks import (
+    FP16,
+    accelerate_backward,
+    accelerator_precision,
+    accelerators_of,
+    precision_setting,
+)
 from ampfix.training.model import BACKWARD, CLIP, OPT_STEP
 
 # torch's clip -> Accelerate's, and the keywords Accelerate's accepts (torch's `foreach` and
@@ -33,7 +39,7 @@ class AccelerateClipScaledGradients(Rule):
 
     @classmethod
     def may_fire(cls, file: FileBytes) -> bool:
-        return file.has(b"mixed_precision") and file.has(b"clip_grad", b"get_total_norm") and file.calls("backward")
+        return file.has(b"mixed_precision", b"fp16") and file.has(b"clip_grad", b"get_total_norm") and file.calls("backward")
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training
@@ -65,15 +71,20 @@ class AccelerateClipScaledGradients(Rule):
 
     def _diagnostic(self, ctx, backward, clip, create, certain: bool) -> Diagnostic:
         accelerator = backward.receiver
-        setting = ctx.segment(next(k.value for k in create.keywords if k.arg == "mixed_precision"))
-        when = "" if certain else f" when `mixed_precision` ({setting}) is \"fp16\""
+        argument = precision_setting(create)
+        keyword = "fp16" if argument is _keyword_value(create, "fp16") else "mixed_precision"
+        setting = ctx.segment(argument)
+        fp16 = "true" if keyword == "fp16" else '"fp16"'
+        when = "" if certain else f" when `{keyword}` ({setting}) is {fp16}"
+        clip_name = call_name(ctx, clip.call)
+        method = _REPLACEMENT.get(clip_name.rsplit(".", 1)[-1], ("clip_grad_norm_",))[0]
         message = (
-            f"`{call_name(ctx, clip.call)}` runs on gradients `{accelerator}.backward(loss)` scaled{when}: "
+            f"`{clip_name}` runs on gradients `{accelerator}.backward(loss)` scaled{when}: "
             f"the threshold is in effect max_norm × scale (65536 at the start); "
-            f"use `{accelerator}.clip_grad_norm_(...)`, which unscales first"
+            f"use `{accelerator}.{method}(...)`, which unscales first"
         )
         evidence = [
-            (create, f"mixed_precision={setting}: Accelerate scales every loss by its GradScaler"),
+            (create, f"{keyword}={setting}: Accelerate scales every loss by its GradScaler"),
             at(backward, "gradients scaled here"),
             at(clip, "clipped here, before any `unscale_gradients()`"),
         ]
@@ -93,6 +104,10 @@ class AccelerateClipScaledGradients(Rule):
         start, end = ctx.locator.node_range(call.func)
         edit = Edit(start, end, f"{accelerator}.{method}")
         return Fix(f"Use `{accelerator}.{method}`", (edit,), Applicability.UNSAFE)
+
+
+def _keyword_value(call: ast.Call, name: str):
+    return next((k.value for k in call.keywords if k.arg == name), None)
 
 
 def _unscale_gradients(ctx: ModuleContext, fn) -> list:

@@ -23,13 +23,13 @@ class ApexBackwardOutsideScaleLoss(Rule):
 
     @classmethod
     def may_fire(cls, file: FileBytes) -> bool:
-        return file.has(b"apex") and file.has(b"initialize") and may_backward(file)
+        return may_backward(file)  # `amp.initialize` may be in the script that imports this module
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
-        initialize = apex_initialized(ctx)
-        regions = scale_loss_regions(ctx) if initialize is not None else []
-        if not regions:
-            return
+        regions = scale_loss_regions(ctx)
+        initialize = apex_initialized(ctx) if regions else None
+        if initialize is None:
+            return  # `scale_loss` without `amp.initialize` yields the loss unscaled: nothing to mix
         model = ctx.training
         for fn in model.functions:
             backwards = [e for e in fn.of(BACKWARD) if e.receiver is None and not e.scaled]  # `x.backward()`, not wrappers
@@ -47,8 +47,9 @@ class ApexBackwardOutsideScaleLoss(Rule):
                     f"loss scale (or, with O2's master weights, dropped) and never protected from float16 underflow; "
                     f"wrap it in its own `with amp.scale_loss(loss, optimizer) as scaled_loss:`"
                 )
+                where, path = initialize
                 evidence = [
-                    (initialize, "apex amp initialized here"),
+                    (where or region.call, "apex amp initialized here" if where else f"apex amp initialized in {path}"),
                     (region.call, "this loss is scaled"),
                     (other.call, "its backward"),
                     (backward.call, "a backward with no loss scaling, in the same step"),

@@ -89,13 +89,26 @@ def accelerator_precision(ctx: "ModuleContext", create: ast.Call) -> Optional[st
     default is ``"no"`` unless ``accelerate config`` says otherwise: not in the code)."""
     value = _keyword(create, "mixed_precision")
     if value is None:
-        return None
+        return _old_fp16_switch(create)
     strings = _strings(ctx, value)
     if strings is None:
         return MAYBE
     if "fp16" not in strings:
         return None
     return FP16 if strings == {"fp16"} else MAYBE
+
+
+def _old_fp16_switch(create: ast.Call) -> Optional[str]:
+    """Accelerate's deprecated ``fp16=`` switch (``mixed_precision="fp16"`` when true)."""
+    value = _keyword(create, "fp16")
+    if value is None or (isinstance(value, ast.Constant) and not value.value):
+        return None
+    return FP16 if isinstance(value, ast.Constant) else MAYBE
+
+
+def precision_setting(create: ast.Call) -> ast.expr:
+    """The argument ``accelerator_precision`` read (``mixed_precision=`` or the old ``fp16=``)."""
+    return _keyword(create, "mixed_precision") or _keyword(create, "fp16")
 
 
 def accelerate_backward(event: "Event") -> bool:
@@ -154,10 +167,43 @@ def scale_loss_regions(ctx: "ModuleContext") -> list[ScaleLossRegion]:
     return found
 
 
-def apex_initialized(ctx: "ModuleContext") -> Optional[ast.AST]:
-    """The module's ``amp.initialize(...)`` reference (apex), if any."""
+def apex_initialized(ctx: "ModuleContext") -> Optional[tuple[Optional[ast.AST], str]]:
+    """Where apex's ``amp.initialize(...)`` runs: (the reference, "here") in this module, else
+    (None, path) for a Python file of this module's folder or package root that calls it (where a
+    training script sets up what its step module runs); None when neither does."""
     refs = ctx.references({"apex.amp.initialize"})
-    return refs[0].node if refs else None
+    if refs:
+        return refs[0].node, "here"
+    if ctx.project is None:
+        return None
+    here = os.path.abspath(ctx.path)
+    folder = os.path.dirname(here)
+    root = folder
+    while os.path.isfile(os.path.join(root, "__init__.py")):
+        root = os.path.dirname(root)
+    for candidate in _python_files_of(folder, root):
+        try:
+            with open(candidate, "rb") as handle:
+                data = handle.read()
+        except OSError:
+            continue
+        if b"apex" in data and b"amp.initialize(" in data:
+            return None, os.path.relpath(candidate, folder)
+    return None
+
+
+_MAX_FILES = 64  # files of a folder read for one question
+
+
+def _python_files_of(*folders: str) -> list[str]:
+    found = []
+    for folder in dict.fromkeys(folders):
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        found += [os.path.join(folder, n) for n in names if n.endswith(".py")][:_MAX_FILES]
+    return found
 
 
 # -- FSDP ------------------------------------------------------------------------------------
@@ -234,8 +280,9 @@ def disabled(call: ast.Call) -> bool:
 # library that owns precision (Accelerate, Lightning, DeepSpeed, apex). A silence condition: text
 # over-approximates, so the rule asking stays silent wherever the code may autocast.
 _PRECISION_TEXT = (
-    "autocast", "half", "float16", "fp16_", "custom_fwd", "torch_dtype", "accelerat", "lightning", "deepspeed",
-    "apex", "amp_dtype", "autocast_dtype", "precision=",
+    "autocast", ".half(", "torch.half", "halftensor", "float16", "custom_fwd", "torch_dtype", "amp_dtype",
+    "set_default_dtype", "set_default_tensor_type", ".to(dtype", "dtype=dtype", "precision=",
+    "accelerat", "lightning", "deepspeed", "apex",
 )
 
 
