@@ -176,6 +176,18 @@ AMP212_VALID = [
             loss.backward()
         optimizer.step()
     """,
+    # the fp32 path under the negated test
+    """\
+    from apex import amp
+    model, optimizer = amp.initialize(model, optimizer, enabled=args.fp16)
+    for x, y in loader:
+        if args.fp16:
+            with amp.scale_loss(loss, optimizer) as scaled_loss:
+                scaled_loss.backward()
+        if not args.fp16:
+            loss.backward()
+        optimizer.step()
+    """,
     # another optimizer's backward (a network apex does not manage)
     """\
     from apex import amp
@@ -456,6 +468,19 @@ AMP304_VALID = [
     # another optimizer's gradients
     WIPED_WINDOW.replace("optimizer.zero_grad()", "d_optimizer.zero_grad()").replace(
         "import torch\n", "import torch\noptimizer = torch.optim.SGD(g, 0.1)\nd_optimizer = torch.optim.SGD(d, 0.1)\n"),
+    # two optimizers stepped in the gate, each zeroed after its own step
+    """\
+    import torch
+    opt_g = torch.optim.Adam(g.parameters())
+    opt_d = torch.optim.Adam(d.parameters())
+    for i, x in enumerate(loader):
+        (loss(x) / accum).backward()
+        if (i + 1) % accum == 0:
+            opt_g.step()
+            opt_g.zero_grad()
+            opt_d.step()
+            opt_d.zero_grad()
+    """,
     # no accumulation: a step on every iteration
     """\
     for x, y in loader:

@@ -76,7 +76,7 @@ def _scaled_in_same_step(model, fn: StepFunction, plain: Event, scaled: list) ->
     steps = fn.of(OPT_STEP)
     zeros = fn.of(ZERO_GRAD)
     for backward, region in scaled:
-        if fn.exclusive(plain, backward):
+        if fn.exclusive(plain, backward) or _opposite_branches(plain, backward):
             continue
         for step in steps:
             if region.optimizer is not None and not _same(model, step, region.optimizer):
@@ -84,6 +84,20 @@ def _scaled_in_same_step(model, fn: StepFunction, plain: Event, scaled: list) ->
             if fn.reaches(plain, step, avoiding=zeros) and fn.reaches(backward, step, avoiding=zeros):
                 return backward, region
     return None
+
+
+def _opposite_branches(a: Event, b: Event) -> bool:
+    """``if fp16: <scaled>`` and a later ``if not fp16: <plain>``: the path search correlates equal
+    tests only, so a test and its negation are matched here."""
+    def tests(event):
+        return {(ast.dump(f.node.test), f.branch) for f in event.context if isinstance(f.node, ast.If)}
+
+    def negations(event):
+        return {
+            (ast.dump(f.node.test.operand), f.branch) for f in event.context
+            if isinstance(f.node, ast.If) and isinstance(f.node.test, ast.UnaryOp) and isinstance(f.node.test.op, ast.Not)
+        }
+    return bool(negations(a) & tests(b)) or bool(negations(b) & tests(a))
 
 
 def _same(model, step: Event, optimizer: ast.expr) -> bool:
