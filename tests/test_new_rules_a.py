@@ -561,3 +561,8 @@ def test_amp212_reads_amp_initialize_in_the_script_beside_the_step_module(tmp_pa
         "model, optimizer = amp.initialize(model, optimizer, opt_level='O2')\n"
     )
     assert check() == ["AMP212"]
+
+
+def test_amp211_silent_when_the_receiver_is_something_else_than_an_accelerator():
+    source = ACCELERATE_CLIP.replace("for x, y in loader:", "accelerator = MyTrainer()\nfor x, y in loader:")
+    assert found("AMP211", source) == []

@@ -42,19 +42,6 @@ def _call_at(ctx: "ModuleContext", origin) -> Optional[ast.Call]:
     )
 
 
-def constructions(ctx: "ModuleContext", expr: ast.AST, callees: frozenset) -> Optional[list[ast.Call]]:
-    """The calls of this module among ``callees`` that created what ``expr`` holds, when every
-    value it may hold is known (None: some value is a parameter, a field or a result unknown)."""
-    values = ctx.training.values
-    found = []
-    for origin in values.origins(values.object_of(expr)):
-        call = _call_at(ctx, origin) if origin.callee in callees else None
-        if call is None:
-            return None
-        found.append(call)
-    return found or None
-
-
 def _keyword(call: ast.Call, name: str) -> Optional[ast.expr]:
     return next((k.value for k in call.keywords if k.arg == name), None)
 
@@ -121,21 +108,18 @@ def accelerate_backward(event: "Event") -> bool:
 
 
 def accelerators_of(ctx: "ModuleContext", event: "Event") -> Optional[list[ast.Call]]:
-    """The ``Accelerator(...)`` constructions of this module whose ``backward`` ``event`` is:
-    from the receiver's value; when that value is unknown (a parameter of a function nobody in the
-    module calls) and the receiver is named like one, every Accelerator the module creates."""
-    if event.via is None:
-        node = event.call.func.value
-        created = constructions(ctx, node, ACCELERATORS)
-        if created is not None:
-            return created
-    elif event.obj is not None:
-        values = ctx.training.values
-        calls = [
-            _call_at(ctx, o) for o in values.origins(event.obj) if o.callee in ACCELERATORS
-        ]
-        if calls and all(c is not None for c in calls):
-            return calls
+    """The ``Accelerator(...)`` constructions of this module whose ``backward`` ``event`` is, from
+    the receiver's value. Where that value is unknown (a parameter of a function nobody in the
+    module calls, a field set elsewhere) and the receiver is named like one: every Accelerator the
+    module creates. A value some other call created is no Accelerator: None."""
+    values = ctx.training.values
+    obj = values.object_of(event.call.func.value) if event.via is None else event.obj
+    origins = values.origins(obj)
+    if any(o.kind == "call" and o.callee not in ACCELERATORS for o in origins):
+        return None
+    created = [_call_at(ctx, o) for o in origins if o.kind == "call"]
+    if created and len(created) == len(origins) and all(c is not None for c in created):
+        return created
     if "accelerator" not in (event.receiver or "").rsplit(".", 1)[-1].lower():
         return None
     every = [c for c in ctx.semantic.nodes(ast.Call) if ctx.semantic.qualified_name(c.func) in ACCELERATORS]
