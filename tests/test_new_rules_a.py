@@ -274,8 +274,9 @@ AMP213_VALID = [
     # a context manager variable entered elsewhere
     SCALER_ONLY.replace("for x, y", "ctx = make_amp_context()\nwith ctx:\n  pass\nfor x, y").replace(
         "make_amp_context", "get_autocast"),
-    # float16 weights
+    # float16 weights, or weights in a dtype chosen elsewhere
     SCALER_ONLY.replace("for x, y", "model.half()\nfor x, y"),
+    SCALER_ONLY.replace("for x, y", "model.to(device, dtype=cfg.dtype)\nfor x, y"),
     # switched off
     SCALER_ONLY.replace('torch.amp.GradScaler("cuda")', 'torch.amp.GradScaler("cuda", enabled=False)'),
     # a scaler handed in: where it comes from (and what runs around the step) is not seen

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
@@ -265,14 +266,18 @@ def disabled(call: ast.Call) -> bool:
 # over-approximates, so the rule asking stays silent wherever the code may autocast.
 _PRECISION_TEXT = (
     "autocast", ".half(", "torch.half", "halftensor", "float16", "custom_fwd", "torch_dtype", "amp_dtype",
-    "set_default_dtype", "set_default_tensor_type", ".to(dtype", "dtype=dtype", "precision=",
-    "accelerat", "lightning", "deepspeed", "apex",
+    "set_default_dtype", "set_default_tensor_type", "precision=", "accelerat", "lightning", "deepspeed", "apex",
+)
+# a dtype chosen elsewhere: `dtype=self.dtype`, `.to(args.dtype)` (not `dtype=torch.long`)
+_DTYPE_FROM_ELSEWHERE = re.compile(
+    r"dtype\s*=\s*(?!torch\.(?:long|int\w*|uint8|bool|float32|float64|float\b|double|complex\w*))[\w.]"
+    r"|\.(?:to|type)\(\s*[\w.]*dtype\b"
 )
 
 
 def _mentions_precision(text: str) -> bool:
     lowered = text.lower()
-    return any(token in lowered for token in _PRECISION_TEXT)
+    return any(token in lowered for token in _PRECISION_TEXT) or bool(_DTYPE_FROM_ELSEWHERE.search(text))
 
 
 def autocast_may_be_entered(ctx: "ModuleContext", function: ast.AST) -> bool:
