@@ -567,3 +567,26 @@ def test_amp212_reads_amp_initialize_in_the_script_beside_the_step_module(tmp_pa
 def test_amp211_silent_when_the_receiver_is_something_else_than_an_accelerator():
     source = ACCELERATE_CLIP.replace("for x, y in loader:", "accelerator = MyTrainer()\nfor x, y in loader:")
     assert found("AMP211", source) == []
+
+
+def test_amp211_fires_in_accelerates_accumulation_shape_and_fixes_under_the_sync_condition():
+    source = """\
+import torch
+from accelerate import Accelerator
+
+
+def main(args):
+    accelerator = Accelerator(gradient_accumulation_steps=4, mixed_precision=args.mixed_precision)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    for batch in loader:
+        with accelerator.accumulate(model):
+            loss = model(**batch).loss
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+"""
+    [diagnostic] = found("AMP211", source)
+    assert diagnostic.fix is not None
+    assert "                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)\n" in fixed("AMP211", source)
