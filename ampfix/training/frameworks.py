@@ -266,7 +266,8 @@ def disabled(call: ast.Call) -> bool:
 # over-approximates, so the rule asking stays silent wherever the code may autocast.
 _PRECISION_TEXT = (
     "autocast", ".half(", "torch.half", "halftensor", "float16", "custom_fwd", "torch_dtype", "amp_dtype",
-    "set_default_dtype", "set_default_tensor_type", "precision=", "accelerat", "lightning", "deepspeed", "apex",
+    "set_default_dtype", "set_default_tensor_type", "precision=", "load_in_", "accelerat", "lightning", "deepspeed",
+    "apex",
 )
 # a dtype chosen elsewhere: `dtype=self.dtype`, `.to(args.dtype)` (not `dtype=torch.long`)
 _DTYPE_FROM_ELSEWHERE = re.compile(
