@@ -387,6 +387,10 @@ AMP214_VALID = [
     """,
     # switched off
     FSDP_FP16.replace('init_scale=1024.0', "enabled=False"),
+    # the plain scaler is for the path without FSDP
+    FSDP_FP16.replace(
+        'torch.amp.GradScaler("cuda", init_scale=1024.0)', 'ShardedGradScaler() if fsdp else torch.amp.GradScaler("cuda")',
+    ).replace("import torch\n", "import torch\nfrom torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler\n"),
 ]
 
 

@@ -40,7 +40,10 @@ class FsdpFloat16WithoutShardedScaler(Rule):
                 return  # bfloat16 or float32 FSDP, or a policy this module does not show: no scaler needed
             evidence = (wraps[0], autocast)
         wrap, precision = evidence
-        for create in ctx.training.creations:
+        creations = ctx.training.creations
+        if any(ctx.semantic.qualified_name(c.call.func) == _SHARDED for c in creations):
+            return  # `ShardedGradScaler() if fsdp else GradScaler()`: the plain one is for the other path
+        for create in creations:
             qualified = ctx.semantic.qualified_name(create.call.func)
             if qualified not in PLAIN_SCALERS or disabled(create.call):
                 continue
