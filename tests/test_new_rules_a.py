@@ -473,6 +473,17 @@ AMP304_VALID = [
     # another optimizer's gradients
     WIPED_WINDOW.replace("optimizer.zero_grad()", "d_optimizer.zero_grad()").replace(
         "import torch\n", "import torch\noptimizer = torch.optim.SGD(g, 0.1)\nd_optimizer = torch.optim.SGD(d, 0.1)\n"),
+    # the counter moves between the two tests: the start and the end of a window
+    """\
+    step = 0
+    for x, y in loader:
+        if step % accum == 0:
+            optimizer.zero_grad()
+        (criterion(model(x), y) / accum).backward()
+        step += 1
+        if step % accum == 0:
+            optimizer.step()
+    """,
     # two optimizers stepped in the gate, each zeroed after its own step
     """\
     import torch

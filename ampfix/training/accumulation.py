@@ -20,10 +20,28 @@ def under_step_condition(event: Event, acc: Accumulation) -> bool:
     inside = [f for f in frames[next((i for i, f in enumerate(frames) if f.node is acc.loop), len(frames)) + 1:]]
     branches = {next(f.branch for f in s.context if f.node is acc.gate) for s in acc.steps}
     gate = branch_key(acc.gate.test)
+    rebound = _bound_in(acc.loop)
     return any(
-        isinstance(f.node, ast.If) and f.branch in branches and (f.node is acc.gate or branch_key(f.node.test) == gate)
+        isinstance(f.node, ast.If) and f.branch in branches and (
+            f.node is acc.gate
+            # the same test, reading nothing the iteration rebinds (`if step % n == 0:` before and
+            # after `step += 1` are the start and the end of a window, not one condition)
+            or (branch_key(f.node.test) == gate and not _names_read(f.node.test) & rebound)
+        )
         for f in inside
     )
+
+
+def _names_read(test: ast.AST) -> set:
+    return {n.id for n in ast.walk(test) if isinstance(n, ast.Name)}
+
+
+def _bound_in(loop: ast.AST) -> set:
+    """Names the loop's body binds (not its own target, which is bound before the body runs)."""
+    return {
+        n.id for stmt in loop.body for n in ast.walk(stmt)
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+    }
 
 
 def window_wipes(model: "TrainingModel", fn: StepFunction, acc: Accumulation) -> list[tuple[Event, Event]]:
