@@ -605,3 +605,10 @@ def main(args):
     [diagnostic] = found("AMP211", source)
     assert diagnostic.fix is not None
     assert "                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)\n" in fixed("AMP211", source)
+
+
+def test_amp212_says_what_happens_to_the_plain_gradients_before_and_after_the_region():
+    [after] = found("AMP212", AMP212_INVALID[0])
+    assert "never scaled" in after.message
+    [before] = found("AMP212", AMP212_INVALID[1])
+    assert "divided by the loss scale" in before.message

@@ -39,7 +39,8 @@ class AccelerateClipScaledGradients(Rule):
 
     @classmethod
     def may_fire(cls, file: FileBytes) -> bool:
-        return file.has(b"mixed_precision", b"fp16") and file.has(b"clip_grad", b"get_total_norm") and file.calls("backward")
+        precision = file.has(b"mixed_precision", b"fp16")
+        return precision and file.has(b"clip_grad", b"get_total_norm") and file.calls("backward")
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training

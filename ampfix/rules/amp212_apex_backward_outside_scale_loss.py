@@ -32,7 +32,8 @@ class ApexBackwardOutsideScaleLoss(Rule):
             return  # `scale_loss` without `amp.initialize` yields the loss unscaled: nothing to mix
         model = ctx.training
         for fn in model.functions:
-            backwards = [e for e in fn.of(BACKWARD) if e.receiver is None and not e.scaled]  # `x.backward()`, not wrappers
+            # `x.backward()` and `torch.autograd.backward(x)`, not a wrapper's (`accelerator.backward(loss)`)
+            backwards = [e for e in fn.of(BACKWARD) if e.receiver is None and not e.scaled]
             scaled = [(b, r) for b in backwards for r in [_region_of(b, regions)] if r is not None]
             plain = [b for b in backwards if _region_of(b, regions) is None]
             for backward in plain:
@@ -40,12 +41,17 @@ class ApexBackwardOutsideScaleLoss(Rule):
                 if found is None:
                     continue
                 other, region = found
+                scaled_loss = ctx.segment(region.call.args[0]) if region.call.args else "another loss"
+                effect = (
+                    "apex unscales the optimizer's gradients when `scale_loss` exits, so this loss's gradients "
+                    "are divided by the loss scale"
+                    if fn.before(backward, other) else
+                    "its gradients are never scaled: under O2 they miss the float32 master gradients (copied when "
+                    "`scale_loss` exits), under O1 they are unprotected from float16 underflow and unchecked for overflow"
+                )
                 message = (
                     f"`{ctx.segment(backward.call)}` runs outside `with amp.scale_loss(...)` while this step scales "
-                    f"`{ctx.segment(region.call.args[0]) if region.call.args else 'another loss'}`: apex unscales "
-                    f"the optimizer's gradients when `scale_loss` exits, so this loss's gradients are divided by the "
-                    f"loss scale (or, with O2's master weights, dropped) and never protected from float16 underflow; "
-                    f"wrap it in its own `with amp.scale_loss(loss, optimizer) as scaled_loss:`"
+                    f"`{scaled_loss}`: {effect}; wrap it in its own `with amp.scale_loss(loss, optimizer) as scaled_loss:`"
                 )
                 where, path = initialize
                 evidence = [
@@ -93,11 +99,13 @@ def _opposite_branches(a: Event, b: Event) -> bool:
         return {(ast.dump(f.node.test), f.branch) for f in event.context if isinstance(f.node, ast.If)}
 
     def negations(event):
-        return {
-            (ast.dump(f.node.test.operand), f.branch) for f in event.context
-            if isinstance(f.node, ast.If) and isinstance(f.node.test, ast.UnaryOp) and isinstance(f.node.test.op, ast.Not)
-        }
+        negated = [f for f in event.context if isinstance(f.node, ast.If) and _is_not(f.node.test)]
+        return {(ast.dump(f.node.test.operand), f.branch) for f in negated}
     return bool(negations(a) & tests(b)) or bool(negations(b) & tests(a))
+
+
+def _is_not(test: ast.AST) -> bool:
+    return isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not)
 
 
 def _same(model, step: Event, optimizer: ast.expr) -> bool:
