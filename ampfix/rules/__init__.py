@@ -21,11 +21,16 @@ from ampfix.rules.amp207_scaler_with_bfloat16 import ScalerWithBfloat16
 from ampfix.rules.amp208_float16_without_scaler import Float16WithoutScaler
 from ampfix.rules.amp209_float16_weights import Float16Weights
 from ampfix.rules.amp210_unscale_order import UnscaleOrder
+from ampfix.rules.amp211_accelerate_clip_scaled_gradients import AccelerateClipScaledGradients
+from ampfix.rules.amp212_apex_backward_outside_scale_loss import ApexBackwardOutsideScaleLoss
+from ampfix.rules.amp213_scaler_without_autocast import ScalerWithoutAutocast
+from ampfix.rules.amp214_fsdp_float16_without_sharded_scaler import FsdpFloat16WithoutShardedScaler
 from ampfix.rules.amp301_accumulation_without_division import (
     AccumulationWithoutDivision,
 )
 from ampfix.rules.amp302_per_microbatch_scaler_calls import PerMicrobatchScalerCalls
 from ampfix.rules.amp303_per_microbatch_zero_grad import PerMicrobatchZeroGrad
+from ampfix.rules.amp304_zero_grad_inside_accumulation_window import ZeroGradInsideAccumulationWindow
 from ampfix.rules.amp401_backward_in_autocast import BackwardInAutocast
 from ampfix.rules.amp402_bce_in_autocast import BceInAutocast
 from ampfix.rules.amp501_fp32_training_loop import Fp32TrainingLoop
@@ -67,6 +72,11 @@ _RULE_CLASSES: list[type[Rule]] = [
     ScalerForBfloat16AtRunTime,
     SchedulerOnSkippedSteps,
     DdpAccumulationWithoutNoSync,
+    AccelerateClipScaledGradients,
+    ApexBackwardOutsideScaleLoss,
+    ScalerWithoutAutocast,
+    FsdpFloat16WithoutShardedScaler,
+    ZeroGradInsideAccumulationWindow,
 ]
 
 RULES: dict[str, Rule] = {cls.code: cls() for cls in sorted(_RULE_CLASSES, key=lambda c: c.code)}
