@@ -494,3 +494,11 @@ def test_amp305_reads_a_ddp_helper_of_another_module(tmp_path):
     assert [d.code for d in ampfix.check_source(train, path, settings)] == ["AMP305"]
     (tmp_path / "utils.py").write_text("def smart_ddp(model):\n    return model\n")
     assert ampfix.check_source(train, path, Settings(select=frozenset({"AMP305"}), project_root=str(tmp_path))) == []
+
+
+def test_amp305_a_comment_about_no_sync_does_not_silence_it():
+    # the code controls the sync, not a sentence about it (check_source runs the prefilter: it
+    # must pass the file too)
+    source = DDP_LOOP.replace("        loss.backward()\n", "        loss.backward()  # TODO: model.no_sync()\n")
+    assert only("AMP305", source) == ["AMP305"]
+    assert only("AMP305", DDP_LOOP.replace("        out = model(x)\n", "        model.require_backward_grad_sync = False\n        out = model(x)\n")) == []

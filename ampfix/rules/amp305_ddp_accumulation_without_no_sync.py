@@ -9,6 +9,7 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.prefilter import FileBytes
 from ampfix.program.flow import read_keys
+from ampfix.program.vocabulary import vocabulary
 from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_SOMETIMES, Rule
 from ampfix.training.model import Accumulation, Event, StepFunction
@@ -16,7 +17,8 @@ from ampfix.training.wrappers import ddp_model
 
 FORWARD = "forward"  # not a model event kind: the DDP model's call, for path questions
 # What turns the all-reduce off: DDP's context manager and the attribute it sets (nanoGPT sets
-# `model.require_backward_grad_sync` itself). Either anywhere in the file: the author handles it.
+# `model.require_backward_grad_sync` itself). Either anywhere in the code (not a comment): the author
+# handles it.
 _SYNC_CONTROLS = (b"no_sync", b"require_backward_grad_sync")
 
 
@@ -33,11 +35,11 @@ class DdpAccumulationWithoutNoSync(Rule):
         # no `may_train_step`: the backward and the step may be a helper's, in another module; and
         # a module that only constructs DDP must pass too, since the project index loads only
         # modules that pass and the script's `smart_DDP(model)` is read from the helper's return
-        return file.has(*cls.triggers) and not file.has(*_SYNC_CONTROLS)
+        return file.has(*cls.triggers)  # `no_sync` in a comment must not hide the finding
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
-        if any(token.decode() in ctx.text for token in _SYNC_CONTROLS):
-            return
+        if vocabulary(ctx.semantic).mentions(*(token.decode() for token in _SYNC_CONTROLS)):
+            return  # the code (not a comment) controls the gradient sync itself
         if not any(token.decode() in ctx.text for token in self.triggers):
             return  # the prefilter's condition, kept by the rule itself (a helper's DDP is read too)
         model = ctx.training
