@@ -243,19 +243,19 @@ def notebook(tmp_path):
 
 
 def test_notebook_evidence_in_another_cell_names_that_cell(notebook):
-    text = run_ampfix("check", "--preview", "nb.ipynb", cwd=notebook).stdout
+    text = run_ampfix("check", "--preview", "--select", "AMP201", "nb.ipynb", cwd=notebook).stdout
     assert "nb.ipynb:cell 4:3:5: AMP201" in text
     assert [line.strip() for line in text.splitlines() if "= evidence" in line] == [
         "= evidence: cell 2:1:10: `scaler` created here",
         "= evidence: cell 4:2:5: gradients scaled by `scaler` here",
         "= evidence: cell 4:3:5: clipped here on a path with no `unscale_`",
     ]
-    again = run_ampfix("check", "--preview", "nb.ipynb", cwd=notebook).stdout  # from the cache: the same
+    again = run_ampfix("check", "--preview", "--select", "AMP201", "nb.ipynb", cwd=notebook).stdout  # from the cache: the same
     assert again == text
-    [finding] = json.loads(run_ampfix("check", "--preview", "--output-format", "json", "nb.ipynb", cwd=notebook).stdout)
+    [finding] = json.loads(run_ampfix("check", "--preview", "--select", "AMP201", "--output-format", "json", "nb.ipynb", cwd=notebook).stdout)
     assert [(e["cell"], e["location"]["row"], e["location"]["column"]) for e in finding["evidence"]] == [
         (2, 1, 10), (4, 2, 5), (4, 3, 5)]
-    sarif = json.loads(run_ampfix("check", "--preview", "--output-format", "sarif", "nb.ipynb", cwd=notebook).stdout)
+    sarif = json.loads(run_ampfix("check", "--preview", "--select", "AMP201", "--output-format", "sarif", "nb.ipynb", cwd=notebook).stdout)
     related = sarif["runs"][0]["results"][0]["relatedLocations"]
     assert [(r["properties"]["cell"], r["physicalLocation"]["region"]["startLine"]) for r in related] == [(2, 1), (4, 2), (4, 3)]
     assert related[0]["message"]["text"] == "cell 2: `scaler` created here"
