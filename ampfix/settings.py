@@ -137,13 +137,6 @@ def validate_selectors(selectors: Iterable[str], where: str) -> list[str]:
     return out
 
 
-def resolve_selection(
-    select: Iterable[str], extend_select: Iterable[str], ignore: Iterable[str]
-) -> frozenset[str]:
-    """Ruff's semantics: for each code the most specific selector decides; ignore wins ties."""
-    return resolve_layers([(list(select), list(extend_select), list(ignore))])
-
-
 def resolve_layers(
     layers: list[tuple[Optional[list], list, list]], exact_only: frozenset[str] = frozenset()
 ) -> frozenset[str]:
