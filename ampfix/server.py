@@ -354,9 +354,19 @@ def _placed(view, found: list[Diagnostic]):
 
 # -- the analysis: one per document version, off the request thread ---------------------------
 
-# Edits closer together than this are analysed once, for the last of them (typing, a burst of
-# changes); an open, a save or a request that needs the findings does not wait for it.
+# An edit that comes within TYPING_S of the previous one (typing, a burst of changes) waits
+# DEBOUNCE_S for the next before it is analysed, so that a burst is analysed once, for its last
+# version; a lone edit, an open, a save or a request that needs the findings does not wait.
 DEBOUNCE_S = 0.015
+TYPING_S = 0.1
+_last_edit: dict[str, float] = {}
+
+
+def _edit_delay(owner: str) -> float:
+    now = time.monotonic()
+    previous = _last_edit.get(owner)
+    _last_edit[owner] = now
+    return DEBOUNCE_S if previous is not None and now - previous < TYPING_S else 0.0
 
 
 @dataclass
@@ -475,7 +485,8 @@ class _Analyser:
                 continue
             elapsed_ms = (time.perf_counter() - started) * 1000
             self._loop.call_soon_threadsafe(self._done, owner, analysis, elapsed_ms)
-            if owner not in self._pending:  # no newer version waiting: prepare the code actions
+            time.sleep(0.002)  # lets the event loop take the GIL and publish before the preparation
+            if analysis.findings and owner not in self._pending:  # no newer version waiting: prepare
                 try:
                     _prepare_noqa_lines(analysis)
                 except Exception:
@@ -547,7 +558,7 @@ def did_open(params: lsp.DidOpenTextDocumentParams) -> None:
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
 def did_change(params: lsp.DidChangeTextDocumentParams) -> None:
-    _publish(params.text_document.uri, DEBOUNCE_S)
+    _publish(params.text_document.uri, _edit_delay(params.text_document.uri))
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_SAVE)
@@ -578,7 +589,7 @@ def notebook_did_change(params: lsp.DidChangeNotebookDocumentParams) -> None:
     if structure is not None and structure.did_close:
         removed = [cell.uri for cell in structure.did_close]
     _clear(removed)
-    _publish_notebook(params.notebook_document.uri, DEBOUNCE_S)
+    _publish_notebook(params.notebook_document.uri, _edit_delay(params.notebook_document.uri))
 
 
 @server.feature(lsp.NOTEBOOK_DOCUMENT_DID_SAVE)

@@ -62,8 +62,13 @@ def helper_{i}(values, scale={i}):
 """
 
 
-def document(lines: int = 5000) -> str:
-    text, i = HEADER, 0
+LIGHT_HEADER = "import torch\n\n\ndef train(model, x):\n    return model(x)\n"
+
+
+def document(lines: int = 5000, kind: str = "training") -> str:
+    """``training``: two deprecated AMP calls with fixes (their validation is most of an analysis),
+    then plain functions; ``light``: the same functions, nothing AMP (the server's own cost)."""
+    text, i = (HEADER if kind == "training" else LIGHT_HEADER), 0
     while text.count("\n") < lines:
         text += BLOCK.format(i=i)
         i += 1
@@ -161,9 +166,9 @@ def line_of(text: str, needle: str) -> int:
     return next(i for i, line in enumerate(text.splitlines()) if needle in line)
 
 
-def measure(label: str, command: list[str], env: dict, rounds: int) -> dict[str, float]:
+def measure(label: str, command: list[str], env: dict, rounds: int, kind: str) -> dict[str, float]:
     workdir = tempfile.mkdtemp(prefix="ampfix-latency-")
-    text = document()
+    text = document(kind=kind)
     uri = "file://" + os.path.join(workdir, "train.py")
     client = Client(command, env, workdir)
     client.request("initialize", {"processId": os.getpid(), "rootUri": "file://" + workdir, "capabilities": CAPABILITIES})
@@ -172,7 +177,8 @@ def measure(label: str, command: list[str], env: dict, rounds: int) -> dict[str,
     client.diagnostics_of(uri, 1)
     version, edit_times, burst_times, burst_published = 1, [], [], []
     finding_times, clean_times, resolve_times = [], [], []
-    finding_line, clean_line = line_of(text, "GradScaler()"), line_of(text, "total -= value")
+    finding_line = line_of(text, "GradScaler()" if kind == "training" else "return model(x)")
+    clean_line = line_of(text, "total -= value")
 
     def change(number: int) -> None:
         edited = text.replace("return total\n", f"return total  # {number}\n", 1)
@@ -201,7 +207,7 @@ def measure(label: str, command: list[str], env: dict, rounds: int) -> dict[str,
         burst_published.append(earlier + 1)
         actions = code_action(finding_line, finding_times)
         code_action(clean_line, clean_times)
-        fix_all = [a for a in actions if "fixAll" in (a.get("kind") or "") and "edit" not in a]
+        fix_all = [a for a in actions if "fixAll" in (a.get("kind") or "") and not a.get("edit")]
         if fix_all and "ampfix" in label:
             elapsed, resolved = client.request("codeAction/resolve", fix_all[0])
             assert resolved.get("edit"), resolved
@@ -212,12 +218,12 @@ def measure(label: str, command: list[str], env: dict, rounds: int) -> dict[str,
     figures = {
         "edit -> diagnostics": statistics.median(edit_times),
         "burst of 10 edits -> diagnostics": statistics.median(burst_times),
-        "code action at a finding": statistics.median(finding_times),
+        "code action at a finding" if kind == "training" else "code action (no finding)": statistics.median(finding_times),
         "code action on a clean line": statistics.median(clean_times),
     }
     if resolve_times:
         figures["codeAction/resolve of fix-all"] = statistics.median(resolve_times)
-    print(f"{label}  ({rounds} rounds, {text.count(chr(10))} lines; versions published per burst: "
+    print(f"{label}  ({kind} document, {rounds} rounds, {text.count(chr(10))} lines; versions published per burst: "
           f"median {statistics.median(burst_published):g}, max {max(burst_published)})")
     for name, value in figures.items():
         print(f"  {name:<36} {value * 1000:8.1f} ms")
@@ -229,13 +235,14 @@ def main() -> int:
     parser.add_argument("--code", default=HERE, help="the ampfix checkout to run (PYTHONPATH)")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--ruff", action="store_true", help="measure `ruff server` too")
+    parser.add_argument("--document", choices=["training", "light"], default="training")
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPATH"] = os.path.abspath(args.code)
-    measure(f"ampfix server ({args.code})", [sys.executable, "-m", "ampfix", "server"], env, args.rounds)
+    measure(f"ampfix server ({args.code})", [sys.executable, "-m", "ampfix", "server"], env, args.rounds, args.document)
     if args.ruff:
         ruff = shutil.which("ruff") or sys.exit("ruff is not installed: pip install ruff==0.17.6")
-        measure("ruff server", [ruff, "server"], env, args.rounds)
+        measure("ruff server", [ruff, "server"], env, args.rounds, args.document)
     return 0
 
 
