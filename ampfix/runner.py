@@ -251,7 +251,9 @@ def _worth_a_pool(misses: list[tuple]) -> bool:
 
 
 def _run_in_pool(items: list[tuple[str, Optional[list]]], job: Job, workers: int, progress) -> list[FileResult]:
-    from concurrent.futures import ProcessPoolExecutor  # imported only when a pool is worth it
+    from concurrent.futures import (
+        ProcessPoolExecutor,  # imported only when a pool is worth it
+    )
 
     chunk = max(1, min(64, len(items) // (workers * 4) or 1))
     chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]

@@ -46,8 +46,8 @@ from ampfix.settings import (
     ConfigError,
     FileConfig,
     Settings,
-    default_settings,
     build_settings,
+    default_settings,
     find_config,
     load_config,
 )
@@ -480,7 +480,7 @@ class _Analyser:
             started = time.perf_counter()
             try:
                 analysis = _analyse(view, key)
-            except Exception as exc:  # a bug must not stop the thread: the next edit is analysed
+            except Exception as exc:  # noqa: BLE001 - a bug must not stop the thread: the next edit is analysed
                 self._loop.call_soon_threadsafe(self._failed, owner, key, exc)
                 continue
             elapsed_ms = (time.perf_counter() - started) * 1000
@@ -489,8 +489,8 @@ class _Analyser:
             if analysis.findings and owner not in self._pending:  # no newer version waiting: prepare
                 try:
                     _prepare_noqa_lines(analysis)
-                except Exception:
-                    pass  # each request computes its own line instead
+                except Exception:  # noqa: BLE001 - each request then computes its own line
+                    analysis.noqa_lines = None
 
     def _done(self, owner: str, analysis: _Analysis, elapsed_ms: float) -> None:
         """On the event loop: keep and publish an analysis, unless the document moved on."""
@@ -648,7 +648,7 @@ async def code_actions(params: lsp.CodeActionParams) -> list[lsp.CodeAction]:
     analysis = await _ANALYSER.current(owner, notebook)
     if analysis is None:
         return []
-    view, wanted = analysis.view, params.context.only
+    wanted = params.context.only
     actions: list[lsp.CodeAction] = []
     here = [f for f in analysis.findings if f.uri == uri and _overlaps(f.where, params.range)]
     if not wanted or lsp.CodeActionKind.QuickFix in wanted:

@@ -79,5 +79,6 @@ def test_a_hit_with_a_fix_to_apply_is_processed(tmp_path, pools):
     check(paths, tmp_path)
     fixed = check(paths, tmp_path, mode=FIX)
     assert all(not r.cached and r.fixed for r in fixed)
-    assert "torch.amp.GradScaler" in open(paths[0]).read()
+    with open(paths[0]) as handle:
+        assert "torch.amp.GradScaler" in handle.read()
     assert os.path.exists(paths[1])

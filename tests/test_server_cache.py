@@ -8,8 +8,8 @@ import sys
 import pytest
 
 pytest_lsp = pytest.importorskip("pytest_lsp")
-from lsprotocol import types as lsp  # noqa: E402
-from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities  # noqa: E402
+from lsprotocol import types as lsp
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 HEADER = "import torch\n\nscaler = torch.cuda.amp.GradScaler()\n"
 # enough code that an analysis takes a while: edits sent together arrive before it ends
