@@ -53,11 +53,11 @@ class Cache:
         return self
 
     def lookup(self, path: str) -> Optional[list]:
-        return self.entries.get(os.path.abspath(path))
+        return self.entries.get(_key(path))
 
     def store(self, path: str, digest: Optional[str], diagnostics: list[Diagnostic], stamp=None, deps=()) -> None:
         entry = [digest, [to_dict(d) for d in diagnostics], *(stamp or [None, None]), list(deps)]
-        key = os.path.abspath(path)
+        key = _key(path)
         if self.entries.get(key) != entry:
             self.entries[key] = entry
             self.changed = True
@@ -81,6 +81,15 @@ class Cache:
             if not os.path.exists(target):
                 with open(target, "w", encoding="utf-8") as handle:
                     handle.write(text)
+
+
+def _key(path: str) -> str:
+    """A file's entry: its absolute path. Discovery's paths are normalised already, so a relative
+    one without ``.`` components is the working directory joined to it (``abspath`` normalises
+    every path, a cost a warm run of thousands of files feels)."""
+    if os.path.isabs(path) or path.startswith(".") or os.sep + "." in path or os.sep + os.sep in path:
+        return os.path.abspath(path)
+    return os.getcwd().rstrip(os.sep) + os.sep + path
 
 
 def dependencies_hold(entry: list) -> bool:

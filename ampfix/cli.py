@@ -217,7 +217,7 @@ def check(
             found.missing += more.missing
         groups: dict[int, tuple[Settings, list[str]]] = {}
         for path in sorted(found.files):
-            file_settings = configs.for_path(path)
+            file_settings = configs.for_file(path)
             groups.setdefault(id(file_settings), (file_settings, []))[1].append(path)
     except ConfigError as exc:
         raise UsageFailure(str(exc)) from None
@@ -369,6 +369,7 @@ class _Configurations:
         if self._fixed_config is not None:
             self._fixed = self._build(self._fixed_config)
         self._by_folder: dict[str, Settings] = {}
+        self._by_written_folder: dict[str, Settings] = {}
         self._by_config: dict[tuple, Settings] = {}
 
     def _build(self, config: FileConfig) -> Settings:
@@ -384,6 +385,17 @@ class _Configurations:
         if self._fixed is not None:
             return self._fixed
         return self._for_folder(_folder_of(path))
+
+    def for_file(self, path: str) -> Settings:
+        """A discovered file's settings (``for_path`` of a file), looked up by its directory as
+        written: the files of one directory cost one lookup, not a stat and an ``abspath`` each."""
+        if self._fixed is not None:
+            return self._fixed
+        directory = os.path.dirname(path)
+        found = self._by_written_folder.get(directory)
+        if found is None:
+            found = self._by_written_folder[directory] = self._for_folder(os.path.abspath(directory or "."))
+        return found
 
     def config_and_settings(self, path: str) -> tuple[FileConfig, Settings]:
         """The configuration ``path`` is read with, and its settings (``--show-settings``)."""

@@ -27,8 +27,10 @@ from ampfix.settings import Settings
 from ampfix.source import SourceError, SourceText, write_atomic
 
 CHECK, FIX, DIFF = "check", "fix", "diff"
-# Below this many files a process pool costs more than it saves.
+# Below this many files to process (cache misses), or this many of their bytes, a process pool
+# costs more than it saves.
 PARALLEL_THRESHOLD = 32
+PARALLEL_MIN_BYTES = 256 * 1024
 
 
 @dataclass
@@ -56,15 +58,10 @@ def process_file(path: str, job: Job, cached: Optional[list] = None) -> FileResu
     result = FileResult(path)
     stamp = None
     if job.use_cache:
-        try:
-            st = os.stat(path)
-            stamp = [st.st_mtime_ns, st.st_size]
-        except OSError:
-            pass
-        if cached is not None and stamp is not None and cached[2:4] == stamp:
-            hit = _from_cache(path, job, cached, result)  # unchanged since cached: not even read
-            if hit is not None:
-                return hit
+        stamp = _stamp(path)
+        hit = cached_result(path, job, cached, stamp)  # unchanged since cached: not even read
+        if hit is not None:
+            return hit
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -119,6 +116,22 @@ def process_file(path: str, job: Job, cached: Optional[list] = None) -> FileResu
     except Exception as exc:  # a bug in a rule must not take the other files down
         result.error = f"internal error: {type(exc).__name__}: {exc}"
     return result
+
+
+def _stamp(path: str) -> Optional[list]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_mtime_ns, st.st_size]
+
+
+def cached_result(path: str, job: Job, cached: Optional[list], stamp: Optional[list]) -> Optional[FileResult]:
+    """The file's result from its cache entry when the file is as it was then (same stat, same
+    dependencies) and there is nothing to fix; None: it has to be processed."""
+    if cached is None or stamp is None or cached[2:4] != stamp:
+        return None
+    return _from_cache(path, job, cached, FileResult(path))
 
 
 def _from_cache(path: str, job: Job, cached: list, result: FileResult) -> Optional[FileResult]:
@@ -180,33 +193,76 @@ def run(
     progress: Optional[Callable[[int], None]] = None,
     cache: Optional[Cache] = None,
 ) -> list[FileResult]:
-    items = [(path, cache.lookup(path) if cache else None) for path in paths]
+    """Every file's result, in path order. Cache hits are decided here, in this process (a stat
+    each); only the misses are processed, in a pool only when they are enough work to pay for it."""
+    results, misses = _cache_hits(paths, job, cache)
+    if progress and results:
+        progress(len(results))
     workers = jobs or os.cpu_count() or 1
-    if workers <= 1 or len(paths) < PARALLEL_THRESHOLD:
-        results = []
-        for path, cached in items:
+    if workers <= 1 or not _worth_a_pool(misses):
+        for path, cached, _ in misses:
             results.append(process_file(path, job, cached))
             if progress:
                 progress(1)
     else:
-        chunk = max(1, min(64, len(items) // (workers * 4) or 1))
-        chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
-        results = []
-        from concurrent.futures import (
-            ProcessPoolExecutor,  # imported only when a pool is worth it
-        )
-
-        with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context()) as pool:
-            for batch in pool.map(_process_chunk, chunks, [job] * len(chunks)):
-                results.extend(batch)
-                if progress:
-                    progress(len(batch))
-        results.sort(key=lambda r: r.path)
+        results += _run_in_pool([(path, cached) for path, cached, _ in misses], job, workers, progress)
+    results.sort(key=lambda r: r.path)
     if cache is not None:
         for result in results:
             if result.cache_entry is not None and not result.error:
                 cache.store(result.path, *result.cache_entry)
         cache.save()
+    return results
+
+
+def _cache_hits(paths: list[str], job: Job, cache: Optional[Cache]) -> tuple[list[FileResult], list[tuple]]:
+    """(the results of the cache hits, the misses as (path, cache entry, size in bytes or None))."""
+    if cache is None or not job.use_cache:
+        return [], [(path, None, None) for path in paths]
+    hits, misses = [], []
+    for path in paths:
+        cached, stamp = cache.lookup(path), _stamp(path)
+        hit = cached_result(path, job, cached, stamp)
+        if hit is not None:
+            hits.append(hit)
+        else:
+            misses.append((path, cached, stamp[1] if stamp else None))
+    return hits, misses
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _worth_a_pool(misses: list[tuple]) -> bool:
+    """A process pool costs its start (fork, workers, pickling results back): worth it for many
+    files with enough bytes to analyse, never for a few (pre-commit, an editor's one file)."""
+    if len(misses) < PARALLEL_THRESHOLD:
+        return False
+    total = 0
+    for path, _, size in misses:
+        total += _size(path) if size is None else size
+        if total >= PARALLEL_MIN_BYTES:
+            return True
+    return False
+
+
+def _run_in_pool(items: list[tuple[str, Optional[list]]], job: Job, workers: int, progress) -> list[FileResult]:
+    from concurrent.futures import (
+        ProcessPoolExecutor,  # imported only when a pool is worth it
+    )
+
+    chunk = max(1, min(64, len(items) // (workers * 4) or 1))
+    chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
+    results = []
+    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=_mp_context()) as pool:
+        for batch in pool.map(_process_chunk, chunks, [job] * len(chunks)):
+            results.extend(batch)
+            if progress:
+                progress(len(batch))
     return results
 
 

@@ -11,17 +11,27 @@
 - hover on a finding: the rule's document.
 
 It only reads code, like `ampfix check`: nothing is imported or executed.
+
+Keeping up with typing: the findings of a document are analysed on one background thread and
+kept per document version; edits are coalesced (a short debounce, and the latest version wins:
+an analysis whose version was overtaken is never published); code actions and hover answer from
+that cache for the range asked (no analysis on a cursor move), waiting only for the analysis of
+the current version; "fix all" is resolved lazily (``codeAction/resolve``) where the editor can.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 from urllib.parse import unquote, urlparse
 
 from lsprotocol import types as lsp
 from pygls.lsp.server import LanguageServer
+from pygls.workspace import TextDocument
 
 from ampfix import __version__
 from ampfix.diagnostics import Applicability, Diagnostic
@@ -36,8 +46,8 @@ from ampfix.settings import (
     ConfigError,
     FileConfig,
     Settings,
-    default_settings,
     build_settings,
+    default_settings,
     find_config,
     load_config,
 )
@@ -115,15 +125,22 @@ def editor_settings(options: Any) -> tuple[EditorSettings, list[str]]:
 class _State:
     editor = EditorSettings()
     by_folder: dict[str, Settings] = {}
+    generation = 0  # raised when the settings change: every cached analysis is out of date
 
 
 def _show_error(message: str) -> None:
-    server.window_show_message(lsp.ShowMessageParams(type=lsp.MessageType.Error, message=f"ampfix: {message}"))
+    params = lsp.ShowMessageParams(type=lsp.MessageType.Error, message=f"ampfix: {message}")
+    loop = _ANALYSER.loop_if_other_thread()
+    if loop is not None:  # the analysis thread reads the settings: messages go out from the loop
+        loop.call_soon_threadsafe(server.window_show_message, params)
+    else:
+        server.window_show_message(params)
 
 
 def _use_editor_settings(options: Any) -> None:
     _State.editor, problems = editor_settings(options)
     _State.by_folder = {}
+    _State.generation += 1
     for problem in problems:
         _show_error(f"editor settings: {problem}")
 
@@ -185,6 +202,7 @@ def did_change_watched_files(params: lsp.DidChangeWatchedFilesParams) -> None:
     open document is checked with them."""
     if any(_path(change.uri).endswith(".toml") for change in params.changes):
         _State.by_folder = {}
+        _State.generation += 1
         _republish_all()
 
 
@@ -196,19 +214,32 @@ def _path(uri: str) -> str:
     return unquote(parsed.path) if parsed.scheme == "file" else uri
 
 
+def _snapshot(document) -> TextDocument:
+    """A copy of a document's text as it is now: the analysis thread reads it while the editor's
+    next edit changes the workspace's document."""
+    return TextDocument(document.uri, document.source, document.version, position_codec=document.position_codec)
+
+
 class _TextView:
-    """One Python file: the program is the document's text."""
+    """One Python file: the program is the document's text (a snapshot of it)."""
 
     def __init__(self, uri: str):
         self.uri = uri
         self.path = _path(uri)
-        self.document = server.workspace.get_text_document(uri)
+        self.document = _snapshot(server.workspace.get_text_document(uri))
         self.program = self.document.source
         self.cell_uris = [uri]
+        self.key = (self.document.version,)
 
     def place(self, start: int, end: int) -> Optional[tuple[str, lsp.Range]]:
         """The document and range of a span of the program."""
         return self.uri, _range(self.document, start, end)
+
+    def document_of(self, uri: str) -> TextDocument:
+        return self.document
+
+    def version_of(self, uri: str) -> Optional[int]:
+        return self.document.version
 
     def fixed_documents(self, program: str) -> dict[str, str]:
         return {self.uri: program} if program != self.program else {}
@@ -222,10 +253,11 @@ class _NotebookView:
         self.uri = notebook.uri
         self.path = _path(notebook.uri)
         self.cell_uris = [cell.document for cell in notebook.cells]
-        self.documents = [server.workspace.get_text_document(uri) for uri in self.cell_uris]
+        self.documents = [_snapshot(server.workspace.get_text_document(uri)) for uri in self.cell_uris]
         kinds = ["code" if cell.kind == lsp.NotebookCellKind.Code else "markdown" for cell in notebook.cells]
         self.cells = Notebook.from_cells([(kind, doc.source) for kind, doc in zip(kinds, self.documents)])
         self.program = self.cells.program
+        self.key = _notebook_key(notebook)
         self._locator = Locator(self.program)
         self._cell_locators = [Locator(doc.source) for doc in self.documents]
 
@@ -249,12 +281,33 @@ class _NotebookView:
         document = self.documents[a[0]]
         return document.uri, _range(document, a[1], b[1])
 
+    def document_of(self, uri: str) -> TextDocument:
+        return self.documents[self.cell_uris.index(uri)]
+
+    def version_of(self, uri: str) -> Optional[int]:
+        return self.document_of(uri).version
+
     def fixed_documents(self, program: str) -> dict[str, str]:
         return {
             self.cell_uris[index]: text
             for index, text in self.cells.cell_sources(program).items()
             if text != self.documents[index].source
         }
+
+
+def _notebook_key(notebook: lsp.NotebookDocument) -> tuple:
+    """What a notebook's findings depend on: its cells (in order) and each cell's version."""
+    versions = []
+    for cell in notebook.cells:
+        document = server.workspace.get_text_document(cell.document)
+        versions.append((cell.document, cell.kind, document.version))
+    return (notebook.version, tuple(versions))
+
+
+def _owner(uri: str) -> tuple[str, Optional[lsp.NotebookDocument]]:
+    """The document whose findings ``uri``'s are: a notebook for one of its cells, else itself."""
+    notebook = server.workspace.get_notebook_document(cell_uri=uri)
+    return (notebook.uri, notebook) if notebook is not None else (uri, None)
 
 
 def _view(uri: str):
@@ -299,23 +352,199 @@ def _placed(view, found: list[Diagnostic]):
             yield diag, placed[0], placed[1]
 
 
-def _publish_view(view) -> None:
+# -- the analysis: one per document version, off the request thread ---------------------------
+
+# An edit that comes within TYPING_S of the previous one (typing, a burst of changes) waits
+# DEBOUNCE_S for the next before it is analysed, so that a burst is analysed once, for its last
+# version; a lone edit, an open, a save or a request that needs the findings does not wait.
+DEBOUNCE_S = 0.015
+TYPING_S = 0.1
+_last_edit: dict[str, float] = {}
+
+
+def _edit_delay(owner: str) -> float:
+    now = time.monotonic()
+    previous = _last_edit.get(owner)
+    _last_edit[owner] = now
+    return DEBOUNCE_S if previous is not None and now - previous < TYPING_S else 0.0
+
+
+@dataclass
+class _Finding:
+    diag: Diagnostic
+    uri: str
+    where: lsp.Range
+    published: lsp.Diagnostic
+
+
+@dataclass
+class _Analysis:
+    """The findings of one version of a document, placed, with what the requests derive from them
+    (each computed once, when first asked)."""
+
+    key: tuple
+    view: Any
+    findings: list[_Finding]
+    fix_edits: dict[int, Any] = field(default_factory=dict)  # id(finding) -> its quick fix's edits
+    fix_all: Any = None  # the fix-all action with its edit, once resolved
+    fix_all_resolved: bool = False
+    locator: Optional[Locator] = None
+    noqa_lines: Optional[dict[int, Optional[str]]] = None  # id(finding) -> its "disable" line
+
+
+def _current_key(owner: str, notebook: Optional[lsp.NotebookDocument]) -> Optional[tuple]:
+    """The key the analysis of ``owner`` as it is now has (None: not open)."""
+    if notebook is not None:
+        return (_State.generation, _notebook_key(notebook))
+    document = server.workspace.text_documents.get(owner)
+    return None if document is None else (_State.generation, (document.version,))
+
+
+class _Analyser:
+    """One thread that analyses documents, the latest version of each winning: a request for a
+    document replaces the one waiting for it, and an analysis overtaken by an edit while it ran is
+    dropped, never published. Results are kept (one per document) for the requests."""
+
+    def __init__(self):
+        self.results: dict[str, _Analysis] = {}
+        self._pending: dict[str, tuple[float, Any, tuple]] = {}  # owner -> (due, view, key)
+        self._waiters: dict[tuple[str, tuple], list[asyncio.Future]] = {}
+        self._condition = threading.Condition()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
+
+    def submit(self, owner: str, view, delay: float = 0.0) -> None:
+        """Analyse ``view`` (taken on the event loop's thread) after ``delay`` unless a newer
+        version of the document comes first; publish its diagnostics if still current then."""
+        self._loop = asyncio.get_running_loop()
+        key = (_State.generation, view.key)
+        cached = self.results.get(owner)
+        if cached is not None and cached.key == key:
+            return  # this version is analysed already (a save, a re-open)
+        with self._condition:
+            self._pending[owner] = (time.monotonic() + delay, view, key)
+            self._condition.notify()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="ampfix-analysis", daemon=True)
+            self._thread.start()
+
+    async def current(self, owner: str, notebook: Optional[lsp.NotebookDocument]) -> Optional[_Analysis]:
+        """The analysis of ``owner``'s current version: from the cache, or the one running or due
+        for it (brought forward: a request is waiting)."""
+        key = _current_key(owner, notebook)
+        if key is None:
+            return None
+        cached = self.results.get(owner)
+        if cached is not None and cached.key == key:
+            return cached
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault((owner, key), []).append(future)
+        with self._condition:
+            pending = self._pending.get(owner)
+            if pending is not None and pending[2] == key:
+                self._pending[owner] = (0.0, pending[1], key)
+                self._condition.notify()
+                queued = True
+            else:
+                queued = False
+        if not queued:
+            self.submit(owner, _NotebookView(notebook) if notebook is not None else _TextView(owner))
+        return await future
+
+    def loop_if_other_thread(self) -> Optional[asyncio.AbstractEventLoop]:
+        """The event loop, when called on the analysis thread (None on the loop's own)."""
+        return self._loop if threading.current_thread() is self._thread else None
+
+    def forget(self, owner: str) -> None:
+        self.results.pop(owner, None)
+        with self._condition:
+            self._pending.pop(owner, None)
+
+    def _next(self) -> tuple[str, Any, tuple]:
+        with self._condition:
+            while True:
+                now = time.monotonic()
+                due = [(when, owner) for owner, (when, _, _) in self._pending.items()]
+                if due:
+                    when, owner = min(due)
+                    if when <= now:
+                        _, view, key = self._pending.pop(owner)
+                        return owner, view, key
+                    self._condition.wait(when - now)
+                else:
+                    self._condition.wait()
+
+    def _work(self) -> None:
+        while True:
+            owner, view, key = self._next()
+            started = time.perf_counter()
+            try:
+                analysis = _analyse(view, key)
+            except Exception as exc:  # noqa: BLE001 - a bug must not stop the thread: the next edit is analysed
+                self._loop.call_soon_threadsafe(self._failed, owner, key, exc)
+                continue
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            self._loop.call_soon_threadsafe(self._done, owner, analysis, elapsed_ms)
+            time.sleep(0.002)  # lets the event loop take the GIL and publish before the preparation
+            if analysis.findings and owner not in self._pending:  # no newer version waiting: prepare
+                try:
+                    _prepare_noqa_lines(analysis)
+                except Exception:  # noqa: BLE001 - each request then computes its own line
+                    analysis.noqa_lines = None
+
+    def _done(self, owner: str, analysis: _Analysis, elapsed_ms: float) -> None:
+        """On the event loop: keep and publish an analysis, unless the document moved on."""
+        notebook = server.workspace.get_notebook_document(notebook_uri=owner)
+        current = _current_key(owner, notebook) == analysis.key
+        # the editor's output channel (ruff's server logs its checks likewise)
+        server.window_log_message(lsp.LogMessageParams(type=lsp.MessageType.Log, message=(
+            f"ampfix: analysed {owner} (version {analysis.view.key[0]}) in {elapsed_ms:.0f} ms"
+            + ("" if current else "; not published: the document has changed since"))))
+        if not current:
+            return  # overtaken: the newer version's analysis is due
+        self.results[owner] = analysis
+        _publish_analysis(analysis)
+        for future in self._waiters.pop((owner, analysis.key), []):
+            if not future.done():
+                future.set_result(analysis)
+
+    def _failed(self, owner: str, key: tuple, exc: Exception) -> None:
+        for future in self._waiters.pop((owner, key), []):
+            if not future.done():
+                future.set_exception(exc)
+
+
+def _analyse(view, key: tuple) -> _Analysis:
+    """On the analysis thread: the findings of a view, placed and converted for the editor."""
+    findings = [
+        _Finding(diag, uri, where, _to_lsp(view, diag, where))
+        for diag, uri, where in _placed(view, _findings(view))
+    ]
+    return _Analysis(key, view, findings)
+
+
+_ANALYSER = _Analyser()
+
+
+def _publish_analysis(analysis: _Analysis) -> None:
+    view = analysis.view
     by_uri: dict[str, list[lsp.Diagnostic]] = {uri: [] for uri in view.cell_uris}
-    for diag, uri, where in _placed(view, _findings(view)):
-        by_uri.setdefault(uri, []).append(_to_lsp(view, diag, where))
+    for finding in analysis.findings:
+        by_uri.setdefault(finding.uri, []).append(finding.published)
     for uri, diagnostics in by_uri.items():
-        version = server.workspace.get_text_document(uri).version
-        server.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=uri, version=version, diagnostics=diagnostics))
+        server.text_document_publish_diagnostics(
+            lsp.PublishDiagnosticsParams(uri=uri, version=view.version_of(uri), diagnostics=diagnostics))
 
 
-def _publish(uri: str) -> None:
-    _publish_view(_TextView(uri))
+def _publish(uri: str, delay: float = 0.0) -> None:
+    if uri in server.workspace.text_documents:
+        _ANALYSER.submit(uri, _TextView(uri), delay)
 
 
-def _publish_notebook(notebook_uri: str) -> None:
+def _publish_notebook(notebook_uri: str, delay: float = 0.0) -> None:
     notebook = server.workspace.get_notebook_document(notebook_uri=notebook_uri)
     if notebook is not None:
-        _publish_view(_NotebookView(notebook))
+        _ANALYSER.submit(notebook_uri, _NotebookView(notebook), delay)
 
 
 # -- documents --------------------------------------------------------------------------------
@@ -323,12 +552,13 @@ def _publish_notebook(notebook_uri: str) -> None:
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
 def did_open(params: lsp.DidOpenTextDocumentParams) -> None:
-    _publish(params.text_document.uri)
+    if server.workspace.get_notebook_document(cell_uri=params.text_document.uri) is None:
+        _publish(params.text_document.uri)
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
 def did_change(params: lsp.DidChangeTextDocumentParams) -> None:
-    _publish(params.text_document.uri)
+    _publish(params.text_document.uri, _edit_delay(params.text_document.uri))
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_SAVE)
@@ -338,6 +568,7 @@ def did_save(params: lsp.DidSaveTextDocumentParams) -> None:
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(params: lsp.DidCloseTextDocumentParams) -> None:
+    _ANALYSER.forget(params.text_document.uri)
     _clear([params.text_document.uri])
 
 
@@ -358,7 +589,7 @@ def notebook_did_change(params: lsp.DidChangeNotebookDocumentParams) -> None:
     if structure is not None and structure.did_close:
         removed = [cell.uri for cell in structure.did_close]
     _clear(removed)
-    _publish_notebook(params.notebook_document.uri)
+    _publish_notebook(params.notebook_document.uri, _edit_delay(params.notebook_document.uri))
 
 
 @server.feature(lsp.NOTEBOOK_DOCUMENT_DID_SAVE)
@@ -368,6 +599,7 @@ def notebook_did_save(params: lsp.DidSaveNotebookDocumentParams) -> None:
 
 @server.feature(lsp.NOTEBOOK_DOCUMENT_DID_CLOSE)
 def notebook_did_close(params: lsp.DidCloseNotebookDocumentParams) -> None:
+    _ANALYSER.forget(params.notebook_document.uri)
     _clear([cell.uri for cell in params.cell_text_documents])
 
 
@@ -396,70 +628,187 @@ def _fix_edits(view, diag: Diagnostic) -> Optional[dict[str, list[lsp.TextEdit]]
     return changes
 
 
+def _resolves_edits() -> bool:
+    """Whether the editor resolves a code action's edit lazily (``codeAction/resolve``)."""
+    document = server.client_capabilities.text_document
+    action = document.code_action if document is not None else None
+    support = action.resolve_support if action is not None else None
+    return support is not None and "edit" in support.properties
+
+
 @server.feature(
     lsp.TEXT_DOCUMENT_CODE_ACTION,
-    lsp.CodeActionOptions(code_action_kinds=[lsp.CodeActionKind.QuickFix, FIX_ALL]),
+    lsp.CodeActionOptions(code_action_kinds=[lsp.CodeActionKind.QuickFix, FIX_ALL], resolve_provider=True),
 )
-def code_actions(params: lsp.CodeActionParams) -> list[lsp.CodeAction]:
+async def code_actions(params: lsp.CodeActionParams) -> list[lsp.CodeAction]:
+    """From the analysis of the current version, for the range asked: nothing is analysed again
+    on a cursor move; the fix-all's edit is computed on ``codeAction/resolve`` where supported."""
     uri = params.text_document.uri
-    view = _view(uri)
-    found = _findings(view)
+    owner, notebook = _owner(uri)
+    analysis = await _ANALYSER.current(owner, notebook)
+    if analysis is None:
+        return []
     wanted = params.context.only
     actions: list[lsp.CodeAction] = []
+    here = [f for f in analysis.findings if f.uri == uri and _overlaps(f.where, params.range)]
     if not wanted or lsp.CodeActionKind.QuickFix in wanted:
-        for diag, where_uri, where in _placed(view, found):
-            if diag.fix is None or where_uri != uri or not _overlaps(where, params.range):
-                continue
-            if diag.fix.applicability is Applicability.DISPLAY_ONLY:
-                continue  # a suggestion for a person: shown in the diagnostic's text, never applied
-            changes = _fix_edits(view, diag)
-            if changes is None:
-                continue
-            safe = diag.fix.applicability is Applicability.SAFE
-            actions.append(lsp.CodeAction(
-                title=f"ampfix ({diag.code}): {diag.fix.message}" + ("" if safe else " (unsafe: may change training)"),
-                kind=lsp.CodeActionKind.QuickFix,
-                diagnostics=[_to_lsp(view, diag, where)],
-                is_preferred=safe,
-                edit=lsp.WorkspaceEdit(changes=changes),
-            ))
-        for diag, where_uri, where in _placed(view, found):
-            if where_uri == uri and _overlaps(where, params.range):
-                disable = _disable_for_line(view, diag, where)
-                if disable is not None:
-                    actions.append(disable)
-    fix_all = _fix_all(view)
-    if fix_all is not None and (not wanted or any(k in wanted for k in (lsp.CodeActionKind.QuickFix, FIX_ALL, "source.fixAll", "source"))):
-        actions.append(fix_all)
+        for finding in here:
+            quick = _quick_fix(analysis, finding)
+            if quick is not None:
+                actions.append(quick)
+        for finding in here:
+            disable = _disable_for_line(analysis, finding)
+            if disable is not None:
+                actions.append(disable)
+    if not wanted or any(k in wanted for k in (lsp.CodeActionKind.QuickFix, FIX_ALL, "source.fixAll", "source")):
+        fix_all = _fix_all_offer(analysis, owner)
+        if fix_all is not None:
+            actions.append(fix_all)
     return actions
 
 
-def _disable_for_line(view, diag: Diagnostic, where: lsp.Range) -> Optional[lsp.CodeAction]:
+def _quick_fix(analysis: _Analysis, finding: _Finding) -> Optional[lsp.CodeAction]:
+    diag = finding.diag
+    if diag.fix is None or diag.fix.applicability is Applicability.DISPLAY_ONLY:
+        return None  # a suggestion for a person: shown in the diagnostic's text, never applied
+    if id(finding) not in analysis.fix_edits:
+        analysis.fix_edits[id(finding)] = _fix_edits(analysis.view, diag)
+    changes = analysis.fix_edits[id(finding)]
+    if changes is None:
+        return None
+    safe = diag.fix.applicability is Applicability.SAFE
+    return lsp.CodeAction(
+        title=f"ampfix ({diag.code}): {diag.fix.message}" + ("" if safe else " (unsafe: may change training)"),
+        kind=lsp.CodeActionKind.QuickFix,
+        diagnostics=[finding.published],
+        is_preferred=safe,
+        edit=lsp.WorkspaceEdit(changes=changes),
+    )
+
+
+def _disable_for_line(analysis: _Analysis, finding: _Finding) -> Optional[lsp.CodeAction]:
     """ruff's "Disable for this line": ``# noqa: CODE`` at the end of the finding's line (merged
     into a noqa comment the line has), as ``ampfix check --add-noqa`` writes it."""
-    from ampfix.noqa import add_noqa
-
-    if diag.code == "AMP001":
+    if finding.diag.code == "AMP001":
         return None  # a syntax error is not suppressed
-    program = view.program
-    located = Locator(program)
-    row = located.position(diag.start).row
-    diag_at_row = Diagnostic(diag.code, diag.name, diag.message, diag.start, diag.end)
-    diag_at_row.location = located.position(diag.start)
-    new_program, added, _ = add_noqa(program, [diag_at_row])
-    if not added:
+    prepared = analysis.noqa_lines
+    if prepared is None or id(finding) not in prepared:
+        new_line = _noqa_line(analysis, finding)
+    else:
+        new_line = prepared[id(finding)]
+    if new_line is None:
         return None
-    start, end = located.line_start(row), located.line_end(row)
-    new_line = new_program[start:len(new_program) - (len(program) - end)]
-    placed = view.place(start, end)
+    start, end = _line_span(analysis, finding.diag)
+    placed = analysis.view.place(start, end)
     if placed is None:
         return None
     return lsp.CodeAction(
-        title=f"ampfix ({diag.code}): Disable for this line",
+        title=f"ampfix ({finding.diag.code}): Disable for this line",
         kind=lsp.CodeActionKind.QuickFix,
-        diagnostics=[_to_lsp(view, diag, where)],
+        diagnostics=[finding.published],
         edit=lsp.WorkspaceEdit(changes={placed[0]: [lsp.TextEdit(range=placed[1], new_text=new_line)]}),
     )
+
+
+def _locator(analysis: _Analysis) -> Locator:
+    if analysis.locator is None:
+        analysis.locator = Locator(analysis.view.program)
+    return analysis.locator
+
+
+def _line_span(analysis: _Analysis, diag: Diagnostic) -> tuple[int, int]:
+    located = _locator(analysis)
+    row = located.position(diag.start).row
+    return located.line_start(row), located.line_end(row)
+
+
+def _at_row(analysis: _Analysis, diag: Diagnostic) -> Diagnostic:
+    at_row = Diagnostic(diag.code, diag.name, diag.message, diag.start, diag.end)
+    at_row.location = _locator(analysis).position(diag.start)
+    return at_row
+
+
+def _noqa_line(analysis: _Analysis, finding: _Finding) -> Optional[str]:
+    """The finding's line with its noqa directive (None: none can be added), from the program."""
+    from ampfix.noqa import add_noqa
+
+    program = analysis.view.program
+    new_program, added, _ = add_noqa(program, [_at_row(analysis, finding.diag)])
+    if not added:
+        return None
+    start, end = _line_span(analysis, finding.diag)
+    return new_program[start:len(new_program) - (len(program) - end)]
+
+
+def _prepare_noqa_lines(analysis: _Analysis) -> None:
+    """On the analysis thread, after publishing: every finding's "disable" line from one pass of
+    add_noqa over the program (it tokenizes the whole program: once, not once per request). A
+    row with findings of different codes is left to be computed on request, for its own code."""
+    from ampfix.noqa import add_noqa
+
+    if analysis.locator is None:
+        analysis.locator = Locator(analysis.view.program)
+    codes_by_row: dict[int, set[str]] = {}
+    rows = {}
+    for finding in analysis.findings:
+        if finding.diag.code != "AMP001":
+            rows[id(finding)] = row = analysis.locator.position(finding.diag.start).row
+            codes_by_row.setdefault(row, set()).add(finding.diag.code)
+    program = analysis.view.program
+    new_program, _, _ = add_noqa(program, [_at_row(analysis, f.diag) for f in analysis.findings if id(f) in rows])
+    new_lines = Locator(new_program)
+    lines: dict[int, Optional[str]] = {}
+    for finding in analysis.findings:
+        row = rows.get(id(finding))
+        if row is None or len(codes_by_row[row]) > 1:
+            continue
+        new_line = new_program[new_lines.line_start(row):new_lines.line_end(row)]
+        start, end = _line_span(analysis, finding.diag)
+        lines[id(finding)] = new_line if new_line != program[start:end] else None
+    analysis.noqa_lines = lines
+
+
+def _fix_all_title() -> str:
+    return "ampfix: fix all problems" + (" (unsafe fixes included)" if _State.editor.unsafe_fixes else " (safe fixes)")
+
+
+def _fix_all_offer(analysis: _Analysis, owner: str) -> Optional[lsp.CodeAction]:
+    """Fix-all when a finding has a fix it applies: without its edit (resolved on demand) where
+    the editor resolves edits, else with it."""
+    if not _checkable(analysis.view):
+        return None
+    if not any(f.diag.fix_applies(_State.editor.unsafe_fixes) for f in analysis.findings):
+        return None
+    if _resolves_edits():
+        return lsp.CodeAction(title=_fix_all_title(), kind=FIX_ALL, data={"owner": owner, "key": repr(analysis.key)})
+    return _resolved_fix_all(analysis)
+
+
+def _resolved_fix_all(analysis: _Analysis) -> Optional[lsp.CodeAction]:
+    if not analysis.fix_all_resolved:
+        analysis.fix_all = _fix_all(analysis.view)
+        analysis.fix_all_resolved = True
+    return analysis.fix_all
+
+
+@server.feature(lsp.CODE_ACTION_RESOLVE)
+async def resolve_code_action(action: lsp.CodeAction) -> lsp.CodeAction:
+    """The fix-all's edit, for the document's current version (computed once per version, on a
+    worker thread so that other requests are answered meanwhile)."""
+    data = action.data if isinstance(action.data, dict) else {}
+    owner = data.get("owner")
+    if action.kind != FIX_ALL or not isinstance(owner, str):
+        return action
+    notebook = server.workspace.get_notebook_document(notebook_uri=owner)
+    analysis = await _ANALYSER.current(owner, notebook)
+    if analysis is None:
+        return action
+    resolved = await asyncio.to_thread(_resolved_fix_all, analysis)
+    if resolved is not None:
+        action.edit = resolved.edit
+    else:
+        action.edit = lsp.WorkspaceEdit(changes={})  # the fixes cancel out or are refused together
+    return action
 
 
 def _fix_all(view) -> Optional[lsp.CodeAction]:
@@ -475,22 +824,21 @@ def _fix_all(view) -> Optional[lsp.CodeAction]:
         return None
     changes = {}
     for uri, text in fixed.items():
-        document = server.workspace.get_text_document(uri)
+        document = view.document_of(uri)
         changes[uri] = [lsp.TextEdit(range=_range(document, 0, len(document.source)), new_text=text)]
-    return lsp.CodeAction(
-        title="ampfix: fix all problems" + (" (unsafe fixes included)" if unsafe else " (safe fixes)"),
-        kind=FIX_ALL,
-        edit=lsp.WorkspaceEdit(changes=changes),
-    )
+    return lsp.CodeAction(title=_fix_all_title(), kind=FIX_ALL, edit=lsp.WorkspaceEdit(changes=changes))
 
 
 @server.feature(lsp.TEXT_DOCUMENT_HOVER)
-def hover(params: lsp.HoverParams) -> Optional[lsp.Hover]:
+async def hover(params: lsp.HoverParams) -> Optional[lsp.Hover]:
     uri = params.text_document.uri
-    view = _view(uri)
+    owner, notebook = _owner(uri)
+    analysis = await _ANALYSER.current(owner, notebook)
+    if analysis is None:
+        return None
     point = lsp.Range(start=params.position, end=params.position)
-    for diag, where_uri, where in _placed(view, _findings(view)):
-        if where_uri == uri and _overlaps(where, point):
-            text = rule_doc(diag.code) or diag.message
-            return lsp.Hover(contents=lsp.MarkupContent(kind=lsp.MarkupKind.Markdown, value=text), range=where)
+    for finding in analysis.findings:
+        if finding.uri == uri and _overlaps(finding.where, point):
+            text = rule_doc(finding.diag.code) or finding.diag.message
+            return lsp.Hover(contents=lsp.MarkupContent(kind=lsp.MarkupKind.Markdown, value=text), range=finding.where)
     return None

@@ -94,3 +94,54 @@ def test_plain_name_excludes_match_as_gitignore_does():
              "docs/conf.py", "src/docs/conf.py", ".git/", "x.git/y.py", "build/", "rebuild/a.py"]
     assert excludes.globs is not None and "venv" in excludes.names
     assert [excludes.match(p) for p in paths] == [reference.match_file(p) for p in paths]
+
+
+def test_suffix_globs_match_as_gitignore_does_without_pathspec():
+    """``*.egg-info`` (the default) and ``*.py`` are suffix tests: no pathspec compile for them."""
+    import pathspec
+
+    from ampfix.discovery import _Excludes
+    from ampfix.settings import DEFAULT_EXCLUDES
+
+    assert _Excludes(DEFAULT_EXCLUDES).globs is None
+    patterns = ["*.egg-info", "*_pb2.py", "*.", "*x"]
+    excludes = _Excludes(patterns)
+    assert excludes.globs is None and excludes.suffixes == (".egg-info", "_pb2.py", ".", "x")
+    reference = pathspec.GitIgnoreSpec.from_lines(patterns)
+    paths = ["a.py", "pkg.egg-info/", "pkg.egg-info/x.py", "src/pkg.egg-info/PKG", "a.egg-info.py", "m_pb2.py",
+             "src/m_pb2.py", "m_pb2.pyi", ".", "a./b.py", "box/", "box/a.py", "x", ".egg-info/"]
+    assert [excludes.match(p) for p in paths] == [reference.match_file(p) for p in paths]
+
+
+def test_gitignore_matcher_answers_as_pathspec_does():
+    """The joined regex only rules out paths no pattern ignores; every other answer is pathspec's,
+    negations and directory patterns included."""
+    import pathspec
+
+    from ampfix.discovery import _GitignoreMatcher
+
+    lines = ["*.py[cod]", "build/", "/out/", "docs/_build/", "*.log", "!keep.log", "gen_*.py", "!gen_keep.py",
+             "data/**/raw", "a?c.py", "[Tt]mp/", "/top.py", "**/deep/x.py", "\\#odd.py", "cache", "!cache/keep/"]
+    spec = pathspec.GitIgnoreSpec.from_lines(lines)
+    matcher = _GitignoreMatcher(spec)
+    assert matcher.any_ignoring is not None
+    paths = ["a.py", "a.pyc", "x/a.pyo", "build/", "x/build/", "build", "out/", "x/out/", "docs/_build/",
+             "x/docs/_build/", "e.log", "keep.log", "x/keep.log", "gen_a.py", "gen_keep.py", "x/gen_b.py",
+             "data/raw", "data/x/y/raw", "x/data/raw", "abc.py", "a/c.py", "Tmp/", "tmp/", "top.py", "x/top.py",
+             "deep/x.py", "a/b/deep/x.py", "#odd.py", "cache", "cache/", "x/cache/a.py", "cache/keep/",
+             "cache/keep/a.py"]
+    assert [matcher.match(p) for p in paths] == [spec.match_file(p) for p in paths]
+
+
+def test_walk_from_a_subdirectory_uses_the_outer_gitignore_and_excludes(tmp_path):
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".gitignore").write_text("pkg/gen/\n*_tmp.py\n")
+    make(tmp_path, "pkg/a.py", "pkg/gen/b.py", "pkg/c_tmp.py", "pkg/sub/d.py", "pkg/x.egg-info/e.py",
+         "build/f.py", "pkg/inner/.git/HEAD", "pkg/inner/g_tmp.py")
+    (tmp_path / "pkg" / "inner" / ".gitignore").write_text("h.py\n")
+    make(tmp_path, "pkg/inner/h.py", "pkg/inner/i.py")
+    found = discover([str(tmp_path / "pkg"), str(tmp_path / "build")], Settings(project_root=str(tmp_path)))
+    # build/ is excluded even when named (its files have an excluded component); pkg/inner is a
+    # repository of its own: the outer *_tmp.py does not apply there
+    assert sorted(os.path.relpath(f, tmp_path) for f in found.files) == [
+        "pkg/a.py", "pkg/inner/g_tmp.py", "pkg/inner/i.py", "pkg/sub/d.py"]
