@@ -98,6 +98,42 @@ def test_a_rewrite_for_cuda_only_runs_under_the_shim_on_a_cpu_and_says_so():
     assert "Failed to initialize NumPy" not in result.stdout + result.stderr  # the verify extra brings numpy
 
 
+def _alone(tmp_path, case):
+    """The case copied into a folder of its own (its siblings' `train`/`main` would make the
+    call graph ambiguous, and AMP501 would then only suggest its fix)."""
+    path = tmp_path / case
+    path.write_text(open(os.path.join(CASES, case)).read())
+    return str(path)
+
+
+def test_a_device_chosen_through_torch_accelerator_is_cuda_under_the_shim(tmp_path):
+    """pytorch/examples pick ``torch.accelerator.current_accelerator()``: under the shim that is
+    CUDA, so the rewrite's autocast turns on and low precision really runs (not a FAIL, and not
+    a PASS that compared the fp32 program with itself)."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = verify(_alone(tmp_path, "accelerator_device.py"), "--format", "json")
+    document = json.loads(result.stdout)
+    assert result.returncode == 0, document["verdict"]
+    names = {c["name"]: c["status"] for c in document["checks"]}
+    assert names["low precision"] == "pass" and document["metrics"]["low_precision_fraction"] > 0.9
+    assert any("ran under the CUDA shim automatically" in c["detail"] for c in document["checks"])
+
+
+@pytest.mark.parametrize("flops", [[], ["--no-flops"]])
+def test_a_rewrite_whose_autocast_stays_off_under_the_shim_cannot_be_verified_here(tmp_path, flops):
+    """The shim cannot reach a device read from the environment: the AMP run is the fp32 program
+    again, so verify says it cannot verify here (exit 2), neither FAIL nor a vacuous PASS."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = verify(_alone(tmp_path, "device_from_environment.py"), "--format", "json", *flops)
+    document = json.loads(result.stdout)
+    assert result.returncode == 2, document["verdict"]
+    assert document["verdict"].startswith("cannot verify on this device") and "stays on its CPU branch" in \
+        document["verdict"]
+    assert "speed" not in {c["name"] for c in document["checks"]}
+
+
 def test_json_report(tmp_path):
     result = verify(os.path.join(FIXTURES, "convert_tutorial_loop.py"), "--cuda-shim", "--format", "json")
     document = json.loads(result.stdout)

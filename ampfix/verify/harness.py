@@ -1000,6 +1000,27 @@ def _install_cuda_shim(torch, trace: Optional[Trace] = None) -> None:
     torch.cuda.get_device_capability = lambda *a, **k: (8, 0)
     torch.cuda.Event = _ShimEvent
     torch.cuda.current_stream = torch.cuda.default_stream = lambda *a, **k: _ShimStream()
+    _shim_accelerator(torch)
+
+
+def _shim_accelerator(torch) -> None:
+    """``torch.accelerator`` (the device-agnostic API of recent scripts: ``device =
+    torch.accelerator.current_accelerator() if torch.accelerator.is_available() else cpu``) names
+    CUDA too, or such a script stays on its CPU branch and its rewrite's autocast stays off."""
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is None:
+        return
+    accelerator.is_available = lambda *a, **k: True
+    accelerator.current_accelerator = lambda *a, **k: torch.device("cuda")
+    accelerator.device_count = lambda *a, **k: 1
+    accelerator.current_device_index = accelerator.current_device_idx = lambda *a, **k: 0
+    for name in ("set_device_index", "set_device_idx", "synchronize", "empty_cache", "reset_peak_memory_stats",
+                 "reset_accumulated_memory_stats"):
+        setattr(accelerator, name, lambda *a, **k: None)
+    for name in ("memory_allocated", "max_memory_allocated", "memory_reserved", "max_memory_reserved"):
+        setattr(accelerator, name, lambda *a, **k: 0)
+    accelerator.memory_stats = lambda *a, **k: {}
+    accelerator.current_stream = lambda *a, **k: _ShimStream()  # torch's optimizers ask it is_capturing()
 
 
 class _ShimDeviceProperties:
@@ -1037,6 +1058,9 @@ class _ShimStream:
 
     def wait_stream(self, *args, **kwargs):
         return None
+
+    def is_capturing(self):
+        return False  # no CUDA graph is ever captured on the CPU
 
 
 def _shim_low_precision_layers(torch, trace: Optional[Trace]) -> None:
