@@ -510,6 +510,22 @@ def test_mp_spawn_children_get_the_harness_and_the_shim():
     assert checks["low precision"][0] == "pass"
 
 
+def test_a_multiprocessing_process_trainer_gets_the_harness_a_forked_one_is_named():
+    """mnist_hogwild trains in ``mp.Process`` children: a spawned child is verified like an
+    ``mp.spawn`` one; a forked child is not followed, and the verdict says so instead of "the
+    original took no optimizer step (is this a training script?)"."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    spawned = verify(os.path.join(CASES, "process_trainer.py"), "--format", "json")
+    document, checks = _checks(spawned)
+    assert spawned.returncode == 0, document["verdict"]
+    assert len(document["runs"]["amp"]["losses"]) == 4 and checks["low precision"][0] == "pass"
+    forked = verify(os.path.join(CASES, "process_trainer.py"), "--format", "json", "--", "fork")
+    document = json.loads(forked.stdout)
+    assert forked.returncode == 2, document["verdict"]
+    assert "trains in 1 forked child process(es)" in document["verdict"]
+
+
 def test_training_loops_are_counted_without_the_loops_that_never_run():
     from ampfix.verify.runner import count_training_loops
 

@@ -262,6 +262,11 @@ def _could_not_run(original: dict, steps: int) -> Optional[Verdict]:
             summary = f"the original script failed: {reason}"
         return Verdict(EXIT_CANNOT_RUN, [Check("runs", FAIL, summary)], summary)
     ran = len(original.get("steps", []))
+    if ran == 0 and original.get("forked_trainers"):
+        summary = (f"the original trains in {original['forked_trainers']} forked child process(es) "
+                   "(multiprocessing with the fork start method), which verify cannot follow: nothing was seen to "
+                   "verify (with the spawn start method, or mp.spawn, their steps are verified)")
+        return Verdict(EXIT_CANNOT_RUN, [Check("runs", FAIL, summary)], summary)
     if ran == 0:
         summary = "the original took no optimizer step (is this a training script?)"
         return Verdict(EXIT_CANNOT_RUN, [Check("runs", FAIL, summary)], summary)

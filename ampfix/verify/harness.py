@@ -564,6 +564,44 @@ def _install_spawn(trace: Trace, torch) -> None:
 
     spawn_module.start_processes = start
     torch.multiprocessing.start_processes = start
+    _install_process_start(trace)
+
+
+def _install_process_start(trace: Trace) -> None:
+    """``multiprocessing.Process`` trainers (Hogwild: ``mp.Process(target=train, ...)``): a child
+    started by spawn or forkserver gets the harness like an ``mp.spawn`` child. A forked child
+    would inherit the parent's patched state half-way, so it is counted, not followed, and the
+    verdict says why nothing was seen. DataLoader workers and the library's own processes are
+    left alone."""
+    import functools
+    import multiprocessing
+    import multiprocessing.process
+
+    base_start = multiprocessing.process.BaseProcess.start
+
+    def start(self):
+        target = getattr(self, "_target", None)
+        module = getattr(target, "__module__", "") or ""
+        if target is None or module.startswith(("torch.", "multiprocessing", "ampfix.")):
+            return base_start(self)
+        method = getattr(type(self), "_start_method", None) or multiprocessing.get_start_method(allow_none=True)
+        if method in ("spawn", "forkserver"):
+            import importlib
+
+            harness = importlib.import_module("ampfix.verify.harness")  # by name: this module may be __main__
+            index = int(trace.config.get("spawned") or 0)
+            trace.config["spawned"] = index + 1
+            self._target = functools.partial(harness._process_child, target, dict(trace.config), index)
+        else:
+            trace.config["forked_trainers"] = int(trace.config.get("forked_trainers") or 0) + 1
+        return base_start(self)
+
+    multiprocessing.process.BaseProcess.start = start
+
+
+def _process_child(fn, config: dict, index: int, *args, **kwargs) -> None:
+    """In a ``multiprocessing.Process`` child: the harness around ``fn(*args, **kwargs)``."""
+    _spawned_child(lambda _index: fn(*args, **kwargs), config, index)
 
 
 def _spawned_child(fn, config: dict, index: int, *args) -> None:
@@ -892,6 +930,7 @@ def finish(trace: Trace, status: str, error: Optional[str] = None) -> None:
         document = trace.to_json()
         if trace.config.get("spawned"):
             document = _adopt_spawned(trace, document)
+        document["forked_trainers"] = int(trace.config.get("forked_trainers") or 0)
         with open(trace.config["trace"], "w", encoding="utf-8") as handle:
             json.dump(document, handle, default=_jsonable)
     finally:
