@@ -202,6 +202,21 @@ def test_the_stop_cannot_be_swallowed_by_a_bare_except(tmp_path):
     assert len(document["runs"]["original"]["losses"]) == 4
 
 
+def test_a_pass_on_float32_steps_says_the_amp_path_did_not_run(tmp_path):
+    """A fix verified on a device where neither run uses low precision (nanoGPT with
+    --device=cpu) passes, and its verdict says that only float32 behaviour was verified."""
+    script = tmp_path / "fp32_here.py"
+    script.write_text(
+        FIXABLE + "model = torch.nn.Linear(4, 1)\nopt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        "for i in range(8):\n    model(torch.randn(8, 4)).sum().backward()\n    opt.step()\n    opt.zero_grad()\n"
+    )
+    result = verify(str(script), "--format", "json")
+    document = json.loads(result.stdout)
+    assert result.returncode == 0, document["verdict"]
+    assert document["verdict"].endswith("no step ran in low precision on this device, so only the float32 "
+                                        "behaviour of the fixes was verified")
+
+
 def test_nothing_to_verify_when_no_fix_applies(tmp_path):
     script = tmp_path / "modern.py"
     script.write_text("import torch\nscaler = torch.amp.GradScaler('cpu')\n")
