@@ -535,6 +535,7 @@ def test_a_multiprocessing_process_trainer_gets_the_harness_a_forked_one_is_name
     document, checks = _checks(spawned)
     assert spawned.returncode == 0, document["verdict"]
     assert len(document["runs"]["amp"]["losses"]) == 4 and checks["low precision"][0] == "pass"
+    assert document["metrics"]["dtype"] == "bfloat16"  # the parent's CNN: no float16 convolutions on the CPU
     forked = verify(os.path.join(CASES, "process_trainer.py"), "--format", "json", "--", "fork")
     document = json.loads(forked.stdout)
     assert forked.returncode == 2, document["verdict"]

@@ -559,7 +559,7 @@ def _install_spawn(trace: Trace, torch) -> None:
 
         harness = importlib.import_module("ampfix.verify.harness")  # by name: this module may be __main__
         trace.config["spawned"] = max(int(trace.config.get("spawned") or 0), int(nprocs))
-        wrapped = functools.partial(harness._spawned_child, fn, dict(trace.config))
+        wrapped = functools.partial(harness._spawned_child, fn, _child_config(trace))
         return start_processes(wrapped, args, nprocs, join, daemon, start_method)
 
     spawn_module.start_processes = start
@@ -591,12 +591,18 @@ def _install_process_start(trace: Trace) -> None:
             harness = importlib.import_module("ampfix.verify.harness")  # by name: this module may be __main__
             index = int(trace.config.get("spawned") or 0)
             trace.config["spawned"] = index + 1
-            self._target = functools.partial(harness._process_child, target, dict(trace.config), index)
+            self._target = functools.partial(harness._process_child, target, _child_config(trace), index)
         else:
             trace.config["forked_trainers"] = int(trace.config.get("forked_trainers") or 0) + 1
         return base_start(self)
 
     multiprocessing.process.BaseProcess.start = start
+
+
+def _child_config(trace: Trace) -> dict:
+    """A child trainer's configuration: the parent's, with the layers the parent's model was
+    built from (the shim's dtype choice: mnist_hogwild builds its CNN before starting the child)."""
+    return dict(trace.config, shim_layers=_SHIM.get("found", {}).get("kind"))
 
 
 def _process_child(fn, config: dict, index: int, *args, **kwargs) -> None:
@@ -1105,7 +1111,8 @@ class _ShimStream:
 def _shim_low_precision_layers(torch, trace: Optional[Trace]) -> None:
     """Remembers whether the script builds recurrent or convolution layers (their __init__ is
     wrapped): the shim's autocast then runs bfloat16 on the CPU instead of float16."""
-    found = {"kind": None}
+    # a child trainer (mp.spawn, mp.Process) whose model the parent built: the parent's finding
+    found = {"kind": trace.config.get("shim_layers") if trace is not None else None}
 
     def wrap(cls, kind):
         init = cls.__init__
