@@ -98,6 +98,42 @@ def test_a_rewrite_for_cuda_only_runs_under_the_shim_on_a_cpu_and_says_so():
     assert "Failed to initialize NumPy" not in result.stdout + result.stderr  # the verify extra brings numpy
 
 
+def _alone(tmp_path, case):
+    """The case copied into a folder of its own (its siblings' `train`/`main` would make the
+    call graph ambiguous, and AMP501 would then only suggest its fix)."""
+    path = tmp_path / case
+    path.write_text(open(os.path.join(CASES, case)).read())
+    return str(path)
+
+
+def test_a_device_chosen_through_torch_accelerator_is_cuda_under_the_shim(tmp_path):
+    """pytorch/examples pick ``torch.accelerator.current_accelerator()``: under the shim that is
+    CUDA, so the rewrite's autocast turns on and low precision really runs (not a FAIL, and not
+    a PASS that compared the fp32 program with itself)."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = verify(_alone(tmp_path, "accelerator_device.py"), "--format", "json")
+    document = json.loads(result.stdout)
+    assert result.returncode == 0, document["verdict"]
+    names = {c["name"]: c["status"] for c in document["checks"]}
+    assert names["low precision"] == "pass" and document["metrics"]["low_precision_fraction"] > 0.9
+    assert any("ran under the CUDA shim automatically" in c["detail"] for c in document["checks"])
+
+
+@pytest.mark.parametrize("flops", [[], ["--no-flops"]])
+def test_a_rewrite_whose_autocast_stays_off_under_the_shim_cannot_be_verified_here(tmp_path, flops):
+    """The shim cannot reach a device read from the environment: the AMP run is the fp32 program
+    again, so verify says it cannot verify here (exit 2), neither FAIL nor a vacuous PASS."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = verify(_alone(tmp_path, "device_from_environment.py"), "--format", "json", *flops)
+    document = json.loads(result.stdout)
+    assert result.returncode == 2, document["verdict"]
+    assert document["verdict"].startswith("cannot verify on this device") and "stays on its CPU branch" in \
+        document["verdict"]
+    assert "speed" not in {c["name"] for c in document["checks"]}
+
+
 def test_json_report(tmp_path):
     result = verify(os.path.join(FIXTURES, "convert_tutorial_loop.py"), "--cuda-shim", "--format", "json")
     document = json.loads(result.stdout)
@@ -164,6 +200,21 @@ def test_the_stop_cannot_be_swallowed_by_a_bare_except(tmp_path):
     document = json.loads(result.stdout)
     assert document["runs"]["original"]["status"] == "stopped"
     assert len(document["runs"]["original"]["losses"]) == 4
+
+
+def test_a_pass_on_float32_steps_says_the_amp_path_did_not_run(tmp_path):
+    """A fix verified on a device where neither run uses low precision (nanoGPT with
+    --device=cpu) passes, and its verdict says that only float32 behaviour was verified."""
+    script = tmp_path / "fp32_here.py"
+    script.write_text(
+        FIXABLE + "model = torch.nn.Linear(4, 1)\nopt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        "for i in range(8):\n    model(torch.randn(8, 4)).sum().backward()\n    opt.step()\n    opt.zero_grad()\n"
+    )
+    result = verify(str(script), "--format", "json")
+    document = json.loads(result.stdout)
+    assert result.returncode == 0, document["verdict"]
+    assert document["verdict"].endswith("no step ran in low precision on this device, so only the float32 "
+                                        "behaviour of the fixes was verified")
 
 
 def test_nothing_to_verify_when_no_fix_applies(tmp_path):
@@ -472,6 +523,23 @@ def test_mp_spawn_children_get_the_harness_and_the_shim():
     assert result.returncode == 0, document["verdict"]
     assert len(document["runs"]["amp"]["losses"]) == 4 and document["cuda_shim"]
     assert checks["low precision"][0] == "pass"
+
+
+def test_a_multiprocessing_process_trainer_gets_the_harness_a_forked_one_is_named():
+    """mnist_hogwild trains in ``mp.Process`` children: a spawned child is verified like an
+    ``mp.spawn`` one; a forked child is not followed, and the verdict says so instead of "the
+    original took no optimizer step (is this a training script?)"."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    spawned = verify(os.path.join(CASES, "process_trainer.py"), "--format", "json")
+    document, checks = _checks(spawned)
+    assert spawned.returncode == 0, document["verdict"]
+    assert len(document["runs"]["amp"]["losses"]) == 4 and checks["low precision"][0] == "pass"
+    assert document["metrics"]["dtype"] == "bfloat16"  # the parent's CNN: no float16 convolutions on the CPU
+    forked = verify(os.path.join(CASES, "process_trainer.py"), "--format", "json", "--", "fork")
+    document = json.loads(forked.stdout)
+    assert forked.returncode == 2, document["verdict"]
+    assert "trains in 1 forked child process(es)" in document["verdict"]
 
 
 def test_training_loops_are_counted_without_the_loops_that_never_run():

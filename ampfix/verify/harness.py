@@ -559,11 +559,55 @@ def _install_spawn(trace: Trace, torch) -> None:
 
         harness = importlib.import_module("ampfix.verify.harness")  # by name: this module may be __main__
         trace.config["spawned"] = max(int(trace.config.get("spawned") or 0), int(nprocs))
-        wrapped = functools.partial(harness._spawned_child, fn, dict(trace.config))
+        wrapped = functools.partial(harness._spawned_child, fn, _child_config(trace))
         return start_processes(wrapped, args, nprocs, join, daemon, start_method)
 
     spawn_module.start_processes = start
     torch.multiprocessing.start_processes = start
+    _install_process_start(trace)
+
+
+def _install_process_start(trace: Trace) -> None:
+    """``multiprocessing.Process`` trainers (Hogwild: ``mp.Process(target=train, ...)``): a child
+    started by spawn or forkserver gets the harness like an ``mp.spawn`` child. A forked child
+    would inherit the parent's patched state half-way, so it is counted, not followed, and the
+    verdict says why nothing was seen. DataLoader workers and the library's own processes are
+    left alone."""
+    import functools
+    import multiprocessing
+    import multiprocessing.process
+
+    base_start = multiprocessing.process.BaseProcess.start
+
+    def start(self):
+        target = getattr(self, "_target", None)
+        module = getattr(target, "__module__", "") or ""
+        if target is None or module.startswith(("torch.", "multiprocessing", "ampfix.")):
+            return base_start(self)
+        method = getattr(type(self), "_start_method", None) or multiprocessing.get_start_method(allow_none=True)
+        if method in ("spawn", "forkserver"):
+            import importlib
+
+            harness = importlib.import_module("ampfix.verify.harness")  # by name: this module may be __main__
+            index = int(trace.config.get("spawned") or 0)
+            trace.config["spawned"] = index + 1
+            self._target = functools.partial(harness._process_child, target, _child_config(trace), index)
+        else:
+            trace.config["forked_trainers"] = int(trace.config.get("forked_trainers") or 0) + 1
+        return base_start(self)
+
+    multiprocessing.process.BaseProcess.start = start
+
+
+def _child_config(trace: Trace) -> dict:
+    """A child trainer's configuration: the parent's, with the layers the parent's model was
+    built from (the shim's dtype choice: mnist_hogwild builds its CNN before starting the child)."""
+    return dict(trace.config, shim_layers=_SHIM.get("found", {}).get("kind"))
+
+
+def _process_child(fn, config: dict, index: int, *args, **kwargs) -> None:
+    """In a ``multiprocessing.Process`` child: the harness around ``fn(*args, **kwargs)``."""
+    _spawned_child(lambda _index: fn(*args, **kwargs), config, index)
 
 
 def _spawned_child(fn, config: dict, index: int, *args) -> None:
@@ -892,6 +936,7 @@ def finish(trace: Trace, status: str, error: Optional[str] = None) -> None:
         document = trace.to_json()
         if trace.config.get("spawned"):
             document = _adopt_spawned(trace, document)
+        document["forked_trainers"] = int(trace.config.get("forked_trainers") or 0)
         with open(trace.config["trace"], "w", encoding="utf-8") as handle:
             json.dump(document, handle, default=_jsonable)
     finally:
@@ -1000,6 +1045,27 @@ def _install_cuda_shim(torch, trace: Optional[Trace] = None) -> None:
     torch.cuda.get_device_capability = lambda *a, **k: (8, 0)
     torch.cuda.Event = _ShimEvent
     torch.cuda.current_stream = torch.cuda.default_stream = lambda *a, **k: _ShimStream()
+    _shim_accelerator(torch)
+
+
+def _shim_accelerator(torch) -> None:
+    """``torch.accelerator`` (the device-agnostic API of recent scripts: ``device =
+    torch.accelerator.current_accelerator() if torch.accelerator.is_available() else cpu``) names
+    CUDA too, or such a script stays on its CPU branch and its rewrite's autocast stays off."""
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is None:
+        return
+    accelerator.is_available = lambda *a, **k: True
+    accelerator.current_accelerator = lambda *a, **k: torch.device("cuda")
+    accelerator.device_count = lambda *a, **k: 1
+    accelerator.current_device_index = accelerator.current_device_idx = lambda *a, **k: 0
+    for name in ("set_device_index", "set_device_idx", "synchronize", "empty_cache", "reset_peak_memory_stats",
+                 "reset_accumulated_memory_stats"):
+        setattr(accelerator, name, lambda *a, **k: None)
+    for name in ("memory_allocated", "max_memory_allocated", "memory_reserved", "max_memory_reserved"):
+        setattr(accelerator, name, lambda *a, **k: 0)
+    accelerator.memory_stats = lambda *a, **k: {}
+    accelerator.current_stream = lambda *a, **k: _ShimStream()  # torch's optimizers ask it is_capturing()
 
 
 class _ShimDeviceProperties:
@@ -1038,11 +1104,15 @@ class _ShimStream:
     def wait_stream(self, *args, **kwargs):
         return None
 
+    def is_capturing(self):
+        return False  # no CUDA graph is ever captured on the CPU
+
 
 def _shim_low_precision_layers(torch, trace: Optional[Trace]) -> None:
     """Remembers whether the script builds recurrent or convolution layers (their __init__ is
     wrapped): the shim's autocast then runs bfloat16 on the CPU instead of float16."""
-    found = {"kind": None}
+    # a child trainer (mp.spawn, mp.Process) whose model the parent built: the parent's finding
+    found = {"kind": trace.config.get("shim_layers") if trace is not None else None}
 
     def wrap(cls, kind):
         init = cls.__init__

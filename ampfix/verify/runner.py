@@ -345,6 +345,11 @@ def run_all(
                 runner["cannot_verify"] = (f"{reason}, and under the CUDA shim the {failed} run does not run here: "
                                            f"{_one_line(traces[failed].get('error') or traces[failed].get('stderr'))} "
                                            "(verify on a GPU)")
+            elif _autocast_still_off(traces.get("amp", {})):
+                # the script chose its device some way the shim does not reach: the AMP run was the
+                # fp32 program again, and nothing was tested (never a failure of the rewrite)
+                runner["cannot_verify"] = (f"{reason}, and under the CUDA shim too the script stays on its CPU branch "
+                                           "(its autocast never turns on): verify on a GPU")
         elif options.cuda_shim:
             runner["shim"] = "asked"
             failed = next((m for m in ("amp", "fp32") if m in traces and traces[m].get("status") == "error"), None)
@@ -390,6 +395,10 @@ def _needs_cuda(traces: dict) -> Optional[str]:
         # `enabled=device.type == "cuda"` (a conversion of a device-agnostic script): the shim makes it CUDA
         return "the rewrite's autocast is enabled only on CUDA (`enabled=` is false here)"
     return None
+
+
+def _autocast_still_off(amp: dict) -> bool:
+    return bool(amp.get("disabled_autocast")) and not amp.get("autocast_entered") and not _low_precision_ran(amp)
 
 
 def _low_precision_ran(trace: dict) -> bool:
