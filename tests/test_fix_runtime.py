@@ -437,3 +437,36 @@ def test_backward_stays_inside_no_sync():
     assert diag.fix is None and "`no_sync()`" in diag.no_fix_reason
     result = ampfix.fix_source(source, "case.py", Settings(select=frozenset({"AMP401"})), unsafe_fixes=True)
     assert result.source == source
+
+
+def test_a_conversion_on_an_accelerator_that_may_be_absent_runs_without_one():
+    # pytorch/examples' mnist_rnn: `torch.accelerator.current_accelerator()` is None on a machine
+    # without one, where `.to(None)` keeps tensors on the CPU; the rewrite must run there too
+    source = textwrap.dedent("""\
+        import torch
+
+        torch.manual_seed(0)
+        device = torch.accelerator.current_accelerator() if USE_ACCEL else torch.device("cpu")
+        model = torch.nn.Sequential(torch.nn.Linear(128, 128), torch.nn.ReLU(), torch.nn.Linear(128, 4)).to(device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        loader = [(torch.randn(8, 128), torch.randint(0, 4, (8,))) for _ in range(3)]
+        losses = []
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        RESULT = {"losses": losses, "params": [p.detach().clone() for p in model.parameters()]}
+    """)
+    if torch.accelerator.current_accelerator() is not None:
+        pytest.skip("an accelerator is present")
+    settings = Settings(select=frozenset({"AMP501"}))
+    for form in ("torch.accelerator.current_accelerator() if USE_ACCEL else torch.device(\"cpu\")",
+                 "torch.accelerator.current_accelerator()"):
+        script = source.replace("torch.accelerator.current_accelerator() if USE_ACCEL else torch.device(\"cpu\")", form)
+        script = script.replace("USE_ACCEL", "True")
+        converted = ampfix.fix_source(script, "case.py", settings, unsafe_fixes=True).source
+        assert "is not None else" in converted
+        assert same(run(script), run(converted))  # autocast and the scaler stay off on the CPU

@@ -113,6 +113,10 @@ def _device_expression(ctx: ModuleContext, target: Optional[ast.AST]) -> Optiona
     if not values and "dtype" in name.rsplit(".", 1)[-1].lower():
         return None  # a parameter whose value is unknown: its name is all there is (a known problem)
     if values and all(_is_torch_device(ctx, v) for v in values):
+        if any(_may_be_no_device(ctx, v) for v in values):
+            # `torch.accelerator.current_accelerator()` is None on a machine without one, where
+            # `.to(None)` keeps the tensors on the CPU: so does the rewrite, instead of raising
+            return Device(f"({name}.type if {name} is not None else {quote}cpu{quote})", None)
         return Device(f"{name}.type", None)
     strings = [s for v in values for s in _string_literals(v)]
     if values and strings and all(_only_strings(v) for v in values):
@@ -130,10 +134,18 @@ def _is_dtype(ctx: ModuleContext, value: ast.AST) -> bool:
 
 
 def _is_torch_device(ctx: ModuleContext, value: ast.AST) -> bool:
+    if isinstance(value, ast.IfExp):  # `current_accelerator() if args.accel else torch.device("cpu")`
+        return _is_torch_device(ctx, value.body) and _is_torch_device(ctx, value.orelse)
     if isinstance(value, ast.Call):
         qualified = ctx.semantic.qualified_name(value.func) or ""
         return qualified in ("torch.device", "torch.accelerator.current_accelerator")
     return False
+
+
+def _may_be_no_device(ctx: ModuleContext, value: ast.AST) -> bool:
+    if isinstance(value, ast.IfExp):
+        return _may_be_no_device(ctx, value.body) or _may_be_no_device(ctx, value.orelse)
+    return isinstance(value, ast.Call) and ctx.semantic.qualified_name(value.func) == "torch.accelerator.current_accelerator"
 
 
 def _string_literals(value: ast.AST) -> list[str]:
