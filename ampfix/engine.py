@@ -68,6 +68,11 @@ def may_fire(data: bytes, codes: frozenset) -> bool:
     return prefilter_for(codes).any_may_fire(data)
 
 
+def candidate_rules(data: bytes, codes: frozenset) -> frozenset:
+    """The byte prefilter's answer in full: the selected rules that may fire on this file."""
+    return prefilter_for(codes).candidates(data)
+
+
 def parse_quietly(text: str, path: str = "<unknown>") -> ast.Module:
     """ast.parse without printing the code's own SyntaxWarnings (invalid escapes, `1(...)`)."""
     with warnings.catch_warnings():
@@ -86,13 +91,16 @@ def _must_parse(text: str) -> None:
 
 
 def check_source(
-    source: str, path: str = "<stdin>", settings: Optional[Settings] = None, prefilter: bool = True
+    source: str, path: str = "<stdin>", settings: Optional[Settings] = None, prefilter: bool = True,
+    candidates: Optional[frozenset] = None,
 ) -> list[Diagnostic]:
     """Diagnostics for one source text, sorted by position. ``prefilter=False`` runs every
-    selected rule whatever the file contains (the soundness tests of the triggers use it)."""
+    selected rule whatever the file contains (the soundness tests of the triggers use it).
+    ``candidates``: the prefilter's answer on exactly these bytes (``source`` in UTF-8), when the
+    caller has it already (the runner asks it before decoding), so that it is not asked twice."""
     settings = settings or Settings()
     codes = settings.enabled(path)
-    return _validated(source, path, settings, codes, _analyse(source, path, settings, codes, prefilter))
+    return _validated(source, path, settings, codes, _analyse(source, path, settings, codes, prefilter, candidates))
 
 
 # One project index per settings object (a run has one; each worker process builds its own).
@@ -147,19 +155,21 @@ def fix_source(
     path: str = "<stdin>",
     settings: Optional[Settings] = None,
     unsafe_fixes: Optional[bool] = None,
+    candidates: Optional[frozenset] = None,
 ) -> FixResult:
     """Apply fixes to a fixed point. Raises FixError if a fix would break the code.
 
     Fix closure: only validated fixes are tried (ampfix/validate.py), and after each pass the
     result of the fixes applied together is validated too; where together they are worse than
     the text they were applied to, each rule's fixes are tried alone, and the rules whose fixes
-    still make it worse are refused for that pass, their findings reported with the reason."""
+    still make it worse are refused for that pass, their findings reported with the reason.
+    ``candidates``: as for ``check_source`` (the first analysis only: the fixed texts differ)."""
     settings = settings or Settings()
     codes = settings.enabled(path)
     allow_unsafe = settings.unsafe_fixes if unsafe_fixes is None else unsafe_fixes
     text = source
     fixed: list[Diagnostic] = []
-    diagnostics = _validated(text, path, settings, codes, _analyse(text, path, settings, codes))
+    diagnostics = _validated(text, path, settings, codes, _analyse(text, path, settings, codes, candidates=candidates))
     for _ in range(MAX_FIX_PASSES):
         fixable = [d for d in diagnostics if d.fix_applies(allow_unsafe)]
         new_text, applied = _apply(text, fixable)
@@ -256,9 +266,12 @@ def _without_rules_that_make_it_worse(text, fixable, validator):
     return new_text, applied
 
 
-def _analyse(text: str, path: str, settings: Settings, codes: frozenset, prefilter: bool = True) -> list[Diagnostic]:
+def _analyse(
+    text: str, path: str, settings: Settings, codes: frozenset, prefilter: bool = True,
+    candidates: Optional[frozenset] = None,
+) -> list[Diagnostic]:
     with _collector_paused():
-        return _analyse_file(text, path, settings, codes, prefilter)
+        return _analyse_file(text, path, settings, codes, prefilter, candidates)
 
 
 @contextlib.contextmanager
@@ -275,13 +288,15 @@ def _collector_paused():
             gc.enable()
 
 
-def _analyse_file(text: str, path: str, settings: Settings, codes: frozenset, prefilter: bool) -> list[Diagnostic]:
-    if prefilter:
-        candidates = prefilter_for(codes).candidates(text.encode("utf-8", "surrogatepass"))
-        if not candidates:
-            return []
-    else:
+def _analyse_file(
+    text: str, path: str, settings: Settings, codes: frozenset, prefilter: bool, candidates: Optional[frozenset]
+) -> list[Diagnostic]:
+    if not prefilter:
         candidates = codes
+    elif candidates is None:
+        candidates = prefilter_for(codes).candidates(text.encode("utf-8", "surrogatepass"))
+    if not candidates:
+        return []
     locator = Locator(text)
     if is_large(text):
         diagnostics, crashes, string_rows = _run_rules_in_parts(text, path, settings, codes, candidates, locator)
@@ -337,7 +352,9 @@ def _run_rules(text, path, settings, codes, candidates, locator):
     except (RecursionError, MemoryError):
         return ([_syntax_error(_too_deep(path), locator)] if "AMP001" in codes else []), [], None
     project = project_index(settings) if not path.startswith("<") else None
-    diagnostics, crashes = _findings(ModuleContext(path, text, tree, settings, project=project), candidates)
+    ctx = ModuleContext(path, text, tree, settings, project=project)
+    diagnostics, crashes = _findings(ctx, candidates)
+    ctx.release()  # its models go now, by reference counting, not in a later collection
     return diagnostics, crashes, tree
 
 

@@ -46,8 +46,14 @@ def undefined_names(text: str, path: str) -> set[str]:
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return set()
     undefined = (messages.UndefinedName, messages.UndefinedLocal)
-    found = checker.Checker(tree, filename=path).messages
-    return {m.message_args[0] for m in found if isinstance(m, undefined)}
+    flakes = checker.Checker(tree, filename=path)
+    names = {m.message_args[0] for m in flakes.messages if isinstance(m, undefined)}
+    # its deferred functions close over it and its scopes' bindings point back at their scopes:
+    # cycles that would hold the whole tree until a collection
+    for scope in getattr(flakes, "deadScopes", ()):
+        scope.clear()
+    flakes.__dict__.clear()
+    return names
 
 
 @dataclass
