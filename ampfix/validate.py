@@ -11,7 +11,8 @@ A fixed text is worse when:
   the two texts, so that a fix which rewrites code is not mistaken for new work, and by (code,
   the line's text), so that a statement a fix moved keeps its findings. The
   bug rules (AMP2xx, AMP3xx) are asked whatever the selection, since a fix that breaks the
-  scaler protocol (a second ``unscale_``, an ``update`` per optimizer) shows up as one of theirs.
+  scaler protocol (a second ``unscale_``, an ``update`` per optimizer) shows up as one of theirs
+  (except in a very large file analysed in parts: there, the rules selected only).
 
 The validator is handed the analysis (``analyse(text, codes)``) so that it does not depend on
 the engine that runs it.
@@ -72,9 +73,12 @@ class FixValidator:
         """``diagnostics``: the original's findings under ``codes``, when already computed; they
         are its findings here too when ``codes`` holds every bug rule (no second analysis)."""
         self.text, self.path, self.analyse = text, path, analyse
-        self.codes = codes | BUG_CODES
+        # a very large file (analysed in parts) is judged by the rules selected only: the loop
+        # rules on every piece of each fixed version of a generated multi-megabyte file would
+        # cost minutes, where none of them was asked for
+        self.codes = codes if is_large(text) else codes | BUG_CODES
         self._original: Optional[_Findings] = None
-        if diagnostics is not None and codes >= BUG_CODES:
+        if diagnostics is not None and codes >= self.codes:
             self._original = self._tally(text, diagnostics)
         self._names: Optional[set[str]] = None
 
