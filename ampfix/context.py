@@ -99,9 +99,17 @@ class ModuleContext:
         return SemanticModel(self.tree)
 
     def release(self) -> None:
-        """Let reference counting free this context's models (see SemanticModel.release)."""
+        """Let reference counting free this context's models when its analysis ends: the
+        training model points back at the context (and its step functions at the model), and
+        bindings at their scopes (SemanticModel.release), so without this every analysed file
+        would wait for the cyclic collector, which re-scans all that is alive to find it."""
         if "semantic" in self.__dict__:
             self.semantic.release()
+        if "training" in self.__dict__:
+            self.training.release()
+        for name in ("training", "semantic", "quote", "_import_or_alias_names"):
+            self.__dict__.pop(name, None)
+        self._reference_cache.clear()
 
     @cached_property
     def quote(self) -> str:

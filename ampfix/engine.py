@@ -68,6 +68,11 @@ def may_fire(data: bytes, codes: frozenset) -> bool:
     return prefilter_for(codes).any_may_fire(data)
 
 
+def candidate_rules(data: bytes, codes: frozenset) -> frozenset:
+    """The byte prefilter's answer in full: the selected rules that may fire on this file."""
+    return prefilter_for(codes).candidates(data)
+
+
 def parse_quietly(text: str, path: str = "<unknown>") -> ast.Module:
     """ast.parse without printing the code's own SyntaxWarnings (invalid escapes, `1(...)`)."""
     with warnings.catch_warnings():
@@ -86,13 +91,16 @@ def _must_parse(text: str) -> None:
 
 
 def check_source(
-    source: str, path: str = "<stdin>", settings: Optional[Settings] = None, prefilter: bool = True
+    source: str, path: str = "<stdin>", settings: Optional[Settings] = None, prefilter: bool = True,
+    candidates: Optional[frozenset] = None,
 ) -> list[Diagnostic]:
     """Diagnostics for one source text, sorted by position. ``prefilter=False`` runs every
-    selected rule whatever the file contains (the soundness tests of the triggers use it)."""
+    selected rule whatever the file contains (the soundness tests of the triggers use it).
+    ``candidates``: the prefilter's answer on exactly these bytes (``source`` in UTF-8), when the
+    caller has it already (the runner asks it before decoding), so that it is not asked twice."""
     settings = settings or Settings()
     codes = settings.enabled(path)
-    return _validated(source, path, settings, codes, _analyse(source, path, settings, codes, prefilter))
+    return _validated(source, path, settings, codes, _analyse(source, path, settings, codes, prefilter, candidates))
 
 
 # One project index per settings object (a run has one; each worker process builds its own).
@@ -147,19 +155,21 @@ def fix_source(
     path: str = "<stdin>",
     settings: Optional[Settings] = None,
     unsafe_fixes: Optional[bool] = None,
+    candidates: Optional[frozenset] = None,
 ) -> FixResult:
     """Apply fixes to a fixed point. Raises FixError if a fix would break the code.
 
     Fix closure: only validated fixes are tried (ampfix/validate.py), and after each pass the
     result of the fixes applied together is validated too; where together they are worse than
     the text they were applied to, each rule's fixes are tried alone, and the rules whose fixes
-    still make it worse are refused for that pass, their findings reported with the reason."""
+    still make it worse are refused for that pass, their findings reported with the reason.
+    ``candidates``: as for ``check_source`` (the first analysis only: the fixed texts differ)."""
     settings = settings or Settings()
     codes = settings.enabled(path)
     allow_unsafe = settings.unsafe_fixes if unsafe_fixes is None else unsafe_fixes
     text = source
     fixed: list[Diagnostic] = []
-    diagnostics = _validated(text, path, settings, codes, _analyse(text, path, settings, codes))
+    diagnostics = _validated(text, path, settings, codes, _analyse(text, path, settings, codes, candidates=candidates))
     for _ in range(MAX_FIX_PASSES):
         fixable = [d for d in diagnostics if d.fix_applies(allow_unsafe)]
         new_text, applied = _apply(text, fixable)
@@ -256,9 +266,12 @@ def _without_rules_that_make_it_worse(text, fixable, validator):
     return new_text, applied
 
 
-def _analyse(text: str, path: str, settings: Settings, codes: frozenset, prefilter: bool = True) -> list[Diagnostic]:
+def _analyse(
+    text: str, path: str, settings: Settings, codes: frozenset, prefilter: bool = True,
+    candidates: Optional[frozenset] = None,
+) -> list[Diagnostic]:
     with _collector_paused():
-        return _analyse_file(text, path, settings, codes, prefilter)
+        return _analyse_file(text, path, settings, codes, prefilter, candidates)
 
 
 @contextlib.contextmanager
@@ -275,13 +288,15 @@ def _collector_paused():
             gc.enable()
 
 
-def _analyse_file(text: str, path: str, settings: Settings, codes: frozenset, prefilter: bool) -> list[Diagnostic]:
-    if prefilter:
-        candidates = prefilter_for(codes).candidates(text.encode("utf-8", "surrogatepass"))
-        if not candidates:
-            return []
-    else:
+def _analyse_file(
+    text: str, path: str, settings: Settings, codes: frozenset, prefilter: bool, candidates: Optional[frozenset]
+) -> list[Diagnostic]:
+    if not prefilter:
         candidates = codes
+    elif candidates is None:
+        candidates = prefilter_for(codes).candidates(text.encode("utf-8", "surrogatepass"))
+    if not candidates:
+        return []
     locator = Locator(text)
     if is_large(text):
         diagnostics, crashes, string_rows = _run_rules_in_parts(text, path, settings, codes, candidates, locator)
@@ -337,7 +352,9 @@ def _run_rules(text, path, settings, codes, candidates, locator):
     except (RecursionError, MemoryError):
         return ([_syntax_error(_too_deep(path), locator)] if "AMP001" in codes else []), [], None
     project = project_index(settings) if not path.startswith("<") else None
-    diagnostics, crashes = _findings(ModuleContext(path, text, tree, settings, project=project), candidates)
+    ctx = ModuleContext(path, text, tree, settings, project=project)
+    diagnostics, crashes = _findings(ctx, candidates)
+    ctx.release()  # its models go now, by reference counting, not in a later collection
     return diagnostics, crashes, tree
 
 
@@ -356,19 +373,26 @@ def _run_rules_in_parts(text, path, settings, codes, candidates, locator):
     whole text's offsets, and the rows of strings on lines with a suppression-like comment (what
     the suppression scan would have read from the whole tree).
 
-    Only rules that read a statement and the imports run: the loop rules ask about the whole
-    module (an ``update()`` in another function, the callers of a step function), which no piece
-    holds, and a finding made without it could be false. They stay silent on such a file."""
-    candidates = frozenset(code for code in candidates if not code.startswith(_LOOP_CODES))
+    The loop rules run on each piece too, but they ask about the whole module (an ``update()``
+    in another function, the callers of a step function, a scaler made at the top level), which
+    a piece may not hold: a loop finding is kept only where its top-level statement is closed
+    over its piece (``_ClosedStatements``): it reads no top-level name that another piece binds,
+    and no other piece names what it binds (no caller, no subclass elsewhere)."""
     project = project_index(settings) if not path.startswith("<") else None
+    closed = _ClosedStatements() if any(code.startswith(_LOOP_CODES) for code in candidates) else None
     diagnostics, crashes, string_rows = [], [], set()
     try:
-        for part in top_level_parts(text, path, with_imports=True):
+        for index, part in enumerate(top_level_parts(text, path, with_imports=True)):
             if not candidates - ENGINE_CODES:
                 continue  # parsed for AMP001 alone
             part_text = part.text(text)
+            if closed is not None:
+                closed.add_piece(index, part, part_text)
             ctx = ModuleContext(path, part_text, part.tree, settings, project=project)
             found, failed = _findings(ctx, candidates)
+            for diag in found:
+                if closed is not None and diag.code.startswith(_LOOP_CODES):
+                    closed.hold(diag, index, part, ctx.locator)
             ctx.release()
             crashes.extend(failed)
             diagnostics.extend(d for d in (_in_whole_text(diag, part) for diag in found) if d is not None)
@@ -393,7 +417,112 @@ def _run_rules_in_parts(text, path, settings, codes, candidates, locator):
             diagnostics.append(_syntax_error(_too_deep(path), locator))
     finally:
         gc.unfreeze()
-    return diagnostics, crashes, string_rows
+    return (closed.kept(diagnostics) if closed is not None else diagnostics), crashes, string_rows
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class _ClosedStatements:
+    """Which loop findings of a file analysed in parts stand as they would in the whole file.
+
+    A finding lies in one top-level statement of its piece. The piece's analysis saw all of the
+    module that this statement can reach when every top-level name the statement reads is bound
+    only in its own piece, or only by one top-level import of it or of an earlier piece (the
+    imports every later piece is given as its head), and every name the statement
+    binds is mentioned in no other piece (identifiers of the text, strings and comments included:
+    more than the references, so never fewer): then no ``update()`` of a shared scaler, caller
+    or subclass lies elsewhere. Other loop findings are withdrawn (silent rather than guessed)."""
+
+    def __init__(self):
+        self._bound: dict[str, int] = {}  # top-level name -> the piece binding it, -1 when several do
+        self._imported: dict[str, tuple[int, str]] = {}  # name -> (piece, the import), (-1, "") when several
+        self._mentioned: dict[str, int] = {}  # identifier -> the piece naming it, -1 when several do
+        self._held: dict[int, tuple] = {}  # id(diag) -> (diag, piece, reads, binds)
+
+    def add_piece(self, index: int, part: Part, part_text: str) -> None:
+        for name in _IDENTIFIER.findall(part_text, len(part.head)):
+            _note(self._mentioned, name, index)
+        for stmt in _own_statements(part):
+            if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                statement = ast.unparse(stmt)
+                for name in _top_level_bindings(stmt):
+                    if self._imported.setdefault(name, (index, statement))[1] != statement:
+                        self._imported[name] = (-1, "")
+                continue
+            for name in _top_level_bindings(stmt):
+                _note(self._bound, name, index)
+        if "global" in part_text:
+            for node in ast.walk(part.tree):
+                if isinstance(node, ast.Global):  # a function binding a top-level name
+                    for name in node.names:
+                        _note(self._bound, name, index)
+
+    def hold(self, diag: Diagnostic, index: int, part: Part, locator: Locator) -> None:
+        """Note the top-level statement of ``diag`` (in the piece's offsets, not yet moved)."""
+        row = locator.position(diag.start).row
+        stmt = next((s for s in _own_statements(part) if _first_row(s) <= row <= s.end_lineno), None)
+        if stmt is None:
+            self._held[id(diag)] = (diag, index, None, None)  # never closed
+            return
+        reads = frozenset(n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load))
+        self._held[id(diag)] = (diag, index, reads, frozenset(_top_level_bindings(stmt)))
+
+    def kept(self, diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+        return [d for d in diagnostics if not self._is_held(d) or self._closed(*self._held[id(d)][1:])]
+
+    def _is_held(self, diag: Diagnostic) -> bool:
+        entry = self._held.get(id(diag))
+        return entry is not None and entry[0] is diag
+
+    def _closed(self, index: int, reads: Optional[frozenset], binds: Optional[frozenset]) -> bool:
+        if reads is None or binds is None:
+            return False
+        return all(self._reads_own(name, index) for name in reads) and all(
+            self._mentioned.get(name, index) == index for name in binds
+        )
+
+    def _reads_own(self, name: str, index: int) -> bool:
+        imported = self._imported.get(name)
+        if imported is None:
+            return self._bound.get(name, index) == index
+        return name not in self._bound and 0 <= imported[0] <= index
+
+
+def _note(seen: dict[str, int], name: str, index: int) -> None:
+    if seen.setdefault(name, index) != index:
+        seen[name] = -1
+
+
+def _own_statements(part: Part) -> list[ast.stmt]:
+    """The piece's own top-level statements (not the imports of its head)."""
+    return [s for s in part.tree.body if s.lineno > part.head_rows]
+
+
+def _first_row(stmt: ast.stmt) -> int:
+    return min([stmt.lineno, *(d.lineno for d in getattr(stmt, "decorator_list", ()))])
+
+
+def _top_level_bindings(stmt: ast.stmt) -> set[str]:
+    """The names a top-level statement binds at the top level: a def or class, imports, and the
+    targets of its assignments, loops and ``with``s (nested functions and classes not entered)."""
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {stmt.name}
+    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).split(".", 1)[0] for a in stmt.names}
+    found, todo = set(), [stmt]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found.add(node.name)
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found |= {(a.asname or a.name).split(".", 1)[0] for a in node.names}
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            found.add(node.id)
+        todo.extend(ast.iter_child_nodes(node))
+    return found
 
 
 def _in_whole_text(diag: Diagnostic, part: Part) -> Optional[Diagnostic]:

@@ -17,10 +17,10 @@ from ampfix.diagnostics import Diagnostic
 from ampfix.engine import (
     FixError,
     RuleCrash,
+    candidate_rules,
     check_source,
     dependencies,
     fix_source,
-    may_fire,
 )
 from ampfix.notebook import Notebook
 from ampfix.settings import Settings
@@ -69,7 +69,8 @@ def process_file(path: str, job: Job, cached: Optional[list] = None) -> FileResu
         result.error = f"cannot read file: {exc.strerror or exc}"
         return result
     codes = job.settings.enabled(path)
-    if not may_fire(data, codes):
+    candidates = candidate_rules(data, codes)
+    if not candidates:
         if stamp is not None:
             result.cache_entry = (None, [], stamp)  # nothing to see: remembered by stat alone
         return result
@@ -83,12 +84,15 @@ def process_file(path: str, job: Job, cached: Optional[list] = None) -> FileResu
         source = SourceText.decode(data)
         if path.endswith(".ipynb"):
             return _process_notebook(path, job, source, result, digest)
+        # the prefilter's answer holds for the text when the text is these bytes (UTF-8, no BOM)
+        same_bytes = source.encoding == "utf-8" and not source.bom
+        candidates = candidates if same_bytes else None
         if job.mode == CHECK:
-            result.diagnostics = check_source(source.text, path, job.settings)
+            result.diagnostics = check_source(source.text, path, job.settings, candidates=candidates)
             if digest:
                 result.cache_entry = (digest, result.diagnostics, stamp, dependencies(path, job.settings))
             return result
-        fixed = fix_source(source.text, path, job.settings, job.unsafe_fixes)
+        fixed = fix_source(source.text, path, job.settings, job.unsafe_fixes, candidates=candidates)
         result.diagnostics, result.fixed = fixed.remaining, fixed.fixed
         if not fixed.changed and digest:
             result.cache_entry = (digest, result.diagnostics, stamp, dependencies(path, job.settings))

@@ -94,13 +94,15 @@ class SemanticModel:
         _Binder(self).visit_module(tree)
 
     def release(self) -> None:
-        """Break the links from bindings back to their scopes, the model's only cycles, so that
+        """Break the links from bindings back to their scopes, the model's own cycles, so that
         reference counting frees it (and the tree) at once: a file analysed in parts drops
         each piece's model before the next is built."""
         for scope in self.scopes.values():
             for bindings in scope.bindings.values():
                 for binding in bindings:
                     binding.scope = None
+        # and what rules memoized on it (a module's value flow points back at the model)
+        self.__dict__.clear()
 
     # -- structure --------------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ A fixed text is worse when:
   the two texts, so that a fix which rewrites code is not mistaken for new work, and by (code,
   the line's text), so that a statement a fix moved keeps its findings. The
   bug rules (AMP2xx, AMP3xx) are asked whatever the selection, since a fix that breaks the
-  scaler protocol (a second ``unscale_``, an ``update`` per optimizer) shows up as one of theirs.
+  scaler protocol (a second ``unscale_``, an ``update`` per optimizer) shows up as one of theirs
+  (except in a very large file analysed in parts: there, the rules selected only).
 
 The validator is handed the analysis (``analyse(text, codes)``) so that it does not depend on
 the engine that runs it.
@@ -19,6 +20,7 @@ the engine that runs it.
 
 from __future__ import annotations
 
+import bisect
 import difflib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -45,8 +47,14 @@ def undefined_names(text: str, path: str) -> set[str]:
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return set()
     undefined = (messages.UndefinedName, messages.UndefinedLocal)
-    found = checker.Checker(tree, filename=path).messages
-    return {m.message_args[0] for m in found if isinstance(m, undefined)}
+    flakes = checker.Checker(tree, filename=path)
+    names = {m.message_args[0] for m in flakes.messages if isinstance(m, undefined)}
+    # its deferred functions close over it and its scopes' bindings point back at their scopes:
+    # cycles that would hold the whole tree until a collection
+    for scope in getattr(flakes, "deadScopes", ()):
+        scope.clear()
+    flakes.__dict__.clear()
+    return names
 
 
 @dataclass
@@ -65,9 +73,12 @@ class FixValidator:
         """``diagnostics``: the original's findings under ``codes``, when already computed; they
         are its findings here too when ``codes`` holds every bug rule (no second analysis)."""
         self.text, self.path, self.analyse = text, path, analyse
-        self.codes = codes | BUG_CODES
+        # a very large file (analysed in parts) is judged by the rules selected only: the loop
+        # rules on every piece of each fixed version of a generated multi-megabyte file would
+        # cost minutes, where none of them was asked for
+        self.codes = codes if is_large(text) else codes | BUG_CODES
         self._original: Optional[_Findings] = None
-        if diagnostics is not None and codes >= BUG_CODES:
+        if diagnostics is not None and codes >= self.codes:
             self._original = self._tally(text, diagnostics)
         self._names: Optional[set[str]] = None
 
@@ -109,10 +120,10 @@ class FixValidator:
         if self._original is None:
             self._original = self._findings(self.text)
         before, after = self._original, self._findings(fixed)
-        matcher = difflib.SequenceMatcher(None, before.lines, after.lines, autojunk=False)
+        rows_before = _RowMap(line_opcodes(before.lines, after.lines))
         created = set()
         for (code, row), count in after.at.items():
-            first, last = _rows_before(matcher, row)
+            first, last = rows_before(row)
             had = sum(before.at[(code, r)] for r in range(first, last + 1))
             if count > had and count > before.on_text[(code, _stripped(after.lines, row))]:
                 created.add(code)
@@ -123,15 +134,112 @@ def _stripped(lines: list[str], row: int) -> str:
     return lines[row - 1].strip() if 0 < row <= len(lines) else ""
 
 
-def _rows_before(matcher: difflib.SequenceMatcher, row: int) -> tuple[int, int]:
-    """The rows (1-based, inclusive) of the original that row ``row`` of the fixed text stands for."""
-    index = row - 1
-    for tag, a1, a2, b1, b2 in matcher.get_opcodes():
-        if b1 <= index < b2 or (b1 == b2 == index):
-            if tag == "equal":
-                return a1 + index - b1 + 1, a1 + index - b1 + 1
-            return a1 + 1, max(a1 + 1, a2)  # replaced or inserted lines: what they replaced (or follow)
-    return row, row
+# Lines (both texts together) up to which difflib is used alone: its longest-match search is
+# quadratic in lines that repeat (a file of many similar functions), linear enough below this.
+_PLAIN_DIFF_LINES = 4000
+
+
+def line_opcodes(before: list[str], after: list[str]) -> list[tuple[str, int, int, int, int]]:
+    """difflib's opcodes of the line diff from ``before`` to ``after``. Long texts are first cut at
+    anchors (their common first and last lines, then lines that occur once in each, in the same
+    order: patience diff) and difflib runs between anchors, so that a fix of a few lines in a file
+    of thousands costs a few lines' diff."""
+    if len(before) + len(after) <= _PLAIN_DIFF_LINES:
+        return _difflib_opcodes(before, after, 0, 0)
+    matched = _anchors(before, after)
+    opcodes: list[tuple[str, int, int, int, int]] = []
+    a = b = 0
+    for a_anchor, b_anchor in [*matched, (len(before), len(after))]:
+        opcodes += _difflib_opcodes(before[a:a_anchor], after[b:b_anchor], a, b)
+        if a_anchor < len(before):
+            opcodes.append(("equal", a_anchor, a_anchor + 1, b_anchor, b_anchor + 1))
+        a, b = a_anchor + 1, b_anchor + 1
+    return _merged(opcodes)
+
+
+def _difflib_opcodes(before: list[str], after: list[str], a: int, b: int) -> list[tuple[str, int, int, int, int]]:
+    if not before and not after:
+        return []
+    matcher = difflib.SequenceMatcher(None, before, after, autojunk=False)
+    return [(tag, a1 + a, a2 + a, b1 + b, b2 + b) for tag, a1, a2, b1, b2 in matcher.get_opcodes()]
+
+
+def _anchors(before: list[str], after: list[str]) -> list[tuple[int, int]]:
+    """Pairs of equal lines, increasing in both texts: the common first and last lines, and
+    between them the longest increasing run of lines unique to each text."""
+    head = 0
+    while head < min(len(before), len(after)) and before[head] == after[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(before), len(after)) - head and before[-1 - tail] == after[-1 - tail]:
+        tail += 1
+    middle_a, middle_b = range(head, len(before) - tail), range(head, len(after) - tail)
+    counts_a = Counter(before[i] for i in middle_a)
+    counts_b = Counter(after[i] for i in middle_b)
+    where_b = {after[j]: j for j in middle_b if counts_b[after[j]] == 1}
+    unique = [(i, where_b[before[i]]) for i in middle_a if counts_a[before[i]] == 1 and before[i] in where_b]
+    return [
+        *((i, i) for i in range(head)),
+        *_increasing(unique),
+        *((len(before) - tail + k, len(after) - tail + k) for k in range(tail)),
+    ]
+
+
+def _increasing(pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The longest run of ``pairs`` (increasing in the first) increasing in the second too."""
+    ends: list[int] = []  # ends[k]: the smallest second value ending a run of length k + 1
+    last: list[int] = []  # the index in pairs of that run's last pair
+    previous = [-1] * len(pairs)
+    for index, (_, b) in enumerate(pairs):
+        k = bisect.bisect_left(ends, b)
+        if k > 0:
+            previous[index] = last[k - 1]
+        if k == len(ends):
+            ends.append(b)
+            last.append(index)
+        else:
+            ends[k], last[k] = b, index
+    run, index = [], last[-1] if last else -1
+    while index >= 0:
+        run.append(pairs[index])
+        index = previous[index]
+    return run[::-1]
+
+
+def _merged(opcodes: list[tuple[str, int, int, int, int]]) -> list[tuple[str, int, int, int, int]]:
+    """Adjacent equal runs joined, as difflib reports them."""
+    merged: list[tuple[str, int, int, int, int]] = []
+    for op in opcodes:
+        if merged and op[0] == "equal" == merged[-1][0]:
+            tag, a1, _, b1, _ = merged[-1]
+            merged[-1] = (tag, a1, op[2], b1, op[4])
+        else:
+            merged.append(op)
+    return merged
+
+
+class _RowMap:
+    """The rows (1-based, inclusive) of the original that a row of the fixed text stands for."""
+
+    def __init__(self, opcodes: list[tuple[str, int, int, int, int]]):
+        self.opcodes = opcodes
+        self.starts = [op[3] for op in opcodes]
+
+    def __call__(self, row: int) -> tuple[int, int]:
+        index = row - 1
+        # the first opcode (in order) whose rows of the fixed text hold ``index``, or an empty
+        # range (deleted lines) at ``index``: the one before the first starting at or past it,
+        # then those starting at it
+        at = bisect.bisect_left(self.starts, index)
+        for position in range(max(at - 1, 0), len(self.opcodes)):
+            tag, a1, a2, b1, b2 = self.opcodes[position]
+            if b1 > index:
+                break
+            if b1 <= index < b2 or (b1 == b2 == index):
+                if tag == "equal":
+                    return a1 + index - b1 + 1, a1 + index - b1 + 1
+                return a1 + 1, max(a1 + 1, a2)  # replaced or inserted lines: what they replaced (or follow)
+        return row, row
 
 
 def refuse(diag: Diagnostic, reason: str) -> None:

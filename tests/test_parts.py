@@ -1,6 +1,7 @@
 """Very large files are parsed and analysed in pieces of whole top-level statements
 (ampfix/parts.py): the pieces are the file's own statements, and the findings are the same as
-the whole file's, except where a piece would need what another defines (then: silent, or no fix)."""
+the whole file's, except where a piece would need what another defines (then: silent, or no fix);
+the loop rules' findings stand where their top-level statement is closed over its piece."""
 
 import ast
 import textwrap
@@ -122,7 +123,7 @@ def in_parts(monkeypatch):
     monkeypatch.setattr(parts, "PART_SIZE", 300)
 
 
-def test_statement_findings_in_parts_equal_the_whole_files_and_loop_rules_stay_silent(monkeypatch):
+def test_findings_in_parts_equal_the_whole_files_loop_rules_included(monkeypatch):
     text = _program()
     whole = ampfix.check_source(text, "train.py")
     assert sum(d.code == "AMP102" for d in whole) == 8  # 4 of 12 suppressed, none by the string
@@ -131,10 +132,47 @@ def test_statement_findings_in_parts_equal_the_whole_files_and_loop_rules_stay_s
     monkeypatch.setattr(parts, "PART_SIZE", 300)
     assert len(list(top_level_parts(text))) > 5
     found = ampfix.check_source(text, "train.py")
-    # loop rules need the whole module (an update() elsewhere, the callers): none is guessed
-    assert not [d for d in found if d.code.startswith(("AMP2", "AMP3", "AMP4", "AMP5"))]
-    assert _shape(found) == _shape([d for d in whole if d.code.startswith("AMP1")])
+    # each step function is closed over its piece: its loop findings are the whole file's
+    assert _shape(found) == _shape(whole)
     assert all(d.fix is not None for d in found if d.code == "AMP101")
+
+
+SHARED_SCALER = textwrap.dedent('''\
+    import torch
+
+    scaler = torch.amp.GradScaler("cuda")
+
+
+    def update_scale():
+        scaler.update()
+
+
+    def train(model, loader, optimizer):
+        for x, y in loader:
+            with torch.autocast("cuda"):
+                loss = model(x).sum()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            update_scale()
+    ''') + "x = 1\n" * 60
+
+
+@pytest.mark.parametrize("moved", ["the update", "the scaler"])
+def test_a_loop_finding_that_needs_another_piece_is_withdrawn(monkeypatch, moved):
+    """`scaler.step` whose `update()` is in a helper of another piece (or whose scaler is made
+    in another piece): the whole file has no loop finding and the pieces guess none (each piece
+    alone would report AMP204)."""
+    text = SHARED_SCALER
+    if moved == "the scaler":  # the step function's own update, the scaler in an earlier piece
+        text = text.replace("            update_scale()\n", "            scaler.update()\n")
+    assert not [d for d in ampfix.check_source(text, "train.py") if d.code.startswith(("AMP2", "AMP3", "AMP4", "AMP5"))]
+    monkeypatch.setattr(parts, "PART_THRESHOLD", 0)
+    monkeypatch.setattr(parts, "PART_SIZE", 60)
+    pieces = list(top_level_parts(text))
+    where = {needle: next(i for i, p in enumerate(pieces) if p.start <= text.index(needle) < p.end)
+             for needle in ("scaler = torch", "def update_scale", "def train")}
+    assert where["def train"] != where["def update_scale" if moved == "the update" else "scaler = torch"]
+    assert not [d for d in ampfix.check_source(text, "train.py") if d.code.startswith(("AMP2", "AMP3", "AMP4", "AMP5"))]
 
 
 def test_fixes_in_parts_equal_the_whole_files_where_offered(monkeypatch):

@@ -189,3 +189,37 @@ def test_no_grad_scaler_conversion_under_opacus():
     """)
     [diag] = ampfix.check_source(source, "t.py", Settings(select=frozenset({"AMP501"})))
     assert diag.fix is None and diag.no_fix_reason.startswith("Opacus clips per-sample gradients")
+
+
+def _tiles(opcodes, before, after):
+    """The opcodes cover both texts in order, and their equal runs are equal lines."""
+    a = b = 0
+    for tag, a1, a2, b1, b2 in opcodes:
+        assert (a1, b1) == (a, b)
+        if tag == "equal":
+            assert before[a1:a2] == after[b1:b2]
+        a, b = a2, b2
+    return (a, b) == (len(before), len(after))
+
+
+def test_the_line_diff_of_long_texts_is_anchored_and_still_a_diff():
+    import difflib
+    import random
+
+    from ampfix import validate
+
+    rng = random.Random(7)
+    function = ["def train(model):", "    scaler = make()", "    loss = model()", "    scaler.step()", ""]
+    before = [line.replace("train", f"train_{n}") if "def" in line else line for n in range(1000) for line in function]
+    after = list(before)
+    for _ in range(30):  # fixes here and there: inserted, deleted and rewritten lines
+        row = rng.randrange(len(after))
+        after[row:row + 1] = rng.choice([[after[row], "    scaler.update()"], [], ["    loss = model().float()"]])
+    opcodes = validate.line_opcodes(before, after)
+    assert len(before) + len(after) > validate._PLAIN_DIFF_LINES and _tiles(opcodes, before, after)
+    changed = sum(max(a2 - a1, b2 - b1) for tag, a1, a2, b1, b2 in opcodes if tag != "equal")
+    assert changed <= 60  # the edits, not the repeated lines around them
+    # below the threshold it is difflib's own diff
+    small_before, small_after = before[:400], after[:380]
+    expected = difflib.SequenceMatcher(None, small_before, small_after, autojunk=False).get_opcodes()
+    assert validate.line_opcodes(small_before, small_after) == [tuple(op) for op in expected]

@@ -186,20 +186,27 @@ def bind_arguments(target: Target, call: ast.Call) -> Optional[dict[str, ast.exp
     return bound
 
 
-def module_callers(semantic: SemanticModel, function: ast.AST) -> list[tuple[ast.Call, Optional[dict]]]:
-    """(call, parameter -> argument, or None for ``*args`` calls) for every call of the module
-    that runs ``function`` (calls are indexed by their last name once per module)."""
+def calls_named(semantic: SemanticModel, name: str) -> list[ast.Call]:
+    """The calls of the module whose callee's last name is ``name`` (``name(...)``,
+    ``x.name(...)``), in source order: calls are indexed by that name once per module, so that
+    asking about each function of a large module stays linear."""
     index = getattr(semantic, "_calls_by_name", None)
     if index is None:
         index = {}
         for call in semantic.nodes(ast.Call):
             func = call.func
-            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
-            if name is not None:
-                index.setdefault(name, []).append(call)
+            last = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+            if last is not None:
+                index.setdefault(last, []).append(call)
         semantic._calls_by_name = index
+    return index.get(name, [])
+
+
+def module_callers(semantic: SemanticModel, function: ast.AST) -> list[tuple[ast.Call, Optional[dict]]]:
+    """(call, parameter -> argument, or None for ``*args`` calls) for every call of the module
+    that runs ``function``."""
     found = []
-    for call in index.get(getattr(function, "name", ""), ()):
+    for call in calls_named(semantic, getattr(function, "name", "")):
         target = resolve(semantic, call)
         if target is not None and target.function is function:
             found.append((call, bind_arguments(target, call)))

@@ -52,6 +52,7 @@ class ProjectIndex:
         self._imports: dict[str, dict] = {}  # path -> top-level imports, of modules not loaded
         self._roots: dict[str, list[str]] = {}  # folder -> where its absolute imports are found
         self._extensions: dict[str, Optional[str]] = {}  # project root -> a compiled extension
+        self._callers: dict[tuple, tuple] = {}  # (path, function name, line) -> (files' stats, calls)
 
     # -- modules ----------------------------------------------------------------------------
 
@@ -201,17 +202,34 @@ class ProjectIndex:
         """The calls of ``function`` (a top-level def of ``source``) in the other modules of its
         folder and of its package's root folder that import it (``from utils import train``),
         where a training script calls its step functions from. Bounded: the files of those
-        folders only, read only if they name the function."""
+        folders only, read only if they name the function. Memoized while those files' stats
+        hold: every fix trial of a file asks again about the same functions."""
         here = os.path.abspath(source.path)
         folder = os.path.dirname(here)
-        package_root = _package_root(folder)
         name = getattr(function, "name", None)
         if name is None:
             return []
+        candidates = [c for c in _python_files(folder, _package_root(folder)) if c != here]
+        stamps = (_stamp(here), *map(_stamp, candidates))  # the callers, and this file as they import it
+        key = (here, name, function.lineno)
+        cached = self._callers.get(key)
+        if cached is None or cached[0] != stamps or not self._still_loaded(cached[1]):
+            if len(self._callers) >= _MAX_LOADED:
+                self._callers.clear()
+            cached = self._callers[key] = (stamps, self._find_callers(here, function, candidates))
+        for candidate, _, _ in cached[1]:
+            self.note_call(source.path, candidate)
+        return [(module, call) for _, module, call in cached[1]]
+
+    def _still_loaded(self, found: list[tuple[str, ModuleSource, ast.Call]]) -> bool:
+        """Whether the caller modules of a memoized answer are the ones the index holds now
+        (not evicted and parsed again): only then are its call nodes theirs."""
+        return all(self.load(candidate, prefiltered=False) is module for candidate, module, _ in found)
+
+    def _find_callers(self, here: str, function: ast.AST, candidates: list[str]) -> list[tuple[str, ModuleSource, ast.Call]]:
+        name = function.name
         found = []
-        for candidate in _python_files(folder, package_root):
-            if candidate == here:
-                continue
+        for candidate in candidates:
             try:
                 with open(candidate, "rb") as handle:
                     data = handle.read()
@@ -226,8 +244,7 @@ class ProjectIndex:
                 named = self.definition(module, call.func) if _names(call.func, name) else None
                 # the callee as loaded by the index is another parse of the same file
                 if named is not None and _same_definition(named, here, function):
-                    found.append((module, call))
-                    self.note_call(source.path, candidate)
+                    found.append((candidate, module, call))
         return found
 
     def compiled_extension(self, path: str) -> Optional[str]:
@@ -291,6 +308,14 @@ def _find_extension(root: str) -> Optional[str]:
         if walked > _MAX_WALKED:
             return None
     return None
+
+
+def _stamp(path: str) -> Optional[tuple[int, int]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def _package_root(folder: str) -> str:

@@ -78,7 +78,7 @@ def assignments(semantic: SemanticModel, expr: ast.AST) -> list[ast.stmt]:
         local = [s for s in _assigning(semantic, expr, function)] if function is not None else []
         if local and not _declared_global(semantic, function, expr.id):
             return local
-        return [s for s in _assigning(semantic, expr, None) if enclosing_function(semantic, s) is None]
+        return list(_assignment_index(semantic)[1].get((("name", expr.id), None), ()))  # the module's own
     if _is_self_field(expr):
         cls = enclosing_class(semantic, expr)
         if cls is not None:
@@ -99,38 +99,49 @@ def _declared_global(semantic: SemanticModel, function: ast.AST, name: str) -> b
 
 def _assigning(semantic: SemanticModel, expr: ast.AST, within: Optional[ast.AST]):
     """Assignments whose target is ``expr``'s name (a Name) or attribute name, from an index built
-    once per module (a file with many calls would otherwise scan every assignment per call)."""
-    index = _assignment_index(semantic)
+    once per module (a file with many calls would otherwise scan every assignment per call);
+    ``within``: only those whose enclosing function is that one, from the same index by owner
+    (a file of many functions with the same local names would otherwise walk the ancestors of
+    every same-named assignment of the module per lookup)."""
+    index, by_owner = _assignment_index(semantic)
     if isinstance(expr, ast.Name):
-        candidates = index.get(("name", expr.id), [])
+        keys = (("name", expr.id),)
     elif _is_self_field(expr):
-        candidates = index.get(("self", expr.attr), [])
+        keys = (("self", expr.attr),)
     else:
-        candidates = index.get(("attr", expr.attr), []) + index.get(("self", expr.attr), [])
-    for node in candidates:
-        if within is not None and enclosing_function(semantic, node) is not within:
-            continue
-        yield node
+        keys = (("attr", expr.attr), ("self", expr.attr))
+    for key in keys:
+        yield from index.get(key, ()) if within is None else by_owner.get((key, within), ())
 
 
-def _assignment_index(semantic: SemanticModel) -> dict:
+def _assignment_index(semantic: SemanticModel) -> tuple[dict, dict]:
+    """(target key -> assignments, (target key, enclosing function) -> assignments), each list in
+    source order."""
     cached = getattr(semantic, "_assignment_index", None)  # memoized on the module's semantic model
     if cached is not None:
         return cached
     index: dict[tuple, list] = {}
+    by_owner: dict[tuple, list] = {}
     for node in semantic.nodes(ast.Assign, ast.AnnAssign, ast.AugAssign):
         if node.value is None:
             continue
+        owner = None
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
         for target in (e for t in targets for e in (t.elts if isinstance(t, (ast.Tuple, ast.List)) else [t])):
             if isinstance(target, ast.Name):
-                index.setdefault(("name", target.id), []).append(node)
+                key = ("name", target.id)
             elif _is_self_field(target):
-                index.setdefault(("self", target.attr), []).append(node)
+                key = ("self", target.attr)
             elif isinstance(target, ast.Attribute):
-                index.setdefault(("attr", target.attr), []).append(node)
-    semantic._assignment_index = index
-    return index
+                key = ("attr", target.attr)
+            else:
+                continue
+            if owner is None:
+                owner = (enclosing_function(semantic, node),)
+            index.setdefault(key, []).append(node)
+            by_owner.setdefault((key, owner[0]), []).append(node)
+    semantic._assignment_index = index, by_owner
+    return index, by_owner
 
 
 # -- value flow: reaching definitions and object identity ------------------------------------
@@ -473,7 +484,7 @@ class ValueFlow:
             return None
         family = class_family(self.semantic, cls)
         assigning = {
-            id(enclosing_class(self.semantic, s)) for s in _assignment_index(self.semantic).get(("self", attr), [])
+            id(enclosing_class(self.semantic, s)) for s in _assignment_index(self.semantic)[0].get(("self", attr), [])
         }
         owner = next((c for c in reversed(family) if id(c) in assigning), cls)
         return ObjectId("field", (self.path, owner.lineno, owner.col_offset, attr), label=f"self.{attr}")
@@ -518,14 +529,14 @@ class ValueFlow:
         self._objects[("field", obj.site)] = frozenset()  # a field assigned from itself
         attr = obj.site[-1]
         found: set = set()
-        for stmt in _assignment_index(self.semantic).get(("self", attr), []):
+        for stmt in _assignment_index(self.semantic)[0].get(("self", attr), []):
             cls = enclosing_class(self.semantic, stmt)
             if cls is None or isinstance(stmt, ast.AugAssign):
                 continue
             family_owner = self._field(_self_target(stmt, attr))
             if family_owner is not None and family_owner.site == obj.site:
                 found |= self.objects(stmt.value)
-        for stmt in _assignment_index(self.semantic).get(("attr", attr), []):
+        for stmt in _assignment_index(self.semantic)[0].get(("attr", attr), []):
             target = _attr_target(stmt, attr)
             if target is not None and not isinstance(stmt, ast.AugAssign) and obj in self.objects(target):
                 found |= self.objects(stmt.value)

@@ -9,6 +9,7 @@ from typing import Iterator
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Fix
 from ampfix.edits import delete_statement, moved_before, parent_body
+from ampfix.program.calls import calls_named
 from ampfix.program.calls import resolve as resolve_call
 from ampfix.rules._loop import loops_of
 from ampfix.rules.base import FIX_UNSAFE, Rule
@@ -87,9 +88,8 @@ def _runs_per_epoch(ctx: ModuleContext, function: ast.AST) -> bool:
     """Called from a loop of this module (whatever its name), or, where the module never calls it,
     named for an epoch (``train_one_epoch``: its caller's loop is elsewhere)."""
     calls = [
-        c for c in ctx.semantic.nodes(ast.Call)
-        if getattr(c.func, "id", getattr(c.func, "attr", None)) == function.name
-        and (target := resolve_call(ctx.semantic, c)) is not None and target.function is function
+        c for c in calls_named(ctx.semantic, function.name)
+        if (target := resolve_call(ctx.semantic, c)) is not None and target.function is function
     ]
     if calls:
         return any(

@@ -15,6 +15,7 @@ scale that is multiplied in and divided out again cancels: ``scaler.scale(loss).
 from __future__ import annotations
 
 import ast
+import bisect
 import re
 from typing import Iterator, Optional
 
@@ -247,17 +248,32 @@ def scaled_loss_factor(ctx: ModuleContext, fn: StepFunction, backward: Event) ->
     expr = backward.arg
     through_name = isinstance(expr, ast.Name) and not _SCALE_NAME.search(expr.id)
     if isinstance(expr, ast.Name):
-        values = [
-            n.value for n in ctx.semantic.nodes(ast.Assign)
-            if encloses(fn.node, n) and n.lineno < backward.call.lineno
-            and any(isinstance(t, ast.Name) and t.id == expr.id for t in n.targets)
-        ]
-        expr = values[-1] if values else None
+        values = _assigned_in_lines(ctx, expr.id, fn.node, backward.call.lineno - 1)
+        expr = values[-1].value if values else None
     if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mult):
         for side in (expr.right, expr.left):
             if _named_or_literal(side, through_name) and _is_loss_scale(ctx, side) and not _mentions_scale_loss_name(side):
                 return side
     return None
+
+
+def _assigned_in_lines(ctx: ModuleContext, name: str, scope: ast.AST, last_row: int) -> list[ast.Assign]:
+    """The ``name = ...`` statements (a plain name among the targets) on the lines of ``scope``
+    (a function, nested ones included, or the whole module) up to ``last_row``, in source order:
+    from an index of the module's assignments by name, built once (a file of many training
+    functions would otherwise scan every assignment of the module per backward)."""
+    index = getattr(ctx.semantic, "_plain_assignments", None)
+    if index is None:
+        index = ctx.semantic._plain_assignments = {}
+        for node in ctx.semantic.nodes(ast.Assign):
+            for target in dict.fromkeys(t.id for t in node.targets if isinstance(t, ast.Name)):
+                index.setdefault(target, ([], []))
+                index[target][0].append(node)
+                index[target][1].append(node.lineno)
+    nodes, rows = index.get(name, ((), ()))
+    first = 0 if isinstance(scope, ast.Module) else scope.lineno
+    last = last_row if isinstance(scope, ast.Module) else min(last_row, scope.end_lineno)
+    return list(nodes[bisect.bisect_left(rows, first):bisect.bisect_right(rows, last)])
 
 
 def _named_or_literal(side: ast.AST, through_name: bool) -> bool:

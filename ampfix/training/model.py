@@ -385,6 +385,14 @@ class TrainingModel:
             if any(b.kind == "import" for b in bindings)
         }
 
+    def release(self) -> None:
+        """Forget everything, once the analysis of the module is over: its events hold closures
+        over the model, and the model its module's context, so these cycles would keep the
+        tree alive until a collection (ModuleContext.release)."""
+        for function in self.functions:
+            function.__dict__.clear()
+        self.__dict__.clear()
+
     # -- construction ---------------------------------------------------------------------
 
     @classmethod
