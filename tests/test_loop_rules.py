@@ -413,6 +413,8 @@ for i, (x, y) in enumerate(loader):
     ACCUM.replace("loss = criterion(model(x), y)", "loss = criterion(model(x), y) / accum"),
     ACCUM.replace("    loss.backward()", "    loss /= accum\n    loss.backward()"),
     ACCUM.replace("loss.backward()", "(loss * len(x) / len(batch)).backward()"),
+    # open_flamingo: the divided loss, weighted at the backward
+    ACCUM.replace("    loss.backward()\n", "    divided = loss / accum\n    (divided * args.loss_multiplier).backward()\n"),
     # a loss that sums over the samples: summing micro-batches is the design (the window's
     # gradient is the sum over its samples, as one large batch's would be)
     ACCUM.replace("torch.nn.CrossEntropyLoss()", "torch.nn.CrossEntropyLoss(reduction='sum')"),

@@ -47,12 +47,21 @@ def wrapped_loss(expr: ast.AST) -> Optional[ast.expr]:
 
 def loss_sources(module: "ModuleSource", loss: ast.expr, *, terms: bool = False) -> list[LossSource]:
     """``loss`` and every expression its value is assigned from in the function that uses it:
-    the assignments that reach it, through loss-scaling wrappers. With ``terms``, also the terms
+    the assignments that reach it, through loss-scaling wrappers (and, where the backward's
+    argument is itself arithmetic, what its operands are assigned from). With ``terms``, also the terms
     it is computed from: the names in its arithmetic (``loss = lbox + lobj``) and what the loss
     functions it calls return (a weight ``w = 1 / 3`` in ``w * criterion(out, y)`` is such a
     term, which is why the division question does not ask for them)."""
     found: list[LossSource] = []
     seen: set = set()
+    if isinstance(loss, ast.BinOp) and not terms:
+        # the backward's own argument: `(divided * args.loss_multiplier).backward()` differentiates
+        # `divided` scaled by a weight; what its operands are assigned from counts
+        found.append(LossSource(module, loss))
+        seen.add((id(loss), None))
+        for operand in (loss.left, loss.right):
+            _collect(module, operand, None, found, seen, _MAX_DEPTH - 1, -1)
+        return found
     _collect(module, loss, None, found, seen, _MAX_DEPTH, _RETURNS_FOLLOWED if terms else -1)
     return found
 
