@@ -877,3 +877,27 @@ def test_a_scaled_loss_behind_typing_cast_is_scaled():
         scaler.update()
     """)
     assert only("AMP202", source) == [] and only("AMP203", source) == []
+
+
+def test_amp206_two_scalers_are_reported_without_a_fix():
+    # LlamaGen's VQ trainer: a scaler per optimizer (generator and discriminator); one "scaler" key
+    # would save one of them and restore it into both
+    source = loop("""
+    scaler = torch.amp.GradScaler("cuda")
+    scaler_disc = torch.amp.GradScaler("cuda")
+    if resume:
+        checkpoint = torch.load(path)
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        optimizer_disc.load_state_dict(checkpoint["optimizer_disc"])
+    for x in loader:
+        scaler.scale(model(x)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scaler_disc.scale(disc(x)).backward()
+        scaler_disc.step(optimizer_disc)
+        scaler_disc.update()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "optimizer_disc": optimizer_disc.state_dict()}, path)
+    """)
+    found = [d for d in ampfix.check_source(source, "t.py") if d.code == "AMP206"]
+    assert len(found) == 3 and all(d.fix is None and "several GradScalers" in d.no_fix_reason for d in found)

@@ -50,12 +50,16 @@ class CheckpointWithoutScaler(Rule):
             if not others and not any(_MODEL_KEY.search(k) for k in keys):
                 continue  # optimizer state without a model: metadata, not a training checkpoint
             scaler = self._scaler_in_scope(ctx, node)
+            several = _several_scalers(ctx, node)
+            what = "each GradScaler's `state_dict()`" if several else f"`{scaler or 'scaler'}.state_dict()`"
             message = (
                 "checkpoint saves the optimizer but not the GradScaler: a resumed fp16 run restarts at the "
-                "initial scale (skipped steps, a loss spike); save "
-                f"`{scaler or 'scaler'}.state_dict()` and restore it with `load_state_dict` on resume"
+                f"initial scale (skipped steps, a loss spike); save {what} and restore it with `load_state_dict` on resume"
             )
-            yield ctx.diagnostic(self, node, message, self._fix(ctx, node, scaler))
+            diag = ctx.diagnostic(self, node, message, None if several else self._fix(ctx, node, scaler))
+            if several:
+                diag.no_fix_reason = _SEVERAL_SCALERS
+            yield diag
         yield from self._check_loads(ctx)
 
     def _check_loads(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
@@ -76,11 +80,16 @@ class CheckpointWithoutScaler(Rule):
             if checkpoint is None:
                 continue
             scaler = self._scaler_bound_before(ctx, call)
+            several = _several_scalers(ctx, call)
+            what = "the state of the GradScaler that steps it" if several else f"`{scaler or 'scaler'}.load_state_dict(...)`"
             message = (
                 f"resuming restores `{receiver}` but not the GradScaler: the loss scale restarts at its initial "
-                f"value; restore `{scaler or 'scaler'}.load_state_dict(...)` too"
+                f"value; restore {what} too"
             )
-            yield ctx.diagnostic(self, call, message, self._load_fix(ctx, call, scaler, checkpoint))
+            diag = ctx.diagnostic(self, call, message, None if several else self._load_fix(ctx, call, scaler, checkpoint))
+            if several:
+                diag.no_fix_reason = _SEVERAL_SCALERS
+            yield diag
 
     @staticmethod
     def _scaler_bound_before(ctx: ModuleContext, call: ast.Call) -> Optional[str]:
@@ -167,6 +176,23 @@ class CheckpointWithoutScaler(Rule):
         else:
             edits = [Edit.insert(last_end, f", {key}")]
         return Fix(f"Add `{key}` to the checkpoint", tuple(edits), Applicability.UNSAFE)
+
+
+_SEVERAL_SCALERS = (
+    "several GradScalers are in scope (one per optimizer, as for a GAN's generator and discriminator): "
+    "which state goes under which key is not known"
+)
+
+
+def _several_scalers(ctx: ModuleContext, node: ast.AST) -> bool:
+    """Whether more than one scaler of the module is bound where ``node`` is: a fix naming one of
+    them (under one `"scaler"` key) would save or restore the wrong one for the other optimizer."""
+    scope = ctx.semantic.scope_of(node)
+    bound = [
+        c for c in ctx.training.scalers
+        if ctx.semantic.is_bound(c.split(".", 1)[0], scope) and (not c.startswith("self.") or scope.kind == "function")
+    ]
+    return len(bound) > 1
 
 
 def _may_be_none(ctx: ModuleContext, scaler: str, anchor: ast.AST) -> bool:
