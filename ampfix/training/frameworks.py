@@ -19,14 +19,14 @@ from ampfix.program.values import assignments, enclosing_function
 from ampfix.semantic import dotted_name
 
 if TYPE_CHECKING:
-    from ampfix.context import ModuleContext
+    from ampfix.program.module import ModuleSource
     from ampfix.training.model import Event
 
 ACCELERATORS = frozenset({"accelerate.Accelerator", "accelerate.accelerator.Accelerator"})
 FP16, MAYBE = "fp16", "maybe"  # an Accelerator's loss scaling: certain, or chosen at run time
 
 
-def _call_at(ctx: "ModuleContext", origin) -> Optional[ast.Call]:
+def _call_at(ctx: "ModuleSource", origin) -> Optional[ast.Call]:
     """The call of this module that created the ObjectId ``origin`` (its site is (path, line,
     column); a call on a call's result starts at the same place, so the callee decides)."""
     site = origin.site
@@ -47,7 +47,7 @@ def _keyword(call: ast.Call, name: str) -> Optional[ast.expr]:
     return next((k.value for k in call.keywords if k.arg == name), None)
 
 
-def _strings(ctx: "ModuleContext", expr: ast.expr, depth: int = 0) -> Optional[set]:
+def _strings(ctx: "ModuleSource", expr: ast.expr, depth: int = 0) -> Optional[set]:
     """The string constants ``expr`` may be, when it can only be constants (a literal, ``a if c
     else b`` of them, a name every assignment of which gives one); None when unknown."""
     if isinstance(expr, ast.Constant):
@@ -70,7 +70,7 @@ def _strings(ctx: "ModuleContext", expr: ast.expr, depth: int = 0) -> Optional[s
     return None
 
 
-def accelerator_precision(ctx: "ModuleContext", create: ast.Call) -> Optional[str]:
+def accelerator_precision(ctx: "ModuleSource", create: ast.Call) -> Optional[str]:
     """Whether an ``Accelerator(...)`` scales losses: ``FP16`` for ``mixed_precision="fp16"``,
     ``MAYBE`` for a value chosen at run time that may be ``"fp16"`` (``args.mixed_precision``),
     None for ``"bf16"``/``"no"``/``"fp8"``, for ``**kwargs`` and for no argument (Accelerate's
@@ -108,7 +108,7 @@ def accelerate_backward(event: "Event") -> bool:
     )
 
 
-def accelerators_of(ctx: "ModuleContext", event: "Event") -> Optional[list[ast.Call]]:
+def accelerators_of(ctx: "ModuleSource", event: "Event") -> Optional[list[ast.Call]]:
     """The ``Accelerator(...)`` constructions of this module whose ``backward`` ``event`` is, from
     the receiver's value. Where that value is unknown (a parameter of a function nobody in the
     module calls, a field set elsewhere) and the receiver is named like one: every Accelerator the
@@ -140,7 +140,7 @@ class ScaleLossRegion:
     optimizer: Optional[ast.expr]
 
 
-def scale_loss_regions(ctx: "ModuleContext") -> list[ScaleLossRegion]:
+def scale_loss_regions(ctx: "ModuleSource") -> list[ScaleLossRegion]:
     found = []
     for stmt in ctx.semantic.nodes(ast.With, ast.AsyncWith):
         for item in stmt.items:
@@ -152,7 +152,7 @@ def scale_loss_regions(ctx: "ModuleContext") -> list[ScaleLossRegion]:
     return found
 
 
-def apex_initialized(ctx: "ModuleContext") -> Optional[tuple[Optional[ast.AST], str]]:
+def apex_initialized(ctx: "ModuleSource") -> Optional[tuple[Optional[ast.AST], str]]:
     """Where apex's ``amp.initialize(...)`` runs: (the reference, "here") in this module, else
     (None, path) for a Python file of this module's folder or package root that calls it (where a
     training script sets up what its step module runs); None when neither does."""
@@ -217,11 +217,11 @@ PLAIN_SCALERS = frozenset({
 })
 
 
-def fsdp_wraps(ctx: "ModuleContext") -> list[ast.Call]:
+def fsdp_wraps(ctx: "ModuleSource") -> list[ast.Call]:
     return [c for c in ctx.semantic.nodes(ast.Call) if ctx.semantic.qualified_name(c.func) in FSDP_WRAPS]
 
 
-def float16_policy(ctx: "ModuleContext", wrap: ast.Call) -> Optional[ast.Call]:
+def float16_policy(ctx: "ModuleSource", wrap: ast.Call) -> Optional[ast.Call]:
     """The ``MixedPrecision(param_dtype=torch.float16)`` (``MixedPrecisionPolicy`` for
     ``fully_shard``) an FSDP wrap is handed, followed through the module's assignments; None when
     it has none, another dtype, or one this module does not show."""
@@ -239,7 +239,7 @@ def float16_policy(ctx: "ModuleContext", wrap: ast.Call) -> Optional[ast.Call]:
     return None
 
 
-def float16_autocast(ctx: "ModuleContext") -> Optional[ast.AST]:
+def float16_autocast(ctx: "ModuleSource") -> Optional[ast.AST]:
     """An autocast region of the module that runs in float16: ``dtype=torch.float16``, or a CUDA
     autocast with no dtype (float16 is CUDA's default)."""
     for region in ctx.training.regions:
@@ -281,7 +281,7 @@ def _mentions_precision(text: str) -> bool:
     return any(token in lowered for token in _PRECISION_TEXT) or bool(_DTYPE_FROM_ELSEWHERE.search(text))
 
 
-def autocast_may_be_entered(ctx: "ModuleContext", function: ast.AST) -> bool:
+def autocast_may_be_entered(ctx: "ModuleSource", function: ast.AST) -> bool:
     """Whether a step of ``function`` may run under autocast (or in low precision): this module,
     a project module it imports (the model's class, a helper) or a module that calls
     ``function`` names autocast or another way to low precision. False only when none does."""
@@ -298,7 +298,7 @@ def autocast_may_be_entered(ctx: "ModuleContext", function: ast.AST) -> bool:
     return _entered_elsewhere(ctx, function)
 
 
-def _entered_elsewhere(ctx: "ModuleContext", function: ast.AST) -> bool:
+def _entered_elsewhere(ctx: "ModuleSource", function: ast.AST) -> bool:
     """Whether ``function`` may run from code this module does not show, which may enter
     autocast: follow its callers in the module up to the top level; a function on the way that
     nothing here calls must be called from other modules, all found and none naming precision
@@ -324,7 +324,7 @@ def _entered_elsewhere(ctx: "ModuleContext", function: ast.AST) -> bool:
     return False
 
 
-def _imported_project_files(ctx: "ModuleContext") -> list[str]:
+def _imported_project_files(ctx: "ModuleSource") -> list[str]:
     files = []
     here = os.path.abspath(ctx.path)
     for stmt in ctx.semantic.nodes(ast.Import, ast.ImportFrom):
