@@ -209,7 +209,7 @@ class ProjectIndex:
         name = getattr(function, "name", None)
         if name is None:
             return []
-        candidates = [c for c in _python_files(folder, _package_root(folder)) if c != here]
+        candidates = [c for c in python_files(folder, _package_root(folder)) if c != here]
         stamps = (_stamp(here), *map(_stamp, candidates))  # the callers, and this file as they import it
         key = (here, name, function.lineno)
         cached = self._callers.get(key)
@@ -325,14 +325,15 @@ def _package_root(folder: str) -> str:
     return folder
 
 
-def _python_files(*folders: str) -> list[str]:
+def python_files(*folders: str, limit: int = _MAX_CALLER_FILES) -> list[str]:
+    """The ``.py`` files of each folder (not below it), the first ``limit`` by name in each."""
     files = []
     for folder in dict.fromkeys(folders):
         try:
             names = sorted(os.listdir(folder))
         except OSError:
             continue
-        files += [os.path.join(folder, n) for n in names if n.endswith(".py")][:_MAX_CALLER_FILES]
+        files += [os.path.join(folder, n) for n in names if n.endswith(".py")][:limit]
     return files
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 from ampfix.program.calls import module_callers
+from ampfix.program.project import python_files
 from ampfix.program.values import assignments, enclosing_function
 from ampfix.semantic import dotted_name
 
@@ -166,7 +167,7 @@ def apex_initialized(ctx: "ModuleSource") -> Optional[tuple[Optional[ast.AST], s
     root = folder
     while os.path.isfile(os.path.join(root, "__init__.py")):
         root = os.path.dirname(root)
-    for candidate in _python_files_of(folder, root):
+    for candidate in python_files(folder, root, limit=_MAX_FILES):
         try:
             with open(candidate, "rb") as handle:
                 data = handle.read()
@@ -178,17 +179,6 @@ def apex_initialized(ctx: "ModuleSource") -> Optional[tuple[Optional[ast.AST], s
 
 
 _MAX_FILES = 64  # files of a folder read for one question
-
-
-def _python_files_of(*folders: str) -> list[str]:
-    found = []
-    for folder in dict.fromkeys(folders):
-        try:
-            names = sorted(os.listdir(folder))
-        except OSError:
-            continue
-        found += [os.path.join(folder, n) for n in names if n.endswith(".py")][:_MAX_FILES]
-    return found
 
 
 # -- FSDP ------------------------------------------------------------------------------------
