@@ -171,10 +171,11 @@ def by_tier(
 ) -> tuple[frozenset[str], tuple[str, ...]]:
     """The selection without preview rules unless ``preview`` is on, and a warning for each
     preview rule a selector named by its exact code (ruff: "has no effect because preview is
-    not enabled")."""
+    not enabled"). An opportunity (AMP501) is in a selection only when its exact code is named:
+    that is the opt-in, so it runs whatever its tier."""
     if preview:
         return selected, ()
-    kept = frozenset(code for code in selected if RULES[code].stability == STABLE)
+    kept = frozenset(code for code in selected if RULES[code].stability == STABLE or RULES[code].opportunity)
     named = {s for select, extend_select, _ in layers for s in [*(select or []), *extend_select]}
     warnings = tuple(
         f"selection `{code}` has no effect because preview is not enabled: "

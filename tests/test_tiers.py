@@ -86,6 +86,11 @@ def test_a_plain_fp32_tutorial_loop_reports_nothing_by_default(tmp_path):
     assert run_ampfix("check", "--no-cache", "--preview", "train.py", cwd=tmp_path).returncode == 0
     opted_in = run_ampfix("check", "--no-cache", "--preview", "--select", "AMP501", "train.py", cwd=tmp_path)
     assert "AMP501" in opted_in.stdout
+    # the opportunity named by its code is the opt-in: it needs no --preview, and no warning says so
+    alone = run_ampfix("check", "--no-cache", "--select", "AMP501", "train.py", cwd=tmp_path)
+    assert "AMP501" in alone.stdout and "no effect" not in alone.stderr
+    extended = run_ampfix("check", "--no-cache", "--extend-select", "AMP501", "train.py", cwd=tmp_path)
+    assert "AMP501" in extended.stdout
 
 
 def test_the_opportunity_stays_silent_where_amp_does_not_pay(tmp_path):
@@ -100,7 +105,7 @@ def test_the_opportunity_stays_silent_where_amp_does_not_pay(tmp_path):
                          ("bf16.py", bfloat16), ("bench/baseline.py", FP32_TUTORIAL)):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text(source)
-        result = run_ampfix("check", "--no-cache", "--preview", "--select", "AMP501", name, cwd=tmp_path)
+        result = run_ampfix("check", "--no-cache", "--select", "AMP501", name, cwd=tmp_path)
         assert result.returncode == 0, (name, result.stdout)
     (tmp_path / "train.py").write_text(FP32_TUTORIAL)
     found = run_ampfix("check", "--no-cache", "--preview", "--select", "AMP501", "train.py", cwd=tmp_path).stdout
