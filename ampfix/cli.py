@@ -623,13 +623,15 @@ def _tier(rule) -> str:
 
 
 def _tier_sentence(rule) -> str:
-    if rule.stability == STABLE:
-        sentence = "This rule is stable."
-    else:
-        sentence = "This rule is in preview and is not stable. The `--preview` flag is required for use."
     if rule.opportunity:
-        sentence += f" It is an opportunity, not a bug: it runs only when selected by its code (`--select {rule.code}`)."
-    return sentence
+        tier = "stable" if rule.stability == STABLE else "in preview (not yet stable)"
+        return (
+            f"This rule is {tier} and an opportunity, not a bug: it runs only when selected by its code "
+            f"(`--select {rule.code}`), which is the opt-in (no `--preview` needed)."
+        )
+    if rule.stability == STABLE:
+        return "This rule is stable."
+    return "This rule is in preview and is not stable. The `--preview` flag is required for use."
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
