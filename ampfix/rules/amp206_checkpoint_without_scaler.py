@@ -144,12 +144,7 @@ class CheckpointWithoutScaler(Rule):
 
     @staticmethod
     def _scaler_in_scope(ctx: ModuleContext, node: ast.AST) -> Optional[str]:
-        scope = ctx.semantic.scope_of(node)
-        for candidate in sorted(ctx.training.scalers):
-            base = candidate.split(".", 1)[0]
-            if ctx.semantic.is_bound(base, scope) and (base != "self" or scope.kind == "function"):
-                return candidate
-        return None
+        return next(iter(_scalers_in_scope(ctx, node)), None)
 
     def _fix(self, ctx: ModuleContext, node: ast.AST, scaler: Optional[str]) -> Optional[Fix]:
         """Add the key to a dict literal, on a line of its own when the dict has one entry per line."""
@@ -186,15 +181,20 @@ _SEVERAL_SCALERS = (
 )
 
 
+def _scalers_in_scope(ctx: ModuleContext, node: ast.AST) -> list[str]:
+    """The module's scalers bound where ``node`` is (``self.x`` only inside a method), by name."""
+    scope = ctx.semantic.scope_of(node)
+    return [
+        candidate for candidate in sorted(ctx.training.scalers)
+        if ctx.semantic.is_bound(candidate.split(".", 1)[0], scope)
+        and (candidate.split(".", 1)[0] != "self" or scope.kind == "function")
+    ]
+
+
 def _several_scalers(ctx: ModuleContext, node: ast.AST) -> bool:
     """Whether more than one scaler of the module is bound where ``node`` is: a fix naming one of
     them (under one `"scaler"` key) would save or restore the wrong one for the other optimizer."""
-    scope = ctx.semantic.scope_of(node)
-    bound = [
-        c for c in ctx.training.scalers
-        if ctx.semantic.is_bound(c.split(".", 1)[0], scope) and (not c.startswith("self.") or scope.kind == "function")
-    ]
-    return len(bound) > 1
+    return len(_scalers_in_scope(ctx, node)) > 1
 
 
 def _may_be_none(ctx: ModuleContext, scaler: str, anchor: ast.AST) -> bool:
