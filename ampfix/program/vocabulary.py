@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ampfix.semantic import SemanticModel
 
 # An option name, a dictionary key or a device string: no spaces, no sentence.
+_DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 _SETTING_LIKE = re.compile(r"^-{0,2}[A-Za-z_][\w.:-]{0,63}$")
 
 
@@ -58,8 +59,12 @@ def _collect(semantic: "SemanticModel") -> Vocabulary:
     words: set[str] = set()
     calls: set[str] = set()
     modules: set[str] = set()
-    docstrings = _docstrings(semantic.tree)
-    for node in ast.walk(semantic.tree):
+    docstrings: set[int] = set()
+    for node in ast.walk(semantic.tree):  # breadth first: a definition comes before its docstring
+        if isinstance(node, _DOCUMENTED) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docstrings.add(id(first.value))
         if isinstance(node, ast.Name):
             names.add(node.id)
         elif isinstance(node, ast.Attribute):
@@ -85,13 +90,3 @@ def _collect(semantic: "SemanticModel") -> Vocabulary:
             modules.add(node.module)
             modules.update(f"{node.module}.{alias.name}" for alias in node.names)
     return Vocabulary(frozenset(names), frozenset(strings), frozenset(words), frozenset(calls), frozenset(modules))
-
-
-def _docstrings(tree: ast.Module) -> set[int]:
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
-            first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
-                found.add(id(first.value))
-    return found
