@@ -77,6 +77,18 @@ def dotted_parts(expr: ast.AST) -> Optional[list[str]]:
     return parts
 
 
+def own_nodes(scope: ast.AST):
+    """The nodes of a function's (or module's) own code, not of the functions, classes and
+    lambdas defined in it."""
+    todo = list(ast.iter_child_nodes(scope))
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            continue
+        yield node
+        todo.extend(ast.iter_child_nodes(node))
+
+
 def dotted_name(expr: ast.AST) -> Optional[str]:
     parts = dotted_parts(expr)
     return ".".join(parts) if parts else None

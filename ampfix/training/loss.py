@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Iterator, Optional
 
 from ampfix.program.calls import module_callers, resolve, resolve_in_project
 from ampfix.program.values import ValueFlow, value_flow
+from ampfix.semantic import own_nodes
 
 if TYPE_CHECKING:
     from ampfix.program.module import ModuleSource
@@ -130,20 +131,9 @@ def _returned(module: "ModuleSource", call: ast.Call) -> Iterator[tuple["ModuleS
             callee_module, target = followed.module, followed.target
     if target is None or target.function is None:
         return
-    for node in _own_nodes(target.function):
+    for node in own_nodes(target.function):
         if isinstance(node, ast.Return) and node.value is not None:
             yield callee_module, node.value
-
-
-def _own_nodes(function: ast.AST) -> Iterator[ast.AST]:
-    """The nodes of a function's body, not of the functions and classes nested in it."""
-    stack = list(function.body)
-    while stack:
-        node = stack.pop()
-        yield node
-        for child in ast.iter_child_nodes(node):
-            if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-                stack.append(child)
 
 
 def _values(module: "ModuleSource") -> ValueFlow:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Optional
 
 from ampfix.program.values import assignments
 from ampfix.program.vocabulary import Vocabulary, vocabulary
+from ampfix.semantic import own_nodes
 from ampfix.training.model import BACKWARD, OPT_STEP
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ def trains_on_random_data(ctx: "ModuleSource", fn: "StepFunction") -> bool:
     """An API demo: every iteration feeds fresh random tensors, and no loop iterates over data
     (``for i in range(10): out = model(torch.rand(20, 10))``; a single step on ``torch.randn``).
     A fixed random dataset made once before the loop is ordinary (synthetic) training."""
-    nodes = list(_own_nodes(fn.node))
+    nodes = list(own_nodes(fn.node))
     loops = {
         id(f.node): f.node for b in fn.of(BACKWARD) for f in b.context
         if isinstance(f.node, (ast.For, ast.AsyncFor, ast.While))
@@ -154,17 +155,6 @@ def trains_on_random_data(ctx: "ModuleSource", fn: "StepFunction") -> bool:
         and (not loops or id(n) in in_loops)
         for n in nodes
     )
-
-
-def _own_nodes(scope: ast.AST):
-    """The nodes of a function's (or module's) own code, not of the functions and classes in it."""
-    todo = list(ast.iter_child_nodes(scope))
-    while todo:
-        node = todo.pop()
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-            continue
-        yield node
-        todo.extend(ast.iter_child_nodes(node))
 
 
 def optimizes_inputs(ctx: "ModuleSource", fn: "StepFunction") -> bool:
