@@ -70,16 +70,16 @@ class FixValidator:
     """Judges fixed versions of one original text against it."""
 
     def __init__(self, text: str, path: str, codes: frozenset, analyse: Analyse, diagnostics: Optional[list] = None):
-        """``diagnostics``: the original's findings under ``codes``, when already computed; they
-        are its findings here too when ``codes`` holds every bug rule (no second analysis)."""
+        """``diagnostics``: the original's findings under ``codes``, when already computed; the
+        original is then analysed only for the bug rules not among ``codes`` (rules run
+        independently of each other, so the two sets together are its findings under all)."""
         self.text, self.path, self.analyse = text, path, analyse
         # a very large file (analysed in parts) is judged by the rules selected only: the loop
         # rules on every piece of each fixed version of a generated multi-megabyte file would
         # cost minutes, where none of them was asked for
         self.codes = codes if is_large(text) else codes | BUG_CODES
+        self._known = (codes, list(diagnostics)) if diagnostics is not None else None
         self._original: Optional[_Findings] = None
-        if diagnostics is not None and codes >= self.codes:
-            self._original = self._tally(text, diagnostics)
         self._names: Optional[set[str]] = None
 
     def problem(self, fixed: str) -> Optional[str]:
@@ -96,9 +96,21 @@ class FixValidator:
         return None
 
     def _created_names(self, fixed: str) -> list[str]:
+        undefined = undefined_names(fixed, self.path)
+        if not undefined:
+            return []  # the common case: the original's names need not be asked at all
         if self._names is None:
             self._names = undefined_names(self.text, self.path)
-        return sorted(undefined_names(fixed, self.path) - self._names)
+        return sorted(undefined - self._names)
+
+    def _original_findings(self) -> _Findings:
+        if self._known is None:
+            return self._findings(self.text)
+        codes, diagnostics = self._known
+        missing = self.codes - codes
+        if missing:  # in most files the prefilter finds none of them a candidate: no analysis
+            diagnostics = diagnostics + self.analyse(self.text, missing)
+        return self._tally(self.text, diagnostics)
 
     def _findings(self, text: str) -> _Findings:
         return self._tally(text, self.analyse(text, self.codes))
@@ -118,7 +130,7 @@ class FixValidator:
         code: rows are mapped back through a line diff; a finding in changed lines matches one
         of the same code anywhere in the lines they replaced."""
         if self._original is None:
-            self._original = self._findings(self.text)
+            self._original = self._original_findings()
         before, after = self._original, self._findings(fixed)
         rows_before = _RowMap(line_opcodes(before.lines, after.lines))
         created = set()

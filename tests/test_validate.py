@@ -74,6 +74,22 @@ def test_a_fix_that_breaks_the_scaler_protocol_is_worse_whatever_is_selected():
     assert "new finding (AMP204" in check.problem(twice)
 
 
+def test_the_original_is_analysed_only_for_the_bug_rules_not_already_asked():
+    asked = []
+
+    def analyse(text, codes):
+        asked.append((text, codes))
+        return _analyse(text, "t.py", Settings(), codes)
+
+    selected = frozenset({"AMP102", "AMP204"})
+    known = _analyse(LOOP, "t.py", Settings(), selected)
+    check = FixValidator(LOOP, "t.py", selected, analyse, known)
+    assert "new finding (AMP204" in check.problem(LOOP + "    scaler.update()\n")
+    original = [codes for text, codes in asked if text == LOOP]
+    assert len(original) == 1 and not original[0] & selected  # AMP204's findings were known already
+    assert "AMP201" in original[0]  # an unselected bug rule is still asked of the original
+
+
 def test_a_refused_fix_is_not_offered_by_check_json_or_apply(monkeypatch, tmp_path):
     from ampfix.rules import RULES
 

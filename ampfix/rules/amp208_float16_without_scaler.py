@@ -144,10 +144,13 @@ class Float16WithoutScaler(Rule):
         values = [n.value for n in ctx.semantic.nodes(ast.Assign) if any(dotted_name(t) == name for t in n.targets)]
         if values and all(dotted_name(v) is None for v in values):
             return bool(_FP16.search(" ".join(ctx.segment(v) for v in values)))
+        if _FP16.search(ctx.segment(expr)):
+            return True
+        named = [word for word in ("float16", "half", "fp16") if word in ctx.text]
+        if not named:
+            return False  # the vocabulary holds only the text's words (and a walk of the tree costs)
         words = vocabulary(ctx.semantic)
-        return bool(_FP16.search(ctx.segment(expr))) or words.mentions("float16", "half", "fp16") or bool(
-            {"torch.float16", "torch.half"} & words.modules
-        )
+        return words.mentions(*named) or bool({"torch.float16", "torch.half"} & words.modules)
 
 
 def gradients_applied(ctx: ModuleContext, fn, backward) -> bool:

@@ -38,10 +38,13 @@ class DdpAccumulationWithoutNoSync(Rule):
         return file.has(*cls.triggers)  # `no_sync` in a comment must not hide the finding
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
-        if vocabulary(ctx.semantic).mentions(*(token.decode() for token in _SYNC_CONTROLS)):
-            return  # the code (not a comment) controls the gradient sync itself
         if not any(token.decode() in ctx.text for token in self.triggers):
             return  # the prefilter's condition, kept by the rule itself (a helper's DDP is read too)
+        controls = [token.decode() for token in _SYNC_CONTROLS if token.decode() in ctx.text]
+        # the vocabulary (a walk of the whole tree) only where the text has the words: it holds
+        # nothing else, and most modules have neither
+        if controls and vocabulary(ctx.semantic).mentions(*controls):
+            return  # the code (not a comment) controls the gradient sync itself
         model = ctx.training
         for fn in model.functions:
             for accumulation in model.accumulations(fn):
