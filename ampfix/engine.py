@@ -197,13 +197,18 @@ def _validator(text: str, path: str, settings: Settings, codes: frozenset, diagn
 
 def _validated(text: str, path: str, settings: Settings, codes: frozenset, diagnostics: list[Diagnostic]) -> list[Diagnostic]:
     """The diagnostics with every fix that would make the file worse withdrawn, with the reason
-    (ampfix/validate.py). A rule's fixes are tried together first (in a file of twenty
-    deprecations that is one trial), and one at a time only when together they fail."""
+    (ampfix/validate.py). Where several rules offer fixes, what ``--apply`` writes (the safe
+    fixes together) and what ``--apply --unsafe-fixes`` writes (all of them) are tried first:
+    when neither is worse, every fix stands. Otherwise a rule's fixes are tried together (in a
+    file of twenty deprecations that is one trial), and one at a time only when together they fail."""
     offered = [d for d in diagnostics if d.fix is not None]
     if not offered:
         return diagnostics
     validator = _validator(text, path, settings, codes, diagnostics)
-    for code in sorted({d.code for d in offered}):
+    rules = sorted({d.code for d in offered})
+    if len(rules) > 1 and all(_trial_problem(text, group, validator) is None for group in _what_apply_writes(offered)):
+        return diagnostics
+    for code in rules:
         group = [d for d in offered if d.code == code]
         if len(group) > 1 and _trial_problem(text, group, validator) is None:
             continue
@@ -212,6 +217,12 @@ def _validated(text: str, path: str, settings: Settings, codes: frozenset, diagn
             if reason is not None:
                 refuse(diag, reason)
     return diagnostics
+
+
+def _what_apply_writes(offered: list[Diagnostic]) -> list[list[Diagnostic]]:
+    """The sets of fixes that ``--apply`` and ``--apply --unsafe-fixes`` apply together."""
+    safe = [d for d in offered if d.fix_applies(False)]
+    return [safe, offered] if safe and len(safe) < len(offered) else [offered]
 
 
 def _trial_problem(text: str, group: list[Diagnostic], validator: FixValidator, every: bool = True) -> Optional[str]:

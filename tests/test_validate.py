@@ -90,6 +90,31 @@ def test_the_original_is_analysed_only_for_the_bug_rules_not_already_asked():
     assert "AMP201" in original[0]  # an unselected bug rule is still asked of the original
 
 
+TWO_RULES = "import torch\nscaler = torch.cuda.amp.GradScaler()\nwith torch.cuda.amp.autocast():\n    pass\n"
+
+
+def test_the_fixes_of_several_rules_are_tried_together_first(monkeypatch):
+    tried = []
+    original = FixValidator.problem
+    monkeypatch.setattr(FixValidator, "problem", lambda self, fixed: tried.append(fixed) or original(self, fixed))
+    diagnostics = ampfix.check_source(TWO_RULES, "t.py", Settings())
+    assert {d.code for d in diagnostics if d.fix} == {"AMP101", "AMP102"}
+    assert len(tried) == 1  # what --apply writes, in one trial
+
+
+def test_fixes_worse_together_are_tried_rule_by_rule(monkeypatch):
+    tried = []
+
+    def problem(self, fixed):
+        tried.append(fixed)
+        return "worse" if "torch.cuda.amp" not in fixed else None  # each alone is fine
+
+    monkeypatch.setattr(FixValidator, "problem", problem)
+    diagnostics = ampfix.check_source(TWO_RULES, "t.py", Settings())
+    assert {d.code for d in diagnostics if d.fix} == {"AMP101", "AMP102"}
+    assert len(tried) == 3  # together, then each rule's alone
+
+
 def test_a_refused_fix_is_not_offered_by_check_json_or_apply(monkeypatch, tmp_path):
     from ampfix.rules import RULES
 

@@ -364,6 +364,8 @@ class TrainingModel:
         self._region_by_with: dict[int, AutocastRegion] = {}
         self._regions_by_owner: dict[int, list[AutocastRegion]] = {}
         self.creations: list[Event] = []
+        self._creations_indexed: Optional[tuple[dict, dict]] = None
+        self._function_of_event: Optional[dict[int, StepFunction]] = None
         self._calls_by_owner: Optional[dict[int, list[ast.Call]]] = None
         self._defined_names: Optional[set[str]] = None
         self._callee_locals: dict[int, tuple[set, set]] = {}
@@ -842,21 +844,37 @@ class TrainingModel:
     ) -> Optional[Event]:
         """Where the scaler ``obj`` (or, not known, named ``receiver`` in ``function``: ``self.scaler``
         of this class, or a name of this module) was created, if the module shows it."""
-        sites = {o.site for o in self.values.origins(obj) if o.kind == "call"}
-        for create in self.creations:
-            if (self.ctx.path, create.call.lineno, create.call.col_offset) in sites:
-                return create
-        key = self.object_key(function, receiver)
-        for create in self.creations:
-            owner = self.function_of(create)
-            if owner is not None and any(self.object_key(owner, name) == key for name in self.creation_targets(create)):
-                return create
-        return None
+        by_site, by_key = self._creation_index()
+        found = [by_site[o.site] for o in self.values.origins(obj) if o.kind == "call" and o.site in by_site]
+        if found:
+            return min(found, key=lambda ordered: ordered[0])[1]  # the first creation, as written
+        return by_key.get(self.object_key(function, receiver))
+
+    def _creation_index(self) -> tuple[dict, dict]:
+        """The creations by their call's site (with their order) and by the identity of each name
+        they assign (the first creation for each), built once: asked per scaler reference, a scan of every creation
+        each time was quadratic in a file of many training functions."""
+        if self._creations_indexed is None:
+            by_site: dict = {}
+            by_key: dict = {}
+            for order, create in enumerate(self.creations):
+                by_site.setdefault((self.ctx.path, create.call.lineno, create.call.col_offset), (order, create))
+                owner = self.function_of(create)
+                if owner is not None:
+                    for name in self.creation_targets(create):
+                        by_key.setdefault(self.object_key(owner, name), create)
+            self._creations_indexed = (by_site, by_key)
+        return self._creations_indexed
 
     def function_of(self, event: Event) -> Optional[StepFunction]:
         """The function whose own statements perform ``event``'s origin."""
-        origin = event.origin
-        return next((f for f in self.functions if any(e is origin for e in f.events)), None)
+        if self._function_of_event is None:
+            owners: dict[int, StepFunction] = {}
+            for function in self.functions:
+                for own in function.events:
+                    owners.setdefault(id(own), function)
+            self._function_of_event = owners
+        return self._function_of_event.get(id(event.origin))
 
     def _place(self, call: ast.AST):
         """(owning function or module, statement, context frames outermost first), or None for
