@@ -10,9 +10,33 @@ The public Python API is small; the CLI is a thin layer over it::
 
 __version__ = "0.2.0"
 
-from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix  # noqa: E402
-from ampfix.engine import FixResult, check_source, fix_source  # noqa: E402
-from ampfix.settings import Settings  # noqa: E402
+# The API is imported on first use (PEP 562): `python -m ampfix` and the console script import
+# this package first, and a run on files that the prefilter rejects needs little of it.
+_API = {
+    "Applicability": "ampfix.diagnostics",
+    "Diagnostic": "ampfix.diagnostics",
+    "Edit": "ampfix.diagnostics",
+    "Fix": "ampfix.diagnostics",
+    "FixResult": "ampfix.engine",
+    "check_source": "ampfix.engine",
+    "fix_source": "ampfix.engine",
+    "Settings": "ampfix.settings",
+}
+
+
+def __getattr__(name: str):
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ampfix' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])
 
 __all__ = [
     "Applicability",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from typing import Optional
 
 from ampfix import __version__
@@ -68,6 +67,8 @@ class Cache:
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             self._mark()
+            import tempfile  # a run that writes no cache (a hit, --no-cache) never needs it
+
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), prefix=".tmp-", suffix=".json")
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(self.entries, handle, separators=(",", ":"))

@@ -10,9 +10,7 @@ Exit codes: 0 nothing left to report; 1 problems remain (or --diff would change 
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import sys
 from typing import Optional
 
@@ -569,6 +567,8 @@ def server() -> None:
 def clean(paths: tuple[str, ...]) -> None:
     """Remove the result caches (`.ampfix_cache/`) in PATHS (default: here) and below, as
     `ruff clean` does."""
+    import shutil
+
     from ampfix.cache import CACHE_DIR
 
     for top in paths or (".",):
@@ -596,6 +596,8 @@ def rule(code: Optional[str], show_all: bool, output_format: str) -> None:
              "level": level_of(r.code), "explanation": rule_doc(r.code)}
             for r in chosen
         ]
+        import json
+
         click.echo(json.dumps(rows if show_all or not code else rows[0], indent=2))
         return
     if show_all or not code:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from pathlib import Path
 from typing import Optional
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -42,4 +41,8 @@ def rule_doc(code: str) -> Optional[str]:
 def rule_doc_url(code: str) -> Optional[str]:
     """Where the rule's document is, as a URL (the installed file: no network needed)."""
     path = _doc_path(code)
-    return Path(path).as_uri() if path is not None and os.path.isfile(path) else None
+    if path is None or not os.path.isfile(path):
+        return None
+    from pathlib import Path  # only where a document's link is shown
+
+    return Path(path).as_uri()

@@ -5,7 +5,6 @@ Findings and the summary go to stdout; errors and progress go to stderr.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -130,6 +129,8 @@ def fix_preview(diag: Diagnostic, sources: SourceCache, paint: Callable[..., str
     kind = {Applicability.SAFE: "Safe fix", Applicability.UNSAFE: "Unsafe fix",
             Applicability.DISPLAY_ONLY: "Suggested fix (never applied)"}[diag.fix.applicability]
     lines = ["", paint(f"ℹ {kind}", bold=True)]
+    import difflib  # only a report that shows a diff needs it
+
     for group in difflib.SequenceMatcher(None, old, new, autojunk=False).get_grouped_opcodes(2):
         if len(lines) > 2:
             lines.append(paint(f"{'':>{width}} {'':>{width}} ...", fg="blue"))
@@ -492,6 +493,8 @@ def _summary(remaining, fixed: int, unsafe_fixes: bool, mode: str, plural) -> Op
 
 
 def unified_diff(path: str, before: str, after: str) -> str:
+    import difflib
+
     lines = difflib.unified_diff(
         before.splitlines(keepends=True), after.splitlines(keepends=True), fromfile=f"a/{path}", tofile=f"b/{path}"
     )

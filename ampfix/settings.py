@@ -14,11 +14,6 @@ import sys
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Optional
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 from ampfix.rules import ENGINE_CODES, RULES
 from ampfix.rules.base import STABLE
 
@@ -274,9 +269,19 @@ def find_config(start: str) -> FileConfig:
     return fallback
 
 
+def _toml():
+    """The TOML parser, imported when a configuration is read (a run without one never needs it)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    return tomllib
+
+
 def load_config(path: str, require_table: bool = True, _extending: tuple = ()) -> FileConfig:
     """One configuration file; ``extend = "PATH"`` (relative to it) inherits another one's
     settings, which this file's own keys override (ruff's ``extend``)."""
+    tomllib = _toml()
     try:
         with open(path, "rb") as handle:
             data = tomllib.load(handle)
@@ -391,6 +396,7 @@ class CliOverrides:
 
 def inline_config(text: str) -> dict[str, Any]:
     """The keys of one ``--config 'KEY = VALUE'`` (a TOML pair, as a configuration file holds it)."""
+    tomllib = _toml()
     try:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -12,7 +12,6 @@ import io
 import os
 import re
 import stat
-import tempfile
 import tokenize
 from bisect import bisect_right
 from dataclasses import dataclass
@@ -83,6 +82,8 @@ def write_atomic(path: str, data: bytes) -> None:
         _write_in_place(target, data)
         return
     directory = os.path.dirname(target)
+    import tempfile  # only a run that writes pays for it
+
     try:
         fd, tmp = tempfile.mkstemp(prefix=".ampfix-", suffix=".tmp", dir=directory)
     except OSError as exc:

@@ -21,7 +21,6 @@ the engine that runs it.
 from __future__ import annotations
 
 import bisect
-import difflib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -172,6 +171,8 @@ def line_opcodes(before: list[str], after: list[str]) -> list[tuple[str, int, in
 def _difflib_opcodes(before: list[str], after: list[str], a: int, b: int) -> list[tuple[str, int, int, int, int]]:
     if not before and not after:
         return []
+    import difflib  # a file with no fix to judge never needs it
+
     matcher = difflib.SequenceMatcher(None, before, after, autojunk=False)
     return [(tag, a1 + a, a2 + a, b1 + b, b2 + b) for tag, a1, a2, b1, b2 in matcher.get_opcodes()]
 
