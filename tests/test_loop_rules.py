@@ -326,6 +326,42 @@ def test_amp208_asks_whether_an_optimizer_applies_these_gradients():
     assert only("AMP208", helper) == ["AMP208"]
 
 
+# An out-of-memory probe before training: one backward per pessimistic batch, wiped at once
+OOM_PROBE = loop("""
+def scan_batches_for_oom(model, batches, optimizer):
+    for batch in batches:
+        try:
+            with torch.autocast("cuda", dtype=torch.float16):
+                loss = model(batch)
+            loss.backward()
+            optimizer.zero_grad()
+        except RuntimeError:
+            print("out of memory")
+            raise
+
+
+def run(model, batches, loader, optimizer):
+    scan_batches_for_oom(model, batches, optimizer)
+    for x in loader:
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = model(x)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+""")
+
+
+def test_amp208_gradients_wiped_before_the_helper_returns_are_not_trained_on():
+    found = [d.location.row for d in ampfix.check_source(OOM_PROBE, "t.py") if d.code == "AMP208"]
+    assert found == [OOM_PROBE.splitlines().index("        loss.backward()") + 1]  # run's, not the probe's
+    # zero_grad on one path only: the other returns with the gradients, to a caller that steps
+    partial = OOM_PROBE.replace("            optimizer.zero_grad()\n", "            if wipe:\n                optimizer.zero_grad()\n")
+    assert len([d for d in ampfix.check_source(partial, "t.py") if d.code == "AMP208"]) == 2
+    # an exception handler that swallows the error returns with the gradients too
+    swallowed = OOM_PROBE.replace("            raise\n", "")
+    assert len([d for d in ampfix.check_source(swallowed, "t.py") if d.code == "AMP208"]) == 2
+
+
 # -- AMP301 / AMP302 / AMP303 ----------------------------------------------------------------------
 
 ACCUM = loop("""

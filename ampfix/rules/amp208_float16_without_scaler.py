@@ -156,10 +156,13 @@ class Float16WithoutScaler(Rule):
 def gradients_applied(ctx: ModuleContext, fn, backward) -> bool:
     """Whether an optimizer steps the gradients of ``backward``: a step after it in its function
     (its own or a call's), or, for a function that never steps (a per-batch helper), a step in a
-    function of this module or the project that calls it."""
+    function of this module or the project that calls it, unless the function wipes them
+    (``zero_grad``) on every path before it returns."""
     steps = fn.of(OPT_STEP, SCALER_STEP, calls=True)
     if steps:
         return any(fn.reaches(backward, s) is not False for s in steps)
+    if fn.gradients_wiped(backward):
+        return False
     model = ctx.training
     for call, _ in module_callers(ctx.semantic, fn.node) if not isinstance(fn.node, ast.Module) else ():
         caller = model.step_function(enclosing_function(ctx.semantic, call) or ctx.semantic.tree)

@@ -280,6 +280,18 @@ class StepFunction:
         found = self.flow.path_exists(start, nb, avoid=nodes.__contains__, one_iteration_of=loops)
         return found is False
 
+    def gradients_wiped(self, backward: Event) -> bool:
+        """Whether every path from ``backward`` that returns passes a ``zero_grad`` (its own or a
+        call's) first, so that its gradients never leave the function (an out-of-memory probe:
+        backward, zero_grad, next batch). A ``raise`` is not a return: no step after it runs."""
+        start = self._node(backward)
+        wipes = {self._node(e) for e in self.of(ZERO_GRAD, calls=True)} - {None, start}
+        if start is None or not wipes:
+            return False
+        raises = {i for i, stmt in enumerate(self.flow.nodes) if isinstance(stmt, ast.Raise)}
+        stops = wipes | raises
+        return self.flow.path_exists(start, FlowGraph.EXIT, avoid=stops.__contains__) is False
+
     def avoidable(self, a: Event, b: Event, kinds: Sequence[str], where=lambda e: True) -> Optional[bool]:
         """Whether some path from a to b passes no event of ``kinds`` (those for which ``where``
         holds), counting what calls do and unknown calls as such events: ``unscale_`` under
