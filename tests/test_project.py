@@ -241,3 +241,54 @@ def test_accumulation_of_a_loss_summed_in_another_module_is_the_design(tmp_path)
         (tmp_path / "utils" / "loss.py").read_text().replace("return loss * bs,", "return loss,")
     )
     assert [d.code for d in check(tmp_path) if d.code == "AMP301"] == ["AMP301"]
+
+
+# -- a DDP model built by the training script, trained by a helper module's epoch function ---------
+
+EPOCH = """\
+import torch.distributed as dist
+
+
+def train_one_epoch(model, loader, optimizer, accum_steps):
+    for i, (x, y) in enumerate(loader):
+        loss = model(x).sum() / accum_steps
+        loss.backward()
+        if dist.get_rank() == 0:
+            print(loss.item())
+        if (i + 1) % accum_steps == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+"""
+
+DDP_SCRIPT = """\
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from train_utils import train_one_epoch
+
+
+def main(net, loader, optimizer, rank):
+    model = DDP(net, device_ids=[rank])
+    train_one_epoch(model, loader, optimizer, 4)
+"""
+
+
+def test_a_ddp_model_passed_by_the_script_is_seen_in_the_epoch_function(tmp_path):
+    write(tmp_path, {"train_utils.py": EPOCH, "train.py": DDP_SCRIPT})
+    found = [d for d in check(tmp_path, "train_utils.py") if d.code == "AMP305"]
+    assert len(found) == 1 and found[0].fix is not None  # DDP on the only path: wrapped in no_sync
+
+
+def test_a_model_unknown_on_some_path_is_reported_without_the_no_sync_fix(tmp_path):
+    # open_flamingo: FSDP (a model from an unpacking) on one path, DDP on the other
+    script = DDP_SCRIPT.replace(
+        "    model = DDP(net, device_ids=[rank])\n",
+        "    if fsdp:\n        model, tokenizer = wrap(net)\n    else:\n        model = DDP(net, device_ids=[rank])\n",
+    )
+    write(tmp_path, {"train_utils.py": EPOCH, "train.py": script})
+    found = [d for d in check(tmp_path, "train_utils.py") if d.code == "AMP305"]
+    assert len(found) == 1 and found[0].fix is None  # `.no_sync()` may not exist on the other path
+
+
+def test_a_plain_model_passed_by_the_script_is_not_ddp(tmp_path):
+    write(tmp_path, {"train_utils.py": EPOCH, "train.py": DDP_SCRIPT.replace("DDP(net, device_ids=[rank])", "net.cuda()")})
+    assert [d for d in check(tmp_path, "train_utils.py") if d.code == "AMP305"] == []

@@ -53,15 +53,16 @@ class DdpAccumulationWithoutNoSync(Rule):
                     continue
                 forward, backward, every_path = found
                 name = ctx.segment(forward.call.func)
+                kind = "is a DistributedDataParallel model" if every_path else "may be a DistributedDataParallel model"
                 message = (
-                    f"`{name}` is a DistributedDataParallel model trained with gradient accumulation, and its "
+                    f"`{name}` {kind} trained with gradient accumulation, and its "
                     "backward runs outside `no_sync()` on the iterations that do not step: gradients are "
                     "all-reduced on every micro-batch instead of once per step (same result, one wasted "
                     f"all-reduce per micro-batch); run the forward and backward under `{name}.no_sync()` "
                     "when the step does not follow"
                 )
                 evidence = [
-                    at(forward, f"`{name}` is DistributedDataParallel (forward here)"),
+                    at(forward, f"`{name}` {'is' if every_path else 'may be'} DistributedDataParallel (forward here)"),
                     (accumulation.gate, "the optimizer steps only under this condition"),
                 ]
                 fix = self._fix(ctx, fn, accumulation, forward, backward, name) if every_path else None

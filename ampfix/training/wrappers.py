@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-from ampfix.program.calls import resolve, resolve_in_project
+from ampfix.program.calls import Target, bind_arguments, resolve, resolve_in_project
 from ampfix.training.model import Event, StepFunction
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ DDP_CLASSES = frozenset({
 })
 SCHEDULER_STEP = "scheduler_step"  # not a model event kind: made for path questions here
 _SCHEDULE_FACTORY = re.compile(r"^(transformers|diffusers)(\.optimization)?\.get_\w*schedule", re.I)
+_MAX_ALIASES = 4  # `ddp_model = model = DDP(...)`: names followed back to a value
 
 
 @dataclass
@@ -42,8 +43,68 @@ class DdpModel:
 def ddp_model(model: "TrainingModel", expr: ast.AST) -> DdpModel:
     """Whether ``expr`` (a forward call's callee: ``model``, ``self.net``) is a DDP model."""
     origins = model.values.origins(model.values.object_of(expr))
-    verdicts = [_creates_ddp(model, o) for o in origins]
-    return DdpModel(any(verdicts), bool(verdicts) and all(verdicts))
+    verdicts = []
+    for origin in origins:
+        verdicts += _passed_ddp(model, origin) if origin.kind == "param" else [_creates_ddp(model, origin)]
+    every = bool(verdicts) and all(verdicts) and _known_on_every_path(model.values, expr)
+    return DdpModel(any(verdicts), every)
+
+
+def _known_on_every_path(values, expr: ast.AST, depth: int = 0) -> bool:
+    """Whether every definition of ``expr`` that reaches it gives a known object: a path on which
+    it comes from an unpacking (``model, tokenizer = create(...)``) or another unknown value is
+    missing from its objects, and "DDP on every path" must not rest on the paths that are known."""
+    if isinstance(expr, ast.Call):
+        return True
+    if not isinstance(expr, ast.Name) or depth > _MAX_ALIASES:
+        return bool(values.objects(expr))
+    definitions = values.definitions_at(expr)
+    if not definitions:
+        return False
+    for definition in definitions:
+        if definition.kind == "param":
+            continue  # what the callers pass: their verdicts
+        if definition.kind not in ("assign", "annassign", "walrus") or definition.value is None:
+            return False
+        if not _known_on_every_path(values, definition.value, depth + 1):
+            return False
+    return True
+
+
+def _passed_ddp(model: "TrainingModel", param) -> list[bool]:
+    """For a parameter that no call of its module binds (``train_one_epoch(args, model, ...)``
+    run by the training script): whether each call of the function in the project's other
+    modules passes a DDP model, one verdict per object passed; [False] when no caller is known."""
+    project = getattr(model.ctx, "project", None)
+    function = _function_at(model, param.site)
+    if project is None or function is None:
+        return [False]
+    verdicts = []
+    for module, call in project.callers(model.ctx, function):
+        bound = bind_arguments(Target(function, bound_self=False), call)
+        argument = bound.get(param.site[-1]) if bound is not None else None
+        if argument is None:
+            verdicts.append(False)
+            continue
+        values = module.training.values
+        verdicts += [_creates_ddp(module.training, o) for o in values.origins(values.object_of(argument))] or [False]
+        if not _known_on_every_path(values, argument):
+            verdicts.append(False)  # some path passes a value of unknown kind
+    return verdicts or [False]
+
+
+def _function_at(model: "TrainingModel", site: tuple) -> Optional[ast.AST]:
+    """The top-level function of this module a parameter's site names (path, line, column, name)."""
+    if len(site) < 4 or site[0] != model.ctx.path:
+        return None
+    return next(
+        (
+            node for node in model.ctx.tree.body
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and (node.lineno, node.col_offset) == (site[1], site[2])
+        ),
+        None,
+    )
 
 
 def _creates_ddp(model: "TrainingModel", origin) -> bool:
