@@ -502,3 +502,34 @@ def test_amp305_a_comment_about_no_sync_does_not_silence_it():
     source = DDP_LOOP.replace("        loss.backward()\n", "        loss.backward()  # TODO: model.no_sync()\n")
     assert only("AMP305", source) == ["AMP305"]
     assert only("AMP305", DDP_LOOP.replace("        out = model(x)\n", "        model.require_backward_grad_sync = False\n        out = model(x)\n")) == []
+
+
+# the forward runs in a helper handed the DDP model (HF's `compute_loss(model, inputs)`)
+HELPER_FORWARD = src("""
+def compute_loss(model, x, y):
+    return criterion(model(x), y)
+
+
+def train(net, loader, optimizer, accum_steps, rank):
+    model = DDP(net, device_ids=[rank])
+    for i, (x, y) in enumerate(loader):
+        loss = compute_loss(model, x, y) / accum_steps
+        loss.backward()
+        if (i + 1) % accum_steps == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+""", head=DDP_HEAD)
+
+
+def test_amp305_sees_the_forward_in_a_helper_the_loss_comes_from():
+    assert only("AMP305", HELPER_FORWARD) == ["AMP305"]
+    result = fixed(HELPER_FORWARD, unsafe=True)
+    assert "with (model.no_sync() if not ((i + 1) % accum_steps == 0) else contextlib.nullcontext()):" in result
+    assert only("AMP305", result) == []
+    # the DDP model handed to a call the loss does not come from (a log), the loss from the
+    # unwrapped module's forward (no all-reduce): nothing to report
+    logged = HELPER_FORWARD.replace(
+        "        loss = compute_loss(model, x, y) / accum_steps\n",
+        "        log_weights(model)\n        loss = criterion(net(x), y) / accum_steps\n",
+    )
+    assert only("AMP305", logged) == []

@@ -12,6 +12,7 @@ from ampfix.program.flow import read_keys
 from ampfix.program.vocabulary import vocabulary
 from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_SOMETIMES, Rule
+from ampfix.training.loss import loss_sources
 from ampfix.training.model import Accumulation, Event, StepFunction
 from ampfix.training.wrappers import ddp_model
 
@@ -51,8 +52,8 @@ class DdpAccumulationWithoutNoSync(Rule):
                 found = self._ddp_forward(ctx, fn, accumulation)
                 if found is None:
                     continue
-                forward, backward, every_path = found
-                name = ctx.segment(forward.call.func)
+                forward, backward, every_path, ddp = found
+                name = ctx.segment(ddp)
                 kind = "is a DistributedDataParallel model" if every_path else "may be a DistributedDataParallel model"
                 message = (
                     f"`{name}` {kind} trained with gradient accumulation, and its "
@@ -70,8 +71,9 @@ class DdpAccumulationWithoutNoSync(Rule):
 
     @staticmethod
     def _ddp_forward(ctx: ModuleContext, fn: StepFunction, accumulation: Accumulation):
-        """(forward event, the backward it reaches, DDP on every path) for the first forward of a
-        DDP model in the accumulation loop, outside the step's condition, before a backward."""
+        """(forward event, the backward it reaches, DDP on every path, the DDP model's expression)
+        for the first forward of a DDP model in the accumulation loop, outside the step's
+        condition, before a backward."""
         model = ctx.training
         for call in model.calls_in(fn):
             if not isinstance(call.func, (ast.Name, ast.Attribute)) or not _inside(ctx, call, accumulation.loop):
@@ -84,8 +86,8 @@ class DdpAccumulationWithoutNoSync(Rule):
             forward = model.event_at(call, FORWARD)
             backward = next((b for b in accumulation.backwards if forward and fn.before(forward, b)), None)
             if backward is not None:
-                return forward, backward, ddp.every_path
-        return None
+                return forward, backward, ddp.every_path, call.func
+        return _helper_forward(ctx, fn, accumulation)
 
     def _fix(
         self, ctx: ModuleContext, fn: StepFunction, accumulation: Accumulation, forward: Event, backward: Event,
@@ -127,6 +129,30 @@ class DdpAccumulationWithoutNoSync(Rule):
             edits,
             Applicability.UNSAFE,
         )
+
+
+def _helper_forward(ctx: ModuleContext, fn: StepFunction, accumulation: Accumulation):
+    """(the call, the backward, DDP on every path, the model) where the forward runs in a helper handed the
+    DDP model whose result the backward's loss is computed from (``loss = compute_loss(model,
+    batch)``, ``diffusion.training_losses(model, x, t)``): the model's gradients come from there."""
+    model = ctx.training
+    for backward in accumulation.backwards:
+        if backward.via is not None or backward.arg is None:
+            continue
+        for source in loss_sources(ctx, backward.arg, terms=True):
+            if source.module is not ctx:
+                continue
+            for call in (n for n in ast.walk(source.node) if isinstance(n, ast.Call)):
+                if not _inside(ctx, call, accumulation.loop) or _inside(ctx, call, accumulation.gate):
+                    continue
+                for argument in (*call.args, *(k.value for k in call.keywords)):
+                    if not isinstance(argument, (ast.Name, ast.Attribute)):
+                        continue
+                    ddp = ddp_model(model, argument)
+                    forward = model.event_at(call, FORWARD) if ddp.some_path else None
+                    if forward is not None and fn.before(forward, backward):
+                        return forward, backward, ddp.every_path, argument
+    return None
 
 
 def _inside(ctx: ModuleContext, node: ast.AST, outer: ast.AST) -> bool:
