@@ -642,6 +642,17 @@ class Trainer:
             model(x).mean().backward()
         optimizer.step()
     """),
+    # Accelerate's backward divides by the Accelerator's own gradient_accumulation_steps
+    loop("""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(gradient_accumulation_steps=accum)
+    for it in range(max_iters):
+        for micro in range(accum):
+            accelerator.backward(model(x).mean())
+        optimizer.step()
+        optimizer.zero_grad()
+    """),
     # a loop that never steps after it (the step is elsewhere, unseen): not this window
     loop("""
     def backward_all(accum):
@@ -651,6 +662,20 @@ class Trainer:
 ])
 def test_amp301_microbatch_loop_silent(source):
     assert only("AMP301", source) == []
+
+
+def test_amp301_accelerate_backward_without_its_own_accumulation_is_reported():
+    source = loop("""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator()
+    for it in range(max_iters):
+        for micro in range(accum):
+            accelerator.backward(model(x).mean())
+        optimizer.step()
+        optimizer.zero_grad()
+    """)
+    assert only("AMP301", source) == ["AMP301"]
 
 
 def test_amp301_gated_accumulation_divided_by_the_callee():

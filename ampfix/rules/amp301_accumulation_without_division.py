@@ -12,6 +12,7 @@ from ampfix.prefilter import FileBytes, may_backward, may_step
 from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.training.accumulation import rebound_in_window, step_evidence
+from ampfix.training.frameworks import accelerate_backward, accelerators_of
 from ampfix.training.loss import LossSource, divided_by_callee, is_divided, loss_sources, sums_over_samples
 from ampfix.training.model import (
     BACKWARD,
@@ -159,11 +160,27 @@ def divided(ctx: ModuleContext, fn: StepFunction, backward: Event, count: Option
         callee = ctx.training.function_of(backward)
         if callee is None or divided(ctx, callee, backward.origin):
             return True
-    if backward.arg is None:
+    if backward.arg is None or _accelerate_divides(ctx, backward):
         return True
     if is_divided(loss_sources(ctx, backward.arg)):
         return True
     return count is not None and backward.via is None and divided_by_callee(ctx, backward.arg, count)
+
+
+def _accelerate_divides(ctx: ModuleContext, backward: Event) -> bool:
+    """``accelerator.backward(loss)`` of an ``Accelerator(gradient_accumulation_steps=k)`` divides
+    the loss by k itself (or may: ``**kwargs``), on every construction of it that reaches here."""
+    if backward.via is not None or not accelerate_backward(backward):
+        return False
+    accelerators = accelerators_of(ctx, backward)
+    return bool(accelerators) and all(
+        any(k.arg is None or (k.arg == "gradient_accumulation_steps" and not _is_one(k.value)) for k in c.keywords)
+        for c in accelerators
+    )
+
+
+def _is_one(expr: ast.expr) -> bool:
+    return isinstance(expr, ast.Constant) and expr.value == 1
 
 
 def summed_by_design(ctx: ModuleContext, backward: Event) -> Optional[LossSource]:
