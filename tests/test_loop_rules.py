@@ -549,6 +549,13 @@ def test_amp301_microbatch_loop_divides_at_the_backward():
     assert "        scaler.scale(loss / 4).backward()\n" in fixed(constant, unsafe=True)
 
 
+def test_amp301_microbatch_loop_whose_count_may_be_above_one():
+    # 1 on one path only: the window may hold several micro-batches
+    source = "gradient_accumulation_steps = 1\nif big_batch:\n    gradient_accumulation_steps = 8\n" + MICRO_LOOP
+    assert only("AMP301", source) == ["AMP301"]
+    assert only("AMP301", MICRO_LOOP.replace("range(gradient_accumulation_steps)", "range(0, accum)")) == ["AMP301"]
+
+
 def test_amp301_microbatch_loop_in_a_step_function_with_its_count_as_an_attribute():
     source = loop("""
     class Trainer:
