@@ -17,7 +17,8 @@ not load on this CPU torch and are not used) go on PYTHONPATH.
 Each case names the verdict a right verify gives (pass, fail, or exit 2 with the reason): the
 table's "right?" column compares it with what verify said. Breaks are rewrites made by hand from
 ampfix's own rewrite (a clip on still-scaled gradients, a double division) and verified with
-``--against`` the original.
+``--against`` the original; a bug put into an original by hand (nanoGPT without its loss division) is
+verified as the script itself, so that verify judges the predicted effect of the fix ampfix applies.
 """
 
 from __future__ import annotations
@@ -48,8 +49,11 @@ class Case:
     steps: int = 6
     expect: str = "pass"  # pass | fail | exit2
     expect_text: str = ""  # a phrase the verdict must hold (the rule a FAIL names, the reason of exit 2)
+    expect_pass: str = ""  # a check that must be there and pass ("AMP301 prediction")
     options: list[str] = field(default_factory=list)  # more verify options
     break_with: Optional[Callable[[str], str]] = None  # the rewrite -> a broken rewrite (run --against)
+    # the original -> an original with a bug ampfix fixes (verified as the script: the fix's predicted effect)
+    break_original: Optional[Callable[[str], str]] = None
     why: str = ""
 
 
@@ -220,6 +224,16 @@ def divide_twice(rewrite: str) -> str:
     return "".join(out)
 
 
+def drop_loss_division(original: str) -> str:
+    """The accumulation bug AMP301 fixes: the first ``loss = loss / N`` line removed, so the
+    loss of every micro-batch is backpropagated undivided."""
+    lines = original.splitlines(keepends=True)
+    for index, line in enumerate(lines):
+        if re.match(r"^\s*(\w+) = \1 / (\w+)\s*(#.*)?$", line):
+            return "".join(lines[:index] + lines[index + 1:])
+    raise ValueError("no loss division to remove")
+
+
 # ---------------------------------------------------------------- the cases
 
 
@@ -290,6 +304,14 @@ def cases() -> list[Case]:
              llama_args + ["--dtype=float16"], expect="fail", break_with=divide_twice),
         Case("mnist: clip on scaled gradients", examples, f"{ex}/mnist", "main.py",
              ["--epochs", "1", "--batch-size", "32"], expect="fail", break_with=clip_scaled_gradients),
+        # a deliberate bug in the original that ampfix fixes: verify must measure the fix's predicted effect
+        Case("nanoGPT without the loss division", nanogpt, "karpathy+nanoGPT", "train.py",
+             ["config/train_shakespeare_char.py", "--compile=False", "--batch_size=4",
+              "--block_size=32", "--n_layer=2", "--n_head=2", "--n_embd=64", "--eval_iters=1", "--max_iters=20",
+              "--gradient_accumulation_steps=2", "--dtype=float16", "--log_interval=100"],
+             expect_pass="AMP301 prediction", break_original=drop_loss_division,
+             why="AMP301 divides the loss of the micro-batch loop by gradient_accumulation_steps at the backward: "
+             "the first step's gradients must be the original's / 2, as predicted"),
     ]
 
 
@@ -317,9 +339,23 @@ def broken_rewrite(case: Case, root: str, env: dict) -> tuple[str, str]:
     return path, original
 
 
+def broken_original(case: Case, root: str) -> str:
+    """The case's script broken by ``case.break_original``, written beside it (so that its
+    siblings import): returns the broken script's path."""
+    original = os.path.normpath(os.path.join(root, case.cwd, case.script))
+    with open(original, encoding="utf-8") as handle:
+        broken = case.break_original(handle.read())
+    path = os.path.join(os.path.dirname(original), "_ampfix_bug_" + os.path.basename(original))
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(broken)
+    return path
+
+
 def run_case(case: Case, root: str, env: dict) -> dict:
     cwd = os.path.join(root, case.cwd)
     script, against = case.script, []
+    if case.break_original is not None:
+        script = broken_original(case, root)
     if case.break_with is not None:
         script, original = broken_rewrite(case, root, env)
         against = ["--against", original]
@@ -337,6 +373,9 @@ def run_case(case: Case, root: str, env: dict) -> dict:
     verdict = str(document.get("verdict"))
     got = {0: "pass", 1: "fail", 2: "exit2"}.get(result.returncode, f"exit {result.returncode}")
     right = got == case.expect and (not case.expect_text or case.expect_text in verdict)
+    if case.expect_pass:
+        right = right and any(c.get("name") == case.expect_pass and c.get("status") == "pass"
+                              for c in document.get("checks") or [])
     return {"name": case.name, "repo": case.repo, "command": " ".join(command[2:]), "cwd": case.cwd,
             "exit_code": result.returncode, "got": got, "expect": case.expect, "right": right,
             "verdict": verdict, "applied": document.get("applied"), "wall_s": round(wall, 1),

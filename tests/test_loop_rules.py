@@ -558,6 +558,242 @@ def test_amp303_silent_for_zero_grad_before_an_inner_loop():
     assert only("AMP303", source) == []
 
 
+# -- a loop over micro-batches: `for micro in range(N):` backpropagates, the step follows it ------
+
+# nanoGPT's and llama2.c's step, with the division left out
+MICRO_LOOP = loop("""
+scaler = torch.amp.GradScaler()
+optimizer = torch.optim.AdamW(model.parameters())
+for it in range(max_iters):
+    for micro_step in range(gradient_accumulation_steps):
+        with torch.autocast("cuda"):
+            logits, loss = model(X, Y)
+        X, Y = get_batch("train")
+        scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+""")
+
+
+def test_amp301_microbatch_loop_divides_at_the_backward():
+    assert only("AMP301", MICRO_LOOP) == ["AMP301"]
+    assert "        scaler.scale(loss / gradient_accumulation_steps).backward()\n" in fixed(MICRO_LOOP, unsafe=True)
+    constant = MICRO_LOOP.replace("range(gradient_accumulation_steps)", "range(0, 4)")
+    assert "        scaler.scale(loss / 4).backward()\n" in fixed(constant, unsafe=True)
+
+
+def test_amp301_microbatch_loop_whose_count_may_be_above_one():
+    # 1 on one path only: the window may hold several micro-batches
+    source = "gradient_accumulation_steps = 1\nif big_batch:\n    gradient_accumulation_steps = 8\n" + MICRO_LOOP
+    assert only("AMP301", source) == ["AMP301"]
+    assert only("AMP301", MICRO_LOOP.replace("range(gradient_accumulation_steps)", "range(0, accum)")) == ["AMP301"]
+
+
+def test_amp301_microbatch_loop_in_a_step_function_with_its_count_as_an_attribute():
+    source = loop("""
+    class Trainer:
+        def train_step(self, batches):
+            for micro in range(self.accum):
+                loss = self.model(batches[micro]).mean()
+                loss.backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+    """)
+    assert only("AMP301", source) == ["AMP301"]
+    assert "            (loss / self.accum).backward()\n" in fixed(source, unsafe=True)
+
+
+def test_amp301_microbatch_loop_whose_count_is_rebound_is_reported_without_a_fix():
+    source = MICRO_LOOP.replace('X, Y = get_batch("train")', 'X, Y = get_batch("train")\n        gradient_accumulation_steps = 2')
+    diag, = [d for d in ampfix.check_source(source, "t.py") if d.code == "AMP301"]
+    assert diag.fix is None and "rebound inside the micro-batch loop" in diag.no_fix_reason
+
+
+# a helper that divides by the count it is handed, a method that divides by the caller's field
+DIVIDED_BY_THE_CALLEE = loop("""
+def compute_loss(model, x, y, accum):
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    return loss / accum
+
+
+for it in range(max_iters):
+    for micro in range(accum_steps):
+        loss = compute_loss(model, x, y, accum_steps)
+        loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+""")
+DIVIDED_BY_A_METHOD = loop("""
+class Trainer:
+    def compute_loss(self, batch):
+        return self.model(batch).mean() / self.accum
+
+    def train_step(self, batches):
+        for micro in range(self.accum):
+            self.compute_loss(batches[micro]).backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+""")
+
+
+@pytest.mark.parametrize("source", [
+    MICRO_LOOP.replace("logits, loss = model(X, Y)\n", "logits, loss = model(X, Y)\n            loss = loss / gradient_accumulation_steps\n"),
+    MICRO_LOOP.replace("scaler.scale(loss)", "scaler.scale(loss / gradient_accumulation_steps)"),
+    MICRO_LOOP.replace("scaler.scale(loss).backward()", "(loss / gradient_accumulation_steps).backward()"),
+    DIVIDED_BY_THE_CALLEE,
+    DIVIDED_BY_A_METHOD,
+    # one micro-batch by construction: range(1), or a count only ever assigned 1
+    MICRO_LOOP.replace("range(gradient_accumulation_steps)", "range(1)"),
+    "gradient_accumulation_steps = 1\n" + MICRO_LOOP,
+    # the step runs on every micro-batch: nothing accumulates across the loop
+    loop("""
+    for it in range(max_iters):
+        for micro in range(accum):
+            loss = model(x).mean()
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    """),
+    # chunks of one batch summed by design: a sum-reduced criterion
+    loop("""
+    for it in range(max_iters):
+        for chunk in range(n_chunks):
+            loss = torch.nn.functional.cross_entropy(model(x[chunk]), y[chunk], reduction="sum")
+            loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    """),
+    # the micro-batches' losses are averaged, then backpropagated once
+    loop("""
+    for it in range(max_iters):
+        losses = []
+        for micro in range(accum):
+            losses.append(model(x[micro]).mean())
+        loss = sum(losses) / len(losses)
+        loss.backward()
+        optimizer.step()
+    """),
+    # a for-else backward runs once, not per micro-batch
+    loop("""
+    for it in range(max_iters):
+        for micro in range(accum):
+            x = prepare(x)
+        else:
+            model(x).mean().backward()
+        optimizer.step()
+    """),
+    # Accelerate's backward divides by the Accelerator's own gradient_accumulation_steps
+    loop("""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(gradient_accumulation_steps=accum)
+    for it in range(max_iters):
+        for micro in range(accum):
+            accelerator.backward(model(x).mean())
+        optimizer.step()
+        optimizer.zero_grad()
+    """),
+    # a loop that never steps after it (the step is elsewhere, unseen): not this window
+    loop("""
+    def backward_all(accum):
+        for micro in range(accum):
+            model(x).mean().backward()
+    """),
+])
+def test_amp301_microbatch_loop_silent(source):
+    assert only("AMP301", source) == []
+
+
+def test_amp301_accelerate_backward_without_its_own_accumulation_is_reported():
+    source = loop("""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator()
+    for it in range(max_iters):
+        for micro in range(accum):
+            accelerator.backward(model(x).mean())
+        optimizer.step()
+        optimizer.zero_grad()
+    """)
+    assert only("AMP301", source) == ["AMP301"]
+
+
+def test_amp301_gated_accumulation_divided_by_the_callee():
+    source = ACCUM.replace(
+        "criterion = torch.nn.CrossEntropyLoss()\n",
+        "def compute_loss(model, x, y, n):\n    return torch.nn.functional.cross_entropy(model(x), y) / n\n\n\n",
+    ).replace("loss = criterion(model(x), y)", "loss = compute_loss(model, x, y, accum)")
+    assert only("AMP301", source) == []
+    assert only("AMP301", source.replace("compute_loss(model, x, y, accum)", "compute_loss(model, x, y, 2)")) == ["AMP301"]
+
+
+def test_amp301_callee_division_by_something_else_is_not_the_window_s():
+    # a mean written as a division inside the helper is not a division by the micro-batch count
+    source = DIVIDED_BY_THE_CALLEE.replace("return loss / accum", "return loss.sum() / len(x)")
+    assert only("AMP301", source) == ["AMP301"]
+
+
+MICRO_LOOP_DIVIDED = MICRO_LOOP.replace("scaler.scale(loss)", "scaler.scale(loss / gradient_accumulation_steps)")
+
+
+@pytest.mark.parametrize("code, source", [
+    # per micro-batch scaler calls: inside the loop that never steps
+    ("AMP302", MICRO_LOOP_DIVIDED.replace(
+        "        scaler.scale(loss / gradient_accumulation_steps).backward()\n    scaler.unscale_(optimizer)\n",
+        "        scaler.scale(loss / gradient_accumulation_steps).backward()\n        scaler.unscale_(optimizer)\n")),
+    ("AMP302", MICRO_LOOP_DIVIDED.replace(
+        "        scaler.scale(loss / gradient_accumulation_steps).backward()\n",
+        "        scaler.scale(loss / gradient_accumulation_steps).backward()\n        scaler.update()\n")),
+    # gradients zeroed on every micro-batch
+    ("AMP303", MICRO_LOOP_DIVIDED.replace(
+        '        X, Y = get_batch("train")\n', '        X, Y = get_batch("train")\n        optimizer.zero_grad()\n')),
+    # gradients zeroed after the loop, before the step
+    ("AMP304", MICRO_LOOP_DIVIDED.replace(
+        "    scaler.step(optimizer)\n", "    optimizer.zero_grad()\n    scaler.step(optimizer)\n")),
+])
+def test_microbatch_loop_window_rules_fire(code, source):
+    assert only(code, source) == [code]
+    diag, = [d for d in ampfix.check_source(source, "t.py") if d.code == code]
+    assert diag.fix is None  # the step is outside the loop: not a move within one block
+    assert "after the loop over `gradient_accumulation_steps` micro-batches" in diag.message
+
+
+@pytest.mark.parametrize("code", ["AMP301", "AMP302", "AMP303", "AMP304"])
+def test_microbatch_loop_window_rules_silent_on_the_correct_step(code):
+    assert only(code, MICRO_LOOP_DIVIDED) == []
+    # zeroing before the loop opens the window: that is accumulation done right
+    opened = MICRO_LOOP_DIVIDED.replace(
+        "    for micro_step", "    optimizer.zero_grad(set_to_none=True)\n    for micro_step"
+    ).replace("    scaler.update()\n    optimizer.zero_grad(set_to_none=True)\n", "    scaler.update()\n")
+    assert only(code, opened) == []
+
+
+DDP_MICRO_LOOP = loop("""
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+model = DDP(Net().cuda())
+optimizer = torch.optim.AdamW(model.parameters())
+for it in range(max_iters):
+    for micro in range(accum):
+        loss = model(x).mean() / accum
+        loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+""")
+
+
+def test_amp305_microbatch_loop_all_reduces_every_micro_batch():
+    assert only("AMP305", DDP_MICRO_LOOP) == ["AMP305"]
+    # nanoGPT turns the sync off on all but the last micro-batch itself
+    handled = DDP_MICRO_LOOP.replace(
+        "        loss = model(x)", "        model.require_backward_grad_sync = micro == accum - 1\n        loss = model(x)"
+    )
+    assert only("AMP305", handled) == []
+
+
 # -- AMP401 / AMP402 ---------------------------------------------------------------------------------
 
 def test_amp401_dedents_the_trailing_statements():

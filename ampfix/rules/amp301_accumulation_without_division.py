@@ -11,12 +11,15 @@ from ampfix.edits import receiver_range
 from ampfix.prefilter import FileBytes, may_backward, may_step
 from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_UNSAFE, Rule
-from ampfix.training.loss import LossSource, is_divided, loss_sources, sums_over_samples
+from ampfix.training.accumulation import rebound_in_window, step_evidence
+from ampfix.training.frameworks import accelerate_backward, accelerators_of
+from ampfix.training.loss import LossSource, divided_by_callee, is_divided, loss_sources, sums_over_samples
 from ampfix.training.model import (
     BACKWARD,
     OPT_STEP,
     SCALER_STEP,
     ZERO_GRAD,
+    Accumulation,
     Event,
     StepFunction,
 )
@@ -39,7 +42,7 @@ class AccumulationWithoutDivision(Rule):
         for fn in model.functions:
             for acc in model.accumulations(fn):
                 for backward in acc.backwards:
-                    if divided(ctx, fn, backward) or _zeroed_in_window(fn, acc, backward):
+                    if divided(ctx, fn, backward, acc.factor) or _zeroed_in_window(fn, acc, backward):
                         continue
                     if summed_by_design(ctx, backward) is not None:
                         continue  # a sum over samples (yolov5's loss * batch size): summing is the design
@@ -49,21 +52,19 @@ class AccumulationWithoutDivision(Rule):
                         f"`{factor}`: the update is {factor}× too large; backpropagate `loss / {factor}`"
                     )
                     evidence = [
-                        at(backward, "backward on every iteration, loss not divided"),
-                        (acc.gate.test, f"the optimizer steps only when `{ctx.segment(acc.gate.test)}`"),
+                        at(backward, "backward on every micro-batch, loss not divided"),
+                        step_evidence(ctx, acc),
                     ]
                     if backward.via is not None:  # the backward runs in a helper: report at the call, no fix
                         origin = backward.origin
                         message += f" (the backward is in `{_function_name(model, origin)}`, line {origin.line})"
                         yield ctx.diagnostic(self, backward.call, message, None, evidence)
                         continue
-                    unsafe_divisor = may_be_zero(acc.gate.test, acc.factor)
+                    unsafe_divisor = _unsafe_divisor(acc, factor)
                     fix = None if unsafe_divisor else division_fix(ctx, backward, acc.factor)
                     diag = ctx.diagnostic(self, backward.call, message, fix, evidence)
                     if unsafe_divisor:
-                        diag.no_fix_reason = (
-                            f"the step's condition shows `{factor}` may be 0 or unset, where dividing by it would fail"
-                        )
+                        diag.no_fix_reason = unsafe_divisor
                     yield diag
             for backward in _microbatch_backwards(ctx, fn):
                 message = (
@@ -102,6 +103,19 @@ def _function_name(model, event: Event) -> str:
     return getattr(function.node, "name", "<module>") if function is not None else "?"
 
 
+def _unsafe_divisor(acc: Accumulation, factor: str) -> Optional[str]:
+    """Why dividing by the window's count at the backward could fail or be wrong, if it could.
+    A micro-batch loop's body runs only when ``range(N)`` is not empty, so N >= 1 there, as long
+    as the body does not rebind it."""
+    if acc.gate is None:
+        if rebound_in_window(acc):
+            return f"`{factor}` is rebound inside the micro-batch loop: at the backward it is not the count"
+        return None
+    if may_be_zero(acc.gate.test, acc.factor):
+        return f"the step's condition shows `{factor}` may be 0 or unset, where dividing by it would fail"
+    return None
+
+
 def may_be_zero(test: ast.AST, factor: Optional[ast.expr]) -> bool:
     """Whether the gate guards its modulo by the factor with an earlier test of the factor
     (``not accum or (i + 1) % accum == 0``, ``accum and ...``): then the factor may be 0 or None
@@ -126,7 +140,7 @@ def _zeroed_in_window(fn: StepFunction, acc, backward: Event) -> bool:
     the backward): nothing accumulates, so there is nothing to divide (the misplaced
     ``zero_grad`` is the bug). A ``zero_grad`` under another condition opens a window: that is
     accumulation done right."""
-    gate = ast.dump(acc.gate.test)
+    gate = ast.dump(acc.gate.test) if acc.gate is not None else None
     for zero in fn.of(ZERO_GRAD):
         frames = [f.node for f in zero.context]
         if not any(node is acc.loop for node in frames) or not fn.before(zero, backward):
@@ -138,16 +152,35 @@ def _zeroed_in_window(fn: StepFunction, acc, backward: Event) -> bool:
     return False
 
 
-def divided(ctx: ModuleContext, fn: StepFunction, backward: Event) -> bool:
+def divided(ctx: ModuleContext, fn: StepFunction, backward: Event, count: Optional[ast.expr] = None) -> bool:
     """Whether the loss reaching backward was divided (or weighted by a fraction) on its way: in
-    this function, or, for a helper's backward, in the helper (or the argument the caller passes)."""
+    this function, or, for a helper's backward, in the helper (or the argument the caller passes),
+    or by the function that returns it, by the window's ``count`` (``compute_loss(..., accum)``)."""
     if backward.via is not None:
         callee = ctx.training.function_of(backward)
         if callee is None or divided(ctx, callee, backward.origin):
             return True
-    if backward.arg is None:
+    if backward.arg is None or _accelerate_divides(ctx, backward):
         return True
-    return is_divided(loss_sources(ctx, backward.arg))
+    if is_divided(loss_sources(ctx, backward.arg)):
+        return True
+    return count is not None and backward.via is None and divided_by_callee(ctx, backward.arg, count)
+
+
+def _accelerate_divides(ctx: ModuleContext, backward: Event) -> bool:
+    """``accelerator.backward(loss)`` of an ``Accelerator(gradient_accumulation_steps=k)`` divides
+    the loss by k itself (or may: ``**kwargs``), on every construction of it that reaches here."""
+    if backward.via is not None or not accelerate_backward(backward):
+        return False
+    accelerators = accelerators_of(ctx, backward)
+    return bool(accelerators) and all(
+        any(k.arg is None or (k.arg == "gradient_accumulation_steps" and not _is_one(k.value)) for k in c.keywords)
+        for c in accelerators
+    )
+
+
+def _is_one(expr: ast.expr) -> bool:
+    return isinstance(expr, ast.Constant) and expr.value == 1
 
 
 def summed_by_design(ctx: ModuleContext, backward: Event) -> Optional[LossSource]:

@@ -12,6 +12,7 @@ from ampfix.edits import delete_statement, moved_after, moved_before, parent_bod
 from ampfix.prefilter import FileBytes, may_train_step
 from ampfix.rules._loop import at, call_name
 from ampfix.rules.base import FIX_UNSAFE, Rule
+from ampfix.training.accumulation import step_evidence, where_it_steps
 from ampfix.training.model import (
     CLIP,
     OPT_STEP,
@@ -54,16 +55,21 @@ class PerMicrobatchScalerCalls(Rule):
                         CLIP: "it clips partial, possibly still-scaled gradients",
                         UPDATE: "the scale changes mid-accumulation (or `No inf checks were recorded` is raised)",
                     }[event.kind]
-                    message = f"`{what}` runs on every micro-batch but the optimizer steps only under `if`: {consequence}; move it into the step branch"
-                    evidence = [
-                        at(event, "runs on every micro-batch"),
-                        (acc.gate.test, f"the optimizer steps only when `{ctx.segment(acc.gate.test)}`"),
-                    ]
+                    where = (
+                        "move it into the step branch" if acc.gate is not None
+                        else "move it after the loop, after the step" if event.kind == UPDATE
+                        else "move it after the loop, before the step"
+                    )
+                    message = (
+                        f"`{what}` runs on every micro-batch but the optimizer steps {where_it_steps(ctx, acc)}: "
+                        f"{consequence}; {where}"
+                    )
+                    evidence = [at(event, "runs on every micro-batch"), step_evidence(ctx, acc)]
                     yield ctx.diagnostic(self, event.call, message, self._fix(ctx, fn, acc, event), evidence)
 
     def _fix(self, ctx: ModuleContext, fn, acc: Accumulation, event):
         body = parent_body(ctx, event.stmt)
-        if body is None or acc.gate not in body:
+        if acc.gate is None or body is None or acc.gate not in body:
             return None  # only a local move within one block into the step branch
         if event.kind != UPDATE and body.index(event.stmt) > body.index(acc.gate):
             return None  # unscale_/clipping after the step branch: not a local move

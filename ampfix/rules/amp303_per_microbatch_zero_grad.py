@@ -12,6 +12,7 @@ from ampfix.prefilter import FileBytes, may_train_step
 from ampfix.rules._loop import at
 from ampfix.rules.amp301_accumulation_without_division import divided, division_fix, may_be_zero
 from ampfix.rules.base import FIX_UNSAFE, Rule
+from ampfix.training.accumulation import step_evidence, where_it_steps
 from ampfix.training.model import OPT_STEP, SCALER_STEP, UPDATE, ZERO_GRAD
 
 
@@ -44,20 +45,17 @@ class PerMicrobatchZeroGrad(Rule):
                     if _conditional_in(zero, acc.loop):
                         continue  # `if i % accum == 0: zero_grad()`: the start of a window, not every micro-batch
                     message = (
-                        f"`{zero.receiver}.zero_grad()` runs on every micro-batch while the step runs only under "
-                        f"`if`: each step sees the last micro-batch's gradients only, so accumulation does nothing; "
-                        f"zero the gradients after the step"
+                        f"`{zero.receiver}.zero_grad()` runs on every micro-batch while the step runs "
+                        f"{where_it_steps(ctx, acc)}: each step sees the last micro-batch's gradients only, so "
+                        f"accumulation does nothing; zero the gradients after the step"
                     )
-                    evidence = [
-                        at(zero, "gradients zeroed on every micro-batch"),
-                        (acc.gate.test, f"the optimizer steps only when `{ctx.segment(acc.gate.test)}`"),
-                    ]
+                    evidence = [at(zero, "gradients zeroed on every micro-batch"), step_evidence(ctx, acc)]
                     yield ctx.diagnostic(self, zero.call, message, self._fix(ctx, acc, fn, zero), evidence)
 
     def _fix(self, ctx, acc, fn, zero):
         body = parent_body(ctx, zero.stmt)
-        if body is None or acc.gate not in body:
-            return None
+        if acc.gate is None or body is None or acc.gate not in body:
+            return None  # a micro-batch loop's step is outside it: not a move within one block
         gate_body = acc.gate.body
         last = [e.stmt for e in fn.of(OPT_STEP, SCALER_STEP, UPDATE) if e.stmt in gate_body]
         if not last:

@@ -27,18 +27,20 @@ class ZeroGradInsideAccumulationWindow(Rule):
         for fn in model.functions:
             for acc in model.accumulations(fn):
                 for zero, step in window_wipes(model, fn, acc):
-                    condition = ctx.segment(acc.gate.test)
+                    when = f"when `{ctx.segment(acc.gate.test)}`" if acc.gate is not None else (
+                        f"after the loop over `{ctx.segment(acc.factor)}` micro-batches"
+                    )
                     after = [b for b in acc.backwards if fn.before(zero, b) and fn.before(b, step)]
                     what = (
                         "before this iteration's backward: the step sees only the last micro-batch's gradients"
                         if after else "right before the step: the step sees no gradients at all"
                     )
                     message = (
-                        f"`{ctx.segment(zero.call)}` runs when `{condition}`, {what}, so accumulation does "
+                        f"`{ctx.segment(zero.call)}` runs {when}, {what}, so accumulation does "
                         f"nothing; zero the gradients after the step instead"
                     )
                     evidence = [
-                        at(zero, f"gradients zeroed when `{condition}`"),
+                        at(zero, f"gradients zeroed {when}"),
                         *(at(b, "then this backward adds one micro-batch") for b in after[:1]),
                         at(step, "the step that should have used the whole window"),
                     ]

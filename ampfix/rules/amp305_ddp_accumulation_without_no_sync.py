@@ -12,6 +12,7 @@ from ampfix.program.flow import read_keys
 from ampfix.program.vocabulary import vocabulary
 from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_SOMETIMES, Rule
+from ampfix.training.accumulation import step_evidence
 from ampfix.training.loss import loss_sources
 from ampfix.training.model import Accumulation, Event, StepFunction
 from ampfix.training.wrappers import ddp_model
@@ -64,7 +65,8 @@ class DdpAccumulationWithoutNoSync(Rule):
                 )
                 evidence = [
                     at(forward, f"`{name}` {'is' if every_path else 'may be'} DistributedDataParallel (forward here)"),
-                    (accumulation.gate, "the optimizer steps only under this condition"),
+                    (accumulation.gate, "the optimizer steps only under this condition")
+                    if accumulation.gate is not None else step_evidence(ctx, accumulation),
                 ]
                 fix = self._fix(ctx, fn, accumulation, forward, backward, name) if every_path else None
                 yield ctx.diagnostic(self, backward.call, message, fix, evidence)
@@ -97,6 +99,8 @@ class DdpAccumulationWithoutNoSync(Rule):
         if block is None:
             return None
         body, first, last = block
+        if accumulation.gate is None:
+            return None  # a micro-batch loop: which iteration steps is not one condition to repeat
         gate_index = next((i for i, s in enumerate(body) if s is accumulation.gate), None)
         if gate_index is None or gate_index <= last:
             return None  # the step's condition is not read after the backward in this block

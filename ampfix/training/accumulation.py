@@ -5,11 +5,36 @@ from __future__ import annotations
 import ast
 from typing import TYPE_CHECKING
 
-from ampfix.program.flow import branch_key
+from ampfix.program.flow import branch_key, dotted_key, read_keys
 from ampfix.training.model import ZERO_GRAD, Accumulation, Event, StepFunction
 
 if TYPE_CHECKING:
     from ampfix.training.model import TrainingModel
+
+
+def where_it_steps(ctx, acc: Accumulation) -> str:
+    """When the window's step runs, for messages: ``only when `(i + 1) % n == 0` `` or once after
+    the micro-batch loop."""
+    if acc.gate is not None:
+        return f"only when `{ctx.segment(acc.gate.test)}`"
+    return f"once, after the loop over `{ctx.segment(acc.factor)}` micro-batches"
+
+
+def step_evidence(ctx, acc: Accumulation) -> tuple:
+    """One evidence note for ``ctx.diagnostic``: the gate's test, or the micro-batch loop's range."""
+    node = acc.gate.test if acc.gate is not None else acc.loop.iter
+    return node, f"the optimizer steps {where_it_steps(ctx, acc)}"
+
+
+def rebound_in_window(acc: Accumulation) -> bool:
+    """Whether the micro-batch loop's body rebinds its count (or what the count reads): then the
+    value at the backward is not the number of micro-batches, and may be anything."""
+    keys = read_keys(acc.factor)  # `cfg.accum` reads `cfg` too: a new `cfg` is a new count
+    return any(
+        isinstance(sub, (ast.Name, ast.Attribute)) and isinstance(sub.ctx, (ast.Store, ast.Del))
+        and dotted_key(sub) in keys
+        for stmt in acc.loop.body for sub in ast.walk(stmt)
+    )
 
 
 def under_step_condition(event: Event, acc: Accumulation) -> bool:
@@ -50,7 +75,12 @@ def window_wipes(model: "TrainingModel", fn: StepFunction, acc: Accumulation) ->
     ``zero_grad`` of another optimizer than the one stepped is not counted."""
     found = []
     for zero in fn.of(ZERO_GRAD):
-        if not any(f.node is acc.loop for f in zero.context) or not under_step_condition(zero, acc):
+        if acc.gate is None:
+            # a micro-batch loop: every iteration around it steps; a zeroing after a backward of
+            # the loop (outside it: one inside is AMP303's) wipes what the loop accumulated
+            if any(f.node is acc.loop for f in zero.context) or not any(fn.before(b, zero) for b in acc.backwards):
+                continue
+        elif not any(f.node is acc.loop for f in zero.context) or not under_step_condition(zero, acc):
             continue
         for step in acc.steps:
             if step.via is None and zero.optimizer_key != step.optimizer_key \

@@ -18,7 +18,8 @@ import ast
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Optional
 
-from ampfix.program.calls import module_callers, resolve, resolve_in_project
+from ampfix.program.calls import Target, bind_arguments, module_callers, resolve, resolve_in_project
+from ampfix.program.flow import dotted_key
 from ampfix.program.values import ValueFlow, value_flow
 from ampfix.semantic import own_nodes
 
@@ -123,17 +124,26 @@ def _returned(module: "ModuleSource", call: ast.Call) -> Iterator[tuple["ModuleS
     """What the function that ``call`` runs returns: a function or ``__call__`` of this module,
     or of the project module it is imported from (loaded whatever its contents: a loss module
     need not mention AMP)."""
+    callee_module, target = _callee(module, call)
+    if target is not None:
+        for value in _returns_of(target):
+            yield callee_module, value
+
+
+def _callee(module: "ModuleSource", call: ast.Call) -> tuple["ModuleSource", Optional[Target]]:
     target = resolve(module.semantic, call, module_forward=True)
     callee_module = module
     if target is None and getattr(module, "project", None) is not None:
         followed = resolve_in_project(module, call, module.project, prefiltered=False, module_forward=True)
         if followed is not None:
             callee_module, target = followed.module, followed.target
-    if target is None or target.function is None:
-        return
+    return callee_module, target if target is not None and target.function is not None else None
+
+
+def _returns_of(target: Target) -> Iterator[ast.expr]:
     for node in own_nodes(target.function):
         if isinstance(node, ast.Return) and node.value is not None:
-            yield callee_module, node.value
+            yield node.value
 
 
 def _values(module: "ModuleSource") -> ValueFlow:
@@ -153,6 +163,60 @@ def is_divided(sources: list[LossSource]) -> bool:
         if any(_divides(sub) for sub in ast.walk(node.value if isinstance(node, ast.AugAssign) else node)):
             return True
     return False
+
+
+def divided_by_callee(module: "ModuleSource", loss: ast.expr, count: ast.expr) -> bool:
+    """Whether a function the loss's value is returned from divides it by ``count``, the caller's
+    micro-batch count: ``loss = compute_loss(model, x, y, accum)`` whose helper returns
+    ``loss / accum`` (the parameter the count is passed to), or a method that divides by the same
+    ``self.accum`` (or module global) that the caller counts with. One call deep; a division by
+    anything else (a mean written ``sum / len(x)``) is not the window's."""
+    key = dotted_key(count)
+    if key is None:
+        return False
+    for source in loss_sources(module, loss):
+        call = source.node
+        if not isinstance(call, ast.Call):
+            continue
+        callee_module, target = _callee(source.module, call)
+        if target is None:
+            continue
+        bound = bind_arguments(target, call) or {}
+        passed = {name for name, arg in bound.items() if dotted_key(arg) == key}
+        same_field = key.startswith("self.") and target.bound_self and call_on_self(call)
+        same_global = callee_module is source.module and "." not in key and key not in _locals(target.function)
+        for value in _returns_of(target):
+            for divisor in _divisors(loss_sources(callee_module, value)):
+                divisor_key = dotted_key(divisor)
+                if divisor_key in passed or (divisor_key == key and (same_field or same_global)):
+                    return True
+    return False
+
+
+def call_on_self(call: ast.Call) -> bool:
+    func = call.func
+    return isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self"
+
+
+def _locals(function: ast.AST) -> set:
+    """The names a function binds (its parameters and assignments): not the module's globals."""
+    params = {a.arg for a in ast.walk(function.args) if isinstance(a, ast.arg)}
+    return params | {n.id for n in own_nodes(function) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+
+
+def _divisors(sources: list[LossSource]) -> Iterator[ast.expr]:
+    """What the sources divide by: ``x / d``, ``x /= d``, ``x.div(d)``."""
+    for source in sources:
+        node = source.node
+        if isinstance(node, ast.AugAssign):
+            if isinstance(node.op, (ast.Div, ast.FloorDiv)):
+                yield node.value
+            node = node.value
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.BinOp) and isinstance(sub.op, (ast.Div, ast.FloorDiv)):
+                yield sub.right
+            elif _divides(sub) and isinstance(sub, ast.Call) and sub.args:
+                yield sub.args[0]
 
 
 def _divides(node: ast.AST) -> bool:

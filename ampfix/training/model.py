@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from ampfix.program.calls import bind_arguments, module_callers, resolve_in_project
 from ampfix.program.calls import resolve as resolve_call
-from ampfix.program.flow import FlowGraph, branch_key
+from ampfix.program.flow import FlowGraph, branch_key, dotted_key
 from ampfix.program.flow import build as build_flow
 from ampfix.program.values import ObjectId, ValueFlow, enclosing_class, enclosing_function, value_flow
 from ampfix.semantic import dotted_name
@@ -356,11 +356,14 @@ def _in_caller_names(
 
 @dataclass
 class Accumulation:
-    """A loop that backpropagates every iteration but steps only under a condition."""
+    """An accumulation window: a loop that backpropagates every iteration but steps only under a
+    condition (``gate``), or a loop over micro-batches, ``for micro in range(N):``, that
+    backpropagates every iteration and never steps, the step following it in the iteration that
+    holds it (``gate`` None: the window is the loop; nanoGPT's and llama2.c's shape)."""
 
     loop: ast.AST
-    gate: ast.If  # the if holding the step
-    factor: Optional[ast.expr]  # N in `% N == 0` / `>= N`, when visible
+    gate: Optional[ast.If]  # the if holding the step; None for a micro-batch loop
+    factor: Optional[ast.expr]  # N in `% N == 0` / `>= N` / `range(N)`, when visible
     backwards: list[Event]
     steps: list[Event]
 
@@ -1030,7 +1033,37 @@ class TrainingModel:
             if not _looks_like_accumulation(gate.test):
                 continue
             found.append(Accumulation(loop, gate, _accumulation_factor(gate.test), backwards, steps))
+        found += [w for loop in loops if (w := self._microbatch_window(function, loop, events)) is not None]
         return found
+
+    def _microbatch_window(self, function: StepFunction, loop: ast.AST, events: list[Event]) -> Optional[Accumulation]:
+        """``for micro in range(N):`` (N > 1 possible) whose body backpropagates and never steps,
+        with a step after it in the iteration that holds it: N micro-batches' gradients add up
+        before each step."""
+        count = microbatch_count(loop)
+        if count is None or self._one_by_construction(count):
+            return None
+        backwards = [e for e in events if e.kind == BACKWARD and _innermost_loop(e) is loop and _in_body(e, loop)]
+        stepping = [e for e in events if e.kind in (OPT_STEP, SCALER_STEP)]
+        if not backwards or any(_inside(s, loop) for s in stepping):
+            return None  # a step per micro-batch: nothing accumulates across the loop
+        outer = _enclosing_loop(backwards[0], loop)
+        steps = [
+            s for s in stepping
+            if _innermost_loop(s) is outer and any(function.before(b, s) for b in backwards)
+        ]
+        return Accumulation(loop, None, count, backwards, steps) if steps else None
+
+    def _one_by_construction(self, count: ast.expr) -> bool:
+        """Whether every value of ``count`` that reaches the loop is a literal 0 or 1
+        (``gradient_accumulation_steps = 1``): no window of several micro-batches is ever built."""
+        if isinstance(count, ast.Constant):
+            return False
+        definitions = self.values.definitions_at(count)
+        return bool(definitions) and all(
+            d.kind in ("assign", "annassign") and isinstance(d.value, ast.Constant)
+            and d.value.value in (0, 1) for d in definitions
+        )
 
     def regions_reaching(self, function: StepFunction, event: Event, among=None) -> list[AutocastRegion]:
         """The autocast regions of ``function`` (or ``among`` them) that hold ``event`` or whose
@@ -1184,6 +1217,41 @@ def _innermost_loop(event: Event) -> Optional[ast.AST]:
         if isinstance(frame.node, (ast.For, ast.AsyncFor, ast.While)):
             return frame.node
     return None
+
+
+def _in_body(event: Event, loop: ast.AST) -> bool:
+    """Whether ``event`` runs in ``loop``'s body (a ``for ... else:`` runs even with no iteration)."""
+    return any(f.node is loop and f.branch == "body" for f in event.context)
+
+
+def _enclosing_loop(event: Event, loop: ast.AST) -> Optional[ast.AST]:
+    """The loop around ``loop`` among ``event``'s frames (None: ``loop`` is outermost in its function)."""
+    frames = [f.node for f in event.context]
+    outer = [n for n in frames[:frames.index(loop)] if isinstance(n, (ast.For, ast.AsyncFor, ast.While))]
+    return outer[-1] if outer else None
+
+
+def microbatch_count(loop: ast.AST) -> Optional[ast.expr]:
+    """N of ``for micro in range(N):`` / ``range(0, N)``: a name, an attribute or an integer
+    above 1 (``range(1)`` is one micro-batch by construction), not the loop's own target."""
+    it = getattr(loop, "iter", None)
+    if not isinstance(loop, (ast.For, ast.AsyncFor)) or not isinstance(it, ast.Call) or it.keywords:
+        return None
+    if not (isinstance(it.func, ast.Name) and it.func.id == "range"):
+        return None
+    if len(it.args) == 2 and isinstance(it.args[0], ast.Constant) and it.args[0].value == 0:
+        count = it.args[1]
+    elif len(it.args) == 1:
+        count = it.args[0]
+    else:
+        return None
+    if isinstance(count, ast.Constant):
+        value = count.value
+        return count if isinstance(value, int) and not isinstance(value, bool) and value > 1 else None
+    if not isinstance(count, (ast.Name, ast.Attribute)) or dotted_key(count) is None:
+        return None
+    target = {n.id for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
+    return None if dotted_key(count).split(".")[0] in target else count
 
 
 def _under(event: Event, gate: ast.If) -> bool:
