@@ -794,6 +794,15 @@ def test_amp305_microbatch_loop_all_reduces_every_micro_batch():
     assert only("AMP305", handled) == []
 
 
+def test_amp305_microbatch_loop_fix_skips_the_sync_on_all_but_the_last_micro_batch():
+    result = fixed(DDP_MICRO_LOOP, unsafe=True)
+    assert "        with (model.no_sync() if micro < accum - 1 else contextlib.nullcontext()):\n" in result
+    assert "            loss.backward()\n" in result and only("AMP305", result) == []
+    # the count rebound inside the loop: the condition would not be the one the loop ends on
+    rebound = DDP_MICRO_LOOP.replace("        loss.backward()\n", "        loss.backward()\n        accum = schedule(it)\n")
+    assert only("AMP305", rebound) == ["AMP305"] and fixed(rebound, unsafe=True) == rebound
+
+
 # -- AMP401 / AMP402 ---------------------------------------------------------------------------------
 
 def test_amp401_dedents_the_trailing_statements():

@@ -99,22 +99,12 @@ class DdpAccumulationWithoutNoSync(Rule):
         if block is None:
             return None
         body, first, last = block
-        if accumulation.gate is None:
-            return None  # a micro-batch loop: which iteration steps is not one condition to repeat
-        gate_index = next((i for i, s in enumerate(body) if s is accumulation.gate), None)
-        if gate_index is None or gate_index <= last:
-            return None  # the step's condition is not read after the backward in this block
-        test = accumulation.gate.test
-        if not _pure(test) or read_keys(test) & _bound_in(body[first:gate_index]):
-            return None  # the condition is not the same value before the forward
-        if not _reindentable(ctx, body[first:last + 1]):
+        skip = _skip_condition(ctx, accumulation, body, first, last)
+        if skip is None or not _reindentable(ctx, body[first:last + 1]):
             return None
         contextlib, import_edits = _contextlib(ctx, body[first])
         if contextlib is None:
             return None
-        text = ctx.segment(test)
-        if not isinstance(test, (ast.Name, ast.Attribute, ast.Call, ast.Subscript)):
-            text = f"({text})"
         locator = ctx.locator
         start = locator.line_starts[body[first].lineno - 1]
         end_row = body[last].end_lineno
@@ -126,13 +116,40 @@ class DdpAccumulationWithoutNoSync(Rule):
         if not lines[-1].endswith(("\n", "\r")):
             lines[-1] += newline
         wrapped = "".join(unit + line if line.strip() else line for line in lines)
-        header = f"{indent}with ({name}.no_sync() if not {text} else {contextlib}.nullcontext()):{newline}"
+        header = f"{indent}with ({name}.no_sync() if {skip} else {contextlib}.nullcontext()):{newline}"
         edits = (*import_edits, Edit(start, end, header + wrapped))
         return Fix(
             f"Skip the all-reduce on micro-batches that do not step (`with {name}.no_sync()`)",
             edits,
             Applicability.UNSAFE,
         )
+
+
+def _skip_condition(ctx: ModuleContext, accumulation: Accumulation, body: list, first: int, last: int) -> Optional[str]:
+    """The condition, evaluated before the forward, under which this micro-batch does not step:
+    ``not <the step's test>`` when that test follows in the same block and reads nothing the
+    forward and backward rebind; ``micro < N - 1`` for a loop over ``range(N)`` micro-batches
+    (the step follows the last one) whose counter and ``N`` the loop body does not rebind."""
+    if accumulation.gate is None:
+        loop = accumulation.loop
+        count = accumulation.factor
+        if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Name) and count is not None):
+            return None
+        if not isinstance(count, (ast.Name, ast.Attribute, ast.Constant)):
+            return None
+        if ({loop.target.id} | read_keys(count)) & _bound_in(loop.body):
+            return None  # the counter or the count changes inside the loop
+        return f"{loop.target.id} < {ctx.segment(count)} - 1"
+    gate_index = next((i for i, s in enumerate(body) if s is accumulation.gate), None)
+    if gate_index is None or gate_index <= last:
+        return None  # the step's condition is not read after the backward in this block
+    test = accumulation.gate.test
+    if not _pure(test) or read_keys(test) & _bound_in(body[first:gate_index]):
+        return None  # the condition is not the same value before the forward
+    text = ctx.segment(test)
+    if not isinstance(test, (ast.Name, ast.Attribute, ast.Call, ast.Subscript)):
+        text = f"({text})"
+    return f"not {text}"
 
 
 def _helper_forward(ctx: ModuleContext, fn: StepFunction, accumulation: Accumulation):
