@@ -29,6 +29,27 @@ _FORMAT = 2
 _TAG = "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by ampfix.\n"
 
 
+_CODE_STAMP: Optional[str] = None
+
+
+def _code_stamp() -> str:
+    """The size and modification time of every module of ampfix itself: results cached by one
+    build of the rules are not those of another with the same version (an editable install, a
+    rule changed in a checkout). A few dozen stats, once per process."""
+    global _CODE_STAMP
+    if _CODE_STAMP is None:
+        package = os.path.dirname(os.path.abspath(__file__))
+        stamps = []
+        for folder, dirs, files in os.walk(package):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    st = os.stat(os.path.join(folder, name))
+                    stamps.append(f"{os.path.relpath(os.path.join(folder, name), package)}:{st.st_size}:{st.st_mtime_ns}")
+        _CODE_STAMP = hashlib.blake2b("|".join(stamps).encode(), digest_size=8).hexdigest()
+    return _CODE_STAMP
+
+
 def content_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
@@ -36,7 +57,8 @@ def content_hash(data: bytes) -> str:
 class Cache:
     def __init__(self, settings: Settings, root: Optional[str] = None):
         self.root = os.path.join(os.path.abspath(root or settings.project_root), CACHE_DIR)
-        key = hashlib.blake2b(f"{__version__}|{_FORMAT}|{settings.cache_key()}".encode(), digest_size=12).hexdigest()
+        identity = f"{__version__}|{_FORMAT}|{_code_stamp()}|{settings.cache_key()}"
+        key = hashlib.blake2b(identity.encode(), digest_size=12).hexdigest()
         self.path = os.path.join(self.root, __version__, f"{key}.json")
         self.entries: dict[str, list] = {}
         self.changed = False

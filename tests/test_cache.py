@@ -82,3 +82,17 @@ def test_clean_removes_the_caches_below(tmp_path):
     assert result.returncode == 0 and result.stdout.count("Removing cache at:") == 2
     assert not (tmp_path / ".ampfix_cache").exists() and not (tmp_path / "sub" / ".ampfix_cache").exists()
     assert (tmp_path / "a.py").read_text() == OLD  # only caches go
+
+
+def test_another_build_of_ampfix_uses_another_cache(tmp_path, monkeypatch):
+    """Results cached by one build of the rules (an editable install before a change) are not
+    read by another of the same version: the cache is keyed by ampfix's own modules too."""
+    from ampfix import cache
+    from ampfix.settings import Settings
+
+    settings = Settings(project_root=str(tmp_path))
+    this_build = cache.Cache(settings).path
+    monkeypatch.setattr(cache, "_CODE_STAMP", "another-build")
+    assert cache.Cache(settings).path != this_build
+    monkeypatch.setattr(cache, "_CODE_STAMP", None)
+    assert cache.Cache(settings).path == this_build  # the same modules: the same cache
