@@ -10,8 +10,8 @@
     python bench/ecosystem.py --dev                                           # the labelled dev corpus instead
 
 As ruff's ecosystem check guards its rule changes, this shows what a change does to code nobody
-labelled in advance. ``ECOSYSTEM`` below pins 117 public repositories with hand-written PyTorch
-training loops (17,282 Python files and notebooks), each with one of 13 domain tags (vision,
+labelled in advance. ``ECOSYSTEM`` below pins 143 public repositories with hand-written PyTorch
+training loops (20,692 Python files and notebooks), each with one of 13 domain tags (vision,
 generative, speech, nlp, recsys, tabular, timeseries, rl, gnn, sciml, course, kaggle,
 library-examples), none of them in ``../shared/corpus/reserved-repos.txt`` (kept for an independent
 evaluation) or in the dev corpus, each at the commit of the snapshot that the ``fetch`` tool
@@ -21,7 +21,7 @@ Python files and notebooks are extracted into ``CHECKOUTS/owner+name@commit[:10]
 
 Halves. A repository is in the *dev* half when the first byte of ``sha256(b"owner/name")`` is even,
 else in the *scoring* half. The split is fixed (no seed, no list to edit): the dev half is read
-finding by finding while rules change (57 repositories); the scoring half (60) is only counted (this script prints no
+finding by finding while rules change (68 repositories); the scoring half (75) is only counted (this script prints no
 scoring-half finding one by one unless ``--list-scoring`` is given) until a change is done, so
 its precision measures code nobody tuned on.
 
@@ -94,6 +94,9 @@ ECOSYSTEM = {
     "Project-MONAI/research-contributions": ("21ed8e57c7256834d4fbaf19579ca25ad3d135ee", "vision"),
     "ashawkey/torch-ngp": ("b6e080468925f0bb44827b4f8f0ed08291dcf8a9", "vision"),
     "yenchenlin/nerf-pytorch": ("63a5a630c9abd62b0f21c08703d0ac2ea7d4b9dd", "vision"),
+    # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "Lornatang/SRGAN-PyTorch": ("8842030eb433f8578a77328060121fa5a9a3cb43", "vision"),
+    "hustvl/Vim": ("dd0358ad1e42701f22afbefa0717cc8825cf9f45", "vision"),
     # generative
     "NVlabs/edm": ("008a4e5316c8e3bfe61a62f874bddba254295afb", "generative"),
     "eriklindernoren/PyTorch-GAN": ("36d3c77e5ff20ebe0aeefd322326a134a279b93e", "generative"),
@@ -110,6 +113,9 @@ ECOSYSTEM = {
     "Vchitect/Latte": ("b27c24a17487e3c33ae4e92364521303d0f14845", "generative"),
     "NVIDIA/pix2pixHD": ("14b3b3c7fff413086e3b58df52096f16b6891172", "generative"),
     "LTH14/mar": ("fe470ac24afbee924668d8c5c83e9fec60af3a73", "generative"),
+    # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "chuanyangjin/fast-DiT": ("0ddbd642f47057d5ec6145529237e1043a335942", "generative"),
+    "sihyun-yu/REPA": ("67f714503e3892f993844aab088ffc5791c92613", "generative"),
     # speech
     "jik876/hifi-gan": ("4769534d45265d52a904b850da5a622601885777", "speech"),
     "NVIDIA/tacotron2": ("185cd24e046cc1304b4f8e564734d2498c6e2e6f", "speech"),
@@ -127,6 +133,9 @@ ECOSYSTEM = {
     "kan-bayashi/ParallelWaveGAN": ("86740373ec609cb9fb192d472d2aea125041491a", "speech"),
     "facebookresearch/demucs": ("e976d93ecc3865e5757426930257e200846a520a", "speech"),
     "open-mmlab/Amphion": ("d3de90f02e7f1c7dbc24b04d52fe1b8ef438effe", "speech"),
+    # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "p0p4k/vits2_pytorch": ("1f4f3790568180f8dec4419d5cad5d0877b034bb", "speech"),
+    "fishaudio/Bert-VITS2": ("8f7fbd8c4770965225d258db548da27dc8dd934c", "speech"),
     # nlp
     "karpathy/build-nanogpt": ("6104ab1b53920f6e2159749676073ff7d815c1fa", "nlp"),
     "meta-llama/llama-recipes": ("faae2fd877995430906e1d0904131ecdaa89a604", "nlp"),
@@ -141,6 +150,9 @@ ECOSYSTEM = {
     "mlfoundations/open_flamingo": ("655f693fbfa04cd6e9a987d960654624d48917cf", "nlp"),
     "mlfoundations/open_lm": ("9bb92ef1689333534b7057942a20d18a46d1fa52", "nlp"),
     "Alpha-VLLM/LLaMA2-Accessory": ("3777c43940ddfb45d3bc1046b118ca4401747ee2", "nlp"),
+    # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "stanford-futuredata/ColBERT": ("501c29d9e0b7f7b393e36c4177ec2b141a253114", "nlp"),
+    "jingyaogong/minimind": ("d65ef2c00ebc6082f9df11541e1b191655eddb00", "nlp"),
     # recsys
     "pytorch/torchrec": ("a48cef79ebc333da92af1311c04b041ee21a8e75", "recsys"),
     "shenweichen/DeepCTR-Torch": ("f6854257b1fc29caab655ce72c6b5528b7432574", "recsys"),
@@ -149,17 +161,26 @@ ECOSYSTEM = {
     "guoyang9/NCF": ("89ff06ffcd2bca6bb773b54925265c208a28d318", "recsys"),
     "jaywonchung/BERT4Rec-VAE-Pytorch": ("f66f2534ebfd937778c7174b5f9f216efdebe5de", "recsys"),
     "xue-pai/FuxiCTR": ("063ac98935cde6421ca8d5dfd2b038297eb5c081", "recsys"),
+    # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "meta-recsys/generative-recommenders": ("db1bf8f2e8f6a92a738dafd52a245eafb25a222b", "recsys"),
+    "rixwew/pytorch-fm": ("f74ad19771eda104e99874d19dc892e988ec53fa", "recsys"),
     # tabular
     "yandex-research/rtdl": ("4ca77be57aae445648df63e9ef3a5566b1f0a835", "tabular"),
     "yandex-research/tab-ddpm": ("b476257dd460b778ba09eb97f7a51d6490fa17f8", "tabular"),
     "jrzaurin/pytorch-widedeep": ("268dad9c228d3e6c598d677a023979707524a313", "tabular"),
     "somepago/saint": ("e288e84c77a54cfd2ffb55a53678fb7cbbb16630", "tabular"),
     "yandex-research/tabular-dl-revisiting-models": ("e3ed46cac38568785289d8fa16b8cfa585bde27e", "tabular"),
+    # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "yandex-research/tabular-dl-tabr": ("17baa9082506f8e7a0f8d11bb1e08212926a1507", "tabular"),
+    "LAMDA-Tabular/TALENT": ("c9d24c8ab44f8fabb1b7213b28a03a107394ce54", "tabular"),
     # timeseries
     "zhouhaoyi/Informer2020": ("29f2a739226a509202a092b464163da81fa74960", "timeseries"),
     "thuml/Autoformer": ("51c7d416ae120b805fd5beef2f4ccf7de496a6ff", "timeseries"),
     "cure-lab/LTSF-Linear": ("0c113668a3b88c4c4ee586b8c5ec3e539c4de5a6", "timeseries"),
     "yuqinie98/PatchTST": ("204c21efe0b39603ad6e2ca640ef5896646ab1a9", "timeseries"),
+    # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "thuml/iTransformer": ("c2426e68ca13f74aaec08045c5c724d8ad328124", "timeseries"),
+    "KimMeen/Time-LLM": ("0045cde1ae0a7e7960b8f2273404eabac0f9c5da", "timeseries"),
     # rl
     "DLR-RM/stable-baselines3": ("e05d2dbe6eda0acd0ef2e316e3e4065677add3eb", "rl"),
     "thu-ml/tianshou": ("f2402056b03acafeedf2518a5088db55add004ab", "rl"),
@@ -169,12 +190,19 @@ ECOSYSTEM = {
     "facebookresearch/drqv2": ("c0c650b76c6e5d22a7eb5f2edffd1440fe94f8ef", "rl"),
     "eloialonso/iris": ("24326aaaa283c527f42b89b44cfdecf2665a7a16", "rl"),
     "seungeunrho/minimalRL": ("c8efed8481e3cd40e9739cfde220a55522555b57", "rl"),
+    # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "real-stanford/diffusion_policy": ("5ba07ac6661db573af695b419a7947ecb704690f", "rl"),
+    "tinkoff-ai/CORL": ("6afec90484bbf47dee05fdf525e26a3ebe028e9b", "rl"),
+    "huggingface/lerobot": ("7427f31801f944f5ec9ce53cda02862ce7d1638b", "rl"),
     # gnn
     "pyg-team/pytorch_geometric": ("5c6461b2305ad068a6d61165b3c55852a11aaa41", "gnn"),
     "tkipf/pygcn": ("1600b5b748b3976413d1e307540ccc62605b4d6d", "gnn"),
     "Diego999/pyGAT": ("3664f2dc90cbf971564c0bf186dc794f12446d0c", "gnn"),
     "graphdeeplearning/benchmarking-gnns": ("b6c407712fa576e9699555e1e035d1e327ccae6c", "gnn"),
     "rampasek/GraphGPS": ("28015707cbab7f8ad72bed0ee872d068ea59c94b", "gnn"),
+    # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "atomicarchitects/equiformer": ("64cb7866f48b9aa156e74a9d6a2ef2663b367437", "gnn"),
+    "THUDM/GraphMAE": ("b14f080c919257b495e3cb6474286d5252d6a635", "gnn"),
     # sciml
     "zongyi-li/fourier_neural_operator": ("00b7d86f8d74ff0af55da53eb585fe26df9c71f0", "sciml"),
     "lululxvi/deepxde": ("99b6620386d18cefb1549dddb7b7fe468cfad607", "sciml"),
@@ -182,6 +210,9 @@ ECOSYSTEM = {
     "ACEsuit/mace": ("667eee4e58d23a38ff5a75122109ec2025809649", "sciml"),
     "mir-group/nequip": ("e07489d4c55535f758501f0536e76d1b59caed38", "sciml"),
     "rtqichen/torchdiffeq": ("657943acefa826ef04c025ebeb1ff5e9d60dc268", "sciml"),
+    # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "NVlabs/FourCastNet": ("93360c1720a9f97aabf970689f21c9fad8737788", "sciml"),
+    "ehoogeboom/e3_diffusion_for_molecules": ("fce07d701a2d2340f3522df588832c2c0f7e044a", "sciml"),
     # course
     "bentrevett/pytorch-seq2seq": ("b3cd54c72cd6e4e63f672d334c795b4fe744ef92", "course"),
     "yunjey/pytorch-tutorial": ("0500d3df5a2a8080ccfccbc00aca0eacc21818db", "course"),
@@ -189,6 +220,9 @@ ECOSYSTEM = {
     "rasbt/deeplearning-models": ("18e046926551378cd691fd871dda0f21dcd272ab", "course"),
     "dvgodoy/PyTorchStepByStep": ("d837dec7250dae20d247634c4aba63791bd89b2f", "course"),
     "karpathy/ng-video-lecture": ("52201428ed7b46804849dea0b3ccf0de9df1a5c3", "course"),
+    # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "Atcold/NYU-DLSP20": ("3049c83260ba05700e2ab9b7ed13cdbe5ddba0fd", "course"),
+    "rasbt/machine-learning-book": ("35ab3774e8e249c43a98209d8efd94c060102003", "course"),
     # kaggle
     "jionie/Bengaliai": ("02b580dbb75f443d78c0f5bd6e4ff74e3cbbba71", "kaggle"),
     "BloodAxe/Kaggle-2020-Alaska2": ("3c1f5e8e564c9f04423beef69244fc74168f88ca", "kaggle"),
@@ -197,6 +231,9 @@ ECOSYSTEM = {
     "ditwoo/batteries": ("e182d9178782a77f4f0a8e1bae935b6bef85e203", "kaggle"),
     "paolorechia/common-lit-kaggle": ("795b53ebceb812fad9f214602957373cbd225121", "kaggle"),
     "ChristofHenkel/kaggle-landmark-2021-1st-place": ("1ddd3f676431a7639f0b8a99606235548a0983d7", "kaggle"),
+    # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "haqishen/SIIM-ISIC-Melanoma-Classification-1st-Place-Solution": ("8250ca417635aba9b1b0f5c2afa25f1f4f0db467", "kaggle"),
+    "Nischaydnk/RSNA-2023-1st-place-solution": ("77ed554f80c626195d0e18adcd8a739b2a96ef86", "kaggle"),
     # library-examples
     "huggingface/accelerate": ("16cb6eb80dd9aa8b4df1a63ef57863e455d53b83", "library-examples"),
     "huggingface/diffusers": ("58eb52c0803ea9af3abec60841c2a093bdf1f951", "library-examples"),
@@ -205,6 +242,8 @@ ECOSYSTEM = {
     "pytorch/ignite": ("de08e799cfb55a6cf4aa778575d6bad725385453", "library-examples"),
     "microsoft/DeepSpeedExamples": ("83757d9c937daabd1089a08051061706cb73900d", "library-examples"),
     "pytorch/opacus": ("4d0ebc84613d214fbfd37fbfd1390e3747a625ce", "library-examples"),
+    # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "mlcommons/training": ("aa344c7fb900e82ed19fb94aebfed50c63ab2204", "library-examples"),
 }
 
 
