@@ -36,7 +36,7 @@ from pygls.workspace import TextDocument
 from ampfix import __version__
 from ampfix.diagnostics import Applicability, Diagnostic
 from ampfix.docs import rule_doc, rule_doc_url
-from ampfix.engine import check_source, fix_source
+from ampfix.engine import analyse_source, fix_source, validate_fixes
 from ampfix.notebook import Notebook
 from ampfix.report import level_of
 from ampfix.rewrite import RewriteError, resolve_fix
@@ -321,9 +321,17 @@ def _checkable(view) -> bool:
 
 
 def _findings(view) -> list[Diagnostic]:
+    """The findings of a view, their fixes not yet judged (``_validate``)."""
     if not _checkable(view):
         return []
-    return check_source(view.program, view.path, _settings(view.path))
+    return analyse_source(view.program, view.path, _settings(view.path))
+
+
+def _validate(analysis: "_Analysis") -> None:
+    """Withdraw the fixes that would make the document worse (the findings stay as published)."""
+    view = analysis.view
+    if analysis.diagnostics:
+        validate_fixes(view.program, view.path, _settings(view.path), analysis.diagnostics)
 
 
 def _range(document, start: int, end: int) -> lsp.Range:
@@ -385,6 +393,7 @@ class _Analysis:
     key: tuple
     view: Any
     findings: list[_Finding]
+    diagnostics: list[Diagnostic] = field(default_factory=list)  # every finding, placed or not
     fix_edits: dict[int, Any] = field(default_factory=dict)  # id(finding) -> its quick fix's edits
     fix_all: Any = None  # the fix-all action with its edit, once resolved
     fix_all_resolved: bool = False
@@ -484,26 +493,46 @@ class _Analyser:
                 self._loop.call_soon_threadsafe(self._failed, owner, key, exc)
                 continue
             elapsed_ms = (time.perf_counter() - started) * 1000
-            self._loop.call_soon_threadsafe(self._done, owner, analysis, elapsed_ms)
-            time.sleep(0.002)  # lets the event loop take the GIL and publish before the preparation
+            # the findings do not depend on which fixes are offered: published before those are
+            # judged (two thirds of an analysis of a file with fixes), kept for the requests after
+            self._loop.call_soon_threadsafe(self._publish, owner, analysis, elapsed_ms)
+            time.sleep(0.002)  # lets the event loop take the GIL and publish before the validation
+            if owner in self._pending:
+                continue  # a newer version is due: its analysis will serve the requests
+            try:
+                _validate(analysis)
+            except Exception as exc:  # noqa: BLE001 - as above
+                self._loop.call_soon_threadsafe(self._failed, owner, key, exc)
+                continue
+            self._loop.call_soon_threadsafe(self._done, owner, analysis)
+            time.sleep(0.002)  # lets the event loop answer the waiting requests before the preparation
             if analysis.findings and owner not in self._pending:  # no newer version waiting: prepare
                 try:
                     _prepare_noqa_lines(analysis)
                 except Exception:  # noqa: BLE001 - each request then computes its own line
                     analysis.noqa_lines = None
 
-    def _done(self, owner: str, analysis: _Analysis, elapsed_ms: float) -> None:
-        """On the event loop: keep and publish an analysis, unless the document moved on."""
-        notebook = server.workspace.get_notebook_document(notebook_uri=owner)
-        current = _current_key(owner, notebook) == analysis.key
+    def _publish(self, owner: str, analysis: _Analysis, elapsed_ms: float) -> None:
+        """On the event loop: publish an analysis's findings, unless the document moved on."""
+        current = self._current(owner, analysis)
         # the editor's output channel (ruff's server logs its checks likewise)
         server.window_log_message(lsp.LogMessageParams(type=lsp.MessageType.Log, message=(
             f"ampfix: analysed {owner} (version {analysis.view.key[0]}) in {elapsed_ms:.0f} ms"
             + ("" if current else "; not published: the document has changed since"))))
-        if not current:
+        if current:
+            _publish_analysis(analysis)
+
+    @staticmethod
+    def _current(owner: str, analysis: _Analysis) -> bool:
+        notebook = server.workspace.get_notebook_document(notebook_uri=owner)
+        return _current_key(owner, notebook) == analysis.key
+
+    def _done(self, owner: str, analysis: _Analysis) -> None:
+        """On the event loop: keep an analysis whose fixes are judged for the requests (code
+        actions, hover), unless the document moved on."""
+        if not self._current(owner, analysis):
             return  # overtaken: the newer version's analysis is due
         self.results[owner] = analysis
-        _publish_analysis(analysis)
         for future in self._waiters.pop((owner, analysis.key), []):
             if not future.done():
                 future.set_result(analysis)
@@ -516,11 +545,9 @@ class _Analyser:
 
 def _analyse(view, key: tuple) -> _Analysis:
     """On the analysis thread: the findings of a view, placed and converted for the editor."""
-    findings = [
-        _Finding(diag, uri, where, _to_lsp(view, diag, where))
-        for diag, uri, where in _placed(view, _findings(view))
-    ]
-    return _Analysis(key, view, findings)
+    found = _findings(view)
+    findings = [_Finding(diag, uri, where, _to_lsp(view, diag, where)) for diag, uri, where in _placed(view, found)]
+    return _Analysis(key, view, findings, found)
 
 
 _ANALYSER = _Analyser()
