@@ -20,9 +20,17 @@ CUDA_ONLY_REWRITES = {
     "convert_trainer_class.py", "convert_tutorial_loop.py",
 }
 STEPS = {"accumulation.py": "2", "autocast_scope.py": "3", "deprecated_cuda_amp.py": "3"}  # all their data
-ORIGINALS = sorted(
-    os.path.basename(p) for p in glob.glob(os.path.join(FIXTURES, "*.py")) if not p.endswith(".fixed.py")
-)
+# AMP213 is report-only: the rewrite keeps the scaler on an fp32 loop, which verify fails on purpose
+NO_AUTOCAST = {"scaler_without_autocast.py"}
+# The harness counts the GradScaler methods it patches; ShardedGradScaler (the AMP214 fix)
+# overrides scale, unscale_ and update, so its update() is not seen (ampfix/verify/harness.py)
+SHARDED_SCALER = pytest.mark.xfail(strict=True, reason="verify does not see ShardedGradScaler.update()")
+ORIGINALS = [
+    pytest.param(name, marks=SHARDED_SCALER) if name == "fsdp_scaler.py" else name
+    for name in sorted(
+        os.path.basename(p) for p in glob.glob(os.path.join(FIXTURES, "*.py")) if not p.endswith(".fixed.py")
+    )
+]
 
 
 def verify(*args, steps="4", cwd=None):
@@ -354,6 +362,9 @@ def test_every_fixed_fixture_passes_against_its_original(name):
     fixed = original[:-3] + ".fixed.py"
     args = [fixed, "--against", original] + (["--cuda-shim"] if name in CUDA_STYLE | CUDA_ONLY_REWRITES else [])
     result = verify(*args, steps=STEPS.get(name, "4"))
+    if name in NO_AUTOCAST:
+        assert result.returncode == 1 and "the rewrite never enters autocast" in result.stdout, result.stdout
+        return
     assert result.returncode == 0, result.stdout + result.stderr
     [behaviour] = [line for line in result.stdout.splitlines() if line.strip().startswith("behaviour vs original")]
     assert "  pass  " in behaviour or ("  info  " in behaviour and "changed on purpose by AMP" in behaviour), behaviour
