@@ -46,6 +46,50 @@ class Vocabulary:
         return any(token in self.names or token in self.strings or token in self.words for token in tokens)
 
 
+def code_text(semantic: "SemanticModel", text: str) -> str:
+    """``text`` with its comments and docstrings blanked (the same length and lines), for the
+    questions still asked of a module's text, so that prose (``# TODO: add autocast``, a docstring
+    saying autocast was taken out) answers none of them. Built once per module."""
+    found = getattr(semantic, "_code_text", None)
+    if found is None:
+        found = semantic._code_text = _blank(text, _prose_spans(semantic.tree, text))
+    return found
+
+
+def _prose_spans(tree: ast.Module, text: str) -> list[tuple[int, int]]:
+    import io
+    import tokenize
+
+    from ampfix.source import Locator
+
+    locator = Locator(text)
+    spans = []
+    for node in ast.walk(tree):
+        if isinstance(node, _DOCUMENTED) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                spans.append(locator.node_range(first.value))
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type == tokenize.COMMENT:
+                start = locator.line_starts[token.start[0] - 1] + token.start[1]  # a column in characters
+                spans.append((start, start + len(token.string)))
+    except (tokenize.TokenError, SyntaxError):
+        pass  # the tree parsed: what tokenize read up to here is blanked
+    return sorted(spans)
+
+
+def _blank(text: str, spans: list[tuple[int, int]]) -> str:
+    pieces, at = [], 0
+    for start, end in spans:
+        if start < at:
+            continue
+        pieces += [text[at:start], re.sub(r"[^\r\n]", " ", text[start:end])]
+        at = end
+    pieces.append(text[at:])
+    return "".join(pieces)
+
+
 def vocabulary(semantic: "SemanticModel") -> Vocabulary:
     found = getattr(semantic, "_vocabulary", None)
     if found is None:

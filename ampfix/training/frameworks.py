@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Optional
 from ampfix.program.calls import module_callers
 from ampfix.program.project import python_files
 from ampfix.program.values import assignments, enclosing_function
+from ampfix.program.vocabulary import code_text
 from ampfix.semantic import dotted_name
 
 if TYPE_CHECKING:
@@ -276,7 +277,7 @@ def autocast_may_be_entered(ctx: "ModuleSource", function: ast.AST) -> bool:
     a project module it imports (the model's class, a helper) or a module that calls
     ``function`` names autocast or another way to low precision. False only when none does."""
     model = ctx.training
-    if model.regions or model.autocast_names or _mentions_precision(ctx.text):
+    if model.regions or model.autocast_names or _mentions_precision(code_text(ctx.semantic, ctx.text)):
         return True
     for path in _imported_project_files(ctx) if ctx.project is not None else ():
         try:
@@ -309,7 +310,7 @@ def _entered_elsewhere(ctx: "ModuleSource", function: ast.AST) -> bool:
         if enclosing_function(semantic, current) is not None or not isinstance(semantic.parent(current), ast.Module):
             return True  # a method or a nested function run from elsewhere
         elsewhere = ctx.project.callers(ctx, current) if ctx.project is not None else []
-        if not elsewhere or any(_mentions_precision(module.text) for module, _ in elsewhere):
+        if not elsewhere or any(_mentions_precision(code_text(module.semantic, module.text)) for module, _ in elsewhere):
             return True
     return False
 
