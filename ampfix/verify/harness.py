@@ -27,7 +27,7 @@ import time
 import traceback
 import warnings
 import weakref
-from typing import Optional
+from typing import Any, Optional
 
 LOW_PRECISION = ("torch.float16", "torch.bfloat16")
 
@@ -334,6 +334,30 @@ def _install(trace: Trace, torch) -> None:
     original = {
         name: getattr(GradScaler, name) for name in ("__init__", "scale", "unscale_", "step", "update")
     }
+    own_methods: dict[tuple, Any] = {}  # (a GradScaler subclass, method name) -> its own override
+
+    def _own(scaler, name: str):
+        """The method the scaler's class really runs: a subclass's override (ShardedGradScaler's
+        ``scale``, ``unscale_``, ``update``) or GradScaler's."""
+        for cls in type(scaler).__mro__:
+            found = own_methods.get((cls, name))
+            if found is not None:
+                return found
+            if cls is GradScaler:
+                break
+        return original[name]
+
+    def _hook_subclass(cls) -> None:
+        """Route a GradScaler subclass's overrides through the same bookkeeping (once per class).
+        An override that calls ``super()`` reaches GradScaler's own method, not the hook again."""
+        for klass in cls.__mro__:
+            if klass is GradScaler or not issubclass(klass, GradScaler):
+                break
+            for name in ("scale", "unscale_", "step", "update"):
+                method = klass.__dict__.get(name)
+                if method is not None and (klass, name) not in own_methods:
+                    own_methods[(klass, name)] = method
+                    setattr(klass, name, hooks[name])
 
     def scaler_init(self, *args, **kwargs):
         if mode == "fp32":
@@ -343,6 +367,8 @@ def _install(trace: Trace, torch) -> None:
         if config.get("cuda_shim"):
             args, kwargs = _shim_scaler_args(args, kwargs)
         original["__init__"](self, *args, **kwargs)
+        if type(self) is not GradScaler:
+            _hook_subclass(type(self))
         trace.scalers_created += 1
         caller = sys._getframe(1)
         while caller is not None and _not_user_code(caller.f_code.co_filename):
@@ -355,7 +381,7 @@ def _install(trace: Trace, torch) -> None:
         scalers.add(self)
 
     def scaler_scale(self, outputs):
-        result = original["scale"](self, outputs)
+        result = _own_once(self, "scale", outputs)
         if self.is_enabled():
             if getattr(self, "_ampfix_scale", None) is None:
                 self._ampfix_scale = float(self.get_scale())  # then refreshed once per update()
@@ -367,7 +393,7 @@ def _install(trace: Trace, torch) -> None:
     def scaler_unscale(self, optimizer):
         # no pass over the gradients here: the clip that follows returns their norm, else the
         # step measures them (unscaled by then)
-        return original["unscale_"](self, optimizer)
+        return _own_once(self, "unscale_", optimizer)
 
     def scaler_step(self, optimizer, *args, **kwargs):
         optimizer_stepping(optimizer)
@@ -383,7 +409,7 @@ def _install(trace: Trace, torch) -> None:
             return None
         state["in_scaler_step"] += 1
         try:
-            result = original["step"](self, optimizer, *args, **kwargs)
+            result = _own_once(self, "step", optimizer, *args, **kwargs)
         finally:
             state["in_scaler_step"] -= 1
         if self.is_enabled() and _found_inf(self, optimizer):
@@ -404,7 +430,7 @@ def _install(trace: Trace, torch) -> None:
             trace.event("update_without_step", "scaler.update() with no scaler.step() since the last update")
         self._ampfix_last_update = self._ampfix_last_step
         before = getattr(self, "_ampfix_scale", None)
-        result = original["update"](self, *args, **kwargs)
+        result = _own_once(self, "update", *args, **kwargs)
         self._ampfix_pending = False
         if self.is_enabled():
             after = float(self.get_scale())
@@ -424,11 +450,34 @@ def _install(trace: Trace, torch) -> None:
             trace.event("update_before_step", "scaler.update() before any optimizer step")
         return result
 
+    def _own_once(scaler, name: str, *args, **kwargs):
+        """Run the scaler's own ``name``; a ``super()`` call from an override, back into the
+        hooked GradScaler method, then runs GradScaler's original without counting again."""
+        running = scaler.__dict__.setdefault("_ampfix_running", set())
+        running.add(name)
+        try:
+            return _own(scaler, name)(scaler, *args, **kwargs)
+        finally:
+            running.discard(name)
+
+    def _guarded(name: str, hook):
+        def method(self, *args, **kwargs):
+            if name in self.__dict__.get("_ampfix_running", ()):
+                return original[name](self, *args, **kwargs)  # an override's super() call
+            return hook(self, *args, **kwargs)
+
+        method._ampfix = True
+        return method
+
+    hooks = {
+        "scale": _guarded("scale", scaler_scale),
+        "unscale_": _guarded("unscale_", scaler_unscale),
+        "step": _guarded("step", scaler_step),
+        "update": _guarded("update", scaler_update),
+    }
     GradScaler.__init__ = scaler_init
-    GradScaler.scale = scaler_scale
-    GradScaler.unscale_ = scaler_unscale
-    GradScaler.step = scaler_step
-    GradScaler.update = scaler_update
+    for name, hook in hooks.items():
+        setattr(GradScaler, name, hook)
 
     # -- clipping on still-scaled gradients ----------------------------------------------------
     for module in (torch.nn.utils, torch.nn.utils.clip_grad):
