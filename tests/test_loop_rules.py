@@ -1182,3 +1182,43 @@ def test_amp206_two_scalers_are_reported_without_a_fix():
     """)
     found = [d for d in ampfix.check_source(source, "t.py") if d.code == "AMP206"]
     assert len(found) == 3 and all(d.fix is None and "several GradScalers" in d.no_fix_reason for d in found)
+
+
+# FourCastNet: the trainer creates its scaler only under `if params.enable_amp:`
+CONDITIONAL_SCALER = loop("""
+class Trainer:
+    def __init__(self, params, model, optimizer):
+        self.params, self.model, self.optimizer = params, model, optimizer
+        if params.enable_amp:
+            self.gscaler = torch.amp.GradScaler("cuda")
+
+    def step(self, x):
+        with torch.autocast("cuda", enabled=self.params.enable_amp):
+            loss = self.model(x).mean()
+        if self.params.enable_amp:
+            self.gscaler.scale(loss).backward()
+            self.gscaler.step(self.optimizer)
+            self.gscaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+
+    def save(self, path):
+        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}, path)
+
+    def restore(self, path):
+        checkpoint = torch.load(path)
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+""")
+
+
+def test_amp206_no_fix_naming_a_scaler_that_exists_on_some_paths_only():
+    found = [d for d in ampfix.check_source(CONDITIONAL_SCALER, "t.py") if d.code == "AMP206"]
+    assert len(found) == 2  # the save and the resume: both still reported
+    assert all(d.fix is None and "only on some paths" in d.no_fix_reason for d in found)
+    # created on every path (enabled or not): the fixes name it
+    always = CONDITIONAL_SCALER.replace(
+        "        if params.enable_amp:\n            self.gscaler = torch.amp.GradScaler(\"cuda\")\n",
+        "        self.gscaler = torch.amp.GradScaler(\"cuda\", enabled=params.enable_amp)\n",
+    )
+    assert [d.fix is not None for d in ampfix.check_source(always, "t.py") if d.code == "AMP206"] == [True, True]

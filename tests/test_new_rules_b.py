@@ -340,7 +340,7 @@ def test_amp305_fires_and_wraps_the_forward_and_backward():
     result = fixed(DDP_LOOP, unsafe=True)
     assert "import contextlib\n" in result
     assert (
-        "        with (model.no_sync() if not ((i + 1) % accum_steps == 0) else contextlib.nullcontext()):\n"
+        "        with (model.no_sync() if (i + 1) % accum_steps != 0 else contextlib.nullcontext()):\n"
         "            out = model(x)\n"
         "            loss = criterion(out, y) / accum_steps\n"
         "            loss.backward()\n"
@@ -524,7 +524,7 @@ def train(net, loader, optimizer, accum_steps, rank):
 def test_amp305_sees_the_forward_in_a_helper_the_loss_comes_from():
     assert only("AMP305", HELPER_FORWARD) == ["AMP305"]
     result = fixed(HELPER_FORWARD, unsafe=True)
-    assert "with (model.no_sync() if not ((i + 1) % accum_steps == 0) else contextlib.nullcontext()):" in result
+    assert "with (model.no_sync() if (i + 1) % accum_steps != 0 else contextlib.nullcontext()):" in result
     assert only("AMP305", result) == []
     # the DDP model handed to a call the loss does not come from (a log), the loss from the
     # unwrapped module's forward (no all-reduce): nothing to report

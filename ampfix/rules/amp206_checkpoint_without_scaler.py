@@ -58,9 +58,11 @@ class CheckpointWithoutScaler(Rule):
                 "checkpoint saves the optimizer but not the GradScaler: a resumed fp16 run restarts at the "
                 f"initial scale (skipped steps, a loss spike); save {what} and restore it with `load_state_dict` on resume"
             )
-            diag = ctx.diagnostic(self, node, message, None if several else self._fix(ctx, node, scaler))
-            if several:
-                diag.no_fix_reason = _SEVERAL_SCALERS
+            missing = scaler is not None and not several and not _always_bound(ctx, scaler, node)
+            fix = None if several or missing else self._fix(ctx, node, scaler)
+            diag = ctx.diagnostic(self, node, message, fix)
+            if several or missing:
+                diag.no_fix_reason = _SEVERAL_SCALERS if several else _maybe_unbound(scaler)
             yield diag
         yield from self._check_loads(ctx)
 
@@ -88,9 +90,11 @@ class CheckpointWithoutScaler(Rule):
                 f"resuming restores `{receiver}` but not the GradScaler: the loss scale restarts at its initial "
                 f"value; restore {what} too"
             )
-            diag = ctx.diagnostic(self, call, message, None if several else self._load_fix(ctx, call, scaler, checkpoint))
-            if several:
-                diag.no_fix_reason = _SEVERAL_SCALERS
+            missing = scaler is not None and not several and not _always_bound(ctx, scaler, call)
+            fix = None if several or missing else self._load_fix(ctx, call, scaler, checkpoint)
+            diag = ctx.diagnostic(self, call, message, fix)
+            if several or missing:
+                diag.no_fix_reason = _SEVERAL_SCALERS if several else _maybe_unbound(scaler)
             yield diag
 
     @staticmethod
@@ -189,6 +193,59 @@ def _scalers_in_scope(ctx: ModuleContext, node: ast.AST) -> list[str]:
         if ctx.semantic.is_bound(candidate.split(".", 1)[0], scope)
         and (candidate.split(".", 1)[0] != "self" or scope.kind == "function")
     ]
+
+
+def _maybe_unbound(scaler: str) -> str:
+    return (
+        f"`{scaler}` is created only on some paths (under a condition, in a loop or a handler): "
+        "a fix that names it would raise where it is not"
+    )
+
+
+# Statements whose body may not run (a loop's may run no time, a handler only on an error).
+_CONDITIONAL = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.ExceptHandler, ast.Match)
+
+
+def _always_bound(ctx: ModuleContext, scaler: str, anchor: ast.AST) -> bool:
+    """Whether ``scaler`` is bound on every path to ``anchor``: a parameter of its function, or
+    assigned by a statement that always runs (under no ``if``, loop or ``except``) earlier in that
+    function, at the module's top level, or, for ``self.x``, in ``__init__`` of the anchor's class
+    (FourCastNet creates ``self.gscaler`` only under ``if params.enable_amp``)."""
+    semantic = ctx.semantic
+    function = enclosing_function(semantic, anchor)
+    field = scaler.startswith("self.")
+    if not field and function is not None and scaler in {a.arg for a in _parameters(function)}:
+        return True
+    cls = enclosing_class(semantic, anchor) if field else None
+    for node in semantic.nodes(ast.Assign, ast.AnnAssign):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        if node.value is None or scaler not in {dotted_name(t) for t in targets}:
+            continue
+        owner = enclosing_function(semantic, node)
+        earlier_here = owner is function and node.lineno < anchor.lineno
+        if field:
+            if enclosing_class(semantic, node) is not cls or not (earlier_here or getattr(owner, "name", None) == "__init__"):
+                continue
+        elif not (earlier_here or owner is None):
+            continue
+        if not any(isinstance(a, _CONDITIONAL) for a in _statements_between(semantic, node, owner)):
+            return True
+    return False
+
+
+def _parameters(function: ast.AST) -> list[ast.arg]:
+    args = function.args
+    return [*args.posonlyargs, *args.args, *args.kwonlyargs, *filter(None, (args.vararg, args.kwarg))]
+
+
+def _statements_between(semantic, node: ast.AST, owner: Optional[ast.AST]) -> list[ast.AST]:
+    """The statements that hold ``node`` inside ``owner`` (its function, or the module)."""
+    found = []
+    for ancestor in semantic.ancestors(node):
+        if ancestor is owner or isinstance(ancestor, ast.Module):
+            break
+        found.append(ancestor)
+    return found
 
 
 def _several_scalers(ctx: ModuleContext, node: ast.AST) -> bool:

@@ -146,6 +146,16 @@ def _skip_condition(ctx: ModuleContext, accumulation: Accumulation, body: list, 
     test = accumulation.gate.test
     if not _pure(test) or read_keys(test) & _bound_in(body[first:gate_index]):
         return None  # the condition is not the same value before the forward
+    return _negated(ctx, test)
+
+
+_NEGATED_COMPARISON = {ast.Eq: "!=", ast.NotEq: "=="}
+
+
+def _negated(ctx: ModuleContext, test: ast.expr) -> str:
+    """``not test``, written as a reader would: ``(i + 1) % accum != 0`` for ``... == 0``."""
+    if isinstance(test, ast.Compare) and len(test.ops) == 1 and type(test.ops[0]) in _NEGATED_COMPARISON:
+        return f"{ctx.segment(test.left)} {_NEGATED_COMPARISON[type(test.ops[0])]} {ctx.segment(test.comparators[0])}"
     text = ctx.segment(test)
     if not isinstance(test, (ast.Name, ast.Attribute, ast.Call, ast.Subscript)):
         text = f"({text})"
