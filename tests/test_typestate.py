@@ -191,3 +191,30 @@ def test_a_callee_branch_on_a_constant_argument_is_decided_at_the_call():
     # a call that steps without its own backward after the update does step scaled-before gradients
     stale = source.replace("self.run_batch(x, train=False)", "self.scaler.step(self.optimizer)")
     assert [kind for kind, _, _ in errors(stale)] == ["step_after_update"]
+
+
+# minimind: accumulation, then a flush step after the loop for a last incomplete window
+FLUSH_AFTER_THE_LOOP = """
+def train_epoch(loader):
+    for step, x in enumerate(loader, start=1):
+        loss = model(x) / accum
+        scaler.scale(loss).backward()
+        if step % accum == 0:
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+    if step % accum != 0:
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+"""
+
+
+def test_a_step_after_an_update_steps_nothing_stale_once_zero_grad_wiped_the_gradients():
+    assert errors(FLUSH_AFTER_THE_LOOP) == []  # the last window's gradients were scaled after the update
+    # without the wipe, the loop's last update is followed by a step of gradients scaled before it
+    unwiped = FLUSH_AFTER_THE_LOOP.replace("            optimizer.zero_grad(set_to_none=True)\n", "")
+    assert [kind for kind, _, _ in errors(unwiped)] == ["step_after_update"]
+    # another optimizer's zero_grad does not wipe what this scaler steps
+    other = FLUSH_AFTER_THE_LOOP.replace("            optimizer.zero_grad(set_to_none=True)\n", "            optimizer_d.zero_grad()\n")
+    assert [kind for kind, _, _ in errors(other)] == ["step_after_update"]

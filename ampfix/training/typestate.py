@@ -28,7 +28,9 @@ Error transitions (``ProtocolError.kind``), each with the events on the path tha
     unscale_after_step   ``unscale_(opt)`` after ``scaler.step(opt)`` before ``update()``: raises
                          "unscale_() is being called after step()" (AMP210)
     update_twice         ``update()`` with no step since the last one (AMP204)
-    step_after_update    ``scaler.step`` after ``update()`` with no backward in between (AMP204)
+    step_after_update    ``scaler.step`` after ``update()`` with no backward in between (AMP204),
+                         unless a ``zero_grad`` of the stepped optimizer (or of a model) wiped
+                         the gradients scaled before the update (a flush step after the loop)
 
 A search that grows past its bound gives up (``complete`` is False) and reports nothing.
 """
@@ -40,6 +42,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Optional
 
 from ampfix.program.flow import branch_key
+from ampfix.semantic import dotted_name
 from ampfix.training.model import (
     BACKWARD,
     CLIP,
@@ -48,6 +51,7 @@ from ampfix.training.model import (
     UNKNOWN,
     UNSCALE,
     UPDATE,
+    ZERO_GRAD,
     Event,
     StepFunction,
     _order,
@@ -93,6 +97,7 @@ class State:
     stepped: frozenset = frozenset()  # (optimizer key, event index)
     plain: frozenset = frozenset()  # event indices of unscaled backward passes
     updated_by: Optional[int] = None  # the event index of the last update()
+    wiped: bool = False  # the gradients scaled before that update() are gone (a zero_grad since)
 
 
 @dataclass(frozen=True)
@@ -153,6 +158,23 @@ def _scaler_groups(model: "TrainingModel", function: StepFunction) -> list[tuple
     return groups
 
 
+def _wipes_of_stepped(model: "TrainingModel", function: StepFunction, events: list[Event]) -> list[Event]:
+    """The ``zero_grad`` calls that wipe what this scaler steps: of an optimizer it steps, or of
+    a model (``model.zero_grad()``: not an optimizer's)."""
+    steps = [e for e in events if e.kind == SCALER_STEP]
+    found = []
+    for event in function.of(ZERO_GRAD, calls=True):
+        if event.kind != ZERO_GRAD:
+            continue
+        stepped = any(
+            model.same_object(event.obj, event.receiver, step.arg_obj, dotted_name(step.arg))
+            for step in steps if step.arg is not None
+        )
+        if stepped or (event.receiver is not None and not model.is_optimizer(event.receiver)):
+            found.append(event)
+    return found
+
+
 def _mine(model: "TrainingModel", event: Event, obj, text) -> bool:
     if event.kind == BACKWARD:
         return event.scaled and model.same_object(event.scaler_obj, event.scaler, obj, text)
@@ -170,6 +192,7 @@ def _solve(model: "TrainingModel", function: StepFunction, group: tuple) -> Scal
         or _mine(model, e, obj, text)
     ]
     events = [e for e in events if not (e.kind == BACKWARD and e.conditional and not e.scaled)]
+    events += _wipes_of_stepped(model, function, events)
     result = ScalerProtocol(text, obj or text, events, [], True)
     graph = function.flow
     at_node: dict[int, list[int]] = {}
@@ -316,8 +339,10 @@ class _Search:
                 elif unscaled is not None:
                     self._error(SECOND_UNSCALE, index, [state.scaled_by, unscaled])
             return replace(state, unscaled=state.unscaled | {(optimizer, index)})
+        if kind == ZERO_GRAD:
+            return replace(state, wiped=True) if phase == UPDATED else state
         if kind == SCALER_STEP:
-            if phase == UPDATED:
+            if phase == UPDATED and not state.wiped:
                 self._error(STEP_AFTER_UPDATE, index, [state.updated_by])
             for plain in sorted(state.plain):
                 self._error(PLAIN_THEN_STEP, plain, [], at=index)
