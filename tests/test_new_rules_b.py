@@ -533,3 +533,18 @@ def test_amp305_sees_the_forward_in_a_helper_the_loss_comes_from():
         "        log_weights(model)\n        loss = criterion(net(x), y) / accum_steps\n",
     )
     assert only("AMP305", logged) == []
+
+
+def test_amp305_a_forward_of_the_unwrapped_module_does_not_all_reduce():
+    # minimind's RL trainers: `model.module if isinstance(model, DDP) else model` is never DDP
+    # (and its backward never all-reduces: a bug of another kind, not this rule's)
+    unwrapped = DDP_LOOP.replace(
+        "        out = model(x)\n",
+        "        raw = model.module if isinstance(model, DDP) else model\n        out = raw(x)\n",
+    )
+    assert only("AMP305", unwrapped) == []
+    by_attribute = unwrapped.replace("isinstance(model, DDP)", 'hasattr(model, "module")')
+    assert only("AMP305", by_attribute) == []
+    # a choice that may be the DDP model itself still is one
+    chosen = unwrapped.replace("model.module if isinstance(model, DDP) else model", "model if use_ddp else net")
+    assert only("AMP305", chosen) == ["AMP305"]

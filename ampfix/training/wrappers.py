@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 from ampfix.program.calls import Target, bind_arguments, resolve, resolve_in_project
+from ampfix.semantic import dotted_name
 from ampfix.training.model import Event, StepFunction
 
 if TYPE_CHECKING:
@@ -42,12 +43,37 @@ class DdpModel:
 
 def ddp_model(model: "TrainingModel", expr: ast.AST) -> DdpModel:
     """Whether ``expr`` (a forward call's callee: ``model``, ``self.net``) is a DDP model."""
+    if _unwrapped(model.values, expr):
+        return DdpModel(False, False)
     origins = model.values.origins(model.values.object_of(expr))
     verdicts = []
     for origin in origins:
         verdicts += _passed_ddp(model, origin) if origin.kind == "param" else [_creates_ddp(model, origin)]
     every = bool(verdicts) and all(verdicts) and _known_on_every_path(model.values, expr)
     return DdpModel(any(verdicts), every)
+
+
+def _unwrapped(values, expr: ast.AST) -> bool:
+    """Whether ``expr`` is the unwrapping idiom's result on every path: ``m.module if
+    isinstance(m, DDP) else m`` (or ``hasattr(m, "module")``) is the wrapped module where ``m``
+    is DDP and ``m`` itself only where it is not, so never a DDP model (its forward skips the
+    all-reduce: minimind's ``model_unwrapped``)."""
+    if not isinstance(expr, ast.Name):
+        return False
+    definitions = values.definitions_at(expr)
+    return bool(definitions) and all(
+        d.kind != "param" and isinstance(d.value, ast.IfExp) and _unwrapping(d.value) for d in definitions
+    )
+
+
+def _unwrapping(choice: ast.IfExp) -> bool:
+    body, test = choice.body, choice.test
+    wrapped = dotted_name(choice.orelse)
+    if not (isinstance(body, ast.Attribute) and body.attr == "module" and wrapped and dotted_name(body.value) == wrapped):
+        return False
+    return isinstance(test, ast.Call) and isinstance(test.func, ast.Name) and test.func.id in ("isinstance", "hasattr") and (
+        bool(test.args) and dotted_name(test.args[0]) == wrapped
+    )
 
 
 def _known_on_every_path(values, expr: ast.AST, depth: int = 0) -> bool:
