@@ -585,6 +585,17 @@ def test_amp301_microbatch_loop_divides_at_the_backward():
     assert "        scaler.scale(loss / 4).backward()\n" in fixed(constant, unsafe=True)
 
 
+def test_amp301_a_member_of_a_divided_loss_container_is_divided():
+    # iris: the container's __truediv__ divides every loss it holds
+    source = MICRO_LOOP.replace(
+        "            logits, loss = model(X, Y)\n",
+        "            losses = model.compute_loss(X, Y) / gradient_accumulation_steps\n            loss = losses.loss_total\n",
+    )
+    assert only("AMP301", source) == []
+    undivided = source.replace(" / gradient_accumulation_steps\n", "\n")
+    assert only("AMP301", undivided) == ["AMP301"]
+
+
 def test_amp301_microbatch_loop_whose_count_may_be_above_one():
     # 1 on one path only: the window may hold several micro-batches
     source = "gradient_accumulation_steps = 1\nif big_batch:\n    gradient_accumulation_steps = 8\n" + MICRO_LOOP

@@ -85,8 +85,13 @@ def _collect(module, expr, element, found, seen, depth, calls) -> None:
     if inner is not None:
         _collect(module, inner, None, found, seen, depth - 1, calls)
     elif isinstance(expr, (ast.Name, ast.Attribute)):
-        for definition in _values(module).definitions_at(expr):
+        definitions = _values(module).definitions_at(expr)
+        for definition in definitions:
             _from_definition(module, definition, found, seen, depth - 1, calls)
+        if not definitions and isinstance(expr, ast.Attribute) and isinstance(expr.value, (ast.Name, ast.Attribute)):
+            # a member of a value computed here (iris: `losses = compute_loss(batch) / grad_acc_steps`,
+            # then `losses.loss_total.backward()`): the container's arithmetic is its members'
+            _collect(module, expr.value, None, found, seen, depth - 1, calls)
     elif isinstance(expr, ast.BinOp) and calls >= 0:
         _collect(module, expr.left, None, found, seen, depth - 1, calls)
         _collect(module, expr.right, None, found, seen, depth - 1, calls)
