@@ -1044,6 +1044,11 @@ def test_amp501_cuda_code_gets_a_literal_cuda_device():
     loop("with torch.autocast('cuda', dtype=torch.bfloat16):\n    loss = model(x)\nloss.backward()\noptimizer.step()\n"),
     # backward without an optimizer step (gradient inspection)
     loop("loss = model(x).sum()\nloss.backward()\nprint(x.grad)\n"),
+    # float64 weights by default (TALENT's tabular models): autocast leaves float64 alone
+    loop("model = Net().cuda()\nif not args.use_float:\n    model.double()\nfor x, y in loader:\n"
+         "    loss = model(x.cuda()).sum()\n    loss.backward()\n    optimizer.step()\n"),
+    loop("model = Net().to(device, torch.float64)\nfor x, y in loader:\n"
+         "    loss = model(x.cuda()).sum()\n    loss.backward()\n    optimizer.step()\n"),
 ])
 def test_amp501_silent(source):
     assert only("AMP501", source) == []

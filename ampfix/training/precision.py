@@ -33,11 +33,12 @@ _ACCELERATOR_DEVICE = re.compile(r"^(cuda|mps|xpu|npu)(:\d+)?$")
 _ACCELERATOR_MODULES = ("torch.cuda", "torch.accelerator")
 # Precision already chosen by the code: low-precision weights, framework policies, precision
 # options and hand-made loss scaling.
-_LOW_PRECISION_CASTS = frozenset({"half", "bfloat16"})
+# weights cast to a precision of the author's choosing: low, or float64, which autocast leaves alone
+_CHOSEN_PRECISION_CASTS = frozenset({"half", "bfloat16", "double"})
 _PRECISION_SETTINGS = (
     "torch_dtype", "MixedPrecision", "mixed_precision", "param_dtype", "use_fp16", "fp16", "bf16", "loss_scaling",
 )
-_LOW_DTYPES = frozenset({"torch.float16", "torch.half", "torch.bfloat16"})
+_CHOSEN_DTYPES = frozenset({"torch.float16", "torch.half", "torch.bfloat16", "torch.float64", "torch.double"})
 _RL_MODULES = ("gym", "gymnasium")
 _RANDOM_DATA = frozenset({"rand", "randn", "randint", "randn_like", "rand_like"})
 
@@ -104,21 +105,21 @@ _DTYPE_NAME = re.compile(r"dtype|float|half|long|int\b", re.I)
 
 
 def precision_managed(ctx: "ModuleSource") -> bool:
-    """Low-precision weights (``.half()``, ``.to(torch.bfloat16)``), an FSDP/DeepSpeed precision
-    policy, fp16/bf16 options (``args.fp16``, ``"--bf16"``) or a hand-made loss scaling, as the
-    module's code names them (not its comments): it chose its precision; an autocast on top
-    would fight it."""
+    """Low-precision or float64 weights (``.half()``, ``.to(torch.bfloat16)``, ``.double()``), an
+    FSDP/DeepSpeed precision policy, fp16/bf16 options (``args.fp16``, ``"--bf16"``) or a hand-made
+    loss scaling, as the module's code names them (not its comments): it chose its precision; an
+    autocast on top would fight it (or, on float64 weights, do nothing: TALENT's tabular models)."""
     words = vocabulary(ctx.semantic)
-    if _LOW_PRECISION_CASTS & words.calls or words.mentions(*_PRECISION_SETTINGS):
+    if _CHOSEN_PRECISION_CASTS & words.calls or words.mentions(*_PRECISION_SETTINGS):
         return True
-    return "to" in words.calls and any(_casts_to_low_precision(ctx, call) for call in ctx.semantic.nodes(ast.Call))
+    return "to" in words.calls and any(_casts_to_chosen_precision(ctx, call) for call in ctx.semantic.nodes(ast.Call))
 
 
-def _casts_to_low_precision(ctx: "ModuleSource", call: ast.Call) -> bool:
+def _casts_to_chosen_precision(ctx: "ModuleSource", call: ast.Call) -> bool:
     if not (isinstance(call.func, ast.Attribute) and call.func.attr == "to"):
         return False
     arguments = [*call.args, *(k.value for k in call.keywords)]
-    return any(ctx.semantic.qualified_name(a) in _LOW_DTYPES for a in arguments)
+    return any(ctx.semantic.qualified_name(a) in _CHOSEN_DTYPES for a in arguments)
 
 
 def precision_managed_by_callers(ctx: "ModuleSource", fn: "StepFunction") -> bool:
