@@ -1047,11 +1047,18 @@ def test_amp501_cuda_code_gets_a_literal_cuda_device():
     # float64 weights by default (TALENT's tabular models): autocast leaves float64 alone
     loop("model = Net().cuda()\nif not args.use_float:\n    model.double()\nfor x, y in loader:\n"
          "    loss = model(x.cuda()).sum()\n    loss.backward()\n    optimizer.step()\n"),
-    loop("model = Net().to(device, torch.float64)\nfor x, y in loader:\n"
+    loop("model = Net().cuda()\nmodel.to(torch.float64)\nfor x, y in loader:\n"
          "    loss = model(x.cuda()).sum()\n    loss.backward()\n    optimizer.step()\n"),
 ])
 def test_amp501_silent(source):
     assert only("AMP501", source) == []
+
+
+def test_amp501_a_float64_metric_is_not_float64_weights():
+    # the transfer-learning tutorial: `running_corrects.double() / n` is an accuracy, not the model
+    source = loop("model = Net().cuda()\nfor x, y in loader:\n    out = model(x.cuda())\n    loss = out.sum()\n"
+                  "    loss.backward()\n    optimizer.step()\n    accuracy = (out.argmax(1) == y).double().mean()\n")
+    assert only("AMP501", source) == ["AMP501"]
 
 
 def test_amp501_gan_with_two_optimizers_is_report_only():

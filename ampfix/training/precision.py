@@ -33,12 +33,12 @@ _ACCELERATOR_DEVICE = re.compile(r"^(cuda|mps|xpu|npu)(:\d+)?$")
 _ACCELERATOR_MODULES = ("torch.cuda", "torch.accelerator")
 # Precision already chosen by the code: low-precision weights, framework policies, precision
 # options and hand-made loss scaling.
-# weights cast to a precision of the author's choosing: low, or float64, which autocast leaves alone
-_CHOSEN_PRECISION_CASTS = frozenset({"half", "bfloat16", "double"})
+_LOW_PRECISION_CASTS = frozenset({"half", "bfloat16"})
 _PRECISION_SETTINGS = (
     "torch_dtype", "MixedPrecision", "mixed_precision", "param_dtype", "use_fp16", "fp16", "bf16", "loss_scaling",
 )
-_CHOSEN_DTYPES = frozenset({"torch.float16", "torch.half", "torch.bfloat16", "torch.float64", "torch.double"})
+_LOW_DTYPES = frozenset({"torch.float16", "torch.half", "torch.bfloat16"})
+_FLOAT64 = frozenset({"torch.float64", "torch.double"})
 _RL_MODULES = ("gym", "gymnasium")
 _RANDOM_DATA = frozenset({"rand", "randn", "randint", "randn_like", "rand_like"})
 
@@ -110,16 +110,30 @@ def precision_managed(ctx: "ModuleSource") -> bool:
     loss scaling, as the module's code names them (not its comments): it chose its precision; an
     autocast on top would fight it (or, on float64 weights, do nothing: TALENT's tabular models)."""
     words = vocabulary(ctx.semantic)
-    if _CHOSEN_PRECISION_CASTS & words.calls or words.mentions(*_PRECISION_SETTINGS):
+    if _LOW_PRECISION_CASTS & words.calls or words.mentions(*_PRECISION_SETTINGS):
         return True
-    return "to" in words.calls and any(_casts_to_chosen_precision(ctx, call) for call in ctx.semantic.nodes(ast.Call))
+    if "to" in words.calls and any(_casts_to(ctx, call, _LOW_DTYPES) for call in ctx.semantic.nodes(ast.Call)):
+        return True
+    return bool({"double", "to"} & words.calls) and _module_made_float64(ctx)
 
 
-def _casts_to_chosen_precision(ctx: "ModuleSource", call: ast.Call) -> bool:
+def _casts_to(ctx: "ModuleSource", call: ast.Call, dtypes: frozenset) -> bool:
     if not (isinstance(call.func, ast.Attribute) and call.func.attr == "to"):
         return False
     arguments = [*call.args, *(k.value for k in call.keywords)]
-    return any(ctx.semantic.qualified_name(a) in _CHOSEN_DTYPES for a in arguments)
+    return any(ctx.semantic.qualified_name(a) in dtypes for a in arguments)
+
+
+def _module_made_float64(ctx: "ModuleSource") -> bool:
+    """A module converted to float64 in place: ``model.double()`` or ``model.to(torch.float64)``
+    as a statement of its own (a tensor's ``.double()`` returns a copy, so a statement that
+    discards it is a module's conversion; ``acc = correct.double() / n`` is a metric, not one)."""
+    for stmt in ctx.semantic.nodes(ast.Expr):
+        call = stmt.value
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute):
+            if (call.func.attr == "double" and not call.args) or _casts_to(ctx, call, _FLOAT64):
+                return True
+    return False
 
 
 def precision_managed_by_callers(ctx: "ModuleSource", fn: "StepFunction") -> bool:
