@@ -1032,6 +1032,14 @@ def test_amp501_amp_dtype_and_default_device_options():
     assert 'scaler = torch.amp.GradScaler("cpu")' in out
 
 
+def test_amp501_takes_the_device_a_model_is_built_for_when_the_step_moves_nothing():
+    # lerobot's tutorial: `device = "mps"` handed to the policy's config, no `.to()` in the loop
+    source = loop('device = "mps"\nmodel = Policy(Config(device=device))\nfor batch in loader:\n'
+                  '    loss = model(batch).sum()\n    loss.backward()\n    optimizer.step()\n')
+    out = fixed(source, unsafe=True)
+    assert "torch.autocast(device_type=device" in out and "GradScaler(device)" in out
+
+
 def test_amp501_cuda_code_gets_a_literal_cuda_device():
     source = loop("model = Net().cuda()\nfor x, y in loader:\n    loss = model(x.cuda()).sum()\n    loss.backward()\n    optimizer.step()\n")
     assert 'device_type="cuda", dtype=torch.float16' in fixed(source, unsafe=True)

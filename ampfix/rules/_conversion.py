@@ -46,11 +46,12 @@ def infer_device(ctx: ModuleContext, fn: StepFunction) -> Device:
     where nothing moves anywhere else."""
     quote = ctx.quote
     scopes = [fn.node] if isinstance(fn.node, ast.Module) else [fn.node, ctx.tree]
-    cpu = None
+    cpu = named = None
     for scope in scopes:
         for call in _calls_in(ctx, scope):
             func = call.func
             if not isinstance(func, ast.Attribute):
+                named = named or _device_argument(ctx, call, fn)
                 continue
             if func.attr == "cuda" and not call.args:
                 return Device(f"{quote}cuda{quote}", "cuda")
@@ -61,10 +62,23 @@ def infer_device(ctx: ModuleContext, fn: StepFunction) -> Device:
                     cpu = cpu or device
                 elif device is not None:
                     return device
+            else:
+                named = named or _device_argument(ctx, call, fn)
     if cpu is not None:
         return cpu
+    if named is not None:
+        return named  # no move in the step's code: the device its model or config is built for
     default = ctx.settings.default_device
     return Device(f"{quote}{default}{quote}", default)
+
+
+def _device_argument(ctx: ModuleContext, call: ast.Call, fn: StepFunction) -> Optional[Device]:
+    """The device a call is handed as ``device=`` (a policy's config, a model built on it:
+    lerobot's ``RewardClassifierConfig(device=device)`` with ``device = "mps"``), when known and
+    not the CPU."""
+    value = next((k.value for k in call.keywords if k.arg == "device"), None)
+    device = _device_expression(ctx, value) if _visible_at(ctx, value, fn.node) else None
+    return device if device is not None and device.literal != "cpu" else None
 
 
 def _calls_in(ctx: ModuleContext, scope: ast.AST):
