@@ -1253,3 +1253,15 @@ def test_amp206_no_fix_naming_a_scaler_that_exists_on_some_paths_only():
         "        self.gscaler = torch.amp.GradScaler(\"cuda\", enabled=params.enable_amp)\n",
     )
     assert [d.fix is not None for d in ampfix.check_source(always, "t.py") if d.code == "AMP206"] == [True, True]
+    # both branches assign it (None without AMP: the fix guards on it); a field made unconditionally
+    # by another method (YOLOv6's before_train_loop): bound where the code uses it
+    both = CONDITIONAL_SCALER.replace(
+        '            self.gscaler = torch.amp.GradScaler("cuda")\n',
+        '            self.gscaler = torch.amp.GradScaler("cuda")\n        else:\n            self.gscaler = None\n',
+    )
+    saves = [d for d in ampfix.check_source(both, "t.py") if d.code == "AMP206"]
+    assert saves[0].fix is not None and "is not None" in saves[0].fix.edits[-1].content
+    elsewhere = CONDITIONAL_SCALER.replace(
+        '        if params.enable_amp:\n            self.gscaler = torch.amp.GradScaler("cuda")\n', ""
+    ).replace("    def save(self, path):\n", '    def before_train(self):\n        self.gscaler = torch.amp.GradScaler("cuda")\n\n    def save(self, path):\n')
+    assert [d.fix is not None for d in ampfix.check_source(elsewhere, "t.py") if d.code == "AMP206"][0]

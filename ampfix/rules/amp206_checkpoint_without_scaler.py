@@ -203,49 +203,63 @@ def _maybe_unbound(scaler: str) -> str:
 
 
 # Statements whose body may not run (a loop's may run no time, a handler only on an error).
-_CONDITIONAL = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.ExceptHandler, ast.Match)
+_CONDITIONAL = (ast.For, ast.AsyncFor, ast.While, ast.ExceptHandler, ast.Match)
 
 
 def _always_bound(ctx: ModuleContext, scaler: str, anchor: ast.AST) -> bool:
-    """Whether ``scaler`` is bound on every path to ``anchor``: a parameter of its function, or
-    assigned by a statement that always runs (under no ``if``, loop or ``except``) earlier in that
-    function, at the module's top level, or, for ``self.x``, in ``__init__`` of the anchor's class
-    (FourCastNet creates ``self.gscaler`` only under ``if params.enable_amp``)."""
+    """Whether ``scaler`` is bound on every path to ``anchor``, as far as the module shows: a
+    parameter, a reference the module never assigns (an attribute of an object made elsewhere:
+    ``accel.scaler``), or one assigned by a statement that runs on every path (under no loop or
+    ``except``, and under an ``if`` only when the other branch assigns it too), earlier in the
+    anchor's function or at the module's top level, or, for ``self.x``, in a method of the
+    anchor's class (FourCastNet creates ``self.gscaler`` only under ``if params.enable_amp``)."""
     semantic = ctx.semantic
     function = enclosing_function(semantic, anchor)
     field = scaler.startswith("self.")
     if not field and function is not None and scaler in {a.arg for a in _parameters(function)}:
         return True
     cls = enclosing_class(semantic, anchor) if field else None
-    for node in semantic.nodes(ast.Assign, ast.AnnAssign):
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-        if node.value is None or scaler not in {dotted_name(t) for t in targets}:
-            continue
+    assigned = [node for node in semantic.nodes(ast.Assign, ast.AnnAssign) if node.value is not None and _assigns(node, scaler)]
+    if not assigned:
+        return True
+    for node in assigned:
         owner = enclosing_function(semantic, node)
-        earlier_here = owner is function and node.lineno < anchor.lineno
         if field:
-            if enclosing_class(semantic, node) is not cls or not (earlier_here or getattr(owner, "name", None) == "__init__"):
+            if enclosing_class(semantic, node) is not cls:
                 continue
-        elif not (earlier_here or owner is None):
+        elif not ((owner is function and node.lineno < anchor.lineno) or owner is None):
             continue
-        if not any(isinstance(a, _CONDITIONAL) for a in _statements_between(semantic, node, owner)):
+        if _on_every_path(semantic, node, owner, scaler):
             return True
     return False
+
+
+def _assigns(node: ast.AST, name: str) -> bool:
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    return name in {dotted_name(t) for t in targets}
+
+
+def _on_every_path(semantic, node: ast.AST, owner: Optional[ast.AST], name: str) -> bool:
+    """Whether ``node`` (an assignment of ``name``) runs on every path through ``owner``, or an
+    ``if`` around it assigns ``name`` in its other branch too (``scaler = GradScaler() if``
+    written as two branches, the other one ``None``)."""
+    child = node
+    for ancestor in semantic.ancestors(node):
+        if ancestor is owner or isinstance(ancestor, ast.Module):
+            return True
+        if isinstance(ancestor, _CONDITIONAL):
+            return False
+        if isinstance(ancestor, ast.If):
+            other = ancestor.orelse if child in ancestor.body else ancestor.body
+            if not any(_assigns(n, name) for stmt in other for n in ast.walk(stmt) if isinstance(n, (ast.Assign, ast.AnnAssign))):
+                return False
+        child = ancestor
+    return True
 
 
 def _parameters(function: ast.AST) -> list[ast.arg]:
     args = function.args
     return [*args.posonlyargs, *args.args, *args.kwonlyargs, *filter(None, (args.vararg, args.kwarg))]
-
-
-def _statements_between(semantic, node: ast.AST, owner: Optional[ast.AST]) -> list[ast.AST]:
-    """The statements that hold ``node`` inside ``owner`` (its function, or the module)."""
-    found = []
-    for ancestor in semantic.ancestors(node):
-        if ancestor is owner or isinstance(ancestor, ast.Module):
-            break
-        found.append(ancestor)
-    return found
 
 
 def _several_scalers(ctx: ModuleContext, node: ast.AST) -> bool:
