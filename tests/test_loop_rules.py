@@ -1265,3 +1265,14 @@ def test_amp206_no_fix_naming_a_scaler_that_exists_on_some_paths_only():
         '        if params.enable_amp:\n            self.gscaler = torch.amp.GradScaler("cuda")\n', ""
     ).replace("    def save(self, path):\n", '    def before_train(self):\n        self.gscaler = torch.amp.GradScaler("cuda")\n\n    def save(self, path):\n')
     assert [d.fix is not None for d in ampfix.check_source(elsewhere, "t.py") if d.code == "AMP206"][0]
+    # made in the epoch loop and saved in the same iteration: bound where it is saved
+    per_epoch = loop("""
+    for epoch in range(3):
+        scaler = torch.amp.GradScaler("cuda")
+        for x in loader:
+            scaler.scale(model(x).mean()).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)
+    """)
+    assert [d.fix is not None for d in ampfix.check_source(per_epoch, "t.py") if d.code == "AMP206"] == [True]

@@ -57,23 +57,28 @@ def code_text(semantic: "SemanticModel", text: str) -> str:
 
 
 def _prose_spans(tree: ast.Module, text: str) -> list[tuple[int, int]]:
+    """Character spans of the comments and docstrings, from one pass of the tokenizer (a
+    docstring is the string token whose rows are those of a docstring node)."""
     import io
     import tokenize
 
-    from ampfix.source import Locator
-
-    locator = Locator(text)
-    spans = []
+    docstrings = set()
     for node in ast.walk(tree):
         if isinstance(node, _DOCUMENTED) and node.body:
             first = node.body[0]
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
-                spans.append(locator.node_range(first.value))
+                docstrings.add((first.value.lineno, first.value.end_lineno))
+    starts = [0]
+    for line in io.StringIO(text).readlines():  # the lines tokenize reads, by the same reader
+        starts.append(starts[-1] + len(line))
+    spans = []
     try:
         for token in tokenize.generate_tokens(io.StringIO(text).readline):
-            if token.type == tokenize.COMMENT:
-                start = locator.line_starts[token.start[0] - 1] + token.start[1]  # a column in characters
-                spans.append((start, start + len(token.string)))
+            prose = token.type == tokenize.COMMENT or (
+                token.type == tokenize.STRING and (token.start[0], token.end[0]) in docstrings
+            )
+            if prose:  # tokenize's columns are characters
+                spans.append((starts[token.start[0] - 1] + token.start[1], starts[token.end[0] - 1] + token.end[1]))
     except (tokenize.TokenError, SyntaxError):
         pass  # the tree parsed: what tokenize read up to here is blanked
     return sorted(spans)

@@ -229,7 +229,7 @@ def _always_bound(ctx: ModuleContext, scaler: str, anchor: ast.AST) -> bool:
                 continue
         elif not ((owner is function and node.lineno < anchor.lineno) or owner is None):
             continue
-        if _on_every_path(semantic, node, owner, scaler):
+        if _on_every_path(semantic, node, owner, scaler, anchor):
             return True
     return False
 
@@ -239,13 +239,15 @@ def _assigns(node: ast.AST, name: str) -> bool:
     return name in {dotted_name(t) for t in targets}
 
 
-def _on_every_path(semantic, node: ast.AST, owner: Optional[ast.AST], name: str) -> bool:
-    """Whether ``node`` (an assignment of ``name``) runs on every path through ``owner``, or an
-    ``if`` around it assigns ``name`` in its other branch too (``scaler = GradScaler() if``
-    written as two branches, the other one ``None``)."""
+def _on_every_path(semantic, node: ast.AST, owner: Optional[ast.AST], name: str, anchor: ast.AST) -> bool:
+    """Whether ``node`` (an assignment of ``name``) runs on every path through ``owner`` that
+    reaches ``anchor``: the statements around both (a loop whose iteration makes the scaler, then
+    saves it) do not count; an ``if`` around the assignment alone counts unless its other branch
+    assigns ``name`` too (``scaler = None`` there)."""
+    around_anchor = {id(a) for a in semantic.ancestors(anchor)}
     child = node
     for ancestor in semantic.ancestors(node):
-        if ancestor is owner or isinstance(ancestor, ast.Module):
+        if ancestor is owner or isinstance(ancestor, ast.Module) or id(ancestor) in around_anchor:
             return True
         if isinstance(ancestor, _CONDITIONAL):
             return False

@@ -67,13 +67,14 @@ def _unwrapped(values, expr: ast.AST) -> bool:
 
 
 def _unwrapping(choice: ast.IfExp) -> bool:
+    """``m.module if isinstance(m, ...) else m`` (or ``hasattr(m, ...)``): the same ``m`` throughout."""
     body, test = choice.body, choice.test
     wrapped = dotted_name(choice.orelse)
     if not (isinstance(body, ast.Attribute) and body.attr == "module" and wrapped and dotted_name(body.value) == wrapped):
         return False
-    return isinstance(test, ast.Call) and isinstance(test.func, ast.Name) and test.func.id in ("isinstance", "hasattr") and (
-        bool(test.args) and dotted_name(test.args[0]) == wrapped
-    )
+    if not (isinstance(test, ast.Call) and isinstance(test.func, ast.Name) and test.args):
+        return False
+    return test.func.id in ("isinstance", "hasattr") and dotted_name(test.args[0]) == wrapped
 
 
 def _known_on_every_path(values, expr: ast.AST, depth: int = 0) -> bool:
