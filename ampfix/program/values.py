@@ -251,7 +251,7 @@ class ValueFlow:
             for index, _ in defining.get(".".join(parts[:i]), ())
         }
         entry: list[Definition] = []
-        if len(parts) == 1 and key in _parameters(function):
+        if len(parts) == 1 and key in parameter_names(function):
             entry = [Definition(key, "param", graph.ENTRY, function, None)]
         if not gen and not entry:
             return {}
@@ -565,7 +565,8 @@ def _label(expr: ast.AST) -> str:
     return dotted_key(expr) or type(expr).__name__
 
 
-def _parameters(function: ast.AST) -> set:
+def parameter_names(function: ast.AST) -> set:
+    """The names a function's (or lambda's) parameters bind."""
     if not isinstance(function, _FUNCTIONS + (ast.Lambda,)):
         return set()
     args = function.args

@@ -10,7 +10,7 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import insert_after
 from ampfix.prefilter import FileBytes, may_call_scaler
-from ampfix.program.values import enclosing_class, enclosing_function
+from ampfix.program.values import enclosing_class, enclosing_function, parameter_names
 from ampfix.rules.base import FIX_UNSAFE, STABLE, Rule
 from ampfix.semantic import dotted_name
 
@@ -51,18 +51,17 @@ class CheckpointWithoutScaler(Rule):
             others = [o for o in states if o and not model.is_optimizer(o)]
             if not others and not any(_MODEL_KEY.search(k) for k in keys):
                 continue  # optimizer state without a model: metadata, not a training checkpoint
-            scaler = self._scaler_in_scope(ctx, node)
-            several = _several_scalers(ctx, node)
+            in_scope = _scalers_in_scope(ctx, node)
+            scaler = in_scope[0] if in_scope else None
+            several = len(in_scope) > 1
             what = "each GradScaler's `state_dict()`" if several else f"`{scaler or 'scaler'}.state_dict()`"
             message = (
                 "checkpoint saves the optimizer but not the GradScaler: a resumed fp16 run restarts at the "
                 f"initial scale (skipped steps, a loss spike); save {what} and restore it with `load_state_dict` on resume"
             )
-            missing = scaler is not None and not several and not _always_bound(ctx, scaler, node)
-            fix = None if several or missing else self._fix(ctx, node, scaler)
-            diag = ctx.diagnostic(self, node, message, fix)
-            if several or missing:
-                diag.no_fix_reason = _SEVERAL_SCALERS if several else _maybe_unbound(scaler)
+            reason = _no_fix_reason(ctx, scaler, several, node)
+            diag = ctx.diagnostic(self, node, message, None if reason else self._fix(ctx, node, scaler))
+            diag.no_fix_reason = reason
             yield diag
         yield from self._check_loads(ctx)
 
@@ -84,17 +83,15 @@ class CheckpointWithoutScaler(Rule):
             if checkpoint is None:
                 continue
             scaler = self._scaler_bound_before(ctx, call)
-            several = _several_scalers(ctx, call)
+            several = len(_scalers_in_scope(ctx, call)) > 1
             what = "the state of the GradScaler that steps it" if several else f"`{scaler or 'scaler'}.load_state_dict(...)`"
             message = (
                 f"resuming restores `{receiver}` but not the GradScaler: the loss scale restarts at its initial "
                 f"value; restore {what} too"
             )
-            missing = scaler is not None and not several and not _always_bound(ctx, scaler, call)
-            fix = None if several or missing else self._load_fix(ctx, call, scaler, checkpoint)
-            diag = ctx.diagnostic(self, call, message, fix)
-            if several or missing:
-                diag.no_fix_reason = _SEVERAL_SCALERS if several else _maybe_unbound(scaler)
+            reason = _no_fix_reason(ctx, scaler, several, call)
+            diag = ctx.diagnostic(self, call, message, None if reason else self._load_fix(ctx, call, scaler, checkpoint))
+            diag.no_fix_reason = reason
             yield diag
 
     @staticmethod
@@ -146,10 +143,6 @@ class CheckpointWithoutScaler(Rule):
                             return True
         return False
 
-    @staticmethod
-    def _scaler_in_scope(ctx: ModuleContext, node: ast.AST) -> Optional[str]:
-        return next(iter(_scalers_in_scope(ctx, node)), None)
-
     def _fix(self, ctx: ModuleContext, node: ast.AST, scaler: Optional[str]) -> Optional[Fix]:
         """Add the key to a dict literal, on a line of its own when the dict has one entry per line."""
         if scaler is None or not isinstance(node, ast.Dict) or not node.values or None in node.keys:
@@ -179,6 +172,8 @@ class CheckpointWithoutScaler(Rule):
         return Fix(f"Add `{key}` to the checkpoint", tuple(edits), Applicability.UNSAFE)
 
 
+# several scalers in scope: a fix naming one of them (under one "scaler" key) would save or
+# restore the wrong one for the other optimizer
 _SEVERAL_SCALERS = (
     "several GradScalers are in scope (one per optimizer, as for a GAN's generator and discriminator): "
     "which state goes under which key is not known"
@@ -195,11 +190,16 @@ def _scalers_in_scope(ctx: ModuleContext, node: ast.AST) -> list[str]:
     ]
 
 
-def _maybe_unbound(scaler: str) -> str:
-    return (
-        f"`{scaler}` is created only on some paths (under a condition, in a loop or a handler): "
-        "a fix that names it would raise where it is not"
-    )
+def _no_fix_reason(ctx: ModuleContext, scaler: Optional[str], several: bool, anchor: ast.AST) -> Optional[str]:
+    """Why a fix naming ``scaler`` at ``anchor`` is not offered; None when it may be."""
+    if several:
+        return _SEVERAL_SCALERS
+    if scaler is not None and not _always_bound(ctx, scaler, anchor):
+        return (
+            f"`{scaler}` is created only on some paths (under a condition, in a loop or a handler): "
+            "a fix that names it would raise where it is not"
+        )
+    return None
 
 
 # Statements whose body may not run (a loop's may run no time, a handler only on an error).
@@ -216,7 +216,7 @@ def _always_bound(ctx: ModuleContext, scaler: str, anchor: ast.AST) -> bool:
     semantic = ctx.semantic
     function = enclosing_function(semantic, anchor)
     field = scaler.startswith("self.")
-    if not field and function is not None and scaler in {a.arg for a in _parameters(function)}:
+    if not field and function is not None and scaler in parameter_names(function):
         return True
     cls = enclosing_class(semantic, anchor) if field else None
     assigned = [node for node in semantic.nodes(ast.Assign, ast.AnnAssign) if node.value is not None and _assigns(node, scaler)]
@@ -259,24 +259,12 @@ def _on_every_path(semantic, node: ast.AST, owner: Optional[ast.AST], name: str,
     return True
 
 
-def _parameters(function: ast.AST) -> list[ast.arg]:
-    args = function.args
-    return [*args.posonlyargs, *args.args, *args.kwonlyargs, *filter(None, (args.vararg, args.kwarg))]
-
-
-def _several_scalers(ctx: ModuleContext, node: ast.AST) -> bool:
-    """Whether more than one scaler of the module is bound where ``node`` is: a fix naming one of
-    them (under one `"scaler"` key) would save or restore the wrong one for the other optimizer."""
-    return len(_scalers_in_scope(ctx, node)) > 1
-
-
 def _may_be_none(ctx: ModuleContext, scaler: str, anchor: ast.AST) -> bool:
     """Whether an assignment of ``scaler`` (of the anchor's class, for ``self.x``) may give it
     None: ``None`` itself, or a conditional whose other branch is None."""
     cls = enclosing_class(ctx.semantic, anchor) if scaler.startswith("self.") else None
     for node in ctx.semantic.nodes(ast.Assign, ast.AnnAssign):
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-        if node.value is None or scaler not in {dotted_name(t) for t in targets}:
+        if node.value is None or not _assigns(node, scaler):
             continue
         if cls is not None and enclosing_class(ctx.semantic, node) is not cls:
             continue
