@@ -22,7 +22,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
     from ampfix.semantic import SemanticModel
@@ -46,6 +46,15 @@ class Vocabulary:
         return any(token in self.names or token in self.strings or token in self.words for token in tokens)
 
 
+def _docstring(node: ast.AST) -> Optional[ast.Constant]:
+    """The docstring of a module, class or function (a string constant as its first statement)."""
+    if isinstance(node, _DOCUMENTED) and node.body:
+        first = node.body[0]
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            return first.value
+    return None
+
+
 def code_text(semantic: "SemanticModel", text: str) -> str:
     """``text`` with its comments and docstrings blanked (the same length and lines), for the
     questions still asked of a module's text, so that prose (``# TODO: add autocast``, a docstring
@@ -62,12 +71,7 @@ def _prose_spans(tree: ast.Module, text: str) -> list[tuple[int, int]]:
     import io
     import tokenize
 
-    docstrings = set()
-    for node in ast.walk(tree):
-        if isinstance(node, _DOCUMENTED) and node.body:
-            first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
-                docstrings.add((first.value.lineno, first.value.end_lineno))
+    docstrings = {(doc.lineno, doc.end_lineno) for doc in map(_docstring, ast.walk(tree)) if doc is not None}
     starts = [0]
     for line in io.StringIO(text).readlines():  # the lines tokenize reads, by the same reader
         starts.append(starts[-1] + len(line))
@@ -110,10 +114,9 @@ def _collect(semantic: "SemanticModel") -> Vocabulary:
     modules: set[str] = set()
     docstrings: set[int] = set()
     for node in ast.walk(semantic.tree):  # breadth first: a definition comes before its docstring
-        if isinstance(node, _DOCUMENTED) and node.body:
-            first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
-                docstrings.add(id(first.value))
+        doc = _docstring(node)
+        if doc is not None:
+            docstrings.add(id(doc))
         if isinstance(node, ast.Name):
             names.add(node.id)
         elif isinstance(node, ast.Attribute):

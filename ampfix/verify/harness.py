@@ -466,7 +466,6 @@ def _install(trace: Trace, torch) -> None:
                 return original[name](self, *args, **kwargs)  # an override's super() call
             return hook(self, *args, **kwargs)
 
-        method._ampfix = True
         return method
 
     hooks = {
