@@ -12,7 +12,7 @@ from ampfix.program.flow import read_keys
 from ampfix.program.vocabulary import vocabulary
 from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_SOMETIMES, Rule
-from ampfix.training.accumulation import step_evidence
+from ampfix.training.accumulation import rebound_in_window, step_evidence
 from ampfix.training.loss import loss_sources
 from ampfix.training.model import Accumulation, Event, StepFunction
 from ampfix.training.wrappers import ddp_model
@@ -130,16 +130,13 @@ def _skip_condition(ctx: ModuleContext, accumulation: Accumulation, body: list, 
     ``not <the step's test>`` when that test follows in the same block and reads nothing the
     forward and backward rebind; ``micro < N - 1`` for a loop over ``range(N)`` micro-batches
     (the step follows the last one) whose counter and ``N`` the loop body does not rebind."""
-    if accumulation.gate is None:
+    if accumulation.gate is None:  # the count is a name, an attribute or an int (microbatch_count)
         loop = accumulation.loop
-        count = accumulation.factor
-        if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Name) and count is not None):
+        if not isinstance(loop.target, ast.Name):
             return None
-        if not isinstance(count, (ast.Name, ast.Attribute, ast.Constant)):
-            return None
-        if ({loop.target.id} | read_keys(count)) & _bound_in(loop.body):
+        if rebound_in_window(accumulation) or loop.target.id in _bound_in(loop.body):
             return None  # the counter or the count changes inside the loop
-        return f"{loop.target.id} < {ctx.segment(count)} - 1"
+        return f"{loop.target.id} < {ctx.segment(accumulation.factor)} - 1"
     gate_index = next((i for i, s in enumerate(body) if s is accumulation.gate), None)
     if gate_index is None or gate_index <= last:
         return None  # the step's condition is not read after the backward in this block

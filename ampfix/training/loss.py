@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Iterator, Optional
 
 from ampfix.program.calls import Target, bind_arguments, module_callers, resolve, resolve_in_project
 from ampfix.program.flow import dotted_key
-from ampfix.program.values import ValueFlow, value_flow
+from ampfix.program.values import ValueFlow, parameter_names, value_flow
 from ampfix.semantic import own_nodes
 
 if TYPE_CHECKING:
@@ -205,8 +205,7 @@ def call_on_self(call: ast.Call) -> bool:
 
 def _locals(function: ast.AST) -> set:
     """The names a function binds (its parameters and assignments): not the module's globals."""
-    params = {a.arg for a in ast.walk(function.args) if isinstance(a, ast.arg)}
-    return params | {n.id for n in own_nodes(function) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    return parameter_names(function) | {n.id for n in own_nodes(function) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
 
 
 def _divisors(sources: list[LossSource]) -> Iterator[ast.expr]:
