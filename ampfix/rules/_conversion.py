@@ -49,9 +49,9 @@ def infer_device(ctx: ModuleContext, fn: StepFunction) -> Device:
     cpu = named = None
     for scope in scopes:
         for call in _calls_in(ctx, scope):
+            named = named or _device_argument(ctx, call, fn)
             func = call.func
             if not isinstance(func, ast.Attribute):
-                named = named or _device_argument(ctx, call, fn)
                 continue
             if func.attr == "cuda" and not call.args:
                 return Device(f"{quote}cuda{quote}", "cuda")
@@ -62,8 +62,6 @@ def infer_device(ctx: ModuleContext, fn: StepFunction) -> Device:
                     cpu = cpu or device
                 elif device is not None:
                     return device
-            else:
-                named = named or _device_argument(ctx, call, fn)
     if cpu is not None:
         return cpu
     if named is not None:
