@@ -418,6 +418,9 @@ class _Analyser:
         self.results: dict[str, _Analysis] = {}
         self._pending: dict[str, tuple[float, Any, tuple]] = {}  # owner -> (due, view, key)
         self._waiters: dict[tuple[str, tuple], list[asyncio.Future]] = {}
+        # the (owner, key) being analysed and not yet kept: a request for it waits for that
+        # analysis instead of queuing a second one (which would publish the same version twice)
+        self._running: Optional[tuple[str, tuple]] = None
         self._condition = threading.Condition()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
@@ -455,7 +458,7 @@ class _Analyser:
                 self._condition.notify()
                 queued = True
             else:
-                queued = False
+                queued = self._running == (owner, key)
         if not queued:
             self.submit(owner, _NotebookView(notebook) if notebook is not None else _TextView(owner))
         return await future
@@ -478,6 +481,7 @@ class _Analyser:
                     when, owner = min(due)
                     if when <= now:
                         _, view, key = self._pending.pop(owner)
+                        self._running = (owner, key)
                         return owner, view, key
                     self._condition.wait(when - now)
                 else:
@@ -498,6 +502,7 @@ class _Analyser:
             self._loop.call_soon_threadsafe(self._publish, owner, analysis, elapsed_ms)
             time.sleep(0.002)  # lets the event loop take the GIL and publish before the validation
             if owner in self._pending:
+                self._running = None
                 continue  # a newer version is due: its analysis will serve the requests
             try:
                 _validate(analysis)
@@ -529,15 +534,25 @@ class _Analyser:
 
     def _done(self, owner: str, analysis: _Analysis) -> None:
         """On the event loop: keep an analysis whose fixes are judged for the requests (code
-        actions, hover), unless the document moved on."""
+        actions, hover), unless the document moved on; the requests made for an older version
+        are answered from it too (theirs was overtaken and will never be kept)."""
+        self._finished(owner, analysis.key)
         if not self._current(owner, analysis):
             return  # overtaken: the newer version's analysis is due
         self.results[owner] = analysis
-        for future in self._waiters.pop((owner, analysis.key), []):
-            if not future.done():
-                future.set_result(analysis)
+        for waiting in [waiting for waiting in self._waiters if waiting[0] == owner]:
+            for future in self._waiters.pop(waiting):
+                if not future.done():
+                    future.set_result(analysis)
+
+    def _finished(self, owner: str, key: tuple) -> None:
+        """On the event loop, as the result is kept: later requests find it in ``results``."""
+        with self._condition:
+            if self._running == (owner, key):
+                self._running = None
 
     def _failed(self, owner: str, key: tuple, exc: Exception) -> None:
+        self._finished(owner, key)
         for future in self._waiters.pop((owner, key), []):
             if not future.done():
                 future.set_exception(exc)

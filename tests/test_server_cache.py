@@ -81,7 +81,10 @@ async def test_a_burst_of_edits_publishes_only_the_last_version(client: Language
         change(client, uri, version)
     await published_version(client, uri, 11)
     await asyncio.sleep(0.3)  # nothing older comes after it either
-    assert [v for u, v in client.published if u == uri] == [1, 11]
+    versions = [v for u, v in client.published if u == uri]
+    # the burst's first edit is a lone one (no debounce): published too when its analysis ends
+    # before the next edits are read, which the scheduling of a loaded machine decides
+    assert versions in ([1, 11], [1, 2, 11])
     assert len(analyses(client, uri)) <= 3  # the open, the last edit, at most one overtaken
 
 
@@ -117,3 +120,16 @@ async def test_a_code_action_right_after_an_edit_answers_for_the_new_version(cli
     actions = await client.text_document_code_action_async(lsp.CodeActionParams(
         text_document=lsp.TextDocumentIdentifier(uri=uri), range=where, context=lsp.CodeActionContext(diagnostics=[])))
     assert any(a.kind == lsp.CodeActionKind.QuickFix and "AMP102" in a.title for a in actions)  # s1 exists in v2 only
+
+
+async def test_a_code_action_while_the_fixes_are_judged_waits_for_that_analysis(client: LanguageClient, tmp_path):
+    # the diagnostics come before the fixes are validated: a request then must not analyse the
+    # same version a second time (that publication would come after the next edit's request)
+    uri = (tmp_path / "train.py").as_uri()
+    await open_document(client, uri)
+    where = lsp.Range(start=lsp.Position(line=2, character=12), end=lsp.Position(line=2, character=12))
+    actions = await client.text_document_code_action_async(lsp.CodeActionParams(
+        text_document=lsp.TextDocumentIdentifier(uri=uri), range=where, context=lsp.CodeActionContext(diagnostics=[])))
+    assert any(a.kind == lsp.CodeActionKind.QuickFix and "AMP102" in a.title for a in actions)
+    await asyncio.sleep(0.3)
+    assert len(analyses(client, uri)) == 1 and [v for u, v in client.published if u == uri] == [1]
