@@ -135,6 +135,56 @@ def test_amp202_silent_on_branch_without_the_scaler():
     assert codes(source) == []
 
 
+TRAINER_BACKWARD = loop("""
+class Trainer:
+    def train(self, loader):
+        for x, y in loader:
+            with torch.autocast("cuda", enabled=self.scaler is not None):
+                loss = self.model(x).sum()
+            LOSS
+            self._backward(loss)
+
+    def _backward(self, loss):
+        self.optimizer.zero_grad()
+        loss.backward()
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+""")
+
+
+@pytest.mark.parametrize("source", [
+    # OCP's trainers: the caller scales the loss it hands to the backward helper
+    TRAINER_BACKWARD.replace("LOSS", "loss = self.scaler.scale(loss) if self.scaler else loss"),
+    # the same through a name in one function
+    loop("""
+    for x, y in loader:
+        loss = model(x).sum()
+        loss = scaler.scale(loss) if use_amp else loss
+        loss.backward()
+        scaler.step(optimizer)
+        scaler.update()
+    """),
+    # a helper no call of its module runs: its callers (a subclass elsewhere) may scale the loss
+    loop("""
+    class Base:
+        def _backward(self, loss):
+            loss.backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+    """),
+])
+def test_amp202_silent_when_the_loss_may_be_scaled_already(source):
+    assert only("AMP202", source) == []
+
+
+def test_amp202_fires_when_every_caller_passes_the_unscaled_loss():
+    source = TRAINER_BACKWARD.replace("LOSS", "loss = loss * 1.0")
+    assert only("AMP202", source) == ["AMP202"]
+
+
 def test_amp203_optimizer_step_after_scaled_backward():
     source = loop("""
     scaler.scale(loss).backward()
@@ -146,6 +196,20 @@ def test_amp203_optimizer_step_after_scaled_backward():
     scaler.step(optimizer)
     scaler.update()
     """)
+
+
+def test_amp203_a_loss_scaled_through_a_name_is_scaled():
+    # accelerate's ms_amp benchmark: `loss = scaler.scale(loss)`, then `loss.backward()`
+    source = loop("""
+    def train(model, loader, optimizer, scaler):
+        for x, y in loader:
+            loss = scaler.scale(model(x).sum())
+            loss.backward()
+            optimizer.step()
+    """)
+    assert codes(source) == ["AMP203"]
+    assert only("AMP201", source.replace("optimizer.step()", "torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
+                                                         "        scaler.step(optimizer)\n        scaler.update()")) == ["AMP201"]
 
 
 @pytest.mark.parametrize("source", [
@@ -464,6 +528,11 @@ for i, (x, y) in enumerate(loader):
     loop("for i, x in enumerate(loader):\n    if i % 2 == 0:\n        loss.backward()\n        optimizer.step()\n"),
     # a wrapper that takes the divided loss (MAE)
     loop("for i, x in enumerate(loader):\n    loss /= accum_iter\n    loss_scaler(loss, optimizer, update_grad=(i + 1) % accum_iter == 0)\n"),
+    # a count that is 1 as written (a module constant, a configuration class's attribute): the
+    # step follows every backward
+    ACCUM.replace("criterion = torch.nn.CrossEntropyLoss()", "accum = 1\ncriterion = torch.nn.CrossEntropyLoss()"),
+    ACCUM.replace("% accum", "% CFG.accum").replace("criterion = torch.nn.CrossEntropyLoss()",
+                                                     "class CFG:\n    accum = 1\ncriterion = torch.nn.CrossEntropyLoss()"),
 ])
 def test_amp301_silent(source):
     assert only("AMP301", source) == []
@@ -477,6 +546,10 @@ def test_amp301_silent(source):
     ACCUM.replace("criterion = torch.nn.CrossEntropyLoss()",
                   "criterion = torch.nn.CrossEntropyLoss()\nprobe = torch.nn.MSELoss(reduction='sum')"),
     ACCUM.replace("criterion = torch.nn.CrossEntropyLoss()", "nbs = 64\naccum = max(round(nbs / bs), 1)"),
+    # a count of 1 that the run may change: a command-line default, a class attribute set again
+    ACCUM.replace("% accum", "% args.accum"),
+    ACCUM.replace("% accum", "% CFG.accum").replace("criterion = torch.nn.CrossEntropyLoss()",
+                                                     "class CFG:\n    accum = 1\nCFG.accum = n\ncriterion = torch.nn.CrossEntropyLoss()"),
     # a criterion sometimes built with a sum and sometimes with a mean: not known to sum
     ACCUM.replace("criterion = torch.nn.CrossEntropyLoss()",
                   "criterion = torch.nn.CrossEntropyLoss(reduction='sum') if s else torch.nn.CrossEntropyLoss()"),

@@ -292,3 +292,35 @@ def test_a_model_unknown_on_some_path_is_reported_without_the_no_sync_fix(tmp_pa
 def test_a_plain_model_passed_by_the_script_is_not_ddp(tmp_path):
     write(tmp_path, {"train_utils.py": EPOCH, "train.py": DDP_SCRIPT.replace("DDP(net, device_ids=[rank])", "net.cuda()")})
     assert [d for d in check(tmp_path, "train_utils.py") if d.code == "AMP305"] == []
+
+
+ACCUMULATING_SCRIPT = """\
+import sys
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+sys.path.append('./Configs/')
+from segmentation_config import CFG
+
+
+def train(model, loader, optimizer):
+    model = DDP(model)
+    for step, (x, y) in enumerate(loader):
+        loss = model(x).sum()
+        loss.backward()
+        if (step + 1) % CFG.acc_steps == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+"""
+
+
+def test_a_count_of_one_in_a_configuration_module_on_sys_path_is_no_accumulation(tmp_path):
+    # RSNA 2023's scripts: `sys.path.append('./Configs/')`, then the class the count is read from
+    write(tmp_path, {"TRAIN/train.py": ACCUMULATING_SCRIPT, "Configs/segmentation_config.py": "class CFG:\n    acc_steps = 1\n"})
+    assert [d.code for d in check(tmp_path, "TRAIN/train.py")] == []
+    write(tmp_path, {"Configs/segmentation_config.py": "class CFG:\n    acc_steps = 2\n"})
+    assert sorted(d.code for d in check(tmp_path, "TRAIN/train.py")) == ["AMP301", "AMP305"]
+    # set again elsewhere: the count is not the class body's literal
+    write(tmp_path, {"TRAIN/train.py": ACCUMULATING_SCRIPT + "\nCFG.acc_steps = 1\n",
+                     "Configs/segmentation_config.py": "class CFG:\n    acc_steps = 1\n"})
+    assert sorted(d.code for d in check(tmp_path, "TRAIN/train.py")) == ["AMP301", "AMP305"]

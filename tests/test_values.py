@@ -250,3 +250,50 @@ def test_object_at_reads_a_dotted_reference_at_a_call():
     )
     call = tree.body[1].body[1].value
     assert flow.object_at("s", call).callee == "torch.amp.GradScaler"
+
+
+def used(tree, name: str) -> list:
+    """The arguments of ``use(...)`` calls, in source order."""
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == name]
+    return [c.args[0] for c in sorted(calls, key=lambda c: (c.lineno, c.col_offset))]
+
+
+def test_literal_values_of_names_and_configuration_classes():
+    tree, flow = module(
+        """
+        ACC = 1
+        SWITCHED = 1
+
+
+        class CFG:
+            acc_steps = 2
+            lr = 1e-3
+
+
+        class Moved:
+            acc_steps = 1
+
+
+        Moved.acc_steps = 4
+
+
+        def f(flag, args):
+            n = 2
+            if flag:
+                n = 4
+            use(ACC, CFG.acc_steps, n, args.accum, SWITCHED, Moved.acc_steps)
+
+
+        def g():
+            global SWITCHED
+            SWITCHED = 8
+        """
+    )
+    [call] = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "use"]
+    acc, cfg, n, accum, switched, moved = call.args
+    assert flow.constants(acc) == {1}
+    assert flow.constants(cfg) == {2}  # the class body's one assignment
+    assert flow.constants(n) == {2, 4}  # every reaching assignment
+    assert flow.constants(accum) is None  # a run-time configuration entry
+    assert flow.constants(switched) is None  # a function rebinds the module name
+    assert flow.constants(moved) is None  # assigned through the class too

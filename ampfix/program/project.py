@@ -53,6 +53,7 @@ class ProjectIndex:
         self._roots: dict[str, list[str]] = {}  # folder -> where its absolute imports are found
         self._extensions: dict[str, Optional[str]] = {}  # project root -> a compiled extension
         self._callers: dict[tuple, tuple] = {}  # (path, function name, line) -> (files' stats, calls)
+        self._sys_paths: dict[str, tuple] = {}  # path -> the relative folders its top level appends to sys.path
 
     # -- modules ----------------------------------------------------------------------------
 
@@ -104,11 +105,26 @@ class ProjectIndex:
             for _ in range(level - 1):
                 folder = os.path.dirname(folder)
             return _module_in(folder, module) if module else _package_init(folder)
-        for base in self._search_roots(folder):
+        for base in self._search_roots(folder) + self._appended_roots(importer, folder):
             found = _module_in(base, module)
             if found is not None:
                 return found
         return None
+
+    def _appended_roots(self, importer: str, folder: str) -> list[str]:
+        """The folders the importer's top level adds to ``sys.path`` by a relative literal
+        (``sys.path.append('./Configs/')``, Kaggle scripts' way to reach their configuration),
+        taken from where the script may be run: its folder and the roots above it."""
+        entries = self._sys_paths.get(importer)
+        if entries is None:
+            entries = self._sys_paths[importer] = _sys_path_literals(importer)
+        roots = []
+        for entry in entries:
+            for base in self._search_roots(folder):
+                candidate = os.path.normpath(os.path.join(base, entry))
+                if self._under_root(candidate) and os.path.isdir(candidate):
+                    roots.append(candidate)
+        return list(dict.fromkeys(roots))
 
     def _search_roots(self, folder: str) -> list[str]:
         """Where an absolute import from a file in ``folder`` is looked for: the folder (a
@@ -369,6 +385,32 @@ def _top_level_imports(path: str) -> dict[str, ast.stmt]:
             for alias in stmt.names:
                 found[alias.asname or alias.name.split(".", 1)[0]] = stmt
     return found
+
+
+def _sys_path_literals(path: str) -> tuple:
+    """The relative folders given as string literals to ``sys.path.append(...)`` /
+    ``sys.path.insert(i, ...)`` statements at a module's top level (column 0), each line parsed
+    alone; a computed path (``os.path.dirname(__file__)``) is not followed."""
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ()
+    if "sys.path." not in text:
+        return ()
+    found = []
+    for line in text.splitlines():
+        if not line.startswith(("sys.path.append(", "sys.path.insert(")):
+            continue
+        try:
+            call = ast.parse(line.split("#", 1)[0]).body[0].value
+        except (SyntaxError, ValueError, IndexError, AttributeError):
+            continue
+        argument = call.args[-1] if isinstance(call, ast.Call) and call.args else None
+        if isinstance(argument, ast.Constant) and isinstance(argument.value, str) \
+                and argument.value and not os.path.isabs(argument.value):
+            found.append(argument.value)
+    return tuple(found)
 
 
 def _import_statements(text: str) -> str:

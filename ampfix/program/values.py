@@ -285,6 +285,55 @@ class ValueFlow:
         node = self.graph(owner).node_of(stmt)
         return self.reaching(owner, key, node) if node is not None else []
 
+    # -- literal values ------------------------------------------------------------------------
+
+    def constants(self, expr: ast.AST, depth: int = 0) -> Optional[frozenset]:
+        """The literal values ``expr`` may have, when every one is a literal: a constant, a name
+        whose every reaching assignment (a module name's every one) is one, an attribute of a
+        class of this module assigned once in its body and never through the class (``CFG.accum``
+        of a Kaggle configuration class); None when some value is not known."""
+        if depth > _MAX_DEPTH:
+            return None
+        if isinstance(expr, ast.Constant):
+            return frozenset({expr.value})
+        if isinstance(expr, ast.Name):
+            definitions = self.definitions_at(expr) or self._module_definitions(expr)
+            if not definitions or any(d.kind not in ("assign", "annassign") or d.value is None for d in definitions):
+                return None
+            found: set = set()
+            for definition in definitions:
+                values = self.constants(definition.value, depth + 1)
+                if values is None:
+                    return None
+                found |= values
+            return frozenset(found)
+        if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name):
+            bindings = self.semantic.module_scope.bindings.get(expr.value.id, [])
+            if len(bindings) != 1 or not isinstance(bindings[0].node, ast.ClassDef) or assigned_through(self.semantic, expr):
+                return None
+            return class_constants(bindings[0].node, expr.attr)
+        return None
+
+    def _module_definitions(self, name: ast.Name) -> list[Definition]:
+        """For a module name read in a function that does not bind it: its module-level plain
+        assignments (the function may run after any of them); none when some function rebinds it
+        (``global``) or it has another kind of binding."""
+        owner, _ = self._owner_and_statement(name)
+        scope = self.semantic.scopes.get(owner) if owner is not None else None
+        if owner is None or owner is self.semantic.tree or scope is None or name.id in scope.bindings:
+            return []
+        bound = self.semantic.module_scope.bindings.get(name.id, [])
+        everywhere = _assignment_index(self.semantic)[0].get(("name", name.id), [])
+        if not bound or len(everywhere) != len(bound):
+            return []  # also assigned in a function (a `global`, or a local of the same name)
+        found = []
+        for binding in bound:
+            definition = self._single_definition(self.semantic.tree, name.id, binding.node)
+            if definition is None:
+                return []
+            found.append(definition)
+        return found
+
     # -- objects -------------------------------------------------------------------------------
 
     def objects(self, expr: ast.AST, depth: int = 0) -> frozenset:
@@ -563,6 +612,30 @@ def _one(objects: frozenset, label: str) -> Optional[ObjectId]:
 
 def _label(expr: ast.AST) -> str:
     return dotted_key(expr) or type(expr).__name__
+
+
+def assigned_through(semantic: SemanticModel, expr: ast.Attribute) -> bool:
+    """Whether the module assigns ``expr`` (``CFG.acc_steps``) as written: through the same base name."""
+    base = dotted_key(expr.value)
+    for stmt in assignments(semantic, expr):
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+        for target in targets:
+            for node in ast.walk(target):
+                if isinstance(node, ast.Attribute) and node.attr == expr.attr and dotted_key(node.value) == base:
+                    return True
+    return False
+
+
+def class_constants(cls: ast.ClassDef, attr: str) -> Optional[frozenset]:
+    """The literal ``attr`` of ``cls``'s body when one plain assignment there gives it (None else)."""
+    values = [
+        stmt.value for stmt in cls.body
+        if isinstance(stmt, (ast.Assign, ast.AnnAssign))
+        and any(isinstance(t, ast.Name) and t.id == attr for t in (stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]))
+    ]
+    if len(values) != 1 or not isinstance(values[0], ast.Constant):
+        return None
+    return frozenset({values[0].value})
 
 
 def parameter_names(function: ast.AST) -> set:

@@ -10,6 +10,7 @@ from ampfix.edits import delete_statement, parent_body
 from ampfix.prefilter import FileBytes, may_backward, may_scale_loss, may_step_scaler
 from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_UNSAFE, Rule
+from ampfix.training.loss import may_be_scaled
 from ampfix.training.model import BACKWARD, SCALE, SCALER_STEP
 from ampfix.training.typestate import PLAIN_THEN_STEP, errors_of
 
@@ -59,6 +60,8 @@ class UnscaledBackward(Rule):
                 backward, step = error.event, error.path[-1] if error.path else None
                 if id(backward) in handled or backward.via is not None or step is None or step.via is not None:
                     continue
+                if may_be_scaled(ctx, backward.arg):
+                    continue  # the tensor may be the scaler's result already (through a name or a caller)
                 handled.add(id(backward))
                 scaler = step.receiver
                 loss = ctx.segment(backward.arg)

@@ -155,6 +155,47 @@ def _values(module: "ModuleSource") -> ValueFlow:
     return value_flow(module.semantic, module.path, module_callers)
 
 
+# -- whether a loss scaler made it ------------------------------------------------------------------
+
+
+def may_be_scaled(module: "ModuleSource", loss: ast.expr, depth: int = 3) -> bool:
+    """Whether the tensor that a plain ``loss.backward()`` differentiates may be a loss scaler's
+    result on some path: assigned from ``scaler.scale(...)`` (``loss = scaler.scale(loss) if
+    amp else loss``), or a parameter that a caller binds to such a value, or whose callers are
+    not all in this module (OCP's ``_backward(self, loss)``, which its subclasses call with
+    ``self.scaler.scale(loss)``): then that the backward bypasses the scaler is not known."""
+    if depth < 0:
+        return True
+    values = _values(module)
+    for source in loss_sources(module, loss):
+        node = source.node
+        if isinstance(node, ast.IfExp):  # `scaler.scale(loss) if amp else loss`: either branch
+            if any(may_be_scaled(module, branch, depth - 1) for branch in (node.body, node.orelse)):
+                return True
+            continue
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "scale":
+            return True
+        if not isinstance(node, ast.Name):
+            continue
+        for definition in values.definitions_at(node):
+            if definition.kind == "param" and _caller_may_scale(module, definition, depth):
+                return True
+    return False
+
+
+def _caller_may_scale(module: "ModuleSource", parameter, depth: int) -> bool:
+    """For a parameter's definition: whether some caller may pass a scaled tensor for it (every
+    caller in this module is read; a function no call here runs is called from elsewhere)."""
+    callers = _values(module).callers(parameter.stmt)
+    if not callers:
+        return True
+    for _call, bound in callers:
+        argument = bound.get(parameter.key) if bound is not None else None
+        if argument is None or may_be_scaled(module, argument, depth - 1):
+            return True
+    return False
+
+
 # -- what the sources do to the loss ---------------------------------------------------------------
 
 

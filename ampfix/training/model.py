@@ -57,7 +57,9 @@ from ampfix.program.calls import bind_arguments, module_callers, resolve_in_proj
 from ampfix.program.calls import resolve as resolve_call
 from ampfix.program.flow import FlowGraph, branch_key, dotted_key
 from ampfix.program.flow import build as build_flow
-from ampfix.program.values import ObjectId, ValueFlow, enclosing_class, enclosing_function, value_flow
+from ampfix.program.values import (
+    ObjectId, ValueFlow, assigned_through, class_constants, enclosing_class, enclosing_function, value_flow,
+)
 from ampfix.semantic import dotted_name
 
 if TYPE_CHECKING:
@@ -966,6 +968,10 @@ class TrainingModel:
                     return None  # a method of the module (``self.backward(loss)``): its calls say what it does
                 # a wrapper: accelerator.backward(loss), mp_trainer.backward(loss)
                 return Event(BACKWARD, call, stmt, context, receiver=receiver, arg=call.args[0])
+            scale = self._scaled_through_name(receiver_node, owner)
+            if scale is not None:  # `loss = scaler.scale(loss)`, then `loss.backward()`
+                return Event(BACKWARD, call, stmt, context, arg=scale.args[0], scaled=True,
+                             scaler=dotted_name(scale.func.value), objects=_lazy(self.values, None, scale.func.value, None))
             return Event(BACKWARD, call, stmt, context, arg=receiver_node)
         if method in CLIP_METHOD_NAMES and receiver in ("torch.nn.utils", "nn.utils"):
             return Event(CLIP, call, stmt, context)
@@ -991,6 +997,20 @@ class TrainingModel:
         if method == "zero_grad" and receiver is not None:
             return Event(ZERO_GRAD, call, stmt, context, receiver=receiver, objects=objects)
         return None
+
+    def _scaled_through_name(self, node: ast.AST, owner) -> Optional[ast.Call]:
+        """The ``scaler.scale(...)`` call that gives the name ``node`` its one reaching value
+        (None when some path binds it otherwise: ``scaler.scale(loss) if amp else loss``)."""
+        if not isinstance(node, ast.Name):
+            return None
+        definitions = self.values.definitions_at(node)
+        if len(definitions) != 1 or definitions[0].kind not in ("assign", "annassign"):
+            return None
+        value = definitions[0].value
+        if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and value.func.attr == "scale"
+                and value.args):
+            return None
+        return value if self.is_scaler(dotted_name(value.func.value), value.func.value, owner) else None
 
     def _autocast_region(self, stmt: ast.With, item: ast.withitem) -> Optional[AutocastRegion]:
         expr = item.context_expr
@@ -1032,7 +1052,10 @@ class TrainingModel:
                 continue  # `if i % 2 == 0: opt_d.step() else: opt_g.step()`: alternating optimizers
             if not _looks_like_accumulation(gate.test):
                 continue
-            found.append(Accumulation(loop, gate, _accumulation_factor(gate.test), backwards, steps))
+            factor = _accumulation_factor(gate.test)
+            if self._one_by_construction(factor):
+                continue  # `step % CFG.acc_steps == 0` with `acc_steps = 1`: a step every iteration
+            found.append(Accumulation(loop, gate, factor, backwards, steps))
         found += [w for loop in loops if (w := self._microbatch_window(function, loop, events)) is not None]
         return found
 
@@ -1054,16 +1077,34 @@ class TrainingModel:
         ]
         return Accumulation(loop, None, count, backwards, steps) if steps else None
 
-    def _one_by_construction(self, count: ast.expr) -> bool:
-        """Whether every value of ``count`` that reaches the loop is a literal 0 or 1
-        (``gradient_accumulation_steps = 1``): no window of several micro-batches is ever built."""
-        if isinstance(count, ast.Constant):
+    def _one_by_construction(self, count: Optional[ast.expr]) -> bool:
+        """Whether every value of the micro-batch count is a literal 0 or 1 (``accum = 1``, a
+        configuration class's ``acc_steps = 1`` here or in the project module it is imported
+        from): no window of several micro-batches is ever built, the step follows every backward."""
+        if count is None:
             return False
-        definitions = self.values.definitions_at(count)
-        return bool(definitions) and all(
-            d.kind in ("assign", "annassign") and isinstance(d.value, ast.Constant)
-            and d.value.value in (0, 1) for d in definitions
+        values = self.values.constants(count)
+        if values is None:
+            values = self._imported_class_constants(count)
+        return values is not None and bool(values) and all(
+            type(v) is int and v in (0, 1) for v in values  # noqa: E721 - True is no count
         )
+
+    def _imported_class_constants(self, expr: ast.expr) -> Optional[frozenset]:
+        """``CFG.acc_steps`` of a class imported from another project module: its literal value
+        there, when neither module assigns it through the class."""
+        project = self.ctx.project
+        if project is None or not isinstance(expr, ast.Attribute) or not isinstance(expr.value, ast.Name):
+            return None
+        if assigned_through(self.ctx.semantic, expr):
+            return None  # `CFG.acc_steps = args.accum` in this module
+        named = project.definition(self.ctx, expr, prefiltered=False)
+        if named is None or not isinstance(named.node, ast.ClassDef) or named.attribute != expr.attr:
+            return None
+        there = ast.Attribute(value=ast.Name(id=named.node.name, ctx=ast.Load()), attr=expr.attr, ctx=ast.Load())
+        if assigned_through(named.module.semantic, there):  # as its own module names the class
+            return None
+        return class_constants(named.node, expr.attr)
 
     def regions_reaching(self, function: StepFunction, event: Event, among=None) -> list[AutocastRegion]:
         """The autocast regions of ``function`` (or ``among`` them) that hold ``event`` or whose
