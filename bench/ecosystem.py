@@ -10,8 +10,8 @@
     python bench/ecosystem.py --dev                                           # the labelled dev corpus instead
 
 As ruff's ecosystem check guards its rule changes, this shows what a change does to code nobody
-labelled in advance. ``ECOSYSTEM`` below pins 143 public repositories with hand-written PyTorch
-training loops (20,692 Python files and notebooks), each with one of 13 domain tags (vision,
+labelled in advance. ``ECOSYSTEM`` below pins 173 public repositories with hand-written PyTorch
+training loops (27,104 Python files and notebooks), each with one of 13 domain tags (vision,
 generative, speech, nlp, recsys, tabular, timeseries, rl, gnn, sciml, course, kaggle,
 library-examples), none of them in ``../shared/corpus/reserved-repos.txt`` (kept for an independent
 evaluation) or in the dev corpus, each at the commit of the snapshot that the ``fetch`` tool
@@ -21,7 +21,7 @@ Python files and notebooks are extracted into ``CHECKOUTS/owner+name@commit[:10]
 
 Halves. A repository is in the *dev* half when the first byte of ``sha256(b"owner/name")`` is even,
 else in the *scoring* half. The split is fixed (no seed, no list to edit): the dev half is read
-finding by finding while rules change (68 repositories); the scoring half (75) is only counted (this script prints no
+finding by finding while rules change (80 repositories); the scoring half (93) is only counted (this script prints no
 scoring-half finding one by one unless ``--list-scoring`` is given) until a change is done, so
 its precision measures code nobody tuned on.
 
@@ -97,6 +97,9 @@ ECOSYSTEM = {
     # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
     "Lornatang/SRGAN-PyTorch": ("8842030eb433f8578a77328060121fa5a9a3cb43", "vision"),
     "hustvl/Vim": ("dd0358ad1e42701f22afbefa0717cc8825cf9f45", "vision"),
+    # fresh batch 2, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "HiLab-git/SSL4MIS": ("06df6047a59aba9988ced8331998b5957ecb356b", "vision"),
+    "ljwztc/CLIP-Driven-Universal-Model": ("43c12399cc98a40f447342a8dc2cecae5edae84c", "vision"),
     # generative
     "NVlabs/edm": ("008a4e5316c8e3bfe61a62f874bddba254295afb", "generative"),
     "eriklindernoren/PyTorch-GAN": ("36d3c77e5ff20ebe0aeefd322326a134a279b93e", "generative"),
@@ -116,6 +119,8 @@ ECOSYSTEM = {
     # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
     "chuanyangjin/fast-DiT": ("0ddbd642f47057d5ec6145529237e1043a335942", "generative"),
     "sihyun-yu/REPA": ("67f714503e3892f993844aab088ffc5791c92613", "generative"),
+    # fresh batch 2, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "cloneofsimo/minRF": ("4fc10e0cc8ba976152c7936a1af9717209f03e18", "generative"),
     # speech
     "jik876/hifi-gan": ("4769534d45265d52a904b850da5a622601885777", "speech"),
     "NVIDIA/tacotron2": ("185cd24e046cc1304b4f8e564734d2498c6e2e6f", "speech"),
@@ -136,6 +141,10 @@ ECOSYSTEM = {
     # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
     "p0p4k/vits2_pytorch": ("1f4f3790568180f8dec4419d5cad5d0877b034bb", "speech"),
     "fishaudio/Bert-VITS2": ("8f7fbd8c4770965225d258db548da27dc8dd934c", "speech"),
+    # fresh batch 2, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "NVIDIA/radtts": ("07759cd474458f46db45cab975a85ba21b7fee0a", "speech"),
+    "Plachtaa/VALL-E-X": ("3faaf8ccadb154d63b38070caf518ce9309ea0f4", "speech"),
+    "yl4579/StarGANv2-VC": ("985df557acad47131587955bfe13ea9b99168f71", "speech"),
     # nlp
     "karpathy/build-nanogpt": ("6104ab1b53920f6e2159749676073ff7d815c1fa", "nlp"),
     "meta-llama/llama-recipes": ("faae2fd877995430906e1d0904131ecdaa89a604", "nlp"),
@@ -153,6 +162,10 @@ ECOSYSTEM = {
     # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
     "stanford-futuredata/ColBERT": ("501c29d9e0b7f7b393e36c4177ec2b141a253114", "nlp"),
     "jingyaogong/minimind": ("d65ef2c00ebc6082f9df11541e1b191655eddb00", "nlp"),
+    # fresh batch 2, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "allenai/OLMo": ("59a53e3f68e546330ca5a99ec626e58f9ab96494", "nlp"),
+    "huggingface/nanotron": ("2411b022a75fb7f7561a1bb4166706da5e1b76de", "nlp"),
+    "facebookresearch/fairseq": ("3d262bb25690e4eb2e7d3c1309b1e9c406ca4b99", "nlp"),
     # recsys
     "pytorch/torchrec": ("a48cef79ebc333da92af1311c04b041ee21a8e75", "recsys"),
     "shenweichen/DeepCTR-Torch": ("f6854257b1fc29caab655ce72c6b5528b7432574", "recsys"),
@@ -164,6 +177,9 @@ ECOSYSTEM = {
     # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
     "meta-recsys/generative-recommenders": ("db1bf8f2e8f6a92a738dafd52a245eafb25a222b", "recsys"),
     "rixwew/pytorch-fm": ("f74ad19771eda104e99874d19dc892e988ec53fa", "recsys"),
+    # fresh batch 2, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "ustcml/RecStudio": ("6f628ddd7ab3340f911ae7eada5d029cb062602d", "recsys"),
+    "THUwangcy/ReChorus": ("e58d752558634d42be60de561d6f74df748583cc", "recsys"),
     # tabular
     "yandex-research/rtdl": ("4ca77be57aae445648df63e9ef3a5566b1f0a835", "tabular"),
     "yandex-research/tab-ddpm": ("b476257dd460b778ba09eb97f7a51d6490fa17f8", "tabular"),
@@ -173,6 +189,9 @@ ECOSYSTEM = {
     # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
     "yandex-research/tabular-dl-tabr": ("17baa9082506f8e7a0f8d11bb1e08212926a1507", "tabular"),
     "LAMDA-Tabular/TALENT": ("c9d24c8ab44f8fabb1b7213b28a03a107394ce54", "tabular"),
+    # fresh batch 2, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "automl/TabPFN": ("ddf5e852c05e42d7032604638ede86c81f9a95ea", "tabular"),
+    "yandex-research/tabm": ("28e47ae301c92ec37787dde1ce923a0793f405b4", "tabular"),
     # timeseries
     "zhouhaoyi/Informer2020": ("29f2a739226a509202a092b464163da81fa74960", "timeseries"),
     "thuml/Autoformer": ("51c7d416ae120b805fd5beef2f4ccf7de496a6ff", "timeseries"),
@@ -181,6 +200,10 @@ ECOSYSTEM = {
     # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
     "thuml/iTransformer": ("c2426e68ca13f74aaec08045c5c724d8ad328124", "timeseries"),
     "KimMeen/Time-LLM": ("0045cde1ae0a7e7960b8f2273404eabac0f9c5da", "timeseries"),
+    # fresh batch 2, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "MAZiqing/FEDformer": ("c0f6b972def125691434d62be1ecadf710ae921a", "timeseries"),
+    "moment-timeseries-foundation-model/moment": ("38f7310ad594100747ca2a8357e9c7ca7d323e0e", "timeseries"),
+    "gzerveas/mvts_transformer": ("3f2e378bc77d02e82a44671f20cf15bc7761671a", "timeseries"),
     # rl
     "DLR-RM/stable-baselines3": ("e05d2dbe6eda0acd0ef2e316e3e4065677add3eb", "rl"),
     "thu-ml/tianshou": ("f2402056b03acafeedf2518a5088db55add004ab", "rl"),
@@ -194,6 +217,10 @@ ECOSYSTEM = {
     "real-stanford/diffusion_policy": ("5ba07ac6661db573af695b419a7947ecb704690f", "rl"),
     "tinkoff-ai/CORL": ("6afec90484bbf47dee05fdf525e26a3ebe028e9b", "rl"),
     "huggingface/lerobot": ("7427f31801f944f5ec9ce53cda02862ce7d1638b", "rl"),
+    # fresh batch 2, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "jurgisp/pydreamer": ("8a4ea85a925b57ddf24a221b41dfb3257f89d63a", "rl"),
+    "nicklashansen/tdmpc2": ("e9f59321933cbc8e11a002b842adc7d4ffae8ff1", "rl"),
+    "tonyzhaozh/act": ("742c753c0d4a5d87076c8f69e5628c79a8cc5488", "rl"),
     # gnn
     "pyg-team/pytorch_geometric": ("5c6461b2305ad068a6d61165b3c55852a11aaa41", "gnn"),
     "tkipf/pygcn": ("1600b5b748b3976413d1e307540ccc62605b4d6d", "gnn"),
@@ -203,6 +230,9 @@ ECOSYSTEM = {
     # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
     "atomicarchitects/equiformer": ("64cb7866f48b9aa156e74a9d6a2ef2663b367437", "gnn"),
     "THUDM/GraphMAE": ("b14f080c919257b495e3cb6474286d5252d6a635", "gnn"),
+    # fresh batch 2, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "snap-stanford/pretrain-gnns": ("8b20528a83b8869ce16451305b32c827258d19a3", "gnn"),
+    "divelab/DIG": ("21476b079c9226f38915dcd082b5c2ee0cddaac8", "gnn"),
     # sciml
     "zongyi-li/fourier_neural_operator": ("00b7d86f8d74ff0af55da53eb585fe26df9c71f0", "sciml"),
     "lululxvi/deepxde": ("99b6620386d18cefb1549dddb7b7fe468cfad607", "sciml"),
@@ -213,6 +243,9 @@ ECOSYSTEM = {
     # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
     "NVlabs/FourCastNet": ("93360c1720a9f97aabf970689f21c9fad8737788", "sciml"),
     "ehoogeboom/e3_diffusion_for_molecules": ("fce07d701a2d2340f3522df588832c2c0f7e044a", "sciml"),
+    # fresh batch 2, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "NVIDIA/physicsnemo": ("94b355108cfd10e253d3d41cacdc0c0112b078e4", "sciml"),
+    "thuml/Transolver": ("75e0f67643806a81cd1d3f6adc88dd8c02416fe7", "sciml"),
     # course
     "bentrevett/pytorch-seq2seq": ("b3cd54c72cd6e4e63f672d334c795b4fe744ef92", "course"),
     "yunjey/pytorch-tutorial": ("0500d3df5a2a8080ccfccbc00aca0eacc21818db", "course"),
@@ -223,6 +256,9 @@ ECOSYSTEM = {
     # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
     "Atcold/NYU-DLSP20": ("3049c83260ba05700e2ab9b7ed13cdbe5ddba0fd", "course"),
     "rasbt/machine-learning-book": ("35ab3774e8e249c43a98209d8efd94c060102003", "course"),
+    # fresh batch 2, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "labmlai/annotated_deep_learning_paper_implementations": ("e6b3c8a6a2cdae4071bcde1abeaaf9a2bc37bd53", "course"),
+    "udacity/deep-learning-v2-pytorch": ("c9404fc86181fc3f0906b368697268257f348535", "course"),
     # kaggle
     "jionie/Bengaliai": ("02b580dbb75f443d78c0f5bd6e4ff74e3cbbba71", "kaggle"),
     "BloodAxe/Kaggle-2020-Alaska2": ("3c1f5e8e564c9f04423beef69244fc74168f88ca", "kaggle"),
@@ -234,6 +270,9 @@ ECOSYSTEM = {
     # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
     "haqishen/SIIM-ISIC-Melanoma-Classification-1st-Place-Solution": ("8250ca417635aba9b1b0f5c2afa25f1f4f0db467", "kaggle"),
     "Nischaydnk/RSNA-2023-1st-place-solution": ("77ed554f80c626195d0e18adcd8a739b2a96ef86", "kaggle"),
+    # fresh batch 2, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "ybabakhin/kaggle-feedback-effectiveness-1st-place-solution": ("fe5522b0a3240485b4893cc74cb410a7b55f1e68", "kaggle"),
+    "jxzly/Kaggle-American-Express-Default-Prediction-1st-solution": ("03b86f584bb61a34e31eb6343bd33ae753a92c02", "kaggle"),
     # library-examples
     "huggingface/accelerate": ("16cb6eb80dd9aa8b4df1a63ef57863e455d53b83", "library-examples"),
     "huggingface/diffusers": ("58eb52c0803ea9af3abec60841c2a093bdf1f951", "library-examples"),
@@ -244,6 +283,10 @@ ECOSYSTEM = {
     "pytorch/opacus": ("4d0ebc84613d214fbfd37fbfd1390e3747a625ce", "library-examples"),
     # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
     "mlcommons/training": ("aa344c7fb900e82ed19fb94aebfed50c63ab2204", "library-examples"),
+    # fresh batch 2, 2026-12-02: added unread, for a measurement on code nobody tuned on
+    "NVIDIA/TransformerEngine": ("d0067d0da6cb01811b8072a7d304f0e00344ce2b", "library-examples"),
+    "pytorch/torchtitan": ("b5bcd76c66d0acb1a08b176d9639425bc55e0b2a", "library-examples"),
+    "mosaicml/composer": ("6405188805a0054b4551ec49e4919c54c971d0e8", "library-examples"),
 }
 
 
