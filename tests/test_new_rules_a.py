@@ -155,6 +155,25 @@ AMP212_INVALID = [
         optimizer.step()
         optimizer.zero_grad()
     """,
+    # apex's amp stored in a field and used through it (UER-py's fine-tuning scripts)
+    """\
+    def train_model(args, model, optimizer, loss):
+        if args.fp16:
+            with args.amp.scale_loss(loss, optimizer) as scaled_loss:
+                scaled_loss.backward()
+        else:
+            loss.backward()
+        if args.use_adv:
+            loss_adv = model(perturbed)
+            loss_adv.backward()
+        optimizer.step()
+
+    def main(args, model, optimizer):
+        if args.fp16:
+            from apex import amp
+            model, optimizer = amp.initialize(model, optimizer, opt_level=args.fp16_opt_level)
+            args.amp = amp
+    """,
 ]
 
 AMP212_VALID = [
@@ -208,6 +227,16 @@ AMP212_VALID = [
         optimizer.zero_grad()
         with amp.scale_loss(loss, optimizer) as scaled_loss:
             scaled_loss.backward()
+        optimizer.step()
+    """,
+    # a field's `scale_loss` where the module stores no apex amp in that field
+    """\
+    from apex import amp
+    model, optimizer = amp.initialize(model, optimizer)
+    for x in loader:
+        with args.amp.scale_loss(loss, optimizer) as scaled_loss:
+            scaled_loss.backward()
+        aux_loss.backward()
         optimizer.step()
     """,
     # no amp.initialize in the module: scale_loss is not known to scale
