@@ -10,8 +10,8 @@
     python bench/ecosystem.py --dev                                           # the labelled dev corpus instead
 
 As ruff's ecosystem check guards its rule changes, this shows what a change does to code nobody
-labelled in advance. ``ECOSYSTEM`` below pins 143 public repositories with hand-written PyTorch
-training loops (20,692 Python files and notebooks), each with one of 13 domain tags (vision,
+labelled in advance. ``ECOSYSTEM`` below pins 144 public repositories with hand-written PyTorch
+training loops (20,810 Python files and notebooks), each with one of 13 domain tags (vision,
 generative, speech, nlp, recsys, tabular, timeseries, rl, gnn, sciml, course, kaggle,
 library-examples), none of them in ``../shared/corpus/reserved-repos.txt`` (kept for an independent
 evaluation) or in the dev corpus, each at the commit of the snapshot that the ``fetch`` tool
@@ -21,7 +21,7 @@ Python files and notebooks are extracted into ``CHECKOUTS/owner+name@commit[:10]
 
 Halves. A repository is in the *dev* half when the first byte of ``sha256(b"owner/name")`` is even,
 else in the *scoring* half. The split is fixed (no seed, no list to edit): the dev half is read
-finding by finding while rules change (68 repositories); the scoring half (75) is only counted (this script prints no
+finding by finding while rules change (69 repositories); the scoring half (75) is only counted (this script prints no
 scoring-half finding one by one unless ``--list-scoring`` is given) until a change is done, so
 its precision measures code nobody tuned on.
 
@@ -153,6 +153,8 @@ ECOSYSTEM = {
     # fresh batch, 2026-12-02: added unread, for a measurement on code nobody tuned on
     "stanford-futuredata/ColBERT": ("501c29d9e0b7f7b393e36c4177ec2b141a253114", "nlp"),
     "jingyaogong/minimind": ("d65ef2c00ebc6082f9df11541e1b191655eddb00", "nlp"),
+    # targeted 2026-12-02: found by searching for real AMP211-AMP215/AMP304 instances (read)
+    "dbiir/UER-py": ("9e1e635c3d81655d5fbd4474971ef98272e5de51", "nlp"),
     # recsys
     "pytorch/torchrec": ("a48cef79ebc333da92af1311c04b041ee21a8e75", "recsys"),
     "shenweichen/DeepCTR-Torch": ("f6854257b1fc29caab655ce72c6b5528b7432574", "recsys"),
