@@ -465,6 +465,20 @@ for i, (x, y) in enumerate(loader):
         optimizer.step()
 """
 
+# Accelerate's prepared optimizer zeroes only on the sync step (DiffSynth-Studio before #1404)
+ACCELERATE_WIPED_WINDOW = """\
+from accelerate import Accelerator
+
+accelerator = Accelerator(gradient_accumulation_steps=4)
+model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+for batch in loader:
+    with accelerator.accumulate(model):
+        optimizer.zero_grad()
+        loss = model(batch)
+        accelerator.backward(loss)
+        optimizer.step()
+"""
+
 AMP304_INVALID = [
     WIPED_WINDOW,
     # inside the gate itself, before the step: the step sees no gradients
@@ -485,6 +499,7 @@ AMP304_INVALID = [
             scaler.step(optimizer)
             scaler.update()
     """,
+    ACCELERATE_WIPED_WINDOW,
 ]
 
 AMP304_VALID = [
@@ -529,6 +544,14 @@ AMP304_VALID = [
             opt_d.step()
             opt_d.zero_grad()
     """,
+    # Accelerate's window zeroed after the step
+    ACCELERATE_WIPED_WINDOW.replace("        optimizer.zero_grad()\n", "").replace(
+        "        optimizer.step()\n", "        optimizer.step()\n        optimizer.zero_grad()\n"),
+    # a torch optimizer Accelerate did not prepare: zeroed on every micro-batch, not gated
+    ACCELERATE_WIPED_WINDOW.replace("model, optimizer, loader = ", "model, loader = ").replace(
+        "prepare(model, optimizer, loader)", "prepare(model, loader)"),
+    # the model's zero_grad (not gated by Accelerate)
+    ACCELERATE_WIPED_WINDOW.replace("optimizer.zero_grad()", "model.zero_grad()"),
     # no accumulation: a step on every iteration
     """\
     for x, y in loader:
