@@ -117,7 +117,7 @@ ECOSYSTEM = {
     "chuanyangjin/fast-DiT": ("0ddbd642f47057d5ec6145529237e1043a335942", "generative"),
     "sihyun-yu/REPA": ("67f714503e3892f993844aab088ffc5791c92613", "generative"),
     # targeted 2026-12-02: found by searching for real AMP211-AMP215/AMP304 instances (read)
-    "modelscope/DiffSynth-Studio": ("079e51c9f3f296bbe636aa74448a7e3637278232", "generative"),
+    "modelscope/DiffSynth-Studio": ("079e51c9f3f296bbe636aa74448a7e3637278232", "generative"),  # 5c89a15b^ of the snapshot: before #1404
     "3DTopia/LGM": ("fe8d12cff8c827df7bb77a3c8e8b37408cb6fe4c", "generative"),
     # speech
     "jik876/hifi-gan": ("4769534d45265d52a904b850da5a622601885777", "speech"),
@@ -157,7 +157,7 @@ ECOSYSTEM = {
     "stanford-futuredata/ColBERT": ("501c29d9e0b7f7b393e36c4177ec2b141a253114", "nlp"),
     "jingyaogong/minimind": ("d65ef2c00ebc6082f9df11541e1b191655eddb00", "nlp"),
     # targeted 2026-12-02: found by searching for real AMP211-AMP215/AMP304 instances (read)
-    "dbiir/UER-py": ("9e1e635c3d81655d5fbd4474971ef98272e5de51", "nlp"),
+    "dbiir/UER-py": ("9e1e635c3d81655d5fbd4474971ef98272e5de51", "nlp"),  # 7079fa5^ of the snapshot: HEAD dropped apex
     # recsys
     "pytorch/torchrec": ("a48cef79ebc333da92af1311c04b041ee21a8e75", "recsys"),
     "shenweichen/DeepCTR-Torch": ("f6854257b1fc29caab655ce72c6b5528b7432574", "recsys"),
