@@ -10,8 +10,8 @@
     python bench/ecosystem.py --dev                                           # the labelled dev corpus instead
 
 As ruff's ecosystem check guards its rule changes, this shows what a change does to code nobody
-labelled in advance. ``ECOSYSTEM`` below pins 173 public repositories with hand-written PyTorch
-training loops (27,104 Python files and notebooks), each with one of 13 domain tags (vision,
+labelled in advance. ``ECOSYSTEM`` below pins 176 public repositories with hand-written PyTorch
+training loops (27,818 Python files and notebooks), each with one of 13 domain tags (vision,
 generative, speech, nlp, recsys, tabular, timeseries, rl, gnn, sciml, course, kaggle,
 library-examples), none of them in ``../shared/corpus/reserved-repos.txt`` (kept for an independent
 evaluation) or in the dev corpus, each at the commit of the snapshot that the ``fetch`` tool
@@ -21,7 +21,7 @@ Python files and notebooks are extracted into ``CHECKOUTS/owner+name@commit[:10]
 
 Halves. A repository is in the *dev* half when the first byte of ``sha256(b"owner/name")`` is even,
 else in the *scoring* half. The split is fixed (no seed, no list to edit): the dev half is read
-finding by finding while rules change (80 repositories); the scoring half (93) is only counted (this script prints no
+finding by finding while rules change (81 repositories); the scoring half (95) is only counted (this script prints no
 scoring-half finding one by one unless ``--list-scoring`` is given) until a change is done, so
 its precision measures code nobody tuned on.
 
@@ -121,6 +121,9 @@ ECOSYSTEM = {
     "sihyun-yu/REPA": ("67f714503e3892f993844aab088ffc5791c92613", "generative"),
     # fresh batch 2, 2026-12-02: added unread, for a measurement on code nobody tuned on
     "cloneofsimo/minRF": ("4fc10e0cc8ba976152c7936a1af9717209f03e18", "generative"),
+    # targeted 2026-12-02: found by searching for real AMP211-AMP215/AMP304 instances (read)
+    "modelscope/DiffSynth-Studio": ("079e51c9f3f296bbe636aa74448a7e3637278232", "generative"),  # 5c89a15b^ of the snapshot: before #1404
+    "3DTopia/LGM": ("fe8d12cff8c827df7bb77a3c8e8b37408cb6fe4c", "generative"),
     # speech
     "jik876/hifi-gan": ("4769534d45265d52a904b850da5a622601885777", "speech"),
     "NVIDIA/tacotron2": ("185cd24e046cc1304b4f8e564734d2498c6e2e6f", "speech"),
@@ -166,6 +169,8 @@ ECOSYSTEM = {
     "allenai/OLMo": ("59a53e3f68e546330ca5a99ec626e58f9ab96494", "nlp"),
     "huggingface/nanotron": ("2411b022a75fb7f7561a1bb4166706da5e1b76de", "nlp"),
     "facebookresearch/fairseq": ("3d262bb25690e4eb2e7d3c1309b1e9c406ca4b99", "nlp"),
+    # targeted 2026-12-02: found by searching for real AMP211-AMP215/AMP304 instances (read)
+    "dbiir/UER-py": ("9e1e635c3d81655d5fbd4474971ef98272e5de51", "nlp"),  # 7079fa5^ of the snapshot: HEAD dropped apex
     # recsys
     "pytorch/torchrec": ("a48cef79ebc333da92af1311c04b041ee21a8e75", "recsys"),
     "shenweichen/DeepCTR-Torch": ("f6854257b1fc29caab655ce72c6b5528b7432574", "recsys"),

@@ -155,6 +155,25 @@ AMP212_INVALID = [
         optimizer.step()
         optimizer.zero_grad()
     """,
+    # apex's amp stored in a field and used through it (UER-py's fine-tuning scripts)
+    """\
+    def train_model(args, model, optimizer, loss):
+        if args.fp16:
+            with args.amp.scale_loss(loss, optimizer) as scaled_loss:
+                scaled_loss.backward()
+        else:
+            loss.backward()
+        if args.use_adv:
+            loss_adv = model(perturbed)
+            loss_adv.backward()
+        optimizer.step()
+
+    def main(args, model, optimizer):
+        if args.fp16:
+            from apex import amp
+            model, optimizer = amp.initialize(model, optimizer, opt_level=args.fp16_opt_level)
+            args.amp = amp
+    """,
 ]
 
 AMP212_VALID = [
@@ -208,6 +227,16 @@ AMP212_VALID = [
         optimizer.zero_grad()
         with amp.scale_loss(loss, optimizer) as scaled_loss:
             scaled_loss.backward()
+        optimizer.step()
+    """,
+    # a field's `scale_loss` where the module stores no apex amp in that field
+    """\
+    from apex import amp
+    model, optimizer = amp.initialize(model, optimizer)
+    for x in loader:
+        with args.amp.scale_loss(loss, optimizer) as scaled_loss:
+            scaled_loss.backward()
+        aux_loss.backward()
         optimizer.step()
     """,
     # no amp.initialize in the module: scale_loss is not known to scale
@@ -436,6 +465,20 @@ for i, (x, y) in enumerate(loader):
         optimizer.step()
 """
 
+# Accelerate's prepared optimizer zeroes only on the sync step (DiffSynth-Studio before #1404)
+ACCELERATE_WIPED_WINDOW = """\
+from accelerate import Accelerator
+
+accelerator = Accelerator(gradient_accumulation_steps=4)
+model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+for batch in loader:
+    with accelerator.accumulate(model):
+        optimizer.zero_grad()
+        loss = model(batch)
+        accelerator.backward(loss)
+        optimizer.step()
+"""
+
 AMP304_INVALID = [
     WIPED_WINDOW,
     # inside the gate itself, before the step: the step sees no gradients
@@ -456,6 +499,7 @@ AMP304_INVALID = [
             scaler.step(optimizer)
             scaler.update()
     """,
+    ACCELERATE_WIPED_WINDOW,
 ]
 
 AMP304_VALID = [
@@ -500,6 +544,14 @@ AMP304_VALID = [
             opt_d.step()
             opt_d.zero_grad()
     """,
+    # Accelerate's window zeroed after the step
+    ACCELERATE_WIPED_WINDOW.replace("        optimizer.zero_grad()\n", "").replace(
+        "        optimizer.step()\n", "        optimizer.step()\n        optimizer.zero_grad()\n"),
+    # a torch optimizer Accelerate did not prepare: zeroed on every micro-batch, not gated
+    ACCELERATE_WIPED_WINDOW.replace("model, optimizer, loader = ", "model, loader = ").replace(
+        "prepare(model, optimizer, loader)", "prepare(model, loader)"),
+    # the model's zero_grad (not gated by Accelerate)
+    ACCELERATE_WIPED_WINDOW.replace("optimizer.zero_grad()", "model.zero_grad()"),
     # no accumulation: a step on every iteration
     """\
     for x, y in loader:

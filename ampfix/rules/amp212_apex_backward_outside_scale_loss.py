@@ -26,7 +26,7 @@ class ApexBackwardOutsideScaleLoss(Rule):
         return may_backward(file)  # `amp.initialize` may be in the script that imports this module
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
-        regions = scale_loss_regions(ctx)
+        regions = scale_loss_regions(ctx) + _stored_amp_regions(ctx)
         initialize = apex_initialized(ctx) if regions else None
         if initialize is None:
             return  # `scale_loss` without `amp.initialize` yields the loss unscaled: nothing to mix
@@ -61,6 +61,30 @@ class ApexBackwardOutsideScaleLoss(Rule):
                     (backward.call, "a backward with no loss scaling, in the same step"),
                 ]
                 yield ctx.diagnostic(self, backward.call, message, None, evidence)
+
+
+def _stored_amp_regions(ctx: ModuleContext) -> list[ScaleLossRegion]:
+    """``with args.amp.scale_loss(loss, optimizer) as scaled_loss:`` where the module stores apex's
+    ``amp`` in that field (``args.amp = amp``, UER-py's fine-tuning scripts): the qualified-name
+    look-up sees an attribute of ``args``, not apex."""
+    stored = {
+        dotted_name(target)
+        for assign in ctx.semantic.nodes(ast.Assign)
+        if ctx.semantic.qualified_name(assign.value) == "apex.amp"
+        for target in assign.targets if isinstance(target, ast.Attribute)
+    }
+    stored.discard(None)
+    found = []
+    for stmt in ctx.semantic.nodes(ast.With, ast.AsyncWith) if stored else ():
+        for item in stmt.items:
+            call = item.context_expr
+            func = call.func if isinstance(call, ast.Call) else None
+            if isinstance(func, ast.Attribute) and func.attr == "scale_loss" and dotted_name(func.value) in stored:
+                optimizer = call.args[1] if len(call.args) > 1 else next(
+                    (k.value for k in call.keywords if k.arg == "optimizers"), None)
+                target = dotted_name(item.optional_vars) if item.optional_vars is not None else None
+                found.append(ScaleLossRegion(stmt, call, target, optimizer))
+    return found
 
 
 def _region_of(backward: Event, regions: list[ScaleLossRegion]) -> Optional[ScaleLossRegion]:
