@@ -702,7 +702,7 @@ def verify(script, steps, device, dtype, against, tolerance, timeout, threads, s
     traces, workdir = run_all(script, prepared, options, progress)
     if interactive:
         sys.stderr.write("\r" + " " * 50 + "\r")
-    verdict = verify_checks.evaluate(traces, prepared.applied, steps, tolerance, against=bool(against))
+    verdict = verify_checks.evaluate(traces, prepared.intended, steps, tolerance, against=bool(against))
     out = _text_stream(sys.stdout)
     if fmt == "json":
         verify_report.write_json(out, script, prepared, options, verdict, traces)

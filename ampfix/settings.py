@@ -19,6 +19,12 @@ from ampfix.rules.base import STABLE
 
 DEFAULT_TARGET_TORCH = (2, 4)
 ALWAYS_REPORTED = frozenset({"AMP001"})  # syntax errors: no selection hides them (ruff)
+# A test module as pytest collects one: its file name, or a folder on the way to it (from the
+# project root). Its loops exercise a training step, they do not train: the rules about training
+# (AMP2xx-AMP5xx) do not run there unless `check-tests` is set; the migrations (AMP1xx) do.
+_TEST_FILE = re.compile(r"(test_.*|.*_test|conftest|tests?)\.py$")
+_TEST_DIRS = frozenset({"test", "tests", "testing", "unittests"})
+_TRAINING_RULE_PREFIXES = ("AMP2", "AMP3", "AMP4", "AMP5")
 DEFAULT_EXCLUDES = (
     ".git",
     ".hg",
@@ -77,16 +83,18 @@ class Settings:
     ignore_noqa: bool = False  # report what `# noqa` / `# ampfix: ignore[...]` comments suppress
     fixable: frozenset[str] = frozenset(RULES)  # codes whose fixes are offered and applied
     preview: bool = True  # preview rules may be selected (ruff's --preview)
+    check_tests: bool = False  # the training rules run in test modules too
     # what the user should hear about the selection (a preview rule named without --preview)
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def enabled(self, path: str) -> frozenset[str]:
         """Codes selected for path once per-file ignores apply. A file that is parsed and does not
         parse is always reported (AMP001), whatever is selected or ignored, as ruff does."""
-        if not self.per_file_ignores:
-            return self.select | ALWAYS_REPORTED
         rel = _relative(path, self.project_root)
-        codes = set(self.select)
+        testing = not self.check_tests and is_test_module(rel)
+        if not self.per_file_ignores and not testing:
+            return self.select | ALWAYS_REPORTED
+        codes = {c for c in self.select if not (testing and c.startswith(_TRAINING_RULE_PREFIXES))}
         for pattern, ignored in self.per_file_ignores:
             if _glob_match(rel, pattern):
                 codes -= ignored
@@ -106,6 +114,7 @@ class Settings:
                 self.ignore_noqa,
                 sorted(self.fixable),
                 self.preview,
+                self.check_tests,
             )
         )
 
@@ -218,6 +227,7 @@ _KEYS = {
     "fixable",
     "unfixable",
     "preview",
+    "check-tests",
 }
 # In each folder, the first of these that exists is its configuration (ruff's order): the two
 # ampfix files hold the settings at their top level, pyproject.toml under [tool.ampfix].
@@ -470,6 +480,7 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
 
     unsafe = _flag(values, "unsafe-fixes", cli.unsafe_fixes, key_where)
     preview = _flag(values, "preview", cli.preview, key_where)
+    check_tests = _flag(values, "check-tests", None, key_where)
     select, selection_warnings = by_tier(
         resolve_layers([*config_layers, cli_layer], exact_only=OPPORTUNITIES), [*config_layers, cli_layer], preview
     )
@@ -499,6 +510,7 @@ def build_settings(config: FileConfig, cli: CliOverrides) -> Settings:
     return Settings(
         select=select,
         preview=preview,
+        check_tests=check_tests,
         warnings=selection_warnings,
         per_file_ignores=per_file_ignores,
         exclude=exclude,
@@ -555,6 +567,15 @@ def known_code(code: str) -> bool:
     return code.upper() in RULES or code.upper() in ENGINE_CODES
 
 
+def is_test_module(relative: str) -> bool:
+    """Whether the file at ``relative`` (from the project root) is a test module, as pytest finds
+    them: ``test_*.py``, ``*_test.py``, ``conftest.py``, or a file under a ``tests/`` folder. A
+    path outside the root is judged by its file name alone."""
+    parts = relative.split("/")
+    folders = [] if parts[0] == ".." else parts[:-1]
+    return bool(_TEST_FILE.match(parts[-1])) or bool(_TEST_DIRS & set(folders))
+
+
 def _relative(path: str, root: str) -> str:
     try:
         rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
@@ -605,6 +626,7 @@ def describe_settings(
         ("project-root", settings.project_root, "the configuration's folder (or the working directory)"),
         ("select", ", ".join(sorted(settings.select)), " + ".join(selection) or "default"),
         ("preview", str(settings.preview).lower(), source("preview", cli.preview)),
+        ("check-tests", str(settings.check_tests).lower(), source("check-tests", None)),
         ("per-file-ignores", "; ".join(f"{p}: {', '.join(sorted(c))}" for p, c in settings.per_file_ignores) or "(none)",
          source("per-file-ignores", cli.per_file_ignores)),
         ("exclude", ", ".join(settings.exclude), source("exclude", cli.exclude)),

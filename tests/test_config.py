@@ -81,6 +81,21 @@ def test_per_file_ignores(tmp_path):
     assert "AMP101" in s.enabled(str(tmp_path / "pkg" / "legacy.py"))
 
 
+@pytest.mark.parametrize("path, test_module", [
+    ("tests/train.py", True), ("test/common/optimization.py", True), ("pkg/test_ema.py", True),
+    ("pkg/ema_test.py", True), ("conftest.py", True), ("train.py", False), ("latest_model.py", False),
+    ("attestation/train.py", False), ("contest.py", False),
+])
+def test_the_training_rules_do_not_run_in_test_modules_unless_asked(tmp_path, path, test_module):
+    # a test exercises a training step, it does not train: the migrations still run there
+    s = settings_for(tmp_path, "[tool.ampfix]\npreview = true\n")
+    enabled = s.enabled(str(tmp_path / path))
+    assert "AMP101" in enabled and ("AMP301" not in enabled) == test_module and ("AMP501" in enabled) == (
+        "AMP501" in s.select and not test_module)
+    checked = settings_for(tmp_path, "[tool.ampfix]\npreview = true\ncheck-tests = true\n")
+    assert "AMP301" in checked.enabled(str(tmp_path / path)) and checked.cache_key() != s.cache_key()
+
+
 def test_unsafe_fixes_key(tmp_path):
     assert settings_for(tmp_path, "[tool.ampfix]\nunsafe-fixes = true\n").unsafe_fixes is True
     assert settings_for(tmp_path, "[tool.ampfix]\nunsafe-fixes = true\n", unsafe_fixes=False).unsafe_fixes is False

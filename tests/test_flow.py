@@ -137,6 +137,63 @@ def test_assignment_of_another_name_keeps_the_correlation():
     assert _path("amp = i > 100", "scaled", "optimizer_step") is False
 
 
+def _reaches(source: str, start_call: str, end_call: str) -> bool:
+    """Whether a branch-consistent path goes from ``start_call`` (having taken the branch of the
+    ``if`` it sits in) to ``end_call``."""
+    from ampfix.program.flow import branch_label
+
+    function, graph = graph_of(source)
+    calls = {n.value.func.id: n for n in ast.walk(function) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)}
+    holder = next(s for s in function.body if isinstance(s, ast.If) and calls[start_call] in s.body + s.orelse)
+    taken = branch_label(holder.test, "body" if calls[start_call] in holder.body else "orelse")
+    return graph.path_exists(graph.node_of(calls[start_call]), graph.node_of(calls[end_call]), assumptions=[taken])
+
+
+def test_a_negated_test_is_the_same_test_taken_the_other_way():
+    source = """
+    def f(scaler, amp, device):
+        if scaler is None:
+            plain()
+        if scaler is not None:
+            unscale()
+        if not amp:
+            fp32()
+        if amp:
+            autocast()
+        if device != "cuda":
+            cpu()
+        if device == "cuda":
+            cuda()
+        else:
+            elsewhere()
+    """
+    assert _reaches(source, "plain", "unscale") is False  # `scaler is None`, then `scaler is not None`
+    assert _reaches(source, "fp32", "autocast") is False and _reaches(source, "cpu", "cuda") is False
+    assert _reaches(source, "cpu", "elsewhere") is True and _reaches(source, "plain", "fp32") is True
+
+
+def test_skipping_a_disjunction_decides_each_operand():
+    source = """
+    def f(world_size, clip):
+        if world_size > 1 or clip > 0:
+            unscale()
+        else:
+            skipped()
+        if clip > 0:
+            clipped()
+        if world_size > 1 and clip > 0:
+            both()
+        else:
+            not_both()
+        if clip > 0:
+            again()
+    """
+    assert _reaches(source, "skipped", "clipped") is False  # `clip > 0` is false on that path
+    assert _reaches(source, "unscale", "clipped") is True
+    assert _reaches(source, "not_both", "again") is True  # `not (a and b)` leaves `b` open
+    assert _reaches(source, "both", "again") is True
+
+
 def test_attribute_test_forgotten_when_its_base_is_rebound():
     source = """
     def train(cfg):

@@ -74,9 +74,51 @@ def test_amp201_fires_and_inserts_unscale():
     accelerator.clip_grad_norm_(model.parameters(), 1.0)
     dispatch_clip_grad(params, 1.0)
     """),
+    # tabm: `is None` and `is not None` of one scaler are one test, taken both ways
+    loop("""
+    for x in loader:
+        if grad_scaler is None:
+            loss.backward()
+        else:
+            grad_scaler.scale(loss).backward()
+        if grad_scaler is not None:
+            grad_scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if grad_scaler is None:
+            optimizer.step()
+        else:
+            grad_scaler.step(optimizer)
+            grad_scaler.update()
+    """),
+    # aerojepa: skipping `if world_size > 1 or clip > 0:` decides that `clip > 0` is false
+    loop("""
+    for x in loader:
+        scaler.scale(loss).backward()
+        if world_size > 1 or grad_clip_norm > 0.0:
+            scaler.unscale_(optimizer)
+        if grad_clip_norm > 0.0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+        scaler.step(optimizer)
+        scaler.update()
+    """),
 ])
 def test_amp201_silent(source):
     assert only("AMP201", source) == []
+
+
+def test_amp201_an_unscale_under_a_conjunction_does_not_cover_its_operand():
+    # `a and clip` skipped says nothing about `clip` alone: that path clips scaled gradients
+    source = loop("""
+    for x in loader:
+        scaler.scale(loss).backward()
+        if world_size > 1 and grad_clip_norm > 0.0:
+            scaler.unscale_(optimizer)
+        if grad_clip_norm > 0.0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+        scaler.step(optimizer)
+        scaler.update()
+    """)
+    assert only("AMP201", source) == ["AMP201"]
 
 
 def test_amp201_clip_from_import_alias():
@@ -167,6 +209,22 @@ class Trainer:
         scaler.step(optimizer)
         scaler.update()
     """),
+    # physicsnemo's xmgn: the device test is the same across the partition loops (nothing rebinds it)
+    loop("""
+    for batch in loader:
+        for partitions in batch:
+            for partition in partitions:
+                loss = model(partition).sum()
+                if self.device.type == "cuda":
+                    self.scaler.scale(loss).backward()
+                else:
+                    loss.backward()
+        if self.device.type == "cuda":
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+    """),
     # a helper no call of its module runs: its callers (a subclass elsewhere) may scale the loss
     loop("""
     class Base:
@@ -178,6 +236,25 @@ class Trainer:
 ])
 def test_amp202_silent_when_the_loss_may_be_scaled_already(source):
     assert only("AMP202", source) == []
+
+
+def test_amp202_a_test_with_a_call_may_change_round_a_loop():
+    # `ready()` may answer otherwise on the next pass: that pass's plain backward reaches the step
+    source = loop("""
+    for batch in loader:
+        for part in batch:
+            loss = model(part).sum()
+            if ready():
+                scaler.scale(loss).backward()
+            else:
+                loss.backward()
+        if ready():
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+    """)
+    assert only("AMP202", source) == ["AMP202"]
 
 
 def test_amp202_fires_when_every_caller_passes_the_unscaled_loss():
@@ -528,6 +605,48 @@ for i, (x, y) in enumerate(loader):
     loop("for i, x in enumerate(loader):\n    if i % 2 == 0:\n        loss.backward()\n        optimizer.step()\n"),
     # a wrapper that takes the divided loss (MAE)
     loop("for i, x in enumerate(loader):\n    loss /= accum_iter\n    loss_scaler(loss, optimizer, update_grad=(i + 1) % accum_iter == 0)\n"),
+    # UER-py: the base class's loss method raises, every override divides by the same count
+    loop("""
+    class Trainer:
+        def forward_propagation(self, batch, model):
+            raise NotImplementedError
+
+        def train(self, loader, model, optimizer):
+            for step, batch in enumerate(loader):
+                loss = self.forward_propagation(batch, model)
+                loss.backward()
+                if step % self.accumulation_steps == 0:
+                    optimizer.step()
+                    model.zero_grad()
+
+
+    class MlmTrainer(Trainer):
+        def forward_propagation(self, batch, model):
+            loss = model(*batch)
+            return loss / self.accumulation_steps
+    """),
+    # UER-py's PGD: gradients zeroed on all but the last pass, so the K passes do not add up
+    loop("""
+    for x in loader:
+        for t in range(K):
+            attack(t)
+            if t != K - 1:
+                model.zero_grad()
+            else:
+                restore_grad()
+            model(x).sum().backward()
+        optimizer.step()
+    """),
+    # GraphEBM's Langevin sampling: each pass moves the inputs by their own gradient, then zeroes it
+    loop("""
+    for x in loader:
+        for _ in range(ld_step):
+            energy(neg_x).sum().backward()
+            neg_x.data.add_(neg_x.grad.data, alpha=-step_size)
+            neg_x.grad.zero_()
+        energy(x).mean().backward()
+        optimizer.step()
+    """),
     # a count that is 1 as written (a module constant, a configuration class's attribute): the
     # step follows every backward
     ACCUM.replace("criterion = torch.nn.CrossEntropyLoss()", "accum = 1\ncriterion = torch.nn.CrossEntropyLoss()"),
@@ -917,6 +1036,22 @@ def test_amp401_backward_first_in_block_is_reported_only():
     source = loop("with torch.autocast('cuda'):\n    model(x).sum().backward()\n")
     diag, = [d for d in ampfix.check_source(source, "t.py") if d.code == "AMP401"]
     assert diag.fix is None
+
+
+def test_amp401_a_block_around_the_whole_loop_is_reported_only():
+    # AutoGPTQ's PEFT examples: the autocast wraps the epoch loop, forward and backward alike;
+    # moving the loop out would take the forward out of autocast too
+    source = loop("""
+    with torch.cuda.amp.autocast():
+        global_step = 0
+        for step, batch in enumerate(loader):
+            loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    """)
+    diag, = [d for d in ampfix.check_source(source, "t.py") if d.code == "AMP401"]
+    assert diag.fix is None and "also computes values" in diag.no_fix_reason
 
 
 @pytest.mark.parametrize("source", [

@@ -388,24 +388,33 @@ model = FSDP(model, mixed_precision=policy)
 scaler = torch.amp.GradScaler("cuda", init_scale=1024.0)
 """
 
+FSDP_AUTOCAST = """\
+import torch
+from torch.distributed.fsdp import FullyShardedDataParallel
+model = FullyShardedDataParallel(model)
+scaler = torch.cuda.amp.GradScaler()
+for x in loader:
+    with torch.autocast("cuda", dtype=torch.float16):
+        loss = model(x).sum()
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+"""
+
 AMP214_INVALID = [
     FSDP_FP16,
-    # fully_shard (FSDP2) with float16 autocast and the old class
-    """\
-    import torch
-    from torch.distributed.fsdp import fully_shard
-    fully_shard(model)
-    scaler = torch.cuda.amp.GradScaler()
-    for x in loader:
-        with torch.autocast("cuda", dtype=torch.float16):
-            loss = model(x).sum()
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    """,
+    # FSDP1 with float16 autocast and the old class
+    FSDP_AUTOCAST,
 ]
 
 AMP214_VALID = [
+    # fully_shard (FSDP2): its gradients are DTensors, whose inf check DTensor reduces over the mesh
+    FSDP_AUTOCAST.replace("from torch.distributed.fsdp import FullyShardedDataParallel",
+                          "from torch.distributed.fsdp import fully_shard").replace(
+        "model = FullyShardedDataParallel(model)", "fully_shard(model)"),
+    # NO_SHARD: every rank holds the whole gradient
+    FSDP_AUTOCAST.replace("FullyShardedDataParallel(model)",
+                          "FullyShardedDataParallel(model, sharding_strategy=ShardingStrategy.NO_SHARD)"),
     # the sharded scaler
     FSDP_FP16.replace("torch.amp.GradScaler", "ShardedGradScaler").replace(
         "import torch\n", "import torch\nfrom torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler\n"),
@@ -442,6 +451,14 @@ def test_amp214_fix_imports_and_uses_the_sharded_scaler():
     assert 'scaler = ShardedGradScaler("cuda", init_scale=1024.0)\n' in result
     old = fixed("AMP214", AMP214_INVALID[1])
     assert "scaler = ShardedGradScaler()\n" in old
+
+
+def test_amp214_no_fix_where_fsdp_is_conditional():
+    # physicsnemo's domino: single-GPU runs have no process group, where ShardedGradScaler raises
+    source = FSDP_AUTOCAST.replace("model = FullyShardedDataParallel(model)",
+                                   "if world_size > 1:\n    model = FullyShardedDataParallel(model)")
+    [diagnostic] = found("AMP214", source)
+    assert diagnostic.fix is None
 
 
 def test_amp214_no_fix_for_positional_arguments_whose_order_differs():
@@ -558,6 +575,19 @@ AMP304_VALID = [
         optimizer.zero_grad()
         criterion(model(x), y).backward()
         optimizer.step()
+    """,
+    # labml's StyleGAN: the generator's zero_grad opens its own window, after the
+    # discriminator's window has been stepped
+    """\
+    for idx in range(steps):
+        disc_optimizer.zero_grad()
+        for i in range(accum):
+            (disc_loss(real(), fake()) / accum).backward()
+        disc_optimizer.step()
+        gen_optimizer.zero_grad()
+        for i in range(accum):
+            (gen_loss(fake()) / accum).backward()
+        gen_optimizer.step()
     """,
 ]
 

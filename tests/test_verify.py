@@ -469,6 +469,27 @@ def test_an_accumulation_fix_is_predicted_and_measured_and_an_unrun_fix_is_not_e
     assert checks["low precision"][0] == "info"  # a float32 bug fix is not an AMP rewrite that failed
 
 
+@pytest.mark.parametrize("division, verdict", [
+    ("loss = loss / accum_steps / accum_steps", 1),  # twice: the rewrite mends AMP301's finding, too much
+    ("loss = loss / accum_steps", 0),  # once, written otherwise than ampfix would
+])
+def test_a_hand_rewrite_that_mends_a_finding_is_judged_by_its_prediction(tmp_path, division, verdict):
+    original = os.path.join(CASES, "accumulation_undivided.py")
+    with open(original, encoding="utf-8") as handle:
+        text = handle.read()
+    rewrite = tmp_path / "divided.py"
+    rewrite.write_text(text.replace("    loss.backward()\n", f"    {division}\n    loss.backward()\n"))
+    result = verify(str(rewrite), "--against", original, "--format", "json")
+    document, checks = _checks(result)
+    assert result.returncode == verdict, document["verdict"]
+    assert document["mended"] == ["AMP301"]
+    status, detail = checks["AMP301 prediction"]
+    if verdict:
+        assert status == "fail" and detail.endswith("measured 0.0625: the loss is divided more than the accumulation factor")
+    else:
+        assert status == "pass"
+
+
 def _step(grad, update, backwards=1):
     return {"criterion": [1.0], "backwards": backwards, "updates": 0, "optimizer_steps": 1, "phase": 0,
             "grad": [grad], "clip": [], "params": {"norm": 10.0, "update": update, "updates": [update],

@@ -60,6 +60,26 @@ def resolve(semantic: SemanticModel, call: ast.Call, module_forward: bool = Fals
     return None
 
 
+def overrides(semantic: SemanticModel, call: ast.Call) -> list[Target]:
+    """For ``self.m(...)`` in a method of class C: the ``m`` of C's subclasses in this module that
+    override it, which run instead when ``self`` is one of them (UER-py's trainers: the base
+    ``forward_propagation`` raises, each subclass's divides the loss)."""
+    func = call.func
+    if not (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self"):
+        return []
+    cls = enclosing_class(semantic, call)
+    if cls is None:
+        return []
+    found = []
+    for sub in semantic.nodes(ast.ClassDef):
+        if sub is cls or not any(c is cls for c in class_family(semantic, sub)):
+            continue
+        own = next((s for s in sub.body if isinstance(s, _FUNCTIONS) and s.name == func.attr), None)
+        if own is not None:
+            found.append(Target(own, True))
+    return found
+
+
 def _call_method(semantic: SemanticModel, cls: ast.ClassDef, module_forward: bool) -> Optional[ast.AST]:
     method = _method(semantic, cls, "__call__")
     return method if method is not None or not module_forward else _method(semantic, cls, "forward")

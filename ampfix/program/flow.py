@@ -26,7 +26,11 @@ Paths are *branch-correlated*: a path that took the ``body`` of ``if use_amp:`` 
 <scaled backward>`` ... ``if use_amp: scaler.step(...)`` read as one protocol. What a path
 assumed about a test is forgotten when it passes a node that binds a name the test reads
 (``use_amp = i > 100`` between the two tests, ``cfg = load()`` before ``if cfg.amp:``), and when
-it goes round a loop that holds an ``if`` on that test (the test may change per iteration).
+it goes round a loop that holds an ``if`` on a test with a call or a subscript in it (``if
+ready():`` may change per iteration; ``if self.device.type == "cuda":`` does not unless rebound).
+A negated test is its positive form taken the other way (``scaler is None`` / ``scaler is not
+None``), and taking a branch decides what it implies: the ``else`` of ``a or b`` is the ``else``
+of ``a`` and of ``b``, the body of ``a and b`` the body of each.
 Searches are bounded; a search that runs out answers ``None`` (unknown) and rules stay silent.
 """
 
@@ -46,11 +50,29 @@ class TestKey:
     """An ``if`` test's identity on a path: its text (``ast.dump``), with the references it
     reads (what an assignment must bind to make the path forget it)."""
 
-    __slots__ = ("text", "reads")
+    __slots__ = ("text", "reads", "test", "stable")
 
     def __init__(self, test: ast.AST):
         self.text = ast.dump(test)
         self.reads = read_keys(test)
+        self.test = test
+        # made of names, fields and constants only: its value changes only where one of them is
+        # rebound (which the path sees), not by going round a loop (a call's may: `if ready():`)
+        self.stable = all(isinstance(n, _STABLE_NODES) for n in ast.walk(test))
+
+    def implied(self, branch: str) -> tuple:
+        """What taking ``branch`` decides about the operands: the ``else`` of ``a or b`` is the
+        ``else`` of each (``if world_size > 1 or clip > 0: unscale_`` skipped means no clip
+        later under ``if clip > 0:``), the body of ``a and b`` the body of each."""
+        test = self.test
+        wanted = ast.Or if branch == "orelse" else ast.And
+        if not (isinstance(test, ast.BoolOp) and isinstance(test.op, wanted)):
+            return ()
+        found = []
+        for operand in test.values:
+            label = branch_label(operand, branch)
+            found += [label, *label[0].implied(label[1])]
+        return tuple(found)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TestKey) and other.text == self.text
@@ -64,6 +86,33 @@ class TestKey:
 
 def branch_key(test: ast.AST) -> TestKey:
     return TestKey(test)
+
+
+_FLIPPED = {"body": "orelse", "orelse": "body"}
+_STABLE_NODES = (ast.Name, ast.Attribute, ast.Constant, ast.Compare, ast.BoolOp, ast.UnaryOp, ast.BinOp,
+                 ast.cmpop, ast.boolop, ast.unaryop, ast.operator, ast.expr_context)
+_NEGATED_OPS = {ast.IsNot: ast.Is, ast.NotEq: ast.Eq, ast.NotIn: ast.In}
+
+
+def take(assumed: frozenset, label: tuple) -> Optional[frozenset]:
+    """The assumptions of a path after it takes ``label`` (with what that implies about the
+    test's operands); None when that contradicts a test the path already took the other way."""
+    labels = (label, *label[0].implied(label[1]))
+    if any((key, _FLIPPED[branch]) in assumed for key, branch in labels):
+        return None
+    return assumed | frozenset(labels)
+
+
+def branch_label(test: ast.AST, branch: str) -> tuple:
+    """The (test, branch) a path takes, a negated test as its positive form with the other
+    branch: the ``else`` of ``if scaler is None:`` is the body of ``if scaler is not None:``
+    (and ``not amp`` of ``amp``, ``!=`` of ``==``), so the two tests correlate."""
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        return branch_label(test.operand, _FLIPPED[branch])
+    if isinstance(test, ast.Compare) and len(test.ops) == 1 and type(test.ops[0]) in _NEGATED_OPS:
+        positive = ast.Compare(left=test.left, ops=[_NEGATED_OPS[type(test.ops[0])]()], comparators=test.comparators)
+        return TestKey(positive), _FLIPPED[branch]
+    return TestKey(test), branch
 
 
 @dataclass(frozen=True)
@@ -190,6 +239,13 @@ class FlowGraph:
 
     # -- path questions ------------------------------------------------------------------------
 
+    def forget_round_loop(self, assumed: frozenset, header: int) -> frozenset:
+        """The assumptions that still hold after going round the loop at ``header``: a test that
+        the loop holds an ``if`` on is forgotten unless it is stable (names and fields, which a
+        binding on the path would have made the path forget already)."""
+        inside = self.inside.get(header, ())
+        return frozenset(a for a in assumed if a[0].stable or not (self.if_nodes.get(a[0], set()) & inside))
+
     def path_exists(
         self,
         source: int,
@@ -202,7 +258,12 @@ class FlowGraph:
         without passing a node for which ``avoid`` holds, following no back edge into the loops
         whose headers are in ``one_iteration_of``. None when the search was cut short."""
         cut = set(one_iteration_of)
-        start = (source, frozenset(assumptions))
+        assumed: Optional[frozenset] = frozenset()
+        for label in assumptions:
+            assumed = take(assumed, label) if assumed is not None else None
+        if assumed is None:
+            return False  # the assumptions contradict each other: no such path
+        start = (source, assumed)
         seen = {start}
         stack = [start]
         while stack:
@@ -211,17 +272,15 @@ class FlowGraph:
                 if (node, nxt) in self.back_edges:
                     if nxt in cut:
                         continue
-                    inside = self.inside.get(nxt, ())
-                    next_assumed = frozenset(a for a in assumed if not (self.if_nodes.get(a[0], set()) & inside))
+                    next_assumed = self.forget_round_loop(assumed, nxt)
                 else:
                     next_assumed = assumed
                 if next_assumed and nxt in self.bindings:
                     next_assumed = self._forget_rebound(next_assumed, nxt)
                 if label is not None:
-                    key, branch = label
-                    if (key, "orelse" if branch == "body" else "body") in next_assumed:
+                    next_assumed = take(next_assumed, label)
+                    if next_assumed is None:
                         continue  # contradicts a test this path already took the other way
-                    next_assumed = next_assumed | {label}
                 if nxt == target:
                     return True
                 if avoid(nxt):
@@ -359,12 +418,13 @@ class _Builder:
     def _if(self, stmt: ast.If, preds: list) -> list:
         header = self.node(stmt)
         self.link(preds, header)
-        key = branch_key(stmt.test)
-        self.graph.if_nodes.setdefault(key, set()).add(header)
-        body = self.block(stmt.body, [(header, (key, "body"))])
+        taken, skipped = branch_label(stmt.test, "body"), branch_label(stmt.test, "orelse")
+        for label in (taken, *taken[0].implied(taken[1]), *skipped[0].implied(skipped[1])):
+            self.graph.if_nodes.setdefault(label[0], set()).add(header)  # forgotten round a loop
+        body = self.block(stmt.body, [(header, taken)])
         if stmt.orelse:
-            return body + self.block(stmt.orelse, [(header, (key, "orelse"))])
-        return body + [(header, (key, "orelse"))]
+            return body + self.block(stmt.orelse, [(header, skipped)])
+        return body + [(header, skipped)]
 
     def _loop(self, stmt: ast.AST, preds: list) -> list:
         header = self.node(stmt)

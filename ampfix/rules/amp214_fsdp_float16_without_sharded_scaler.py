@@ -9,7 +9,7 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.prefilter import FileBytes
 from ampfix.rules.base import FIX_UNSAFE, Rule
-from ampfix.training.frameworks import PLAIN_SCALERS, disabled, float16_autocast, float16_policy, fsdp_wraps
+from ampfix.training.frameworks import FSDP1_WRAPS, PLAIN_SCALERS, disabled, float16_autocast, float16_policy, fsdp_wraps
 
 _SHARDED = "torch.distributed.fsdp.sharded_grad_scaler.ShardedGradScaler"
 _IMPORT = "from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler"
@@ -21,7 +21,7 @@ class FsdpFloat16WithoutShardedScaler(Rule):
     code = "AMP214"
     name = "fsdp-float16-without-sharded-scaler"
     summary = "FSDP trains in float16 with a plain `GradScaler` instead of `ShardedGradScaler`"
-    triggers = (b"FullyShardedDataParallel", b"fully_shard")
+    triggers = (b"FullyShardedDataParallel",)
     fix_safety = FIX_UNSAFE
     changes_training = "the inf check and unscaling now see every rank's gradient shards"
 
@@ -30,9 +30,9 @@ class FsdpFloat16WithoutShardedScaler(Rule):
         return file.has(b"GradScaler")
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
-        wraps = fsdp_wraps(ctx)
+        wraps = [w for w in fsdp_wraps(ctx, FSDP1_WRAPS) if not _unsharded(w)]
         if not wraps:
-            return
+            return  # FSDP2 (its DTensor gradients reduce the inf check), NO_SHARD, or no FSDP
         evidence = next(((w, p) for w in wraps for p in [float16_policy(ctx, w)] if p is not None), None)
         if evidence is None:
             autocast = float16_autocast(ctx)
@@ -54,7 +54,10 @@ class FsdpFloat16WithoutShardedScaler(Rule):
                 f"`torch.distributed.fsdp.sharded_grad_scaler.ShardedGradScaler`"
             )
             notes = [(wrap, "the model is sharded by FSDP here"), (precision, "in float16 here")]
-            yield ctx.diagnostic(self, create.call, message, self._fix(ctx, create.call, qualified), notes)
+            # ShardedGradScaler all-reduces over the default process group: a scaler that also
+            # serves a path without FSDP (`if world_size > 1: model = FSDP(model)`) would raise there
+            fix = None if _conditional(ctx, wrap) else self._fix(ctx, create.call, qualified)
+            yield ctx.diagnostic(self, create.call, message, fix, notes)
 
     def _fix(self, ctx, call: ast.Call, qualified: str):
         positional = 1 if qualified.startswith(("torch.amp.", "torch.GradScaler")) else 0  # `device` first
@@ -69,3 +72,19 @@ class FsdpFloat16WithoutShardedScaler(Rule):
         if not bound:
             edits.append(ctx.import_edit(_IMPORT))
         return Fix("Use `ShardedGradScaler`", tuple(sorted(edits)), Applicability.UNSAFE)
+
+
+def _unsharded(wrap: ast.Call) -> bool:
+    """``sharding_strategy=ShardingStrategy.NO_SHARD``: every rank holds the whole gradient."""
+    strategy = next((k.value for k in wrap.keywords if k.arg == "sharding_strategy"), None)
+    return isinstance(strategy, ast.Attribute) and strategy.attr == "NO_SHARD"
+
+
+def _conditional(ctx: ModuleContext, node: ast.AST) -> bool:
+    """Whether ``node`` runs only under a condition of its function (an ``if`` or a conditional expression)."""
+    for ancestor in ctx.semantic.ancestors(node):
+        if isinstance(ancestor, (ast.If, ast.IfExp, ast.Try)):
+            return True
+        if isinstance(ancestor, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Module)):
+            return False
+    return False

@@ -139,7 +139,9 @@ def _zeroed_in_window(fn: StepFunction, acc, backward: Event) -> bool:
     iteration or under the step's own condition (``if (i + 1) % n == 0: opt.zero_grad()`` before
     the backward): nothing accumulates, so there is nothing to divide (the misplaced
     ``zero_grad`` is the bug). A ``zero_grad`` under another condition opens a window: that is
-    accumulation done right."""
+    accumulation done right. In a micro-batch loop (``for t in range(K)``, the window opened
+    before it) a ``zero_grad`` on any of its iterations keeps the K gradients from adding up
+    (UER-py's PGD: zeroed on all but the last pass, then the clean gradient restored)."""
     gate = ast.dump(acc.gate.test) if acc.gate is not None else None
     for zero in fn.of(ZERO_GRAD):
         frames = [f.node for f in zero.context]
@@ -147,7 +149,7 @@ def _zeroed_in_window(fn: StepFunction, acc, backward: Event) -> bool:
             continue
         inner = frames[next(i for i, node in enumerate(frames) if node is acc.loop) + 1:]
         conditions = [node.test for node in inner if isinstance(node, ast.If)]
-        if not conditions or any(ast.dump(test) == gate for test in conditions):
+        if acc.gate is None or not conditions or any(ast.dump(test) == gate for test in conditions):
             return True
     return False
 

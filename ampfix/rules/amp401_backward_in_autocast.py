@@ -82,6 +82,11 @@ def _why_not_movable(ctx: ModuleContext, fn, region, backward) -> Optional[str]:
         top = ctx.semantic.parent(top)
         if top is None:
             return None
+    if top is not backward.stmt and _computes(top, step_statements):
+        return (
+            f"the backward is inside the statement at line {top.lineno}, which also computes values (the forward "
+            "of a loop that the block wraps): moving it would take them out of autocast; split the block by hand"
+        )
     after = with_node.body[with_node.body.index(top) + 1:]
     for stmt in after:
         if _computes(stmt, step_statements):

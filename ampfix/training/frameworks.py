@@ -208,8 +208,17 @@ PLAIN_SCALERS = frozenset({
 })
 
 
-def fsdp_wraps(ctx: "ModuleSource") -> list[ast.Call]:
-    return [c for c in ctx.semantic.nodes(ast.Call) if ctx.semantic.qualified_name(c.func) in FSDP_WRAPS]
+# FSDP2 (`fully_shard`) keeps gradients as DTensors, and a plain GradScaler's inf check on them
+# is reduced over the mesh by DTensor itself (`found_inf_reduce_handler`): only FSDP1 needs
+# ShardedGradScaler
+FSDP1_WRAPS = frozenset({
+    "torch.distributed.fsdp.FullyShardedDataParallel",
+    "torch.distributed.fsdp.fully_sharded_data_parallel.FullyShardedDataParallel",
+})
+
+
+def fsdp_wraps(ctx: "ModuleSource", kinds: frozenset = FSDP_WRAPS) -> list[ast.Call]:
+    return [c for c in ctx.semantic.nodes(ast.Call) if ctx.semantic.qualified_name(c.func) in kinds]
 
 
 def float16_policy(ctx: "ModuleSource", wrap: ast.Call) -> Optional[ast.Call]:

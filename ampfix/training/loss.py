@@ -18,7 +18,7 @@ import ast
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Optional
 
-from ampfix.program.calls import Target, bind_arguments, module_callers, resolve, resolve_in_project
+from ampfix.program.calls import Target, bind_arguments, module_callers, overrides, resolve, resolve_in_project
 from ampfix.program.flow import dotted_key
 from ampfix.program.values import ValueFlow, parameter_names, value_flow
 from ampfix.semantic import own_nodes
@@ -227,15 +227,26 @@ def divided_by_callee(module: "ModuleSource", loss: ast.expr, count: ast.expr) -
         callee_module, target = _callee(source.module, call)
         if target is None:
             continue
-        bound = bind_arguments(target, call) or {}
-        passed = {name for name, arg in bound.items() if dotted_key(arg) == key}
-        same_field = key.startswith("self.") and target.bound_self and call_on_self(call)
-        same_global = callee_module is source.module and "." not in key and key not in _locals(target.function)
-        for value in _returns_of(target):
-            for divisor in _divisors(loss_sources(callee_module, value)):
-                divisor_key = dotted_key(divisor)
-                if divisor_key in passed or (divisor_key == key and (same_field or same_global)):
-                    return True
+        # `self.forward_propagation(...)` runs a subclass's override when `self` is one
+        here = callee_module is source.module
+        virtual = overrides(callee_module.semantic, call) if here else []
+        if any(_divides_by(callee_module, candidate, call, key, here) for candidate in (target, *virtual)):
+            return True
+    return False
+
+
+def _divides_by(module: "ModuleSource", target: Target, call: ast.Call, key: str, same_module: bool) -> bool:
+    """Whether what ``target`` returns is divided by the caller's count ``key``: the parameter
+    the call passes it to, the same ``self.`` field, or (in the caller's module) the global."""
+    bound = bind_arguments(target, call) or {}
+    passed = {name for name, arg in bound.items() if dotted_key(arg) == key}
+    same_field = key.startswith("self.") and target.bound_self and call_on_self(call)
+    same_global = same_module and "." not in key and key not in _locals(target.function)
+    for value in _returns_of(target):
+        for divisor in _divisors(loss_sources(module, value)):
+            divisor_key = dotted_key(divisor)
+            if divisor_key in passed or (divisor_key == key and (same_field or same_global)):
+                return True
     return False
 
 

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from ampfix.program.calls import bind_arguments, module_callers, resolve_in_project
 from ampfix.program.calls import resolve as resolve_call
-from ampfix.program.flow import FlowGraph, branch_key, dotted_key
+from ampfix.program.flow import FlowGraph, branch_label, dotted_key
 from ampfix.program.flow import build as build_flow
 from ampfix.program.values import (
     ObjectId, ValueFlow, assigned_through, class_constants, enclosing_class, enclosing_function, value_flow,
@@ -317,8 +317,8 @@ def _order(event: Event) -> tuple:
 def _assumptions(event: Event) -> list[tuple]:
     """The if branches the path to ``event`` took (the tests it already decided), with those a
     callee took for a call's event."""
-    frames = [(branch_key(f.node.test), f.branch) for f in event.context if isinstance(f.node, ast.If)]
-    return frames + [(branch_key(test), branch) for test, branch in event.assume]
+    frames = [branch_label(f.node.test, f.branch) for f in event.context if isinstance(f.node, ast.If)]
+    return frames + [branch_label(test, branch) for test, branch in event.assume]
 
 
 class _Substitute(ast.NodeTransformer):
@@ -1070,10 +1070,16 @@ class TrainingModel:
         stepping = [e for e in events if e.kind in (OPT_STEP, SCALER_STEP)]
         if not backwards or any(_inside(s, loop) for s in stepping):
             return None  # a step per micro-batch: nothing accumulates across the loop
+        if _gradients_consumed(loop, backwards[0]):
+            return None  # Langevin sampling, an adversarial attack: each pass uses its own gradients
         outer = _enclosing_loop(backwards[0], loop)
+        # the steps after the loop that no other backward comes before: a GAN's generator window
+        # (its own micro-batch loop after the discriminator's step) is not this window
+        others = [e.call.lineno for e in events if e.kind == BACKWARD and not _inside(e, loop)]
         steps = [
             s for s in stepping
             if _innermost_loop(s) is outer and any(function.before(b, s) for b in backwards)
+            and not any(loop.end_lineno < line < s.call.lineno for line in others)
         ]
         return Accumulation(loop, None, count, backwards, steps) if steps else None
 
@@ -1331,6 +1337,17 @@ def _looks_like_accumulation(test: ast.AST) -> bool:
         if re.search(r"accum|update_grad|sync_grad|do_step|should_step|boundary", name, re.I):
             return True
     return False
+
+
+def _gradients_consumed(loop: ast.AST, backward: Event) -> bool:
+    """Whether the loop's body reads or resets a ``.grad`` after its backward (GraphEBM's
+    ``neg_x.data.add_(neg_x.grad.data, ...)`` then ``neg_x.grad.zero_()``): the gradients of each
+    pass are used within it, they are not summed for a step after the loop."""
+    after = (backward.stmt.end_lineno or backward.stmt.lineno, backward.stmt.end_col_offset or 0)
+    return any(
+        isinstance(node, ast.Attribute) and node.attr == "grad" and (node.lineno, node.col_offset) > after
+        for stmt in loop.body for node in ast.walk(stmt)
+    )
 
 
 def _accumulation_factor(test: ast.AST) -> Optional[ast.expr]:

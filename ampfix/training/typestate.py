@@ -41,7 +41,7 @@ import ast
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Optional
 
-from ampfix.program.flow import branch_key
+from ampfix.program.flow import branch_label, take
 from ampfix.semantic import dotted_name
 from ampfix.training.model import (
     BACKWARD,
@@ -255,17 +255,13 @@ class _Search:
         if (node, nxt) in graph.back_edges:
             if nxt == self.header:
                 return None  # the end of this iteration
-            inside = graph.inside.get(nxt, ())
-            assumed = frozenset(a for a in assumed if not (graph.if_nodes.get(a[0], set()) & inside))
+            assumed = graph.forget_round_loop(assumed, nxt)
         if self.members is not None and nxt not in self.members:
             return None  # leaving the training loop
         if assumed and nxt in graph.bindings:
             assumed = graph._forget_rebound(assumed, nxt)
         if label is not None:
-            key, branch = label
-            if (key, "orelse" if branch == "body" else "body") in assumed:
-                return None
-            assumed = assumed | {label}
+            return take(assumed, label)
         return assumed
 
     def _through(self, node: int, state: State, assumed: frozenset) -> list:
@@ -291,7 +287,7 @@ class _Search:
                 if bool(test.value) != (branch == "body"):
                     return [(False, assumed)]
                 continue
-            conditions.append((branch_key(test), branch))
+            conditions.append(branch_label(test, branch))
         for key, branch in conditions:
             if (key, "orelse" if branch == "body" else "body") in assumed:
                 return [(False, assumed)]

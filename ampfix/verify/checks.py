@@ -340,7 +340,9 @@ def _low_precision(amp: dict, fp32: dict, original: dict, groups: dict, metrics:
                 fp32_phases.append(number)
     metrics["amp_phases"] = amp_phases
     checks = []
-    claims_amp = against or "AMP501" in applied or (low_precision_fraction(original) or 0) > 0 or bool(
+    # a rewrite of your own claims AMP unless it is known as fixes (ampfix's own, or the bug
+    # findings it mends) that keep the original's precision
+    claims_amp = (against and not applied) or "AMP501" in applied or (low_precision_fraction(original) or 0) > 0 or bool(
         original.get("scalers_enabled") or original.get("autocast_entered"))
     if not amp_phases and not claims_amp:
         return [Check("low precision", INFO, "neither the original nor the rewrite runs in low precision: the fixes "

@@ -21,6 +21,8 @@ def write_text(out: TextIO, script: str, prepared: Prepared, options: VerifyOpti
               f"{f', {options.nproc} processes (torchrun)' if options.nproc > 1 else ''}{', cuda shim' if options.cuda_shim else ''})\n")
     if options.against:
         ours = f" (the rewrite is ampfix's: {', '.join(prepared.applied)})" if prepared.applied else ""
+        if prepared.mended:
+            ours = f" (the rewrite mends the findings of {', '.join(prepared.mended)}: judged by their predictions)"
         out.write(f"comparing with the original {options.against}{ours}\n")
     else:
         modules = ", ".join(sorted(prepared.modules)) or "none"
@@ -68,6 +70,7 @@ def write_json(out: TextIO, script: str, prepared: Prepared, options: VerifyOpti
         "dtype": options.dtype,
         "steps": options.steps,
         "applied": prepared.applied,
+        "mended": prepared.mended,
         "exit_code": verdict.exit_code,
         "verdict": verdict.summary,
         "cuda_shim": options.cuda_shim,

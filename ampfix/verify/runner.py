@@ -61,7 +61,7 @@ class VerifyOptions:
 class Prepared:
     original_path: str
     rewrite_text: str  # the entry script's rewrite
-    applied: list[str]  # rule codes whose fixes made the rewrite (empty with --against)
+    applied: list[str]  # rule codes whose fixes made the rewrite (with --against: only when it is ampfix's)
     device: str
     note: Optional[str] = None
     rewrite_path: Optional[str] = None  # with --against: the rewrite, run in place
@@ -70,6 +70,14 @@ class Prepared:
     diff: str = ""  # what was changed, as a unified diff per module
     watched: dict[str, list] = field(default_factory=dict)  # code -> [(original file, line)] its fixes change
     phases_expected: int = 1  # training loops (a backward and a step inside) in the original's code
+    # with --against a rewrite that is not ampfix's: the behaviour-changing rules whose findings on
+    # the original it removes; each one's predicted effect judges it, as for ampfix's own fix
+    mended: list[str] = field(default_factory=list)
+
+    @property
+    def intended(self) -> list[str]:
+        """The rules whose changes to training are intended (and predicted, and measured)."""
+        return self.applied or self.mended
 
 
 class VerifyError(Exception):
@@ -117,7 +125,9 @@ def prepare(script: str, options: VerifyOptions) -> Prepared:
     if options.against:
         applied = _codes_of_our_rewrite(options.against, original_text, text, settings)
         prepared = Prepared(os.path.abspath(options.against), text, applied, device, rewrite_path=os.path.abspath(script))
-        prepared.watched = _watched_lines({os.path.abspath(options.against): original_text}, applied, settings)
+        if not applied:
+            prepared.mended = _mended_findings(options.against, original_text, script, text, settings)
+        prepared.watched = _watched_lines({os.path.abspath(options.against): original_text}, prepared.intended, settings)
         prepared.phases_expected = count_training_loops([original_text])
         return prepared
     root = project_root(script)
@@ -153,20 +163,16 @@ def prepare(script: str, options: VerifyOptions) -> Prepared:
 
 def verify_settings(device: str, dtype: str) -> Settings:
     """Every rule selected and fixable, unsafe fixes included, whatever `check` selects by
-    default: verify proves the conversions (AMP501) too, and says which fixes it applied."""
-    import dataclasses
-
-    extra = {}
-    names = {f.name for f in dataclasses.fields(Settings)}
-    if "preview" in names:  # rules `check` keeps opt-in: verify selects them explicitly
-        extra["preview"] = True
+    default: verify proves the conversions (AMP501) too, and says which fixes it applied; preview
+    rules are selected explicitly, and a script verified under a `tests/` folder is checked too."""
     return Settings(
         select=frozenset(RULES),
         fixable=frozenset(RULES),
         unsafe_fixes=True,
         default_device=device,
         amp_dtype=None if dtype == "auto" else dtype,
-        **extra,
+        preview=True,
+        check_tests=True,
     )
 
 
@@ -228,6 +234,21 @@ def _codes_of_our_rewrite(path: str, original: str, rewrite: str, settings: Sett
     except FixError:
         return []
     return sorted({d.code for d in ours.fixed}) if ours.fixed and ours.source == rewrite else []
+
+
+def _mended_findings(original_path: str, original: str, rewrite_path: str, rewrite: str, settings: Settings) -> list[str]:
+    """With --against a rewrite of your own: the behaviour-changing rules (a loss division, an
+    unscale before the clip) with fewer findings on the rewrite than on the original. The rewrite
+    mends what they report, so it must change training as their fixes predict: a double
+    division is then a FAIL that names AMP301, not an accepted change."""
+    from collections import Counter
+
+    try:
+        before = Counter(d.code for d in check_source(original, original_path, settings))
+        after = Counter(d.code for d in check_source(rewrite, rewrite_path, settings))
+    except Exception:  # noqa: BLE001 - without findings nothing is named: the rewrite must train identically
+        return []
+    return sorted(code for code, count in before.items() if RULES[code].changes_training and after[code] < count)
 
 
 def _python_files(root: str, entry: str) -> list[str]:
