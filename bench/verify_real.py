@@ -54,6 +54,9 @@ class Case:
     break_with: Optional[Callable[[str], str]] = None  # the rewrite -> a broken rewrite (run --against)
     # the original -> an original with a bug ampfix fixes (verified as the script: the fix's predicted effect)
     break_original: Optional[Callable[[str], str]] = None
+    # with break_original: a rewrite of your own, made from the unbroken original and run --against
+    # the broken one (it mends the bug; verify judges it by the prediction of the rule that reports it)
+    hand_rewrite: Optional[Callable[[str], str]] = None
     why: str = ""
 
 
@@ -247,6 +250,9 @@ def cases() -> list[Case]:
     llama_args = ["--compile=False", "--batch_size=4", "--max_seq_len=64", "--vocab_source=custom", "--vocab_size=512",
                   "--dim=64", "--n_layers=2", "--n_heads=4", "--n_kv_heads=4", "--eval_iters=1",
                   "--gradient_accumulation_steps=2"]
+    nanogpt_args = ["config/train_shakespeare_char.py", "--compile=False", "--batch_size=4", "--block_size=32",
+                    "--n_layer=2", "--n_head=2", "--n_embd=64", "--eval_iters=1", "--max_iters=20",
+                    "--gradient_accumulation_steps=2", "--dtype=float16", "--log_interval=100"]
     return [
         Case("mnist", examples, f"{ex}/mnist", "main.py", ["--epochs", "1", "--batch-size", "32"]),
         Case("vae", examples, f"{ex}/vae", "main.py", ["--epochs", "1", "--batch-size", "32"], expect="exit2",
@@ -312,6 +318,17 @@ def cases() -> list[Case]:
              expect_pass="AMP301 prediction", break_original=drop_loss_division,
              why="AMP301 divides the loss of the micro-batch loop by gradient_accumulation_steps at the backward: "
              "the first step's gradients must be the original's / 2, as predicted"),
+        # a rewrite of your own that mends that bug: judged by AMP301's prediction, right or wrong
+        Case("nanoGPT: the division restored by hand", nanogpt, "karpathy+nanoGPT", "train.py",
+             nanogpt_args, expect_pass="AMP301 prediction", break_original=drop_loss_division,
+             hand_rewrite=lambda original: original,
+             why="nanoGPT itself, --against nanoGPT without its division: it mends AMP301's finding, and the first "
+             "step's gradients are the original's / 2, as AMP301 predicts"),
+        Case("nanoGPT: the division restored twice", nanogpt, "karpathy+nanoGPT", "train.py",
+             nanogpt_args, expect="fail", expect_text="AMP301", break_original=drop_loss_division,
+             hand_rewrite=divide_twice,
+             why="a double division, --against nanoGPT without its division: it mends AMP301's finding but the "
+             "gradients are the original's / 4, not / 2: a FAIL that names AMP301"),
     ]
 
 
@@ -351,11 +368,25 @@ def broken_original(case: Case, root: str) -> str:
     return path
 
 
+def hand_rewritten(case: Case, root: str) -> str:
+    """``case.hand_rewrite`` of the case's (unbroken) script, written beside it: its path."""
+    original = os.path.normpath(os.path.join(root, case.cwd, case.script))
+    with open(original, encoding="utf-8") as handle:
+        rewrite = case.hand_rewrite(handle.read())
+    path = os.path.join(os.path.dirname(original), "_ampfix_hand_" + os.path.basename(original))
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(rewrite)
+    return path
+
+
 def run_case(case: Case, root: str, env: dict) -> dict:
     cwd = os.path.join(root, case.cwd)
     script, against = case.script, []
     if case.break_original is not None:
         script = broken_original(case, root)
+    if case.hand_rewrite is not None:
+        against = ["--against", script]
+        script = hand_rewritten(case, root)
     if case.break_with is not None:
         script, original = broken_rewrite(case, root, env)
         against = ["--against", original]

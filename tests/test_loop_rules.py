@@ -383,6 +383,9 @@ def test_amp206_fires_and_adds_the_key_unsafely():
     CHECKPOINT.replace("scaler = torch.amp.GradScaler()\n", ""),  # no scaler in this module
     CHECKPOINT + "ckpt['amp_scaler'] = scaler.state_dict()\n",  # added later (dino)
     loop("scaler = torch.amp.GradScaler()\nlog(metadata={'optimizer': optimizer.state_dict(), 'epoch': 1})\n"),
+    # tabm: merged with the scaler's state where there is a scaler
+    CHECKPOINT.replace("optimizer.state_dict()}", "optimizer.state_dict()} | ({} if scaler is None else "
+                                                    "{'grad_scaler': scaler.state_dict()})"),
 ])
 def test_amp206_silent(source):
     assert only("AMP206", source) == []

@@ -46,7 +46,8 @@ class CheckpointWithoutScaler(Rule):
                 continue
             keys = [k.value if isinstance(k, ast.Constant) and isinstance(k.value, str) else k for k, _ in entries]
             keys = [k for k in keys if isinstance(k, str)]
-            if any(_SCALER_KEY.search(k) for k in keys) or self._scaler_added_later(ctx, node):
+            if any(_SCALER_KEY.search(k) for k in keys) or self._scaler_added_later(ctx, node) \
+                    or _merged_with_scaler(ctx, node):
                 continue
             others = [o for o in states if o and not model.is_optimizer(o)]
             if not others and not any(_MODEL_KEY.search(k) for k in keys):
@@ -178,6 +179,22 @@ _SEVERAL_SCALERS = (
     "several GradScalers are in scope (one per optimizer, as for a GAN's generator and discriminator): "
     "which state goes under which key is not known"
 )
+
+
+def _merged_with_scaler(ctx: ModuleContext, node: ast.AST) -> bool:
+    """``{...} | ({} if scaler is None else {"grad_scaler": scaler.state_dict()})`` (tabm): a dict
+    merged with another that holds the scaler's state saves it too."""
+    merge = ctx.semantic.parent(node)
+    if not (isinstance(merge, ast.BinOp) and isinstance(merge.op, ast.BitOr)):
+        return False
+    other = merge.right if merge.left is node else merge.left
+    for sub in ast.walk(other):
+        if isinstance(sub, ast.Constant) and isinstance(sub.value, str) and _SCALER_KEY.search(sub.value):
+            return True
+        owner = _state_owner(sub) if isinstance(sub, ast.Call) else None
+        if owner and ctx.training.is_scaler(owner):
+            return True
+    return False
 
 
 def _scalers_in_scope(ctx: ModuleContext, node: ast.AST) -> list[str]:
