@@ -356,26 +356,16 @@ def broken_rewrite(case: Case, root: str, env: dict) -> tuple[str, str]:
     return path, original
 
 
-def broken_original(case: Case, root: str) -> str:
-    """The case's script broken by ``case.break_original``, written beside it (so that its
-    siblings import): returns the broken script's path."""
+def transformed_script(case: Case, root: str, transform: Callable[[str], str], prefix: str) -> str:
+    """``transform`` of the case's script, written beside it (so that its siblings import) as
+    ``prefix`` + its name: the new script's path. ``case.break_original`` makes the original
+    with a bug ampfix fixes; ``case.hand_rewrite`` a rewrite of your own from the unbroken one."""
     original = os.path.normpath(os.path.join(root, case.cwd, case.script))
     with open(original, encoding="utf-8") as handle:
-        broken = case.break_original(handle.read())
-    path = os.path.join(os.path.dirname(original), "_ampfix_bug_" + os.path.basename(original))
+        text = transform(handle.read())
+    path = os.path.join(os.path.dirname(original), prefix + os.path.basename(original))
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write(broken)
-    return path
-
-
-def hand_rewritten(case: Case, root: str) -> str:
-    """``case.hand_rewrite`` of the case's (unbroken) script, written beside it: its path."""
-    original = os.path.normpath(os.path.join(root, case.cwd, case.script))
-    with open(original, encoding="utf-8") as handle:
-        rewrite = case.hand_rewrite(handle.read())
-    path = os.path.join(os.path.dirname(original), "_ampfix_hand_" + os.path.basename(original))
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(rewrite)
+        handle.write(text)
     return path
 
 
@@ -383,10 +373,10 @@ def run_case(case: Case, root: str, env: dict) -> dict:
     cwd = os.path.join(root, case.cwd)
     script, against = case.script, []
     if case.break_original is not None:
-        script = broken_original(case, root)
+        script = transformed_script(case, root, case.break_original, "_ampfix_bug_")
     if case.hand_rewrite is not None:
         against = ["--against", script]
-        script = hand_rewritten(case, root)
+        script = transformed_script(case, root, case.hand_rewrite, "_ampfix_hand_")
     if case.break_with is not None:
         script, original = broken_rewrite(case, root, env)
         against = ["--against", original]
