@@ -345,12 +345,14 @@ def test_accumulation_with_autograd_backward_is_divided_and_trains_as_the_concat
 
 def test_an_accumulation_whose_factor_may_be_zero_gets_no_division():
     # `not accum or ...`: accum = 0 means "step every iteration"; `loss / accum` would give inf
+    # (a count that is 0 as written is no accumulation at all: here it comes from the environment)
     source = script("""
+        import os
         import torch
         torch.manual_seed(0)
         model = torch.nn.Linear(4, 1)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        accum = 0
+        accum = int(os.environ.get("ACCUM", "0"))
         for i in range(4):
             loss = model(torch.randn(3, 4)).pow(2).mean()
             loss.backward()
