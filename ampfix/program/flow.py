@@ -50,7 +50,7 @@ class TestKey:
     """An ``if`` test's identity on a path: its text (``ast.dump``), with the references it
     reads (what an assignment must bind to make the path forget it)."""
 
-    __slots__ = ("text", "reads", "test", "stable")
+    __slots__ = ("text", "reads", "test", "stable", "_implied")
 
     def __init__(self, test: ast.AST):
         self.text = ast.dump(test)
@@ -59,11 +59,18 @@ class TestKey:
         # made of names, fields and constants only: its value changes only where one of them is
         # rebound (which the path sees), not by going round a loop (a call's may: `if ready():`)
         self.stable = all(isinstance(n, _STABLE_NODES) for n in ast.walk(test))
+        self._implied: dict = {}  # branch -> its implied labels (asked on every edge a path takes)
 
     def implied(self, branch: str) -> tuple:
         """What taking ``branch`` decides about the operands: the ``else`` of ``a or b`` is the
         ``else`` of each (``if world_size > 1 or clip > 0: unscale_`` skipped means no clip
         later under ``if clip > 0:``), the body of ``a and b`` the body of each."""
+        found = self._implied.get(branch)
+        if found is None:
+            found = self._implied[branch] = self._operand_labels(branch)
+        return found
+
+    def _operand_labels(self, branch: str) -> tuple:
         test = self.test
         wanted = ast.Or if branch == "orelse" else ast.And
         if not (isinstance(test, ast.BoolOp) and isinstance(test.op, wanted)):
