@@ -15,14 +15,17 @@ It only reads code, like `ampfix check`: nothing is imported or executed.
 Keeping up with typing: the findings of a document are analysed on one background thread and
 kept per document version; edits are coalesced (a short debounce, and the latest version wins:
 an analysis whose version was overtaken is never published); code actions and hover answer from
-that cache for the range asked (no analysis on a cursor move), waiting only for the analysis of
-the current version; "fix all" is resolved lazily (``codeAction/resolve``) where the editor can.
+that cache for the range asked (no analysis on a cursor move), waiting only for the findings of
+the current version; where the editor resolves code actions (``codeAction/resolve``), a fix's
+edit comes once the fix is judged and "fix all"'s when it is chosen, so that the actions are
+offered as soon as the findings are published.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -67,6 +70,12 @@ server = LanguageServer(
 
 
 def serve() -> None:
+    # the analysis thread holds the GIL while it analyses and judges fixes; a request answered
+    # from the cache, or an edit to be queued, needs it a few times (read, answer, write), each a
+    # wait of up to the switch interval (5 ms by default). At 0.1 ms, a code action during an
+    # analysis of a 5,000-line document took 21 ms instead of 45, a burst of 10 edits 81 instead
+    # of 261 (bench/server_latency.py); a server with no request waiting never switches.
+    sys.setswitchinterval(0.0001)
     server.start_io()
 
 
@@ -399,6 +408,7 @@ class _Analysis:
     fix_all_resolved: bool = False
     locator: Optional[Locator] = None
     noqa_lines: Optional[dict[int, Optional[str]]] = None  # id(finding) -> its "disable" line
+    judged: bool = False  # its fixes are judged (``_validate``): the refused ones withdrawn
 
 
 def _current_key(owner: str, notebook: Optional[lsp.NotebookDocument]) -> Optional[tuple]:
@@ -416,6 +426,10 @@ class _Analyser:
 
     def __init__(self):
         self.results: dict[str, _Analysis] = {}
+        # the analysis last published for each document, its fixes possibly still being judged:
+        # what a request that needs only the findings (hover, the offer of a quick fix whose
+        # edit the editor resolves later) is answered from, without waiting for the judgement
+        self.published: dict[str, _Analysis] = {}
         self._pending: dict[str, tuple[float, Any, tuple]] = {}  # owner -> (due, view, key)
         self._waiters: dict[tuple[str, tuple], list[asyncio.Future]] = {}
         # the (owner, key) being analysed and not yet kept: a request for it waits for that
@@ -463,12 +477,22 @@ class _Analyser:
             self.submit(owner, _NotebookView(notebook) if notebook is not None else _TextView(owner))
         return await future
 
+    async def findings(self, owner: str, notebook: Optional[lsp.NotebookDocument]) -> Optional[_Analysis]:
+        """The analysis of ``owner``'s current version as soon as its findings are known: the
+        published one while its fixes are judged, else as ``current``."""
+        key = _current_key(owner, notebook)
+        published = self.published.get(owner)
+        if key is not None and published is not None and published.key == key:
+            return published
+        return await self.current(owner, notebook)
+
     def loop_if_other_thread(self) -> Optional[asyncio.AbstractEventLoop]:
         """The event loop, when called on the analysis thread (None on the loop's own)."""
         return self._loop if threading.current_thread() is self._thread else None
 
     def forget(self, owner: str) -> None:
         self.results.pop(owner, None)
+        self.published.pop(owner, None)
         with self._condition:
             self._pending.pop(owner, None)
 
@@ -509,6 +533,7 @@ class _Analyser:
             except Exception as exc:  # noqa: BLE001 - as above
                 self._loop.call_soon_threadsafe(self._failed, owner, key, exc)
                 continue
+            analysis.judged = True
             self._loop.call_soon_threadsafe(self._done, owner, analysis)
             time.sleep(0.002)  # lets the event loop answer the waiting requests before the preparation
             if analysis.findings and owner not in self._pending:  # no newer version waiting: prepare
@@ -525,6 +550,7 @@ class _Analyser:
             f"ampfix: analysed {owner} (version {analysis.view.key[0]}) in {elapsed_ms:.0f} ms"
             + ("" if current else "; not published: the document has changed since"))))
         if current:
+            self.published[owner] = analysis
             _publish_analysis(analysis)
 
     @staticmethod
@@ -684,22 +710,26 @@ def _resolves_edits() -> bool:
 )
 async def code_actions(params: lsp.CodeActionParams) -> list[lsp.CodeAction]:
     """From the analysis of the current version, for the range asked: nothing is analysed again
-    on a cursor move; the fix-all's edit is computed on ``codeAction/resolve`` where supported."""
+    on a cursor move. Where the editor resolves edits (``codeAction/resolve``), the actions are
+    offered as soon as the findings are published, and an edit not yet computed or judged comes
+    on resolve: a fix's edit only once its fix is judged, fix-all's when it is chosen."""
     uri = params.text_document.uri
     owner, notebook = _owner(uri)
-    analysis = await _ANALYSER.current(owner, notebook)
+    lazy = _resolves_edits()
+    analysis = await (_ANALYSER.findings if lazy else _ANALYSER.current)(owner, notebook)
     if analysis is None:
         return []
     wanted = params.context.only
     actions: list[lsp.CodeAction] = []
-    here = [f for f in analysis.findings if f.uri == uri and _overlaps(f.where, params.range)]
+    here = [(i, f) for i, f in enumerate(analysis.findings) if f.uri == uri and _overlaps(f.where, params.range)]
     if not wanted or lsp.CodeActionKind.QuickFix in wanted:
-        for finding in here:
-            quick = _quick_fix(analysis, finding)
+        for index, finding in here:
+            quick = _quick_fix(analysis, finding) if analysis.judged else _quick_fix_offer(analysis, owner, index)
             if quick is not None:
                 actions.append(quick)
-        for finding in here:
-            disable = _disable_for_line(analysis, finding)
+        for index, finding in here:
+            ready = analysis.noqa_lines is not None or not lazy
+            disable = _disable_for_line(analysis, finding) if ready else _disable_offer(analysis, owner, index)
             if disable is not None:
                 actions.append(disable)
     if not wanted or any(k in wanted for k in (lsp.CodeActionKind.QuickFix, FIX_ALL, "source.fixAll", "source")):
@@ -709,22 +739,55 @@ async def code_actions(params: lsp.CodeActionParams) -> list[lsp.CodeAction]:
     return actions
 
 
-def _quick_fix(analysis: _Analysis, finding: _Finding) -> Optional[lsp.CodeAction]:
-    diag = finding.diag
-    if diag.fix is None or diag.fix.applicability is Applicability.DISPLAY_ONLY:
-        return None  # a suggestion for a person: shown in the diagnostic's text, never applied
-    if id(finding) not in analysis.fix_edits:
-        analysis.fix_edits[id(finding)] = _fix_edits(analysis.view, diag)
-    changes = analysis.fix_edits[id(finding)]
-    if changes is None:
-        return None
-    safe = diag.fix.applicability is Applicability.SAFE
+def _offers_fix(fix) -> bool:
+    # a display-only fix is a suggestion for a person: shown in the diagnostic's text, never applied
+    return fix is not None and fix.applicability is not Applicability.DISPLAY_ONLY
+
+
+def _fix_action(finding: _Finding, fix, **edit_or_data) -> lsp.CodeAction:
+    safe = fix.applicability is Applicability.SAFE
     return lsp.CodeAction(
-        title=f"ampfix ({diag.code}): {diag.fix.message}" + ("" if safe else " (unsafe: may change training)"),
+        title=f"ampfix ({finding.diag.code}): {fix.message}" + ("" if safe else " (unsafe: may change training)"),
         kind=lsp.CodeActionKind.QuickFix,
         diagnostics=[finding.published],
         is_preferred=safe,
-        edit=lsp.WorkspaceEdit(changes=changes),
+        **edit_or_data,
+    )
+
+
+def _quick_fix(analysis: _Analysis, finding: _Finding) -> Optional[lsp.CodeAction]:
+    """A finding's judged fix, with its edit."""
+    fix = finding.diag.fix
+    if not _offers_fix(fix):
+        return None
+    if id(finding) not in analysis.fix_edits:
+        analysis.fix_edits[id(finding)] = _fix_edits(analysis.view, finding.diag)
+    changes = analysis.fix_edits[id(finding)]
+    if changes is None:
+        return None
+    return _fix_action(finding, fix, edit=lsp.WorkspaceEdit(changes=changes))
+
+
+def _quick_fix_offer(analysis: _Analysis, owner: str, index: int) -> Optional[lsp.CodeAction]:
+    """A finding's fix while it is being judged: offered without its edit, which resolve gives
+    once the fix is judged (none, with the reason shown, if it is refused)."""
+    finding = analysis.findings[index]
+    fix = finding.diag.fix  # read once: the analysis thread may withdraw it meanwhile
+    if not _offers_fix(fix):
+        return None
+    return _fix_action(finding, fix, data={"owner": owner, "key": repr(analysis.key), "finding": index, "action": "fix"})
+
+
+def _disable_offer(analysis: _Analysis, owner: str, index: int) -> Optional[lsp.CodeAction]:
+    """"Disable for this line" before the lines are prepared: its edit comes on resolve."""
+    finding = analysis.findings[index]
+    if finding.diag.code == "AMP001":
+        return None
+    return lsp.CodeAction(
+        title=f"ampfix ({finding.diag.code}): Disable for this line",
+        kind=lsp.CodeActionKind.QuickFix,
+        diagnostics=[finding.published],
+        data={"owner": owner, "key": repr(analysis.key), "finding": index, "action": "disable"},
     )
 
 
@@ -835,22 +898,39 @@ def _resolved_fix_all(analysis: _Analysis) -> Optional[lsp.CodeAction]:
 
 @server.feature(lsp.CODE_ACTION_RESOLVE)
 async def resolve_code_action(action: lsp.CodeAction) -> lsp.CodeAction:
-    """The fix-all's edit, for the document's current version (computed once per version, on a
-    worker thread so that other requests are answered meanwhile)."""
+    """The edit of an action offered without one, for the document's current version: fix-all's
+    (computed once per version, on a worker thread so that other requests are answered
+    meanwhile), or a finding's fix or "disable" line once that version's fixes are judged."""
     data = action.data if isinstance(action.data, dict) else {}
     owner = data.get("owner")
-    if action.kind != FIX_ALL or not isinstance(owner, str):
+    if not isinstance(owner, str):
         return action
     notebook = server.workspace.get_notebook_document(notebook_uri=owner)
     analysis = await _ANALYSER.current(owner, notebook)
     if analysis is None:
         return action
-    resolved = await asyncio.to_thread(_resolved_fix_all, analysis)
-    if resolved is not None:
-        action.edit = resolved.edit
-    else:
-        action.edit = lsp.WorkspaceEdit(changes={})  # the fixes cancel out or are refused together
+    if action.kind == FIX_ALL:
+        resolved = await asyncio.to_thread(_resolved_fix_all, analysis)
+        # none: the fixes cancel out or are refused together
+        action.edit = resolved.edit if resolved is not None else lsp.WorkspaceEdit(changes={})
+    elif data.get("action") in ("fix", "disable"):
+        action.edit = _resolved_finding_edit(analysis, data)
     return action
+
+
+def _resolved_finding_edit(analysis: _Analysis, data: dict) -> lsp.WorkspaceEdit:
+    """A quick fix's edit from the judged analysis of the version it was offered for (none if
+    the document has changed since, or if its fix was refused: the editor is told why)."""
+    index = data.get("finding")
+    if data.get("key") != repr(analysis.key) or not isinstance(index, int) or not 0 <= index < len(analysis.findings):
+        return lsp.WorkspaceEdit(changes={})  # offered for an older version: its places are gone
+    finding = analysis.findings[index]
+    resolved = _quick_fix(analysis, finding) if data["action"] == "fix" else _disable_for_line(analysis, finding)
+    if resolved is None:
+        if data["action"] == "fix" and finding.diag.fix_refused:
+            _show_error(finding.diag.fix_refused)
+        return lsp.WorkspaceEdit(changes={})
+    return resolved.edit
 
 
 def _fix_all(view) -> Optional[lsp.CodeAction]:
@@ -875,7 +955,7 @@ def _fix_all(view) -> Optional[lsp.CodeAction]:
 async def hover(params: lsp.HoverParams) -> Optional[lsp.Hover]:
     uri = params.text_document.uri
     owner, notebook = _owner(uri)
-    analysis = await _ANALYSER.current(owner, notebook)
+    analysis = await _ANALYSER.findings(owner, notebook)
     if analysis is None:
         return None
     point = lsp.Range(start=params.position, end=params.position)

@@ -51,6 +51,14 @@ async def resolved(client: LanguageClient, action: lsp.CodeAction) -> lsp.CodeAc
     return await client.code_action_resolve_async(action)
 
 
+async def edit_of(client: LanguageClient, action: lsp.CodeAction) -> lsp.WorkspaceEdit:
+    """The action's edit as an editor gets it when the action is chosen: with the action, or,
+    for one offered before its edit was ready, from ``codeAction/resolve``."""
+    if action.edit is None:
+        action = await client.code_action_resolve_async(action)
+    return action.edit
+
+
 def apply(text: str, edits: list[lsp.TextEdit]) -> str:
     lines = text.splitlines(keepends=True)
 
@@ -84,7 +92,7 @@ async def test_a_code_action_applies_the_fix(client: LanguageClient, tmp_path):
     ))
     [quick] = [a for a in actions if a.kind == lsp.CodeActionKind.QuickFix and "AMP102" in a.title and "Disable" not in a.title]
     assert quick.is_preferred and "unsafe" not in quick.title
-    fixed = apply(OLD, quick.edit.changes[uri])
+    fixed = apply(OLD, (await edit_of(client, quick)).changes[uri])
     assert fixed == 'import torch\n\nscaler = torch.amp.GradScaler("cuda")\n'
     [fix_all] = [await resolved(client, a) for a in actions if a.kind == "source.fixAll.ampfix"]
     assert apply(OLD, fix_all.edit.changes[uri]) == fixed
@@ -102,7 +110,7 @@ async def test_an_unsafe_fix_is_labelled_and_not_preferred(client: LanguageClien
     ))
     [quick] = [a for a in actions if "AMP201" in a.title and "Disable" not in a.title]
     assert "unsafe" in quick.title and not quick.is_preferred
-    assert "scaler.unscale_(optimizer)" in apply(BUG, quick.edit.changes[uri])
+    assert "scaler.unscale_(optimizer)" in apply(BUG, (await edit_of(client, quick)).changes[uri])
 
 
 async def test_hover_shows_the_rule_document(client: LanguageClient, tmp_path):
@@ -152,8 +160,9 @@ async def test_a_notebooks_findings_are_published_on_their_cells(client: Languag
         context=lsp.CodeActionContext(diagnostics=[diagnostic]),
     ))
     [quick] = [a for a in actions if a.kind == lsp.CodeActionKind.QuickFix and "AMP102" in a.title and "Disable" not in a.title]
-    assert set(quick.edit.changes) == {uris[2]}
-    fixed = apply(NOTEBOOK_CELLS[2][1], quick.edit.changes[uris[2]])
+    quick_edit = await edit_of(client, quick)
+    assert set(quick_edit.changes) == {uris[2]}
+    fixed = apply(NOTEBOOK_CELLS[2][1], quick_edit.changes[uris[2]])
     assert fixed == '%matplotlib inline\nscaler = torch.amp.GradScaler("cuda")\n'  # the magic kept
     [fix_all] = [await resolved(client, a) for a in actions if a.kind == "source.fixAll.ampfix"]
     assert set(fix_all.edit.changes) == {uris[2]}

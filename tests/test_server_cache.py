@@ -133,3 +133,44 @@ async def test_a_code_action_while_the_fixes_are_judged_waits_for_that_analysis(
     assert any(a.kind == lsp.CodeActionKind.QuickFix and "AMP102" in a.title for a in actions)
     await asyncio.sleep(0.3)
     assert len(analyses(client, uri)) == 1 and [v for u, v in client.published if u == uri] == [1]
+
+
+# AMP501's conversion adds a scaler that the checkpoint would lack (a new AMP206): refused when judged
+REFUSED = """\
+import torch
+device = "cuda"
+model = Net().to(device)
+for epoch in range(3):
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, "ckpt.pt")
+""" + FILLER * 6  # judging its fix takes a while: the request below comes before the judgement
+
+
+async def test_a_fix_offered_before_it_is_judged_resolves_to_the_judgement(client: LanguageClient, tmp_path):
+    # the actions are offered as soon as the findings are published; a fix whose edit was not
+    # ready comes without it, and resolve gives the judged edit: none for a refused fix, and why
+    (tmp_path / "pyproject.toml").write_text('[tool.ampfix]\npreview = true\nextend-select = ["AMP501"]\n')
+    uri = (tmp_path / "train.py").as_uri()
+    client.text_document_did_open(lsp.DidOpenTextDocumentParams(
+        text_document=lsp.TextDocumentItem(uri=uri, language_id="python", version=1, text=REFUSED)))
+    await published_version(client, uri, 0)  # one finding: AMP501
+    [finding] = client.diagnostics[uri]
+    actions = await client.text_document_code_action_async(lsp.CodeActionParams(
+        text_document=lsp.TextDocumentIdentifier(uri=uri), range=finding.range,
+        context=lsp.CodeActionContext(diagnostics=[finding])))
+    offered = [a for a in actions if a.kind == lsp.CodeActionKind.QuickFix and "Disable" not in a.title]
+    # offered before the judgement (the usual case), or not at all once it withdrew the fix
+    for fix in offered:
+        assert fix.edit is None and fix.data is not None
+        resolved = await client.code_action_resolve_async(fix)
+        assert resolved.edit is not None and not resolved.edit.changes
+        await asyncio.sleep(0.1)
+        assert any("new finding (AMP206)" in m.message for m in client.messages)
+    [disable] = [a for a in actions if "Disable for this line" in a.title]
+    edit = disable.edit or (await client.code_action_resolve_async(disable)).edit
+    assert edit.changes[uri][0].new_text.endswith("# noqa: AMP501")

@@ -12,7 +12,7 @@ pytest_lsp = pytest.importorskip("pytest_lsp")
 from lsprotocol import types as lsp  # noqa: E402
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities  # noqa: E402
 
-from test_server import answer_registrations, apply, open_document  # noqa: E402
+from test_server import answer_registrations, apply, edit_of, open_document  # noqa: E402
 
 OLD = "import torch\n\nscaler = torch.cuda.amp.GradScaler()\nwith torch.cuda.amp.autocast():\n    pass\n"
 
@@ -67,7 +67,7 @@ async def test_disable_for_this_line_adds_a_noqa_comment(client: LanguageClient,
     found = await open_document(client, uri, text)
     [scaler] = [d for d in found if d.code == "AMP102"]
     [disable] = [a for a in await quick_fixes(client, uri, scaler) if a.title == "ampfix (AMP102): Disable for this line"]
-    disabled = apply(text, disable.edit.changes[uri])
+    disabled = apply(text, (await edit_of(client, disable)).changes[uri])
     assert disabled.splitlines()[2] == "scaler = torch.cuda.amp.GradScaler()  # noqa: E501, AMP102"  # merged into it
     client.text_document_did_change(lsp.DidChangeTextDocumentParams(
         text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=2),
@@ -91,7 +91,7 @@ async def test_a_single_quick_fix_leaves_no_unused_import(client: LanguageClient
     found = await open_document(client, uri, text)
     [scaler] = [d for d in found if d.code == "AMP102"]
     [fix] = [a for a in await quick_fixes(client, uri, scaler) if a.is_preferred]
-    fixed = apply(text, fix.edit.changes[uri])
+    fixed = apply(text, (await edit_of(client, fix)).changes[uri])
     assert fixed == ("from torch.cuda.amp import autocast  # old API\nimport torch\n\n"
                      'scaler = torch.amp.GradScaler("cuda")\nwith autocast():\n    pass\n')
     ast.parse(fixed)
@@ -103,6 +103,7 @@ async def test_disable_for_this_line_in_a_notebook_cell(client: LanguageClient, 
     uris = await open_notebook(client, tmp_path)
     [diagnostic] = client.diagnostics[uris[2]]
     [disable] = [a for a in await quick_fixes(client, uris[2], diagnostic) if "Disable for this line" in a.title]
-    assert set(disable.edit.changes) == {uris[2]}
-    assert apply(NOTEBOOK_CELLS[2][1], disable.edit.changes[uris[2]]) == (
+    disable_edit = await edit_of(client, disable)
+    assert set(disable_edit.changes) == {uris[2]}
+    assert apply(NOTEBOOK_CELLS[2][1], disable_edit.changes[uris[2]]) == (
         "%matplotlib inline\nscaler = torch.cuda.amp.GradScaler()  # noqa: AMP102\n")
