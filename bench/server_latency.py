@@ -9,6 +9,8 @@ Measured (medians of ``--rounds``), for each server with the same client and doc
 - a burst of 10 edits sent back to back until the diagnostics of the last one, and how many
   versions were published in all (coalescing publishes only the last);
 - a code action at a finding, and one on a clean line, on the version whose diagnostics came;
+- (ampfix) from that code action to its quick fix's judged edit: with the action, or from
+  ``codeAction/resolve`` when the action was offered before its fix was judged;
 - (ampfix) ``codeAction/resolve`` of the fix-all action, when the server makes it lazy.
 
 ``--ruff`` drives ``ruff server`` too (``--select F``-like defaults, push diagnostics: the client
@@ -176,7 +178,7 @@ def measure(label: str, command: list[str], env: dict, rounds: int, kind: str) -
     client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": text}})
     client.diagnostics_of(uri, 1)
     version, edit_times, burst_times, burst_published = 1, [], [], []
-    finding_times, clean_times, resolve_times = [], [], []
+    finding_times, clean_times, resolve_times, quick_resolve_times = [], [], [], []
     finding_line = line_of(text, "GradScaler()" if kind == "training" else "return model(x)")
     clean_line = line_of(text, "total -= value")
 
@@ -205,8 +207,14 @@ def measure(label: str, command: list[str], env: dict, rounds: int, kind: str) -
         arrived, _, earlier = client.diagnostics_of(uri, version)
         burst_times.append(arrived - start)
         burst_published.append(earlier + 1)
+        asked = time.perf_counter()
         actions = code_action(finding_line, finding_times)
         code_action(clean_line, clean_times)
+        quick = [a for a in actions if a.get("kind") == "quickfix" and "Disable" not in a.get("title", "")]
+        if quick and "ampfix" in label:  # the time from the request to the edit an editor applies
+            if not quick[0].get("edit"):
+                client.request("codeAction/resolve", quick[0])
+            quick_resolve_times.append(time.perf_counter() - asked)
         fix_all = [a for a in actions if "fixAll" in (a.get("kind") or "") and not a.get("edit")]
         if fix_all and "ampfix" in label:
             elapsed, resolved = client.request("codeAction/resolve", fix_all[0])
@@ -221,6 +229,8 @@ def measure(label: str, command: list[str], env: dict, rounds: int, kind: str) -
         "code action at a finding" if kind == "training" else "code action (no finding)": statistics.median(finding_times),
         "code action on a clean line": statistics.median(clean_times),
     }
+    if quick_resolve_times:
+        figures["quick fix: request -> judged edit"] = statistics.median(quick_resolve_times)
     if resolve_times:
         figures["codeAction/resolve of fix-all"] = statistics.median(resolve_times)
     print(f"{label}  ({kind} document, {rounds} rounds, {text.count(chr(10))} lines; versions published per burst: "
