@@ -288,22 +288,23 @@ class _Search:
                     return [(False, assumed)]
                 continue
             conditions.append(branch_label(test, branch))
-        for key, branch in conditions:
-            if (key, "orelse" if branch == "body" else "body") in assumed:
-                return [(False, assumed)]
-        if all(c in assumed for c in conditions) and not event.conditional:
+        runs = _taking(assumed, conditions)  # with what each condition implies of its operands
+        if runs is None:
+            return [(False, assumed)]  # a condition contradicts the path: it does not run here
+        if runs == assumed and not event.conditional:
             return [(True, assumed)]
         if event.conditional:  # it may not run whatever the conditions: nothing is learnt
-            return [(True, assumed | frozenset(conditions)), (False, assumed)]
+            return [(True, runs), (False, assumed)]
         # it does not run when one of its conditions fails: the first that fails, the earlier
         # ones holding (so the events of one call under one test run or not together)
         missed = []
         for index, (key, branch) in enumerate(conditions):
             if (key, branch) in assumed:
                 continue
-            failed = (key, "orelse" if branch == "body" else "body")
-            missed.append((False, assumed | frozenset(conditions[:index]) | {failed}))
-        return [(True, assumed | frozenset(conditions)), *missed]
+            failed = _taking(assumed, [*conditions[:index], (key, "orelse" if branch == "body" else "body")])
+            if failed is not None:
+                missed.append((False, failed))
+        return [(True, runs), *missed]
 
     def _transition(self, index: int, event: Event, state: State) -> State:
         phase = state.phase
@@ -383,3 +384,11 @@ def _tracked(optimizer) -> bool:
         return False
     return kind != "loop"
 
+
+def _taking(assumed: frozenset, labels: list) -> Optional[frozenset]:
+    """The assumptions after a path takes each of ``labels`` (None: one contradicts it)."""
+    for label in labels:
+        assumed = take(assumed, label)
+        if assumed is None:
+            return None
+    return assumed
