@@ -324,3 +324,55 @@ def test_a_count_of_one_in_a_configuration_module_on_sys_path_is_no_accumulation
     write(tmp_path, {"TRAIN/train.py": ACCUMULATING_SCRIPT + "\nCFG.acc_steps = 1\n",
                      "Configs/segmentation_config.py": "class CFG:\n    acc_steps = 1\n"})
     assert sorted(d.code for d in check(tmp_path, "TRAIN/train.py")) == ["AMP301", "AMP305"]
+
+
+# yolov5's segment/train.py: the package root is the script's parent, put on sys.path from
+# `__file__`; the criterion there returns a sum over the batch (`loss * bs`), so the undivided
+# accumulation is the design, not a bug
+SUM_REDUCED_CRITERION = """\
+class ComputeLoss:
+    def __call__(self, p, targets):
+        bs = p.shape[0]
+        loss = ((p - targets) ** 2).mean()
+        return loss * bs, loss.detach()
+"""
+SEGMENT_SCRIPT = """\
+import sys
+from pathlib import Path
+
+import torch
+
+FILE = Path(__file__).resolve()
+ROOT = FILE.parents[1]  # the package root
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))  # add ROOT to PATH
+
+from utils.loss import ComputeLoss
+
+
+def train(model, loader, optimizer, accumulate):
+    compute_loss = ComputeLoss()
+    for i, (x, y) in enumerate(loader):
+        loss, items = compute_loss(model(x), y)
+        loss.backward()
+        if (i + 1) % accumulate == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+"""
+
+
+def test_a_package_root_put_on_sys_path_from_the_script_s_own_place_resolves(tmp_path):
+    # nested in a course repository, as in PyTorch-Tutorial-2nd: the project's root is not the package's
+    script = "chapter-8/yolov5/segment/train.py"
+    write(tmp_path, {script: SEGMENT_SCRIPT, "chapter-8/yolov5/utils/__init__.py": "",
+                     "chapter-8/yolov5/utils/loss.py": SUM_REDUCED_CRITERION})
+    assert [d.code for d in check(tmp_path, script)] == []
+    # without the sys.path entry the criterion is unknown, and the accumulation looks undivided
+    unrooted = SEGMENT_SCRIPT.replace("    sys.path.append(str(ROOT))", "    pass")
+    write(tmp_path, {script: unrooted})
+    assert [d.code for d in check(tmp_path, script)] == ["AMP301"]
+    # `os.path.dirname(os.path.dirname(os.path.abspath(__file__)))` is the same folder
+    spelled = SEGMENT_SCRIPT.replace(
+        "    sys.path.append(str(ROOT))", "    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))")
+    write(tmp_path, {script: "import os\n" + spelled})
+    assert [d.code for d in check(tmp_path, script)] == []

@@ -388,9 +388,12 @@ def _top_level_imports(path: str) -> dict[str, ast.stmt]:
 
 
 def _sys_path_literals(path: str) -> tuple:
-    """The relative folders given as string literals to ``sys.path.append(...)`` /
-    ``sys.path.insert(i, ...)`` statements at a module's top level (column 0), each line parsed
-    alone; a computed path (``os.path.dirname(__file__)``) is not followed."""
+    """The relative folders a module adds to ``sys.path``: string literals given to
+    ``sys.path.append(...)`` / ``sys.path.insert(i, ...)``, and folders computed from the module's
+    own place (``ROOT = Path(__file__).resolve().parents[1]`` then ``sys.path.append(str(ROOT))``,
+    as yolov5 and ultralytics scripts reach their package; ``os.path.dirname(os.path.abspath(
+    __file__))``). Each line is parsed alone: top-level assignments name the folders, and the
+    appends may be indented (``if str(ROOT) not in sys.path:``)."""
     try:
         with open(path, "rb") as handle:
             text = handle.read().decode("utf-8")
@@ -399,18 +402,76 @@ def _sys_path_literals(path: str) -> tuple:
     if "sys.path." not in text:
         return ()
     found = []
+    levels: dict[str, int] = {}  # a top-level name -> how many folders above the module it is
     for line in text.splitlines():
-        if not line.startswith(("sys.path.append(", "sys.path.insert(")):
+        stripped = line.strip()
+        if "__file__" in line or any(name in line for name in levels):
+            assigned = _top_level_assignment(line)
+            if assigned is not None:
+                name, value = assigned
+                level = _levels_above_file(value, levels)
+                if level is not None:
+                    levels[name] = level
+                else:
+                    levels.pop(name, None)
+        if not stripped.startswith(("sys.path.append(", "sys.path.insert(")):
             continue
         try:
-            call = ast.parse(line.split("#", 1)[0]).body[0].value
+            call = ast.parse(stripped.split("#", 1)[0]).body[0].value
         except (SyntaxError, ValueError, IndexError, AttributeError):
             continue
         argument = call.args[-1] if isinstance(call, ast.Call) and call.args else None
         if isinstance(argument, ast.Constant) and isinstance(argument.value, str) \
                 and argument.value and not os.path.isabs(argument.value):
             found.append(argument.value)
+        elif argument is not None:
+            level = _levels_above_file(argument, levels)
+            if level is not None and level >= 1:
+                found.append(os.path.join(*([os.pardir] * (level - 1))) if level > 1 else os.curdir)
     return tuple(found)
+
+
+def _top_level_assignment(line: str) -> Optional[tuple[str, ast.expr]]:
+    """``NAME = value`` at column 0, parsed alone."""
+    if not line[:1].isidentifier():
+        return None
+    try:
+        stmt = ast.parse(line.split("  #", 1)[0]).body[0]
+    except (SyntaxError, ValueError, IndexError):
+        return None
+    if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+        return stmt.targets[0].id, stmt.value
+    return None
+
+
+# calls that keep the path they are handed (as far as the folder is concerned)
+_SAME_PATH = {"str", "Path", "pathlib.Path", "os.path.abspath", "os.path.realpath", "os.fspath"}
+
+
+def _levels_above_file(expr: ast.AST, levels: dict[str, int]) -> Optional[int]:
+    """How many folders above the module's file ``expr`` is (0: the file itself, 1: its folder),
+    for ``__file__`` and what is computed from it; None for anything else."""
+    if isinstance(expr, ast.Name):
+        return 0 if expr.id == "__file__" else levels.get(expr.id)
+    if isinstance(expr, ast.Call):
+        parts = dotted_parts(expr.func)
+        func = ".".join(parts) if parts else None
+        if func in _SAME_PATH and len(expr.args) == 1 and not expr.keywords:
+            return _levels_above_file(expr.args[0], levels)
+        if func == "os.path.dirname" and len(expr.args) == 1:
+            inner = _levels_above_file(expr.args[0], levels)
+            return None if inner is None else inner + 1
+        if isinstance(expr.func, ast.Attribute) and expr.func.attr in ("resolve", "absolute") and not expr.args:
+            return _levels_above_file(expr.func.value, levels)
+        return None
+    if isinstance(expr, ast.Attribute) and expr.attr == "parent":
+        inner = _levels_above_file(expr.value, levels)
+        return None if inner is None else inner + 1
+    if isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Attribute) and expr.value.attr == "parents" \
+            and isinstance(expr.slice, ast.Constant) and type(expr.slice.value) is int and expr.slice.value >= 0:
+        inner = _levels_above_file(expr.value.value, levels)
+        return None if inner is None else inner + expr.slice.value + 1
+    return None
 
 
 def _import_statements(text: str) -> str:
