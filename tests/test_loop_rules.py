@@ -391,6 +391,32 @@ def test_amp206_silent(source):
     assert only("AMP206", source) == []
 
 
+# RETFound's save_model: the scaler's branch saves it; the other has no scaler to save
+SAVED_WHERE_THERE_IS_A_SCALER = loop("""
+def save_model(model, optimizer, loss_scaler, path):
+    if loss_scaler is not None:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scaler": loss_scaler.state_dict()}, path)
+    else:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)
+
+
+loss_scaler = torch.amp.GradScaler() if use_amp else None
+save_model(model, optimizer, loss_scaler, "last.pt")
+""")
+
+
+@pytest.mark.parametrize("test", ["loss_scaler is not None", "not loss_scaler is None", "loss_scaler"])
+def test_amp206_silent_where_the_scaler_is_none(test):
+    source = SAVED_WHERE_THERE_IS_A_SCALER.replace("if loss_scaler is not None:", f"if {test}:")
+    assert only("AMP206", source) == []
+    # the branches the other way round: the checkpoint without the scaler is where there is one
+    swapped = source.replace("else:", "if True:").replace(f"if {test}:", "if False:")
+    flipped = SAVED_WHERE_THERE_IS_A_SCALER.replace("if loss_scaler is not None:", "if loss_scaler is None:")
+    assert only("AMP206", flipped) == ["AMP206"]
+    assert only("AMP206", swapped) == ["AMP206"]
+
+
 def test_amp206_dataclass_snapshot_is_reported():
     source = loop("scaler = torch.amp.GradScaler()\nsnap = Snapshot(model_state=model.state_dict(), optimizer_state=optimizer.state_dict())\n")
     assert only("AMP206", source) == ["AMP206"]
@@ -934,6 +960,56 @@ def test_amp301_gated_accumulation_divided_by_the_callee():
     ).replace("loss = criterion(model(x), y)", "loss = compute_loss(model, x, y, accum)")
     assert only("AMP301", source) == []
     assert only("AMP301", source.replace("compute_loss(model, x, y, accum)", "compute_loss(model, x, y, 2)")) == ["AMP301"]
+
+
+# DPR's trainers: the helper returns (loss, correct) with the loss divided by a field of the
+# configuration it is handed; the method reads the same field through `cfg = self.cfg`
+DIVIDED_THROUGH_THE_CONFIG = loop("""
+def forward_pass(model, x, y, cfg):
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    if cfg.train.accumulation_steps > 1:
+        loss = loss / cfg.train.accumulation_steps
+    return loss, (model(x).argmax(1) == y).sum()
+
+
+class Trainer:
+    def _calc_loss(self, x, y):
+        cfg = self.cfg
+        loss = torch.nn.functional.cross_entropy(self.model(x), y)
+        if cfg.train.accumulation_steps > 1:
+            loss = loss / cfg.train.accumulation_steps
+        return loss
+
+    def train_epoch(self, loader):
+        cfg = self.cfg
+        for i, (x, y) in enumerate(loader):
+            loss, correct = forward_pass(self.model, x, y, cfg)
+            loss.backward()
+            loss = self._calc_loss(x, y)
+            loss.backward()
+            if (i + 1) % cfg.train.accumulation_steps == 0:
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+""")
+
+
+def test_amp301_division_by_a_field_of_the_passed_configuration_is_the_window_s():
+    assert only("AMP301", DIVIDED_THROUGH_THE_CONFIG) == []
+
+
+@pytest.mark.parametrize("change", [
+    # the helper divides the other item of the pair it returns
+    ("loss = loss / cfg.train.accumulation_steps\n    return loss, (model(x).argmax(1) == y).sum()",
+     "loss = loss * 1\n    return loss, (model(x).argmax(1) == y).sum() / cfg.train.accumulation_steps"),
+    # a field of another configuration
+    ("loss = loss / cfg.train.accumulation_steps\n    return loss, ", "loss = loss / cfg.eval.accumulation_steps\n    return loss, "),
+    # the method's `cfg` is another object than the caller's
+    ("    def _calc_loss(self, x, y):\n        cfg = self.cfg", "    def _calc_loss(self, x, y):\n        cfg = self.eval_cfg"),
+])
+def test_amp301_a_callee_division_by_something_else_is_still_reported(change):
+    old, new = change
+    assert old in DIVIDED_THROUGH_THE_CONFIG
+    assert only("AMP301", DIVIDED_THROUGH_THE_CONFIG.replace(old, new)) == ["AMP301"]
 
 
 def test_amp301_callee_division_by_something_else_is_not_the_window_s():

@@ -10,6 +10,7 @@ from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import insert_after
 from ampfix.prefilter import FileBytes, may_call_scaler
+from ampfix.program.flow import branch_label
 from ampfix.program.values import enclosing_class, enclosing_function, parameter_names
 from ampfix.rules.base import FIX_UNSAFE, STABLE, Rule
 from ampfix.semantic import dotted_name
@@ -53,6 +54,8 @@ class CheckpointWithoutScaler(Rule):
             if not others and not any(_MODEL_KEY.search(k) for k in keys):
                 continue  # optimizer state without a model: metadata, not a training checkpoint
             in_scope = _scalers_in_scope(ctx, node)
+            if in_scope and all(_none_on_the_path(ctx, node, candidate) for candidate in in_scope):
+                continue  # the `else` of `if loss_scaler is not None:` (RETFound): no scaler there to save
             scaler = in_scope[0] if in_scope else None
             several = len(in_scope) > 1
             what = "each GradScaler's `state_dict()`" if several else f"`{scaler or 'scaler'}.state_dict()`"
@@ -205,6 +208,25 @@ def _scalers_in_scope(ctx: ModuleContext, node: ast.AST) -> list[str]:
         if ctx.semantic.is_bound(candidate.split(".", 1)[0], scope)
         and (candidate.split(".", 1)[0] != "self" or scope.kind == "function")
     ]
+
+
+def _none_on_the_path(ctx: ModuleContext, node: ast.AST, scaler: str) -> bool:
+    """Whether ``node`` runs only where ``scaler`` is None (or false): in the body of ``if scaler
+    is None:`` or ``if not scaler:``, or the ``else`` of their negations, in its function."""
+    child, parent = node, ctx.semantic.parent(node)
+    while parent is not None and not isinstance(parent, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+        if isinstance(parent, ast.If) and child is not parent.test:
+            key, branch = branch_label(parent.test, "body" if child in parent.body else "orelse")
+            test = key.test
+            if branch == "body" and isinstance(test, ast.Compare) and isinstance(test.ops[0], ast.Is) \
+                    and isinstance(test.comparators[0], ast.Constant) and test.comparators[0].value is None:
+                test = test.left  # `scaler is None` holds here
+            elif branch != "orelse":
+                test = None  # `scaler` is true here (or the test is about something else)
+            if test is not None and dotted_name(test) == scaler:
+                return True
+        child, parent = parent, ctx.semantic.parent(parent)
+    return False
 
 
 def _no_fix_reason(ctx: ModuleContext, scaler: Optional[str], several: bool, anchor: ast.AST) -> Optional[str]:

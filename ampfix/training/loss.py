@@ -37,14 +37,21 @@ class LossSource:
 
     module: "ModuleSource"
     node: ast.AST
+    element: Optional[int] = None  # a call whose result is unpacked: the item the loss is
+
+
+def scaling_call(expr: ast.AST, methods: tuple[str, ...] = ("scale",)) -> Optional[ast.Call]:
+    """``expr`` when it is a loss-scaling call, ``X.scale(loss, ...)`` (with ``methods``, also
+    apex's ``amp.scale_loss(loss, opt)``); whether ``X`` is a scaler, the caller asks of its value."""
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and expr.args and expr.func.attr in methods:
+        return expr
+    return None
 
 
 def wrapped_loss(expr: ast.AST) -> Optional[ast.expr]:
     """The loss inside a loss-scaling wrapper call: ``scaler.scale(loss)``, ``amp.scale_loss(loss, opt)``."""
-    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and expr.args:
-        if expr.func.attr in ("scale", "scale_loss"):
-            return expr.args[0]
-    return None
+    call = scaling_call(expr, ("scale", "scale_loss"))
+    return call.args[0] if call is not None else None
 
 
 def loss_sources(module: "ModuleSource", loss: ast.expr, *, terms: bool = False) -> list[LossSource]:
@@ -79,6 +86,8 @@ def _collect(module, expr, element, found, seen, depth, calls) -> None:
         elif isinstance(expr, ast.Call) and calls > 0:
             for ret_module, value in _returned(module, expr):
                 _collect(ret_module, value, element, found, seen, depth - 1, calls - 1)
+        elif isinstance(expr, ast.Call):  # `loss, acc = forward_pass(...)`: the call, and which item
+            found.append(LossSource(module, expr, element))
         return
     found.append(LossSource(module, expr))
     inner = wrapped_loss(expr)
@@ -173,7 +182,7 @@ def may_be_scaled(module: "ModuleSource", loss: ast.expr, depth: int = 3) -> boo
             if any(may_be_scaled(module, branch, depth - 1) for branch in (node.body, node.orelse)):
                 return True
             continue
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "scale":
+        if scaling_call(node) is not None:
             return True
         if not isinstance(node, ast.Name):
             continue
@@ -214,10 +223,12 @@ def is_divided(sources: list[LossSource]) -> bool:
 def divided_by_callee(module: "ModuleSource", loss: ast.expr, count: ast.expr) -> bool:
     """Whether a function the loss's value is returned from divides it by ``count``, the caller's
     micro-batch count: ``loss = compute_loss(model, x, y, accum)`` whose helper returns
-    ``loss / accum`` (the parameter the count is passed to), or a method that divides by the same
-    ``self.accum`` (or module global) that the caller counts with. One call deep; a division by
-    anything else (a mean written ``sum / len(x)``) is not the window's."""
-    key = dotted_key(count)
+    ``loss / accum`` (the parameter the count is passed to, or a field of it: DPR's
+    ``cfg.train.gradient_accumulation_steps``), or a method that divides by the same
+    ``self.accum`` (or module global) that the caller counts with, a local alias such as
+    ``cfg = self.cfg`` followed on both sides. One call deep; a division by anything else (a mean
+    written ``sum / len(x)``) is not the window's."""
+    key = aliased_key(module, count)
     if key is None:
         return False
     for source in loss_sources(module, loss):
@@ -230,24 +241,65 @@ def divided_by_callee(module: "ModuleSource", loss: ast.expr, count: ast.expr) -
         # `self.forward_propagation(...)` runs a subclass's override when `self` is one
         here = callee_module is source.module
         virtual = overrides(callee_module.semantic, call) if here else []
-        if any(_divides_by(callee_module, candidate, call, key, here) for candidate in (target, *virtual)):
+        if any(_divides_by(callee_module, candidate, source, key, here) for candidate in (target, *virtual)):
             return True
     return False
 
 
-def _divides_by(module: "ModuleSource", target: Target, call: ast.Call, key: str, same_module: bool) -> bool:
-    """Whether what ``target`` returns is divided by the caller's count ``key``: the parameter
-    the call passes it to, the same ``self.`` field, or (in the caller's module) the global."""
+def _divides_by(module: "ModuleSource", target: Target, source: LossSource, key: str, same_module: bool) -> bool:
+    """Whether what ``target`` returns (the item ``source`` unpacks) is divided by the caller's
+    count ``key``: through the parameter the call passes it (or its container) to, the same
+    ``self.`` field, or (in the caller's module) the global."""
+    call = source.node
     bound = bind_arguments(target, call) or {}
-    passed = {name for name, arg in bound.items() if dotted_key(arg) == key}
     same_field = key.startswith("self.") and target.bound_self and call_on_self(call)
     same_global = same_module and "." not in key and key not in _locals(target.function)
     for value in _returns_of(target):
+        if source.element is not None:
+            if not isinstance(value, (ast.Tuple, ast.List)) or source.element >= len(value.elts):
+                continue
+            value = value.elts[source.element]
         for divisor in _divisors(loss_sources(module, value)):
-            divisor_key = dotted_key(divisor)
-            if divisor_key in passed or (divisor_key == key and (same_field or same_global)):
+            through_parameter = _in_caller_terms(module, source.module, divisor, bound)
+            if through_parameter is not None:
+                if through_parameter == key:
+                    return True
+            elif aliased_key(module, divisor) == key and (same_field or same_global):
                 return True
     return False
+
+
+def _root_name(expr: ast.AST) -> Optional[ast.Name]:
+    while isinstance(expr, ast.Attribute):
+        expr = expr.value
+    return expr if isinstance(expr, ast.Name) else None
+
+
+def aliased_key(module: "ModuleSource", expr: ast.AST, depth: int = 2) -> Optional[str]:
+    """``dotted_key(expr)`` with its first name replaced by what that name is an alias of, where
+    one assignment reaches it: ``cfg.train.steps`` after ``cfg = self.cfg`` is ``self.cfg.train.steps``."""
+    key, root = dotted_key(expr), _root_name(expr)
+    if key is None or root is None or depth == 0:
+        return key
+    definitions = _values(module).definitions_at(root)
+    if len(definitions) == 1 and definitions[0].kind == "assign" and isinstance(definitions[0].value, (ast.Name, ast.Attribute)):
+        base = aliased_key(module, definitions[0].value, depth - 1)
+        if base is not None:
+            return base + key[len(root.id):]
+    return key
+
+
+def _in_caller_terms(module: "ModuleSource", caller: "ModuleSource", divisor: ast.AST, bound: dict) -> Optional[str]:
+    """The divisor as the caller names it, when it is a parameter of the callee or a field of
+    one (``cfg.train.steps`` with ``cfg`` bound to the caller's ``self.cfg``); None otherwise."""
+    root = _root_name(divisor)
+    if root is None or root.id not in bound:
+        return None
+    definitions = _values(module).definitions_at(root)
+    if not definitions or any(d.kind != "param" for d in definitions):
+        return None  # rebound in the callee: no longer what the caller passed
+    passed = aliased_key(caller, bound[root.id])
+    return None if passed is None else passed + dotted_key(divisor)[len(root.id):]
 
 
 def call_on_self(call: ast.Call) -> bool:

@@ -57,6 +57,7 @@ from ampfix.program.calls import bind_arguments, module_callers, resolve_in_proj
 from ampfix.program.calls import resolve as resolve_call
 from ampfix.program.flow import FlowGraph, branch_label, dotted_key
 from ampfix.program.flow import build as build_flow
+from ampfix.training.loss import scaling_call
 from ampfix.program.values import (
     ObjectId, ValueFlow, assigned_through, class_constants, enclosing_class, enclosing_function, value_flow,
 )
@@ -958,11 +959,12 @@ class TrainingModel:
             if isinstance(receiver_node, ast.Call) and self._qualified(receiver_node.func) == "typing.cast" \
                     and len(receiver_node.args) == 2:
                 receiver_node = receiver_node.args[1]  # `cast(Tensor, scaler.scale(loss)).backward()`: the value itself
-            if isinstance(receiver_node, ast.Call) and isinstance(receiver_node.func, ast.Attribute):
-                inner = receiver_node.func
-                if inner.attr == "scale" and self.is_scaler(dotted_name(inner.value), inner.value, owner) and receiver_node.args:
-                    return Event(BACKWARD, call, stmt, context, arg=receiver_node.args[0], scaled=True,
-                                 scaler=dotted_name(inner.value), objects=_lazy(self.values, None, inner.value, None))
+            scaled = scaling_call(receiver_node)
+            if scaled is not None:
+                scaler_node = scaled.func.value
+                if self.is_scaler(dotted_name(scaler_node), scaler_node, owner):
+                    return Event(BACKWARD, call, stmt, context, arg=scaled.args[0], scaled=True,
+                                 scaler=dotted_name(scaler_node), objects=_lazy(self.values, None, scaler_node, None))
             if call.args and receiver is not None and not _is_tensor_like(receiver):
                 if self._may_resolve(call) and resolve_call(self.ctx.semantic, call) is not None:
                     return None  # a method of the module (``self.backward(loss)``): its calls say what it does
@@ -1006,9 +1008,8 @@ class TrainingModel:
         definitions = self.values.definitions_at(node)
         if len(definitions) != 1 or definitions[0].kind not in ("assign", "annassign"):
             return None
-        value = definitions[0].value
-        if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and value.func.attr == "scale"
-                and value.args):
+        value = scaling_call(definitions[0].value)
+        if value is None:
             return None
         return value if self.is_scaler(dotted_name(value.func.value), value.func.value, owner) else None
 
