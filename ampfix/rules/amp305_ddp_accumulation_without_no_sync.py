@@ -11,7 +11,7 @@ from ampfix.prefilter import FileBytes
 from ampfix.program.flow import read_keys
 from ampfix.program.vocabulary import vocabulary
 from ampfix.rules._loop import at
-from ampfix.rules.base import FIX_SOMETIMES, Rule
+from ampfix.rules.base import FIX_SOMETIMES, STABLE, Rule
 from ampfix.training.accumulation import rebound_in_window, step_evidence
 from ampfix.training.loss import loss_sources
 from ampfix.training.model import Accumulation, Event, StepFunction
@@ -31,6 +31,9 @@ class DdpAccumulationWithoutNoSync(Rule):
     # a DDP model is created here, or by a helper of the project: one of these names it somewhere
     triggers = (b"DistributedDataParallel", b"DDP", b"ddp", b"distributed")
     fix_safety = FIX_SOMETIMES
+    # earned on the ecosystem's scoring half (25/0/5, no harmful fix) and confirmed on code nobody
+    # had read, fresh batch 3 (2026-12-02): 6 findings, all true
+    stability = STABLE
 
     @classmethod
     def may_fire(cls, file: FileBytes) -> bool:
