@@ -36,6 +36,39 @@ def test_amp201_fires_and_inserts_unscale():
     assert "    scaler.unscale_(optimizer)\n    torch.nn.utils.clip_grad_norm_" in fixed(CLIP_BUG, unsafe=True)
 
 
+# apex: the clip inside `with amp.scale_loss(...)` sees the scaled gradients (PyTorch-Tutorial-2nd's GPT)
+APEX_CLIP_BUG = loop("""
+from apex import amp
+model, optimizer = amp.initialize(model, optimizer, opt_level="O1")
+for x, y in loader:
+    loss = model(x).sum()
+    with amp.scale_loss(loss, optimizer) as scaled_loss:
+        scaled_loss.backward()
+        torch.nn.utils.clip_grad_norm_(amp.master_params(optimizer), 1.0)
+    optimizer.step()
+    optimizer.zero_grad()
+""")
+
+
+def test_amp201_apex_clip_inside_scale_loss_is_reported_without_a_fix():
+    diag, = [d for d in ampfix.check_source(APEX_CLIP_BUG, "t.py") if d.code == "AMP201"]
+    assert diag.fix is None and "apex unscales them when the block exits" in diag.message
+
+
+@pytest.mark.parametrize("source", [
+    # clipped after the block: apex has unscaled the gradients
+    APEX_CLIP_BUG.replace("        torch.nn.utils.clip_grad_norm_", "    torch.nn.utils.clip_grad_norm_"),
+    # without `amp.initialize`, `scale_loss` yields the loss as it is
+    APEX_CLIP_BUG.replace('model, optimizer = amp.initialize(model, optimizer, opt_level="O1")\n', ""),
+    # the clip before the backward (of the previous step's gradients, zeroed after the step)
+    APEX_CLIP_BUG.replace(
+        "        scaled_loss.backward()\n        torch.nn.utils.clip_grad_norm_(amp.master_params(optimizer), 1.0)\n",
+        "        torch.nn.utils.clip_grad_norm_(amp.master_params(optimizer), 1.0)\n        scaled_loss.backward()\n"),
+])
+def test_amp201_apex_clip_silent(source):
+    assert only("AMP201", source) == []
+
+
 @pytest.mark.parametrize("source", [
     # unscaled first
     CLIP_BUG.replace("    torch.nn.utils.clip", "    scaler.unscale_(optimizer)\n    torch.nn.utils.clip"),

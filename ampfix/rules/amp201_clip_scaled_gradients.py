@@ -11,7 +11,8 @@ from ampfix.edits import insert_before
 from ampfix.prefilter import FileBytes, may_backward_scaled, may_use_scaler
 from ampfix.rules._loop import at, call_name, created, loops_of, optimizer_for
 from ampfix.rules.base import FIX_UNSAFE, Rule
-from ampfix.training.model import CLIP, SCALER_STEP, UNSCALE
+from ampfix.training.frameworks import apex_initialized, scale_loss_regions
+from ampfix.training.model import BACKWARD, CLIP, SCALER_STEP, UNSCALE
 from ampfix.training.typestate import CLIP_SCALED, errors_of
 
 
@@ -19,7 +20,8 @@ class ClipScaledGradients(Rule):
     code = "AMP201"
     name = "clip-scaled-gradients"
     summary = "Gradients are clipped (or their norm read) before `scaler.unscale_(optimizer)`"
-    triggers = (b"caler", b"CALER", b"unscale_")  # GradScaler, scaler, loss_scaler, x.unscale_()
+    # GradScaler, scaler, loss_scaler, x.unscale_(); apex's `amp.scale_loss`
+    triggers = (b"caler", b"CALER", b"unscale_", b"scale_loss")
     fix_safety = FIX_UNSAFE
     changes_training = "clipping now sees unscaled gradients"  # a bug fix: unsafe, as ruff defines it
 
@@ -27,7 +29,8 @@ class ClipScaledGradients(Rule):
     def may_fire(cls, file: FileBytes) -> bool:
         # the scaled backward may be in a call handed the scaler (a helper here or in another
         # module of the project): a name the model takes for a scaler is enough
-        return (may_backward_scaled(file) or may_use_scaler(file)) and file.has(b"clip_grad", b"get_total_norm")
+        scaling = may_backward_scaled(file) or may_use_scaler(file) or file.has(b"scale_loss")
+        return scaling and file.has(b"clip_grad", b"get_total_norm")
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         """A query over the scaler typestate: a clip reached while gradients are scaled (a
@@ -35,6 +38,7 @@ class ClipScaledGradients(Rule):
         model = ctx.training
         if not any(fn.of(CLIP) for fn in model.functions):
             return  # a clip of another module is that module's finding: no clip here, none to report
+        yield from self._clips_inside_apex_scale_loss(ctx)
         for fn in model.functions:
             reported = set()
             for error in errors_of(model, fn, CLIP_SCALED):
@@ -66,6 +70,38 @@ class ClipScaledGradients(Rule):
                 # a clip in a helper of the step (a class's `clip()` method): reported at its call
                 fix = self._fix(ctx, fn, backward, clip, scaler, optimizer) if clip.via is None else None
                 yield ctx.diagnostic(self, clip.call, message, fix, evidence)
+
+    def _clips_inside_apex_scale_loss(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
+        """apex: a clip in the body of ``with amp.scale_loss(loss, optimizer) as scaled_loss:``
+        after its backward. apex unscales the gradients when the block exits, so the clip sees
+        them multiplied by the loss scale (and the update is then shrunk by it)."""
+        regions = scale_loss_regions(ctx)
+        if not regions or apex_initialized(ctx) is None:
+            return  # without `amp.initialize`, `scale_loss` yields the loss unscaled
+        for fn in ctx.training.functions:
+            for clip in fn.of(CLIP):
+                region = next((r for r in regions if any(f.node is r.with_node for f in clip.context)), None)
+                if region is None:
+                    continue
+                backwards = [
+                    b for b in fn.of(BACKWARD)
+                    if any(f.node is region.with_node for f in b.context) and fn.before(b, clip)
+                ]
+                if not backwards:
+                    continue
+                message = (
+                    f"`{call_name(ctx, clip.call)}` runs inside `with amp.scale_loss(...)`, on gradients still "
+                    "multiplied by the loss scale (apex unscales them when the block exits): the threshold is in "
+                    "effect max_norm × scale; clip after the `with` block"
+                )
+                evidence = [
+                    at(backwards[0], "gradients scaled by apex's loss scale here"),
+                    (region.call, "apex unscales the gradients when this block exits"),
+                    at(clip, "clipped before the block exits"),
+                ]
+                diag = ctx.diagnostic(self, clip.call, message, None, evidence)
+                diag.no_fix_reason = "moving the clip out of the block changes its indentation and what runs with it"
+                yield diag
 
     def _fix(self, ctx, fn, backward, clip, scaler, optimizer):
         if optimizer is None:
