@@ -10,6 +10,7 @@ import pytest
 pytest_lsp = pytest.importorskip("pytest_lsp")
 from lsprotocol import types as lsp
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from test_validate import REFUSED_CONVERSION
 
 HEADER = "import torch\n\nscaler = torch.cuda.amp.GradScaler()\n"
 # enough code that an analysis takes a while: edits sent together arrive before it ends
@@ -135,20 +136,7 @@ async def test_a_code_action_while_the_fixes_are_judged_waits_for_that_analysis(
     assert len(analyses(client, uri)) == 1 and [v for u, v in client.published if u == uri] == [1]
 
 
-# AMP501's conversion adds a scaler that the checkpoint would lack (a new AMP206): refused when judged
-REFUSED = """\
-import torch
-device = "cuda"
-model = Net().to(device)
-for epoch in range(3):
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        optimizer.zero_grad()
-        loss = criterion(model(x), y)
-        loss.backward()
-        optimizer.step()
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, "ckpt.pt")
-""" + FILLER * 6  # judging its fix takes a while: the request below comes before the judgement
+REFUSED = REFUSED_CONVERSION + FILLER * 6  # judging its fix takes a while: the request below comes before the judgement
 
 
 async def test_a_fix_offered_before_it_is_judged_resolves_to_the_judgement(client: LanguageClient, tmp_path):

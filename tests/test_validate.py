@@ -137,22 +137,25 @@ def test_a_refused_fix_is_not_offered_by_check_json_or_apply(monkeypatch, tmp_pa
     assert result.source == OLD and not result.fixed
 
 
+# AMP501's conversion adds a scaler that the checkpoint would lack (a new AMP206): refused when judged
+REFUSED_CONVERSION = textwrap.dedent("""\
+    import torch
+    device = "cuda"
+    model = Net().to(device)
+    for epoch in range(3):
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, "ckpt.pt")
+""")
+
+
 def test_the_summary_and_json_agree_with_what_apply_does(tmp_path):
-    # the conversion adds a scaler that the checkpoint below would lack (a new AMP206): refused
-    # in check (no [*], counted as refused), in JSON, and by --apply alike
-    source = textwrap.dedent("""\
-        import torch
-        device = "cuda"
-        model = Net().to(device)
-        for epoch in range(3):
-            for x, y in loader:
-                x, y = x.to(device), y.to(device)
-                optimizer.zero_grad()
-                loss = criterion(model(x), y)
-                loss.backward()
-                optimizer.step()
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, "ckpt.pt")
-    """)
+    # the conversion's fix is refused in check (no [*], counted as refused), in JSON, and by --apply alike
+    source = REFUSED_CONVERSION
     (tmp_path / "train.py").write_text(source)
     options = ("check", "--preview", "--select", "AMP501", "--no-cache", "--unsafe-fixes")
     text = run_ampfix(*options, "train.py", cwd=tmp_path).stdout
