@@ -72,9 +72,9 @@ server = LanguageServer(
 def serve() -> None:
     # the analysis thread holds the GIL while it analyses and judges fixes; a request answered
     # from the cache, or an edit to be queued, needs it a few times (read, answer, write), each a
-    # wait of up to the switch interval (5 ms by default). At 0.1 ms, a code action during an
-    # analysis of a 5,000-line document took 21 ms instead of 45, a burst of 10 edits 81 instead
-    # of 261 (bench/server_latency.py); a server with no request waiting never switches.
+    # wait of up to the switch interval (5 ms by default). At 0.1 ms, on a loaded machine, a code
+    # action during an analysis of a 5,000-line document took 21 ms instead of 45 and a burst of
+    # 10 edits 81 instead of 261 (bench/server_latency.py); with no request waiting it never switches.
     sys.setswitchinterval(0.0001)
     server.start_io()
 
