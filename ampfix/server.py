@@ -768,6 +768,12 @@ def _quick_fix(analysis: _Analysis, finding: _Finding) -> Optional[lsp.CodeActio
     return _fix_action(finding, fix, edit=lsp.WorkspaceEdit(changes=changes))
 
 
+def _resolve_data(analysis: _Analysis, owner: str, **finding) -> dict:
+    """What an action offered without its edit carries to ``codeAction/resolve``: the document,
+    the version it was offered for and, for a finding's action, which finding and action."""
+    return {"owner": owner, "key": repr(analysis.key), **finding}
+
+
 def _quick_fix_offer(analysis: _Analysis, owner: str, index: int) -> Optional[lsp.CodeAction]:
     """A finding's fix while it is being judged: offered without its edit, which resolve gives
     once the fix is judged (none, with the reason shown, if it is refused)."""
@@ -775,19 +781,23 @@ def _quick_fix_offer(analysis: _Analysis, owner: str, index: int) -> Optional[ls
     fix = finding.diag.fix  # read once: the analysis thread may withdraw it meanwhile
     if not _offers_fix(fix):
         return None
-    return _fix_action(finding, fix, data={"owner": owner, "key": repr(analysis.key), "finding": index, "action": "fix"})
+    return _fix_action(finding, fix, data=_resolve_data(analysis, owner, finding=index, action="fix"))
 
 
 def _disable_offer(analysis: _Analysis, owner: str, index: int) -> Optional[lsp.CodeAction]:
     """"Disable for this line" before the lines are prepared: its edit comes on resolve."""
     finding = analysis.findings[index]
     if finding.diag.code == "AMP001":
-        return None
+        return None  # a syntax error is not suppressed
+    return _disable_action(finding, data=_resolve_data(analysis, owner, finding=index, action="disable"))
+
+
+def _disable_action(finding: _Finding, **edit_or_data) -> lsp.CodeAction:
     return lsp.CodeAction(
         title=f"ampfix ({finding.diag.code}): Disable for this line",
         kind=lsp.CodeActionKind.QuickFix,
         diagnostics=[finding.published],
-        data={"owner": owner, "key": repr(analysis.key), "finding": index, "action": "disable"},
+        **edit_or_data,
     )
 
 
@@ -807,12 +817,8 @@ def _disable_for_line(analysis: _Analysis, finding: _Finding) -> Optional[lsp.Co
     placed = analysis.view.place(start, end)
     if placed is None:
         return None
-    return lsp.CodeAction(
-        title=f"ampfix ({finding.diag.code}): Disable for this line",
-        kind=lsp.CodeActionKind.QuickFix,
-        diagnostics=[finding.published],
-        edit=lsp.WorkspaceEdit(changes={placed[0]: [lsp.TextEdit(range=placed[1], new_text=new_line)]}),
-    )
+    return _disable_action(
+        finding, edit=lsp.WorkspaceEdit(changes={placed[0]: [lsp.TextEdit(range=placed[1], new_text=new_line)]}))
 
 
 def _locator(analysis: _Analysis) -> Locator:
@@ -885,7 +891,7 @@ def _fix_all_offer(analysis: _Analysis, owner: str) -> Optional[lsp.CodeAction]:
     if not any(f.diag.fix_applies(_State.editor.unsafe_fixes) for f in analysis.findings):
         return None
     if _resolves_edits():
-        return lsp.CodeAction(title=_fix_all_title(), kind=FIX_ALL, data={"owner": owner, "key": repr(analysis.key)})
+        return lsp.CodeAction(title=_fix_all_title(), kind=FIX_ALL, data=_resolve_data(analysis, owner))
     return _resolved_fix_all(analysis)
 
 

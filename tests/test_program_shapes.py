@@ -8,6 +8,7 @@ import pytest
 
 import ampfix
 from ampfix.settings import Settings
+from test_validate import REFUSED_CONVERSION
 
 
 def diagnostics(source, code):
@@ -458,20 +459,8 @@ def test_amp207_judges_the_steps_that_use_the_scaler():
 # -- 6. fixes that create work are refused, and say why ------------------------------------------------
 
 def test_a_conversion_whose_result_would_have_a_new_finding_is_refused():
-    # AMP501 adds a GradScaler; the checkpoint below would then lack it (a new AMP206)
-    source = """
-        device = "cuda"
-        model = Net().to(device)
-        for epoch in range(3):
-            for x, y in loader:
-                x, y = x.to(device), y.to(device)
-                optimizer.zero_grad()
-                loss = criterion(model(x), y)
-                loss.backward()
-                optimizer.step()
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, "ckpt.pt")
-    """
-    source = "import torch\n" + textwrap.dedent(source)
+    # AMP501 adds a GradScaler; the checkpoint would then lack it (a new AMP206)
+    source = REFUSED_CONVERSION
     result = ampfix.fix_source(source, "train.py", Settings(), unsafe_fixes=True)
     assert result.source == source
     diag, = [d for d in result.remaining if d.code == "AMP501"]

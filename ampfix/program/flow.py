@@ -110,6 +110,15 @@ def take(assumed: frozenset, label: tuple) -> Optional[frozenset]:
     return assumed | frozenset(labels)
 
 
+def take_all(assumed: frozenset, labels: Iterable[tuple]) -> Optional[frozenset]:
+    """The assumptions after a path takes each of ``labels`` in turn (None: one contradicts them)."""
+    for label in labels:
+        assumed = take(assumed, label)
+        if assumed is None:
+            return None
+    return assumed
+
+
 def branch_label(test: ast.AST, branch: str) -> tuple:
     """The (test, branch) a path takes, a negated test as its positive form with the other
     branch: the ``else`` of ``if scaler is None:`` is the body of ``if scaler is not None:``
@@ -265,9 +274,7 @@ class FlowGraph:
         without passing a node for which ``avoid`` holds, following no back edge into the loops
         whose headers are in ``one_iteration_of``. None when the search was cut short."""
         cut = set(one_iteration_of)
-        assumed: Optional[frozenset] = frozenset()
-        for label in assumptions:
-            assumed = take(assumed, label) if assumed is not None else None
+        assumed = take_all(frozenset(), assumptions)
         if assumed is None:
             return False  # the assumptions contradict each other: no such path
         start = (source, assumed)

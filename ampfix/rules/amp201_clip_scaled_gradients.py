@@ -80,13 +80,10 @@ class ClipScaledGradients(Rule):
             return  # without `amp.initialize`, `scale_loss` yields the loss unscaled
         for fn in ctx.training.functions:
             for clip in fn.of(CLIP):
-                region = next((r for r in regions if any(f.node is r.with_node for f in clip.context)), None)
+                region = next((r for r in regions if _inside(clip, r)), None)
                 if region is None:
                     continue
-                backwards = [
-                    b for b in fn.of(BACKWARD)
-                    if any(f.node is region.with_node for f in b.context) and fn.before(b, clip)
-                ]
+                backwards = [b for b in fn.of(BACKWARD) if _inside(b, region) and fn.before(b, clip)]
                 if not backwards:
                     continue
                 message = (
@@ -117,6 +114,11 @@ class ClipScaledGradients(Rule):
         if edit is None:
             return None
         return Fix(f"Insert `{scaler}.unscale_({optimizer})` before clipping", (edit,), Applicability.UNSAFE)
+
+
+def _inside(event, region) -> bool:
+    """Whether ``event`` runs in the body of the ``with amp.scale_loss(...)`` of ``region``."""
+    return any(frame.node is region.with_node for frame in event.context)
 
 
 def _branches(event) -> set:

@@ -41,7 +41,7 @@ import ast
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Optional
 
-from ampfix.program.flow import branch_label, take
+from ampfix.program.flow import branch_label, take, take_all
 from ampfix.semantic import dotted_name
 from ampfix.training.model import (
     BACKWARD,
@@ -288,7 +288,7 @@ class _Search:
                     return [(False, assumed)]
                 continue
             conditions.append(branch_label(test, branch))
-        runs = _taking(assumed, conditions)  # with what each condition implies of its operands
+        runs = take_all(assumed, conditions)  # with what each condition implies of its operands
         if runs is None:
             return [(False, assumed)]  # a condition contradicts the path: it does not run here
         if runs == assumed and not event.conditional:
@@ -301,7 +301,7 @@ class _Search:
         for index, (key, branch) in enumerate(conditions):
             if (key, branch) in assumed:
                 continue
-            failed = _taking(assumed, [*conditions[:index], (key, "orelse" if branch == "body" else "body")])
+            failed = take_all(assumed, [*conditions[:index], (key, "orelse" if branch == "body" else "body")])
             if failed is not None:
                 missed.append((False, failed))
         return [(True, runs), *missed]
@@ -383,12 +383,3 @@ def _tracked(optimizer) -> bool:
     if kind == "phi":
         return False
     return kind != "loop"
-
-
-def _taking(assumed: frozenset, labels: list) -> Optional[frozenset]:
-    """The assumptions after a path takes each of ``labels`` (None: one contradicts it)."""
-    for label in labels:
-        assumed = take(assumed, label)
-        if assumed is None:
-            return None
-    return assumed
