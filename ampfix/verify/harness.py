@@ -64,6 +64,9 @@ class Trace:
         self.exit_code = None
         self.step_times: list[float] = []  # wall clock per step (what a person waits for)
         self.step_cpu_times: list[float] = []  # thread CPU time per step (steadier on a busy machine)
+        self.ledger: Optional[Ledger] = None  # with account_overhead: the harness's own time
+        self.step_own_times: list[float] = []  # of it, per step
+        self.last_own = 0.0
         self.last_step_end = None
         self.last_step_cpu = None
         self.started = time.perf_counter()
@@ -116,6 +119,7 @@ class Trace:
             "warnings": self.warnings,
             "step_times": self.step_times,
             "step_cpu_times": self.step_cpu_times,
+            "step_own_times": self.step_own_times,
             "scale_history": self.scale_history,
             "skipped": self.skipped,
             "skip_keys": self.skip_keys,
@@ -125,6 +129,54 @@ class Trace:
             "peak_cuda": cuda_peak,
             "wall": time.perf_counter() - self.started,
         }
+
+
+class Ledger:
+    """The harness's own time (``account_overhead``, for bench/verify_overhead.py): a hook runs on
+    the ledger's clock, the script's and torch's code it wraps (the originals) off it, a hook
+    inside an original on it again. Per step, that is the overhead itself, without the noise of
+    comparing two whole runs on a shared machine (5% run to run here). Wall time: perf_counter
+    is a vDSO read, about 60 ns, and the ledger's own reads are counted as overhead."""
+
+    def __init__(self):
+        self.own = 0.0
+        self.since: Optional[float] = None  # when the harness's code began running, while it runs
+
+    def reading(self) -> float:
+        """The own time so far, the running stretch included."""
+        return self.own + (time.perf_counter() - self.since if self.since is not None else 0.0)
+
+    def hook(self, function):
+        """``function`` as harness code."""
+        def on_the_clock(*args, **kwargs):
+            if self.since is not None:  # already inside the harness's own code
+                return function(*args, **kwargs)
+            self.since = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.own += time.perf_counter() - self.since
+                self.since = None
+
+        return on_the_clock
+
+    def original(self, function):
+        """``function`` as the code the harness wraps: off the clock while it runs."""
+        def off_the_clock(*args, **kwargs):
+            if self.since is None:
+                return function(*args, **kwargs)
+            self.own += time.perf_counter() - self.since
+            self.since = None
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.since = time.perf_counter()
+
+        return off_the_clock
+
+
+def _unchanged(function):
+    return function
 
 
 def _seed_everything(seed: int, threads: int) -> None:
@@ -153,6 +205,9 @@ def _install(trace: Trace, torch) -> None:
     scalers = weakref.WeakSet()
     state = {"in_scaler_step": 0, "opt_depth": 0, "mode_active": None, "scaler_steps": 0, "tracing": False}
     GradScaler = torch.amp.GradScaler
+    ledger = trace.ledger = Ledger() if config.get("account_overhead") else None
+    timed = ledger.hook if ledger else _unchanged  # what the harness installs
+    untimed = ledger.original if ledger else _unchanged  # what it wraps
 
     # -- step accounting: iterations, grouped in phases (one per training loop) ---------------
     replay_skips = {tuple(key) for key in config.get("replay_skips") or []}  # the AMP run's [phase, step]
@@ -272,8 +327,8 @@ def _install(trace: Trace, torch) -> None:
     def post_hook(optimizer, args, kwargs):
         state["opt_depth"] -= 1
 
-    optim_module.register_optimizer_step_pre_hook(pre_hook)
-    optim_module.register_optimizer_step_post_hook(post_hook)
+    optim_module.register_optimizer_step_pre_hook(timed(pre_hook))
+    optim_module.register_optimizer_step_post_hook(timed(post_hook))
 
     def _stage(scaler, optimizer):
         states = getattr(scaler, "_per_optimizer_states", None)
@@ -305,22 +360,22 @@ def _install(trace: Trace, torch) -> None:
         return next((s._ampfix_scale for s in list(scalers) if getattr(s, "_ampfix_pending", False)
                      and getattr(s, "_ampfix_scale", None)), 1.0)
 
-    module_init = torch.nn.Module.__init__
+    module_init = untimed(torch.nn.Module.__init__)
 
     def registering_init(self, *args, **kwargs):
         module_init(self, *args, **kwargs)
         _MODULES.add(self)  # for the names of the tensors in the report (cheaper than a heap scan)
 
-    torch.nn.Module.__init__ = registering_init
+    torch.nn.Module.__init__ = timed(registering_init)
 
     live_optimizers = weakref.WeakSet()
-    original_optimizer_init = torch.optim.Optimizer.__init__
+    original_optimizer_init = untimed(torch.optim.Optimizer.__init__)
 
     def optimizer_init(self, *args, **kwargs):
         original_optimizer_init(self, *args, **kwargs)
         live_optimizers.add(self)
 
-    torch.optim.Optimizer.__init__ = optimizer_init
+    torch.optim.Optimizer.__init__ = timed(optimizer_init)
 
     def _optimizers_of(params):
         if params is None:
@@ -332,7 +387,7 @@ def _install(trace: Trace, torch) -> None:
 
     # -- GradScaler ------------------------------------------------------------------------
     original = {
-        name: getattr(GradScaler, name) for name in ("__init__", "scale", "unscale_", "step", "update")
+        name: untimed(getattr(GradScaler, name)) for name in ("__init__", "scale", "unscale_", "step", "update")
     }
     own_methods: dict[tuple, Any] = {}  # (a GradScaler subclass, method name) -> its own override
 
@@ -356,7 +411,7 @@ def _install(trace: Trace, torch) -> None:
             for name in ("scale", "unscale_", "step", "update"):
                 method = klass.__dict__.get(name)
                 if method is not None and (klass, name) not in own_methods:
-                    own_methods[(klass, name)] = method
+                    own_methods[(klass, name)] = untimed(method)
                     setattr(klass, name, hooks[name])
 
     def scaler_init(self, *args, **kwargs):
@@ -469,12 +524,12 @@ def _install(trace: Trace, torch) -> None:
         return method
 
     hooks = {
-        "scale": _guarded("scale", scaler_scale),
-        "unscale_": _guarded("unscale_", scaler_unscale),
-        "step": _guarded("step", scaler_step),
-        "update": _guarded("update", scaler_update),
+        "scale": timed(_guarded("scale", scaler_scale)),
+        "unscale_": timed(_guarded("unscale_", scaler_unscale)),
+        "step": timed(_guarded("step", scaler_step)),
+        "update": timed(_guarded("update", scaler_update)),
     }
-    GradScaler.__init__ = scaler_init
+    GradScaler.__init__ = timed(scaler_init)
     for name, hook in hooks.items():
         setattr(GradScaler, name, hook)
 
@@ -485,7 +540,7 @@ def _install(trace: Trace, torch) -> None:
             if function is None or getattr(function, "_ampfix", False):
                 continue
 
-            def clip(*args, _function=function, _name=name, **kwargs):
+            def clip(*args, _function=untimed(function), _name=name, **kwargs):
                 params = args[0] if args else kwargs.get("parameters")
                 if _name != "get_total_norm":
                     params = list(params) if not isinstance(params, torch.Tensor) else [params]
@@ -503,11 +558,12 @@ def _install(trace: Trace, torch) -> None:
                         trace.pending_grads.setdefault(id(optimizer), (result.detach(), divisor))
                 return result
 
+            clip = timed(clip)
             clip._ampfix = True
             setattr(module, name, clip)
 
     # -- backward (Tensor.backward calls torch.autograd.backward: one hook sees both) ----------
-    original_backward = torch.autograd.backward
+    original_backward = untimed(torch.autograd.backward)
 
     def backward(tensors, *args, **kwargs):
         trace.pending_backwards += 1
@@ -528,12 +584,14 @@ def _install(trace: Trace, torch) -> None:
             trace.pending_losses.append(value)
         return original_backward(tensors, *args, **kwargs)
 
-    torch.autograd.backward = backward
+    torch.autograd.backward = timed(backward)
 
     # -- the criterion's loss (outermost loss call: a loss module calls its functional form) ---
     depth = {"loss": 0}
 
     def recording(function):
+        function = untimed(function)
+
         def call(*args, **kwargs):
             depth["loss"] += 1
             try:
@@ -547,6 +605,7 @@ def _install(trace: Trace, torch) -> None:
                     pass
             return out
 
+        call = timed(call)
         call._ampfix = True
         return call
 
@@ -560,16 +619,16 @@ def _install(trace: Trace, torch) -> None:
             setattr(functional, name, recording(function))
 
     # -- torch.compile is disabled for the runs (TORCH_COMPILE_DISABLE): count what was asked ---
-    compile_function = torch.compile
+    compile_function = untimed(torch.compile)
 
     def counted_compile(*args, **kwargs):
         trace.compile_calls += 1
         return compile_function(*args, **kwargs)
 
-    torch.compile = counted_compile
+    torch.compile = timed(counted_compile)
 
     # -- precision overrides ---------------------------------------------------------------------
-    autocast_init = torch.amp.autocast.__init__
+    autocast_init = untimed(torch.amp.autocast.__init__)
 
     def forced_autocast_init(self, device_type, dtype=None, enabled=True, cache_enabled=None):
         if enabled:
@@ -584,7 +643,7 @@ def _install(trace: Trace, torch) -> None:
             device_type, dtype = "cpu", shim_dtype(torch, dtype)
         autocast_init(self, device_type, dtype=dtype, enabled=enabled, cache_enabled=cache_enabled)
 
-    torch.amp.autocast.__init__ = forced_autocast_init
+    torch.amp.autocast.__init__ = timed(forced_autocast_init)
     _install_spawn(trace, torch)
     if config.get("cuda_shim"):
         _install_cuda_shim(torch, trace)
@@ -705,7 +764,11 @@ def _clock_step(trace: Trace, counted: bool) -> None:
     if trace.last_step_end is not None and counted:
         trace.step_times.append(now - trace.last_step_end)
         trace.step_cpu_times.append(cpu - trace.last_step_cpu)
+        if trace.ledger is not None:  # its clock runs: this step's time so far is counted
+            trace.step_own_times.append(trace.ledger.reading() - trace.last_own)
     trace.last_step_end, trace.last_step_cpu = now, cpu
+    if trace.ledger is not None:
+        trace.last_own = trace.ledger.reading()
 
 
 _LOSS_FUNCTIONS = (
@@ -865,7 +928,18 @@ _MODULES = weakref.WeakSet()  # every torch.nn.Module the script built
 
 
 def _not_user_code(filename: str) -> bool:
-    """Frames of the harness, of torch and of the standard library: not where a loop is."""
+    """Frames of the harness, of torch and of the standard library: not where a loop is
+    (answered once per file: every step walks these frames)."""
+    found = _NOT_USER.get(filename)
+    if found is None:
+        found = _NOT_USER[filename] = _is_not_user_code(filename)
+    return found
+
+
+_NOT_USER: dict[str, bool] = {}
+
+
+def _is_not_user_code(filename: str) -> bool:
     global _TORCH_DIR
     if _TORCH_DIR is None:
         torch = sys.modules.get("torch")
