@@ -132,9 +132,10 @@ class Trace:
 
 
 class Ledger:
-    """The harness's own time (``account_overhead``, for bench/verify_overhead.py): a hook runs on
-    the ledger's clock, the script's and torch's code it wraps (the originals) off it, a hook
-    inside an original on it again. Per step, that is the overhead itself, without the noise of
+    """The harness's own time (``account_overhead``, for bench/verify_overhead.py): a hook that
+    ``_install`` puts on the training path runs on the ledger's clock, the script's and torch's
+    code it wraps (the originals) off it, a hook inside an original on it again (the CUDA shim's
+    and the child starters' wrappers are not on it: the benchmark runs neither). Per step, that is the overhead itself, without the noise of
     comparing two whole runs on a shared machine (5% run to run here). Wall time: perf_counter
     is a vDSO read, about 60 ns, and the ledger's own reads are counted as overhead."""
 
@@ -761,14 +762,13 @@ def _adopt_spawned(trace: Trace, document: dict) -> dict:
 
 def _clock_step(trace: Trace, counted: bool) -> None:
     now, cpu = time.perf_counter(), time.thread_time()
+    own = trace.ledger.reading() if trace.ledger is not None else 0.0  # its clock runs: counted so far
     if trace.last_step_end is not None and counted:
         trace.step_times.append(now - trace.last_step_end)
         trace.step_cpu_times.append(cpu - trace.last_step_cpu)
-        if trace.ledger is not None:  # its clock runs: this step's time so far is counted
-            trace.step_own_times.append(trace.ledger.reading() - trace.last_own)
-    trace.last_step_end, trace.last_step_cpu = now, cpu
-    if trace.ledger is not None:
-        trace.last_own = trace.ledger.reading()
+        if trace.ledger is not None:
+            trace.step_own_times.append(own - trace.last_own)
+    trace.last_step_end, trace.last_step_cpu, trace.last_own = now, cpu, own
 
 
 _LOSS_FUNCTIONS = (
