@@ -3,16 +3,19 @@
 
     python bench/verify_real.py [--root DIR] [--site DIR] [--only NAME ...] [--prepare-only] [--json FILE]
 
-ROOT (default /work/eco/verify22) holds the repositories' files, extracted from their stored
-snapshots (``git --git-dir=<mirror> show HEAD:<file>``), one folder per repository named
-``owner+name``: pytorch+examples, pytorch+tutorials (amp_recipe.py), karpathy+llama2.c,
-karpathy+nanoGPT, milesial+Pytorch-UNet. Nothing is downloaded: this script first writes small
-synthetic data sets where each script looks for its data (MNIST in its idx format, BSDS300-like
-images, a Cora-like graph, token shards, UNet image/mask pairs), then runs each case and prints
-a table. ``ROOT/stubs`` (tqdm, wandb, six, sentencepiece, requests: logging, progress bars and
-download code only, none on the training path) and ``--site`` (a folder holding torchvision,
-installed with ``pip install --no-deps --target``: the PyPI wheel's Python part, its C ops do
-not load on this CPU torch and are not used) go on PYTHONPATH.
+ROOT (default /work/eco/verify22) holds the repositories' files, one folder per repository named
+``owner+name`` (see SOURCES: repository, commit, paths). A folder that is missing is extracted
+from the repository's git mirror under ``--mirrors`` (``git archive COMMIT PATHS``; the mirrors
+are what the tool library's ``fetch`` brings). pytorch/tutorials is too large to mirror: its one
+file, recipes_source/recipes/amp_recipe.py, is placed by hand as ROOT/pytorch+tutorials/amp_recipe.py
+and checked against its git blob id; without it that case is left out, saying so. ROOT/PROVENANCE.txt
+records what was used. Nothing is downloaded: this script writes small synthetic data sets where
+each script looks for its data (MNIST in its idx format, BSDS300-like images, a Cora-like graph,
+token shards, UNet image/mask pairs) and ``ROOT/stubs`` (tqdm, wandb, six, sentencepiece,
+requests: logging, progress bars and download code only, none on the training path), then runs
+each case and prints a table. ``--site`` is a folder holding torchvision, made once with
+``pip install --no-deps --target ROOT/site torchvision==0.28.0`` (the PyPI wheel's Python part:
+its C ops do not load on this CPU torch and are not used); it and the stubs go on PYTHONPATH.
 
 Each case names the verdict a right verify gives (pass, fail, or exit 2 with the reason): the
 table's "right?" column compares it with what verify said. Breaks are rewrites made by hand from
@@ -28,6 +31,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -37,6 +41,80 @@ from typing import Callable, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = "pytorch+examples"
+
+# folder -> (repository, commit, the paths taken from it)
+SOURCES = {
+    EXAMPLES: ("pytorch/examples", "77f55b912142e11fcfdf5b530231fb9c52f181e8",
+               ["dcgan", "gat", "gcn", "imagenet", "mnist", "mnist_forward_forward", "mnist_hogwild", "mnist_rnn",
+                "siamese_network", "super_resolution", "vae", "word_language_model"]),
+    "karpathy+llama2.c": ("karpathy/llama2.c", "350e04fe35433e6d2941dce5a1f53308f87058eb",
+                          ["configurator.py", "export.py", "model.py", "sample.py", "tinystories.py", "tokenizer.bin",
+                           "tokenizer.model", "tokenizer.py", "train.py"]),
+    "karpathy+nanoGPT": ("karpathy/nanoGPT", "3adf61e154",
+                         ["bench.py", "config", "configurator.py", "model.py", "sample.py", "train.py"]),
+    "milesial+Pytorch-UNet": ("milesial/Pytorch-UNet", "21d7850f2a",
+                              ["evaluate.py", "predict.py", "train.py", "unet", "utils"]),
+}
+AMP_RECIPE = ("pytorch/tutorials", "db77dcf6e3637924f43852c014f2af9978b0f891",
+              "recipes_source/recipes/amp_recipe.py", "b8a4d94233305d360bf982094fe5fd421083d2a4")  # its blob id
+
+# Stand-ins for what the scripts import but never need on their training path
+STUBS = {
+    "tqdm/__init__.py": '''
+class tqdm:
+    """Progress bars: an iterable passed through, the rest ignored."""
+    def __init__(self, iterable=None, *args, **kwargs):
+        self.iterable = iterable
+    def __iter__(self):
+        return iter(self.iterable)
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        return False
+    def update(self, *args, **kwargs):
+        pass
+    def set_postfix(self, *args, **kwargs):
+        pass
+    def close(self):
+        pass
+    @staticmethod
+    def write(*args, **kwargs):
+        print(*args)
+''',
+    "wandb/__init__.py": '''
+class _Run:
+    class config:
+        @staticmethod
+        def update(*args, **kwargs):
+            pass
+    def log(self, *args, **kwargs):
+        pass
+def init(*args, **kwargs):
+    return _Run()
+def log(*args, **kwargs):
+    pass
+class Image:
+    def __init__(self, *args, **kwargs):
+        pass
+class Histogram(Image):
+    pass
+''',
+    "six/__init__.py": "from . import moves\n",
+    "six/moves/__init__.py": "import urllib\nimport urllib.request\n",
+    "sentencepiece/__init__.py": '''
+class SentencePieceProcessor:
+    def __init__(self, *args, **kwargs):
+        raise RuntimeError("sentencepiece is a stub here: these runs read pre-tokenised shards")
+class SentencePieceTrainer:
+    @staticmethod
+    def train(*args, **kwargs):
+        raise RuntimeError("sentencepiece is a stub here")
+''',
+    "requests/__init__.py": '''
+def get(*args, **kwargs):
+    raise RuntimeError("no network here: the data sets are written by bench/verify_real.py")
+''',
+}
 
 
 @dataclass
@@ -177,7 +255,74 @@ def guard_torchvision_fakes(site: str) -> None:
             handle.write(guarded)
 
 
+def extract_sources(root: str, mirrors: str) -> list[str]:
+    """The repositories' folders under ROOT, extracted from their mirrors where missing; the
+    provenance of each goes to ROOT/PROVENANCE.txt. Returns what is missing still."""
+    missing, lines = [], []
+    for folder, (repo, commit, paths) in SOURCES.items():
+        target = os.path.join(root, folder)
+        git_dir = os.path.join(mirrors, repo.replace("/", "+"), "repo")
+        absent: list[str] = []
+        if not os.path.isdir(target) and os.path.isdir(git_dir):
+            absent = _extract(git_dir, commit, paths, target)
+        if os.path.isdir(target):
+            lines.append(f"{folder}: {repo}@{commit}: {' '.join(paths)}"
+                         + (f" (not in the mirror, left out: {' '.join(absent)})" if absent else ""))
+        else:
+            missing.append(f"{folder} (no mirror of {repo} under {mirrors})")
+    repo, commit, file, blob = AMP_RECIPE
+    recipe = os.path.join(root, "pytorch+tutorials", "amp_recipe.py")
+    found = _blob_id(recipe) if os.path.isfile(recipe) else None
+    if found == blob:
+        lines.append(f"pytorch+tutorials: {repo}@{commit}: {file} (blob {blob}), as amp_recipe.py")
+    else:
+        missing.append(f"pytorch+tutorials/amp_recipe.py ({repo}@{commit}:{file}, blob {blob}"
+                       + (f"; found blob {found}" if found else "") + ")")
+    with open(os.path.join(root, "PROVENANCE.txt"), "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines + [f"missing: {m}" for m in missing]) + "\n")
+    return missing
+
+
+def _extract(git_dir: str, commit: str, paths: list[str], target: str) -> list[str]:
+    """The files under ``paths`` at ``commit``, written under ``target``; returns those whose
+    blob the mirror does not hold (a mirror leaves out its largest files)."""
+    listing = subprocess.run(["git", "--git-dir", git_dir, "ls-tree", "-r", "-z", commit, "--", *paths],
+                             capture_output=True, check=True).stdout
+    absent = []
+    for entry in filter(None, listing.split(b"\0")):
+        meta, name = entry.split(b"\t", 1)
+        kind, blob = meta.split()[1:3]
+        if kind != b"blob":
+            continue
+        data = subprocess.run(["git", "--git-dir", git_dir, "cat-file", "blob", blob.decode()], capture_output=True)
+        if data.returncode != 0:
+            absent.append(name.decode())
+            continue
+        path = os.path.join(target, name.decode())
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as handle:
+            handle.write(data.stdout)
+    return absent
+
+
+def _blob_id(path: str) -> str:
+    import hashlib
+
+    with open(path, "rb") as handle:
+        data = handle.read()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def write_stubs(root: str) -> None:
+    for name, text in STUBS.items():
+        path = os.path.join(root, "stubs", name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text.lstrip())
+
+
 def prepare_data(root: str) -> None:
+    write_stubs(root)
     examples = os.path.join(root, EXAMPLES)
     write_mnist(os.path.join(examples, "data", "MNIST", "raw"))
     write_mnist(os.path.join(examples, "mnist_forward_forward", "data", "MNIST", "raw"))
@@ -188,6 +333,10 @@ def prepare_data(root: str) -> None:
     write_cora(os.path.join(examples, "gat", "cora"))
     write_tokens(os.path.join(root, "karpathy+nanoGPT", "data", "shakespeare_char"), vocab=65)
     write_llama_shards(os.path.join(root, "run-llama", "data", "tok512"))
+    # train.py runs from run-llama (its data folder) and reads configurator.py from there
+    configurator = os.path.join(root, "karpathy+llama2.c", "configurator.py")
+    if os.path.isfile(configurator):
+        shutil.copyfile(configurator, os.path.join(root, "run-llama", "configurator.py"))
     write_unet(os.path.join(root, "run-unet", "data"))
     if os.path.isfile(os.path.join(root, "pytorch+tutorials", "amp_recipe.py")):
         small_amp_recipe(root)
@@ -407,22 +556,35 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="/work/eco/verify22")
     parser.add_argument("--site", default=None, help="a folder holding torchvision [default: ROOT/site]")
+    parser.add_argument("--mirrors", default="/work/.mirror", help="git mirrors, owner+name/repo [default: %(default)s]")
     parser.add_argument("--only", nargs="*", help="case names")
     parser.add_argument("--prepare-only", action="store_true")
     parser.add_argument("--skip-prepare", action="store_true")
     parser.add_argument("--json", help="write the rows here too")
     args = parser.parse_args()
     root = os.path.abspath(args.root)
-    site = args.site or os.path.join(root, "site")
-    guard_torchvision_fakes(site)
+    os.makedirs(root, exist_ok=True)
+    missing = extract_sources(root, args.mirrors)
+    for what in missing:
+        print(f"missing: {what}: its cases are left out", file=sys.stderr)
     if not args.skip_prepare:
         prepare_data(root)
     if args.prepare_only:
         return 0
+    site = args.site or os.path.join(root, "site")
+    if not os.path.isdir(os.path.join(site, "torchvision")):
+        print(f"error: no torchvision under {site}: pip install --no-deps --target {site} torchvision==0.28.0",
+              file=sys.stderr)
+        return 2
+    guard_torchvision_fakes(site)
     env = environment(root, site)
     rows = []
     for case in cases():
         if args.only and case.name not in args.only:
+            continue
+        if not os.path.isdir(os.path.join(root, case.cwd)) or not os.path.isfile(
+                os.path.join(root, case.cwd, case.script)):
+            print(f"left out  {case.name}: {os.path.join(case.cwd, case.script)} is missing", flush=True)
             continue
         row = run_case(case, root, env)
         rows.append(row)

@@ -80,7 +80,10 @@ class Trace:
         self.pending_clips: list = []  # total norms clip_grad_norm_ returned (what it acted on)
         self.start_params: dict[int, object] = {}  # parameter id -> its sample's copy when its phase began (w_0)
         self.sample_views: dict[int, object] = {}  # parameter id -> the view of it the digest reads
-        self.sample_strides: dict[int, int] = {}  # parameter id -> the stride of that view (> 1 only)
+        self.sample_geometry: dict[int, tuple] = {}  # parameter id -> (runs, RUN, spacing) of a sampled one
+        self.started_optimizers: dict[int, int] = {}  # optimizer id -> its parameter count when w_0 was taken
+        self.start_version = 0  # changes whenever start_params does: the digest batch's w_0 is stale then
+        self.digest_batch: Optional[_DigestBatch] = None  # the samples of the steps whose norms are still to take
         self.sampled = [0, 0]  # elements in the digest samples, elements in the parameters
         self.exercised: dict[str, list[int]] = {}  # watched file -> lines that ran
         self.shim_notes: list[str] = []  # what the CUDA shim changed (dtype chosen for the CPU, ...)
@@ -96,6 +99,7 @@ class Trace:
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available() and not self.config.get("cuda_shim"):
             cuda_peak = torch.cuda.max_memory_allocated()
+        _reduce_digests(self)
         for step in self.steps:
             _materialise(step)
         return {
@@ -204,6 +208,7 @@ def _install(trace: Trace, torch) -> None:
     limit = config["steps"]
     window = set(range(config.get("flop_window", [2, 4])[0], config.get("flop_window", [2, 4])[1]))
     scalers = weakref.WeakSet()
+    pending_scalers = weakref.WeakSet()  # the enabled scalers that scaled a loss since their last update()
     state = {"in_scaler_step": 0, "opt_depth": 0, "mode_active": None, "scaler_steps": 0, "tracing": False}
     GradScaler = torch.amp.GradScaler
     ledger = trace.ledger = Ledger() if config.get("account_overhead") else None
@@ -234,7 +239,7 @@ def _install(trace: Trace, torch) -> None:
                 phase = {"key": key, "steps": 0, "through": 0, "autocast_entered": 0, "flops": {},
                          "scalers_stepped": 0}
                 trace.phases.append(phase)
-                trace.start_params.clear()  # w_0 of this phase: taken as its optimizers first step
+                _forget_starts(trace)  # w_0 of this phase: taken as its optimizers first step
             through = phase["steps"] >= limit
             if through and (len(trace.phases) >= phases_expected or trace.through_steps >= max_through):
                 finish(trace, "stopped")
@@ -257,7 +262,7 @@ def _install(trace: Trace, torch) -> None:
             grad = trace.pending_grads.get(id(optimizer))
             if grad is None:  # no unscale_ or clip before the step: its gradients, unscaled if still scaled
                 divisor = _pending_scale() if _scale_pending(optimizer) else 1.0
-                grad = _gradient_norm(torch, _own_parameters(optimizer), divisor, trace.sample_strides)
+                grad = _gradient_norm(torch, _own_parameters(optimizer), divisor, trace.sample_geometry)
             if grad is not None:
                 current["grad"].append(grad)
             current["clip"] += trace.pending_clips
@@ -269,6 +274,7 @@ def _install(trace: Trace, torch) -> None:
             trace.parameters = None
 
     def close_iteration() -> None:
+        _settle_skips()  # those of a scaler that did not update
         current = trace.current
         trace.current = None
         phase = trace.phases[current["phase"]]
@@ -318,11 +324,10 @@ def _install(trace: Trace, torch) -> None:
 
     def _unscaled_by(optimizer):
         """The enabled scaler that unscaled this optimizer's gradients in the current step."""
-        for scaler in list(scalers):
-            if scaler.is_enabled() and getattr(scaler, "_ampfix_pending", False):
-                stage = _stage(scaler, optimizer)
-                if stage is not None and stage.name == "UNSCALED":
-                    return scaler
+        for scaler in list(pending_scalers):
+            stage = _stage(scaler, optimizer)
+            if stage is not None and stage.name == "UNSCALED":
+                return scaler
         return None
 
     def post_hook(optimizer, args, kwargs):
@@ -339,9 +344,7 @@ def _install(trace: Trace, torch) -> None:
         return entry.get("stage") if entry else None
 
     def _scale_pending(optimizer=None, params=None) -> bool:
-        for scaler in list(scalers):
-            if not getattr(scaler, "_ampfix_pending", False) or not scaler.is_enabled():
-                continue
+        for scaler in list(pending_scalers):
             if optimizer is not None:
                 stage = _stage(scaler, optimizer)
                 if stage is None or stage.name == "READY":
@@ -358,8 +361,7 @@ def _install(trace: Trace, torch) -> None:
         return False
 
     def _pending_scale() -> float:
-        return next((s._ampfix_scale for s in list(scalers) if getattr(s, "_ampfix_pending", False)
-                     and getattr(s, "_ampfix_scale", None)), 1.0)
+        return next((s._ampfix_scale for s in list(pending_scalers) if getattr(s, "_ampfix_scale", None)), 1.0)
 
     module_init = untimed(torch.nn.Module.__init__)
 
@@ -371,20 +373,37 @@ def _install(trace: Trace, torch) -> None:
 
     live_optimizers = weakref.WeakSet()
     original_optimizer_init = untimed(torch.optim.Optimizer.__init__)
+    original_add_param_group = untimed(torch.optim.Optimizer.add_param_group)
+    # the last answer of _optimizers_of (a clip asks every step), valid while no group was added
+    holders = {"params": None, "groups_added": -1, "optimizers": []}
+    state["groups_added"] = 0
 
     def optimizer_init(self, *args, **kwargs):
         original_optimizer_init(self, *args, **kwargs)
         live_optimizers.add(self)
+        state["groups_added"] += 1
+
+    def add_param_group(self, *args, **kwargs):
+        state["groups_added"] += 1
+        return original_add_param_group(self, *args, **kwargs)
 
     torch.optim.Optimizer.__init__ = timed(optimizer_init)
+    torch.optim.Optimizer.add_param_group = timed(add_param_group)
 
     def _optimizers_of(params):
+        """The live optimizers holding any of ``params``: looked for again only when the
+        parameters differ from the last call's or a parameter group was added since."""
         if params is None:
             return []
         if isinstance(params, torch.Tensor):
             params = [params]
-        ids = {id(p) for p in params}
-        return [o for o in list(live_optimizers) if any(id(p) in ids for g in o.param_groups for p in g["params"])]
+        key = tuple(map(id, params))
+        if key != holders["params"] or holders["groups_added"] != state["groups_added"]:
+            ids = set(key)
+            holders["optimizers"] = [o for o in list(live_optimizers)
+                                     if any(id(p) in ids for g in o.param_groups for p in g["params"])]
+            holders["params"], holders["groups_added"] = key, state["groups_added"]
+        return holders["optimizers"]
 
     # -- GradScaler ------------------------------------------------------------------------
     original = {
@@ -432,7 +451,6 @@ def _install(trace: Trace, torch) -> None:
         site = f"{os.path.basename(caller.f_code.co_filename)}:{caller.f_lineno}" if caller else "?"
         trace.scaler_sites[site] = trace.scaler_sites.get(site, 0) + 1
         trace.scalers_enabled += bool(self.is_enabled())
-        self._ampfix_pending = False
         self._ampfix_last_step = self._ampfix_last_update = -1  # step index of the last step / update
         scalers.add(self)
 
@@ -441,7 +459,7 @@ def _install(trace: Trace, torch) -> None:
         if self.is_enabled():
             if getattr(self, "_ampfix_scale", None) is None:
                 self._ampfix_scale = float(self.get_scale())  # then refreshed once per update()
-            self._ampfix_pending = True
+            pending_scalers.add(self)
             if isinstance(result, torch.Tensor):
                 result._ampfix_scaled = True  # tensors take attributes; a WeakSet would compare values
         return result
@@ -468,16 +486,30 @@ def _install(trace: Trace, torch) -> None:
             result = _own_once(self, "step", optimizer, *args, **kwargs)
         finally:
             state["in_scaler_step"] -= 1
-        if self.is_enabled() and _found_inf(self, optimizer):
-            current["skipped"] = True
-            trace.skip_keys.append(list(key))
+        if self.is_enabled():
+            # whether it skipped is read later, and only where it can have (see _settle_skips)
+            entry = getattr(self, "_per_optimizer_states", {}).get(id(optimizer))
+            unsettled.append((self, key, current, entry))
         return result
 
-    def _found_inf(scaler, optimizer) -> bool:
-        """Whether this optimizer's step was skipped: its inf checks, read before update() resets
-        them (scaler.step has synchronised on them already)."""
-        entry = getattr(scaler, "_per_optimizer_states", {}).get(id(optimizer))
-        found = entry.get("found_inf_per_device") if entry else None
+    unsettled: list[tuple] = []  # (scaler, step key, iteration, its state for the optimizer) per scaler.step
+
+    def _settle_skips(scaler=None, read: bool = True) -> None:
+        """Mark the scaler steps that were skipped (those of ``scaler``, else all): each one's inf
+        checks, kept from before update() replaced them. ``read=False`` (the update did not back
+        the scale off, so no step since the last one found an inf) settles them unread."""
+        keep = []
+        for entry in unsettled:
+            owner, key, iteration, optimizer_state = entry
+            if scaler is not None and owner is not scaler:
+                keep.append(entry)
+            elif read and _found_inf(optimizer_state):
+                iteration["skipped"] = True
+                trace.skip_keys.append(list(key))
+        unsettled[:] = keep
+
+    def _found_inf(optimizer_state) -> bool:
+        found = optimizer_state.get("found_inf_per_device") if optimizer_state else None
         return bool(found) and sum(float(v) for v in found.values()) > 0
 
     def scaler_update(self, *args, **kwargs):
@@ -487,16 +519,18 @@ def _install(trace: Trace, torch) -> None:
         self._ampfix_last_update = self._ampfix_last_step
         before = getattr(self, "_ampfix_scale", None)
         result = _own_once(self, "update", *args, **kwargs)
-        self._ampfix_pending = False
+        pending_scalers.discard(self)
         if self.is_enabled():
             after = float(self.get_scale())
             self._ampfix_scale = after
             trace.scale_history.append(after)
             if trace.current is not None:
                 trace.current["scale"] = after
-            # found_inf read without another sync: only an inf/NaN step makes the scale back off
-            if before is not None and after < before and trace.current is not None and not args and not kwargs:
+            # only an inf/NaN step makes the scale back off (a new scale given by hand says nothing)
+            backed_off = before is not None and after < before
+            if backed_off and trace.current is not None and not args and not kwargs:
                 trace.current["skipped"] = True
+            _settle_skips(self, read=backed_off or bool(args or kwargs))
         if trace.current is not None:
             trace.current["updates"] += 1
             trace.current["closed"] = True  # the update ends the iteration
@@ -535,6 +569,7 @@ def _install(trace: Trace, torch) -> None:
         setattr(GradScaler, name, hook)
 
     # -- clipping on still-scaled gradients ----------------------------------------------------
+    listed = untimed(list)
     for module in (torch.nn.utils, torch.nn.utils.clip_grad):
         for name in ("clip_grad_norm_", "clip_grad_value_", "get_total_norm", "clip_grads_with_norm_"):
             function = getattr(module, name, None)
@@ -544,7 +579,8 @@ def _install(trace: Trace, torch) -> None:
             def clip(*args, _function=untimed(function), _name=name, **kwargs):
                 params = args[0] if args else kwargs.get("parameters")
                 if _name != "get_total_norm":
-                    params = list(params) if not isinstance(params, torch.Tensor) else [params]
+                    # the script's own work, off the clock: the clip would list the generator itself
+                    params = listed(params) if not isinstance(params, torch.Tensor) else [params]
                     args = (params, *args[1:]) if args else args
                     if not args:
                         kwargs["parameters"] = params
@@ -553,10 +589,11 @@ def _install(trace: Trace, torch) -> None:
                         trace.event("clip_on_scaled_gradients", f"{_name} before scaler.unscale_()")
                 result = _function(*args, **kwargs)
                 if _name == "clip_grad_norm_" and isinstance(result, torch.Tensor):
-                    trace.pending_clips.append(result.detach())  # the total norm it clipped (before clipping)
+                    norm = result.detach()
+                    trace.pending_clips.append(norm)  # the total norm it clipped (before clipping)
                     divisor = _pending_scale() if scaled else 1.0
                     for optimizer in _optimizers_of(params):
-                        trace.pending_grads.setdefault(id(optimizer), (result.detach(), divisor))
+                        trace.pending_grads.setdefault(id(optimizer), (norm, divisor))
                 return result
 
             clip = timed(clip)
@@ -569,20 +606,20 @@ def _install(trace: Trace, torch) -> None:
     def backward(tensors, *args, **kwargs):
         trace.pending_backwards += 1
         first = tensors[0] if isinstance(tensors, (list, tuple)) and tensors else tensors
-        value = None
         if isinstance(first, torch.Tensor):
-            try:
-                value = first.item() if first.numel() == 1 else None
-            except Exception:
-                value = None
-            if getattr(first, "_ampfix_scaled", False):
-                scale = next((s._ampfix_scale for s in list(scalers) if getattr(s, "_ampfix_pending", False)), None)
+            scaled = getattr(first, "_ampfix_scaled", False)
+            if not scaled and pending_scalers:
+                trace.event("discarded_scaled_loss", "backward of a loss not returned by scaler.scale()")
+            if not trace.pending_criterion:  # a step reports this value only where no loss function ran
+                try:
+                    value = first.item() if first.numel() == 1 else None
+                except Exception:
+                    value = None
+                scale = next((s._ampfix_scale for s in list(pending_scalers)), None) if scaled else None
                 if value is not None and scale:
                     value /= scale
-            elif any(getattr(s, "_ampfix_pending", False) and s.is_enabled() for s in list(scalers)):
-                trace.event("discarded_scaled_loss", "backward of a loss not returned by scaler.scale()")
-        if value is not None:
-            trace.pending_losses.append(value)
+                if value is not None:
+                    trace.pending_losses.append(value)
         return original_backward(tensors, *args, **kwargs)
 
     torch.autograd.backward = timed(backward)
@@ -601,7 +638,7 @@ def _install(trace: Trace, torch) -> None:
                 depth["loss"] -= 1
             if depth["loss"] == 0 and isinstance(out, torch.Tensor) and out.numel() == 1:
                 try:
-                    trace.pending_criterion.append(float(out.detach().float().item()))
+                    trace.pending_criterion.append(out.item())  # a Python float, whatever the dtype
                 except Exception:
                     pass
             return out
@@ -781,45 +818,150 @@ _LOSS_FUNCTIONS = (
 
 def parameter_digest(trace: Trace) -> Optional[dict]:
     """A cheap fingerprint of every parameter the optimizers hold, per tensor: the norm of each
-    (``norm``) and of its update since its phase began (``update``, w_t - w_0), each one fused
-    op over a fixed sample of each tensor (all of a tensor of up to SAMPLE elements, else an
-    evenly strided view of SAMPLE of them: the same elements in every run, so two runs compare
-    exactly on them); turned into floats when the trace is written. Two runs that train alike
-    have close updates tensor by tensor; one global norm would hide an update a thousand times
-    too small."""
+    (``norm``) and of its update since its phase began (``update``, w_t - w_0), over a fixed
+    sample of each tensor (see ``_sample``: the same elements in every run, so two runs compare
+    exactly on them). Two runs that train alike have close updates tensor by tensor; one global
+    norm would hide an update a thousand times too small.
+
+    A step pays for one gather: the samples copied (two ``cat`` calls); their norms are taken
+    later, many steps at once (``_DigestBatch.reduce``), off the training path."""
     torch = sys.modules["torch"]
     params = _parameters(trace, torch)
     if not params:
         return None
+    batch = trace.digest_batch
+    if batch is None or batch.params is not params or batch.start_version != trace.start_version:
+        _reduce_digests(trace)
+        batch = trace.digest_batch = _DigestBatch.of(trace, torch, params)
+    digest: dict = {"count": len(params)}
+    if batch is None:  # parameters on several devices, or complex: tensor by tensor, at once
+        digest["norm"], digest["update"] = _digest_now(trace, torch, params)
+        return digest
+    batch.rows.append((digest, batch.gather(torch)))
+    if len(batch.rows) * batch.width >= _BATCH_ELEMENTS:
+        batch.reduce(torch)
+    return digest
+
+
+_BATCH_ELEMENTS = 1 << 24  # sampled elements held before their norms are taken (64 MB in float32)
+
+
+class _DigestBatch:
+    """The copies of the digest samples of the steps since the last reduction, with what
+    the reduction needs: which tensor each element comes from, and w_0 laid out alike. The
+    samples of the large tensors (all of shape (RUNS, RUN)) are gathered by one ``cat``, those
+    of the small ones by a second, together with any non-contiguous tensor, flattened."""
+
+    def __init__(self, params, start_version, runs, rest, segments, starts, started):
+        self.params, self.start_version = params, start_version
+        self.runs, self.rest = runs, rest  # the live views, in the order of the flat copy
+        self.width = int(segments.numel())
+        self.segments = segments  # element of the flat copy -> index of its tensor in params
+        self.starts = starts  # w_0's samples, laid out alike (zeros where a tensor has no w_0 yet)
+        self.started = started  # 1.0 per tensor with a w_0, else 0.0 (its update is reported as 0)
+        self.rows: list[tuple[dict, Any]] = []
+
+    @classmethod
+    def of(cls, trace: Trace, torch, params: list) -> Optional["_DigestBatch"]:
+        if len({p.device for p in params}) != 1 or any(p.is_complex() for p in params):
+            return None
+        samples = [(i, _sample(trace, p)) for i, p in enumerate(params)]
+        in_runs = [id(p) in trace.sample_geometry for p in params]
+        ordered = [(i, v) for i, v in samples if in_runs[i]] + [(i, v) for i, v in samples if not in_runs[i]]
+        device = params[0].device
+        with torch.no_grad():
+            lengths = torch.tensor([v.numel() for _, v in ordered], device=device)
+            owners = torch.tensor([i for i, _ in ordered], device=device)
+            segments = torch.repeat_interleave(owners, lengths)
+            starts = [trace.start_params.get(id(params[i])) for i, _ in ordered]
+            flat_starts = torch.cat([(s if s is not None else torch.zeros_like(v)).float().reshape(-1)
+                                     for s, (_, v) in zip(starts, ordered)])
+            started = torch.zeros(len(params), device=device)
+            for s, (i, _) in zip(starts, ordered):
+                started[i] = float(s is not None)
+        runs = [v for i, v in ordered if in_runs[i]]
+        rest = [v for i, v in ordered if not in_runs[i]]
+        return cls(params, trace.start_version, runs, rest, segments, flat_starts, started)
+
+    def gather(self, torch) -> tuple:
+        """This step's samples, copied: the runs into one tensor, the rest into another."""
+        with torch.no_grad():
+            runs = torch.cat(self.runs) if self.runs else None
+            rest = torch.cat([v.reshape(-1) for v in self.rest]) if self.rest else None
+        return runs, rest
+
+    def reduce(self, torch) -> None:
+        """Every held step's per-tensor norms, in one pass over all of them (floats from here)."""
+        if not self.rows:
+            return
+        with torch.no_grad():
+            parts = [torch.stack([row[i] for _, row in self.rows]).reshape(len(self.rows), -1)
+                     for i in (0, 1) if self.rows[0][1][i] is not None]
+            values = torch.cat(parts, dim=1).float()  # a row per step, laid out as segments says
+            shape = (len(self.rows), len(self.params))
+            norms = torch.zeros(shape, device=values.device).index_add_(1, self.segments, values * values).sqrt()
+            moved = values - self.starts
+            updates = torch.zeros(shape, device=values.device).index_add_(1, self.segments, moved * moved).sqrt()
+            updates *= self.started
+        for (digest, _), norm, update in zip(self.rows, norms.tolist(), updates.tolist()):
+            digest["norm"], digest["update"] = norm, update
+        self.rows.clear()
+
+
+def _reduce_digests(trace: Trace) -> None:
+    if trace.digest_batch is not None:
+        trace.digest_batch.reduce(sys.modules["torch"])
+
+
+def _digest_now(trace: Trace, torch, params: list) -> tuple[list, list]:
     samples = [_sample(trace, p) for p in params]
     with torch.no_grad():
         norms = torch._foreach_norm(samples)
         starts = [trace.start_params.get(id(p)) for p in params]
-        if all(s is not None for s in starts):
-            updates = torch._foreach_norm(torch._foreach_sub(samples, starts))
-        else:  # a parameter whose optimizer has not stepped yet in this phase
-            updates = [torch.linalg.vector_norm(v - s) if s is not None else torch.zeros(()) for v, s in zip(samples, starts)]
-    return {"norm": norms, "update": updates, "count": len(params)}
+        updates = [torch.linalg.vector_norm(v - s) if s is not None else torch.zeros(()) for v, s in zip(samples, starts)]
+    return norms, updates
 
 
 SAMPLE = 4096  # elements per tensor in the digest: its cost stays small next to a step
+RUN = 64  # of them contiguous: a run of 64 reads 4 cache lines where 64 strided elements read 64
 
 
 def _sample(trace: Trace, p):
-    """The digest's view of a parameter (a live view: the optimizer updates in place)."""
+    """The digest's view of a parameter (a live view: the optimizer updates in place): all of a
+    tensor of up to SAMPLE elements, else SAMPLE // RUN runs of RUN contiguous elements, evenly
+    spaced, as a (runs, RUN) view. Right after a step the parameters are out of the cache, and a
+    strided read misses on every element; the runs cost a fraction of that. Their spacing is
+    coprime with a row's length, so the runs start at columns spread over the row."""
     view = trace.sample_views.get(id(p))
     if view is None:
-        flat = p.detach()
-        if p.numel() > SAMPLE and p.is_contiguous():
-            stride = p.numel() // SAMPLE
-            while stride > 1 and math.gcd(stride, p.shape[-1]) != 1:
-                stride += 1  # coprime with a row's length: the sample spreads over every column
-            flat = flat.view(-1)[::stride]
-            trace.sample_strides[id(p)] = stride
-        view = trace.sample_views[id(p)] = flat
+        view = p.detach()
+        geometry = _runs_of(p)
+        if geometry is not None:
+            view = view.view(-1).as_strided(geometry[:2], (geometry[2], 1))
+            trace.sample_geometry[id(p)] = geometry
+        trace.sample_views[id(p)] = view
         trace.sampled[0] += view.numel()
         trace.sampled[1] += p.numel()
     return view
+
+
+def _runs_of(p) -> Optional[tuple[int, int, int]]:
+    """(runs, RUN, spacing) of a large contiguous tensor's sample, else None (all of it)."""
+    if p.numel() <= SAMPLE or not p.is_contiguous():
+        return None
+    runs = SAMPLE // RUN
+    spacing = (p.numel() - RUN) // (runs - 1)
+    row = p.shape[-1] if p.dim() > 1 else 0
+    while row and spacing > RUN and math.gcd(spacing, row) != 1:
+        spacing -= 1  # smaller keeps the last run inside the tensor
+    return runs, RUN, spacing
+
+
+def _sampled_gradient(grad, geometry: Optional[tuple]):
+    """A gradient sampled as its parameter is (the same elements)."""
+    if geometry is None or not grad.is_contiguous():
+        return grad
+    return grad.view(-1).as_strided(geometry[:2], (geometry[2], 1))
 
 
 def _parameters(trace: Trace, torch) -> list:
@@ -843,7 +985,7 @@ def _close_phase(trace: Trace, torch) -> None:
     _name_tensors(trace, torch)
     trace.optimizers, trace.parameters = [], None
     trace.sample_views.clear()
-    trace.sample_strides.clear()
+    trace.sample_geometry.clear()
 
 
 def _name_tensors(trace: Trace, torch) -> None:
@@ -879,13 +1021,24 @@ def _names(params: list, torch) -> list[str]:
 
 def _remember_start(trace: Trace, torch, optimizer) -> None:
     """w_0 of the optimizer's parameters (of their digest samples), copied before their first
-    step in this phase."""
+    step in this phase (looked for again only when the optimizer's groups change)."""
+    size = sum(len(g["params"]) for g in optimizer.param_groups)
+    if trace.started_optimizers.get(id(optimizer)) == size:
+        return
+    trace.started_optimizers[id(optimizer)] = size
     missing = [p for p in _own_parameters(optimizer) if id(p) not in trace.start_params]
     if missing:
         with torch.no_grad():
             copies = torch._foreach_add([_sample(trace, p) for p in missing], 0)  # one fused copy
             for p, copy in zip(missing, copies):
                 trace.start_params[id(p)] = copy
+        trace.start_version += 1
+
+
+def _forget_starts(trace: Trace) -> None:
+    trace.start_params.clear()
+    trace.started_optimizers.clear()
+    trace.start_version += 1
 
 
 def _own_parameters(optimizer) -> list:
@@ -893,18 +1046,12 @@ def _own_parameters(optimizer) -> list:
     return [p for g in optimizer.param_groups for p in g["params"] if isinstance(p, torch.Tensor) and p.numel()]
 
 
-def _gradient_norm(torch, params: list, divisor: float, strides: Optional[dict] = None) -> Optional[tuple]:
+def _gradient_norm(torch, params: list, divisor: float, geometry: Optional[dict] = None) -> Optional[tuple]:
     """(total gradient norm as a tensor, the loss scale it still carries): no sync here. Over
-    the digest's sample of each large tensor where its stride is known (a constant factor, the
-    effect a prediction measures, scales the sample as it scales the whole)."""
-    strides = strides or {}
-    grads = []
-    for p in params:
-        grad = p.grad
-        if grad is None:
-            continue
-        stride = strides.get(id(p), 1)
-        grads.append(grad.view(-1)[::stride] if stride > 1 and grad.is_contiguous() else grad)
+    the digest's sample of each large tensor where it is known (a constant factor, the effect a
+    prediction measures, scales the sample as it scales the whole)."""
+    geometry = geometry or {}
+    grads = [_sampled_gradient(p.grad, geometry.get(id(p))) for p in params if p.grad is not None]
     if not grads:
         return None
     with torch.no_grad():
