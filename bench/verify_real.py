@@ -5,7 +5,7 @@
 
 ROOT (default /work/eco/verify22) holds the repositories' files, one folder per repository named
 ``owner+name`` (see SOURCES: repository, commit, paths). A folder that is missing is extracted
-from the repository's git mirror under ``--mirrors`` (``git archive COMMIT PATHS``; the mirrors
+from the repository's git mirror under ``--mirrors`` (``git ls-tree`` and ``git cat-file`` at COMMIT; the mirrors
 are what the tool library's ``fetch`` brings). pytorch/tutorials is too large to mirror: its one
 file, recipes_source/recipes/amp_recipe.py, is placed by hand as ROOT/pytorch+tutorials/amp_recipe.py
 and checked against its git blob id; without it that case is left out, saying so. ROOT/PROVENANCE.txt

@@ -543,6 +543,8 @@ def _install(trace: Trace, torch) -> None:
     def _own_once(scaler, name: str, *args, **kwargs):
         """Run the scaler's own ``name``; a ``super()`` call from an override, back into the
         hooked GradScaler method, then runs GradScaler's original without counting again."""
+        if not own_methods:  # no subclass overrides a method: no super() call can come back
+            return original[name](scaler, *args, **kwargs)
         running = scaler.__dict__.setdefault("_ampfix_running", set())
         running.add(name)
         try:
@@ -552,7 +554,7 @@ def _install(trace: Trace, torch) -> None:
 
     def _guarded(name: str, hook):
         def method(self, *args, **kwargs):
-            if name in self.__dict__.get("_ampfix_running", ()):
+            if own_methods and name in self.__dict__.get("_ampfix_running", ()):
                 return original[name](self, *args, **kwargs)  # an override's super() call
             return hook(self, *args, **kwargs)
 
@@ -854,7 +856,10 @@ class _DigestBatch:
 
     def __init__(self, params, start_version, runs, rest, segments, starts, started):
         self.params, self.start_version = params, start_version
-        self.runs, self.rest = runs, rest  # the live views, in the order of the flat copy
+        self.runs = runs  # the live views, in the order of the flat copy
+        # flat views of the small tensors, made once; a non-contiguous one is flattened (copied) per step
+        self.rest = [v.view(-1) if v.is_contiguous() else v for v in rest]
+        self.rest_all_flat = all(v.is_contiguous() for v in rest)
         self.width = int(segments.numel())
         self.segments = segments  # element of the flat copy -> index of its tensor in params
         self.starts = starts  # w_0's samples, laid out alike (zeros where a tensor has no w_0 yet)
@@ -887,7 +892,8 @@ class _DigestBatch:
         """This step's samples, copied: the runs into one tensor, the rest into another."""
         with torch.no_grad():
             runs = torch.cat(self.runs) if self.runs else None
-            rest = torch.cat([v.reshape(-1) for v in self.rest]) if self.rest else None
+            flat = self.rest if self.rest_all_flat else [v.reshape(-1) for v in self.rest]
+            rest = torch.cat(flat) if flat else None
         return runs, rest
 
     def reduce(self, torch) -> None:
@@ -1097,7 +1103,10 @@ def _is_not_user_code(filename: str) -> bool:
 
 _STDLIB = os.path.dirname(os.__file__) + os.sep
 _LOOPS: dict[str, list] = {}  # file -> its (first line, last line) of every for/while loop
-_KEYS: dict[tuple, str] = {}  # (code, line) -> phase key
+# (id(code), line) -> (code, phase key): by identity, since hashing a code object hashes all of
+# its constants, nested functions' code included (17 us for a module of 1,500 lines, every step);
+# the code is held, so its id is not reused
+_KEYS: dict[tuple, tuple] = {}
 
 
 def _phase_key(frame) -> str:
@@ -1110,12 +1119,13 @@ def _phase_key(frame) -> str:
     while frame is not None:
         code, line = frame.f_code, frame.f_lineno
         if not _not_user_code(code.co_filename):
-            cached = _KEYS.get((code, line))
+            cached = _KEYS.get((id(code), line))
             if cached is not None:
-                return cached
+                return cached[1]
             loop = _innermost_loop(code.co_filename, line, code.co_firstlineno)
             if loop is not None:
-                key = _KEYS[(code, line)] = f"{os.path.basename(code.co_filename)}:{loop}"
+                key = f"{os.path.basename(code.co_filename)}:{loop}"
+                _KEYS[(id(code), line)] = (code, key)
                 return key
             last = f"{os.path.basename(code.co_filename)}:{line}"
         frame = frame.f_back
