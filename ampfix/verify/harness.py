@@ -208,7 +208,9 @@ def _install(trace: Trace, torch) -> None:
     limit = config["steps"]
     window = set(range(config.get("flop_window", [2, 4])[0], config.get("flop_window", [2, 4])[1]))
     scalers = weakref.WeakSet()
-    pending_scalers = weakref.WeakSet()  # the enabled scalers that scaled a loss since their last update()
+    # the enabled scalers that scaled a loss since their last update(), by id: a dict, not a WeakSet,
+    # whose iteration costs ten times as much several times a step (held only until that update)
+    pending_scalers: dict[int, Any] = {}
     state = {"in_scaler_step": 0, "opt_depth": 0, "mode_active": None, "scaler_steps": 0, "tracing": False}
     GradScaler = torch.amp.GradScaler
     ledger = trace.ledger = Ledger() if config.get("account_overhead") else None
@@ -324,7 +326,7 @@ def _install(trace: Trace, torch) -> None:
 
     def _unscaled_by(optimizer):
         """The enabled scaler that unscaled this optimizer's gradients in the current step."""
-        for scaler in list(pending_scalers):
+        for scaler in pending_scalers.values():
             stage = _stage(scaler, optimizer)
             if stage is not None and stage.name == "UNSCALED":
                 return scaler
@@ -344,7 +346,7 @@ def _install(trace: Trace, torch) -> None:
         return entry.get("stage") if entry else None
 
     def _scale_pending(optimizer=None, params=None) -> bool:
-        for scaler in list(pending_scalers):
+        for scaler in pending_scalers.values():
             if optimizer is not None:
                 stage = _stage(scaler, optimizer)
                 if stage is None or stage.name == "READY":
@@ -361,7 +363,7 @@ def _install(trace: Trace, torch) -> None:
         return False
 
     def _pending_scale() -> float:
-        return next((s._ampfix_scale for s in list(pending_scalers) if getattr(s, "_ampfix_scale", None)), 1.0)
+        return next((s._ampfix_scale for s in pending_scalers.values() if getattr(s, "_ampfix_scale", None)), 1.0)
 
     module_init = untimed(torch.nn.Module.__init__)
 
@@ -459,7 +461,7 @@ def _install(trace: Trace, torch) -> None:
         if self.is_enabled():
             if getattr(self, "_ampfix_scale", None) is None:
                 self._ampfix_scale = float(self.get_scale())  # then refreshed once per update()
-            pending_scalers.add(self)
+            pending_scalers[id(self)] = self
             if isinstance(result, torch.Tensor):
                 result._ampfix_scaled = True  # tensors take attributes; a WeakSet would compare values
         return result
@@ -519,7 +521,7 @@ def _install(trace: Trace, torch) -> None:
         self._ampfix_last_update = self._ampfix_last_step
         before = getattr(self, "_ampfix_scale", None)
         result = _own_once(self, "update", *args, **kwargs)
-        pending_scalers.discard(self)
+        pending_scalers.pop(id(self), None)
         if self.is_enabled():
             after = float(self.get_scale())
             self._ampfix_scale = after
@@ -617,7 +619,7 @@ def _install(trace: Trace, torch) -> None:
                     value = first.item() if first.numel() == 1 else None
                 except Exception:
                     value = None
-                scale = next((s._ampfix_scale for s in list(pending_scalers)), None) if scaled else None
+                scale = next((s._ampfix_scale for s in pending_scalers.values()), None) if scaled else None
                 if value is not None and scale:
                     value /= scale
                 if value is not None:
