@@ -883,9 +883,7 @@ class _DigestBatch:
             starts = [trace.start_params.get(id(params[i])) for i, _ in ordered]
             flat_starts = torch.cat([(s if s is not None else torch.zeros_like(v)).float().reshape(-1)
                                      for s, (_, v) in zip(starts, ordered)])
-            started = torch.zeros(len(params), device=device)
-            for s, (i, _) in zip(starts, ordered):
-                started[i] = float(s is not None)
+            started = torch.tensor([float(id(p) in trace.start_params) for p in params], device=device)
         runs = [v for i, v in ordered if in_runs[i]]
         rest = [v for i, v in ordered if not in_runs[i]]
         return cls(params, trace.start_version, runs, rest, segments, flat_starts, started)
@@ -945,7 +943,7 @@ def _sample(trace: Trace, p):
         view = p.detach()
         geometry = _runs_of(p)
         if geometry is not None:
-            view = view.view(-1).as_strided(geometry[:2], (geometry[2], 1))
+            view = _runs_view(view, geometry)
             trace.sample_geometry[id(p)] = geometry
         trace.sample_views[id(p)] = view
         trace.sampled[0] += view.numel()
@@ -969,7 +967,13 @@ def _sampled_gradient(grad, geometry: Optional[tuple]):
     """A gradient sampled as its parameter is (the same elements)."""
     if geometry is None or not grad.is_contiguous():
         return grad
-    return grad.view(-1).as_strided(geometry[:2], (geometry[2], 1))
+    return _runs_view(grad, geometry)
+
+
+def _runs_view(tensor, geometry: tuple):
+    """The (runs, RUN) view of a contiguous tensor that ``geometry`` (see ``_runs_of``) describes."""
+    runs, run, spacing = geometry
+    return tensor.view(-1).as_strided((runs, run), (spacing, 1))
 
 
 def _parameters(trace: Trace, torch) -> list:
