@@ -13,7 +13,6 @@ entry holds only while each is unchanged (same stat, or same bytes). A ``CACHEDI
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from typing import Optional
@@ -46,19 +45,25 @@ def _code_stamp() -> str:
                 if name.endswith(".py"):
                     st = os.stat(os.path.join(folder, name))
                     stamps.append(f"{os.path.relpath(os.path.join(folder, name), package)}:{st.st_size}:{st.st_mtime_ns}")
-        _CODE_STAMP = hashlib.blake2b("|".join(stamps).encode(), digest_size=8).hexdigest()
+        _CODE_STAMP = _blake2b("|".join(stamps).encode(), 8)
     return _CODE_STAMP
 
 
 def content_hash(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    return _blake2b(data, 16)
+
+
+def _blake2b(data: bytes, size: int) -> str:
+    import hashlib  # when first needed: loading it (OpenSSL) is 2 ms of a one-file run without a cache
+
+    return hashlib.blake2b(data, digest_size=size).hexdigest()
 
 
 class Cache:
     def __init__(self, settings: Settings, root: Optional[str] = None):
         self.root = os.path.join(os.path.abspath(root or settings.project_root), CACHE_DIR)
         identity = f"{__version__}|{_FORMAT}|{_code_stamp()}|{settings.cache_key()}"
-        key = hashlib.blake2b(identity.encode(), digest_size=12).hexdigest()
+        key = _blake2b(identity.encode(), 12)
         self.path = os.path.join(self.root, __version__, f"{key}.json")
         self.entries: dict[str, list] = {}
         self.changed = False

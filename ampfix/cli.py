@@ -19,7 +19,6 @@ import click
 from ampfix import __version__
 from ampfix.cache import Cache
 from ampfix.docs import rule_doc
-from ampfix.engine import FixError, check_source, fix_source
 from ampfix.report import (
     FORMATS,
     WRITERS,
@@ -432,6 +431,8 @@ def _check_stdin(settings, mode, fmt, stdin_filename, force_exclude, statistics,
             if mode == FIX:
                 sys.stdout.buffer.write(data)
             return 0
+    from ampfix.engine import FixError, check_source, fix_source
+
     try:
         source = SourceText.decode(data)
         document = _StdinDocument(path, source.text)

@@ -5,7 +5,6 @@ Findings and the summary go to stdout; errors and progress go to stderr.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import Counter
@@ -236,6 +235,8 @@ def write_github(out: TextIO, diagnostics: list[Diagnostic]) -> None:
 def write_gitlab(out: TextIO, diagnostics: list[Diagnostic]) -> None:
     """GitLab's Code Quality report: one issue per finding, with a fingerprint that stays the same
     while the finding does (code, path, message, and how many identical ones came before)."""
+    import hashlib
+
     issues, seen = [], Counter()
     for d in diagnostics:
         path = repository_path(d.filename, "CI_PROJECT_DIR")

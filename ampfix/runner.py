@@ -14,15 +14,7 @@ from typing import Callable, Iterable, Optional
 
 from ampfix.cache import Cache, content_hash, dependencies_hold, from_dict
 from ampfix.diagnostics import Diagnostic
-from ampfix.engine import (
-    FixError,
-    RuleCrash,
-    candidate_rules,
-    check_source,
-    dependencies,
-    fix_source,
-)
-from ampfix.notebook import Notebook
+from ampfix.rules import prefilter_for
 from ampfix.settings import Settings
 from ampfix.source import SourceError, SourceText, write_atomic
 
@@ -69,11 +61,15 @@ def process_file(path: str, job: Job, cached: Optional[list] = None) -> FileResu
         result.error = f"cannot read file: {exc.strerror or exc}"
         return result
     codes = job.settings.enabled(path)
-    candidates = candidate_rules(data, codes)
+    candidates = prefilter_for(codes).candidates(data)
     if not candidates:
         if stamp is not None:
             result.cache_entry = (None, [], stamp)  # nothing to see: remembered by stat alone
         return result
+    # Imported here, not at the top: a run whose files the prefilter rejects (a pre-commit hook,
+    # an editor on most files) never pays for the analysis's modules.
+    from ampfix.engine import FixError, RuleCrash, check_source, dependencies, fix_source
+
     digest = content_hash(data) if job.use_cache else None
     if cached is not None and cached[0] == digest:
         hit = _from_cache(path, job, cached, result)  # touched, same bytes
@@ -152,6 +148,9 @@ def _process_notebook(path: str, job: Job, source: SourceText, result: FileResul
     """Notebooks: the code cells as one program; positions per cell; fixes written into the cells.
     What remains after fixes is positioned in the fixed program, so it is located in the fixed
     notebook's cells (a fix that removed a line moves the findings below it)."""
+    from ampfix.engine import RuleCrash, check_source, fix_source
+    from ampfix.notebook import Notebook
+
     notebook = Notebook.parse(source.text)
     remaining_in = notebook
     if job.mode == CHECK:

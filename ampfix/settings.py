@@ -16,6 +16,7 @@ from typing import Any, Iterable, Optional
 
 from ampfix.rules import ENGINE_CODES, RULES
 from ampfix.rules.base import STABLE
+from ampfix.rules.catalog import CATALOG
 
 DEFAULT_TARGET_TORCH = (2, 4)
 ALWAYS_REPORTED = frozenset({"AMP001"})  # syntax errors: no selection hides them (ruff)
@@ -167,7 +168,7 @@ def resolve_layers(
     return frozenset(chosen)
 
 
-OPPORTUNITIES = frozenset(code for code, rule in RULES.items() if rule.opportunity)
+OPPORTUNITIES = frozenset(code for code, entry in CATALOG.items() if entry.opportunity)
 
 
 def by_tier(
@@ -179,7 +180,7 @@ def by_tier(
     that is the opt-in, so it runs whatever its tier."""
     if preview:
         return selected, ()
-    kept = frozenset(code for code in selected if RULES[code].stability == STABLE or RULES[code].opportunity)
+    kept = frozenset(code for code in selected if CATALOG[code].stability == STABLE or CATALOG[code].opportunity)
     named = {s for select, extend_select, _ in layers for s in [*(select or []), *extend_select]}
     warnings = tuple(
         f"selection `{code}` has no effect because preview is not enabled: "
