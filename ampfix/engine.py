@@ -68,11 +68,6 @@ def may_fire(data: bytes, codes: frozenset) -> bool:
     return prefilter_for(codes).any_may_fire(data)
 
 
-def candidate_rules(data: bytes, codes: frozenset) -> frozenset:
-    """The byte prefilter's answer in full: the selected rules that may fire on this file."""
-    return prefilter_for(codes).candidates(data)
-
-
 def parse_quietly(text: str, path: str = "<unknown>") -> ast.Module:
     """ast.parse without printing the code's own SyntaxWarnings (invalid escapes, `1(...)`)."""
     with warnings.catch_warnings():
