@@ -6,6 +6,7 @@ A rule receives a ``ModuleContext`` and asks it questions instead of re-walking 
 - ``ctx.references(names)``   every reference to those qualified names, in source order
 - ``ctx.compat_context(node)`` whether node sits in version-compatibility code
 - ``ctx.training``            the training-loop model (ampfix.training.model)
+- ``ctx.steps``               its training steps, one per step loop (ampfix.training.step)
 - ``ctx.torch_module(node)``  how to spell ``torch`` at node, with the import edit if missing
 """
 
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from ampfix.training.model import (
         TrainingModel,  # built lazily: context -> training -> program
     )
+    from ampfix.training.step import TrainingStep
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ class ModuleContext:
             self.semantic.release()
         if "training" in self.__dict__:
             self.training.release()
-        for name in ("training", "semantic", "quote", "_import_or_alias_names"):
+        for name in ("steps", "training", "semantic", "quote", "_import_or_alias_names"):
             self.__dict__.pop(name, None)
         self._reference_cache.clear()
 
@@ -133,6 +135,12 @@ class ModuleContext:
         )
 
         return TrainingModel.build(self)
+
+    @cached_property
+    def steps(self) -> list["TrainingStep"]:
+        from ampfix.training.step import steps_of
+
+        return steps_of(self.training)
 
     def references(self, names: Iterable[str], aliases: Optional[dict[str, str]] = None) -> list[Reference]:
         """References to any of ``names`` (maximal Name/Attribute chains in load context, in

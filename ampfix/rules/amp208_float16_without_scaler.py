@@ -36,21 +36,24 @@ class Float16WithoutScaler(Rule):
         model = ctx.training
         if not any(f.of(OPT_STEP, SCALER_STEP, calls=True) for f in model.functions):
             return  # nothing in the module steps an optimizer (the question below, answered at once)
-        for fn in model.functions:
-            if model.step_uses_scaler(fn):
+        # step by step: an fp32 or float16 phase without a scaler and an AMP phase with one, in one
+        # function or notebook, are two steps
+        for step in ctx.steps:
+            if step.uses_scaler:
                 continue  # this step scales (or hands the loss to a scaler wrapper): AMP202-204 check how
+            fn = step.function
             every = model.regions_in(fn)
             regions = [r for r in every if self._may_be_float16(ctx, r)]
             # a float16 region reaches the backward on a path that runs (not the fp32 branch of `if use_amp`)
             # and no other region entered after it does (a bfloat16 step after a float16 warm-up)
             reaching = {
-                id(b): found for b in fn.of(BACKWARD)
+                id(b): found for b in step.of(BACKWARD)
                 if not b.scaled and b.receiver is None and regions
                 and (found := [r for r in _last_regions(fn, b, model.regions_reaching(fn, b, every)) if r in regions])
             }
             # a backward whose gradients no optimizer applies (a kernel timing, a gradient check)
             # trains nothing: an underflow there harms nobody
-            backwards = [b for b in fn.of(BACKWARD) if id(b) in reaching and gradients_applied(ctx, fn, b)]
+            backwards = [b for b in step.of(BACKWARD) if id(b) in reaching and gradients_applied(ctx, fn, b)]
             groups: dict[int, list] = {}
             for backward in backwards:
                 region = reaching[id(backward)][0]
@@ -65,7 +68,7 @@ class Float16WithoutScaler(Rule):
                         "zero in float16; use `torch.amp.GradScaler` (scale, step, update) or bfloat16"
                     )
                     dtype = ctx.segment(region.dtype) if region.dtype is not None else "float16 (the CUDA default)"
-                    steps = [s for s in fn.of(OPT_STEP, calls=True) if fn.before(backward, s)][:1]
+                    steps = [s for s in step.of(OPT_STEP, calls=True) if fn.before(backward, s)][:1]
                     evidence = [
                         at(region.entry, f"autocast region entered here, dtype {dtype}"),
                         at(backward, "backward of its loss, unscaled"),

@@ -39,8 +39,9 @@ class AccumulationWithoutDivision(Rule):
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training
-        for fn in model.functions:
-            for acc in model.accumulations(fn):
+        for training_step in ctx.steps:
+            fn = training_step.function
+            for acc in training_step.windows:
                 for backward in acc.backwards:
                     if divided(ctx, fn, backward, acc.factor) or _zeroed_in_window(fn, acc, backward):
                         continue

@@ -39,9 +39,9 @@ class PerMicrobatchScalerCalls(Rule):
         return file.calls("unscale_") or file.calls("update") or file.has(b"clip_grad", b"get_total_norm")
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
-        model = ctx.training
-        for fn in model.functions:
-            for acc in model.accumulations(fn):
+        for training_step in ctx.steps:
+            fn = training_step.function
+            for acc in training_step.windows:
                 for event in fn.of(UNSCALE, CLIP, UPDATE):
                     if sets_scale(event) or not any(f.node is acc.loop for f in event.context):
                         continue

@@ -36,9 +36,9 @@ class PerMicrobatchZeroGrad(Rule):
         return file.has(b"zero_grad") and may_train_step(file)
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
-        model = ctx.training
-        for fn in model.functions:
-            for acc in model.accumulations(fn):
+        for training_step in ctx.steps:
+            fn = training_step.function
+            for acc in training_step.windows:
                 for zero in fn.of(ZERO_GRAD):
                     if not any(f.node is acc.loop for f in zero.context) or any(f.node is acc.gate for f in zero.context):
                         continue

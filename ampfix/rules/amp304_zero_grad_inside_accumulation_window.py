@@ -26,8 +26,9 @@ class ZeroGradInsideAccumulationWindow(Rule):
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         model = ctx.training
-        for fn in model.functions:
-            for acc in model.accumulations(fn):
+        for training_step in ctx.steps:
+            fn = training_step.function
+            for acc in training_step.windows:
                 for zero, step in window_wipes(model, fn, acc):
                     when = f"when `{ctx.segment(acc.gate.test)}`" if acc.gate is not None else (
                         f"after the loop over `{ctx.segment(acc.factor)}` micro-batches"

@@ -50,9 +50,9 @@ class DdpAccumulationWithoutNoSync(Rule):
         # nothing else, and most modules have neither
         if controls and vocabulary(ctx.semantic).mentions(*controls):
             return  # the code (not a comment) controls the gradient sync itself
-        model = ctx.training
-        for fn in model.functions:
-            for accumulation in model.accumulations(fn):
+        for training_step in ctx.steps:
+            fn = training_step.function
+            for accumulation in training_step.windows:
                 found = self._ddp_forward(ctx, fn, accumulation)
                 if found is None:
                     continue

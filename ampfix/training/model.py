@@ -39,6 +39,10 @@ alias (``s = scaler``) is its scaler and ``self.x`` of one class is not ``self.x
 call's event reads the callee's parameter as the caller's argument object. Receivers with no
 known object are compared by their text (``same_object``).
 
+The events of a function are split into training steps, one per iteration of a loop that
+backpropagates and steps (ampfix.training.step): rules that ask "does this step use a scaler",
+"which accumulation window does this step close" ask ``ctx.steps``.
+
 Autocast regions are ``with`` items that call an autocast API (resolved through the import
 table), or a name assigned from one (``ctx = torch.autocast(...)``,
 ``self.amp_autocast = partial(torch.autocast, ...)``), or a helper whose name says autocast.
