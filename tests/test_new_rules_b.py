@@ -48,6 +48,9 @@ AMP215_INVALID = [
              ', enabled=args.amp and device.type == "cuda"'),
     # the scaler is off for bfloat16 runs, but this autocast is float16 whatever `--bf16` says
     amp_step('scaler = torch.amp.GradScaler("cuda", enabled=args.amp and not args.bf16)', ", enabled=args.amp"),
+    # `dtype=None` is the device's default: float16 on CUDA (SIFT_DBT's `--amp` without `--bf16`)
+    amp_step('scaler = torch.amp.GradScaler("cuda", enabled=args.scaler)', ", enabled=args.amp, dtype=dtype",
+             head="dtype = torch.bfloat16 if args.bf16 else None\n"),
     # a scaler created only under its own flag; the old autocast's positional `enabled`
     src("""
     scaler = torch.cuda.amp.GradScaler() if args.grad_scaling else None
@@ -83,6 +86,9 @@ AMP215_VALID = [
     # the scaler is off exactly when the run chooses bfloat16
     amp_step('scaler = torch.amp.GradScaler("cuda", enabled=args.amp and not args.bf16)',
              ", dtype=torch.bfloat16 if args.bf16 else torch.float16, enabled=args.amp"),
+    # the default dtype (None) is the float16 side, and the scaler is on exactly there
+    amp_step('scaler = torch.amp.GradScaler("cuda", enabled=args.amp and not args.bf16)', ", enabled=args.amp, dtype=dtype",
+             head="dtype = torch.bfloat16 if args.bf16 else None\n"),
     # a call's result may derive from its argument; `cfg.get("amp")` is the entry `cfg["amp"]`
     amp_step('scaler = torch.amp.GradScaler("cuda", enabled=needs_scaling(args.amp))', ", enabled=args.amp"),
     amp_step('scaler = torch.amp.GradScaler("cuda", enabled=cfg.get("amp", False))', ', enabled=self.cfg["amp"]'),

@@ -173,10 +173,15 @@ class DtypeChoice:
         return {FLOAT16, BFLOAT16} <= self.dtypes
 
 
-def dtype_choices(model: "TrainingModel", expr: ast.AST, depth: int = 0) -> Optional[DtypeChoice]:
-    """The dtypes ``expr`` (an autocast's ``dtype`` argument) may be; None when unknown."""
+def dtype_choices(
+    model: "TrainingModel", expr: ast.AST, depth: int = 0, default: Optional[str] = None,
+) -> Optional[DtypeChoice]:
+    """The dtypes ``expr`` (an autocast's ``dtype`` argument) may be; None when unknown. A ``None``
+    (``dtype=torch.bfloat16 if args.bf16 else None``) is the device's default, ``default``."""
     if depth > _MAX_DEPTH:
         return None
+    if isinstance(expr, ast.Constant) and expr.value is None:
+        return DtypeChoice(frozenset({default})) if default is not None else None
     literal = _DTYPES.get(model.ctx.semantic.qualified_name(expr) or "")
     if literal is not None:
         return DtypeChoice(frozenset({literal}))
@@ -185,9 +190,9 @@ def dtype_choices(model: "TrainingModel", expr: ast.AST, depth: int = 0) -> Opti
         return DtypeChoice(frozenset({found})) if found else None
     if isinstance(expr, ast.Call) and _builtin(model, expr.func, "getattr") \
             and len(expr.args) == 2 and model.ctx.semantic.qualified_name(expr.args[0]) == "torch":
-        return dtype_choices(model, expr.args[1], depth + 1)  # getattr(torch, "bfloat16")
+        return dtype_choices(model, expr.args[1], depth + 1, default)  # getattr(torch, "bfloat16")
     if isinstance(expr, ast.IfExp):
-        body, orelse = dtype_choices(model, expr.body, depth + 1), dtype_choices(model, expr.orelse, depth + 1)
+        body, orelse = dtype_choices(model, expr.body, depth + 1, default), dtype_choices(model, expr.orelse, depth + 1, default)
         if body is None or orelse is None:
             return None
         both = body.dtypes | orelse.dtypes
@@ -197,23 +202,25 @@ def dtype_choices(model: "TrainingModel", expr: ast.AST, depth: int = 0) -> Opti
     if isinstance(expr, ast.Name):
         definitions = _definitions(model, expr)
         if len(definitions) == 1 and definitions[0].kind == "assign" and definitions[0].value is not None:
-            return dtype_choices(model, definitions[0].value, depth + 1)
+            return dtype_choices(model, definitions[0].value, depth + 1, default)
         # `amp_dtype = torch.float16` then `if args.bf16: amp_dtype = torch.bfloat16`: either, by a
         # test this does not read
         if definitions and all(d.kind == "assign" and d.value is not None for d in definitions):
-            each = [dtype_choices(model, d.value, depth + 1) for d in definitions]
+            each = [dtype_choices(model, d.value, depth + 1, default) for d in definitions]
             if all(c is not None for c in each):
                 return DtypeChoice(frozenset().union(*(c.dtypes for c in each)))
     return None
 
 
 def region_dtypes(model: "TrainingModel", region: AutocastRegion) -> Optional[DtypeChoice]:
-    """What a region with a call runs in: its dtype argument, or CUDA's default float16."""
+    """What a region with a call runs in: its dtype argument, or its device's default (CUDA's
+    float16, the CPU's bfloat16; an unknown device counts as CUDA)."""
     if region.call is None:
         return None
+    default = FLOAT16 if region.device in ("cuda", None) else BFLOAT16 if region.device == "cpu" else None
     if region.dtype is None:
-        return DtypeChoice(frozenset({FLOAT16})) if region.device in ("cuda", None) else None
-    return dtype_choices(model, region.dtype)
+        return DtypeChoice(frozenset({default})) if default == FLOAT16 else None
+    return dtype_choices(model, region.dtype, default=default)
 
 
 # -- what turns autocast and a scaler on -----------------------------------------------------------
