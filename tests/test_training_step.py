@@ -184,3 +184,25 @@ def test_a_loop_over_an_empty_range_holds_no_step():
                 optimizer.step()
     """)
     assert all(not s.backwards for s in found)
+
+
+def test_amp209_float16_weights_are_judged_by_their_own_steps_scaling():
+    # the scaler of the second model's loop does not scale the float16 model's gradients
+    source = "import torch\n" + textwrap.dedent("""
+        net = Net().cuda().half()
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        for x in loader:
+            net(x).sum().backward()
+            opt.step()
+        scaler = torch.amp.GradScaler("cuda")
+        model = Net().cuda()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x in loader:
+            with torch.autocast("cuda"):
+                loss = model(x).sum()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+    """).lstrip("\n")
+    found = [d.location.row for d in ampfix.check_source(source, "train.py", Settings(preview=True)) if d.code == "AMP209"]
+    assert found == [6]  # `opt.step()` of the first loop

@@ -33,19 +33,19 @@ class Float16Weights(Rule):
         return may_train_step(file)  # a backward here, or in a helper of this module
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
-        model = ctx.training
         conversions = _float16_conversions(ctx)
         if not conversions:
             return
-        for fn in model.functions:
-            for step in fn.of(OPT_STEP, SCALER_STEP):
+        for training_step in ctx.steps:
+            fn = training_step.function
+            for step in training_step.of(OPT_STEP, SCALER_STEP):
                 optimizer = step.call.func.value if step.kind == OPT_STEP else step.arg
                 converted = self._converted_model(ctx, fn, optimizer, step, conversions)
                 if converted is None:
                     continue
                 network, conversion = converted
                 backwards = [
-                    b for b in fn.of(BACKWARD, calls=True)
+                    b for b in training_step.of(BACKWARD, calls=True)
                     if b.kind == BACKWARD and b.origin_path is None and fn.before(b, step)
                 ]  # in this module: a file with no backward of its own is not parsed (the prefilter)
                 if not backwards:
@@ -61,7 +61,7 @@ class Float16Weights(Rule):
                         f"keep `{network}` in float32 and use `torch.autocast`"
                     )
                     yield ctx.diagnostic(self, step.call, message, None, evidence)
-                elif not self._scaled(ctx, fn, backwards):
+                elif not self._scaled(ctx, training_step, backwards):
                     message = (
                         f"`{network}` has float16 weights and its gradients are not loss-scaled: small gradients "
                         f"underflow to zero and updates smaller than float16's resolution are lost; keep the weights "
@@ -88,10 +88,11 @@ class Float16Weights(Rule):
         return None
 
     @staticmethod
-    def _scaled(ctx, fn, backwards) -> bool:
-        """Some loss scaling: a scaler, or a hand-written scale (AMP502's shapes)."""
-        if ctx.training.step_uses_scaler(fn):
+    def _scaled(ctx, training_step, backwards) -> bool:
+        """Some loss scaling in this step: a scaler, or a hand-written scale (AMP502's shapes)."""
+        if training_step.uses_scaler:
             return True
+        fn = training_step.function
         if any(scaled_loss_factor(ctx, fn, b) is not None for b in backwards if b.via is None):
             return True
         return bool(gradient_rescales(ctx))

@@ -1141,13 +1141,6 @@ class TrainingModel:
                     return region
         return None
 
-    def step_uses_scaler(self, function: StepFunction) -> bool:
-        """Whether this function's step goes through a GradScaler: a scaler call of the protocol,
-        its own or its callees', or the loss handed to a call the model cannot follow that takes a
-        scaler (``loss_scaler(loss, optimizer)``, timm/MAE)."""
-        events = function.events + function.call_events
-        return any(e.kind in (SCALER_STEP, UNSCALE, UPDATE, SCALE, UNKNOWN) or e.scaled for e in events)
-
     def calls_in(self, function: StepFunction) -> list[ast.Call]:
         """The calls of a function's own body (not of functions nested in it)."""
         if self._calls_by_owner is None:
