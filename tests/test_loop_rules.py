@@ -419,9 +419,18 @@ def test_amp206_fires_and_adds_the_key_unsafely():
     # tabm: merged with the scaler's state where there is a scaler
     CHECKPOINT.replace("optimizer.state_dict()}", "optimizer.state_dict()} | ({} if scaler is None else "
                                                     "{'grad_scaler': scaler.state_dict()})"),
+    # fairchem: the training state is merged into a dict that holds the scaler's already
+    loop("scaler = torch.amp.GradScaler()\nstate = {'state_dict': model.state_dict(), 'amp': scaler.state_dict()}\n"
+         "state.update({'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict()})\ntorch.save(state, path)\n"),
 ])
 def test_amp206_silent(source):
     assert only("AMP206", source) == []
+
+
+def test_amp206_a_merge_into_a_dict_without_the_scaler_is_reported():
+    source = loop("scaler = torch.amp.GradScaler()\nstate = {'state_dict': model.state_dict()}\n"
+                  "state.update({'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict()})\ntorch.save(state, path)\n")
+    assert only("AMP206", source) == ["AMP206"]
 
 
 # RETFound's save_model: the scaler's branch saves it; the other has no scaler to save
@@ -586,6 +595,39 @@ def test_amp301_divides_the_loss_unsafely():
     source = ACCUM.replace("torch.nn.CrossEntropyLoss()", "make_loss()")
     diag, = [d for d in ampfix.check_source(source, "t.py") if d.code == "AMP301"]
     assert diag.fix.applicability.value == "unsafe"
+
+
+TOKEN_NORMALISED = loop("""
+for i, batch in enumerate(loader):
+    n = (batch["labels"] != -100).sum()
+    num_tokens += n
+    loss = loss_step(batch) * n
+    loss.backward()
+    if (i + 1) % accum == 0:
+        RESCALE
+        optimizer.step()
+        optimizer.zero_grad()
+        num_tokens = 0
+""")
+
+
+@pytest.mark.parametrize("rescale", [
+    "for p in model.parameters():\n            p.grad.div_(num_tokens)",
+    "for p in model.parameters():\n            if p.grad is not None:\n                p.grad *= 1 / num_tokens",
+    "torch._foreach_div_([p.grad for p in model.parameters()], num_tokens)",
+    "scale_grads(model, 1 / num_tokens)",  # a helper of the module (torchtune's, through its package)
+])
+def test_amp301_a_window_normalised_on_the_gradient_side_is_divided(rescale):
+    helper = "def scale_grads(model, factor):\n    for p in model.parameters():\n        p.grad.mul_(factor)\n"
+    source = TOKEN_NORMALISED.replace("RESCALE", rescale) + helper
+    assert only("AMP301", source) == []
+
+
+def test_amp301_a_gradient_rescale_after_the_step_does_not_divide_the_window():
+    source = TOKEN_NORMALISED.replace("        RESCALE\n", "").replace(
+        "        num_tokens = 0\n", "        num_tokens = 0\n    for p in model.parameters():\n        p.grad.mul_(0.5)\n")
+    assert only("AMP301", source) == ["AMP301"]
+    assert only("AMP301", TOKEN_NORMALISED.replace("        RESCALE\n", "")) == ["AMP301"]
 
 
 @pytest.mark.parametrize("gate", [
@@ -1332,6 +1374,9 @@ for x, y in loader:
     ("model = model.to(torch.bfloat16)\n" + CUDA_STEP, "t.py"),
     ("policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16)\n" + CUDA_STEP, "t.py"),
     ("net = Net(use_fp16=args.fp16)\n" + CUDA_STEP, "t.py"),
+    # weights built in the run's default dtype (torchtune: bf16 from the config, through its helper)
+    ("with training.set_default_dtype(self._dtype):\n    model = build_model(cfg)\n" + CUDA_STEP, "t.py"),
+    ("torch.set_default_dtype(torch.bfloat16)\n" + CUDA_STEP, "t.py"),
     # an API demo on random tensors
     ("for i in range(10):\n    out = model(torch.rand(20, 10, device='cuda'))\n    out.sum().backward()\n    optimizer.step()\n",
      "t.py"),
@@ -1380,6 +1425,11 @@ def test_amp501_cuda_code_gets_a_literal_cuda_device():
 ])
 def test_amp501_silent(source):
     assert only("AMP501", source) == []
+
+
+def test_amp501_a_float32_default_dtype_is_no_precision_choice():
+    source = HEAD + "torch.set_default_dtype(torch.float32)\n" + CUDA_STEP
+    assert "AMP501" in [d.code for d in ampfix.check_source(source, "t.py", Settings())]
 
 
 def test_amp501_a_float64_metric_is_not_float64_weights():

@@ -11,7 +11,7 @@ from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
 from ampfix.edits import insert_after
 from ampfix.prefilter import FileBytes, may_call_scaler
 from ampfix.program.flow import branch_label
-from ampfix.program.values import enclosing_class, enclosing_function, parameter_names
+from ampfix.program.values import assignments, enclosing_class, enclosing_function, parameter_names
 from ampfix.rules.base import FIX_UNSAFE, STABLE, Rule
 from ampfix.semantic import dotted_name
 
@@ -185,13 +185,23 @@ _SEVERAL_SCALERS = (
 
 
 def _merged_with_scaler(ctx: ModuleContext, node: ast.AST) -> bool:
-    """``{...} | ({} if scaler is None else {"grad_scaler": scaler.state_dict()})`` (tabm): a dict
-    merged with another that holds the scaler's state saves it too."""
+    """``{...} | ({} if scaler is None else {"grad_scaler": scaler.state_dict()})`` (tabm), or
+    ``state.update({...})`` where every value of ``state`` holds ``"amp": scaler.state_dict()``
+    (fairchem): a dict merged with another that holds the scaler's state saves it too."""
     merge = ctx.semantic.parent(node)
+    if isinstance(merge, ast.Call) and isinstance(merge.func, ast.Attribute) and merge.func.attr == "update" \
+            and merge.args == [node] and isinstance(merge.func.value, ast.Name):
+        values = [getattr(s, "value", None) for s in assignments(ctx.semantic, merge.func.value)]
+        return bool(values) and all(v is not None and _holds_scaler_state(ctx, v) for v in values)
     if not (isinstance(merge, ast.BinOp) and isinstance(merge.op, ast.BitOr)):
         return False
     other = merge.right if merge.left is node else merge.left
-    for sub in ast.walk(other):
+    return _holds_scaler_state(ctx, other)
+
+
+def _holds_scaler_state(ctx: ModuleContext, expr: ast.AST) -> bool:
+    """Whether ``expr`` names a scaler key or a scaler's ``state_dict()`` anywhere in it."""
+    for sub in ast.walk(expr):
         if isinstance(sub, ast.Constant) and isinstance(sub.value, str) and _SCALER_KEY.search(sub.value):
             return True
         owner = _state_owner(sub) if isinstance(sub, ast.Call) else None

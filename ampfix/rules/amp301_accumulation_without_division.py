@@ -11,7 +11,7 @@ from ampfix.edits import receiver_range
 from ampfix.prefilter import FileBytes, may_backward, may_step
 from ampfix.rules._loop import at
 from ampfix.rules.base import FIX_UNSAFE, Rule
-from ampfix.training.accumulation import rebound_in_window, step_evidence
+from ampfix.training.accumulation import gradients_rescaled, rebound_in_window, step_evidence
 from ampfix.training.frameworks import accelerate_backward, accelerators_of
 from ampfix.training.loss import LossSource, divided_by_callee, is_divided, loss_sources, sums_over_samples
 from ampfix.training.model import (
@@ -42,6 +42,8 @@ class AccumulationWithoutDivision(Rule):
         for training_step in ctx.steps:
             fn = training_step.function
             for acc in training_step.windows:
+                if gradients_rescaled(ctx, fn, acc) is not None:
+                    continue  # normalised on the gradient side, before the step (torchtune's scale_grads)
                 for backward in acc.backwards:
                     if divided(ctx, fn, backward, acc.factor) or _zeroed_in_window(fn, acc, backward):
                         continue

@@ -29,6 +29,7 @@ from ampfix.rules._loop import loops_of
 from ampfix.rules._protocol import add_scaler_protocol
 from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.semantic import dotted_name
+from ampfix.training.accumulation import is_gradient
 from ampfix.training.model import BACKWARD, Event, StepFunction, encloses
 
 # `p.grad *= c`, `p.grad /= c`, `p.grad.mul_(c)`, `p.grad.data.div_(c)`: what the rule detects
@@ -298,13 +299,13 @@ def gradient_rescales(ctx: ModuleContext):
     ``p.grad.mul_(1. / S)`` where S is a precision loss scale (``p.grad *= 0.5`` is a weight)."""
     found = []
     for node in ctx.semantic.nodes(ast.AugAssign):
-        if _is_grad(node.target) and _unscales(ctx, node.op, node.value):
+        if is_gradient(node.target) and _unscales(ctx, node.op, node.value):
             found.append((node, node.value, isinstance(node.op, ast.Div)))
     for call in ctx.semantic.nodes(ast.Call):
         func = call.func
         if isinstance(func, ast.Attribute) and func.attr in ("mul_", "div_") and len(call.args) == 1:
             op = ast.Div() if func.attr == "div_" else ast.Mult()
-            if _is_grad(func.value) and _unscales(ctx, op, call.args[0]):
+            if is_gradient(func.value) and _unscales(ctx, op, call.args[0]):
                 found.append((call, call.args[0], func.attr == "div_"))
     return found
 
@@ -315,12 +316,6 @@ def _unscales(ctx: ModuleContext, op: ast.operator, factor: ast.AST) -> bool:
         return _is_loss_scale(ctx, factor)
     inverse = isinstance(factor, ast.BinOp) and isinstance(factor.op, ast.Div)
     return isinstance(op, ast.Mult) and inverse and _is_loss_scale(ctx, factor)
-
-
-def _is_grad(expr: ast.AST) -> bool:
-    if isinstance(expr, ast.Attribute) and expr.attr == "data":
-        expr = expr.value
-    return isinstance(expr, ast.Attribute) and expr.attr == "grad"
 
 
 def _enclosing_for(ctx: ModuleContext, node: ast.AST) -> Optional[ast.For]:

@@ -1,14 +1,19 @@
-"""Facts about gradient-accumulation windows (``TrainingModel.accumulations``): what wipes one."""
+"""Facts about gradient-accumulation windows (``TrainingModel.accumulations``): what wipes one,
+what normalises one on the gradient side."""
 
 from __future__ import annotations
 
 import ast
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator, Optional
 
+from ampfix.program.calls import resolve as resolve_call
+from ampfix.program.calls import resolve_in_project
 from ampfix.program.flow import branch_key, dotted_key, read_keys
+from ampfix.program.values import enclosing_function
 from ampfix.training.model import ZERO_GRAD, Accumulation, Event, StepFunction
 
 if TYPE_CHECKING:
+    from ampfix.program.module import ModuleSource
     from ampfix.training.model import TrainingModel
 
 
@@ -90,3 +95,83 @@ def window_wipes(model: "TrainingModel", fn: StepFunction, acc: Accumulation) ->
                 found.append((zero, step))
                 break
     return found
+
+
+def gradients_rescaled(ctx: "ModuleSource", fn: StepFunction, acc: Accumulation) -> Optional[ast.AST]:
+    """The statement or call that rescales the window's gradients in place between its backwards
+    and its step, if one runs there: ``p.grad /= n``, ``p.grad.mul_(1 / n)``,
+    ``torch._foreach_div_(grads, n)``, or a call of a function of the module or the project that
+    does so (torchtune's ``training.scale_grads(model, 1 / num_tokens)`` after backpropagating
+    ``loss * num_tokens``): the window is then normalised on the gradient side, not at the loss."""
+    model = ctx.training
+    first = min(b.call.lineno for b in acc.backwards)
+    last = max(s.call.lineno for s in acc.steps)
+    # the lines between are only a cheap first cut: the paths decide
+    for node in _grad_rescales(ctx, fn, first, last):
+        event = model.event_at(node, "rescale")
+        if event is None:
+            continue
+        if any(fn.before(b, event) for b in acc.backwards) and any(fn.before(event, s) for s in acc.steps):
+            return node
+    return None
+
+
+def _grad_rescales(ctx: "ModuleSource", fn: StepFunction, first: int, last: int) -> Iterator[ast.AST]:
+    semantic = ctx.semantic
+    for node in semantic.nodes(ast.AugAssign):
+        if first < node.lineno < last and _rescales_in_place(semantic, node) \
+                and (enclosing_function(semantic, node) or ctx.tree) is fn.node:
+            yield node
+    for call in ctx.training.calls_in(fn):
+        if not first < call.lineno < last:
+            continue
+        if _rescales_in_place(semantic, call):
+            yield call
+            continue
+        callee = _callee_of(ctx, call)
+        if callee is not None and _rescales_through(*callee):
+            yield call
+
+
+def _rescales_in_place(semantic, node: ast.AST) -> bool:
+    """``x.grad *= f`` / ``x.grad /= f`` (``.grad.data`` too), ``x.grad.mul_(f)`` / ``div_``,
+    ``torch._foreach_mul_`` / ``_foreach_div_``."""
+    if isinstance(node, ast.AugAssign):
+        return isinstance(node.op, (ast.Mult, ast.Div)) and is_gradient(node.target)
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    if isinstance(func, ast.Attribute) and func.attr in ("mul_", "div_") and is_gradient(func.value):
+        return True
+    return (semantic.qualified_name(func) or "") in ("torch._foreach_mul_", "torch._foreach_div_")
+
+
+def is_gradient(expr: ast.AST) -> bool:
+    """``x.grad`` or ``x.grad.data``."""
+    if isinstance(expr, ast.Attribute) and expr.attr == "data":
+        expr = expr.value
+    return isinstance(expr, ast.Attribute) and expr.attr == "grad"
+
+
+def _rescales_through(semantic, function: ast.AST, depth: int = 3) -> bool:
+    """Whether ``function`` rescales gradients in place, itself or through the functions of its
+    module it calls (torchtune's ``scale_grads_`` -> ``_scale_grad_`` -> ``torch._foreach_mul_``)."""
+    for node in ast.walk(function):
+        if _rescales_in_place(semantic, node):
+            return True
+        if depth > 1 and isinstance(node, ast.Call):
+            target = resolve_call(semantic, node)
+            if target is not None and target.function is not function and _rescales_through(semantic, target.function, depth - 1):
+                return True
+    return False
+
+
+def _callee_of(ctx: "ModuleSource", call: ast.Call):
+    """(semantic model, function node) of the function ``call`` runs, in this module or another
+    of the project (wherever it is defined), or None."""
+    target = resolve_call(ctx.semantic, call)
+    if target is not None:
+        return ctx.semantic, target.function
+    project = getattr(ctx, "project", None)
+    found = resolve_in_project(ctx, call, project, prefiltered=False) if project is not None else None
+    return (found.module.semantic, found.target.function) if found is not None else None

@@ -105,8 +105,8 @@ _DTYPE_NAME = re.compile(r"dtype|float|half|long|int\b", re.I)
 
 
 def precision_managed(ctx: "ModuleSource") -> bool:
-    """Low-precision or float64 weights (``.half()``, ``.to(torch.bfloat16)``, ``.double()``), an
-    FSDP/DeepSpeed precision policy, fp16/bf16 options (``args.fp16``, ``"--bf16"``) or a hand-made
+    """Low-precision or float64 weights (``.half()``, ``.to(torch.bfloat16)``, ``.double()``, a
+    default dtype set by ``set_default_dtype``), an FSDP/DeepSpeed precision policy, fp16/bf16 options (``args.fp16``, ``"--bf16"``) or a hand-made
     loss scaling, as the module's code names them (not its comments): it chose its precision; an
     autocast on top would fight it (or, on float64 weights, do nothing: TALENT's tabular models)."""
     words = vocabulary(ctx.semantic)
@@ -114,7 +114,23 @@ def precision_managed(ctx: "ModuleSource") -> bool:
         return True
     if "to" in words.calls and any(_casts_to(ctx, call, _LOW_DTYPES) for call in ctx.semantic.nodes(ast.Call)):
         return True
+    if "set_default_dtype" in words.calls and _default_dtype_set(ctx):
+        return True
     return bool({"double", "to"} & words.calls) and _module_made_float64(ctx)
+
+
+def _default_dtype_set(ctx: "ModuleSource") -> bool:
+    """``torch.set_default_dtype(dtype)``, or a helper of that name (torchtune's
+    ``with training.set_default_dtype(self._dtype):`` around the model's construction, the dtype
+    from the configuration, bf16 as shipped), with a dtype that is not written as float32: the
+    weights are built in the dtype the run chooses."""
+    for call in ctx.semantic.nodes(ast.Call):
+        func = call.func
+        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+        if name == "set_default_dtype" and call.args:
+            if (ctx.semantic.qualified_name(call.args[0]) or "") not in ("torch.float32", "torch.float"):
+                return True
+    return False
 
 
 def _casts_to(ctx: "ModuleSource", call: ast.Call, dtypes: frozenset) -> bool:
