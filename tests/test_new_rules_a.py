@@ -292,6 +292,8 @@ AMP213_INVALID = [
     for x in loader:
         trainer.step(x, optimizer)
     """,
+    # an integer dtype is no precision choice (FlowFormer's data loader: `np.loadtxt(..., dtype=np.int32)`)
+    SCALER_ONLY.replace("for x, y", "split = np.loadtxt('split.txt', dtype=np.int32)\nids = torch.zeros(3, dtype=int)\nfor x, y"),
     # prose is not code: a comment or a docstring that names autocast does not enter it
     '"""Trains the classifier; the autocast was taken out while debugging."""\n'
     + SCALER_ONLY.replace("    optimizer.zero_grad()\n", "    optimizer.zero_grad()  # TODO: add autocast back\n"),

@@ -269,9 +269,11 @@ _PRECISION_TEXT = (
     "set_default_dtype", "set_default_tensor_type", "precision=", "load_in_", "accelerat", "lightning", "deepspeed",
     "apex",
 )
-# a dtype chosen elsewhere: `dtype=self.dtype`, `.to(args.dtype)` (not `dtype=torch.long`)
+# a dtype chosen elsewhere: `dtype=self.dtype`, `.to(args.dtype)` (not `dtype=torch.long`, nor a
+# NumPy or builtin integer, boolean, 32/64-bit float or string type: `np.loadtxt(f, dtype=np.int32)`)
 _DTYPE_FROM_ELSEWHERE = re.compile(
-    r"dtype\s*=\s*(?!torch\.(?:long|int\w*|uint8|bool|float32|float64|float\b|double|complex\w*))[\w.]"
+    r"dtype\s*=\s*(?!(?:torch|np|numpy)\.(?:long|u?int\w*|bool\w*|float32|float64|float\b|double|complex\w*|str\w*|object\w*)"
+    r"|(?:int|bool|float|str|object|complex)\b)[\w.]"
     r"|\.(?:to|type)\(\s*[\w.]*dtype\b"
 )
 
