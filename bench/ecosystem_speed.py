@@ -37,6 +37,7 @@ def main() -> int:
     parser.add_argument("--code", action="append", required=True, help="LABEL=CHECKOUT of ampfix (two or more)")
     parser.add_argument("--checkouts", default=DEFAULT_CHECKOUTS)
     parser.add_argument("--rounds", type=int, default=1, help="passes over the whole ecosystem")
+    parser.add_argument("--slowest", type=int, default=10, help="list the checkouts where the last version spends most CPU")
     args = parser.parse_args()
     codes = [c.split("=", 1) for c in args.code]
     plain = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -51,6 +52,7 @@ def main() -> int:
         sys.exit(f"{len(missing)} checkouts missing (first: {missing[0]}): build them with ecosystem.py --extract-from")
     wall = {label: 0.0 for label, _ in codes}
     cpu = {label: 0.0 for label, _ in codes}
+    per_folder: dict[str, dict[str, float]] = {folder: {label: 0.0 for label, _ in codes} for folder in folders}
     for round_ in range(args.rounds):
         for index, folder in enumerate(folders):
             order = codes if (index + round_) % 2 == 0 else codes[::-1]
@@ -58,11 +60,16 @@ def main() -> int:
                 w, c = timed(commands[label], folder, envs[label])
                 wall[label] += w
                 cpu[label] += c
+                per_folder[folder][label] += c
     first = codes[0][0]
     print(f"{len(folders)} checkouts, {args.rounds} round(s)")
     print(f"{'version':<12} {'wall s':>9} {'CPU s':>9}  wall ratio  CPU ratio")
     for label, _ in codes:
         print(f"{label:<12} {wall[label]:9.1f} {cpu[label]:9.1f}  {wall[label] / wall[first]:9.2f}x  {cpu[label] / cpu[first]:8.2f}x")
+    last = codes[-1][0]
+    print(f"the {args.slowest} checkouts where {last} spends most CPU (s): " + "  ".join(codes[i][0] for i in range(len(codes))))
+    for folder in sorted(folders, key=lambda f: -per_folder[f][last])[:args.slowest]:
+        print(f"  {os.path.basename(folder):<60} " + "  ".join(f"{per_folder[folder][label]:7.2f}" for label, _ in codes))
     return 0
 
 
