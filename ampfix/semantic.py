@@ -176,14 +176,7 @@ class SemanticModel:
 
     def binding_nodes(self, name: str, scope: Scope) -> list[ast.AST]:
         """The statements that bind ``name`` in the first scope (innermost out) that binds it."""
-        current: Optional[Scope] = scope
-        first = True
-        while current is not None:
-            if not (current.kind == "class" and not first) and name in current.bindings:
-                return [b.node for b in current.bindings[name]]
-            first = False
-            current = current.parent
-        return []
+        return [b.node for b in self._first_bindings(name, scope)]
 
     def is_bound(self, name: str, scope: Scope) -> bool:
         current: Optional[Scope] = scope
@@ -224,6 +217,43 @@ class SemanticModel:
         if base is None:
             return None
         return ".".join([base, *parts[1:]])
+
+    def qualified_name_where_imported(self, expr: ast.AST) -> Optional[str]:
+        """``qualified_name``, reading a name that a ``try`` body imports and one of its ``except``
+        handlers defines as a fallback (``class GradScaler: ...`` for a PyTorch without AMP, RAFT's
+        shim) as the import: the fallback runs only where the import fails."""
+        found = self.qualified_name(expr)
+        parts = dotted_parts(expr)
+        if found is not None or parts is None:
+            return found
+        bindings = self._first_bindings(parts[0], self.scope_of(expr))
+        imports = [b for b in bindings if b.kind == IMPORT]
+        if not imports or len({b.qualified for b in imports}) != 1 or imports[0].qualified is None:
+            return None
+        fallbacks = [b for b in bindings if b.kind != IMPORT]
+        if not all(self._fallback_of(b.node, imports) for b in fallbacks):
+            return None
+        return ".".join([imports[0].qualified, *parts[1:]])
+
+    def _first_bindings(self, name: str, scope: Scope) -> list[Binding]:
+        """The bindings of ``name`` in the first scope (innermost out) that binds it."""
+        current: Optional[Scope] = scope
+        first = True
+        while current is not None:
+            if not (current.kind == "class" and not first) and name in current.bindings:
+                return list(current.bindings[name])
+            first = False
+            current = current.parent
+        return []
+
+    def _fallback_of(self, node: ast.AST, imports: list[Binding]) -> bool:
+        """Whether ``node`` sits in an ``except`` handler of a ``try`` whose body holds one of ``imports``."""
+        for ancestor in self.ancestors(node):
+            if isinstance(ancestor, ast.ExceptHandler):
+                try_node = self.parent(ancestor)
+                body = set(map(id, (n for stmt in getattr(try_node, "body", ()) for n in ast.walk(stmt))))
+                return any(id(b.node) in body for b in imports)
+        return False
 
     def module_alias(self, module: str, scope: Scope) -> Optional[str]:
         """A local name that refers to ``module`` at scope (``torch`` for ``import torch``)."""

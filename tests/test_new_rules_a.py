@@ -292,6 +292,12 @@ AMP213_INVALID = [
     for x in loader:
         trainer.step(x, optimizer)
     """,
+    # RAFT's shim: the import, and a do-nothing class for a PyTorch without AMP (the fallback runs
+    # only where the import fails)
+    SCALER_ONLY.replace('scaler = torch.amp.GradScaler("cuda")',
+                        "try:\n    from torch.cuda.amp import GradScaler\nexcept ImportError:\n"
+                        "    class GradScaler:\n        def __init__(self, enabled=False):\n            pass\n"
+                        "scaler = GradScaler(enabled=args.mixed_precision)"),
     # an integer dtype is no precision choice (FlowFormer's data loader: `np.loadtxt(..., dtype=np.int32)`)
     SCALER_ONLY.replace("for x, y", "split = np.loadtxt('split.txt', dtype=np.int32)\nids = torch.zeros(3, dtype=int)\nfor x, y"),
     # prose is not code: a comment or a docstring that names autocast does not enter it
@@ -300,6 +306,9 @@ AMP213_INVALID = [
 ]
 
 AMP213_VALID = [
+    # a class of the module's own, not a fallback for a failed import: not a GradScaler
+    SCALER_ONLY.replace('scaler = torch.amp.GradScaler("cuda")',
+                        "from torch.cuda.amp import GradScaler\nclass GradScaler:\n    pass\nscaler = GradScaler()"),
     # the forward runs under autocast
     SCALER_ONLY.replace(
         "    loss = torch", '    with torch.autocast("cuda"):\n        loss = torch'),

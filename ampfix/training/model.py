@@ -948,6 +948,9 @@ class TrainingModel:
         if last not in _INTERESTING_CALLS and last not in self._imported_names:
             return None
         qualified = self._qualified(func) if last in _RESOLVED_CALLS or last in self._imported_names else None
+        if qualified is None and last in _SCALER_CLASSES:
+            # `try: from torch.cuda.amp import GradScaler` / `except: class GradScaler: ...`
+            qualified = self.ctx.semantic.qualified_name_where_imported(func)
         if qualified in GRAD_SCALERS:
             return Event(CREATE, call, stmt, context)
         if qualified in CLIPS:
