@@ -363,6 +363,7 @@ ECOSYSTEM = {
     # targeted 2026-12-03: AMP214 (a float16 FSDP1 policy with a plain GradScaler) and AMP213 (read)
     "licheng2018/gpt_training": ("c355d18e7994750c1c1bedda94b9acd6a8c55899", "nlp"),
     "drinkingcoder/FlowFormer-Official": ("6ba7ea82b45394d3a7a25808399695427c9febd8", "vision"),
+    "gangweiX/IGEV": ("e61a6756984844beb035ec9666ea70e05dcc6b93", "vision"),
 }
 
 
