@@ -123,6 +123,17 @@ def test_a_helpers_backward_counts_in_the_callers_step_at_the_call():
     assert step.backwards[0].via is not None  # the callee's event, at the call
 
 
+SCALED_PHASE = """
+        scaler = torch.amp.GradScaler("cuda")
+        for x, y in loader:
+            with torch.autocast("cuda", dtype=torch.float16):
+                loss = loss_fn(model(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+"""
+
+
 def amp208(source):
     source = "import torch\n" + textwrap.dedent(source).lstrip("\n")
     return [d.location.row for d in ampfix.check_source(source, "train.py", Settings(preview=True)) if d.code == "AMP208"]
@@ -137,27 +148,11 @@ def test_amp208_judges_each_phase_a_float16_phase_before_the_scaled_one_is_repor
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
-        scaler = torch.amp.GradScaler("cuda")
-        for x, y in loader:
-            with torch.autocast("cuda", dtype=torch.float16):
-                loss = loss_fn(model(x), y)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad()
-    """) == [5]  # its backward
+    """ + SCALED_PHASE) == [5]  # its backward
 
 
 def test_amp208_a_step_through_a_scaler_stays_silent_when_set_up_runs_outside_its_loop():
-    assert amp208("""
-        scaler = torch.amp.GradScaler("cuda")
-        for x, y in loader:
-            with torch.autocast("cuda", dtype=torch.float16):
-                loss = loss_fn(model(x), y)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-    """) == []
+    assert amp208(SCALED_PHASE) == []
 
 
 def test_a_loop_over_an_empty_range_holds_no_step():
@@ -169,14 +164,7 @@ def test_a_loop_over_an_empty_range_holds_no_step():
                     loss = loss_fn(model(x), y)
                 loss.backward()
                 optimizer.step()
-        scaler = torch.amp.GradScaler("cuda")
-        for x, y in loader:
-            with torch.autocast("cuda", dtype=torch.float16):
-                loss = loss_fn(model(x), y)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-    """) == []
+    """ + SCALED_PHASE) == []
     found = steps("""
         for epoch in range(3, 3):
             for x in loader:

@@ -228,11 +228,7 @@ class StepFunction:
     def of(self, *kinds: str, calls: bool = False) -> list[Event]:
         """This function's events of ``kinds``; with ``calls``, also those its calls perform
         (at the call, ``via`` the callee's event) and the unknown calls handed a scaler."""
-        events = [e for e in self.events if e.kind in kinds]
-        if calls:
-            events += [e for e in self.call_events if e.kind in kinds or e.kind == UNKNOWN]
-            events.sort(key=lambda e: (e.call.lineno, e.call.col_offset))
-        return events
+        return events_of(self.events, self.call_events if calls else None, kinds)
 
     @property
     def flow(self) -> FlowGraph:
@@ -310,6 +306,16 @@ class StepFunction:
         if any(e.call is b.call and _order(e) < _order(b) for e in blocking):
             return False
         return self.reaches(a, b, avoiding=blocking)
+
+
+def events_of(own: list[Event], call_events: Optional[list[Event]], kinds: Sequence[str]) -> list[Event]:
+    """The events of ``kinds`` among ``own``, with those of ``call_events`` (and every UNKNOWN
+    call) when given, in source order."""
+    events = [e for e in own if e.kind in kinds]
+    if call_events is not None:
+        events += [e for e in call_events if e.kind in kinds or e.kind == UNKNOWN]
+        events.sort(key=lambda e: (e.call.lineno, e.call.col_offset))
+    return events
 
 
 def _order(event: Event) -> tuple:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator, Optional
 
 from ampfix.training.model import (
-    BACKWARD, OPT_STEP, SCALE, SCALER_STEP, UNKNOWN, UNSCALE, UPDATE, Accumulation, Event, StepFunction,
+    BACKWARD, OPT_STEP, SCALE, SCALER_STEP, UNKNOWN, UNSCALE, UPDATE, Accumulation, Event, StepFunction, events_of,
 )
 
 if TYPE_CHECKING:
@@ -47,11 +47,7 @@ class TrainingStep:
 
     def of(self, *kinds: str, calls: bool = False) -> list[Event]:
         """The step's events of ``kinds`` (as ``StepFunction.of``, restricted to this step)."""
-        events = [e for e in self.events if e.kind in kinds]
-        if calls:
-            events += [e for e in self.call_events if e.kind in kinds or e.kind == UNKNOWN]
-            events.sort(key=lambda e: (e.call.lineno, e.call.col_offset))
-        return events
+        return events_of(self.events, self.call_events if calls else None, kinds)
 
     @property
     def backwards(self) -> list[Event]:
