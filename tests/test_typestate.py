@@ -10,6 +10,7 @@ import pytest
 
 from ampfix.context import ModuleContext
 from ampfix.settings import Settings
+from ampfix.training import typestate
 from ampfix.training.typestate import protocols
 
 
@@ -218,3 +219,18 @@ def test_a_step_after_an_update_steps_nothing_stale_once_zero_grad_wiped_the_gra
     # another optimizer's zero_grad does not wipe what this scaler steps
     other = FLUSH_AFTER_THE_LOOP.replace("            optimizer.zero_grad(set_to_none=True)\n", "            optimizer_d.zero_grad()\n")
     assert [kind for kind, _, _ in errors(other)] == ["step_after_update"]
+
+
+
+def test_past_its_budget_of_event_outcomes_the_search_is_incomplete(monkeypatch):
+    # Bert-VITS2: a call whose many events each run under their own condition multiplies the
+    # states at its node (35 s of search for one module); past the budget the protocol is
+    # incomplete, and the rules stay silent on it, as past the state limit
+    text = "import torch\n" + textwrap.dedent(step("scaler.unscale_(opt)", "clip(model)", "scaler.step(opt)", "scaler.update()"))
+    ctx = ModuleContext("t.py", text, ast.parse(text), Settings())
+    model = ctx.training
+    assert all(p.complete for fn in model.functions for p in protocols(model, fn))
+    monkeypatch.setattr(typestate, "_MAX_TRANSITIONS", 3)
+    ctx = ModuleContext("t.py", text, ast.parse(text), Settings())
+    model = ctx.training
+    assert [p.complete for fn in model.functions for p in protocols(model, fn)] == [False]

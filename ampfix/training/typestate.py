@@ -66,6 +66,10 @@ CLIP_SCALED, STEP_WHILE_SCALED, PLAIN_THEN_STEP = "clip_scaled", "step_while_sca
 SECOND_UNSCALE, UNSCALE_AFTER_STEP = "second_unscale", "unscale_after_step"
 UPDATE_TWICE, STEP_AFTER_UPDATE = "update_twice", "step_after_update"
 _MAX_STATES = 20000
+# Event outcomes the search may take in all (a node's events multiply the states that reach it:
+# a helper whose many events each run under their own condition); past it the protocol is
+# incomplete and the rules stay silent, as past _MAX_STATES
+_MAX_TRANSITIONS = 100_000
 # the events a function needs for each error state to be reachable ("scaled"/"plain": a scaled
 # or an unscaled backward pass)
 _MADE_BY = {
@@ -225,6 +229,7 @@ class _Search:
         self.members = self.graph.inside.get(header, set()) if header is not None else None
         self.result = result
         self.reported: set = set()
+        self.spent = 0  # event outcomes taken so far (_MAX_TRANSITIONS)
 
     def run(self) -> None:
         graph = self.graph
@@ -234,7 +239,11 @@ class _Search:
         stack = [start]
         while stack:
             node, state, assumed = stack.pop()
-            for state_after, assumed_after in self._through(node, state, assumed):
+            outcomes = self._through(node, state, assumed)
+            if self.spent > _MAX_TRANSITIONS:
+                self.result.complete = False
+                return
+            for state_after, assumed_after in outcomes:
                 for nxt, label in graph.succ.get(node, ()):
                     step = self._edge(node, nxt, label, assumed_after)
                     if step is None:
@@ -275,6 +284,9 @@ class _Search:
             for before, path_assumed in current:
                 for happens, after_assumed in self._happens(event, path_assumed):
                     following.append((self._transition(index, event, before) if happens else before, after_assumed))
+            self.spent += len(following)
+            if self.spent > _MAX_TRANSITIONS:
+                return []
             current = list(dict.fromkeys(following))
         return current
 
