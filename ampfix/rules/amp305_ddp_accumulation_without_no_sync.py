@@ -7,7 +7,7 @@ from typing import Iterator, Optional
 
 from ampfix.context import ModuleContext
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix
-from ampfix.prefilter import FileBytes
+from ampfix.prefilter import FileBytes, may_backward
 from ampfix.program.flow import read_keys
 from ampfix.program.vocabulary import vocabulary
 from ampfix.rules._loop import at
@@ -37,10 +37,14 @@ class DdpAccumulationWithoutNoSync(Rule):
 
     @classmethod
     def may_fire(cls, file: FileBytes) -> bool:
-        # no `may_train_step`: the backward and the step may be a helper's, in another module; and
-        # a module that only constructs DDP must pass too, since the project index loads only
-        # modules that pass and the script's `smart_DDP(model)` is read from the helper's return
-        return file.has(*cls.triggers)  # `no_sync` in a comment must not hide the finding
+        # a backward in this module's text (its own, or a helper's of the module; the step may
+        # be another module's): a window whose every backward runs in another module is not
+        # looked for, which spares the analysis of the many modules that only mention
+        # `distributed`. A module that only constructs DDP need not pass: the script's
+        # `smart_DDP(model)` is read from the helper's return wherever it is defined
+        # (wrappers._returns_ddp). `no_sync` in a comment must not hide the finding, so the
+        # controls are checked in the code, not here.
+        return file.has(*cls.triggers) and may_backward(file)
 
     def check(self, ctx: ModuleContext) -> Iterator[Diagnostic]:
         if not any(token.decode() in ctx.text for token in self.triggers):

@@ -158,7 +158,9 @@ def _returns_ddp(model: "TrainingModel", call: ast.Call) -> bool:
     source = model.ctx
     project = getattr(model.ctx, "project", None)
     if target is None and project is not None:
-        found = resolve_in_project(model.ctx, call, project)
+        # wherever the helper is defined: a module that only builds the DDP model has no AMP
+        # code for the prefilter to pass
+        found = resolve_in_project(model.ctx, call, project, prefiltered=False)
         if found is not None:
             project.note_call(model.ctx.path, found.module.path)
             target, source = found.target, found.module
