@@ -219,6 +219,19 @@ def _solve(model: "TrainingModel", function: StepFunction, group: tuple) -> Scal
     return result
 
 
+def _guarding_tests(events: list[Event]) -> frozenset:
+    """The test keys that decide whether one of ``events`` runs: the ``if`` tests around each, the
+    conditions of a call's event, and what each branch of them implies about its operands."""
+    keys = set()
+    tests = [f.node.test for e in events for f in e.context if isinstance(f.node, ast.If)]
+    tests += [test for e in events for test, _ in e.assume]
+    for test in tests:
+        for branch in ("body", "orelse"):
+            label = branch_label(test, branch)
+            keys.update(key for key, _ in (label, *label[0].implied(label[1])))
+    return frozenset(keys)
+
+
 class _Search:
     """The forward exploration of (node, state, branch assumptions) over one iteration."""
 
@@ -230,6 +243,7 @@ class _Search:
         self.result = result
         self.reported: set = set()
         self.spent = 0  # event outcomes taken so far (_MAX_TRANSITIONS)
+        self.relevant = _guarding_tests(events)
 
     def run(self) -> None:
         graph = self.graph
@@ -270,7 +284,13 @@ class _Search:
         if assumed and nxt in graph.bindings:
             assumed = graph._forget_rebound(assumed, nxt)
         if label is not None:
-            return take(assumed, label)
+            taken = take(assumed, label)
+            if taken is None:
+                return None
+            # only the tests that guard an event (or a call's event's condition) are remembered:
+            # the branches of the others change no state, and remembering them would multiply
+            # the paths (a loop body of twenty logging ifs is 2 ** 20 of them)
+            return frozenset(taken_label for taken_label in taken if taken_label[0] in self.relevant)
         return assumed
 
     def _through(self, node: int, state: State, assumed: frozenset) -> list:
