@@ -226,7 +226,7 @@ def test_past_its_budget_of_event_outcomes_the_search_is_incomplete(monkeypatch)
     # Bert-VITS2: a call whose many events each run under their own condition multiplies the
     # states at its node (35 s of search for one module); past the budget the protocol is
     # incomplete, and the rules stay silent on it, as past the state limit
-    text = "import torch\n" + textwrap.dedent(step("scaler.unscale_(opt)", "clip(model)", "scaler.step(opt)", "scaler.update()"))
+    text = "import torch\n" + textwrap.dedent(step("scaler.unscale_(opt)", "torch.nn.utils.clip_grad_norm_(p, 1.0)", "scaler.step(opt)", "scaler.update()"))
     ctx = ModuleContext("t.py", text, ast.parse(text), Settings())
     model = ctx.training
     assert all(p.complete for fn in model.functions for p in protocols(model, fn))
@@ -234,3 +234,12 @@ def test_past_its_budget_of_event_outcomes_the_search_is_incomplete(monkeypatch)
     ctx = ModuleContext("t.py", text, ast.parse(text), Settings())
     model = ctx.training
     assert [p.complete for fn in model.functions for p in protocols(model, fn)] == [False]
+
+
+def test_tests_that_guard_no_event_do_not_multiply_the_paths():
+    # twenty logging conditions in the step: 2 ** 20 paths if each branch were remembered, past
+    # the search's limits; only the tests around the protocol's events are, so the search ends
+    # and the clip of still-scaled gradients is found
+    lines = [line for n in range(2, 22) for line in (f"if step % {n} == 0:", f"    log({n})")]
+    source = step(*lines, "torch.nn.utils.clip_grad_norm_(p, 1.0)", "scaler.step(opt)", "scaler.update()")
+    assert [kind for kind, _line, _path in errors(source)] == ["clip_scaled"]
