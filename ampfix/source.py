@@ -82,12 +82,7 @@ def write_atomic(path: str, data: bytes) -> None:
         _write_in_place(target, data)
         return
     directory = os.path.dirname(target)
-    import tempfile  # only a run that writes pays for it
-
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".ampfix-", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise SourceError(f"cannot write in {directory}: {exc.strerror or exc}; nothing written") from None
+    tmp, fd = _temporary_file(directory)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -97,11 +92,33 @@ def write_atomic(path: str, data: bytes) -> None:
         _keep_owner(tmp, st)
         os.replace(tmp, target)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        _remove_quietly(tmp)
         raise
+
+
+def _temporary_file(directory: str) -> tuple[str, int]:
+    """A new file beside the target, opened for writing: (path, descriptor). Its name is chosen
+    before it is created, so that an interrupt (Ctrl-C) arriving while it is being created, after
+    the file exists but before its name is known to the caller, can still remove it."""
+    for _ in range(100):
+        tmp = os.path.join(directory, f".ampfix-{os.urandom(6).hex()}.tmp")
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+        except FileExistsError:
+            continue  # another file has that name: never touch it, draw another
+        except OSError as exc:
+            raise SourceError(f"cannot write in {directory}: {exc.strerror or exc}; nothing written") from None
+        except BaseException:
+            _remove_quietly(tmp)  # interrupted while creating it: the name is ours
+            raise
+    raise SourceError(f"cannot write in {directory}: no free temporary name; nothing written")
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _keep_owner(tmp: str, original: os.stat_result) -> None:

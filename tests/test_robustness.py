@@ -182,6 +182,27 @@ def test_sigint_leaves_every_file_old_or_new(tmp_path):
     assert not list(tmp_path.glob(".ampfix-*"))
 
 
+def test_an_interrupt_while_the_temporary_file_is_created_leaves_no_file_behind(tmp_path, monkeypatch):
+    # Ctrl-C right after the temporary file exists, before its name reached the writer (what the
+    # test above hit now and then): the file is removed, the target keeps its old content
+    from ampfix import source
+
+    target = tmp_path / "train.py"
+    target.write_text(OLD)
+    real_open = os.open
+
+    def open_then_interrupt(path, flags, mode=0o777, **kwargs):
+        real_open(path, flags, mode, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "open", open_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        source.write_atomic(str(target), b"new")
+    monkeypatch.undo()
+    assert target.read_text() == OLD
+    assert not list(tmp_path.glob(".ampfix-*"))
+
+
 # -- check never executes what it reads ---------------------------------------------------------
 
 def test_check_and_apply_never_execute_the_code(tmp_path):
@@ -218,10 +239,14 @@ def test_an_unwritable_folder_is_an_error_not_a_crash(tmp_path, monkeypatch):
     path = tmp_path / "t.py"
     path.write_text(OLD)
 
-    def no_temp_file(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
+    real_open = os.open
 
-    monkeypatch.setattr("tempfile.mkstemp", no_temp_file)
+    def no_temp_file(name, *args, **kwargs):
+        if os.path.basename(name).startswith(".ampfix-"):  # the temporary file beside the target
+            raise PermissionError(13, "Permission denied")
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_temp_file)
     result = process_file(str(path), Job(FIX, Settings(), False))
     assert result.error.startswith("cannot write in ") and "nothing written" in result.error
     assert not result.fixed and [d.code for d in result.diagnostics] and path.read_text() == OLD
