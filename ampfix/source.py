@@ -15,6 +15,7 @@ import stat
 import tokenize
 from bisect import bisect_right
 from dataclasses import dataclass
+from typing import Optional
 
 from ampfix.diagnostics import Position
 
@@ -82,8 +83,22 @@ def write_atomic(path: str, data: bytes) -> None:
         _write_in_place(target, data)
         return
     directory = os.path.dirname(target)
-    tmp, fd = _temporary_file(directory)
+    # The temporary file's name is bound before the file exists, and one handler covers its whole
+    # life: an interrupt (Ctrl-C) at any point, even right after it was created, removes it.
+    tmp: Optional[str] = None
     try:
+        for _ in range(100):
+            tmp = os.path.join(directory, f".ampfix-{os.urandom(6).hex()}.tmp")
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+                break
+            except FileExistsError:
+                tmp = None  # another file has that name: never touch it, draw another
+            except OSError as exc:
+                tmp = None
+                raise SourceError(f"cannot write in {directory}: {exc.strerror or exc}; nothing written") from None
+        else:
+            raise SourceError(f"cannot write in {directory}: no free temporary name; nothing written")
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -92,26 +107,9 @@ def write_atomic(path: str, data: bytes) -> None:
         _keep_owner(tmp, st)
         os.replace(tmp, target)
     except BaseException:
-        _remove_quietly(tmp)
+        if tmp is not None:
+            _remove_quietly(tmp)
         raise
-
-
-def _temporary_file(directory: str) -> tuple[str, int]:
-    """A new file beside the target, opened for writing: (path, descriptor). Its name is chosen
-    before it is created, so that an interrupt (Ctrl-C) arriving while it is being created, after
-    the file exists but before its name is known to the caller, can still remove it."""
-    for _ in range(100):
-        tmp = os.path.join(directory, f".ampfix-{os.urandom(6).hex()}.tmp")
-        try:
-            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
-        except FileExistsError:
-            continue  # another file has that name: never touch it, draw another
-        except OSError as exc:
-            raise SourceError(f"cannot write in {directory}: {exc.strerror or exc}; nothing written") from None
-        except BaseException:
-            _remove_quietly(tmp)  # interrupted while creating it: the name is ours
-            raise
-    raise SourceError(f"cannot write in {directory}: no free temporary name; nothing written")
 
 
 def _remove_quietly(path: str) -> None:
