@@ -125,9 +125,7 @@ def _default_dtype_set(ctx: "ModuleSource") -> bool:
     from the configuration, bf16 as shipped), with a dtype that is not written as float32: the
     weights are built in the dtype the run chooses."""
     for call in ctx.semantic.nodes(ast.Call):
-        func = call.func
-        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
-        if name == "set_default_dtype" and call.args:
+        if _called_name(call) == "set_default_dtype" and call.args:
             if (ctx.semantic.qualified_name(call.args[0]) or "") not in ("torch.float32", "torch.float"):
                 return True
     return False
@@ -247,7 +245,7 @@ class ModelFacts:
 
     def worth_amp(self) -> Optional[ast.Call]:
         """A matmul or convolution layer big enough for low precision to pay (None: none is)."""
-        return next((c for c in self.layers if _layer_name(c) in _HEAVY_LAYERS and not _small(c)), None)
+        return next((c for c in self.layers if _called_name(c) in _HEAVY_LAYERS and not _small(c)), None)
 
 
 def model_facts(ctx: "ModuleSource", fn: "StepFunction") -> Optional[ModelFacts]:
@@ -341,9 +339,9 @@ def _layers_in(ctx: "ModuleSource", call: ast.Call) -> Optional[list]:
     list whose members are not shown."""
     if (ctx.semantic.qualified_name(call.func) or "").rsplit(".", 1)[0] not in _NN_MODULES:
         return None
-    if _layer_name(call) in ("Parameter", "ParameterList", "ParameterDict"):
+    if _called_name(call) in ("Parameter", "ParameterList", "ParameterDict"):
         return None  # raw weights: what the forward computes with them is not a layer's size
-    if _layer_name(call) in _CONTAINERS:
+    if _called_name(call) in _CONTAINERS:
         if not call.args or any(not isinstance(arg, ast.Call) for arg in call.args):
             return None
         parts = [_layers_in(ctx, arg) for arg in call.args]
@@ -351,7 +349,8 @@ def _layers_in(ctx: "ModuleSource", call: ast.Call) -> Optional[list]:
     return [call]
 
 
-def _layer_name(call: ast.Call) -> str:
+def _called_name(call: ast.Call) -> str:
+    """The last name of what ``call`` calls: ``Linear`` of ``nn.Linear(...)``."""
     func = call.func
     return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
 

@@ -31,7 +31,9 @@ if TYPE_CHECKING:
     from ampfix.training.model import TrainingModel
 
 _LOOPS = (ast.For, ast.AsyncFor, ast.While)
-_STEPPING = (OPT_STEP, SCALER_STEP, UNKNOWN)
+# what an event contributes to making a loop a step loop (an unknown call handed a scaler may
+# backpropagate and step)
+_STEP_PARTS = {BACKWARD: {BACKWARD}, OPT_STEP: {OPT_STEP}, SCALER_STEP: {OPT_STEP}, UNKNOWN: {BACKWARD, OPT_STEP}}
 _SCALER_PROTOCOL = (SCALER_STEP, UNSCALE, UPDATE, SCALE, UNKNOWN)
 
 
@@ -99,11 +101,12 @@ def _step_loops(events: list[Event]) -> set[int]:
     an event belongs to the innermost of them around it."""
     holding: dict[int, set] = {}
     for event in events:
-        kinds = {BACKWARD, OPT_STEP} if event.kind == UNKNOWN else {BACKWARD} if event.kind == BACKWARD else \
-            {OPT_STEP} if event.kind in _STEPPING else set()
+        parts = _STEP_PARTS.get(event.kind)
+        if parts is None:
+            continue
         for frame in event.context:
-            if isinstance(frame.node, _LOOPS) and kinds:
-                holding.setdefault(id(frame.node), set()).update(kinds)
+            if isinstance(frame.node, _LOOPS):
+                holding.setdefault(id(frame.node), set()).update(parts)
     return {key for key, kinds in holding.items() if kinds == {BACKWARD, OPT_STEP}}
 
 
