@@ -240,19 +240,26 @@ def _trial_problem(text: str, group: list[Diagnostic], validator: FixValidator, 
     """Why applying ``group``'s fixes to ``text`` is refused; None when it is not. With
     ``every``, each of them must apply (a fix that overlaps another waits for a later pass otherwise)."""
     try:
-        fixed, applied = _apply(text, group)
+        fixed, applied, tidied = _apply_and_tidy(text, group)
     except FixError:
         return "its result would not parse"
     if not applied or (every and len(applied) < len(group)):
         return "it could not be built, or it overlaps another fix of the same rule"
-    return validator.problem(fixed)
+    edits = None if tidied else [edit for diag in applied for edit in diag.fix.edits]
+    return validator.problem(fixed, edits)
 
 
 def _apply(text: str, fixable: list[Diagnostic]) -> tuple[str, list[Diagnostic]]:
     """Apply the fixes that fit together, tidy imports; raise FixError if the result does not parse."""
+    new_text, applied, _ = _apply_and_tidy(text, fixable)
+    return new_text, applied
+
+
+def _apply_and_tidy(text: str, fixable: list[Diagnostic]) -> tuple[str, list[Diagnostic], bool]:
+    """``_apply``, and whether imports the fixes left unused were removed too."""
     new_text, applied = apply_fixes(text, fixable)
     if not applied:
-        return text, []
+        return text, [], False
     orphans = set().union(*(d.fix.orphaned_imports for d in applied))
     try:
         _must_parse(new_text)
@@ -260,11 +267,10 @@ def _apply(text: str, fixable: list[Diagnostic]) -> tuple[str, list[Diagnostic]]
             tidied = remove_unused_imports(new_text, orphans)
         if tidied != new_text:
             _must_parse(tidied)
-        new_text = tidied
     except (SyntaxError, ValueError, RecursionError) as exc:
         codes_used = ", ".join(sorted({d.code for d in applied}))
         raise FixError(f"fix for {codes_used} produced invalid code ({exc}); file left unchanged") from None
-    return new_text, applied
+    return tidied, applied, tidied != new_text
 
 
 def _without_rules_that_make_it_worse(text, fixable, validator):

@@ -21,11 +21,12 @@ the engine that runs it.
 from __future__ import annotations
 
 import bisect
+import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
-from ampfix.diagnostics import Diagnostic
+from ampfix.diagnostics import Diagnostic, Edit
 from ampfix.parts import is_large
 from ampfix.rules import RULES
 
@@ -56,6 +57,73 @@ def undefined_names(text: str, path: str) -> set[str]:
     return names
 
 
+# -- edits that cannot leave a name undefined ----------------------------------------------------
+#
+# pyflakes reads the whole fixed text (a third of a trial's cost). Most fixes only respell a
+# call within a line (`torch.cuda.amp.autocast(` -> `torch.autocast("cuda", `): such an edit
+# reads no name its span did not already read and binds nothing, so it cannot leave a name
+# undefined, and pyflakes is not asked. Anything less plain (another line, a string that is not
+# a simple literal, a comment, a continuation, a binding or a keyword that makes a scope, two
+# edits that touch) is left to pyflakes.
+
+_IDENTIFIER = re.compile(r"(?<!\w)[^\W\d]\w*")
+_SIMPLE_STRING = re.compile(r"(?<!\w)[rRbBuU]{0,2}(?:\"[^\"\\\n]*\"|'[^'\\\n]*')")
+_ASSIGNS = re.compile(r"(?<![=!<>:])=(?!=)|:=")
+# names that bind or unbind (or open a scope whose names bind there)
+_BINDING_WORDS = frozenset({
+    "import", "from", "as", "def", "class", "lambda", "for", "with", "except", "global", "nonlocal", "del",
+})
+
+
+def leaves_names_alone(text: str, edits: Sequence[Edit]) -> bool:
+    """True when applying ``edits`` to ``text`` provably reads no name that was not read at the
+    same place before and binds or unbinds none (so no name can become undefined)."""
+    ordered = sorted(edits, key=lambda e: (e.start, e.end))
+    for before, after in zip(ordered, ordered[1:]):
+        if after.start <= before.end:
+            return False  # touching edits: the context of one is the other's new text
+    for edit in ordered:
+        if edit.rewrite:
+            return False  # a statement-level rewrite (its content is built later, over lines)
+        old, new = text[edit.start:edit.end], edit.content
+        if "\n" in old or "\r" in old or "\n" in new or "\r" in new:
+            return False
+        before, after = text[edit.start - 1:edit.start] if edit.start else "", text[edit.end:edit.end + 1]
+        if _word_char(before) and (_word_char(old[:1]) or _word_char((new or after)[:1])):
+            return False  # the span starts inside a word, or the result would join the word before it
+        if _word_char(after) and (_word_char(old[-1:]) or _word_char((new or before)[-1:])):
+            return False
+        if old.rstrip().endswith(".") != new.rstrip().endswith("."):
+            return False  # the name after the span would turn into an attribute, or out of one
+        attribute_first = text[max(0, edit.start - 64):edit.start].rstrip(" \t").endswith(".")
+        old_heads, new_heads = _heads(old, attribute_first), _heads(new, attribute_first)
+        if old_heads is None or new_heads is None or not new_heads <= old_heads:
+            return False
+    return True
+
+
+def _word_char(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+def _heads(fragment: str, attribute_first: bool) -> Optional[set[str]]:
+    """The identifiers of a one-line fragment that are not attributes (the names it reads), or
+    None when the fragment binds, or holds what this reading does not follow."""
+    code = _SIMPLE_STRING.sub('""', fragment).replace('""', " ")
+    if any(c in code for c in "\"'#\\") or _ASSIGNS.search(code):
+        return None
+    heads = set()
+    for match in _IDENTIFIER.finditer(code):
+        word = match.group()
+        if word in _BINDING_WORDS:
+            return None
+        preceding = code[:match.start()].rstrip()
+        is_attribute = preceding.endswith(".") if preceding else attribute_first
+        if not is_attribute:
+            heads.add(word)
+    return heads
+
+
 @dataclass
 class _Findings:
     """The findings of one text, by (code, first row), and the text's lines."""
@@ -81,14 +149,16 @@ class FixValidator:
         self._original: Optional[_Findings] = None
         self._names: Optional[set[str]] = None
 
-    def problem(self, fixed: str) -> Optional[str]:
-        """Why ``fixed`` may not replace the original text (None: it may)."""
+    def problem(self, fixed: str, edits: Optional[Sequence[Edit]] = None) -> Optional[str]:
+        """Why ``fixed`` may not replace the original text (None: it may). ``edits``: the edits
+        that made ``fixed`` from it, when they alone did (no import was tidied away)."""
         if fixed == self.text:
             return None
         created = self._created_findings(fixed)
         if created:
             return f"its result would have a new finding ({', '.join(created)})"
-        if not is_large(self.text):  # a generated multi-megabyte file: the name check would cost more than the file
+        # a generated multi-megabyte file: the name check would cost more than the file
+        if not is_large(self.text) and not (edits is not None and leaves_names_alone(self.text, edits)):
             names = self._created_names(fixed)
             if names:
                 return f"its result would use {', '.join(f'`{n}`' for n in names)} where no such name is defined"

@@ -756,6 +756,17 @@ for i, (x, y) in enumerate(loader):
     ACCUM.replace("criterion = torch.nn.CrossEntropyLoss()", "accum = 1\ncriterion = torch.nn.CrossEntropyLoss()"),
     ACCUM.replace("% accum", "% CFG.accum").replace("criterion = torch.nn.CrossEntropyLoss()",
                                                      "class CFG:\n    accum = 1\ncriterion = torch.nn.CrossEntropyLoss()"),
+    # ... or an entry of a configuration dictionary: a literal, or a class copied by
+    # `dict(vars(CFG))` (kozodoi's Kaggle notebooks)
+    ACCUM.replace("% accum", "% CFG['accum']").replace("criterion = torch.nn.CrossEntropyLoss()",
+                                                        "CFG = {'accum': 1, 'lr': 1e-3}\ncriterion = torch.nn.CrossEntropyLoss()"),
+    ACCUM.replace("% accum", "% CFG['accum']").replace(
+        "criterion = torch.nn.CrossEntropyLoss()", "class CFG:\n    accum = 1\nCFG = dict(vars(CFG))\ncriterion = torch.nn.CrossEntropyLoss()"),
+    # ... whose other entries are written (the notebook drops `__dict__` and friends, sets paths)
+    ACCUM.replace("% accum", "% CFG['accum']").replace(
+        "criterion = torch.nn.CrossEntropyLoss()",
+        "class CFG:\n    accum = 1\nCFG = dict(vars(CFG))\nfor key in ['__dict__', '__doc__']:\n    del CFG[key]\n"
+        "CFG['model_path'] = path\ncriterion = torch.nn.CrossEntropyLoss()"),
 ])
 def test_amp301_silent(source):
     assert only("AMP301", source) == []
@@ -773,6 +784,18 @@ def test_amp301_silent(source):
     ACCUM.replace("% accum", "% args.accum"),
     ACCUM.replace("% accum", "% CFG.accum").replace("criterion = torch.nn.CrossEntropyLoss()",
                                                      "class CFG:\n    accum = 1\nCFG.accum = n\ncriterion = torch.nn.CrossEntropyLoss()"),
+    # ... a dictionary entry written again, or a class copied with another count
+    ACCUM.replace("% accum", "% CFG['accum']").replace(
+        "criterion = torch.nn.CrossEntropyLoss()", "CFG = {'accum': 1}\nCFG['accum'] = n\ncriterion = torch.nn.CrossEntropyLoss()"),
+    ACCUM.replace("% accum", "% CFG['accum']").replace(
+        "criterion = torch.nn.CrossEntropyLoss()", "CFG = {'accum': 1}\nCFG.update(args)\ncriterion = torch.nn.CrossEntropyLoss()"),
+    ACCUM.replace("% accum", "% CFG['accum']").replace(
+        "criterion = torch.nn.CrossEntropyLoss()", "CFG = {'accum': 1}\nCFG[name] = n\ncriterion = torch.nn.CrossEntropyLoss()"),
+    ACCUM.replace("% accum", "% CFG['accum']").replace(
+        "criterion = torch.nn.CrossEntropyLoss()",
+        "CFG = {'accum': 1}\nfor key in ['accum', 'lr']:\n    CFG[key] = n\ncriterion = torch.nn.CrossEntropyLoss()"),
+    ACCUM.replace("% accum", "% CFG['accum']").replace(
+        "criterion = torch.nn.CrossEntropyLoss()", "class CFG:\n    accum = 2\nCFG = dict(vars(CFG))\ncriterion = torch.nn.CrossEntropyLoss()"),
     # a criterion sometimes built with a sum and sometimes with a mean: not known to sum
     ACCUM.replace("criterion = torch.nn.CrossEntropyLoss()",
                   "criterion = torch.nn.CrossEntropyLoss(reduction='sum') if s else torch.nn.CrossEntropyLoss()"),
@@ -1382,12 +1405,32 @@ for x, y in loader:
      "t.py"),
     # a gym policy-gradient toy
     ("import gym\n" + CUDA_STEP, "t.py"),
+    # sparse models (SELFRec's LightGCN, SGFormer): little for autocast to speed up, and a COO
+    # sparse matmul has no float16 kernel on CUDA
+    ("from torch_sparse import SparseTensor, matmul\n" + CUDA_STEP, "t.py"),
+    ("def propagate(adj, e):\n    return torch.sparse.mm(adj, e)\n" + CUDA_STEP, "t.py"),
+    ("adj = adj.to_sparse()\n" + CUDA_STEP, "t.py"),
     # latents optimized through a frozen generator (GAN inversion), not a model trained
     ("optimizer = torch.optim.Adam([latent] + noises, lr=0.1)\n" + CUDA_STEP, "t.py"),
 ])
 def test_amp501_not_a_candidate(source, path):
     found = [d.code for d in ampfix.check_source(HEAD + source, path, Settings())]
     assert "AMP501" not in found
+
+
+def test_amp501_a_graph_library_alone_is_not_a_sparse_model():
+    # PyG's examples: message-passing layers around dense Linear layers that AMP speeds up
+    source = HEAD + "from torch_geometric.nn import GCNConv\n" + CUDA_STEP
+    assert "AMP501" in [d.code for d in ampfix.check_source(source, "t.py", Settings())]
+
+
+def test_amp501_leaves_a_helper_that_backpropagates_its_callers_loss_alone():
+    # robomimic's backprop_for_loss(net, optim, loss): the forward ran in the caller
+    helper = ('device = "cuda"\ndef backprop(net, optim, loss, max_norm=None):\n    optim.zero_grad()\n'
+              '    loss.backward()\n    optim.step()\n')
+    assert "AMP501" not in [d.code for d in ampfix.check_source(HEAD + helper, "t.py", Settings())]
+    computed_here = helper.replace("    loss.backward()", "    loss = net(batch).mean()\n    loss.backward()")
+    assert "AMP501" in [d.code for d in ampfix.check_source(HEAD + computed_here, "t.py", Settings())]
 
 
 def test_amp501_amp_dtype_and_default_device_options():

@@ -10,7 +10,7 @@ import ampfix
 from ampfix.diagnostics import Applicability, Diagnostic, Edit, Fix, Position
 from ampfix.engine import _analyse
 from ampfix.settings import Settings
-from ampfix.validate import FixValidator
+from ampfix.validate import FixValidator, leaves_names_alone
 
 OLD = "import torch\nscaler = torch.cuda.amp.GradScaler()\n"
 
@@ -96,7 +96,7 @@ TWO_RULES = "import torch\nscaler = torch.cuda.amp.GradScaler()\nwith torch.cuda
 def test_the_fixes_of_several_rules_are_tried_together_first(monkeypatch):
     tried = []
     original = FixValidator.problem
-    monkeypatch.setattr(FixValidator, "problem", lambda self, fixed: tried.append(fixed) or original(self, fixed))
+    monkeypatch.setattr(FixValidator, "problem", lambda self, fixed, edits=None: tried.append(fixed) or original(self, fixed, edits))
     diagnostics = ampfix.check_source(TWO_RULES, "t.py", Settings())
     assert {d.code for d in diagnostics if d.fix} == {"AMP101", "AMP102"}
     assert len(tried) == 1  # what --apply writes, in one trial
@@ -105,7 +105,7 @@ def test_the_fixes_of_several_rules_are_tried_together_first(monkeypatch):
 def test_fixes_worse_together_are_tried_rule_by_rule(monkeypatch):
     tried = []
 
-    def problem(self, fixed):
+    def problem(self, fixed, edits=None):
         tried.append(fixed)
         return "worse" if "torch.cuda.amp" not in fixed else None  # each alone is fine
 
@@ -267,3 +267,64 @@ def test_the_line_diff_of_long_texts_is_anchored_and_still_a_diff():
     small_before, small_after = before[:400], after[:380]
     expected = difflib.SequenceMatcher(None, small_before, small_after, autojunk=False).get_opcodes()
     assert validate.line_opcodes(small_before, small_after) == [tuple(op) for op in expected]
+
+
+# -- when pyflakes need not be asked: an edit that respells within a line, reading no new name ----
+
+
+def _replacing(text: str, old: str, new: str) -> Edit:
+    start = text.index(old)
+    return Edit(start, start + len(old), new)
+
+
+def _leaves_alone(text: str, *replacements: tuple) -> bool:
+    return leaves_names_alone(text, [_replacing(text, old, new) for old, new in replacements])
+
+
+AUTOCAST = "with torch.cuda.amp.autocast(enabled=use_amp):\n    pass\n"
+
+
+def test_a_respelling_that_reads_no_new_name_leaves_names_alone():
+    assert _leaves_alone(AUTOCAST, ("torch.cuda.amp.autocast(", 'torch.autocast("cuda", '))
+    assert _leaves_alone(OLD, ("torch.cuda.amp.GradScaler()", 'torch.amp.GradScaler("cuda")'))
+    at = AUTOCAST.index("(") + 1
+    assert leaves_names_alone(AUTOCAST, [_replacing(AUTOCAST, "torch.cuda.amp.autocast", "torch.autocast"), Edit.insert(at, '"cuda", ')])
+
+
+def test_a_name_that_was_only_an_attribute_or_a_string_is_a_new_read():
+    assert not _leaves_alone(OLD, ("torch.cuda.amp.GradScaler", "amp.GradScaler"))  # `amp` now read as a name
+    assert not _leaves_alone('f("device")\n', ('"device"', "device"))
+    assert not _leaves_alone("x = amp.autocast()\n", ("amp.autocast", "torch.autocast"))  # `torch` is new here
+
+
+def test_binding_or_unbinding_is_left_to_pyflakes():
+    assert not _leaves_alone("import amp\namp.x\n", ("import amp", ""))  # the import goes: `amp` unbound
+    assert not _leaves_alone("f(a)\n", ("f(a)", "a = f(a)"))  # a new local shadows a global read before it
+    assert not _leaves_alone("g(lambda: 1)\n", ("lambda: 1", "1"))
+    assert not _leaves_alone(AUTOCAST, ("enabled=use_amp", "enabled=x"))  # keyword `=`: not followed
+
+
+def test_edits_over_lines_touching_or_joining_words_are_left_to_pyflakes():
+    assert not _leaves_alone("f(a,\n  b)\n", ("a,\n  b", "b"))
+    assert not _leaves_alone("torch_amp(x)\n", ("amp", ""))  # the span starts inside a word: `torch_` would be new
+    assert not _leaves_alone("a.b\n", (".", ""))  # `ab` would be new
+    assert not _leaves_alone("x.y # c\n", (".y # c", ".y"))  # a comment
+    text = "f(a)(b)\n"
+    assert not leaves_names_alone(text, [Edit(2, 3, "b"), Edit(3, 4, ")")])  # touching edits
+
+
+def test_a_fix_that_respells_into_an_undefined_name_is_still_refused(monkeypatch):
+    from ampfix.rules import RULES
+
+    rule = RULES["AMP102"]
+    original = rule.check
+
+    def into_a_bare_name(ctx):
+        for diag in original(ctx):
+            edit = diag.fix.edits[0]
+            diag.fix = Fix(diag.fix.message, (Edit(edit.start, edit.end, "GradScaler"),), diag.fix.applicability)
+            yield diag
+
+    monkeypatch.setattr(rule, "check", into_a_bare_name)
+    (diag,) = [d for d in ampfix.check_source(OLD, "t.py", Settings()) if d.code == "AMP102"]
+    assert diag.fix is None and "GradScaler" in diag.fix_refused

@@ -298,11 +298,14 @@ class ValueFlow:
             return frozenset({expr.value})
         if isinstance(expr, ast.Name):
             definitions = self.definitions_at(expr) or self._module_definitions(expr)
-            if not definitions or any(d.kind not in ("assign", "annassign") or d.value is None for d in definitions):
+            if not definitions:
                 return None
             found: set = set()
             for definition in definitions:
-                values = self.constants(definition.value, depth + 1)
+                elements = _literal_loop_elements(definition, expr.id)
+                if elements is None and (definition.kind not in ("assign", "annassign") or definition.value is None):
+                    return None
+                values = self._union_of_constants(elements, depth) if elements is not None else self.constants(definition.value, depth + 1)
                 if values is None:
                     return None
                 found |= values
@@ -312,6 +315,95 @@ class ValueFlow:
             if len(bindings) != 1 or not isinstance(bindings[0].node, ast.ClassDef) or assigned_through(self.semantic, expr):
                 return None
             return class_constants(bindings[0].node, expr.attr)
+        if isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Name):
+            key = expr.slice
+            if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                return self._configuration_entry(expr.value, key.value, depth)
+        return None
+
+    def _union_of_constants(self, expressions: list, depth: int) -> Optional[frozenset]:
+        found: set = set()
+        for expression in expressions:
+            values = self.constants(expression, depth + 1)
+            if values is None:
+                return None
+            found |= values
+        return frozenset(found)
+
+    def _entry_written(self, name: str, key: str) -> bool:
+        """Whether the module may write the entry ``key`` of the dict named ``name`` anywhere, in
+        any function: ``name[k] = v`` or ``del name[k]`` with a ``k`` that may be ``key`` (one
+        known to be another key does not count), or ``name.update(...)`` and its kin."""
+        for node in self.semantic.nodes(ast.Subscript):
+            if isinstance(node.value, ast.Name) and node.value.id == name and isinstance(node.ctx, (ast.Store, ast.Del)):
+                keys = self.constants(node.slice)
+                if keys is None or key in keys:
+                    return True
+        for node in self.semantic.nodes(ast.Attribute):
+            if isinstance(node.value, ast.Name) and node.value.id == name and node.attr in _WRITES_ENTRIES:
+                return True
+        return False
+
+    def _configuration_entry(self, name: ast.Name, key: str, depth: int) -> Optional[frozenset]:
+        """The literal values of ``CFG["accum_iter"]`` where the module binds ``CFG`` only to a
+        dict literal or to ``dict(vars(C))``/``vars(C)`` of a configuration class of this
+        module (Kaggle notebooks: ``class CFG: accum_iter = 1`` then ``CFG = dict(vars(CFG))``),
+        and never writes an entry of it (``CFG["accum_iter"] = 2``, ``CFG.update(...)``). A
+        class binding of the same name is passed over: a string key does not index a class."""
+        if self._entry_written(name.id, key):
+            return None
+        definitions = self.definitions_at(name) or self._module_definitions(name)
+        if definitions:
+            if any(d.kind not in ("assign", "annassign") or d.value is None for d in definitions):
+                return None
+            values = [d.value for d in definitions]
+        else:
+            values = self._module_values_besides_classes(name.id)
+        if not values:
+            return None
+        found: set = set()
+        for value in values:
+            entry = self._entry_of(value, key, depth)
+            if entry is None:
+                return None
+            found |= entry
+        return frozenset(found)
+
+    def _module_values_besides_classes(self, name: str) -> list:
+        """The values of the module's plain assignments of ``name`` when its other bindings are
+        classes and no function rebinds it ([] otherwise)."""
+        bound = self.semantic.module_scope.bindings.get(name, [])
+        assigned = [b for b in bound if not isinstance(b.node, ast.ClassDef)]
+        everywhere = _assignment_index(self.semantic)[0].get(("name", name), [])
+        if not assigned or len(everywhere) != len(assigned):
+            return []
+        values = []
+        for binding in assigned:
+            stmt = binding.node
+            if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
+                return []
+            values.append(stmt.value)
+        return values
+
+    def _entry_of(self, value: ast.AST, key: str, depth: int) -> Optional[frozenset]:
+        if isinstance(value, ast.Dict):
+            entries = [v for k, v in zip(value.keys, value.values) if isinstance(k, ast.Constant) and k.value == key]
+            if len(entries) != 1 or any(k is None for k in value.keys):
+                return None  # absent, repeated, or `**other` that may hold it
+            return self.constants(entries[0], depth + 1)
+        if isinstance(value, ast.Call) and not value.keywords and len(value.args) == 1 and isinstance(value.func, ast.Name):
+            if value.func.id == "dict":
+                return self._entry_of(value.args[0], key, depth)
+            if value.func.id == "vars" and isinstance(value.args[0], ast.Name):
+                bound = self.semantic.module_scope.bindings.get(value.args[0].id, [])
+                classes = [b.node for b in bound if isinstance(b.node, ast.ClassDef)]
+                if len(classes) != 1:
+                    return None
+                cls = classes[0]
+                attribute = ast.Attribute(value=ast.Name(id=cls.name, ctx=ast.Load()), attr=key, ctx=ast.Load())
+                if assigned_through(self.semantic, attribute):
+                    return None  # `CFG.accum_iter = 2` before the copy
+                return class_constants(cls, key)
         return None
 
     def _module_definitions(self, name: ast.Name) -> list[Definition]:
@@ -624,6 +716,19 @@ def assigned_through(semantic: SemanticModel, expr: ast.Attribute) -> bool:
                 if isinstance(node, ast.Attribute) and node.attr == expr.attr and dotted_key(node.value) == base:
                     return True
     return False
+
+
+_WRITES_ENTRIES = frozenset({"update", "setdefault", "pop", "popitem", "clear", "__setitem__"})
+
+
+def _literal_loop_elements(definition: Definition, name: str) -> Optional[list]:
+    """The elements of ``for name in [a, b, c]`` when ``definition`` is that loop's target."""
+    stmt = definition.stmt
+    if definition.kind != "for" or not isinstance(stmt, (ast.For, ast.AsyncFor)):
+        return None
+    if not (isinstance(stmt.target, ast.Name) and stmt.target.id == name and isinstance(stmt.iter, (ast.List, ast.Tuple))):
+        return None
+    return list(stmt.iter.elts)
 
 
 def class_constants(cls: ast.ClassDef, attr: str) -> Optional[frozenset]:

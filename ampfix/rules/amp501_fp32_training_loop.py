@@ -22,6 +22,7 @@ from ampfix.rules.amp502_manual_gradient_scaling import (
 )
 from ampfix.rules.base import FIX_UNSAFE, Rule
 from ampfix.program.values import enclosing_function
+from ampfix.semantic import own_nodes
 from ampfix.training.model import BACKWARD, OPT_STEP, StepFunction, encloses
 from ampfix.training.precision import candidate_reasons, model_facts
 
@@ -52,6 +53,8 @@ class Fp32TrainingLoop(Rule):
                 continue
             if any(_no_grad_context(ctx, b) for b in backwards):
                 continue
+            if all(_loss_handed_in(fn, b) for b in backwards):
+                continue  # a helper that backpropagates its caller's loss: the forward is not here
             if candidate_reasons(ctx, fn):
                 continue  # a test, CPU-only code, managed precision, a demo: not a loop to convert
             facts = model_facts(ctx, fn)
@@ -128,6 +131,23 @@ class Fp32TrainingLoop(Rule):
             return Fix(f"Convert the step to AMP ({kind}), with a `{threaded[0]}` parameter its callers pass",
                        tuple(edits), Applicability.DISPLAY_ONLY), None
         return Fix(f"Convert the step to AMP ({kind})", tuple(edits), Applicability.UNSAFE), None
+
+
+def _loss_handed_in(fn: StepFunction, backward) -> bool:
+    """``loss.backward()`` on a parameter of the step function that it never rebinds
+    (robomimic's ``backprop_for_loss(net, optim, loss)``): its forward ran in the caller."""
+    func = backward.call.func
+    loss = func.value if isinstance(func, ast.Attribute) else None
+    node = fn.node
+    if not isinstance(loss, ast.Name) or not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return False
+    arguments = node.args
+    parameters = {a.arg for a in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]}
+    if loss.id not in parameters:
+        return False
+    return not any(
+        isinstance(n, ast.Name) and n.id == loss.id and isinstance(n.ctx, (ast.Store, ast.Del)) for n in own_nodes(node)
+    )
 
 
 _COMPLEX = frozenset({

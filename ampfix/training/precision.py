@@ -40,6 +40,12 @@ _PRECISION_SETTINGS = (
 _LOW_DTYPES = frozenset({"torch.float16", "torch.half", "torch.bfloat16"})
 _FLOAT64 = frozenset({"torch.float64", "torch.double"})
 _RL_MODULES = ("gym", "gymnasium")
+# Sparse models (LightGCN-style recommenders, graph transformers on a sparse adjacency): a sparse
+# matmul gains little from autocast, and a COO one has no float16 kernel on CUDA (autocast's cast
+# makes it raise). Message passing through a graph library's layers is not this: PyG's examples
+# run dense layers that AMP speeds up.
+_SPARSE = ("torch_sparse", "torch.sparse", "torch.spmm", "torch.smm", "torch.hspmm", "torch.sparse_coo_tensor",
+           "torch.sparse_csr_tensor")
 _RANDOM_DATA = frozenset({"rand", "randn", "randint", "randn_like", "rand_like"})
 
 
@@ -217,6 +223,13 @@ def reinforcement_learning(ctx: "ModuleSource") -> bool:
     """Policy-gradient toys on gym environments: tiny networks, CPU-bound by the environment."""
     modules = vocabulary(ctx.semantic).modules
     return any(m == name or m.startswith(name + ".") for m in modules for name in _RL_MODULES)
+
+
+def sparse_model(ctx: "ModuleSource") -> bool:
+    """The module computes with sparse tensors (``torch.sparse.mm``, ``.to_sparse()``,
+    ``torch_sparse``): by what its code names, not by a model followed into another module."""
+    words = vocabulary(ctx.semantic)
+    return "to_sparse" in words.calls or any(m == name or m.startswith(name + ".") for m in words.modules for name in _SPARSE)
 
 
 # Layers whose work is matmuls or convolutions, which low precision runs 2-3x faster on tensor cores.
@@ -403,6 +416,8 @@ def candidate_reasons(ctx: "ModuleSource", fn: "StepFunction") -> list[str]:
         reasons.append("an API demo on random tensors")
     if reinforcement_learning(ctx):
         reasons.append("a reinforcement-learning toy")
+    if sparse_model(ctx):
+        reasons.append("a sparse model")
     if optimizes_inputs(ctx, fn):
         reasons.append("it optimizes input tensors, not a model's weights")
     if not reasons and precision_managed_by_callers(ctx, fn):  # reads other files: asked last
