@@ -3,7 +3,7 @@
 ``fix``) is applied by ``--apply --unsafe-fixes``, and the fixed tree parses and has no finding
 the original did not have.
 
-    python bench/apply_check.py [--half dev|scoring|all] [--checkouts DIR]
+    python bench/apply_check.py [--half dev|scoring|all] [--checkouts DIR] [--repo OWNER/NAME ...]
 
 Each checkout of the ecosystem list (bench/ecosystem.py) is copied to a temporary folder, checked
 (JSON, every rule), fixed in place, then checked again. Printed per repository when something
@@ -49,10 +49,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--half", choices=("dev", "scoring", "all"), default="all")
     parser.add_argument("--checkouts", default=DEFAULT_CHECKOUTS)
+    parser.add_argument("--repo", action="append", help="only these repositories of the list (repeatable)")
     args = parser.parse_args()
     totals = Counter()
     for repo, (commit, _domain) in sorted(ECOSYSTEM.items()):
-        if args.half != "all" and half_of(repo) != args.half:
+        if args.half != "all" and half_of(repo) != args.half or args.repo and repo not in args.repo:
             continue
         source = checkout_dir(args.checkouts, repo, commit)
         with tempfile.TemporaryDirectory() as scratch:
