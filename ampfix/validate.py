@@ -79,8 +79,8 @@ def leaves_names_alone(text: str, edits: Sequence[Edit]) -> bool:
     """True when applying ``edits`` to ``text`` provably reads no name that was not read at the
     same place before and binds or unbinds none (so no name can become undefined)."""
     ordered = sorted(edits, key=lambda e: (e.start, e.end))
-    for before, after in zip(ordered, ordered[1:]):
-        if after.start <= before.end:
+    for earlier, later in zip(ordered, ordered[1:]):
+        if later.start <= earlier.end:
             return False  # touching edits: the context of one is the other's new text
     for edit in ordered:
         if edit.rewrite:
