@@ -376,3 +376,27 @@ def test_a_package_root_put_on_sys_path_from_the_script_s_own_place_resolves(tmp
         "    sys.path.append(str(ROOT))", "    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))")
     write(tmp_path, {script: "import os\n" + spelled})
     assert [d.code for d in check(tmp_path, script)] == []
+
+
+# SELFRec's DirectAU: the step trains `LGCN_Encoder` of another module, whose forward is a COO
+# `torch.sparse.mm` (no float16 kernel on CUDA: the conversion would raise there)
+SPARSE_STEP = """\
+import torch
+from encoders import Encoder
+
+model = Encoder().cuda()
+optimizer = torch.optim.Adam(model.parameters())
+for batch in loader:
+    loss = model(batch).sum()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+"""
+
+
+def test_amp501_is_silent_on_a_model_of_a_project_module_that_computes_with_sparse_tensors(tmp_path):
+    dense = "import torch\nclass Encoder(torch.nn.Module):\n    def forward(self, x):\n        return self.linear(x)\n"
+    write(tmp_path, {"train.py": SPARSE_STEP, "encoders.py": dense})
+    assert "AMP501" in codes(check(tmp_path))
+    write(tmp_path, {"encoders.py": dense.replace("self.linear(x)", "torch.sparse.mm(self.adjacency, x)")})
+    assert "AMP501" not in codes(check(tmp_path))

@@ -227,9 +227,26 @@ def reinforcement_learning(ctx: "ModuleSource") -> bool:
 
 def sparse_model(ctx: "ModuleSource") -> bool:
     """The module computes with sparse tensors (``torch.sparse.mm``, ``.to_sparse()``,
-    ``torch_sparse``): by what its code names, not by a model followed into another module."""
+    ``torch_sparse``): by what its code names, not by the model followed through its values."""
     words = vocabulary(ctx.semantic)
     return "to_sparse" in words.calls or any(m == name or m.startswith(name + ".") for m in words.modules for name in _SPARSE)
+
+
+def builds_a_sparse_model(ctx: "ModuleSource") -> bool:
+    """The module builds a class or calls a function of a project module that computes with
+    sparse tensors (SELFRec's ``DirectAU`` builds ``LGCN_Encoder`` of ``model/graph/LightGCN.py``)."""
+    project = getattr(ctx, "project", None)
+    if project is None:
+        return False
+    seen: set = set()
+    for call in ctx.semantic.nodes(ast.Call):
+        if not isinstance(call.func, ast.Name) or call.func.id in seen:
+            continue
+        seen.add(call.func.id)
+        named = project.definition(ctx, call.func, prefiltered=False)
+        if named is not None and named.module is not ctx and sparse_model(named.module):
+            return True
+    return False
 
 
 # Layers whose work is matmuls or convolutions, which low precision runs 2-3x faster on tensor cores.
@@ -422,5 +439,7 @@ def candidate_reasons(ctx: "ModuleSource", fn: "StepFunction") -> list[str]:
         reasons.append("it optimizes input tensors, not a model's weights")
     if not reasons and precision_managed_by_callers(ctx, fn):  # reads other files: asked last
         reasons.append("precision is managed by its callers")
+    if not reasons and builds_a_sparse_model(ctx):
+        reasons.append("a sparse model of another module")
     return reasons
 
