@@ -767,6 +767,19 @@ for i, (x, y) in enumerate(loader):
         "criterion = torch.nn.CrossEntropyLoss()",
         "class CFG:\n    accum = 1\nCFG = dict(vars(CFG))\nfor key in ['__dict__', '__doc__']:\n    del CFG[key]\n"
         "CFG['model_path'] = path\ncriterion = torch.nn.CrossEntropyLoss()"),
+    # ... read in a function, after the module rebound the class's name to the copy
+    loop("""
+    class CFG:
+        accum = 1
+    CFG = dict(vars(CFG))
+    def train(loader):
+        for i, (x, y) in enumerate(loader):
+            loss = criterion(model(x), y)
+            loss.backward()
+            if (i + 1) % CFG['accum'] == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+    """),
 ])
 def test_amp301_silent(source):
     assert only("AMP301", source) == []

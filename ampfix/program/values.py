@@ -303,9 +303,11 @@ class ValueFlow:
             found: set = set()
             for definition in definitions:
                 elements = _literal_loop_elements(definition, expr.id)
-                if elements is None and (definition.kind not in ("assign", "annassign") or definition.value is None):
-                    return None
-                values = self._union_of_constants(elements, depth) if elements is not None else self.constants(definition.value, depth + 1)
+                if elements is None:
+                    if definition.kind not in ("assign", "annassign") or definition.value is None:
+                        return None
+                    elements = [definition.value]
+                values = self._union_of_constants(elements, depth)
                 if values is None:
                     return None
                 found |= values
@@ -352,38 +354,16 @@ class ValueFlow:
         class binding of the same name is passed over: a string key does not index a class."""
         if self._entry_written(name.id, key):
             return None
-        definitions = self.definitions_at(name) or self._module_definitions(name)
-        if definitions:
-            if any(d.kind not in ("assign", "annassign") or d.value is None for d in definitions):
-                return None
-            values = [d.value for d in definitions]
-        else:
-            values = self._module_values_besides_classes(name.id)
-        if not values:
+        definitions = self.definitions_at(name) or self._module_definitions(name, besides_classes=True)
+        if not definitions or any(d.kind not in ("assign", "annassign") or d.value is None for d in definitions):
             return None
         found: set = set()
-        for value in values:
-            entry = self._entry_of(value, key, depth)
+        for definition in definitions:
+            entry = self._entry_of(definition.value, key, depth)
             if entry is None:
                 return None
             found |= entry
         return frozenset(found)
-
-    def _module_values_besides_classes(self, name: str) -> list:
-        """The values of the module's plain assignments of ``name`` when its other bindings are
-        classes and no function rebinds it ([] otherwise)."""
-        bound = self.semantic.module_scope.bindings.get(name, [])
-        assigned = [b for b in bound if not isinstance(b.node, ast.ClassDef)]
-        everywhere = _assignment_index(self.semantic)[0].get(("name", name), [])
-        if not assigned or len(everywhere) != len(assigned):
-            return []
-        values = []
-        for binding in assigned:
-            stmt = binding.node
-            if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
-                return []
-            values.append(stmt.value)
-        return values
 
     def _entry_of(self, value: ast.AST, key: str, depth: int) -> Optional[frozenset]:
         if isinstance(value, ast.Dict):
@@ -406,15 +386,18 @@ class ValueFlow:
                 return class_constants(cls, key)
         return None
 
-    def _module_definitions(self, name: ast.Name) -> list[Definition]:
+    def _module_definitions(self, name: ast.Name, besides_classes: bool = False) -> list[Definition]:
         """For a module name read in a function that does not bind it: its module-level plain
         assignments (the function may run after any of them); none when some function rebinds it
-        (``global``) or it has another kind of binding."""
+        (``global``) or it has another kind of binding (``besides_classes``: a class of that name,
+        which the caller's use rules out, such as a string key, is passed over)."""
         owner, _ = self._owner_and_statement(name)
         scope = self.semantic.scopes.get(owner) if owner is not None else None
         if owner is None or owner is self.semantic.tree or scope is None or name.id in scope.bindings:
             return []
         bound = self.semantic.module_scope.bindings.get(name.id, [])
+        if besides_classes:
+            bound = [b for b in bound if not isinstance(b.node, ast.ClassDef)]
         everywhere = _assignment_index(self.semantic)[0].get(("name", name.id), [])
         if not bound or len(everywhere) != len(bound):
             return []  # also assigned in a function (a `global`, or a local of the same name)

@@ -21,7 +21,7 @@ from ampfix.rules.amp502_manual_gradient_scaling import (
     scaled_loss_factor,
 )
 from ampfix.rules.base import FIX_UNSAFE, Rule
-from ampfix.program.values import enclosing_function
+from ampfix.program.values import enclosing_function, parameter_names
 from ampfix.semantic import own_nodes
 from ampfix.training.model import BACKWARD, OPT_STEP, StepFunction, encloses
 from ampfix.training.precision import candidate_reasons, model_facts
@@ -139,11 +139,7 @@ def _loss_handed_in(fn: StepFunction, backward) -> bool:
     func = backward.call.func
     loss = func.value if isinstance(func, ast.Attribute) else None
     node = fn.node
-    if not isinstance(loss, ast.Name) or not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-        return False
-    arguments = node.args
-    parameters = {a.arg for a in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]}
-    if loss.id not in parameters:
+    if not isinstance(loss, ast.Name) or loss.id not in parameter_names(node) or isinstance(node, ast.Lambda):
         return False
     return not any(
         isinstance(n, ast.Name) and n.id == loss.id and isinstance(n.ctx, (ast.Store, ast.Del)) for n in own_nodes(node)

@@ -221,15 +221,19 @@ def _built_from_tensors(value: ast.AST) -> bool:
 
 def reinforcement_learning(ctx: "ModuleSource") -> bool:
     """Policy-gradient toys on gym environments: tiny networks, CPU-bound by the environment."""
-    modules = vocabulary(ctx.semantic).modules
-    return any(m == name or m.startswith(name + ".") for m in modules for name in _RL_MODULES)
+    return _imports_any(vocabulary(ctx.semantic).modules, _RL_MODULES)
+
+
+def _imports_any(modules: frozenset, names: tuple) -> bool:
+    """Whether ``modules`` (a vocabulary's) holds one of ``names`` or a submodule of one."""
+    return any(m == name or m.startswith(name + ".") for m in modules for name in names)
 
 
 def sparse_model(ctx: "ModuleSource") -> bool:
     """The module computes with sparse tensors (``torch.sparse.mm``, ``.to_sparse()``,
     ``torch_sparse``): by what its code names, not by the model followed through its values."""
     words = vocabulary(ctx.semantic)
-    return "to_sparse" in words.calls or any(m == name or m.startswith(name + ".") for m in words.modules for name in _SPARSE)
+    return "to_sparse" in words.calls or _imports_any(words.modules, _SPARSE)
 
 
 def builds_a_sparse_model(ctx: "ModuleSource") -> bool:
