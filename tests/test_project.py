@@ -400,3 +400,69 @@ def test_amp501_is_silent_on_a_model_of_a_project_module_that_computes_with_spar
     assert "AMP501" in codes(check(tmp_path))
     write(tmp_path, {"encoders.py": dense.replace("self.linear(x)", "torch.sparse.mm(self.adjacency, x)")})
     assert "AMP501" not in codes(check(tmp_path))
+
+
+def test_a_scheduler_built_in_another_module_is_a_scheduler(tmp_path):
+    """RAFT's shape: ``optimizer, scheduler = fetch_optimizer(...)`` from a helper module that
+    names no AMP API; the scheduler stepped whatever ``scaler.step`` did is AMP217's finding."""
+    write(tmp_path, {
+        "train.py": """
+            import torch
+            from optim_utils import fetch_optimizer
+
+
+            def train(model, loader):
+                optimizer, scheduler = fetch_optimizer(model)
+                scaler = torch.amp.GradScaler("cuda")
+                for x in loader:
+                    with torch.autocast("cuda"):
+                        loss = model(x)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scheduler.step()
+                    scaler.update()
+                    optimizer.zero_grad()
+            """,
+        "optim_utils.py": """
+            import torch
+
+
+            def fetch_optimizer(model):
+                optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+                return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, 1e-3, 1000)
+            """,
+    })
+    found = [d for d in check(tmp_path) if d.code == "AMP217"]
+    assert [d.location.row for d in found] == [14]
+
+
+def test_a_factory_in_another_module_that_may_return_something_else_is_no_scheduler(tmp_path):
+    write(tmp_path, {
+        "train.py": """
+            import torch
+            from optim_utils import fetch_scheduler
+
+
+            def train(model, loader, optimizer):
+                scheduler = fetch_scheduler(optimizer)
+                scaler = torch.amp.GradScaler("cuda")
+                for x in loader:
+                    with torch.autocast("cuda"):
+                        loss = model(x)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scheduler.step()
+                    scaler.update()
+            """,
+        "optim_utils.py": """
+            import torch
+            from mystery import plateau
+
+
+            def fetch_scheduler(optimizer):
+                if optimizer.defaults["lr"] > 1:
+                    return plateau(optimizer)
+                return torch.optim.lr_scheduler.OneCycleLR(optimizer, 1e-3, 1000)
+            """,
+    })
+    assert "AMP217" not in codes(check(tmp_path))

@@ -297,3 +297,92 @@ def test_literal_values_of_names_and_configuration_classes():
     assert flow.constants(accum) is None  # a run-time configuration entry
     assert flow.constants(switched) is None  # a function rebinds the module name
     assert flow.constants(moved) is None  # assigned through the class too
+
+
+def flow_with_returns(source: str):
+    """A module's value flow that follows calls into the functions of the module they run."""
+    from types import SimpleNamespace
+
+    from ampfix.program.calls import flow_of
+
+    tree = ast.parse(textwrap.dedent(source))
+    return tree, flow_of(SimpleNamespace(semantic=SemanticModel(tree), path="m.py", project=None))
+
+
+def test_an_unpacked_factory_result_is_what_the_factory_returns_at_that_position():
+    tree, flow = flow_with_returns(
+        """
+        import torch
+
+        def fetch_optimizer(model):
+            optimizer = torch.optim.AdamW(model.parameters())
+            return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.1, 100)
+
+        def train(model):
+            optimizer, scheduler = fetch_optimizer(model)
+            other_optimizer, other_scheduler = fetch_optimizer(model)
+            scheduler.step()
+            other_scheduler.step()
+            optimizer.step()
+        """
+    )
+    scheduler, other, optimizer = receivers(tree, "step")
+    assert {o.callee for o in flow.origins(flow.object_of(scheduler))} == {"torch.optim.lr_scheduler.OneCycleLR"}
+    assert {o.callee for o in flow.origins(flow.object_of(optimizer))} == {"torch.optim.AdamW"}
+    # one factory, two calls: two schedulers, each its own object (made at the same place)
+    assert flow.object_of(scheduler) != flow.object_of(other)
+    assert flow.origins(flow.object_of(scheduler)) == flow.origins(flow.object_of(other))
+
+
+def test_a_call_result_is_what_the_function_returns_and_unknown_where_some_return_is_not_known():
+    tree, flow = flow_with_returns(
+        """
+        import torch
+
+        def make_scaler():
+            return torch.amp.GradScaler("cuda")
+
+        def maybe_scaler(flag):
+            if flag:
+                return None
+            return torch.amp.GradScaler("cuda")
+
+        def scalers():
+            yield torch.amp.GradScaler("cuda")
+
+        def train():
+            made = make_scaler()
+            maybe = maybe_scaler(True)
+            generated = scalers()
+            made.update()
+            maybe.update()
+            generated.update()
+        """
+    )
+    made, maybe, generated = receivers(tree, "update")
+    assert {o.callee for o in flow.origins(flow.object_of(made))} == {"torch.amp.GradScaler"}
+    assert {o.callee for o in flow.origins(flow.object_of(maybe))} == {"torch.amp.GradScaler", "maybe_scaler"}
+    assert {o.callee for o in flow.origins(flow.object_of(generated))} == {"scalers"}
+
+
+def test_fields_assigned_by_unpacking_are_each_their_own_position():
+    tree, flow = flow_with_returns(
+        """
+        import torch
+
+        class Trainer:
+            def __init__(self, model):
+                self.optimizer, self.scheduler = self.build(model)
+
+            def build(self, model):
+                opt = torch.optim.SGD(model.parameters(), lr=0.1)
+                return opt, torch.optim.lr_scheduler.StepLR(opt, 10)
+
+            def step(self):
+                self.scheduler.step()
+                self.optimizer.step()
+        """
+    )
+    scheduler, optimizer = receivers(tree, "step")[-2:]
+    assert {o.callee for o in flow.origins(flow.object_of(scheduler))} == {"torch.optim.lr_scheduler.StepLR"}
+    assert {o.callee for o in flow.origins(flow.object_of(optimizer))} == {"torch.optim.SGD"}

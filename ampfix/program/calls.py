@@ -23,8 +23,8 @@ from typing import Callable, Optional
 
 from ampfix.program.module import ModuleSource
 from ampfix.program.project import Definition, ProjectIndex
-from ampfix.program.values import assignments, class_family, enclosing_class
-from ampfix.semantic import SemanticModel
+from ampfix.program.values import ValueFlow, assignments, class_family, enclosing_class, value_flow
+from ampfix.semantic import SemanticModel, own_nodes
 
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
@@ -231,3 +231,29 @@ def module_callers(semantic: SemanticModel, function: ast.AST) -> list[tuple[ast
         if target is not None and target.function is function:
             found.append((call, bind_arguments(target, call)))
     return found
+
+
+def flow_of(source: ModuleSource) -> ValueFlow:
+    """The module's value flow, with its callers and its calls' returned values resolved here
+    (in the module, or through the project's imports)."""
+    return value_flow(source.semantic, source.path, module_callers, lambda call: returned_values(source, call))
+
+
+def returned_values(source: ModuleSource, call: ast.Call) -> Optional[list[tuple[ValueFlow, Optional[ast.expr]]]]:
+    """What the function ``call`` runs returns: its module's value flow and each ``return``'s
+    value (None for a bare ``return``); None where the function is not known or returns nothing.
+    A function of another project module is loaded whatever its text (a factory of optimizers
+    and schedulers names no AMP API); asked only for the objects a rule asks about."""
+    module, target = source, resolve(source.semantic, call)
+    if target is None:
+        project = getattr(source, "project", None)
+        found = resolve_in_project(source, call, project, prefiltered=False) if project is not None else None
+        if found is None:
+            return None
+        module, target = found.module, found.target
+    own = list(own_nodes(target.function))
+    returns = [node for node in own if isinstance(node, ast.Return)]
+    if not returns or any(isinstance(node, (ast.Yield, ast.YieldFrom)) for node in own):
+        return None  # a generator's call gives the generator
+    flow = flow_of(module) if module is not source else value_flow(source.semantic, source.path)
+    return [(flow, node.value) for node in returns]

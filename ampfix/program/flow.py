@@ -135,11 +135,13 @@ def branch_label(test: ast.AST, branch: str) -> tuple:
 class Binding:
     """One name or field a node gives a value: ``key`` is its dotted text (``scaler``,
     ``self.scaler``); ``value`` the expression assigned, when one expression is (``a, b = x, y``
-    binds ``a`` to ``x``; ``a, b = pair`` binds both to nothing known)."""
+    binds ``a`` to ``x``); ``element``: for an unpacking of another value (``opt, sched =
+    build(model)``), that value and the position taken from it (``(build(model), 1)`` for ``sched``)."""
 
     key: str
     kind: str  # assign | augassign | annassign | for | with | except | import | def | walrus | delete
     value: Optional[ast.expr] = None
+    element: Optional[tuple] = None
 
 
 def dotted_key(expr: ast.AST) -> Optional[str]:
@@ -217,17 +219,21 @@ def _header_expressions(stmt: ast.AST) -> list:
     return []
 
 
-def _targets(target: ast.AST, value: Optional[ast.expr], kind: str, found: list) -> None:
+def _targets(target: ast.AST, value: Optional[ast.expr], kind: str, found: list, element: Optional[tuple] = None) -> None:
     if isinstance(target, (ast.Tuple, ast.List)):
         paired = isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == len(target.elts)
-        for i, element in enumerate(target.elts):
-            _targets(element, value.elts[i] if paired else None, kind, found)
+        # positions are known up to the first starred target; a nested unpacking is not followed
+        positional = value is not None and not paired and element is None and kind in ("assign", "annassign")
+        starred = next((i for i, e in enumerate(target.elts) if isinstance(e, ast.Starred)), len(target.elts))
+        for i, sub in enumerate(target.elts):
+            taken = (value, i) if positional and i < starred else None
+            _targets(sub, value.elts[i] if paired else None, kind, found, taken)
     elif isinstance(target, ast.Starred):
         _targets(target.value, None, kind, found)
     else:
         key = dotted_key(target)
         if key is not None:
-            found.append(Binding(key, kind, value))
+            found.append(Binding(key, kind, value, element))
 
 
 @dataclass

@@ -178,25 +178,36 @@ class ObjectId:
 @dataclass(frozen=True)
 class Definition:
     """A binding that reaches a use: its flow node (0 is a parameter's, at entry), statement
-    and value (None when the binding has no one expression: a loop target, an unpacking)."""
+    and value (None when the binding has no one expression: a loop target, an unpacking);
+    ``element``: (the value unpacked, the position) for ``opt, sched = build(model)``."""
 
     key: str
     kind: str
     node: int
     stmt: Optional[ast.AST]
     value: Optional[ast.expr]
+    element: Optional[tuple] = None
 
 
 class ValueFlow:
     """Reaching definitions and objects for one module, computed on demand and memoized: one
     control-flow graph per function, one forward pass per (function, reference)."""
 
-    def __init__(self, semantic: SemanticModel, path: str = "<module>", callers: Optional[Callable] = None):
+    def __init__(
+        self, semantic: SemanticModel, path: str = "<module>", callers: Optional[Callable] = None,
+        returns: Optional[Callable] = None,
+    ):
         self.semantic = semantic
         self.path = path
         # callers(semantic, function) -> [(call, parameter -> argument or None)]: the module's
         # calls that run the function (ampfix.program.calls.module_callers; calls imports values)
         self._find_callers = callers
+        # returns(call) -> [(the callee module's ValueFlow, each `return`'s value or None)], or
+        # None where the call's function is not known (ampfix.program.calls.returned_values)
+        self._find_returns = returns
+        self._call_nodes: dict[tuple, ast.Call] = {}  # a call object's site -> its call
+        self._elements: dict[tuple, tuple] = {}  # an element object's site -> (value unpacked, position)
+        self._origins: dict[ObjectId, frozenset] = {}
         self._graphs: dict[int, object] = {}
         self._reaching: dict[tuple, list] = {}
         self._defining: dict[int, dict] = {}
@@ -243,7 +254,7 @@ class ValueFlow:
         gen: dict[int, list[Definition]] = {}
         for index, binding in defining.get(key, ()):
             gen.setdefault(index, []).append(
-                Definition(key, binding.kind, index, graph.nodes[index], binding.value)
+                Definition(key, binding.kind, index, graph.nodes[index], binding.value, binding.element)
             )
         parts = key.split(".")
         kills = {
@@ -466,7 +477,15 @@ class ValueFlow:
 
     def _call_object(self, call: ast.Call) -> ObjectId:
         callee = self.semantic.qualified_name(call.func) or dotted_key(call.func)
-        return ObjectId("call", (self.path, call.lineno, call.col_offset), callee, f"{callee or 'a call'}(...)")
+        site = (self.path, call.lineno, call.col_offset)
+        self._call_nodes[site] = call
+        return ObjectId("call", site, callee, f"{callee or 'a call'}(...)")
+
+    def _element_object(self, where: tuple, element: tuple, label: str) -> ObjectId:
+        """The object bound at position ``element[1]`` of unpacking ``element[0]``: one object per
+        unpacking statement and target (``opt, sched = build(m)`` twice gives two schedulers)."""
+        self._elements[where] = element
+        return ObjectId("element", where, label=label)
 
     def _name_objects(self, name: str, at: ast.AST, depth: int) -> frozenset:
         owner, stmt = self._owner_and_statement(at)
@@ -499,7 +518,7 @@ class ValueFlow:
                 bound = self._bound_by[id(node)] = {b.key: b for b in bindings_of(node, walrus=False)}
             binding = bound.get(name)
             if binding is not None:
-                return Definition(name, binding.kind, -1, node, binding.value)
+                return Definition(name, binding.kind, -1, node, binding.value, binding.element)
         return None
 
     def _owner_and_statement(self, at: ast.AST) -> tuple:
@@ -534,6 +553,8 @@ class ValueFlow:
             return self._parameter_objects(owner, definition.key, depth)
         if kind in ("assign", "annassign", "walrus") and definition.value is not None:
             return self._objects_of(definition.value, depth + 1)
+        if kind in ("assign", "annassign") and definition.element is not None:
+            return frozenset({self._element_object(where, definition.element, definition.key)})
         if kind == "with":
             return frozenset({ObjectId("with", where, label=definition.key)})
         if kind == "for":
@@ -644,7 +665,56 @@ class ValueFlow:
         if obj.kind == "field":
             values = self._field_values(obj)
             return frozenset().union(*(self.origins(o, depth + 1) for o in values)) if values else frozenset({obj})
+        if obj.kind in ("call", "element"):
+            found = self._origins.get(obj)
+            if found is None:
+                self._origins[obj] = frozenset({obj})  # a function that returns its own call
+                found = self._origins[obj] = self._returned_origins(obj, depth)
+            return found
         return frozenset({obj})
+
+    def _returned_origins(self, obj: ObjectId, depth: int) -> frozenset:
+        """What a call's result (or one position of it, unpacked) was created as: the origins of
+        what the function it runs returns, in the callee's module (``sched = build_scheduler(opt)``
+        is the ``OneCycleLR(...)`` that ``build_scheduler`` returns). Where some return gives
+        nothing known (a bare ``return``, an expression, a position the return does not show),
+        the object itself is among them, so that no rule takes a partly known value as known."""
+        if obj.kind == "element":
+            value, position = self._elements.get(obj.site, (None, None))
+            calls = [o for o in self.objects(value)] if value is not None else []
+            if len(calls) != 1 or calls[0].kind != "call":
+                return frozenset({obj})
+            call = self._call_nodes.get(calls[0].site)
+        else:
+            call, position = self._call_nodes.get(obj.site), None
+        returned = self._find_returns(call) if call is not None and self._find_returns is not None else None
+        if not returned:
+            return frozenset({obj})
+        found: set = set()
+        unknown = False
+        for flow, value in returned:
+            if position is not None:
+                value = _at_position(value, position)
+            objects = flow.objects(value) if value is not None else frozenset()
+            unknown = unknown or not objects
+            for returned_obj in objects:
+                found |= flow.origins(returned_obj, depth + 1)
+        if unknown:
+            found.add(obj)
+        return frozenset(found)
+
+    def _assigned_objects(self, stmt: ast.stmt, target: ast.expr) -> frozenset:
+        """The objects ``stmt`` gives ``target``, one of its targets: the whole value, the paired
+        element of a tuple display, or a position of an unpacked value."""
+        for binding in bindings_of(stmt, walrus=False):
+            if binding.key == dotted_key(target):
+                if binding.value is not None:
+                    return self.objects(binding.value)
+                if binding.element is not None:
+                    where = (self.path, stmt.lineno, stmt.col_offset, binding.key)
+                    return frozenset({self._element_object(where, binding.element, binding.key)})
+                return frozenset()
+        return frozenset()
 
     def _field_values(self, obj: ObjectId) -> frozenset:
         cached = self._objects.get(("field", obj.site))
@@ -657,9 +727,10 @@ class ValueFlow:
             cls = enclosing_class(self.semantic, stmt)
             if cls is None or isinstance(stmt, ast.AugAssign):
                 continue
-            family_owner = self._field(_self_target(stmt, attr))
+            target = _self_target(stmt, attr)
+            family_owner = self._field(target)
             if family_owner is not None and family_owner.site == obj.site:
-                found |= self.objects(stmt.value)
+                found |= self._assigned_objects(stmt, target)
         for stmt in _assignment_index(self.semantic)[0].get(("attr", attr), []):
             target = _attr_target(stmt, attr)
             if target is not None and not isinstance(stmt, ast.AugAssign) and obj in self.objects(target):
@@ -669,12 +740,21 @@ class ValueFlow:
         return result
 
 
-def value_flow(semantic: SemanticModel, path: str = "<module>", callers: Optional[Callable] = None) -> ValueFlow:
+def value_flow(
+    semantic: SemanticModel, path: str = "<module>", callers: Optional[Callable] = None, returns: Optional[Callable] = None,
+) -> ValueFlow:
     """The module's ValueFlow, built once and kept on its semantic model."""
     found = getattr(semantic, "_value_flow", None)
     if found is None:
-        found = semantic._value_flow = ValueFlow(semantic, path, callers)
+        found = semantic._value_flow = ValueFlow(semantic, path, callers, returns)
     return found
+
+
+def _at_position(value: Optional[ast.expr], position: int) -> Optional[ast.expr]:
+    """The element at ``position`` of a returned tuple or list display (``return opt, sched``)."""
+    if not isinstance(value, (ast.Tuple, ast.List)) or any(isinstance(e, ast.Starred) for e in value.elts):
+        return None
+    return value.elts[position] if position < len(value.elts) else None
 
 
 def _one(objects: frozenset, label: str) -> Optional[ObjectId]:

@@ -18,9 +18,9 @@ import ast
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Optional
 
-from ampfix.program.calls import Target, bind_arguments, module_callers, overrides, resolve, resolve_in_project
+from ampfix.program.calls import Target, bind_arguments, flow_of, overrides, resolve, resolve_in_project
 from ampfix.program.flow import dotted_key
-from ampfix.program.values import ValueFlow, parameter_names, value_flow
+from ampfix.program.values import ValueFlow, parameter_names
 from ampfix.semantic import own_nodes
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ def _returns_of(target: Target) -> Iterator[ast.expr]:
 
 
 def _values(module: "ModuleSource") -> ValueFlow:
-    return value_flow(module.semantic, module.path, module_callers)
+    return flow_of(module)
 
 
 # -- whether a loss scaler made it ------------------------------------------------------------------

@@ -57,13 +57,13 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from ampfix.program.calls import bind_arguments, module_callers, resolve_in_project
+from ampfix.program.calls import bind_arguments, flow_of, resolve_in_project
 from ampfix.program.calls import resolve as resolve_call
 from ampfix.program.flow import FlowGraph, branch_label, dotted_key
 from ampfix.program.flow import build as build_flow
 from ampfix.training.loss import scaling_call
 from ampfix.program.values import (
-    ObjectId, ValueFlow, assigned_through, class_constants, enclosing_class, enclosing_function, value_flow,
+    ObjectId, ValueFlow, assigned_through, class_constants, enclosing_class, enclosing_function,
 )
 from ampfix.semantic import dotted_name
 
@@ -399,7 +399,7 @@ class TrainingModel:
         self._callee_locals: dict[int, tuple[set, set]] = {}
         self._summaries: dict[int, list[Event]] = {}
         self._by_node: Optional[dict[int, StepFunction]] = None
-        self.values = value_flow(ctx.semantic, ctx.path, module_callers)
+        self.values = flow_of(ctx)
         self._unscaled: set[ObjectId] = set()  # objects `.unscale_()` is called on
         self._roles: dict[tuple, Optional[str]] = {}  # (function id, reference) -> role
         self._role_objects: Optional[bool] = None
