@@ -274,11 +274,10 @@ def _run_in_pool(items: list[tuple[str, Optional[list]]], job: Job, workers: int
 
 def _import_the_analysis() -> None:
     """Import, once in this process, what the workers' analyses import lazily: forked workers
-    then share these modules instead of each importing them again (LibCST alone, which fixes
-    that move blocks need, is about 0.1 s of CPU per process). Worth it only before a pool,
-    which runs only for enough files that some of them reach the analysis."""
-    import libcst  # noqa: F401
-
+    then share these modules instead of each importing them again. Worth it only before a pool,
+    which runs only for enough files that some of them reach the analysis. LibCST is not among
+    them: a check builds the moves it validates from their lines (ampfix/rewrite.py), and the
+    few that need LibCST import it where they run."""
     import ampfix.engine  # noqa: F401
     from ampfix.rules import RULES
 

@@ -172,6 +172,31 @@ def test_a_negated_test_is_the_same_test_taken_the_other_way():
     assert _reaches(source, "cpu", "elsewhere") is True and _reaches(source, "plain", "fp32") is True
 
 
+def test_one_reference_equal_to_two_constants_is_not_one_path():
+    """EfficientZero's switch: `amp_type == "none"` true, then `amp_type == "torch_amp"` cannot be;
+    an assignment in between, or constants of different types (1 == 1.0), correlate nothing."""
+    source = """
+    def f(config, level):
+        if config.amp_type == "none":
+            plain()
+        if config.amp_type == "torch_amp":
+            scaler_step()
+        else:
+            optimizer_step()
+        if level == 1:
+            one()
+        if level == 1.0:
+            also_one()
+        if "none" == config.amp_type:
+            none_again()
+    """
+    assert _reaches(source, "plain", "scaler_step") is False
+    assert _reaches(source, "plain", "optimizer_step") is True
+    assert _reaches(source, "one", "also_one") is True
+    rebound = source.replace('            plain()\n', '            plain()\n            config = load()\n')
+    assert _reaches(rebound, "plain", "scaler_step") is True
+
+
 def test_skipping_a_disjunction_decides_each_operand():
     source = """
     def f(world_size, clip):

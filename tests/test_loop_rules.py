@@ -623,6 +623,34 @@ def test_amp301_a_window_normalised_on_the_gradient_side_is_divided(rescale):
     assert only("AMP301", source) == []
 
 
+SUB_BATCHES = """
+import math
+import torch.nn.functional as F
+
+
+def train(model, loader, optimizer, args):
+    for data, target in loader:
+        optimizer.zero_grad()
+        for i in range(0, len(data), args.batch_size):
+            output = model(data[i:i + args.batch_size])
+            loss = F.cross_entropy(output, target[i:i + args.batch_size])
+            DIVIDE_BEFORE
+            loss.backward()
+            DIVIDE_AFTER
+        optimizer.step()
+"""
+
+
+def test_amp301_a_loss_divided_in_place_before_its_backward_is_divided():
+    """horovod's ImageNet example: ``loss.div_(math.ceil(len(data) / args.batch_size))``."""
+    divided = SUB_BATCHES.replace("DIVIDE_BEFORE", "loss.div_(math.ceil(len(data) / args.batch_size))")
+    assert only("AMP301", divided.replace("            DIVIDE_AFTER\n", "")) == []
+    after = SUB_BATCHES.replace("            DIVIDE_BEFORE\n", "").replace("DIVIDE_AFTER", "loss.div_(2)")
+    assert only("AMP301", after) == ["AMP301"]  # after the backward: the gradients are not divided
+    other = SUB_BATCHES.replace("DIVIDE_BEFORE", "other = loss * 1\n            other.div_(2)")
+    assert only("AMP301", other.replace("            DIVIDE_AFTER\n", "")) == ["AMP301"]
+
+
 def test_amp301_a_gradient_rescale_after_the_step_does_not_divide_the_window():
     source = TOKEN_NORMALISED.replace("        RESCALE\n", "").replace(
         "        num_tokens = 0\n", "        num_tokens = 0\n    for p in model.parameters():\n        p.grad.mul_(0.5)\n")

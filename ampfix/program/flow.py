@@ -50,7 +50,7 @@ class TestKey:
     """An ``if`` test's identity on a path: its text (``ast.dump``), with the references it
     reads (what an assignment must bind to make the path forget it)."""
 
-    __slots__ = ("text", "reads", "test", "stable", "_implied")
+    __slots__ = ("text", "reads", "test", "stable", "equality", "_implied")
 
     def __init__(self, test: ast.AST):
         self.text = ast.dump(test)
@@ -60,6 +60,9 @@ class TestKey:
         # rebound (which the path sees), not by going round a loop (a call's may: `if ready():`)
         self.stable = all(isinstance(n, _STABLE_NODES) for n in ast.walk(test))
         self._implied: dict = {}  # branch -> its implied labels (asked on every edge a path takes)
+        # `x == "none"`: (the text of x, the constant), so that the body of `x == "torch_amp"`
+        # contradicts it on one path (EfficientZero's `amp_type` switch)
+        self.equality = _equality(test) if self.stable else None
 
     def implied(self, branch: str) -> tuple:
         """What taking ``branch`` decides about the operands: the ``else`` of ``a or b`` is the
@@ -91,6 +94,29 @@ class TestKey:
         return f"TestKey({self.text})"
 
 
+def _equality(test: ast.AST) -> Optional[tuple]:
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return None
+    left, right = test.left, test.comparators[0]
+    if isinstance(left, ast.Constant) and not isinstance(right, ast.Constant):
+        left, right = right, left
+    if not isinstance(right, ast.Constant) or isinstance(left, ast.Constant):
+        return None
+    return ast.dump(left), type(right.value), right.value
+
+
+def _excluded(assumed: frozenset, key: TestKey) -> bool:
+    """Whether a path that assumed ``x == c`` true takes the body of ``x == d``, d another constant."""
+    equality = key.equality
+    if equality is None:
+        return False
+    return any(
+        branch == "body" and other.equality is not None and other.equality[:2] == equality[:2]
+        and other.equality[2] != equality[2]  # the same reference and type of constant, another value
+        for other, branch in assumed
+    )
+
+
 def branch_key(test: ast.AST) -> TestKey:
     return TestKey(test)
 
@@ -106,6 +132,8 @@ def take(assumed: frozenset, label: tuple) -> Optional[frozenset]:
     test's operands); None when that contradicts a test the path already took the other way."""
     labels = (label, *label[0].implied(label[1]))
     if any((key, _FLIPPED[branch]) in assumed for key, branch in labels):
+        return None
+    if any(branch == "body" and _excluded(assumed, key) for key, branch in labels):
         return None
     return assumed | frozenset(labels)
 

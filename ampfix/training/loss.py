@@ -97,6 +97,7 @@ def _collect(module, expr, element, found, seen, depth, calls) -> None:
         definitions = _values(module).definitions_at(expr)
         for definition in definitions:
             _from_definition(module, definition, found, seen, depth - 1, calls)
+        found.extend(LossSource(module, call) for call in _divided_in_place(module, expr, definitions))
         if not definitions and isinstance(expr, ast.Attribute) and isinstance(expr.value, (ast.Name, ast.Attribute)):
             # a member of a value computed here (iris: `losses = compute_loss(batch) / grad_acc_steps`,
             # then `losses.loss_total.backward()`): the container's arithmetic is its members'
@@ -107,6 +108,41 @@ def _collect(module, expr, element, found, seen, depth, calls) -> None:
     elif isinstance(expr, ast.Call) and calls > 0:
         for ret_module, value in _returned(module, expr):
             _collect(ret_module, value, None, found, seen, depth - 1, calls - 1)
+
+
+def _divided_in_place(module, expr: ast.expr, definitions: list) -> list[ast.Call]:
+    """``loss.div_(n)`` statements before the use of ``loss`` that read the same value (the same
+    definitions reach them): horovod's ``loss.div_(math.ceil(len(data) / args.batch_size))``."""
+    key = dotted_key(expr)
+    if key is None or not definitions:
+        return []
+    values = _values(module)
+    owner, use = values.owner_and_statement(expr)
+    if owner is None or use is None:
+        return []
+    return [
+        call for call in _in_place_divisions(module).get((id(owner), key), ())
+        if call.lineno < use.lineno and values.definitions_at(call.func.value) == definitions
+    ]
+
+
+def _in_place_divisions(module) -> dict:
+    """(id of the function, the divided reference) -> its ``x.div_(...)`` statements, found once
+    per module (asked for every reference the loss flows from)."""
+    found = getattr(module.semantic, "_in_place_divisions", None)
+    if found is None:
+        found = {}
+        values = _values(module)
+        for call in module.semantic.nodes(ast.Call):
+            func = call.func
+            if not (isinstance(func, ast.Attribute) and func.attr == "div_"):
+                continue
+            owner, stmt = values.owner_and_statement(call)
+            key = dotted_key(func.value)
+            if owner is not None and key is not None and isinstance(stmt, ast.Expr) and stmt.value is call:
+                found.setdefault((id(owner), key), []).append(call)
+        module.semantic._in_place_divisions = found
+    return found
 
 
 def _from_definition(module, definition, found, seen, depth, calls) -> None:
