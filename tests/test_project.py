@@ -466,3 +466,37 @@ def test_a_factory_in_another_module_that_may_return_something_else_is_no_schedu
             """,
     })
     assert "AMP217" not in codes(check(tmp_path))
+
+
+FFT_LOOP = """
+    import torch
+    from exp_basic import build_model
+
+
+    def train(args, loader):
+        model = build_model(args).cuda()
+        optimizer = torch.optim.Adam(model.parameters())
+        for x, y in loader:
+            x, y = x.cuda(), y.cuda()
+            optimizer.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            optimizer.step()
+    """
+
+
+def test_a_loop_that_may_train_an_fft_model_of_the_project_is_not_converted(tmp_path):
+    """TSLib's shape: the loop trains whichever model ``--model`` picks, built in a module that
+    imports them all; TimesNet's ``torch.fft.rfft`` raises on float16 input of a size that is not
+    a power of two, so autocast would break those runs."""
+    models = {
+        "exp_basic.py": "from models import TimesNet, DLinear\n\n\ndef build_model(args):\n"
+                        "    return {'TimesNet': TimesNet, 'DLinear': DLinear}[args.model].Model(args)\n",
+        "models/__init__.py": "",
+        "models/DLinear.py": "import torch\n\n\nclass Model(torch.nn.Module):\n    def forward(self, x):\n        return x\n",
+    }
+    fft = "import torch\n\n\nclass Model(torch.nn.Module):\n    def forward(self, x):\n        return torch.fft.rfft(x, dim=1).abs()\n"
+    write(tmp_path, {"train.py": FFT_LOOP, **models, "models/TimesNet.py": fft})
+    assert "AMP501" not in codes(check(tmp_path))
+    (tmp_path / "models/TimesNet.py").write_text(fft.replace("torch.fft.rfft(x, dim=1).abs()", "x"))
+    assert "AMP501" in codes(check(tmp_path))  # no model computes an FFT: a candidate

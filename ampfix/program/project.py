@@ -513,3 +513,21 @@ def _module_in(base: str, module: str) -> Optional[str]:
 def _package_init(folder: str) -> Optional[str]:
     init = os.path.join(folder, "__init__.py")
     return init if os.path.isfile(init) else None
+
+
+def imported_project_files(ctx: ModuleSource) -> list[str]:
+    """The files of the project modules that ``ctx`` imports (``from pkg import mod`` names the
+    submodule's file too), itself left out."""
+    files = []
+    here = os.path.abspath(ctx.path)
+    for stmt in ctx.semantic.nodes(ast.Import, ast.ImportFrom):
+        if isinstance(stmt, ast.ImportFrom):
+            names = [stmt.module or ""] + [f"{stmt.module}.{a.name}" if stmt.module else a.name for a in stmt.names]
+            level = stmt.level
+        else:
+            names, level = [a.name for a in stmt.names], 0
+        for name in names:
+            path = ctx.project.module_file(ctx.path, name, level) if name or level else None
+            if path is not None and os.path.abspath(path) != here:
+                files.append(path)
+    return files

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 from ampfix.program.calls import module_callers
-from ampfix.program.project import python_files
+from ampfix.program.project import imported_project_files, python_files
 from ampfix.program.values import assignments, enclosing_function
 from ampfix.program.vocabulary import code_text
 from ampfix.semantic import dotted_name
@@ -290,7 +290,7 @@ def autocast_may_be_entered(ctx: "ModuleSource", function: ast.AST) -> bool:
     model = ctx.training
     if model.regions or model.autocast_names or _mentions_precision(code_text(ctx.semantic, ctx.text)):
         return True
-    for path in _imported_project_files(ctx) if ctx.project is not None else ():
+    for path in imported_project_files(ctx) if ctx.project is not None else ():
         try:
             with open(path, encoding="utf-8", errors="replace") as handle:
                 if _mentions_precision(handle.read()):
@@ -326,17 +326,3 @@ def _entered_elsewhere(ctx: "ModuleSource", function: ast.AST) -> bool:
     return False
 
 
-def _imported_project_files(ctx: "ModuleSource") -> list[str]:
-    files = []
-    here = os.path.abspath(ctx.path)
-    for stmt in ctx.semantic.nodes(ast.Import, ast.ImportFrom):
-        if isinstance(stmt, ast.ImportFrom):
-            names = [stmt.module or ""] + [f"{stmt.module}.{a.name}" if stmt.module else a.name for a in stmt.names]
-            level = stmt.level
-        else:
-            names, level = [a.name for a in stmt.names], 0
-        for name in names:
-            path = ctx.project.module_file(ctx.path, name, level) if name or level else None
-            if path is not None and os.path.abspath(path) != here:
-                files.append(path)
-    return files

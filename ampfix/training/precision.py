@@ -15,7 +15,10 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-from ampfix.program.values import assignments
+import os
+
+from ampfix.program.project import imported_project_files
+from ampfix.program.values import assignments, enclosing_class
 from ampfix.program.vocabulary import Vocabulary, vocabulary
 from ampfix.semantic import own_nodes
 from ampfix.training.model import BACKWARD, OPT_STEP
@@ -253,6 +256,46 @@ def builds_a_sparse_model(ctx: "ModuleSource") -> bool:
     return False
 
 
+def fft_model(ctx: "ModuleSource") -> bool:
+    """A model of this module computes FFTs: a ``torch.fft`` call in a class (TSLib's TimesNet,
+    Autoformer's auto-correlation). Under float16 autocast the FFT's input is a float16 layer
+    output, and cuFFT runs half precision only for power-of-two sizes: the step raises."""
+    semantic = ctx.semantic
+    return any(
+        (semantic.qualified_name(call.func) or "").startswith("torch.fft.") and enclosing_class(semantic, call) is not None
+        for call in semantic.nodes(ast.Call)
+    )
+
+
+_IMPORT_HOPS = 2  # TSLib: exp/exp_imputation.py -> exp/exp_basic.py -> models/TimesNet.py
+
+
+def imports_an_fft_model(ctx: "ModuleSource") -> bool:
+    """A project module this module imports, or one that such a module imports, holds an FFT
+    model (``fft_model``): a loop that trains whichever model its arguments pick may train it."""
+    project = getattr(ctx, "project", None)
+    if project is None:
+        return False
+    seen = {os.path.abspath(ctx.path)}
+    frontier = [ctx]
+    for _hop in range(_IMPORT_HOPS):
+        reached = []
+        for module in frontier:
+            for path in imported_project_files(module):
+                key = os.path.abspath(path)
+                if key in seen:
+                    continue
+                seen.add(key)
+                loaded = project.load(path, prefiltered=False)
+                if loaded is None:
+                    continue
+                if fft_model(loaded):
+                    return True
+                reached.append(loaded)
+        frontier = reached
+    return False
+
+
 # Layers whose work is matmuls or convolutions, which low precision runs 2-3x faster on tensor cores.
 _HEAVY_LAYERS = frozenset({
     "Linear", "LazyLinear", "Bilinear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
@@ -445,5 +488,7 @@ def candidate_reasons(ctx: "ModuleSource", fn: "StepFunction") -> list[str]:
         reasons.append("precision is managed by its callers")
     if not reasons and builds_a_sparse_model(ctx):
         reasons.append("a sparse model of another module")
+    if not reasons and (fft_model(ctx) or imports_an_fft_model(ctx)):
+        reasons.append("a model that computes FFTs, which float16 makes raise")
     return reasons
 
