@@ -96,11 +96,16 @@ def _reblocked_lines(statements: str, old_indent: str, new_indent: str, header: 
     prefix = f"if True:{newline}" if old_indent else ""
     in_string: set[int] = set()  # 0-based rows of lines that continue a string begun above
     code_rows: list[int] = []
+    fstrings: list[int] = []  # the rows where the f-strings open (Python 3.12 tokenizes their parts)
     try:
         for token in tokenize.generate_tokens(io.StringIO(prefix + statements).readline):
             start, end = token.start[0] - 1 - bool(prefix), token.end[0] - 1 - bool(prefix)
-            if token.type == tokenize.STRING or token.type == getattr(tokenize, "FSTRING_MIDDLE", -1):
+            if token.type == tokenize.STRING:
                 in_string.update(range(start + 1, end + 1))
+            elif token.type == getattr(tokenize, "FSTRING_START", -1):
+                fstrings.append(start)
+            elif token.type == getattr(tokenize, "FSTRING_END", -1) and fstrings:
+                in_string.update(range(fstrings.pop() + 1, end + 1))
             if token.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT,
                                   tokenize.DEDENT, tokenize.ENDMARKER) and start >= 0:
                 code_rows.append(start)
@@ -114,7 +119,7 @@ def _reblocked_lines(statements: str, old_indent: str, new_indent: str, header: 
             continue
         if not line.startswith(old_indent) or (row < first and not line.lstrip().startswith("#")):
             return None
-        if row > last and not _continues(lines, row, in_string):
+        if row > last and line.lstrip().startswith("#"):
             return None  # a comment after the last statement: LibCST keeps it in the block's footer
     if old_indent and lines[first][len(old_indent):len(old_indent) + 1] in (" ", "\t"):
         return None  # the first statement is indented deeper than the block
@@ -124,20 +129,12 @@ def _reblocked_lines(statements: str, old_indent: str, new_indent: str, header: 
         indent = new_indent if header and row < first else inner
         if row == first and header:
             out.append(f"{new_indent}with {header}:{newline}")
-        if row not in in_string and line.startswith(old_indent) and line.strip():
-            line = indent + line[len(old_indent):]
-        elif row not in in_string and line.startswith(old_indent) and (line.rstrip("\r\n") or not old_indent):
-            # a line of blanks at the block's level (at the top level, every blank line is: LibCST
-            # prints it at the new level too)
+        # a line at the block's level, blanks only included; at the top level every line is,
+        # an empty one too (LibCST prints it at the new level)
+        if row not in in_string and line.startswith(old_indent) and (line.rstrip("\r\n") or not old_indent):
             line = indent + line[len(old_indent):]
         out.append(line)
     return "".join(out)
-
-
-def _continues(lines: list[str], row: int, in_string: set) -> bool:
-    """Whether a line after the last statement's first line is part of that statement: in a
-    string, or a continuation (not a comment of its own)."""
-    return row in in_string or not lines[row].lstrip().startswith("#")
 
 
 def _reblock_with_libcst(statements: str, old_indent: str, new_indent: str, header: str = "", unit: str = "    ",

@@ -402,27 +402,30 @@ def test_amp501_is_silent_on_a_model_of_a_project_module_that_computes_with_spar
     assert "AMP501" not in codes(check(tmp_path))
 
 
+SCHEDULED_LOOP = """
+    import torch
+    from optim_utils import FACTORY
+
+
+    def train(model, loader, optimizer):
+        BUILD
+        scaler = torch.amp.GradScaler("cuda")
+        for x in loader:
+            with torch.autocast("cuda"):
+                loss = model(x)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scheduler.step()
+            scaler.update()
+    """
+
+
 def test_a_scheduler_built_in_another_module_is_a_scheduler(tmp_path):
     """RAFT's shape: ``optimizer, scheduler = fetch_optimizer(...)`` from a helper module that
     names no AMP API; the scheduler stepped whatever ``scaler.step`` did is AMP217's finding."""
     write(tmp_path, {
-        "train.py": """
-            import torch
-            from optim_utils import fetch_optimizer
-
-
-            def train(model, loader):
-                optimizer, scheduler = fetch_optimizer(model)
-                scaler = torch.amp.GradScaler("cuda")
-                for x in loader:
-                    with torch.autocast("cuda"):
-                        loss = model(x)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scheduler.step()
-                    scaler.update()
-                    optimizer.zero_grad()
-            """,
+        "train.py": SCHEDULED_LOOP.replace("FACTORY", "fetch_optimizer").replace(
+            "BUILD", "optimizer, scheduler = fetch_optimizer(model)"),
         "optim_utils.py": """
             import torch
 
@@ -438,22 +441,8 @@ def test_a_scheduler_built_in_another_module_is_a_scheduler(tmp_path):
 
 def test_a_factory_in_another_module_that_may_return_something_else_is_no_scheduler(tmp_path):
     write(tmp_path, {
-        "train.py": """
-            import torch
-            from optim_utils import fetch_scheduler
-
-
-            def train(model, loader, optimizer):
-                scheduler = fetch_scheduler(optimizer)
-                scaler = torch.amp.GradScaler("cuda")
-                for x in loader:
-                    with torch.autocast("cuda"):
-                        loss = model(x)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scheduler.step()
-                    scaler.update()
-            """,
+        "train.py": SCHEDULED_LOOP.replace("FACTORY", "fetch_scheduler").replace(
+            "BUILD", "scheduler = fetch_scheduler(optimizer)"),
         "optim_utils.py": """
             import torch
             from mystery import plateau
@@ -466,7 +455,6 @@ def test_a_factory_in_another_module_that_may_return_something_else_is_no_schedu
             """,
     })
     assert "AMP217" not in codes(check(tmp_path))
-
 
 FFT_LOOP = """
     import torch
