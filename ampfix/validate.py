@@ -154,7 +154,7 @@ class FixValidator:
         that made ``fixed`` from it, when they alone did (no import was tidied away)."""
         if fixed == self.text:
             return None
-        created = self._created_findings(fixed)
+        created = self._created_findings(fixed, edits)
         if created:
             return f"its result would have a new finding ({', '.join(created)})"
         # a generated multi-megabyte file: the name check would cost more than the file
@@ -194,14 +194,16 @@ class FixValidator:
                 found.on_text[(diag.code, _stripped(found.lines, row))] += 1
         return found
 
-    def _created_findings(self, fixed: str) -> list[str]:
+    def _created_findings(self, fixed: str, edits: Optional[Sequence[Edit]] = None) -> list[str]:
         """Codes of the findings of ``fixed`` that stand where the original had none of that
-        code: rows are mapped back through a line diff; a finding in changed lines matches one
-        of the same code anywhere in the lines they replaced."""
+        code: rows are mapped back through the edits that made it (when they alone did), else
+        through a line diff; a finding in changed lines matches one of the same code anywhere in
+        the lines they replaced."""
         if self._original is None:
             self._original = self._original_findings()
         before, after = self._original, self._findings(fixed)
-        rows_before = _RowMap(line_opcodes(before.lines, after.lines))
+        opcodes = edit_opcodes(self.text, edits, len(after.lines)) if edits is not None else None
+        rows_before = _RowMap(opcodes if opcodes is not None else line_opcodes(before.lines, after.lines))
         created = set()
         for (code, row), count in after.at.items():
             first, last = rows_before(row)
@@ -218,6 +220,56 @@ def _stripped(lines: list[str], row: int) -> str:
 # Lines (both texts together) up to which difflib is used alone: its longest-match search is
 # quadratic in lines that repeat (a file of many similar functions), linear enough below this.
 _PLAIN_DIFF_LINES = 4000
+
+
+def edit_opcodes(text: str, edits: Sequence[Edit], fixed_rows: int) -> Optional[list[tuple[str, int, int, int, int]]]:
+    """The line opcodes (as ``line_opcodes`` gives them) of applying ``edits`` to ``text``, read
+    off the edits: each run of lines an edit touches is replaced by the lines its result holds
+    there, the lines between are equal. A diff would have to find that out (difflib is
+    quadratic in a re-indented block). None when the edits overlap, or the rows do not come to
+    ``fixed_rows`` (the fixed text's line count): the diff decides then."""
+    lines = text.splitlines(keepends=True)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    groups: list[list[int]] = []  # [first row, end row (exclusive), rows it becomes]
+    position = 0
+    for edit in sorted(edits, key=lambda e: (e.start, e.end)):
+        if edit.start < position:
+            return None
+        position = edit.end
+        first = bisect.bisect_right(starts, edit.start) - 1
+        if edit.end == edit.start and edit.start == starts[first] and edit.content.endswith(("\n", "\r")):
+            end = first  # whole lines inserted before a line
+        else:
+            end = bisect.bisect_right(starts, max(edit.end - 1, edit.start)) if edit.end > starts[first] else first + 1
+            end = min(max(end, first + 1), len(lines))
+        if groups and first < groups[-1][1]:
+            groups[-1][1] = max(groups[-1][1], end)
+            groups[-1].append(edit)
+        else:
+            groups.append([first, end, edit])
+    opcodes = []
+    a = b = 0
+    for first, end, *in_group in groups:
+        if first > a:
+            opcodes.append(("equal", a, first, b, b + first - a))
+            b += first - a
+        region_end = starts[end] if end < len(starts) else len(text)
+        region, cursor = [], starts[first]
+        for edit in in_group:
+            region += [text[cursor:edit.start], edit.content]
+            cursor = edit.end
+        region.append(text[cursor:region_end])
+        rows = len("".join(region).splitlines())
+        tag = "replace" if rows and end > first else ("insert" if rows else "delete")
+        if rows or end > first:
+            opcodes.append((tag, first, end, b, b + rows))
+        a, b = end, b + rows
+    if a < len(lines):
+        opcodes.append(("equal", a, len(lines), b, b + len(lines) - a))
+        b += len(lines) - a
+    return opcodes if b == fixed_rows else None
 
 
 def line_opcodes(before: list[str], after: list[str]) -> list[tuple[str, int, int, int, int]]:

@@ -328,3 +328,41 @@ def test_a_fix_that_respells_into_an_undefined_name_is_still_refused(monkeypatch
     monkeypatch.setattr(rule, "check", into_a_bare_name)
     (diag,) = [d for d in ampfix.check_source(OLD, "t.py", Settings()) if d.code == "AMP102"]
     assert diag.fix is None and "GradScaler" in diag.fix_refused
+
+
+def test_row_mapping_read_off_the_edits_is_a_line_diff_of_the_result():
+    """The opcodes of ``edit_opcodes`` say which lines stayed: every equal run is equal, the
+    runs cover both texts, and where the edits overlap (or the rows would not add up) it leaves
+    the mapping to the diff."""
+    import random
+
+    from ampfix.diagnostics import Edit
+    from ampfix.validate import edit_opcodes
+
+    text = "".join(f"line {i}\n" for i in range(30))
+    contents = ["", "X", "new\n", "    with ctx():\n        body()\n", "q\nr", "\n"]
+    generator = random.Random(3)
+    decided = 0
+    for _ in range(500):
+        edits, position = [], 0
+        for _ in range(generator.randint(1, 3)):
+            start = generator.randint(position, len(text))
+            end = generator.randint(start, min(len(text), start + generator.choice([0, 3, 10, 40])))
+            edits.append(Edit(start, end, generator.choice(contents)))
+            position = end
+        fixed = text
+        for edit in reversed(edits):
+            fixed = fixed[:edit.start] + edit.content + fixed[edit.end:]
+        before, after = text.splitlines(), fixed.splitlines()
+        opcodes = edit_opcodes(text, edits, len(after))
+        if opcodes is None:
+            continue
+        decided += 1
+        assert opcodes[0][1] == opcodes[0][3] == 0 and opcodes[-1][2] == len(before) and opcodes[-1][4] == len(after)
+        for (tag, a1, a2, b1, b2), following in zip(opcodes, opcodes[1:] + [None]):
+            if tag == "equal":
+                assert before[a1:a2] == after[b1:b2]
+            if following is not None:
+                assert (following[1], following[3]) == (a2, b2)  # contiguous in both texts
+    assert decided > 400
+    assert edit_opcodes(text, [Edit(0, 10, "a"), Edit(5, 12, "b")], 30) is None  # overlapping
