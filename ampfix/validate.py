@@ -225,14 +225,15 @@ _PLAIN_DIFF_LINES = 4000
 def edit_opcodes(text: str, edits: Sequence[Edit], fixed_rows: int) -> Optional[list[tuple[str, int, int, int, int]]]:
     """The line opcodes (as ``line_opcodes`` gives them) of applying ``edits`` to ``text``, read
     off the edits: each run of lines the edits touch (runs that touch joined into one, as a diff
-    reports them) is replaced by the lines its result holds there, the lines between are equal. A diff would have to find that out (difflib is
-    quadratic in a re-indented block). None when the edits overlap, or the rows do not come to
-    ``fixed_rows`` (the fixed text's line count): the diff decides then."""
+    reports them) is replaced by the lines its result holds there, the lines between are equal.
+    A diff would have to find that out (difflib is quadratic in a re-indented block). None when
+    the edits overlap, or the rows do not come to ``fixed_rows`` (the fixed text's line count):
+    the diff decides then."""
     lines = text.splitlines(keepends=True)
     starts = [0]
     for line in lines:
         starts.append(starts[-1] + len(line))
-    groups: list[list[int]] = []  # [first row, end row (exclusive), rows it becomes]
+    groups: list[list] = []  # [first row, end row (exclusive), its edits...]
     position = 0
     for edit in sorted(edits, key=lambda e: (e.start, e.end)):
         if edit.start < position:
@@ -242,8 +243,8 @@ def edit_opcodes(text: str, edits: Sequence[Edit], fixed_rows: int) -> Optional[
         if edit.end == edit.start and edit.start == starts[first] and edit.content.endswith(("\n", "\r")):
             end = first  # whole lines inserted before a line
         else:
-            end = bisect.bisect_right(starts, max(edit.end - 1, edit.start)) if edit.end > starts[first] else first + 1
-            end = min(max(end, first + 1), len(lines))
+            # the row after the one holding the edit's last character (its first, for an insertion)
+            end = min(max(bisect.bisect_right(starts, max(edit.end - 1, edit.start)), first + 1), len(lines))
         if groups and first <= groups[-1][1]:
             # touching or sharing lines: one run of changed lines, as a diff reports it (a finding
             # on it matches one of its code anywhere in the lines the run replaced)

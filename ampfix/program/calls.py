@@ -255,5 +255,5 @@ def returned_values(source: ModuleSource, call: ast.Call) -> Optional[list[tuple
     returns = [node for node in own if isinstance(node, ast.Return)]
     if not returns or any(isinstance(node, (ast.Yield, ast.YieldFrom)) for node in own):
         return None  # a generator's call gives the generator
-    flow = flow_of(module) if module is not source else value_flow(source.semantic, source.path)
+    flow = flow_of(module)
     return [(flow, node.value) for node in returns]

@@ -681,7 +681,7 @@ class ValueFlow:
         the object itself is among them, so that no rule takes a partly known value as known."""
         if obj.kind == "element":
             value, position = self._elements.get(obj.site, (None, None))
-            calls = [o for o in self.objects(value)] if value is not None else []
+            calls = list(self.objects(value)) if value is not None else []
             if len(calls) != 1 or calls[0].kind != "call":
                 return frozenset({obj})
             call = self._call_nodes.get(calls[0].site)

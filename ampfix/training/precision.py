@@ -11,11 +11,10 @@ candidate": a suggestion on the wrong code costs more than a missed one.
 from __future__ import annotations
 
 import ast
+import os
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
-
-import os
 
 from ampfix.program.project import imported_project_files
 from ampfix.program.values import assignments, enclosing_class
